@@ -1,0 +1,285 @@
+//! The `MoltmateUser` custom resource: one object per allowlisted person.
+//!
+//! Everything the API server can check is in the schema (enums, minimums,
+//! patterns), so a bad value is refused at `kubectl apply` time. Whatever the
+//! schema cannot express is checked by the operator and reported in `status`.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A Kubernetes quantity without sign or exponent, e.g. `500m`, `2`, `512Mi`, `10Gi`.
+pub const QUANTITY_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?|\.[0-9]+)(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$";
+/// A bare program name: no directory part, no spaces, no leading dot or dash.
+pub const PROGRAM_NAME_PATTERN: &str = r"^[A-Za-z0-9_+][A-Za-z0-9._+-]{0,63}$";
+/// A lowercase DNS name (subdomains of it are allowed too).
+pub const HOSTNAME_PATTERN: &str =
+    r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$";
+/// A Go-style duration such as `30m`, `1h30m` or `90s`; empty means never.
+pub const DURATION_PATTERN: &str = r"^(([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+)?$";
+
+/// One allowlisted person and the sandbox their agent runs in.
+///
+/// The operator gives each MoltmateUser its own namespace `moltmate-<name>` holding the
+/// agent pod, its workspace volume, a NetworkPolicy that denies egress, a ResourceQuota and
+/// a LimitRange. Fields left out take their value from the chosen `profile`.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "moltmate.io",
+    version = "v1alpha1",
+    kind = "MoltmateUser",
+    plural = "moltmateusers",
+    shortname = "mmu",
+    status = "MoltmateUserStatus",
+    doc = "One allowlisted Telegram user and the isolated sandbox their AI agent runs in.",
+    printcolumn(name = "Telegram ID", type_ = "integer", json_path = ".spec.telegram.userId"),
+    printcolumn(name = "Profile", type_ = "string", json_path = ".spec.profile"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct MoltmateUserSpec {
+    /// The person's Telegram identity. Messages from this user id are routed to this agent.
+    pub telegram: TelegramIdentity,
+
+    /// A human-readable name, shown in logs and in the agent's greeting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 128))]
+    pub display_name: Option<String>,
+
+    /// Trust level preset (the seed's trust-level table): personal, family, public or
+    /// high-security. Every other field of the spec overrides its preset value.
+    #[serde(default)]
+    pub profile: Profile,
+
+    /// The agent's container sandbox.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox: Option<SandboxSpec>,
+
+    /// What the agent's exec tool may run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exec: Option<ExecSpec>,
+
+    /// Web access, always brokered by the gateway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub web: Option<WebSpec>,
+
+    /// Compute and storage limits of the user's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourcesSpec>,
+
+    /// Pause the agent: its pod is removed, its workspace and settings are kept.
+    #[serde(default)]
+    pub suspend: bool,
+
+    /// Remove the agent pod after this long without messages (e.g. `30m`, `2h`); the next
+    /// message starts it again. Empty or absent means never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub idle_timeout: Option<String>,
+
+    /// What happens to the workspace when this MoltmateUser is deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace: Option<WorkspaceSpec>,
+}
+
+/// The person's Telegram identity.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TelegramIdentity {
+    /// Numeric Telegram user id (the sender's id; the bot's /whoami command tells it).
+    #[schemars(range(min = 1))]
+    pub user_id: i64,
+}
+
+/// Trust-level presets.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Profile {
+    // Just you: full tools and network.
+    Personal,
+    // Family and friends: allowlisted tools, brokered web access to a few domains.
+    Family,
+    // Strangers: minimal tools, no network.
+    #[default]
+    Public,
+    // Read-only tools, read-only workspace, no network, tight limits.
+    HighSecurity,
+}
+
+/// The agent's container sandbox.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SandboxSpec {
+    /// Agent container image; defaults to the operator's configured sandbox image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512))]
+    pub image: Option<String>,
+
+    /// Network access: `none` (gateway broker only, no DNS), `limited` (broker only, web
+    /// fetch through it) or `full` (public internet, never private ranges or cloud metadata).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<NetworkMode>,
+
+    /// Workspace mount: `rw` (read-write) or `ro` (read-only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace_access: Option<WorkspaceAccess>,
+}
+
+/// Network access of the agent pod.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkMode {
+    None,
+    Limited,
+    Full,
+}
+
+/// Workspace mount mode.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum WorkspaceAccess {
+    Rw,
+    Ro,
+}
+
+/// What the agent's exec tool may run (never through a shell).
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExecSpec {
+    /// `allowlist` (only safeBins), `blocklist` (anything but dangerous programs) or `full`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security: Option<ExecSecurity>,
+
+    /// Programs the agent may run under `allowlist`: bare names such as `cat` or `grep`,
+    /// looked up only in /usr/bin and /bin.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64), inner(regex(pattern = PROGRAM_NAME_PATTERN)))]
+    pub safe_bins: Option<Vec<String>>,
+}
+
+/// Exec security levels.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ExecSecurity {
+    Allowlist,
+    Blocklist,
+    Full,
+}
+
+/// Web access, brokered by the gateway.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WebSpec {
+    /// The web_fetch tool.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fetch: Option<WebFetchSpec>,
+}
+
+/// The web_fetch tool.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WebFetchSpec {
+    /// Whether the agent may fetch web pages (through the gateway's broker).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+
+    /// Domains the agent may fetch from; each also allows its subdomains
+    /// (`wikipedia.org` allows `en.wikipedia.org`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256), inner(regex(pattern = HOSTNAME_PATTERN)))]
+    pub allowed_domains: Option<Vec<String>>,
+}
+
+/// Compute and storage limits.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ResourcesSpec {
+    /// CPU limit of the agent, e.g. `500m` or `2`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = QUANTITY_PATTERN))]
+    pub cpu: Option<String>,
+
+    /// Memory limit of the agent, e.g. `512Mi` or `2Gi`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = QUANTITY_PATTERN))]
+    pub memory: Option<String>,
+
+    /// Size of the workspace volume, e.g. `1Gi`. It can grow later, never shrink.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = QUANTITY_PATTERN))]
+    pub storage: Option<String>,
+}
+
+/// The workspace volume's fate.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkspaceSpec {
+    /// `Retain` (default) keeps the namespace and workspace volume when the user is deleted,
+    /// for a later MoltmateUser of the same name to adopt; `Delete` removes them.
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
+}
+
+/// What deleting a MoltmateUser does to their data.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum DeletionPolicy {
+    #[default]
+    Retain,
+    Delete,
+}
+
+/// What the operator observed and did.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MoltmateUserStatus {
+    /// The spec generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// Pending, Provisioning, Ready, Suspended or Failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+
+    /// The namespace holding this user's sandbox.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+
+    /// Standard conditions; `Ready` tells whether the agent is serving, and if not, why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
+
+/// Lifecycle phase of a MoltmateUser.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+pub enum Phase {
+    Pending,
+    Provisioning,
+    Ready,
+    Suspended,
+    Failed,
+}
+
+impl Phase {
+    pub const ALL: [Phase; 5] = [Phase::Pending, Phase::Provisioning, Phase::Ready, Phase::Suspended, Phase::Failed];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Pending => "Pending",
+            Phase::Provisioning => "Provisioning",
+            Phase::Ready => "Ready",
+            Phase::Suspended => "Suspended",
+            Phase::Failed => "Failed",
+        }
+    }
+}
+
+/// The CRD as YAML, exactly as committed at `crds/moltmateuser.yaml`.
+pub fn crd_yaml() -> String {
+    use kube::CustomResourceExt;
+    let crd = MoltmateUser::crd();
+    let body = serde_saphyr::to_string(&crd).expect("a CRD always serializes");
+    format!("# Generated by `moltmate crd`; do not edit.\n---\n{body}")
+}

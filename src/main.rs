@@ -1,0 +1,3 @@
+fn main() {
+    print!("{}", moltmates::crd::crd_yaml());
+}

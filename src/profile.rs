@@ -1,0 +1,290 @@
+//! Trust-level presets and their resolution against a user's explicit spec.
+//!
+//! The seed's "Comparison: Trust Levels" table, as data. `resolve` is the one place that
+//! decides what a user may do; the operator, the agent and the gateway all read its output.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::crd::{DeletionPolicy, ExecSecurity, MoltmateUserSpec, NetworkMode, Profile, WorkspaceAccess};
+
+/// Read-only inspection tools: none of them writes files, runs other programs or talks to
+/// the network. (`sed` and `awk` are left out on purpose: GNU sed's `e` command and awk's
+/// `system()` run shell commands.)
+const READ_ONLY_BINS: &[&str] = &["cat", "head", "tail", "grep", "wc", "ls"];
+const FAMILY_BINS: &[&str] = &["cat", "head", "tail", "grep", "wc", "ls", "sort", "uniq", "cut", "tr", "pdftotext"];
+const FAMILY_DOMAINS: &[&str] = &["wikipedia.org", "docs.python.org"];
+
+/// Everything a user's sandbox is, after the preset and the overrides are combined.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResolvedProfile {
+    pub profile: Profile,
+    pub exec_security: ExecSecurity,
+    pub safe_bins: Vec<String>,
+    pub network: NetworkMode,
+    pub workspace_access: WorkspaceAccess,
+    pub web_fetch: WebFetchPolicy,
+    pub cpu: String,
+    pub memory: String,
+    pub storage: String,
+    /// `None`: the image the operator is configured with.
+    pub image: Option<String>,
+    /// `None`: never idle out.
+    #[serde(with = "humantime_serde_opt")]
+    pub idle_timeout: Option<Duration>,
+    pub deletion_policy: DeletionPolicy,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WebFetchPolicy {
+    pub enabled: bool,
+    /// `None`: any public domain (the `personal` preset); otherwise these domains and their
+    /// subdomains only. An empty list allows nothing.
+    pub allowed_domains: Option<Vec<String>>,
+}
+
+/// A preset row of the trust-level table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Preset {
+    pub exec_security: ExecSecurity,
+    pub safe_bins: Vec<String>,
+    pub network: NetworkMode,
+    pub workspace_access: WorkspaceAccess,
+    pub web_fetch: WebFetchPolicy,
+    pub cpu: &'static str,
+    pub memory: &'static str,
+    pub storage: &'static str,
+}
+
+fn strings(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+/// The preset for a profile.
+pub fn preset(profile: Profile) -> Preset {
+    match profile {
+        Profile::Personal => Preset {
+            exec_security: ExecSecurity::Full,
+            safe_bins: vec![],
+            network: NetworkMode::Full,
+            workspace_access: WorkspaceAccess::Rw,
+            web_fetch: WebFetchPolicy { enabled: true, allowed_domains: None },
+            cpu: "2",
+            memory: "2Gi",
+            storage: "10Gi",
+        },
+        Profile::Family => Preset {
+            exec_security: ExecSecurity::Allowlist,
+            safe_bins: strings(FAMILY_BINS),
+            network: NetworkMode::Limited,
+            workspace_access: WorkspaceAccess::Rw,
+            web_fetch: WebFetchPolicy { enabled: true, allowed_domains: Some(strings(FAMILY_DOMAINS)) },
+            cpu: "1",
+            memory: "1Gi",
+            storage: "5Gi",
+        },
+        Profile::Public => Preset {
+            exec_security: ExecSecurity::Allowlist,
+            safe_bins: strings(READ_ONLY_BINS),
+            network: NetworkMode::None,
+            workspace_access: WorkspaceAccess::Rw,
+            web_fetch: WebFetchPolicy { enabled: false, allowed_domains: Some(vec![]) },
+            cpu: "500m",
+            memory: "512Mi",
+            storage: "1Gi",
+        },
+        Profile::HighSecurity => Preset {
+            exec_security: ExecSecurity::Allowlist,
+            safe_bins: strings(READ_ONLY_BINS),
+            network: NetworkMode::None,
+            workspace_access: WorkspaceAccess::Ro,
+            web_fetch: WebFetchPolicy { enabled: false, allowed_domains: Some(vec![]) },
+            cpu: "250m",
+            memory: "256Mi",
+            storage: "512Mi",
+        },
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ProfileError {
+    #[error("spec.idleTimeout {0:?} is not a duration such as 30m or 2h")]
+    IdleTimeout(String),
+    #[error("spec.resources.{field} {value:?} must be greater than zero")]
+    ZeroQuantity { field: &'static str, value: String },
+}
+
+/// Combine the preset of `spec.profile` with every field the spec sets explicitly.
+pub fn resolve(spec: &MoltmateUserSpec) -> Result<ResolvedProfile, ProfileError> {
+    let p = preset(spec.profile);
+    let sandbox = spec.sandbox.clone().unwrap_or_default();
+    let exec = spec.exec.clone().unwrap_or_default();
+    let fetch = spec.web.as_ref().and_then(|w| w.fetch.clone()).unwrap_or_default();
+    let resources = spec.resources.clone().unwrap_or_default();
+
+    let quantity = |field: &'static str, value: Option<String>, default: &str| -> Result<String, ProfileError> {
+        let value = value.unwrap_or_else(|| default.to_string());
+        match crate::quantity::Quantity::parse(&value) {
+            Ok(q) if q.millis() > 0 => Ok(value),
+            _ => Err(ProfileError::ZeroQuantity { field, value }),
+        }
+    };
+    let idle_timeout = match spec.idle_timeout.as_deref() {
+        None | Some("") => None,
+        Some(text) => {
+            let parsed: kube::core::Duration = text.parse().map_err(|_| ProfileError::IdleTimeout(text.to_string()))?;
+            Some(Duration::from(parsed)).filter(|d| !d.is_zero())
+        }
+    };
+
+    Ok(ResolvedProfile {
+        profile: spec.profile,
+        exec_security: exec.security.unwrap_or(p.exec_security),
+        safe_bins: exec.safe_bins.unwrap_or(p.safe_bins),
+        network: sandbox.network.unwrap_or(p.network),
+        workspace_access: sandbox.workspace_access.unwrap_or(p.workspace_access),
+        web_fetch: WebFetchPolicy {
+            enabled: fetch.enabled.unwrap_or(p.web_fetch.enabled),
+            allowed_domains: match fetch.allowed_domains {
+                Some(domains) => Some(domains),
+                None => p.web_fetch.allowed_domains,
+            },
+        },
+        cpu: quantity("cpu", resources.cpu, p.cpu)?,
+        memory: quantity("memory", resources.memory, p.memory)?,
+        storage: quantity("storage", resources.storage, p.storage)?,
+        image: sandbox.image,
+        idle_timeout,
+        deletion_policy: spec.workspace.as_ref().map(|w| w.deletion_policy).unwrap_or_default(),
+    })
+}
+
+/// Serialize `Option<Duration>` as a humane string (`30m`) in the agent's environment.
+mod humantime_serde_opt {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(value: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(d) => s.serialize_str(&humantime::format_duration(*d).to_string()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let text: Option<String> = Option::deserialize(d)?;
+        text.map(|t| humantime::parse_duration(&t).map_err(serde::de::Error::custom)).transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::{ExecSpec, ResourcesSpec, SandboxSpec, TelegramIdentity, WebFetchSpec, WebSpec, WorkspaceSpec};
+
+    fn spec(profile: Profile) -> MoltmateUserSpec {
+        MoltmateUserSpec {
+            telegram: TelegramIdentity { user_id: 42 },
+            display_name: None,
+            profile,
+            sandbox: None,
+            exec: None,
+            web: None,
+            resources: None,
+            suspend: false,
+            idle_timeout: None,
+            workspace: None,
+        }
+    }
+
+    #[test]
+    fn presets_follow_the_trust_level_table() {
+        // (profile, exec, network, fetch enabled, workspace, cpu, memory, storage)
+        let table = [
+            (Profile::Personal, ExecSecurity::Full, NetworkMode::Full, true, WorkspaceAccess::Rw, "2", "2Gi", "10Gi"),
+            (Profile::Family, ExecSecurity::Allowlist, NetworkMode::Limited, true, WorkspaceAccess::Rw, "1", "1Gi", "5Gi"),
+            (Profile::Public, ExecSecurity::Allowlist, NetworkMode::None, false, WorkspaceAccess::Rw, "500m", "512Mi", "1Gi"),
+            (Profile::HighSecurity, ExecSecurity::Allowlist, NetworkMode::None, false, WorkspaceAccess::Ro, "250m", "256Mi", "512Mi"),
+        ];
+        for (profile, exec, network, fetch, access, cpu, memory, storage) in table {
+            let r = resolve(&spec(profile)).unwrap();
+            assert_eq!(
+                (r.exec_security, r.network, r.web_fetch.enabled, r.workspace_access, r.cpu.as_str(), r.memory.as_str(), r.storage.as_str()),
+                (exec, network, fetch, access, cpu, memory, storage),
+                "{profile:?}"
+            );
+            assert_eq!(r.deletion_policy, DeletionPolicy::Retain);
+            assert_eq!(r.idle_timeout, None);
+        }
+    }
+
+    #[test]
+    fn high_security_tools_are_read_only() {
+        let r = resolve(&spec(Profile::HighSecurity)).unwrap();
+        for bin in &r.safe_bins {
+            assert!(READ_ONLY_BINS.contains(&bin.as_str()), "{bin} is not read-only");
+        }
+        assert_eq!(r.workspace_access, WorkspaceAccess::Ro);
+    }
+
+    #[test]
+    fn no_preset_allowlists_a_program_that_runs_programs() {
+        for profile in [Profile::Family, Profile::Public, Profile::HighSecurity] {
+            let bins = preset(profile).safe_bins;
+            for dangerous in ["sh", "bash", "python3", "env", "xargs", "awk", "sed", "curl", "rm", "find"] {
+                assert!(!bins.iter().any(|b| b == dangerous), "{profile:?} allows {dangerous}");
+            }
+        }
+    }
+
+    #[test]
+    fn every_explicit_field_overrides_its_preset() {
+        let mut s = spec(Profile::HighSecurity);
+        s.sandbox = Some(SandboxSpec {
+            image: Some("example/agent:1".into()),
+            network: Some(NetworkMode::Limited),
+            workspace_access: Some(WorkspaceAccess::Rw),
+        });
+        s.exec = Some(ExecSpec { security: Some(ExecSecurity::Blocklist), safe_bins: Some(vec!["jq".into()]) });
+        s.web = Some(WebSpec { fetch: Some(WebFetchSpec { enabled: Some(true), allowed_domains: Some(vec!["example.org".into()]) }) });
+        s.resources = Some(ResourcesSpec { cpu: Some("3".into()), memory: Some("3Gi".into()), storage: Some("30Gi".into()) });
+        s.idle_timeout = Some("1h30m".into());
+        s.workspace = Some(WorkspaceSpec { deletion_policy: DeletionPolicy::Delete });
+        let r = resolve(&s).unwrap();
+        assert_eq!(r.image.as_deref(), Some("example/agent:1"));
+        assert_eq!(r.network, NetworkMode::Limited);
+        assert_eq!(r.workspace_access, WorkspaceAccess::Rw);
+        assert_eq!(r.exec_security, ExecSecurity::Blocklist);
+        assert_eq!(r.safe_bins, vec!["jq".to_string()]);
+        assert_eq!(r.web_fetch, WebFetchPolicy { enabled: true, allowed_domains: Some(vec!["example.org".into()]) });
+        assert_eq!((r.cpu.as_str(), r.memory.as_str(), r.storage.as_str()), ("3", "3Gi", "30Gi"));
+        assert_eq!(r.idle_timeout, Some(Duration::from_secs(90 * 60)));
+        assert_eq!(r.deletion_policy, DeletionPolicy::Delete);
+    }
+
+    #[test]
+    fn partial_overrides_keep_the_rest_of_the_preset() {
+        let mut s = spec(Profile::Family);
+        s.exec = Some(ExecSpec { security: None, safe_bins: Some(vec!["cat".into()]) });
+        s.web = Some(WebSpec { fetch: Some(WebFetchSpec { enabled: Some(false), allowed_domains: None }) });
+        let r = resolve(&s).unwrap();
+        assert_eq!(r.exec_security, ExecSecurity::Allowlist);
+        assert_eq!(r.safe_bins, vec!["cat".to_string()]);
+        assert!(!r.web_fetch.enabled);
+        assert_eq!(r.web_fetch.allowed_domains, Some(strings(FAMILY_DOMAINS)));
+    }
+
+    #[test]
+    fn bad_values_the_schema_lets_through_are_errors() {
+        let mut s = spec(Profile::Public);
+        s.idle_timeout = Some("5x".into());
+        assert_eq!(resolve(&s), Err(ProfileError::IdleTimeout("5x".into())));
+        s.idle_timeout = Some("".into());
+        assert_eq!(resolve(&s).unwrap().idle_timeout, None);
+        s.resources = Some(ResourcesSpec { cpu: Some("0".into()), ..Default::default() });
+        assert!(matches!(resolve(&s), Err(ProfileError::ZeroQuantity { field: "cpu", .. })));
+    }
+}
