@@ -1,8 +1,14 @@
 //! Moltmates: one Telegram bot, many people, each with their own sandboxed agent.
+pub mod builders;
 pub mod crd;
+pub mod dev;
+pub mod http;
+pub mod leader;
 pub mod names;
+pub mod operator;
 pub mod profile;
 pub mod quantity;
+pub mod telemetry;
 pub mod token;
 
 pub use crd::MoltmateUser;

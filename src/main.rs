@@ -1,3 +1,55 @@
-fn main() {
-    print!("{}", moltmates::crd::crd_yaml());
+//! `moltmate`: one binary, one subcommand per component.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use moltmates::telemetry::{self, LogFormat};
+
+#[derive(Parser, Debug)]
+#[command(name = "moltmate", version, about = "One Telegram bot, many people, each with their own sandboxed AI agent on Kubernetes")]
+struct Cli {
+    /// Log format: human-readable text or JSON lines.
+    #[arg(long, global = true, env = "MOLTMATE_LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Reconcile every MoltmateUser into an isolated namespace.
+    Operator(moltmates::operator::OperatorArgs),
+    /// Print the MoltmateUser CustomResourceDefinition (as committed in crds/).
+    Crd,
+    /// Development stand-ins for a local control plane.
+    #[command(subcommand)]
+    Dev(DevCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum DevCommand {
+    /// A local node that plays kubelet: registers a Node, runs its pods' status, provisions local volumes.
+    Node(moltmates::dev::node::NodeArgs),
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init(cli.log_format);
+    let result: Result<(), Box<dyn std::error::Error>> = match cli.command {
+        Command::Crd => {
+            print!("{}", moltmates::crd::crd_yaml());
+            Ok(())
+        }
+        Command::Operator(args) => moltmates::operator::run(args).await.map_err(Into::into),
+        Command::Dev(DevCommand::Node(args)) => moltmates::dev::node::run(args).await.map_err(Into::into),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "exiting");
+            eprintln!("moltmate: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -1,0 +1,156 @@
+//! The NetworkPolicy: agents talk to the gateway and (for `full`) the public internet only.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::networking::v1::{
+    IPBlock, NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort,
+    NetworkPolicySpec,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::Ctx;
+use crate::crd::NetworkMode;
+use crate::names;
+
+/// Never reachable from an agent, even with `network: full`: private (RFC 1918), carrier-grade
+/// NAT, loopback, link-local (cloud metadata at 169.254.169.254) and "this network".
+pub const BLOCKED_EGRESS_V4: &[&str] =
+    &["0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12", "192.168.0.0/16"];
+/// IPv6 counterparts: unique-local, link-local, loopback, IPv4-mapped.
+pub const BLOCKED_EGRESS_V6: &[&str] = &["::1/128", "::ffff:0:0/96", "fc00::/7", "fe80::/10"];
+
+/// The label every namespace carries with its own name (Kubernetes 1.21 and later).
+const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
+
+fn gateway_peer(ctx: &Ctx) -> NetworkPolicyPeer {
+    let config = ctx.input.config;
+    NetworkPolicyPeer {
+        namespace_selector: Some(LabelSelector {
+            match_labels: Some(BTreeMap::from([(NAMESPACE_NAME_LABEL.into(), config.gateway_namespace.clone())])),
+            ..LabelSelector::default()
+        }),
+        pod_selector: Some(LabelSelector {
+            match_labels: Some(config.gateway_pod_labels.clone()),
+            ..LabelSelector::default()
+        }),
+        ..NetworkPolicyPeer::default()
+    }
+}
+
+fn tcp(port: u16) -> NetworkPolicyPort {
+    NetworkPolicyPort { protocol: Some("TCP".into()), port: Some(IntOrString::Int(port.into())), ..NetworkPolicyPort::default() }
+}
+
+fn public_internet(cidr: &str, except: &[&str]) -> NetworkPolicyPeer {
+    NetworkPolicyPeer {
+        ip_block: Some(IPBlock { cidr: cidr.into(), except: Some(except.iter().map(|s| s.to_string()).collect()) }),
+        ..NetworkPolicyPeer::default()
+    }
+}
+
+/// Cluster DNS (kube-system pods labelled k8s-app=kube-dns), for `network: full` only.
+fn cluster_dns() -> NetworkPolicyEgressRule {
+    NetworkPolicyEgressRule {
+        to: Some(vec![NetworkPolicyPeer {
+            namespace_selector: Some(LabelSelector {
+                match_labels: Some(BTreeMap::from([(NAMESPACE_NAME_LABEL.into(), "kube-system".into())])),
+                ..LabelSelector::default()
+            }),
+            pod_selector: Some(LabelSelector {
+                match_labels: Some(BTreeMap::from([("k8s-app".into(), "kube-dns".into())])),
+                ..LabelSelector::default()
+            }),
+            ..NetworkPolicyPeer::default()
+        }]),
+        ports: Some(vec![
+            NetworkPolicyPort { protocol: Some("UDP".into()), port: Some(IntOrString::Int(53)), ..NetworkPolicyPort::default() },
+            tcp(53),
+        ]),
+    }
+}
+
+/// Default deny in both directions, then: ingress from the gateway to the agent port;
+/// egress to the gateway's broker; and for `full`, public addresses and cluster DNS.
+pub(super) fn network_policy(ctx: &Ctx) -> NetworkPolicy {
+    let config = ctx.input.config;
+    let mut egress = vec![NetworkPolicyEgressRule {
+        to: Some(vec![gateway_peer(ctx)]),
+        ports: Some(vec![tcp(config.broker_port)]),
+    }];
+    if ctx.input.profile.network == NetworkMode::Full {
+        egress.push(NetworkPolicyEgressRule {
+            to: Some(vec![public_internet("0.0.0.0/0", BLOCKED_EGRESS_V4), public_internet("::/0", BLOCKED_EGRESS_V6)]),
+            ports: None,
+        });
+        egress.push(cluster_dns());
+    }
+    NetworkPolicy {
+        metadata: ctx.meta(names::NETWORK_POLICY),
+        spec: Some(NetworkPolicySpec {
+            // Every pod in the namespace, not just the agent: whatever else appears there is fenced in too.
+            pod_selector: Some(LabelSelector::default()),
+            policy_types: Some(vec!["Ingress".into(), "Egress".into()]),
+            ingress: Some(vec![NetworkPolicyIngressRule {
+                from: Some(vec![gateway_peer(ctx)]),
+                ports: Some(vec![tcp(config.agent_port)]),
+            }]),
+            egress: Some(egress),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::builders::tests::{build_for, user};
+    use crate::crd::{NetworkMode, Profile, SandboxSpec};
+
+    fn policy(network: NetworkMode) -> k8s_openapi::api::networking::v1::NetworkPolicySpec {
+        let mut u = user("alice", Profile::Public);
+        u.spec.sandbox = Some(SandboxSpec { network: Some(network), ..Default::default() });
+        build_for(&u).network_policy.spec.unwrap()
+    }
+
+    #[test]
+    fn none_and_limited_reach_only_the_broker() {
+        for mode in [NetworkMode::None, NetworkMode::Limited] {
+            let spec = policy(mode);
+            assert_eq!(spec.policy_types.as_deref(), Some(&["Ingress".to_string(), "Egress".to_string()][..]));
+            assert!(spec.pod_selector.as_ref().unwrap().match_labels.is_none(), "selects every pod");
+            let egress = spec.egress.unwrap();
+            assert_eq!(egress.len(), 1, "{mode:?}: only the broker rule");
+            let rule = &egress[0];
+            let peer = &rule.to.as_ref().unwrap()[0];
+            assert!(peer.ip_block.is_none());
+            assert_eq!(peer.pod_selector.as_ref().unwrap().match_labels.as_ref().unwrap()["app.kubernetes.io/name"], "moltmate-gateway");
+            let port = &rule.ports.as_ref().unwrap()[0];
+            assert_eq!(port.port, Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(8081)));
+        }
+    }
+
+    #[test]
+    fn ingress_only_from_the_gateway_to_the_agent_port() {
+        let spec = policy(NetworkMode::Full);
+        let ingress = spec.ingress.unwrap();
+        assert_eq!(ingress.len(), 1);
+        let peer = &ingress[0].from.as_ref().unwrap()[0];
+        assert_eq!(peer.namespace_selector.as_ref().unwrap().match_labels.as_ref().unwrap()["kubernetes.io/metadata.name"], "moltmate-system");
+        assert_eq!(ingress[0].ports.as_ref().unwrap()[0].port, Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(8080)));
+    }
+
+    #[test]
+    fn full_network_never_reaches_private_ranges_or_metadata() {
+        let egress = policy(NetworkMode::Full).egress.unwrap();
+        let blocks: Vec<_> = egress.iter().flat_map(|r| r.to.iter().flatten()).filter_map(|p| p.ip_block.as_ref()).collect();
+        assert_eq!(blocks.len(), 2);
+        let v4 = blocks.iter().find(|b| b.cidr == "0.0.0.0/0").unwrap();
+        let except = v4.except.as_ref().unwrap();
+        for private in ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16"] {
+            assert!(except.iter().any(|e| e == private), "{private} not excluded");
+        }
+        let v6 = blocks.iter().find(|b| b.cidr == "::/0").unwrap();
+        assert!(v6.except.as_ref().unwrap().iter().any(|e| e == "fc00::/7"));
+        let dns_ports: Vec<_> = egress.iter().flat_map(|r| r.ports.iter().flatten()).filter(|p| p.port == Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(53))).collect();
+        assert_eq!(dns_ports.len(), 2, "DNS over UDP and TCP");
+    }
+}

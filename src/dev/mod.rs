@@ -1,0 +1,2 @@
+//! Development stand-ins: the local node that plays kubelet where no kubelet exists.
+pub mod node;

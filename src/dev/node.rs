@@ -1,0 +1,281 @@
+//! `moltmate dev node`: a Node that is not a kubelet.
+//!
+//! The test control plane has an API server, a scheduler and controllers but no kubelet.
+//! This stand-in registers a Ready Node, keeps its heartbeat, marks agent pods bound to it
+//! Running/Ready with a podIP on its own 127.0.0.x address, finishes pod deletions the way
+//! a kubelet does, and provisions local volumes for claims of its storage class.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::{
+    HostPathVolumeSource, Node, ObjectReference, PersistentVolume, PersistentVolumeClaim, PersistentVolumeSpec, Pod,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, ResourceExt};
+use serde_json::json;
+use tracing::{info, warn};
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct NodeArgs {
+    /// Node name to register.
+    #[arg(long, default_value = "moltmate-dev-node")]
+    pub name: String,
+    /// Where local volumes live.
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    /// Claims of this StorageClass get a local volume.
+    #[arg(long, default_value = "moltmate-dev")]
+    pub storage_class: String,
+    /// Address of /healthz and /readyz.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub http_addr: SocketAddr,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("watch: {0}")]
+    Watch(#[from] watcher::Error),
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+const FIELD_MANAGER: &str = "moltmate-dev-node";
+const HEARTBEAT: Duration = Duration::from_secs(10);
+
+pub async fn run(args: NodeArgs) -> Result<(), Error> {
+    let client = Client::try_default().await?;
+    std::fs::create_dir_all(args.data_dir.join("volumes"))?;
+    register(&client, &args.name).await?;
+    info!(node = %args.name, "node registered");
+
+    let health = crate::http::Health::new();
+    health.set_ready(true);
+    let app = crate::http::router(health, Default::default(), Box::new(|| {}));
+    crate::http::serve(args.http_addr, app).await?;
+
+    let heartbeat = {
+        let client = client.clone();
+        let name = args.name.clone();
+        async move {
+            loop {
+                tokio::time::sleep(HEARTBEAT).await;
+                if let Err(e) = set_node_status(&client, &name).await {
+                    warn!(error = %e, "node heartbeat failed");
+                }
+            }
+        }
+    };
+    tokio::select! {
+        r = run_pods(client.clone(), args.name.clone()) => r,
+        r = run_volumes(client.clone(), args.clone()) => r,
+        _ = heartbeat => Ok(()),
+        _ = tokio::signal::ctrl_c() => Ok(()),
+    }
+}
+
+async fn register(client: &Client, name: &str) -> Result<(), Error> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let node = json!({
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": { "name": name, "labels": { "kubernetes.io/hostname": name, "kubernetes.io/os": "linux" } },
+    });
+    nodes.patch(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&node)).await?;
+    set_node_status(client, name).await
+}
+
+async fn set_node_status(client: &Client, name: &str) -> Result<(), Error> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let now = jiff::Timestamp::now().to_string();
+    let capacity = json!({ "cpu": "64", "memory": "256Gi", "pods": "500", "ephemeral-storage": "100Gi" });
+    let status = json!({
+        "status": {
+            "capacity": capacity,
+            "allocatable": capacity,
+            "addresses": [{ "type": "InternalIP", "address": "127.0.0.1" }, { "type": "Hostname", "address": name }],
+            "conditions": [{
+                "type": "Ready", "status": "True", "reason": "KubeletReady",
+                "message": "moltmate dev node stand-in", "lastHeartbeatTime": now, "lastTransitionTime": now,
+            }],
+            "nodeInfo": {
+                "architecture": std::env::consts::ARCH, "operatingSystem": "linux", "kubeletVersion": "v1.20.2",
+                "kubeProxyVersion": "v1.20.2", "containerRuntimeVersion": "moltmate-dev://0", "kernelVersion": "",
+                "osImage": "", "bootID": "", "machineID": "", "systemUUID": "",
+            },
+        }
+    });
+    nodes.patch_status(name, &PatchParams::default(), &Patch::Merge(&status)).await?;
+    Ok(())
+}
+
+/// Hands out 127.0.0.x addresses, one per pod uid.
+#[derive(Default)]
+struct Addresses {
+    by_pod: HashMap<String, Ipv4Addr>,
+}
+
+impl Addresses {
+    fn assign(&mut self, uid: &str) -> Option<Ipv4Addr> {
+        if let Some(ip) = self.by_pod.get(uid) {
+            return Some(*ip);
+        }
+        let taken: Vec<Ipv4Addr> = self.by_pod.values().copied().collect();
+        let ip = (2..=254u8).map(|n| Ipv4Addr::new(127, 0, 0, n)).find(|ip| !taken.contains(ip))?;
+        self.by_pod.insert(uid.to_string(), ip);
+        Some(ip)
+    }
+    fn keep(&mut self, uid: &str, ip: Ipv4Addr) {
+        self.by_pod.insert(uid.to_string(), ip);
+    }
+    fn release(&mut self, uid: &str) {
+        self.by_pod.remove(uid);
+    }
+}
+
+async fn run_pods(client: Client, node: String) -> Result<(), Error> {
+    let pods: Api<Pod> = Api::all(client.clone());
+    let addresses = Arc::new(Mutex::new(Addresses::default()));
+    let config = watcher::Config::default().fields(&format!("spec.nodeName={node}"));
+    let mut events = watcher(pods, config).default_backoff().boxed();
+    while let Some(event) = events.try_next().await? {
+        match event {
+            watcher::Event::Apply(pod) | watcher::Event::InitApply(pod) => {
+                if let Err(e) = handle_pod(&client, &addresses, &pod).await {
+                    warn!(pod = %pod.name_any(), namespace = ?pod.namespace(), error = %e, "could not update pod");
+                }
+            }
+            watcher::Event::Delete(pod) => {
+                addresses.lock().expect("address lock").release(&pod.uid().unwrap_or_default());
+            }
+            watcher::Event::Init | watcher::Event::InitDone => {}
+        }
+    }
+    Ok(())
+}
+
+async fn handle_pod(client: &Client, addresses: &Mutex<Addresses>, pod: &Pod) -> Result<(), Error> {
+    let ns = pod.namespace().unwrap_or_default();
+    let name = pod.name_any();
+    let uid = pod.uid().unwrap_or_default();
+    let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    if pod.metadata.deletion_timestamp.is_some() {
+        // What a kubelet does once the containers are gone: confirm the deletion.
+        let params = DeleteParams { grace_period_seconds: Some(0), ..DeleteParams::default() };
+        match api.delete(&name, &params).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(e) => return Err(e.into()),
+        }
+        addresses.lock().expect("address lock").release(&uid);
+        return Ok(());
+    }
+    let status = pod.status.clone().unwrap_or_default();
+    if let Some(ip) = status.pod_ip.as_deref().and_then(|ip| ip.parse().ok()) {
+        addresses.lock().expect("address lock").keep(&uid, ip);
+    }
+    if status.phase.as_deref() == Some("Running") && status.pod_ip.is_some() {
+        return Ok(());
+    }
+    let Some(ip) = addresses.lock().expect("address lock").assign(&uid) else {
+        warn!(pod = %name, "no free 127.0.0.x address left");
+        return Ok(());
+    };
+    let now = jiff::Timestamp::now().to_string();
+    let containers: Vec<_> = pod.spec.iter().flat_map(|s| s.containers.iter()).map(|c| json!({
+        "name": c.name, "ready": true, "started": true, "restartCount": 0,
+        "image": c.image.clone().unwrap_or_default(), "imageID": "",
+        "state": { "running": { "startedAt": now } },
+    })).collect();
+    let condition = |t: &str| json!({ "type": t, "status": "True", "lastTransitionTime": now });
+    let patch = json!({
+        "status": {
+            "phase": "Running",
+            "hostIP": "127.0.0.1",
+            "podIP": ip.to_string(),
+            "podIPs": [{ "ip": ip.to_string() }],
+            "startTime": now,
+            "conditions": [condition("Initialized"), condition("Ready"), condition("ContainersReady"), condition("PodScheduled")],
+            "containerStatuses": containers,
+        }
+    });
+    api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    info!(pod = %name, namespace = %ns, ip = %ip, "pod running");
+    Ok(())
+}
+
+async fn run_volumes(client: Client, args: NodeArgs) -> Result<(), Error> {
+    let claims: Api<PersistentVolumeClaim> = Api::all(client.clone());
+    let mut events = watcher(claims, watcher::Config::default()).default_backoff().applied_objects().boxed();
+    while let Some(claim) = events.try_next().await? {
+        if let Err(e) = provision(&client, &args, &claim).await {
+            warn!(claim = %claim.name_any(), namespace = ?claim.namespace(), error = %e, "could not provision volume");
+        }
+    }
+    Ok(())
+}
+
+/// A local volume for a pending claim of our class, pre-bound to it.
+async fn provision(client: &Client, args: &NodeArgs, claim: &PersistentVolumeClaim) -> Result<(), Error> {
+    let Some(spec) = claim.spec.as_ref() else { return Ok(()) };
+    let pending = claim.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("Pending") == "Pending";
+    if spec.storage_class_name.as_deref() != Some(args.storage_class.as_str()) || spec.volume_name.is_some() || !pending {
+        return Ok(());
+    }
+    let uid = claim.uid().unwrap_or_default();
+    let ns = claim.namespace().unwrap_or_default();
+    let path = args.data_dir.join("volumes").join(format!("{ns}-{}-{uid}", claim.name_any()));
+    std::fs::create_dir_all(&path)?;
+    let capacity: BTreeMap<_, _> = spec.resources.as_ref().and_then(|r| r.requests.clone()).unwrap_or_default();
+    let volume = PersistentVolume {
+        metadata: ObjectMeta { name: Some(format!("pvc-{uid}")), ..ObjectMeta::default() },
+        spec: Some(PersistentVolumeSpec {
+            capacity: Some(capacity),
+            access_modes: spec.access_modes.clone(),
+            storage_class_name: Some(args.storage_class.clone()),
+            persistent_volume_reclaim_policy: Some("Retain".into()),
+            host_path: Some(HostPathVolumeSource { path: path.display().to_string(), type_: Some("Directory".into()) }),
+            claim_ref: Some(ObjectReference {
+                namespace: Some(ns.clone()),
+                name: Some(claim.name_any()),
+                uid: Some(uid.clone()),
+                ..ObjectReference::default()
+            }),
+            ..PersistentVolumeSpec::default()
+        }),
+        ..PersistentVolume::default()
+    };
+    let volumes: Api<PersistentVolume> = Api::all(client.clone());
+    match volumes.create(&PostParams::default(), &volume).await {
+        Ok(_) => info!(claim = %claim.name_any(), namespace = %ns, path = %path.display(), "volume provisioned"),
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(e) => return Err(e.into()),
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Addresses;
+    use std::net::Ipv4Addr;
+
+    #[test]
+    fn addresses_are_unique_and_reused_after_release() {
+        let mut a = Addresses::default();
+        let first = a.assign("p1").unwrap();
+        assert_eq!(first, Ipv4Addr::new(127, 0, 0, 2));
+        assert_eq!(a.assign("p1"), Some(first), "stable per pod");
+        let second = a.assign("p2").unwrap();
+        assert_ne!(first, second);
+        a.release("p1");
+        assert_eq!(a.assign("p3"), Some(first));
+    }
+}

@@ -1,0 +1,262 @@
+//! `moltmate operator`: reconciles every MoltmateUser into an isolated namespace.
+
+mod diff;
+mod metrics;
+mod reconcile;
+mod status;
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use futures::{Stream, StreamExt, future};
+use k8s_openapi::api::core::v1::{
+    LimitRange, Namespace, PersistentVolumeClaim, Pod, ResourceQuota, Secret, Service, ServiceAccount,
+};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{Controller, WatchStreamExt, watcher};
+use kube::{Api, Client, Resource, ResourceExt};
+use prometheus_client::registry::Registry;
+use serde::de::DeserializeOwned;
+use tracing::{info, warn};
+
+pub use diff::{is_subset, needs_apply};
+pub use reconcile::{Caches, Context, telegram_id_holder};
+
+use crate::builders::ClusterConfig;
+use crate::crd::MoltmateUser;
+use crate::names;
+use crate::token::{MasterKey, MasterKeyError};
+use crate::{http, leader};
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct OperatorArgs {
+    /// Agent image for users whose spec names none.
+    #[arg(long, env = "MOLTMATE_SANDBOX_IMAGE", default_value = "moltmates/sandbox:0.1.0")]
+    pub sandbox_image: String,
+    /// StorageClass for workspace volumes (default: the cluster's default class).
+    #[arg(long, env = "MOLTMATE_STORAGE_CLASS")]
+    pub storage_class: Option<String>,
+    /// Namespace of the gateway; its pods are the agents' only peers.
+    #[arg(long, env = "MOLTMATE_GATEWAY_NAMESPACE", default_value = "moltmate-system")]
+    pub gateway_namespace: String,
+    /// Labels of the gateway pods, as `key=value,key=value`.
+    #[arg(long, env = "MOLTMATE_GATEWAY_POD_LABELS", default_value = "app.kubernetes.io/name=moltmate-gateway", value_parser = parse_labels)]
+    pub gateway_pod_labels: BTreeMap<String, String>,
+    /// Service in the gateway namespace whose ClusterIP agents reach the broker at.
+    #[arg(long, env = "MOLTMATE_BROKER_SERVICE", default_value = "moltmate-broker")]
+    pub broker_service: String,
+    /// Port of the gateway's broker.
+    #[arg(long, env = "MOLTMATE_BROKER_PORT", default_value_t = 8081)]
+    pub broker_port: u16,
+    /// Port agents listen on.
+    #[arg(long, env = "MOLTMATE_AGENT_PORT", default_value_t = 8080)]
+    pub agent_port: u16,
+    /// File holding the master key agent tokens are derived from (else env MOLTMATE_MASTER_KEY).
+    #[arg(long, env = "MOLTMATE_MASTER_KEY_FILE")]
+    pub master_key_file: Option<String>,
+    /// Address of /healthz, /readyz and /metrics.
+    #[arg(long, env = "MOLTMATE_HTTP_ADDR", default_value = "0.0.0.0:9090")]
+    pub http_addr: SocketAddr,
+    /// Elect a leader on a Lease so that only one replica reconciles.
+    #[arg(long, env = "MOLTMATE_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_elect: bool,
+    /// Namespace of the leader Lease (default: the gateway namespace, i.e. the release namespace).
+    #[arg(long, env = "MOLTMATE_LEASE_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+    /// This replica's name in the Lease (default: POD_NAME, else the host name).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+}
+
+/// `key=value,key=value` into a label map.
+pub fn parse_labels(text: &str) -> Result<BTreeMap<String, String>, String> {
+    text.split(',')
+        .filter(|part| !part.trim().is_empty())
+        .map(|part| match part.split_once('=') {
+            Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.trim().to_string())),
+            _ => Err(format!("{part:?} is not key=value")),
+        })
+        .collect()
+}
+
+impl OperatorArgs {
+    pub fn cluster_config(&self) -> ClusterConfig {
+        ClusterConfig {
+            default_image: self.sandbox_image.clone(),
+            storage_class: self.storage_class.clone(),
+            gateway_namespace: self.gateway_namespace.clone(),
+            gateway_pod_labels: self.gateway_pod_labels.clone(),
+            agent_port: self.agent_port,
+            broker_port: self.broker_port,
+            broker_service: self.broker_service.clone(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    MasterKey(#[from] MasterKeyError),
+    #[error("connecting to Kubernetes: {0}")]
+    Connect(#[source] kube::Error),
+    #[error("serving health endpoints on {addr}: {source}")]
+    Http { addr: SocketAddr, source: std::io::Error },
+    #[error(transparent)]
+    Leader(#[from] leader::LeaderError),
+}
+
+/// A reflector over the objects this operator manages of kind `K`, and its event stream.
+fn owned<K>(client: &Client) -> (Store<K>, impl Stream<Item = Result<K, watcher::Error>> + Send + 'static)
+where
+    K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let config = watcher::Config::default().labels(&names::managed_selector()).any_semantic();
+    let stream = watcher(Api::<K>::all(client.clone()), config)
+        .default_backoff()
+        // Managed fields are bookkeeping the diff never reads; keep them out of memory.
+        .modify(|object| object.managed_fields_mut().clear())
+        .reflect(writer)
+        .touched_objects();
+    (reader, stream)
+}
+
+/// Children name their user in a label; retained namespaces have no owner reference left.
+fn user_of<K: Resource>(object: K) -> Option<ObjectRef<MoltmateUser>> {
+    object.labels().get(names::LABEL_USER).map(|name| ObjectRef::new(name))
+}
+
+pub async fn run(args: OperatorArgs) -> Result<(), Error> {
+    let master_key = MasterKey::load(args.master_key_file.as_deref(), std::env::var("MOLTMATE_MASTER_KEY").ok().as_deref())?;
+    let client = Client::try_default().await.map_err(Error::Connect)?;
+    let health = http::Health::new();
+    let mut registry = Registry::default();
+    let metrics = Arc::new(metrics::Metrics::register(&mut registry));
+
+    let users_api: Api<MoltmateUser> = Api::all(client.clone());
+    let controller = Controller::new(users_api, watcher::Config::default().any_semantic());
+    let users = controller.store();
+
+    let scrape_users = users.clone();
+    let scrape_metrics = metrics.clone();
+    let before_scrape: http::BeforeScrape =
+        Box::new(move || scrape_metrics.count_users(scrape_users.state().iter().map(|u| u.as_ref())));
+    let app = http::router(health.clone(), registry, before_scrape);
+    let bound = http::serve(args.http_addr, app).await.map_err(|source| Error::Http { addr: args.http_addr, source })?;
+    info!(addr = %bound, "serving /healthz, /readyz, /metrics");
+
+    let leadership = if args.leader_elect {
+        let identity = args.identity.clone().unwrap_or_else(default_identity);
+        let lease_ns = args.lease_namespace.clone().unwrap_or_else(|| args.gateway_namespace.clone());
+        Some(leader::acquire(client.clone(), &lease_ns, "moltmate-operator", &identity).await?)
+    } else {
+        None
+    };
+
+    let (namespaces, namespace_events) = owned::<Namespace>(&client);
+    let (service_accounts, service_account_events) = owned::<ServiceAccount>(&client);
+    let (workspaces, workspace_events) = owned::<PersistentVolumeClaim>(&client);
+    let (quotas, quota_events) = owned::<ResourceQuota>(&client);
+    let (limit_ranges, limit_range_events) = owned::<LimitRange>(&client);
+    let (network_policies, network_policy_events) = owned::<NetworkPolicy>(&client);
+    let (secrets, secret_events) = owned::<Secret>(&client);
+    let (services, service_events) = owned::<Service>(&client);
+    let (pods, pod_events) = owned::<Pod>(&client);
+
+    let (broker, broker_writer) = reflector::store();
+    let broker_api: Api<Service> = Api::namespaced(client.clone(), &args.gateway_namespace);
+    let broker_config = watcher::Config::default().fields(&format!("metadata.name={}", args.broker_service));
+    let broker_changes = watcher(broker_api, broker_config)
+        .default_backoff()
+        .reflect(broker_writer)
+        .touched_objects()
+        .filter_map(|r| future::ready(r.ok().map(|_| ())));
+
+    let caches = Caches {
+        users: users.clone(),
+        namespaces,
+        service_accounts,
+        workspaces,
+        quotas,
+        limit_ranges,
+        network_policies,
+        secrets,
+        services,
+        pods,
+        broker,
+    };
+    let reporter = Reporter { controller: names::FIELD_MANAGER.into(), instance: args.identity.clone() };
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        config: args.cluster_config(),
+        master_key,
+        caches: caches.clone(),
+        recorder: Recorder::new(client.clone(), reporter),
+        metrics,
+        failures: Mutex::new(Default::default()),
+    });
+
+    let ready_health = health.clone();
+    tokio::spawn(async move {
+        caches.wait_until_ready().await;
+        ready_health.set_ready(true);
+        info!("caches synced; operator ready");
+    });
+
+    let controller = controller
+        .watches_stream(namespace_events, user_of)
+        .watches_stream(service_account_events, user_of)
+        .watches_stream(workspace_events, user_of)
+        .watches_stream(quota_events, user_of)
+        .watches_stream(limit_range_events, user_of)
+        .watches_stream(network_policy_events, user_of)
+        .watches_stream(secret_events, user_of)
+        .watches_stream(service_events, user_of)
+        .watches_stream(pod_events, user_of)
+        .reconcile_all_on(broker_changes)
+        .shutdown_on_signal()
+        .run(reconcile::reconcile, reconcile::error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                warn!(error = %e, "controller");
+            }
+        });
+
+    match leadership {
+        Some(leadership) => tokio::select! {
+            _ = controller => Ok(()),
+            lost = leadership.lost() => Err(lost.into()),
+        },
+        None => {
+            controller.await;
+            Ok(())
+        }
+    }
+}
+
+fn default_identity() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .map(|h| format!("{h}-{}", std::process::id()))
+        .unwrap_or_else(|| format!("moltmate-operator-{}", std::process::id()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_labels;
+
+    #[test]
+    fn labels_parse() {
+        let labels = parse_labels("a=b, c.io/d=e").unwrap();
+        assert_eq!(labels.len(), 2);
+        assert_eq!(labels["c.io/d"], "e");
+        assert!(parse_labels("novalue").is_err());
+        assert!(parse_labels("").unwrap().is_empty());
+    }
+}

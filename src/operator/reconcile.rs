@@ -1,0 +1,491 @@
+//! The reconciler: read caches, call the pure builders, apply only what differs.
+
+use std::collections::HashMap;
+use std::fmt::Debug;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::api::core::v1::{
+    LimitRange, Namespace, PersistentVolumeClaim, Pod, ResourceQuota, Secret, Service, ServiceAccount,
+};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event as KubeEvent, EventType, Recorder};
+use kube::runtime::finalizer::{self, Event as Finalizer};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tracing::{info, warn};
+
+use super::diff::needs_apply;
+use super::metrics::Metrics;
+use super::status::{Observation, next_status};
+use crate::builders::{self, BuildInput, ClusterConfig, DesiredState};
+use crate::crd::{DeletionPolicy, MoltmateUser, Phase};
+use crate::names;
+use crate::profile;
+use crate::quantity::Quantity;
+use crate::token::MasterKey;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("finalizer: {0}")]
+    Finalizer(#[source] Box<finalizer::Error<Error>>),
+}
+
+/// Read-only views of everything the operator owns, kept current by watches.
+#[derive(Clone)]
+pub struct Caches {
+    pub users: Store<MoltmateUser>,
+    pub namespaces: Store<Namespace>,
+    pub service_accounts: Store<ServiceAccount>,
+    pub workspaces: Store<PersistentVolumeClaim>,
+    pub quotas: Store<ResourceQuota>,
+    pub limit_ranges: Store<LimitRange>,
+    pub network_policies: Store<NetworkPolicy>,
+    pub secrets: Store<Secret>,
+    pub services: Store<Service>,
+    pub pods: Store<Pod>,
+    /// The gateway's broker Service (one object at most).
+    pub broker: Store<Service>,
+}
+
+impl Caches {
+    /// Resolves once every watch has listed its objects. Reconciling before that would
+    /// mistake "not listed yet" for "missing" and write what is already there.
+    pub async fn wait_until_ready(&self) {
+        let _ = futures::join!(
+            self.users.wait_until_ready(),
+            self.namespaces.wait_until_ready(),
+            self.service_accounts.wait_until_ready(),
+            self.workspaces.wait_until_ready(),
+            self.quotas.wait_until_ready(),
+            self.limit_ranges.wait_until_ready(),
+            self.network_policies.wait_until_ready(),
+            self.secrets.wait_until_ready(),
+            self.services.wait_until_ready(),
+            self.pods.wait_until_ready(),
+            self.broker.wait_until_ready(),
+        );
+    }
+}
+
+/// What every reconcile shares.
+pub struct Context {
+    pub client: Client,
+    pub config: ClusterConfig,
+    pub master_key: MasterKey,
+    pub caches: Caches,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+    /// Consecutive failures per user, for the error backoff.
+    pub failures: Mutex<HashMap<String, u32>>,
+}
+
+fn lookup<K>(store: &Store<K>, namespace: &str, name: &str) -> Option<Arc<K>>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    store.get(&ObjectRef::new(name).within(namespace))
+}
+
+pub async fn reconcile(user: Arc<MoltmateUser>, ctx: Arc<Context>) -> Result<Action, Error> {
+    ctx.caches.wait_until_ready().await;
+    let started = Instant::now();
+    let api: Api<MoltmateUser> = Api::all(ctx.client.clone());
+    let result = finalizer::finalizer(&api, names::FINALIZER, user, |event| async {
+        match event {
+            Finalizer::Apply(user) => apply(&user, &ctx).await,
+            Finalizer::Cleanup(user) => cleanup(&user, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)));
+    ctx.metrics.observe_reconcile(started.elapsed(), result.is_ok());
+    result
+}
+
+/// Back off per user: 2 s, 4 s, ... up to 5 minutes; a success resets it.
+pub fn error_policy(user: Arc<MoltmateUser>, error: &Error, ctx: Arc<Context>) -> Action {
+    let name = user.name_any();
+    warn!(user = %name, error = %error, "reconcile failed");
+    let mut failures = ctx.failures.lock().expect("failure map lock");
+    let count = failures.entry(name).or_insert(0);
+    *count = count.saturating_add(1);
+    Action::requeue(backoff(*count))
+}
+
+pub fn backoff(failures: u32) -> Duration {
+    Duration::from_secs(2u64.saturating_pow(failures.min(9)).min(300))
+}
+
+async fn apply(user: &MoltmateUser, ctx: &Context) -> Result<Action, Error> {
+    let name = user.name_any();
+    let observation = match provision(user, ctx).await {
+        Ok(observation) => observation,
+        Err(error) => {
+            let observation = Observation::new(Phase::Failed, "ApplyFailed", error.to_string());
+            record_status(user, ctx, &observation).await?;
+            return Err(error);
+        }
+    };
+    record_status(user, ctx, &observation).await?;
+    ctx.failures.lock().expect("failure map lock").remove(&name);
+    Ok(match observation.phase {
+        Phase::Ready | Phase::Suspended => Action::requeue(Duration::from_secs(600)),
+        Phase::Provisioning | Phase::Pending => Action::requeue(Duration::from_secs(30)),
+        Phase::Failed => Action::requeue(Duration::from_secs(60)),
+    })
+}
+
+/// Bring the user's sandbox to its desired state and say where it stands.
+async fn provision(user: &MoltmateUser, ctx: &Context) -> Result<Observation, Error> {
+    let name = user.name_any();
+    let namespace = match names::user_namespace(&name) {
+        Ok(ns) => ns,
+        Err(e) => return Ok(Observation::new(Phase::Failed, "InvalidName", e.to_string())),
+    };
+    if let Some(holder) = telegram_id_holder(user, &ctx.caches.users.state()) {
+        // No sandbox for the newcomer; an agent it already had stops serving.
+        delete_pod(ctx, &namespace).await?;
+        return Ok(Observation::new(
+            Phase::Failed,
+            "DuplicateTelegramId",
+            format!("Telegram user id {} already belongs to MoltmateUser {holder:?}", user.spec.telegram.user_id),
+        ));
+    }
+    let profile = match profile::resolve(&user.spec) {
+        Ok(p) => p,
+        Err(e) => return Ok(Observation::new(Phase::Failed, "InvalidSpec", e.to_string())),
+    };
+    let token = ctx.master_key.agent_token(user.uid().as_deref().unwrap_or_default());
+    let broker = ctx.caches.broker.state().into_iter().next();
+    let broker_ip = broker.as_ref().and_then(|s| s.spec.as_ref()?.cluster_ip.clone()).filter(|ip| ip != "None");
+    let input = BuildInput { profile: &profile, config: &ctx.config, agent_token: &token, broker_ip: broker_ip.as_deref() };
+    let mut desired = match builders::build(user, &input) {
+        Ok(d) => d,
+        Err(e) => return Ok(Observation::new(Phase::Failed, "InvalidSpec", e.to_string())),
+    };
+    keep_workspace_size(user, ctx, &mut desired).await;
+    apply_children(user, ctx, &desired).await?;
+
+    if user.spec.suspend {
+        if delete_pod(ctx, &namespace).await? {
+            event(ctx, user, EventType::Normal, "Suspended", "agent pod removed; workspace kept").await;
+        }
+        return Ok(Observation::new(Phase::Suspended, "Suspended", "spec.suspend is true; the agent is paused"));
+    }
+    if broker_ip.is_none() {
+        return Ok(Observation::new(
+            Phase::Provisioning,
+            "WaitingForGateway",
+            format!("Service {}/{} not found; agents reach the broker through it", ctx.config.gateway_namespace, ctx.config.broker_service),
+        ));
+    }
+    reconcile_pod(user, ctx, &desired.pod).await
+}
+
+/// The older MoltmateUser (by creation time, then name) holding the same Telegram id, if any.
+pub fn telegram_id_holder(user: &MoltmateUser, all: &[Arc<MoltmateUser>]) -> Option<String> {
+    let key = |u: &MoltmateUser| (u.metadata.creation_timestamp.clone().map(|t| t.0), u.name_any());
+    all.iter()
+        .filter(|other| other.spec.telegram.user_id == user.spec.telegram.user_id)
+        .filter(|other| other.name_any() != user.name_any() && other.metadata.deletion_timestamp.is_none())
+        .filter(|other| key(other) < key(user))
+        .min_by_key(|other| key(other))
+        .map(|other| other.name_any())
+}
+
+/// A workspace can grow, never shrink: keep the live size if the spec asks for less.
+async fn keep_workspace_size(user: &MoltmateUser, ctx: &Context, desired: &mut DesiredState) {
+    let ns = desired.namespace.metadata.name.clone().unwrap_or_default();
+    let Some(live) = lookup(&ctx.caches.workspaces, &ns, names::WORKSPACE_PVC) else { return };
+    let size = |pvc: &PersistentVolumeClaim| {
+        pvc.spec.as_ref()?.resources.as_ref()?.requests.as_ref()?.get("storage").cloned()
+    };
+    let (Some(live_size), Some(want)) = (size(&live), size(&desired.workspace)) else { return };
+    if let (Ok(l), Ok(w)) = (Quantity::parse(&live_size.0), Quantity::parse(&want.0))
+        && w < l
+    {
+        let note = format!("workspace is {} and cannot shrink to {}; keeping {}", live_size.0, want.0, live_size.0);
+        event(ctx, user, EventType::Warning, "WorkspaceShrinkRefused", &note).await;
+        if let Some(requests) = desired.workspace.spec.as_mut().and_then(|s| s.resources.as_mut()).and_then(|r| r.requests.as_mut()) {
+            requests.insert("storage".into(), live_size);
+        }
+    }
+}
+
+async fn apply_children(user: &MoltmateUser, ctx: &Context, d: &DesiredState) -> Result<(), Error> {
+    let ns_name = d.namespace.metadata.name.clone().unwrap_or_default();
+    let live_ns = ctx.caches.namespaces.get(&ObjectRef::new(&ns_name));
+    if needs_apply(&d.namespace, live_ns.as_deref()) {
+        let api: Api<Namespace> = Api::all(ctx.client.clone());
+        server_side_apply(&api, &d.namespace).await?;
+        changed(ctx, user, "Namespace", &ns_name, live_ns.is_some()).await;
+    }
+    let c = &ctx.caches;
+    ensure(user, ctx, &c.service_accounts, &d.service_account).await?;
+    ensure(user, ctx, &c.workspaces, &d.workspace).await?;
+    ensure(user, ctx, &c.quotas, &d.quota).await?;
+    ensure(user, ctx, &c.limit_ranges, &d.limit_range).await?;
+    ensure(user, ctx, &c.network_policies, &d.network_policy).await?;
+    ensure(user, ctx, &c.secrets, &d.token_secret).await?;
+    ensure(user, ctx, &c.services, &d.service).await?;
+    Ok(())
+}
+
+/// Apply a namespaced child if the cache says it is missing or different.
+async fn ensure<K>(user: &MoltmateUser, ctx: &Context, store: &Store<K>, desired: &K) -> Result<(), Error>
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope> + Clone + Debug + Serialize + DeserializeOwned + 'static,
+{
+    let ns = desired.meta().namespace.clone().unwrap_or_default();
+    let name = desired.meta().name.clone().unwrap_or_default();
+    let live = lookup(store, &ns, &name);
+    if needs_apply(desired, live.as_deref()) {
+        let api: Api<K> = Api::namespaced(ctx.client.clone(), &ns);
+        server_side_apply(&api, desired).await?;
+        changed(ctx, user, &K::kind(&()), &name, live.is_some()).await;
+    }
+    Ok(())
+}
+
+async fn server_side_apply<K>(api: &Api<K>, desired: &K) -> Result<K, kube::Error>
+where
+    K: Resource<DynamicType = ()> + Clone + Debug + Serialize + DeserializeOwned,
+{
+    let mut object = serde_json::to_value(desired).map_err(kube::Error::SerdeError)?;
+    // Server-side apply needs the type on the wire; k8s-openapi leaves it to the caller.
+    object["apiVersion"] = K::api_version(&()).into();
+    object["kind"] = K::kind(&()).into();
+    let name = desired.meta().name.clone().unwrap_or_default();
+    api.patch(&name, &PatchParams::apply(names::FIELD_MANAGER).force(), &Patch::Apply(&object)).await
+}
+
+/// Count the write and tell the user's event stream what was created or put back.
+async fn changed(ctx: &Context, user: &MoltmateUser, kind: &str, name: &str, existed: bool) {
+    ctx.metrics.count_write(kind);
+    let provisioned_before = user.status.as_ref().is_some_and(|s| s.observed_generation.is_some());
+    let (reason, note) = match (existed, provisioned_before) {
+        (true, _) => ("Restored", format!("{kind} {name} differed from its desired state and was put back")),
+        (false, true) => ("Restored", format!("{kind} {name} was missing and was re-created")),
+        (false, false) => ("Created", format!("{kind} {name} created")),
+    };
+    info!(user = %user.name_any(), kind, object = name, reason, "applied");
+    if reason == "Restored" || kind == "Namespace" {
+        event(ctx, user, EventType::Normal, reason, &note).await;
+    }
+}
+
+/// Create, keep or replace the agent pod; report whether it serves.
+async fn reconcile_pod(user: &MoltmateUser, ctx: &Context, desired: &Pod) -> Result<Observation, Error> {
+    let ns = desired.metadata.namespace.clone().unwrap_or_default();
+    let Some(live) = lookup(&ctx.caches.pods, &ns, names::AGENT_POD) else {
+        let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+        server_side_apply(&api, desired).await?;
+        changed(ctx, user, "Pod", names::AGENT_POD, false).await;
+        return Ok(Observation::new(Phase::Provisioning, "PodStarting", "agent pod created"));
+    };
+    if live.metadata.deletion_timestamp.is_some() {
+        return Ok(Observation::new(Phase::Provisioning, "PodTerminating", "waiting for the previous agent pod to stop"));
+    }
+    let hash = |meta: &ObjectMeta| meta.annotations.as_ref().and_then(|a| a.get(names::ANNOTATION_SPEC_HASH).cloned());
+    let pod_phase = live.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_default();
+    let finished = pod_phase == "Failed" || pod_phase == "Succeeded";
+    if hash(&live.metadata) != hash(&desired.metadata) || finished {
+        delete_pod(ctx, &ns).await?;
+        let why = if finished { format!("agent pod ended ({pod_phase})") } else { "pod spec changed".to_string() };
+        event(ctx, user, EventType::Normal, "Replaced", &format!("{why}; replacing the agent pod (workspace kept)")).await;
+        return Ok(Observation::new(Phase::Provisioning, "PodReplacing", why));
+    }
+    let ready = live
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+    Ok(if ready {
+        Observation::new(Phase::Ready, "AgentReady", "agent pod is running and ready")
+    } else {
+        Observation::new(Phase::Provisioning, "PodStarting", format!("agent pod is {}", if pod_phase.is_empty() { "Pending" } else { &pod_phase }))
+    })
+}
+
+/// Delete the agent pod if the cache has one; true if a delete was sent.
+async fn delete_pod(ctx: &Context, ns: &str) -> Result<bool, Error> {
+    match lookup(&ctx.caches.pods, ns, names::AGENT_POD) {
+        Some(pod) if pod.metadata.deletion_timestamp.is_none() => {
+            let api: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+            ctx.metrics.count_write("Pod");
+            delete_ignoring_absent(&api, names::AGENT_POD).await?;
+            Ok(true)
+        }
+        _ => Ok(false),
+    }
+}
+
+async fn delete_ignoring_absent<K>(api: &Api<K>, name: &str) -> Result<(), kube::Error>
+where
+    K: Resource + Clone + Debug + DeserializeOwned,
+{
+    match api.delete(name, &DeleteParams::default()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Write status only when it changed; emit an event when the Ready reason changes.
+async fn record_status(user: &MoltmateUser, ctx: &Context, observation: &Observation) -> Result<(), Error> {
+    let namespace = names::user_namespace(&user.name_any()).ok();
+    let previous = user.status.as_ref();
+    let now = Time(jiff::Timestamp::now());
+    let status = next_status(previous, user.metadata.generation, namespace, observation, now);
+    if previous == Some(&status) {
+        return Ok(());
+    }
+    let previous_reason = previous.and_then(|s| s.conditions.first()).map(|c| c.reason.clone());
+    if previous_reason.as_deref() != Some(observation.reason) {
+        let kind = if observation.phase == Phase::Failed { EventType::Warning } else { EventType::Normal };
+        event(ctx, user, kind, observation.reason, &observation.message).await;
+    }
+    let api: Api<MoltmateUser> = Api::all(ctx.client.clone());
+    let patch = serde_json::json!({
+        "apiVersion": "moltmate.io/v1alpha1",
+        "kind": "MoltmateUser",
+        "status": status,
+    });
+    ctx.metrics.count_write("MoltmateUser/status");
+    api.patch_status(&user.name_any(), &PatchParams::apply(names::FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
+    Ok(())
+}
+
+async fn event(ctx: &Context, user: &MoltmateUser, type_: EventType, reason: &str, note: &str) {
+    let event = KubeEvent {
+        type_,
+        reason: reason.into(),
+        note: Some(note.chars().take(1000).collect()),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    // Events are best effort: failing to publish one must not fail the reconcile.
+    if let Err(e) = ctx.recorder.publish(&event, &user.object_ref(&())).await {
+        warn!(user = %user.name_any(), error = %e, "could not publish event");
+    }
+}
+
+/// Deletion: `Retain` keeps the namespace and workspace (unowned, labelled retained);
+/// `Delete` removes the namespace with everything in it.
+async fn cleanup(user: &MoltmateUser, ctx: &Context) -> Result<Action, Error> {
+    let name = user.name_any();
+    let Ok(ns) = names::user_namespace(&name) else { return Ok(Action::await_change()) };
+    if telegram_id_holder(user, &ctx.caches.users.state()).is_some() {
+        // A duplicate never had a sandbox of its own; the namespace (if any) is someone's retained data.
+        return Ok(Action::await_change());
+    }
+    let policy = user.spec.workspace.as_ref().map(|w| w.deletion_policy).unwrap_or_default();
+    match policy {
+        DeletionPolicy::Delete => {
+            let api: Api<Namespace> = Api::all(ctx.client.clone());
+            ctx.metrics.count_write("Namespace");
+            delete_ignoring_absent(&api, &ns).await?;
+            info!(user = %name, namespace = %ns, "namespace deleted with the user (deletionPolicy Delete)");
+        }
+        DeletionPolicy::Retain => {
+            let client = &ctx.client;
+            delete_pod(ctx, &ns).await?;
+            delete_ignoring_absent(&Api::<Service>::namespaced(client.clone(), &ns), names::AGENT_SERVICE).await?;
+            delete_ignoring_absent(&Api::<Secret>::namespaced(client.clone(), &ns), names::TOKEN_SECRET).await?;
+            retain(ctx, &name, &ns).await?;
+            info!(user = %name, namespace = %ns, "workspace retained (deletionPolicy Retain)");
+        }
+    }
+    Ok(Action::await_change())
+}
+
+/// Drop the owner references of the namespace and workspace so garbage collection keeps
+/// them, and label them retained. Applied by the same field manager, so a later adoption
+/// removes the label again.
+async fn retain(ctx: &Context, user_name: &str, ns: &str) -> Result<(), Error> {
+    let mut labels = names::user_labels(user_name);
+    labels.insert(names::LABEL_RETAINED.into(), "true".into());
+    if let Some(live) = ctx.caches.namespaces.get(&ObjectRef::new(ns)) {
+        let mut ns_labels = labels.clone();
+        ns_labels.insert(names::LABEL_POD_SECURITY_ENFORCE.into(), "restricted".into());
+        ns_labels.insert("pod-security.kubernetes.io/enforce-version".into(), "latest".into());
+        let namespace = Namespace {
+            metadata: ObjectMeta { name: live.metadata.name.clone(), labels: Some(ns_labels), ..ObjectMeta::default() },
+            ..Namespace::default()
+        };
+        server_side_apply(&Api::<Namespace>::all(ctx.client.clone()), &namespace).await?;
+    }
+    if let Some(live) = lookup(&ctx.caches.workspaces, ns, names::WORKSPACE_PVC) {
+        // Repeat the spec fields we own: leaving them out would ask the server to clear them.
+        let live_spec = live.spec.clone().unwrap_or_default();
+        let pvc = PersistentVolumeClaim {
+            metadata: ObjectMeta {
+                name: Some(names::WORKSPACE_PVC.into()),
+                namespace: Some(ns.into()),
+                labels: Some(labels),
+                ..ObjectMeta::default()
+            },
+            spec: Some(k8s_openapi::api::core::v1::PersistentVolumeClaimSpec {
+                access_modes: live_spec.access_modes,
+                storage_class_name: live_spec.storage_class_name,
+                resources: live_spec.resources.map(|r| k8s_openapi::api::core::v1::VolumeResourceRequirements { requests: r.requests, ..Default::default() }),
+                ..Default::default()
+            }),
+            ..PersistentVolumeClaim::default()
+        };
+        server_side_apply(&Api::<PersistentVolumeClaim>::namespaced(ctx.client.clone(), ns), &pvc).await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::builders::tests::user;
+    use crate::crd::Profile;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    fn at(user: &mut MoltmateUser, seconds: i64) {
+        user.metadata.creation_timestamp = Some(Time(jiff::Timestamp::from_second(seconds).unwrap()));
+    }
+
+    #[test]
+    fn the_older_user_keeps_a_telegram_id() {
+        let mut alice = user("alice", Profile::Public);
+        let mut bob = user("bob", Profile::Public);
+        let mut carol = user("carol", Profile::Public);
+        carol.spec.telegram.user_id = 7;
+        at(&mut alice, 200);
+        at(&mut bob, 100);
+        at(&mut carol, 50);
+        let all: Vec<_> = [&alice, &bob, &carol].into_iter().cloned().map(Arc::new).collect();
+        assert_eq!(telegram_id_holder(&alice, &all).as_deref(), Some("bob"));
+        assert_eq!(telegram_id_holder(&bob, &all), None);
+        assert_eq!(telegram_id_holder(&carol, &all), None);
+        // Same second: the name decides, so exactly one of them wins.
+        at(&mut alice, 100);
+        let all: Vec<_> = [&alice, &bob].into_iter().cloned().map(Arc::new).collect();
+        assert_eq!(telegram_id_holder(&bob, &all).as_deref(), Some("alice"));
+        assert_eq!(telegram_id_holder(&alice, &all), None);
+        // A holder being deleted gives the id up.
+        bob.metadata.deletion_timestamp = Some(Time(jiff::Timestamp::from_second(300).unwrap()));
+        let all: Vec<_> = [&alice, &bob].into_iter().cloned().map(Arc::new).collect();
+        assert_eq!(telegram_id_holder(&bob, &all).as_deref(), Some("alice"));
+    }
+
+    #[test]
+    fn backoff_grows_and_caps() {
+        assert_eq!(backoff(1), Duration::from_secs(2));
+        assert_eq!(backoff(3), Duration::from_secs(8));
+        assert_eq!(backoff(50), Duration::from_secs(300));
+    }
+}
