@@ -1,0 +1,481 @@
+//! The operator against a real kube-apiserver, controller-manager and scheduler, with the
+//! local node stand-in as kubelet. One control plane and one operator for this file.
+
+mod support;
+
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use hmac::{Hmac, Mac};
+use k8s_openapi::api::core::v1::{
+    LimitRange, Namespace, PersistentVolume, PersistentVolumeClaim, Pod, ResourceQuota, Secret, Service, ServiceAccount,
+};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::{Client, ResourceExt};
+use serde_json::json;
+use sha2::Sha256;
+use support::*;
+
+struct Shared {
+    env: TestEnv,
+    http_port: u16,
+    _node: Proc,
+    _operator: Proc,
+}
+
+static SHARED: OnceLock<Shared> = OnceLock::new();
+
+fn shared() -> &'static Shared {
+    SHARED.get_or_init(|| {
+        std::thread::spawn(|| {
+            let env = TestEnv::up("operator");
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(env.install());
+            let node = env.spawn_node();
+            let http_port = free_port();
+            let operator = env.spawn_operator("operator", http_port);
+            Shared { env, http_port, _node: node, _operator: operator }
+        })
+        .join()
+        .expect("test environment starts")
+    })
+}
+
+async fn admin() -> Client {
+    shared().env.admin().await
+}
+
+fn ns_of(user: &str) -> String {
+    format!("moltmate-{user}")
+}
+
+/// Wait until `get` answers Some(...) matching `check`, e.g. an object restored.
+async fn eventually<T, F, Fut>(what: &str, check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    wait_until(what, Duration::from_secs(15), check).await
+}
+
+#[tokio::test]
+async fn a_new_user_gets_an_isolated_sandbox_and_becomes_ready() {
+    let client = admin().await;
+    let name = "alice";
+    let started = Instant::now();
+    apply_user(&client, &user_manifest(name, 1001, json!({ "displayName": "Alice" }))).await.unwrap();
+    let user = wait_phase(&client, name, "Ready", Duration::from_secs(10)).await;
+    eprintln!("{name} Ready after {:?}", started.elapsed());
+
+    let status = user.status.clone().unwrap();
+    assert_eq!(status.namespace.as_deref(), Some("moltmate-alice"));
+    assert_eq!(status.observed_generation, user.metadata.generation);
+    let ready = status.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+    assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("True", "AgentReady"));
+
+    let ns = ns_of(name);
+    let namespace = Api::<Namespace>::all(client.clone()).get(&ns).await.unwrap();
+    let labels = namespace.labels();
+    assert_eq!(labels["pod-security.kubernetes.io/enforce"], "restricted");
+    assert_eq!(labels["app.kubernetes.io/managed-by"], "moltmate-operator");
+    assert_eq!(labels["moltmate.io/user"], name);
+    let owner = &namespace.owner_references()[0];
+    assert_eq!((owner.kind.as_str(), owner.uid.as_str()), ("MoltmateUser", user.uid().unwrap().as_str()));
+
+    let sa = Api::<ServiceAccount>::namespaced(client.clone(), &ns).get("agent").await.unwrap();
+    assert_eq!(sa.automount_service_account_token, Some(false));
+
+    let pvc = Api::<PersistentVolumeClaim>::namespaced(client.clone(), &ns).get("workspace").await.unwrap();
+    let pvc_spec = pvc.spec.clone().unwrap();
+    assert_eq!(pvc_spec.storage_class_name.as_deref(), Some(STORAGE_CLASS));
+    assert_eq!(pvc_spec.resources.unwrap().requests.unwrap()["storage"].0, "1Gi", "public preset");
+
+    let quota = Api::<ResourceQuota>::namespaced(client.clone(), &ns).get("moltmate-quota").await.unwrap();
+    let hard = quota.spec.unwrap().hard.unwrap();
+    assert_eq!(hard["limits.cpu"].0, "500m");
+    assert_eq!(hard["limits.memory"].0, "512Mi");
+    assert_eq!(hard["requests.storage"].0, "1Gi");
+    assert_eq!(hard["persistentvolumeclaims"].0, "1");
+    // The controller-manager fills in usage: the quota is live, not decoration.
+    let used = eventually("quota usage", || {
+        let client = client.clone();
+        let ns = ns.clone();
+        async move {
+            let q = Api::<ResourceQuota>::namespaced(client, &ns).get("moltmate-quota").await.ok()?;
+            let used = q.status?.used?;
+            (used.get("pods").map(|p| p.0.as_str()) == Some("1")).then_some(used)
+        }
+    })
+    .await;
+    assert_eq!(used["persistentvolumeclaims"].0, "1");
+
+    let limits = Api::<LimitRange>::namespaced(client.clone(), &ns).get("moltmate-limits").await.unwrap();
+    assert_eq!(limits.spec.unwrap().limits[0].max.as_ref().unwrap()["memory"].0, "512Mi");
+
+    let policy = Api::<NetworkPolicy>::namespaced(client.clone(), &ns).get("moltmate-isolation").await.unwrap().spec.unwrap();
+    assert_eq!(policy.policy_types.unwrap(), ["Ingress", "Egress"]);
+    let egress = policy.egress.unwrap();
+    assert_eq!(egress.len(), 1, "network none: the broker only");
+    assert!(egress[0].to.as_ref().unwrap()[0].ip_block.is_none());
+
+    // The token is HMAC-SHA256(master key, uid), so the gateway can check it without Secrets.
+    let secret = Api::<Secret>::namespaced(client.clone(), &ns).get("agent-token").await.unwrap();
+    let mut mac = Hmac::<Sha256>::new_from_slice(MASTER_KEY.as_bytes()).unwrap();
+    mac.update(user.uid().unwrap().as_bytes());
+    assert_eq!(secret.data.unwrap()["token"].0, hex::encode(mac.finalize().into_bytes()).into_bytes());
+
+    let service = Api::<Service>::namespaced(client.clone(), &ns).get("agent").await.unwrap().spec.unwrap();
+    assert_eq!(service.ports.unwrap()[0].port, 8080);
+    assert_eq!(service.type_.as_deref(), Some("ClusterIP"));
+
+    let pod = Api::<Pod>::namespaced(client.clone(), &ns).get("agent").await.unwrap();
+    let spec = pod.spec.clone().unwrap();
+    assert_eq!(spec.automount_service_account_token, Some(false));
+    assert_eq!(spec.node_name.as_deref(), Some("moltmate-dev-node"), "bound by the real scheduler");
+    let broker_ip = Api::<Service>::namespaced(client.clone(), SYSTEM_NS).get("moltmate-broker").await.unwrap().spec.unwrap().cluster_ip.unwrap();
+    assert_eq!(spec.host_aliases.unwrap()[0].ip, broker_ip);
+    let sc = spec.containers[0].security_context.clone().unwrap();
+    assert_eq!((sc.read_only_root_filesystem, sc.allow_privilege_escalation, sc.run_as_non_root), (Some(true), Some(false), Some(true)));
+    assert_eq!(sc.capabilities.unwrap().drop.unwrap(), ["ALL"]);
+    assert!(pod.status.unwrap().pod_ip.unwrap().starts_with("127.0.0."));
+
+    // What an admin sees.
+    let out = shared().env.kubectl(&["get", "mmu", name]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("TELEGRAM ID") && table.contains("1001") && table.contains("public") && table.contains("Ready") && table.contains("True"), "{table}");
+}
+
+async fn get<K>(client: &Client, ns: &str, name: &str) -> Option<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    Api::<K>::namespaced(client.clone(), ns).get_opt(name).await.ok().flatten()
+}
+
+#[tokio::test]
+async fn tampering_with_a_sandbox_is_undone() {
+    let client = admin().await;
+    let name = "tamper";
+    apply_user(&client, &user_manifest(name, 1002, json!({}))).await.unwrap();
+    wait_phase(&client, name, "Ready", Duration::from_secs(10)).await;
+    let ns = ns_of(name);
+    let patch = PatchParams::default();
+
+    // NetworkPolicy deleted.
+    Api::<NetworkPolicy>::namespaced(client.clone(), &ns).delete("moltmate-isolation", &DeleteParams::default()).await.unwrap();
+    eventually("NetworkPolicy re-created", || async { get::<NetworkPolicy>(&client, &ns, "moltmate-isolation").await }).await;
+
+    // NetworkPolicy opened up to all egress.
+    Api::<NetworkPolicy>::namespaced(client.clone(), &ns)
+        .patch("moltmate-isolation", &patch, &Patch::Merge(json!({ "spec": { "egress": [{}] } })))
+        .await
+        .unwrap();
+    eventually("NetworkPolicy egress restored", || async {
+        let p = get::<NetworkPolicy>(&client, &ns, "moltmate-isolation").await?;
+        let egress = p.spec?.egress?;
+        (egress.len() == 1 && egress[0].to.is_some()).then_some(())
+    })
+    .await;
+
+    // Quota raised by hand.
+    Api::<ResourceQuota>::namespaced(client.clone(), &ns)
+        .patch("moltmate-quota", &patch, &Patch::Merge(json!({ "spec": { "hard": { "limits.memory": "64Gi" } } })))
+        .await
+        .unwrap();
+    eventually("quota restored", || async {
+        let q = get::<ResourceQuota>(&client, &ns, "moltmate-quota").await?;
+        (q.spec?.hard?["limits.memory"].0 == "512Mi").then_some(())
+    })
+    .await;
+
+    // Service account token mounting switched on.
+    Api::<ServiceAccount>::namespaced(client.clone(), &ns)
+        .patch("agent", &patch, &Patch::Merge(json!({ "automountServiceAccountToken": true })))
+        .await
+        .unwrap();
+    eventually("service account restored", || async {
+        let sa = get::<ServiceAccount>(&client, &ns, "agent").await?;
+        (sa.automount_service_account_token == Some(false)).then_some(())
+    })
+    .await;
+
+    // Token Secret and LimitRange deleted.
+    Api::<Secret>::namespaced(client.clone(), &ns).delete("agent-token", &DeleteParams::default()).await.unwrap();
+    Api::<LimitRange>::namespaced(client.clone(), &ns).delete("moltmate-limits", &DeleteParams::default()).await.unwrap();
+    eventually("secret and limits re-created", || async {
+        get::<Secret>(&client, &ns, "agent-token").await?;
+        get::<LimitRange>(&client, &ns, "moltmate-limits").await
+    })
+    .await;
+
+    // Pod deleted: a new one, Ready again.
+    let old = get::<Pod>(&client, &ns, "agent").await.unwrap().uid().unwrap();
+    Api::<Pod>::namespaced(client.clone(), &ns).delete("agent", &DeleteParams::default()).await.unwrap();
+    eventually("a new agent pod", || async {
+        let pod = get::<Pod>(&client, &ns, "agent").await?;
+        (pod.uid()? != old).then_some(())
+    })
+    .await;
+    wait_phase(&client, name, "Ready", Duration::from_secs(10)).await;
+
+    // Namespace security label removed.
+    Api::<Namespace>::all(client.clone())
+        .patch(&ns, &patch, &Patch::Merge(json!({ "metadata": { "labels": { "pod-security.kubernetes.io/enforce": "privileged" } } })))
+        .await
+        .unwrap();
+    eventually("namespace label restored", || async {
+        let n = Api::<Namespace>::all(client.clone()).get(&ns).await.ok()?;
+        (n.labels()["pod-security.kubernetes.io/enforce"] == "restricted").then_some(())
+    })
+    .await;
+
+    let out = shared().env.kubectl(&["get", "events.events.k8s.io", "-n", "default", "-o", "jsonpath={range .items[?(@.regarding.name==\"tamper\")]}{.reason}{\"\\n\"}{end}"]);
+    let reasons = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(reasons.contains("Restored"), "a Restored event is recorded on the user: {reasons:?}");
+}
+
+#[tokio::test]
+async fn suspend_removes_the_pod_and_resume_brings_it_back() {
+    let client = admin().await;
+    let name = "sleepy";
+    apply_user(&client, &user_manifest(name, 1003, json!({}))).await.unwrap();
+    wait_phase(&client, name, "Ready", Duration::from_secs(10)).await;
+    let ns = ns_of(name);
+    let pvc_uid = get::<PersistentVolumeClaim>(&client, &ns, "workspace").await.unwrap().uid();
+
+    apply_user(&client, &user_manifest(name, 1003, json!({ "suspend": true }))).await.unwrap();
+    let user = wait_phase(&client, name, "Suspended", Duration::from_secs(10)).await;
+    assert_eq!(user.status.unwrap().conditions[0].status, "False");
+    eventually("pod removed", || async { get::<Pod>(&client, &ns, "agent").await.is_none().then_some(()) }).await;
+    assert!(get::<Service>(&client, &ns, "agent").await.is_some(), "everything else stays");
+    assert_eq!(get::<PersistentVolumeClaim>(&client, &ns, "workspace").await.unwrap().uid(), pvc_uid);
+
+    apply_user(&client, &user_manifest(name, 1003, json!({ "suspend": false }))).await.unwrap();
+    wait_phase(&client, name, "Ready", Duration::from_secs(10)).await;
+    assert!(get::<Pod>(&client, &ns, "agent").await.is_some());
+}
+
+#[tokio::test]
+async fn a_profile_change_replaces_the_pod_and_keeps_the_workspace() {
+    let client = admin().await;
+    let name = "climber";
+    apply_user(&client, &user_manifest(name, 1004, json!({ "profile": "public" }))).await.unwrap();
+    wait_phase(&client, name, "Ready", Duration::from_secs(10)).await;
+    let ns = ns_of(name);
+    let pvc_uid = get::<PersistentVolumeClaim>(&client, &ns, "workspace").await.unwrap().uid();
+    let pod_uid = get::<Pod>(&client, &ns, "agent").await.unwrap().uid();
+
+    apply_user(&client, &user_manifest(name, 1004, json!({ "profile": "family" }))).await.unwrap();
+    let pod = eventually("a new pod with the family profile", || async {
+        let pod = get::<Pod>(&client, &ns, "agent").await?;
+        (pod.uid() != pod_uid && pod.metadata.deletion_timestamp.is_none()).then_some(pod)
+    })
+    .await;
+    let env = pod.spec.unwrap().containers[0].env.clone().unwrap();
+    let profile = env.iter().find(|e| e.name == "MOLTMATE_PROFILE").unwrap().value.clone().unwrap();
+    assert!(profile.contains("\"profile\":\"family\""), "{profile}");
+    let user = wait_phase(&client, name, "Ready", Duration::from_secs(10)).await;
+    assert_eq!(user.status.unwrap().observed_generation, user.metadata.generation);
+    // Family's storage is 5Gi, but a workspace never shrinks or gets replaced.
+    let pvc = get::<PersistentVolumeClaim>(&client, &ns, "workspace").await.unwrap();
+    assert_eq!(pvc.uid(), pvc_uid);
+    let quota = get::<ResourceQuota>(&client, &ns, "moltmate-quota").await.unwrap();
+    assert_eq!(quota.spec.unwrap().hard.unwrap()["limits.cpu"].0, "1");
+}
+
+/// The directory backing a claim on the local node.
+async fn volume_dir(client: &Client, ns: &str) -> std::path::PathBuf {
+    let pvc = eventually("claim bound", || async {
+        let pvc = get::<PersistentVolumeClaim>(client, ns, "workspace").await?;
+        pvc.spec.as_ref()?.volume_name.is_some().then_some(pvc)
+    })
+    .await;
+    let pv = Api::<PersistentVolume>::all(client.clone()).get(pvc.spec.unwrap().volume_name.as_ref().unwrap()).await.unwrap();
+    pv.spec.unwrap().host_path.unwrap().path.into()
+}
+
+#[tokio::test]
+async fn retained_workspace_survives_deletion_and_is_adopted_again() {
+    let client = admin().await;
+    let name = "keeper";
+    let users: Api<moltmates::MoltmateUser> = Api::all(client.clone());
+    apply_user(&client, &user_manifest(name, 1005, json!({}))).await.unwrap();
+    wait_phase(&client, name, "Ready", Duration::from_secs(10)).await;
+    let ns = ns_of(name);
+    let pvc_uid = get::<PersistentVolumeClaim>(&client, &ns, "workspace").await.unwrap().uid();
+    let dir = volume_dir(&client, &ns).await;
+    std::fs::write(dir.join("MEMORY.md"), "remember the milk\n").unwrap();
+
+    users.delete(name, &DeleteParams::default()).await.unwrap();
+    eventually("user gone", || async { users.get_opt(name).await.ok()?.is_none().then_some(()) }).await;
+    eventually("pod, service and secret removed", || async {
+        let gone = get::<Pod>(&client, &ns, "agent").await.is_none()
+            && get::<Service>(&client, &ns, "agent").await.is_none()
+            && get::<Secret>(&client, &ns, "agent-token").await.is_none();
+        gone.then_some(())
+    })
+    .await;
+    // Give the garbage collector a chance to do the wrong thing, then check nothing else went.
+    let namespace = eventually("namespace retained", || async {
+        let n = Api::<Namespace>::all(client.clone()).get(&ns).await.ok()?;
+        (n.labels().get("moltmate.io/retained").map(String::as_str) == Some("true")).then_some(n)
+    })
+    .await;
+    assert!(namespace.owner_references().is_empty(), "no owner left to garbage-collect it");
+    assert_eq!(namespace.status.unwrap().phase.as_deref(), Some("Active"));
+    let pvc = get::<PersistentVolumeClaim>(&client, &ns, "workspace").await.unwrap();
+    assert!(pvc.owner_references().is_empty());
+    assert_eq!(pvc.uid(), pvc_uid);
+
+    apply_user(&client, &user_manifest(name, 1005, json!({}))).await.unwrap();
+    let user = wait_phase(&client, name, "Ready", Duration::from_secs(10)).await;
+    let pvc = get::<PersistentVolumeClaim>(&client, &ns, "workspace").await.unwrap();
+    assert_eq!(pvc.uid(), pvc_uid, "same workspace adopted");
+    assert_eq!(pvc.owner_references()[0].uid, user.uid().unwrap());
+    let namespace = Api::<Namespace>::all(client.clone()).get(&ns).await.unwrap();
+    assert!(!namespace.labels().contains_key("moltmate.io/retained"), "adopted again: {:?}", namespace.labels());
+    assert_eq!(std::fs::read_to_string(volume_dir(&client, &ns).await.join("MEMORY.md")).unwrap(), "remember the milk\n");
+}
+
+#[tokio::test]
+async fn delete_policy_removes_the_namespace() {
+    let client = admin().await;
+    let name = "ephemeral";
+    let users: Api<moltmates::MoltmateUser> = Api::all(client.clone());
+    apply_user(&client, &user_manifest(name, 1006, json!({ "workspace": { "deletionPolicy": "Delete" } }))).await.unwrap();
+    wait_phase(&client, name, "Ready", Duration::from_secs(10)).await;
+    users.delete(name, &DeleteParams::default()).await.unwrap();
+    let ns = ns_of(name);
+    wait_until("namespace deleted", Duration::from_secs(60), || async {
+        Api::<Namespace>::all(client.clone()).get_opt(&ns).await.ok()?.is_none().then_some(())
+    })
+    .await;
+    assert!(users.get_opt(name).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn a_second_user_with_a_taken_telegram_id_gets_nothing() {
+    let client = admin().await;
+    let users: Api<moltmates::MoltmateUser> = Api::all(client.clone());
+    apply_user(&client, &user_manifest("first", 1007, json!({}))).await.unwrap();
+    wait_phase(&client, "first", "Ready", Duration::from_secs(10)).await;
+    apply_user(&client, &user_manifest("second", 1007, json!({}))).await.unwrap();
+    let second = wait_phase(&client, "second", "Failed", Duration::from_secs(10)).await;
+    let ready = second.status.unwrap().conditions[0].clone();
+    assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "DuplicateTelegramId"));
+    assert!(ready.message.contains("first"), "{}", ready.message);
+    assert!(Api::<Namespace>::all(client.clone()).get_opt("moltmate-second").await.unwrap().is_none(), "no resources for the newcomer");
+    // The older one is untouched.
+    wait_phase(&client, "first", "Ready", Duration::from_secs(1)).await;
+
+    // Once the holder is gone, the id is free.
+    users.delete("first", &DeleteParams::default()).await.unwrap();
+    wait_phase(&client, "second", "Ready", Duration::from_secs(30)).await;
+}
+
+#[tokio::test]
+async fn a_name_too_long_for_a_namespace_is_reported_not_crashed_on() {
+    let client = admin().await;
+    let name = "n".repeat(55);
+    apply_user(&client, &user_manifest(&name, 1008, json!({}))).await.unwrap();
+    let user = wait_phase(&client, &name, "Failed", Duration::from_secs(10)).await;
+    let ready = user.status.unwrap().conditions[0].clone();
+    assert_eq!(ready.reason, "InvalidName");
+    assert!(ready.message.contains("at most 54"), "{}", ready.message);
+    // The operator is still serving everyone else.
+    apply_user(&client, &user_manifest("after-bad-name", 1009, json!({}))).await.unwrap();
+    wait_phase(&client, "after-bad-name", "Ready", Duration::from_secs(10)).await;
+}
+
+#[tokio::test]
+async fn the_api_server_rejects_invalid_users_naming_the_field() {
+    let client = admin().await;
+    let cases: Vec<(&str, serde_json::Value, &str)> = vec![
+        ("zero-id", json!({ "telegram": { "userId": 0 } }), "spec.telegram.userId"),
+        ("no-telegram", json!({ "profile": "public" }), "spec.telegram"),
+        ("string-id", json!({ "telegram": { "userId": "abc" } }), "spec.telegram.userId"),
+        ("bad-profile", json!({ "telegram": { "userId": 5 }, "profile": "root" }), "spec.profile"),
+        ("bad-network", json!({ "telegram": { "userId": 5 }, "sandbox": { "network": "host" } }), "spec.sandbox.network"),
+        ("bad-access", json!({ "telegram": { "userId": 5 }, "sandbox": { "workspaceAccess": "rwx" } }), "spec.sandbox.workspaceAccess"),
+        ("bad-security", json!({ "telegram": { "userId": 5 }, "exec": { "security": "none" } }), "spec.exec.security"),
+        ("path-bin", json!({ "telegram": { "userId": 5 }, "exec": { "safeBins": ["/bin/sh"] } }), "spec.exec.safeBins"),
+        ("space-bin", json!({ "telegram": { "userId": 5 }, "exec": { "safeBins": ["cat /etc/shadow"] } }), "spec.exec.safeBins"),
+        ("bad-domain", json!({ "telegram": { "userId": 5 }, "web": { "fetch": { "allowedDomains": ["http://evil.example/x"] } } }), "spec.web.fetch.allowedDomains"),
+        ("bad-cpu", json!({ "telegram": { "userId": 5 }, "resources": { "cpu": "lots" } }), "spec.resources.cpu"),
+        ("negative-memory", json!({ "telegram": { "userId": 5 }, "resources": { "memory": "-1Gi" } }), "spec.resources.memory"),
+        ("bad-timeout", json!({ "telegram": { "userId": 5 }, "idleTimeout": "soon" }), "spec.idleTimeout"),
+        ("bad-policy", json!({ "telegram": { "userId": 5 }, "workspace": { "deletionPolicy": "Shred" } }), "spec.workspace.deletionPolicy"),
+    ];
+    assert!(cases.len() >= 10);
+    let users: Api<moltmates::MoltmateUser> = Api::all(client.clone());
+    for (name, spec, field) in cases {
+        let manifest = json!({ "apiVersion": "moltmate.io/v1alpha1", "kind": "MoltmateUser", "metadata": { "name": name }, "spec": spec });
+        let err = users
+            .patch(name, &PatchParams::apply("kubectl").force(), &Patch::Apply(&manifest))
+            .await
+            .expect_err(&format!("{name} must be rejected"));
+        let message = match &err {
+            kube::Error::Api(status) => {
+                assert_eq!(status.code, 422, "{name}: {err}");
+                status.message.clone()
+            }
+            other => panic!("{name}: unexpected error {other}"),
+        };
+        assert!(message.contains(field), "{name}: message should name {field}: {message}");
+    }
+}
+
+#[tokio::test]
+async fn the_operator_runs_with_its_own_narrow_permissions() {
+    use k8s_openapi::api::authorization::v1::{ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec};
+    let operator = shared().env.operator_client().await;
+    let reviews: Api<SelfSubjectAccessReview> = Api::all(operator);
+    let can = |verb: &str, group: &str, resource: &str| {
+        let review = SelfSubjectAccessReview {
+            spec: SelfSubjectAccessReviewSpec {
+                resource_attributes: Some(ResourceAttributes {
+                    verb: Some(verb.into()),
+                    group: Some(group.into()),
+                    resource: Some(resource.into()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let reviews = reviews.clone();
+        async move { reviews.create(&Default::default(), &review).await.unwrap().status.unwrap().allowed }
+    };
+    assert!(can("patch", "", "pods").await);
+    assert!(can("watch", "moltmate.io", "moltmateusers").await);
+    assert!(!can("create", "moltmate.io", "moltmateusers").await, "the operator never invents users");
+    assert!(!can("delete", "moltmate.io", "moltmateusers").await);
+    assert!(!can("create", "rbac.authorization.k8s.io", "clusterrolebindings").await);
+    assert!(!can("create", "", "nodes").await);
+    assert!(!can("create", "apps", "deployments").await);
+}
+
+#[tokio::test]
+async fn health_and_metrics_are_served() {
+    let client = admin().await;
+    apply_user(&client, &user_manifest("counted", 1010, json!({}))).await.unwrap();
+    wait_phase(&client, "counted", "Ready", Duration::from_secs(10)).await;
+    let port = shared().http_port;
+    assert_eq!(http_get(port, "/healthz").await.unwrap().0, 200);
+    let ready = wait_until("operator ready", Duration::from_secs(10), || async {
+        http_get(port, "/readyz").await.filter(|(code, _)| *code == 200)
+    })
+    .await;
+    assert_eq!(ready.1.trim(), "ready");
+    let (code, body) = http_get(port, "/metrics").await.unwrap();
+    assert_eq!(code, 200);
+    let ready_users = body
+        .lines()
+        .find(|l| l.starts_with("moltmate_operator_users{phase=\"Ready\"}"))
+        .and_then(|l| l.split_whitespace().last()?.parse::<i64>().ok())
+        .unwrap_or_else(|| panic!("no users gauge in:\n{body}"));
+    assert!(ready_users >= 1);
+    assert!(body.contains("moltmate_operator_reconcile_duration_seconds_bucket"), "{body}");
+    assert!(body.contains("moltmate_operator_reconciles_total{result=\"ok\"}"), "{body}");
+}

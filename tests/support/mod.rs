@@ -1,0 +1,284 @@
+//! A real control plane for integration tests: `scripts/testenv up`, the CRD and the
+//! operator's RBAC installed, the local node stand-in and the operator as real processes.
+#![allow(dead_code)]
+
+use std::fs::File;
+use std::future::Future;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Namespace, Service, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, Patch, PatchParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+use serde_json::json;
+
+pub const REPO: &str = env!("CARGO_MANIFEST_DIR");
+pub const MOLTMATE: &str = env!("CARGO_BIN_EXE_moltmate");
+pub const SYSTEM_NS: &str = "moltmate-system";
+pub const STORAGE_CLASS: &str = "moltmate-dev";
+pub const MASTER_KEY: &str = "test-master-key-0123456789abcdef0123456789abcdef";
+pub const OPERATOR_USER: &str = "system:serviceaccount:moltmate-system:moltmate-operator";
+
+/// One control plane; `down` runs when this is dropped, or when the test process dies.
+pub struct TestEnv {
+    pub dir: PathBuf,
+}
+
+impl TestEnv {
+    /// Start a fresh control plane in its own directory.
+    pub fn up(name: &str) -> TestEnv {
+        let dir = std::env::temp_dir().join(format!("moltmates-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create test env dir");
+        let output = Command::new(format!("{REPO}/scripts/testenv"))
+            .arg("up")
+            .arg(&dir)
+            .env("TESTENV_WATCH_PID", std::process::id().to_string())
+            .stdin(Stdio::null())
+            .output()
+            .expect("run scripts/testenv up");
+        assert!(
+            output.status.success(),
+            "scripts/testenv up failed (run `scripts/testenv install` first):\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        std::fs::write(dir.join("master.key"), MASTER_KEY).unwrap();
+        TestEnv { dir }
+    }
+
+    pub fn admin_kubeconfig(&self) -> PathBuf {
+        self.dir.join("kubeconfig")
+    }
+    pub fn operator_kubeconfig(&self) -> PathBuf {
+        self.dir.join("operator.kubeconfig")
+    }
+    pub fn audit_log(&self) -> PathBuf {
+        self.dir.join("audit.log")
+    }
+
+    pub async fn admin(&self) -> Client {
+        client_from(&self.admin_kubeconfig()).await
+    }
+
+    pub async fn operator_client(&self) -> Client {
+        client_from(&self.operator_kubeconfig()).await
+    }
+
+    /// The cluster as an installation leaves it: CRD, operator RBAC (from the file the chart
+    /// uses), the release namespace and the broker Service agents are pointed at.
+    pub async fn install(&self) {
+        let client = self.admin().await;
+        let apply = PatchParams::apply("moltmate-tests").force();
+
+        let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+        let crd: CustomResourceDefinition =
+            serde_saphyr::from_str(&std::fs::read_to_string(format!("{REPO}/crds/moltmateuser.yaml")).unwrap()).unwrap();
+        crds.patch("moltmateusers.moltmate.io", &apply, &Patch::Apply(typed(&crd, "apiextensions.k8s.io/v1", "CustomResourceDefinition"))).await.unwrap();
+        wait_until("CRD established", Duration::from_secs(30), || async {
+            let crd = crds.get("moltmateusers.moltmate.io").await.ok()?;
+            crd.status?.conditions?.iter().any(|c| c.type_ == "Established" && c.status == "True").then_some(())
+        })
+        .await;
+
+        let role: ClusterRole = serde_saphyr::from_str(
+            &std::fs::read_to_string(format!("{REPO}/charts/moltmates/files/operator-clusterrole.yaml")).unwrap(),
+        )
+        .unwrap();
+        Api::<ClusterRole>::all(client.clone())
+            .patch("moltmate-operator", &apply, &Patch::Apply(typed(&role, "rbac.authorization.k8s.io/v1", "ClusterRole")))
+            .await
+            .unwrap();
+        let binding = json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+            "metadata": { "name": "moltmate-operator" },
+            "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "moltmate-operator" },
+            "subjects": [{ "kind": "ServiceAccount", "name": "moltmate-operator", "namespace": SYSTEM_NS }],
+        });
+        Api::<ClusterRoleBinding>::all(client.clone()).patch("moltmate-operator", &apply, &Patch::Apply(&binding)).await.unwrap();
+
+        let ns = json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": SYSTEM_NS } });
+        Api::<Namespace>::all(client.clone()).patch(SYSTEM_NS, &apply, &Patch::Apply(&ns)).await.unwrap();
+        let sa = json!({ "apiVersion": "v1", "kind": "ServiceAccount", "metadata": { "name": "moltmate-operator", "namespace": SYSTEM_NS } });
+        Api::<ServiceAccount>::namespaced(client.clone(), SYSTEM_NS).patch("moltmate-operator", &apply, &Patch::Apply(&sa)).await.unwrap();
+        let broker = json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": { "name": "moltmate-broker", "namespace": SYSTEM_NS },
+            "spec": { "selector": { "app.kubernetes.io/name": "moltmate-gateway" }, "ports": [{ "name": "broker", "port": 8081 }] },
+        });
+        Api::<Service>::namespaced(client, SYSTEM_NS).patch("moltmate-broker", &apply, &Patch::Apply(&broker)).await.unwrap();
+    }
+
+    /// Run `moltmate ARGS` as a background process with this env's kubeconfig `kubeconfig`.
+    pub fn spawn(&self, log_name: &str, kubeconfig: &Path, args: &[&str]) -> Proc {
+        std::fs::create_dir_all(self.dir.join("logs")).unwrap();
+        let log_path = self.dir.join("logs").join(format!("{log_name}.log"));
+        let log = File::options().create(true).append(true).open(&log_path).unwrap();
+        let child = Command::new(MOLTMATE)
+            .args(args)
+            .env("KUBECONFIG", kubeconfig)
+            .env("RUST_LOG", "info,kube=warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("spawn moltmate");
+        // The testenv watchdog stops what DIR/pids lists once this test process is gone.
+        let line = format!("{} {log_name}\n", child.id());
+        std::fs::OpenOptions::new().append(true).open(self.dir.join("pids")).and_then(|mut f| {
+            use std::io::Write;
+            f.write_all(line.as_bytes())
+        }).unwrap();
+        Proc { child, log: log_path }
+    }
+
+    /// The local node stand-in (kubelet role), with the admin identity.
+    pub fn spawn_node(&self) -> Proc {
+        let data = self.dir.join("node");
+        self.spawn("node", &self.admin_kubeconfig(), &[
+            "dev", "node", "--data-dir", data.to_str().unwrap(), "--storage-class", STORAGE_CLASS,
+        ])
+    }
+
+    /// The operator, under its own identity bound to the chart's ClusterRole.
+    pub fn spawn_operator(&self, name: &str, http_port: u16) -> Proc {
+        let key = self.dir.join("master.key");
+        let addr = format!("127.0.0.1:{http_port}");
+        self.spawn(name, &self.operator_kubeconfig(), &[
+            "operator", "--storage-class", STORAGE_CLASS, "--http-addr", &addr,
+            "--master-key-file", key.to_str().unwrap(), "--lease-namespace", SYSTEM_NS, "--identity", name,
+        ])
+    }
+
+    pub fn kubectl(&self, args: &[&str]) -> std::process::Output {
+        let bindir = self.dir.join("env");
+        let env = std::fs::read_to_string(bindir).unwrap();
+        let bin = env.lines().find_map(|l| l.strip_prefix("BINDIR=")).expect("BINDIR in env").trim_matches('"').to_string();
+        Command::new(format!("{bin}/kubectl"))
+            .arg("--kubeconfig")
+            .arg(self.admin_kubeconfig())
+            .args(args)
+            .output()
+            .expect("run kubectl")
+    }
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        let _ = Command::new(format!("{REPO}/scripts/testenv")).arg("down").arg(&self.dir).stderr(Stdio::null()).status();
+    }
+}
+
+/// A child process, killed when dropped.
+pub struct Proc {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<_> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub async fn client_from(path: &Path) -> Client {
+    let kubeconfig = Kubeconfig::read_from(path).expect("read kubeconfig");
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.expect("kubeconfig");
+    Client::try_from(config).expect("client")
+}
+
+/// k8s-openapi leaves apiVersion/kind to the caller; server-side apply needs them.
+pub fn typed<T: serde::Serialize>(object: &T, api_version: &str, kind: &str) -> serde_json::Value {
+    let mut value = serde_json::to_value(object).unwrap();
+    value["apiVersion"] = api_version.into();
+    value["kind"] = kind.into();
+    value
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Poll `check` until it returns Some, or panic naming `what` after `timeout`.
+pub async fn wait_until<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A MoltmateUser manifest; `spec` fields are merged over `telegram.userId`.
+pub fn user_manifest(name: &str, telegram_id: i64, spec: serde_json::Value) -> serde_json::Value {
+    let mut full = json!({ "telegram": { "userId": telegram_id } });
+    if let (Some(full), Some(extra)) = (full.as_object_mut(), spec.as_object()) {
+        for (k, v) in extra {
+            full.insert(k.clone(), v.clone());
+        }
+    }
+    json!({ "apiVersion": "moltmate.io/v1alpha1", "kind": "MoltmateUser", "metadata": { "name": name }, "spec": full })
+}
+
+/// Apply a MoltmateUser as an admin would (`kubectl apply --server-side`).
+pub async fn apply_user(client: &Client, manifest: &serde_json::Value) -> Result<moltmates::MoltmateUser, kube::Error> {
+    let api: Api<moltmates::MoltmateUser> = Api::all(client.clone());
+    let name = manifest["metadata"]["name"].as_str().unwrap();
+    api.patch(name, &PatchParams::apply("kubectl").force(), &Patch::Apply(manifest)).await
+}
+
+/// Wait for the user's phase and return the user.
+pub async fn wait_phase(client: &Client, name: &str, phase: &str, timeout: Duration) -> moltmates::MoltmateUser {
+    let api: Api<moltmates::MoltmateUser> = Api::all(client.clone());
+    let mut last = String::new();
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(user) = api.get(name).await {
+            let status = user.status.clone().unwrap_or_default();
+            let now = serde_json::to_string(&status).unwrap();
+            if status.phase.map(|p| p.as_str()) == Some(phase) {
+                return user;
+            }
+            last = now;
+        }
+        assert!(Instant::now() < deadline, "{name} not {phase} within {timeout:?}; last status: {last}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// GET http://127.0.0.1:port/path; (status code, body).
+pub async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+    stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes()).await.ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.ok()?;
+    let code = response.split_whitespace().nth(1)?.parse().ok()?;
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    Some((code, body))
+}
