@@ -2,6 +2,7 @@
 pub mod builders;
 pub mod crd;
 pub mod dev;
+pub mod events;
 pub mod http;
 pub mod leader;
 pub mod names;

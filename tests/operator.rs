@@ -24,10 +24,11 @@ struct Shared {
     _operator: Proc,
 }
 
-static SHARED: OnceLock<Shared> = OnceLock::new();
+static SHARED: OnceLock<Result<Shared, String>> = OnceLock::new();
 
+/// Started once for all tests here; a failed start fails every test with the same reason.
 fn shared() -> &'static Shared {
-    SHARED.get_or_init(|| {
+    let shared = SHARED.get_or_init(|| {
         std::thread::spawn(|| {
             let env = TestEnv::up("operator");
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -38,8 +39,14 @@ fn shared() -> &'static Shared {
             Shared { env, http_port, _node: node, _operator: operator }
         })
         .join()
-        .expect("test environment starts")
-    })
+        .map_err(|panic| {
+            panic.downcast_ref::<String>().cloned().or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default()
+        })
+    });
+    match shared {
+        Ok(shared) => shared,
+        Err(reason) => panic!("the test environment did not start: {reason}"),
+    }
 }
 
 async fn admin() -> Client {
@@ -97,18 +104,27 @@ async fn a_new_user_gets_an_isolated_sandbox_and_becomes_ready() {
     assert_eq!(hard["limits.memory"].0, "512Mi");
     assert_eq!(hard["requests.storage"].0, "1Gi");
     assert_eq!(hard["persistentvolumeclaims"].0, "1");
-    // The controller-manager fills in usage: the quota is live, not decoration.
-    let used = eventually("quota usage", || {
-        let client = client.clone();
-        let ns = ns.clone();
-        async move {
-            let q = Api::<ResourceQuota>::namespaced(client, &ns).get("moltmate-quota").await.ok()?;
-            let used = q.status?.used?;
-            (used.get("pods").map(|p| p.0.as_str()) == Some("1")).then_some(used)
-        }
-    })
-    .await;
-    assert_eq!(used["persistentvolumeclaims"].0, "1");
+    // The quota and limits are enforced by the API server, not decoration: more than the
+    // profile allows is refused.
+    let quota_known = || async {
+        let q = get::<ResourceQuota>(&client, &ns, "moltmate-quota").await?;
+        q.status?.hard.map(|_| ())
+    };
+    eventually("quota status filled in by the controller-manager", quota_known).await;
+    let extra_claim: PersistentVolumeClaim = serde_json::from_value(json!({
+        "metadata": { "name": "extra" },
+        "spec": { "accessModes": ["ReadWriteOnce"], "resources": { "requests": { "storage": "100Mi" } } },
+    }))
+    .unwrap();
+    let refused = Api::<PersistentVolumeClaim>::namespaced(client.clone(), &ns).create(&Default::default(), &extra_claim).await.unwrap_err();
+    assert!(refused.to_string().contains("exceeded quota"), "{refused}");
+    let greedy: Pod = serde_json::from_value(json!({
+        "metadata": { "name": "greedy" },
+        "spec": { "containers": [{ "name": "c", "image": "busybox", "resources": { "limits": { "memory": "4Gi", "cpu": "100m" } } }] },
+    }))
+    .unwrap();
+    let refused = Api::<Pod>::namespaced(client.clone(), &ns).create(&Default::default(), &greedy).await.unwrap_err();
+    assert!(refused.to_string().contains("memory"), "{refused}");
 
     let limits = Api::<LimitRange>::namespaced(client.clone(), &ns).get("moltmate-limits").await.unwrap();
     assert_eq!(limits.spec.unwrap().limits[0].max.as_ref().unwrap()["memory"].0, "512Mi");
@@ -411,8 +427,23 @@ async fn the_api_server_rejects_invalid_users_naming_the_field() {
     let users: Api<moltmates::MoltmateUser> = Api::all(client.clone());
     for (name, spec, field) in cases {
         let manifest = json!({ "apiVersion": "moltmate.io/v1alpha1", "kind": "MoltmateUser", "metadata": { "name": name }, "spec": spec });
+        let object: moltmates::MoltmateUser = match serde_json::from_value(manifest.clone()) {
+            Ok(object) => object,
+            // Not even the Rust type can hold it (e.g. a string id): send the raw JSON.
+            Err(_) => {
+                let raw = kube::core::DynamicObject::new(name, &kube::core::ApiResource::erase::<moltmates::MoltmateUser>(&()))
+                    .data(json!({ "spec": manifest["spec"].clone() }));
+                let dynamic: Api<kube::core::DynamicObject> =
+                    Api::all_with(client.clone(), &kube::core::ApiResource::erase::<moltmates::MoltmateUser>(&()));
+                let err = dynamic.create(&Default::default(), &raw).await.expect_err(&format!("{name} must be rejected"));
+                let kube::Error::Api(status) = &err else { panic!("{name}: {err}") };
+                assert_eq!(status.code, 422, "{name}: {err}");
+                assert!(status.message.contains(field), "{name}: message should name {field}: {}", status.message);
+                continue;
+            }
+        };
         let err = users
-            .patch(name, &PatchParams::apply("kubectl").force(), &Patch::Apply(&manifest))
+            .create(&Default::default(), &object)
             .await
             .expect_err(&format!("{name} must be rejected"));
         let message = match &err {

@@ -15,7 +15,6 @@ use k8s_openapi::api::core::v1::{
     LimitRange, Namespace, PersistentVolumeClaim, Pod, ResourceQuota, Secret, Service, ServiceAccount,
 };
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -28,6 +27,7 @@ pub use reconcile::{Caches, Context, telegram_id_holder};
 
 use crate::builders::ClusterConfig;
 use crate::crd::MoltmateUser;
+use crate::events::EventPublisher;
 use crate::names;
 use crate::token::{MasterKey, MasterKeyError};
 use crate::{http, leader};
@@ -149,8 +149,8 @@ pub async fn run(args: OperatorArgs) -> Result<(), Error> {
     let bound = http::serve(args.http_addr, app).await.map_err(|source| Error::Http { addr: args.http_addr, source })?;
     info!(addr = %bound, "serving /healthz, /readyz, /metrics");
 
+    let identity = args.identity.clone().unwrap_or_else(default_identity);
     let leadership = if args.leader_elect {
-        let identity = args.identity.clone().unwrap_or_else(default_identity);
         let lease_ns = args.lease_namespace.clone().unwrap_or_else(|| args.gateway_namespace.clone());
         Some(leader::acquire(client.clone(), &lease_ns, "moltmate-operator", &identity).await?)
     } else {
@@ -176,6 +176,7 @@ pub async fn run(args: OperatorArgs) -> Result<(), Error> {
         .touched_objects()
         .filter_map(|r| future::ready(r.ok().map(|_| ())));
 
+    let (ready_tx, ready) = tokio::sync::watch::channel(false);
     let caches = Caches {
         users: users.clone(),
         namespaces,
@@ -188,14 +189,14 @@ pub async fn run(args: OperatorArgs) -> Result<(), Error> {
         services,
         pods,
         broker,
+        ready,
     };
-    let reporter = Reporter { controller: names::FIELD_MANAGER.into(), instance: args.identity.clone() };
     let ctx = Arc::new(Context {
         client: client.clone(),
         config: args.cluster_config(),
         master_key,
         caches: caches.clone(),
-        recorder: Recorder::new(client.clone(), reporter),
+        events: EventPublisher::new(client.clone(), names::FIELD_MANAGER, &identity),
         metrics,
         failures: Mutex::new(Default::default()),
     });
@@ -203,6 +204,7 @@ pub async fn run(args: OperatorArgs) -> Result<(), Error> {
     let ready_health = health.clone();
     tokio::spawn(async move {
         caches.wait_until_ready().await;
+        let _ = ready_tx.send(true);
         ready_health.set_ready(true);
         info!("caches synced; operator ready");
     });
@@ -221,8 +223,13 @@ pub async fn run(args: OperatorArgs) -> Result<(), Error> {
         .shutdown_on_signal()
         .run(reconcile::reconcile, reconcile::error_policy, ctx)
         .for_each(|result| async move {
-            if let Err(e) = result {
-                warn!(error = %e, "controller");
+            match result {
+                // Requeued users deleted meanwhile; nothing to report.
+                Err(kube::runtime::controller::Error::ObjectNotFound(_)) => {}
+                // Reconcile errors are logged, with the user, by the error policy.
+                Err(kube::runtime::controller::Error::ReconcilerFailed(..)) => {}
+                Err(e) => warn!(error = %e, "controller"),
+                Ok(_) => {}
             }
         });
 

@@ -13,22 +13,21 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event as KubeEvent, EventType, Recorder};
 use kube::runtime::finalizer::{self, Event as Finalizer};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::diff::needs_apply;
 use super::metrics::Metrics;
 use super::status::{Observation, next_status};
 use crate::builders::{self, BuildInput, ClusterConfig, DesiredState};
 use crate::crd::{DeletionPolicy, MoltmateUser, Phase};
+use crate::events::{EventPublisher, EventType};
 use crate::names;
 use crate::profile;
-use crate::quantity::Quantity;
 use crate::token::MasterKey;
 
 #[derive(Debug, thiserror::Error)]
@@ -54,11 +53,14 @@ pub struct Caches {
     pub pods: Store<Pod>,
     /// The gateway's broker Service (one object at most).
     pub broker: Store<Service>,
+    /// Turns true once `wait_until_ready` has resolved; any number of tasks may wait on it.
+    pub ready: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Caches {
     /// Resolves once every watch has listed its objects. Reconciling before that would
     /// mistake "not listed yet" for "missing" and write what is already there.
+    /// Await it from one task only (a store wakes a single waiter); others use `ready`.
     pub async fn wait_until_ready(&self) {
         let _ = futures::join!(
             self.users.wait_until_ready(),
@@ -82,7 +84,7 @@ pub struct Context {
     pub config: ClusterConfig,
     pub master_key: MasterKey,
     pub caches: Caches,
-    pub recorder: Recorder,
+    pub events: EventPublisher,
     pub metrics: Arc<Metrics>,
     /// Consecutive failures per user, for the error backoff.
     pub failures: Mutex<HashMap<String, u32>>,
@@ -96,9 +98,16 @@ where
 }
 
 pub async fn reconcile(user: Arc<MoltmateUser>, ctx: Arc<Context>) -> Result<Action, Error> {
-    ctx.caches.wait_until_ready().await;
+    let _ = ctx.caches.ready.clone().wait_for(|ready| *ready).await;
     let started = Instant::now();
     let api: Api<MoltmateUser> = Api::all(ctx.client.clone());
+    let user = match add_finalizer(&api, user).await {
+        Ok(user) => user,
+        Err(e) => {
+            ctx.metrics.observe_reconcile(started.elapsed(), false);
+            return Err(e.into());
+        }
+    };
     let result = finalizer::finalizer(&api, names::FINALIZER, user, |event| async {
         match event {
             Finalizer::Apply(user) => apply(&user, &ctx).await,
@@ -111,14 +120,46 @@ pub async fn reconcile(user: Arc<MoltmateUser>, ctx: Arc<Context>) -> Result<Act
     result
 }
 
+/// Add our finalizer by server-side apply (only our entry of the list is ours), before the
+/// first child exists. kube's helper would do it with a JSON-patch `test` against a missing
+/// field, which API servers before 1.21 reject.
+async fn add_finalizer(api: &Api<MoltmateUser>, user: Arc<MoltmateUser>) -> Result<Arc<MoltmateUser>, kube::Error> {
+    if user.metadata.deletion_timestamp.is_some() || user.finalizers().iter().any(|f| f == names::FINALIZER) {
+        return Ok(user);
+    }
+    let patch = serde_json::json!({
+        "apiVersion": "moltmate.io/v1alpha1",
+        "kind": "MoltmateUser",
+        "metadata": { "name": user.name_any(), "finalizers": [names::FINALIZER] },
+    });
+    let patched = api.patch(&user.name_any(), &PatchParams::apply(names::FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
+    Ok(Arc::new(patched))
+}
+
 /// Back off per user: 2 s, 4 s, ... up to 5 minutes; a success resets it.
 pub fn error_policy(user: Arc<MoltmateUser>, error: &Error, ctx: Arc<Context>) -> Action {
     let name = user.name_any();
+    if is_not_found(error) {
+        // The user is already gone (deleted between the cache and the call): nothing to do.
+        debug!(user = %name, error = %error, "user gone");
+        return Action::await_change();
+    }
     warn!(user = %name, error = %error, "reconcile failed");
     let mut failures = ctx.failures.lock().expect("failure map lock");
     let count = failures.entry(name).or_insert(0);
     *count = count.saturating_add(1);
     Action::requeue(backoff(*count))
+}
+
+fn is_not_found(error: &Error) -> bool {
+    let kube_error = match error {
+        Error::Kube(e) => Some(e),
+        Error::Finalizer(f) => match f.as_ref() {
+            finalizer::Error::AddFinalizer(e) | finalizer::Error::RemoveFinalizer(e) => Some(e),
+            _ => None,
+        },
+    };
+    matches!(kube_error, Some(kube::Error::Api(status)) if status.code == 404)
 }
 
 pub fn backoff(failures: u32) -> Duration {
@@ -138,6 +179,8 @@ async fn apply(user: &MoltmateUser, ctx: &Context) -> Result<Action, Error> {
     record_status(user, ctx, &observation).await?;
     ctx.failures.lock().expect("failure map lock").remove(&name);
     Ok(match observation.phase {
+        // Look again soon: the holder of the Telegram id may go away.
+        _ if observation.reason == "DuplicateTelegramId" => Action::requeue(Duration::from_secs(5)),
         Phase::Ready | Phase::Suspended => Action::requeue(Duration::from_secs(600)),
         Phase::Provisioning | Phase::Pending => Action::requeue(Duration::from_secs(30)),
         Phase::Failed => Action::requeue(Duration::from_secs(60)),
@@ -173,7 +216,12 @@ async fn provision(user: &MoltmateUser, ctx: &Context) -> Result<Observation, Er
         Err(e) => return Ok(Observation::new(Phase::Failed, "InvalidSpec", e.to_string())),
     };
     keep_workspace_size(user, ctx, &mut desired).await;
-    apply_children(user, ctx, &desired).await?;
+    apply_guard_rails(user, ctx, &desired).await?;
+    if !quota_in_force(ctx, &desired) {
+        // Until the quota controller has taken the quota up, what is created is not charged.
+        return Ok(Observation::new(Phase::Provisioning, "WaitingForQuota", "waiting for the ResourceQuota to be in force"));
+    }
+    apply_workload(user, ctx, &desired).await?;
 
     if user.spec.suspend {
         if delete_pod(ctx, &namespace).await? {
@@ -202,26 +250,37 @@ pub fn telegram_id_holder(user: &MoltmateUser, all: &[Arc<MoltmateUser>]) -> Opt
         .map(|other| other.name_any())
 }
 
-/// A workspace can grow, never shrink: keep the live size if the spec asks for less.
+/// A workspace keeps the size it was created with: many StorageClasses cannot expand
+/// volumes, and none can shrink them. A different size in the spec is reported once per
+/// spec change, not retried.
 async fn keep_workspace_size(user: &MoltmateUser, ctx: &Context, desired: &mut DesiredState) {
     let ns = desired.namespace.metadata.name.clone().unwrap_or_default();
     let Some(live) = lookup(&ctx.caches.workspaces, &ns, names::WORKSPACE_PVC) else { return };
-    let size = |pvc: &PersistentVolumeClaim| {
-        pvc.spec.as_ref()?.resources.as_ref()?.requests.as_ref()?.get("storage").cloned()
+    let Some(live_size) = workspace_size(&live) else { return };
+    let Some(requests) = desired.workspace.spec.as_mut().and_then(|s| s.resources.as_mut()).and_then(|r| r.requests.as_mut())
+    else {
+        return;
     };
-    let (Some(live_size), Some(want)) = (size(&live), size(&desired.workspace)) else { return };
-    if let (Ok(l), Ok(w)) = (Quantity::parse(&live_size.0), Quantity::parse(&want.0))
-        && w < l
+    let wanted = requests.insert("storage".into(), live_size.clone());
+    let first_look_at_this_spec = user.status.as_ref().and_then(|s| s.observed_generation) != user.metadata.generation;
+    if let Some(wanted) = wanted
+        && !crate::quantity::same_quantity(&wanted.0, &live_size.0)
+        && first_look_at_this_spec
     {
-        let note = format!("workspace is {} and cannot shrink to {}; keeping {}", live_size.0, want.0, live_size.0);
-        event(ctx, user, EventType::Warning, "WorkspaceShrinkRefused", &note).await;
-        if let Some(requests) = desired.workspace.spec.as_mut().and_then(|s| s.resources.as_mut()).and_then(|r| r.requests.as_mut()) {
-            requests.insert("storage".into(), live_size);
-        }
+        let note = format!(
+            "workspace stays at {}: resizing a workspace volume is not automatic (asked for {}); expand it by hand if its StorageClass allows",
+            live_size.0, wanted.0
+        );
+        event(ctx, user, EventType::Warning, "WorkspaceSizeKept", &note).await;
     }
 }
 
-async fn apply_children(user: &MoltmateUser, ctx: &Context, d: &DesiredState) -> Result<(), Error> {
+fn workspace_size(pvc: &PersistentVolumeClaim) -> Option<k8s_openapi::apimachinery::pkg::api::resource::Quantity> {
+    pvc.spec.as_ref()?.resources.as_ref()?.requests.as_ref()?.get("storage").cloned()
+}
+
+/// The namespace and its fences: nothing runs there before they exist.
+async fn apply_guard_rails(user: &MoltmateUser, ctx: &Context, d: &DesiredState) -> Result<(), Error> {
     let ns_name = d.namespace.metadata.name.clone().unwrap_or_default();
     let live_ns = ctx.caches.namespaces.get(&ObjectRef::new(&ns_name));
     if needs_apply(&d.namespace, live_ns.as_deref()) {
@@ -230,13 +289,30 @@ async fn apply_children(user: &MoltmateUser, ctx: &Context, d: &DesiredState) ->
         changed(ctx, user, "Namespace", &ns_name, live_ns.is_some()).await;
     }
     let c = &ctx.caches;
-    ensure(user, ctx, &c.service_accounts, &d.service_account).await?;
-    ensure(user, ctx, &c.workspaces, &d.workspace).await?;
-    ensure(user, ctx, &c.quotas, &d.quota).await?;
-    ensure(user, ctx, &c.limit_ranges, &d.limit_range).await?;
     ensure(user, ctx, &c.network_policies, &d.network_policy).await?;
+    ensure(user, ctx, &c.quotas, &d.quota).await?;
+    ensure(user, ctx, &c.limit_ranges, &d.limit_range).await
+}
+
+/// The quota's hard limits, as the quota controller reports them, are the desired ones.
+fn quota_in_force(ctx: &Context, d: &DesiredState) -> bool {
+    let ns = d.namespace.metadata.name.as_deref().unwrap_or_default();
+    let live = lookup(&ctx.caches.quotas, ns, names::RESOURCE_QUOTA);
+    let status_hard = live.as_ref().and_then(|q| q.status.as_ref()).and_then(|s| s.hard.as_ref());
+    let desired_hard = d.quota.spec.as_ref().and_then(|s| s.hard.as_ref());
+    match (desired_hard, status_hard) {
+        (Some(want), Some(have)) => !needs_apply(want, Some(have)),
+        _ => false,
+    }
+}
+
+/// Everything the agent itself needs, bar the pod.
+async fn apply_workload(user: &MoltmateUser, ctx: &Context, d: &DesiredState) -> Result<(), Error> {
+    let c = &ctx.caches;
+    ensure(user, ctx, &c.service_accounts, &d.service_account).await?;
     ensure(user, ctx, &c.secrets, &d.token_secret).await?;
     ensure(user, ctx, &c.services, &d.service).await?;
+    ensure(user, ctx, &c.workspaces, &d.workspace).await?;
     Ok(())
 }
 
@@ -366,15 +442,8 @@ async fn record_status(user: &MoltmateUser, ctx: &Context, observation: &Observa
 }
 
 async fn event(ctx: &Context, user: &MoltmateUser, type_: EventType, reason: &str, note: &str) {
-    let event = KubeEvent {
-        type_,
-        reason: reason.into(),
-        note: Some(note.chars().take(1000).collect()),
-        action: "Reconcile".into(),
-        secondary: None,
-    };
     // Events are best effort: failing to publish one must not fail the reconcile.
-    if let Err(e) = ctx.recorder.publish(&event, &user.object_ref(&())).await {
+    if let Err(e) = ctx.events.publish(user, type_, reason, note).await {
         warn!(user = %user.name_any(), error = %e, "could not publish event");
     }
 }

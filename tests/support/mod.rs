@@ -32,7 +32,9 @@ pub struct TestEnv {
 impl TestEnv {
     /// Start a fresh control plane in its own directory.
     pub fn up(name: &str) -> TestEnv {
-        let dir = std::env::temp_dir().join(format!("moltmates-{name}-{}", std::process::id()));
+        let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("testenv");
+        remove_stale_dirs(&root);
+        let dir = root.join(format!("{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("create test env dir");
         let output = Command::new(format!("{REPO}/scripts/testenv"))
@@ -108,7 +110,7 @@ impl TestEnv {
         let broker = json!({
             "apiVersion": "v1", "kind": "Service",
             "metadata": { "name": "moltmate-broker", "namespace": SYSTEM_NS },
-            "spec": { "selector": { "app.kubernetes.io/name": "moltmate-gateway" }, "ports": [{ "name": "broker", "port": 8081 }] },
+            "spec": { "selector": { "app.kubernetes.io/name": "moltmate-gateway" }, "ports": [{ "name": "broker", "port": 8081, "protocol": "TCP" }] },
         });
         Api::<Service>::namespaced(client, SYSTEM_NS).patch("moltmate-broker", &apply, &Patch::Apply(&broker)).await.unwrap();
     }
@@ -197,6 +199,18 @@ impl Proc {
 impl Drop for Proc {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// Directories of earlier runs whose test process is gone (their processes were stopped by
+/// the watchdog); kept until the next run so that a failure can be read.
+fn remove_stale_dirs(root: &Path) {
+    for entry in std::fs::read_dir(root).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        let pid = name.rsplit('-').next().and_then(|p| p.parse::<u32>().ok());
+        if pid.is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists()) {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
     }
 }
 
