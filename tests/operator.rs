@@ -510,3 +510,26 @@ async fn health_and_metrics_are_served() {
     assert!(body.contains("moltmate_operator_reconcile_duration_seconds_bucket"), "{body}");
     assert!(body.contains("moltmate_operator_reconciles_total{result=\"ok\"}"), "{body}");
 }
+
+#[tokio::test]
+async fn every_example_user_becomes_ready() {
+    let client = admin().await;
+    let examples = format!("{REPO}/manifests/examples");
+    let out = shared().env.kubectl(&["apply", "-f", &examples]);
+    assert!(out.status.success(), "kubectl apply: {}", String::from_utf8_lossy(&out.stderr));
+    for entry in std::fs::read_dir(&examples).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        let manifest: serde_json::Value = serde_saphyr::from_str(&text).unwrap();
+        let name = manifest["metadata"]["name"].as_str().unwrap();
+        wait_phase(&client, name, "Ready", Duration::from_secs(15)).await;
+    }
+}
+
+#[tokio::test]
+async fn kubectl_explain_documents_the_fields() {
+    shared();
+    let out = shared().env.kubectl(&["explain", "moltmateuser.spec.exec"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("safeBins") && text.contains("security") && text.contains("/usr/bin"), "{text}");
+}

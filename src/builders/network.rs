@@ -17,8 +17,9 @@ use crate::names;
 /// NAT, loopback, link-local (cloud metadata at 169.254.169.254) and "this network".
 pub const BLOCKED_EGRESS_V4: &[&str] =
     &["0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12", "192.168.0.0/16"];
-/// IPv6 counterparts: unique-local, link-local, loopback, IPv4-mapped.
-pub const BLOCKED_EGRESS_V6: &[&str] = &["::1/128", "::ffff:0:0/96", "fc00::/7", "fe80::/10"];
+/// IPv6 counterparts: loopback, unique-local, link-local. (IPv4-mapped addresses never leave
+/// a host, and the API server refuses `::ffff:0:0/96` as an exception of `::/0`.)
+pub const BLOCKED_EGRESS_V6: &[&str] = &["::1/128", "fc00::/7", "fe80::/10"];
 
 /// The label every namespace carries with its own name (Kubernetes 1.21 and later).
 const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
