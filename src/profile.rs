@@ -31,9 +31,11 @@ pub struct ResolvedProfile {
     pub storage: String,
     /// `None`: the image the operator is configured with.
     pub image: Option<String>,
-    /// `None`: never idle out.
-    #[serde(with = "humantime_serde_opt")]
+    /// `None`: never idle out. Operator-only, like `deletion_policy`: kept out of the
+    /// agent's environment so that changing them does not replace the pod.
+    #[serde(skip)]
     pub idle_timeout: Option<Duration>,
+    #[serde(skip)]
     pub deletion_policy: DeletionPolicy,
 }
 
@@ -160,24 +162,6 @@ pub fn resolve(spec: &MoltmateUserSpec) -> Result<ResolvedProfile, ProfileError>
         idle_timeout,
         deletion_policy: spec.workspace.as_ref().map(|w| w.deletion_policy).unwrap_or_default(),
     })
-}
-
-/// Serialize `Option<Duration>` as a humane string (`30m`) in the agent's environment.
-mod humantime_serde_opt {
-    use serde::{Deserialize, Deserializer, Serializer};
-    use std::time::Duration;
-
-    pub fn serialize<S: Serializer>(value: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-        match value {
-            Some(d) => s.serialize_str(&humantime::format_duration(*d).to_string()),
-            None => s.serialize_none(),
-        }
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-        let text: Option<String> = Option::deserialize(d)?;
-        text.map(|t| humantime::parse_duration(&t).map_err(serde::de::Error::custom)).transpose()
-    }
 }
 
 #[cfg(test)]

@@ -533,3 +533,25 @@ async fn kubectl_explain_documents_the_fields() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(text.contains("safeBins") && text.contains("security") && text.contains("/usr/bin"), "{text}");
 }
+
+#[tokio::test]
+async fn a_user_cannot_take_over_an_existing_namespace() {
+    let client = admin().await;
+    let users: Api<moltmates::MoltmateUser> = Api::all(client.clone());
+    // `moltmate-system` is the release namespace: a user named "system" must neither fence it
+    // nor, with deletionPolicy Delete, delete it.
+    let manifest = user_manifest("system", 1011, json!({ "workspace": { "deletionPolicy": "Delete" } }));
+    apply_user(&client, &manifest).await.unwrap();
+    let user = wait_phase(&client, "system", "Failed", Duration::from_secs(10)).await;
+    let ready = user.status.unwrap().conditions[0].clone();
+    assert_eq!(ready.reason, "NamespaceConflict", "{}", ready.message);
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let ns = namespaces.get(SYSTEM_NS).await.unwrap();
+    assert!(ns.owner_references().is_empty() && !ns.labels().contains_key("moltmate.io/user"), "{:?}", ns.metadata);
+    assert!(get::<NetworkPolicy>(&client, SYSTEM_NS, "moltmate-isolation").await.is_none());
+
+    users.delete("system", &DeleteParams::default()).await.unwrap();
+    eventually("user gone", || async { users.get_opt("system").await.ok()?.is_none().then_some(()) }).await;
+    let ns = namespaces.get(SYSTEM_NS).await.unwrap();
+    assert!(ns.metadata.deletion_timestamp.is_none(), "the release namespace survives");
+}

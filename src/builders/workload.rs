@@ -304,5 +304,10 @@ mod tests {
         assert_ne!(hash(&base), hash(&build_for(&u).pod), "image");
         assert_ne!(hash(&base), hash(&build_for(&user("alice", Profile::Family)).pod), "profile");
         assert_eq!(hash(&base), hash(&build_for(&user("alice", Profile::Public)).pod));
+        // Settings only the operator reads leave the running agent alone.
+        let mut u = user("alice", Profile::Public);
+        u.spec.idle_timeout = Some("2h".into());
+        u.spec.workspace = Some(crate::crd::WorkspaceSpec { deletion_policy: crate::crd::DeletionPolicy::Delete });
+        assert_eq!(hash(&base), hash(&build_for(&u).pod), "idleTimeout and deletionPolicy");
     }
 }

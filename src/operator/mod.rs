@@ -199,6 +199,7 @@ pub async fn run(args: OperatorArgs) -> Result<(), Error> {
         events: EventPublisher::new(client.clone(), names::FIELD_MANAGER, &identity),
         metrics,
         failures: Mutex::new(Default::default()),
+        announced: Mutex::new(Default::default()),
     });
 
     let ready_health = health.clone();

@@ -88,6 +88,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Consecutive failures per user, for the error backoff.
     pub failures: Mutex<HashMap<String, u32>>,
+    /// The `Ready` reason last announced per user uid, so a stale cache cannot repeat an event.
+    pub announced: Mutex<HashMap<String, String>>,
 }
 
 fn lookup<K>(store: &Store<K>, namespace: &str, name: &str) -> Option<Arc<K>>
@@ -216,6 +218,9 @@ async fn provision(user: &MoltmateUser, ctx: &Context) -> Result<Observation, Er
         Err(e) => return Ok(Observation::new(Phase::Failed, "InvalidSpec", e.to_string())),
     };
     keep_workspace_size(user, ctx, &mut desired).await;
+    if let Some(conflict) = foreign_namespace(ctx, &namespace).await? {
+        return Ok(conflict);
+    }
     apply_guard_rails(user, ctx, &desired).await?;
     if !quota_in_force(ctx, &desired) {
         // Until the quota controller has taken the quota up, what is created is not charged.
@@ -277,6 +282,24 @@ async fn keep_workspace_size(user: &MoltmateUser, ctx: &Context, desired: &mut D
 
 fn workspace_size(pvc: &PersistentVolumeClaim) -> Option<k8s_openapi::apimachinery::pkg::api::resource::Quantity> {
     pvc.spec.as_ref()?.resources.as_ref()?.requests.as_ref()?.get("storage").cloned()
+}
+
+/// A namespace of that name that we did not create (say `moltmate-system`, the release
+/// namespace, for a user named `system`) is never adopted: fencing or deleting it would
+/// break whatever lives there. Our watch only sees namespaces we label, so look once.
+async fn foreign_namespace(ctx: &Context, ns: &str) -> Result<Option<Observation>, Error> {
+    if ctx.caches.namespaces.get(&ObjectRef::new(ns)).is_some() {
+        return Ok(None);
+    }
+    let existing = Api::<Namespace>::all(ctx.client.clone()).get_opt(ns).await?;
+    let ours = |n: &Namespace| n.labels().get(names::LABEL_MANAGED_BY).map(String::as_str) == Some(names::MANAGED_BY);
+    Ok(existing.filter(|n| !ours(n)).map(|_| {
+        Observation::new(
+            Phase::Failed,
+            "NamespaceConflict",
+            format!("namespace {ns} already exists and is not managed by moltmates; rename the MoltmateUser"),
+        )
+    }))
 }
 
 /// The namespace and its fences: nothing runs there before they exist.
@@ -425,8 +448,10 @@ async fn record_status(user: &MoltmateUser, ctx: &Context, observation: &Observa
     if previous == Some(&status) {
         return Ok(());
     }
+    let uid = user.uid().unwrap_or_default();
     let previous_reason = previous.and_then(|s| s.conditions.first()).map(|c| c.reason.clone());
-    if previous_reason.as_deref() != Some(observation.reason) {
+    let announced = ctx.announced.lock().expect("announced lock").insert(uid, observation.reason.to_string());
+    if previous_reason.as_deref() != Some(observation.reason) && announced.as_deref() != Some(observation.reason) {
         let kind = if observation.phase == Phase::Failed { EventType::Warning } else { EventType::Normal };
         event(ctx, user, kind, observation.reason, &observation.message).await;
     }
@@ -453,8 +478,14 @@ async fn event(ctx: &Context, user: &MoltmateUser, type_: EventType, reason: &st
 async fn cleanup(user: &MoltmateUser, ctx: &Context) -> Result<Action, Error> {
     let name = user.name_any();
     let Ok(ns) = names::user_namespace(&name) else { return Ok(Action::await_change()) };
+    ctx.announced.lock().expect("announced lock").remove(&user.uid().unwrap_or_default());
     if telegram_id_holder(user, &ctx.caches.users.state()).is_some() {
         // A duplicate never had a sandbox of its own; the namespace (if any) is someone's retained data.
+        return Ok(Action::await_change());
+    }
+    // Only a namespace we made for this user is ours to clean up (never a foreign one).
+    let ours = ctx.caches.namespaces.get(&ObjectRef::new(&ns)).is_some_and(|n| n.labels().get(names::LABEL_USER) == Some(&name));
+    if !ours {
         return Ok(Action::await_change());
     }
     let policy = user.spec.workspace.as_ref().map(|w| w.deletion_policy).unwrap_or_default();
