@@ -85,6 +85,24 @@ pub struct MoltmateUserSpec {
     pub workspace: Option<WorkspaceSpec>,
 }
 
+impl MoltmateUserSpec {
+    /// The smallest valid spec: a Telegram id and a profile, everything else from the preset.
+    pub fn new(telegram_user_id: i64, profile: Profile) -> Self {
+        Self {
+            telegram: TelegramIdentity { user_id: telegram_user_id },
+            display_name: None,
+            profile,
+            sandbox: None,
+            exec: None,
+            web: None,
+            resources: None,
+            suspend: false,
+            idle_timeout: None,
+            workspace: None,
+        }
+    }
+}
+
 /// The person's Telegram identity.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]

@@ -167,21 +167,10 @@ pub fn resolve(spec: &MoltmateUserSpec) -> Result<ResolvedProfile, ProfileError>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::{ExecSpec, ResourcesSpec, SandboxSpec, TelegramIdentity, WebFetchSpec, WebSpec, WorkspaceSpec};
+    use crate::crd::{ExecSpec, ResourcesSpec, SandboxSpec, WebFetchSpec, WebSpec, WorkspaceSpec};
 
     fn spec(profile: Profile) -> MoltmateUserSpec {
-        MoltmateUserSpec {
-            telegram: TelegramIdentity { user_id: 42 },
-            display_name: None,
-            profile,
-            sandbox: None,
-            exec: None,
-            web: None,
-            resources: None,
-            suspend: false,
-            idle_timeout: None,
-            workspace: None,
-        }
+        MoltmateUserSpec::new(42, profile)
     }
 
     #[test]

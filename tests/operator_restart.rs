@@ -24,10 +24,7 @@ fn leader_of(procs: &[&Proc]) -> Vec<usize> {
 
 #[tokio::test]
 async fn killing_the_leader_mid_provisioning_converges_without_duplicates() {
-    let env = TestEnv::up("restart");
-    env.install().await;
-    let client = env.admin().await;
-    let _node = env.spawn_node();
+    let (env, client, _node) = TestEnv::up_installed("restart").await;
     let a = env.spawn_operator("operator-a", free_port());
     let b = env.spawn_operator("operator-b", free_port());
 

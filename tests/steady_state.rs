@@ -23,10 +23,7 @@ fn audit_lines_after(path: &std::path::Path, offset: usize) -> Vec<Value> {
 
 #[tokio::test]
 async fn provisioned_unchanged_users_cause_no_writes() {
-    let env = TestEnv::up("steady");
-    env.install().await;
-    let client = env.admin().await;
-    let _node = env.spawn_node();
+    let (env, client, _node) = TestEnv::up_installed("steady").await;
     let _operator = env.spawn_operator("operator", free_port());
 
     for i in 0..USERS {

@@ -129,25 +129,11 @@ impl Ctx<'_> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::crd::{MoltmateUserSpec, Profile, TelegramIdentity};
+    use crate::crd::{MoltmateUserSpec, Profile};
     use crate::profile::resolve;
 
     pub fn user(name: &str, profile: Profile) -> MoltmateUser {
-        let mut user = MoltmateUser::new(
-            name,
-            MoltmateUserSpec {
-                telegram: TelegramIdentity { user_id: 1001 },
-                display_name: None,
-                profile,
-                sandbox: None,
-                exec: None,
-                web: None,
-                resources: None,
-                suspend: false,
-                idle_timeout: None,
-                workspace: None,
-            },
-        );
+        let mut user = MoltmateUser::new(name, MoltmateUserSpec::new(1001, profile));
         user.metadata.uid = Some(format!("uid-{name}"));
         user
     }

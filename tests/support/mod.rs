@@ -53,6 +53,15 @@ impl TestEnv {
         TestEnv { dir }
     }
 
+    /// A control plane as installed, with the node stand-in running; returns an admin client.
+    pub async fn up_installed(name: &str) -> (TestEnv, Client, Proc) {
+        let env = TestEnv::up(name);
+        env.install().await;
+        let client = env.admin().await;
+        let node = env.spawn_node();
+        (env, client, node)
+    }
+
     pub fn admin_kubeconfig(&self) -> PathBuf {
         self.dir.join("kubeconfig")
     }
