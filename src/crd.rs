@@ -257,7 +257,7 @@ pub struct MoltmateUserStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
 
-    /// Pending, Provisioning, Ready, Suspended or Failed.
+    /// Pending, Provisioning, Ready, Idle, Suspended or Failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<Phase>,
 
@@ -276,18 +276,21 @@ pub enum Phase {
     Pending,
     Provisioning,
     Ready,
+    /// No messages for `idleTimeout`: the pod is gone until the next message.
+    Idle,
     Suspended,
     Failed,
 }
 
 impl Phase {
-    pub const ALL: [Phase; 5] = [Phase::Pending, Phase::Provisioning, Phase::Ready, Phase::Suspended, Phase::Failed];
+    pub const ALL: [Phase; 6] = [Phase::Pending, Phase::Provisioning, Phase::Ready, Phase::Idle, Phase::Suspended, Phase::Failed];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Phase::Pending => "Pending",
             Phase::Provisioning => "Provisioning",
             Phase::Ready => "Ready",
+            Phase::Idle => "Idle",
             Phase::Suspended => "Suspended",
             Phase::Failed => "Failed",
         }

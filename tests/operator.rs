@@ -555,3 +555,26 @@ async fn a_user_cannot_take_over_an_existing_namespace() {
     let ns = namespaces.get(SYSTEM_NS).await.unwrap();
     assert!(ns.metadata.deletion_timestamp.is_none(), "the release namespace survives");
 }
+
+#[tokio::test]
+async fn an_idle_user_loses_the_pod_and_a_message_brings_it_back() {
+    let client = admin().await;
+    let users: Api<moltmates::MoltmateUser> = Api::all(client.clone());
+    let name = "dozy";
+    let ns = ns_of(name);
+    apply_user(&client, &user_manifest(name, 1012, json!({ "idleTimeout": "6s" }))).await.unwrap();
+    wait_phase(&client, name, "Ready", Duration::from_secs(10)).await;
+    let pvc_uid = get::<PersistentVolumeClaim>(&client, &ns, "workspace").await.unwrap().uid();
+
+    let idle = wait_phase(&client, name, "Idle", Duration::from_secs(20)).await;
+    assert_eq!(idle.status.unwrap().conditions[0].status, "False");
+    eventually("idle pod removed", || async { get::<Pod>(&client, &ns, "agent").await.is_none().then_some(()) }).await;
+    assert_eq!(get::<PersistentVolumeClaim>(&client, &ns, "workspace").await.unwrap().uid(), pvc_uid);
+
+    // What the gateway does when a message arrives: stamp the activity.
+    let now = jiff::Timestamp::now().to_string();
+    let stamp = json!({ "metadata": { "annotations": { "moltmate.io/last-activity": now } } });
+    users.patch(name, &PatchParams::default(), &Patch::Merge(&stamp)).await.unwrap();
+    wait_phase(&client, name, "Ready", Duration::from_secs(10)).await;
+    assert!(get::<Pod>(&client, &ns, "agent").await.is_some());
+}

@@ -1,6 +1,7 @@
 //! `moltmate operator`: reconciles every MoltmateUser into an isolated namespace.
 
 mod diff;
+mod idle;
 mod metrics;
 mod reconcile;
 mod status;

@@ -21,6 +21,7 @@ use serde::de::DeserializeOwned;
 use tracing::{debug, info, warn};
 
 use super::diff::needs_apply;
+use super::idle;
 use super::metrics::Metrics;
 use super::status::{Observation, next_status};
 use crate::builders::{self, BuildInput, ClusterConfig, DesiredState};
@@ -180,13 +181,14 @@ async fn apply(user: &MoltmateUser, ctx: &Context) -> Result<Action, Error> {
     };
     record_status(user, ctx, &observation).await?;
     ctx.failures.lock().expect("failure map lock").remove(&name);
-    Ok(match observation.phase {
+    let routine = match observation.phase {
         // Look again soon: the holder of the Telegram id may go away.
-        _ if observation.reason == "DuplicateTelegramId" => Action::requeue(Duration::from_secs(5)),
-        Phase::Ready | Phase::Suspended => Action::requeue(Duration::from_secs(600)),
-        Phase::Provisioning | Phase::Pending => Action::requeue(Duration::from_secs(30)),
-        Phase::Failed => Action::requeue(Duration::from_secs(60)),
-    })
+        _ if observation.reason == "DuplicateTelegramId" => Duration::from_secs(5),
+        Phase::Ready | Phase::Suspended | Phase::Idle => Duration::from_secs(600),
+        Phase::Provisioning | Phase::Pending => Duration::from_secs(30),
+        Phase::Failed => Duration::from_secs(60),
+    };
+    Ok(Action::requeue(observation.recheck_after.map_or(routine, |after| after.min(routine))))
 }
 
 /// Bring the user's sandbox to its desired state and say where it stands.
@@ -241,7 +243,24 @@ async fn provision(user: &MoltmateUser, ctx: &Context) -> Result<Observation, Er
             format!("Service {}/{} not found; agents reach the broker through it", ctx.config.gateway_namespace, ctx.config.broker_service),
         ));
     }
-    reconcile_pod(user, ctx, &desired.pod).await
+    let idle_in = match profile.idle_timeout {
+        None => None,
+        Some(timeout) => {
+            let created = user.metadata.creation_timestamp.as_ref().map(|t| t.0);
+            let last = user.annotations().get(names::ANNOTATION_LAST_ACTIVITY).map(String::as_str);
+            match idle::activity(jiff::Timestamp::now(), created, last, timeout) {
+                idle::Activity::Idle => {
+                    if delete_pod(ctx, &namespace).await? {
+                        info!(user = %name, "idle: agent pod removed");
+                    }
+                    let message = format!("no messages for {}; the next message starts the agent", user.spec.idle_timeout.as_deref().unwrap_or_default());
+                    return Ok(Observation::new(Phase::Idle, "Idle", message));
+                }
+                idle::Activity::Active { idle_in } => Some(idle_in),
+            }
+        }
+    };
+    Ok(reconcile_pod(user, ctx, &desired.pod).await?.recheck_after(idle_in))
 }
 
 /// The older MoltmateUser (by creation time, then name) holding the same Telegram id, if any.

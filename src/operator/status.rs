@@ -10,11 +10,18 @@ pub struct Observation {
     pub phase: Phase,
     pub reason: &'static str,
     pub message: String,
+    /// Look again after this long even if nothing changes (e.g. when the user goes idle).
+    pub recheck_after: Option<std::time::Duration>,
 }
 
 impl Observation {
     pub fn new(phase: Phase, reason: &'static str, message: impl Into<String>) -> Self {
-        Self { phase, reason, message: message.into() }
+        Self { phase, reason, message: message.into(), recheck_after: None }
+    }
+
+    pub fn recheck_after(mut self, after: Option<std::time::Duration>) -> Self {
+        self.recheck_after = after;
+        self
     }
 }
 
