@@ -1,2 +1,3 @@
 //! Development stand-ins: the local node that plays kubelet where no kubelet exists.
+pub mod agents;
 pub mod node;

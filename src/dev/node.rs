@@ -3,7 +3,8 @@
 //! The test control plane has an API server, a scheduler and controllers but no kubelet.
 //! This stand-in registers a Ready Node, keeps its heartbeat, marks agent pods bound to it
 //! Running/Ready with a podIP on its own 127.0.0.x address, finishes pod deletions the way
-//! a kubelet does, and provisions local volumes for claims of its storage class.
+//! a kubelet does, and provisions local volumes for claims of its storage class. With
+//! `--run-agents` it also runs each pod's agent as a local process (see `agents`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -20,7 +21,10 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use serde_json::json;
+use tokio::sync::oneshot;
 use tracing::{info, warn};
+
+use super::agents::{self, AgentLauncher};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct NodeArgs {
@@ -36,6 +40,15 @@ pub struct NodeArgs {
     /// Address of /healthz and /readyz.
     #[arg(long, default_value = "127.0.0.1:0")]
     pub http_addr: SocketAddr,
+    /// Run each agent pod as a `moltmate agent` process (otherwise only its status is written).
+    #[arg(long)]
+    pub run_agents: bool,
+    /// The binary to run as `moltmate agent` (default: this one).
+    #[arg(long)]
+    pub agent_binary: Option<PathBuf>,
+    /// Broker URL given to agents instead of the pod's (whose ClusterIP is not routable here).
+    #[arg(long)]
+    pub broker_url: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +75,11 @@ pub async fn run(args: NodeArgs) -> Result<(), Error> {
     let app = crate::http::router(health, Default::default(), Box::new(|| {}));
     crate::http::serve(args.http_addr, app).await?;
 
+    let launcher = args.run_agents.then(|| AgentLauncher {
+        binary: args.agent_binary.clone().or_else(|| std::env::current_exe().ok()).unwrap_or_else(|| "moltmate".into()),
+        broker_url: args.broker_url.clone(),
+        log_dir: args.data_dir.join("logs"),
+    });
     let heartbeat = {
         let client = client.clone();
         let name = args.name.clone();
@@ -75,7 +93,7 @@ pub async fn run(args: NodeArgs) -> Result<(), Error> {
         }
     };
     tokio::select! {
-        r = run_pods(client.clone(), args.name.clone()) => r,
+        r = run_pods(client.clone(), args.name.clone(), launcher) => r,
         r = run_volumes(client.clone(), args.clone()) => r,
         _ = heartbeat => Ok(()),
         _ = tokio::signal::ctrl_c() => Ok(()),
@@ -141,20 +159,32 @@ impl Addresses {
     }
 }
 
-async fn run_pods(client: Client, node: String) -> Result<(), Error> {
+/// What the node does with pods bound to it.
+struct Kubelet {
+    client: Client,
+    addresses: Mutex<Addresses>,
+    /// `None`: only write pod status (no processes).
+    launcher: Option<AgentLauncher>,
+    /// Running agents by pod uid; dropping the sender stops the supervisor.
+    agents: Mutex<HashMap<String, (oneshot::Sender<()>, tokio::task::JoinHandle<()>)>>,
+}
+
+async fn run_pods(client: Client, node: String, launcher: Option<AgentLauncher>) -> Result<(), Error> {
     let pods: Api<Pod> = Api::all(client.clone());
-    let addresses = Arc::new(Mutex::new(Addresses::default()));
+    let kubelet = Arc::new(Kubelet { client, addresses: Mutex::default(), launcher, agents: Mutex::default() });
     let config = watcher::Config::default().fields(&format!("spec.nodeName={node}"));
     let mut events = watcher(pods, config).default_backoff().boxed();
     while let Some(event) = events.try_next().await? {
         match event {
             watcher::Event::Apply(pod) | watcher::Event::InitApply(pod) => {
-                if let Err(e) = handle_pod(&client, &addresses, &pod).await {
+                if let Err(e) = kubelet.handle_pod(&pod).await {
                     warn!(pod = %pod.name_any(), namespace = ?pod.namespace(), error = %e, "could not update pod");
                 }
             }
             watcher::Event::Delete(pod) => {
-                addresses.lock().expect("address lock").release(&pod.uid().unwrap_or_default());
+                let uid = pod.uid().unwrap_or_default();
+                kubelet.stop_agent(&uid).await;
+                kubelet.addresses.lock().expect("address lock").release(&uid);
             }
             watcher::Event::Init | watcher::Event::InitDone => {}
         }
@@ -162,40 +192,130 @@ async fn run_pods(client: Client, node: String) -> Result<(), Error> {
     Ok(())
 }
 
-async fn handle_pod(client: &Client, addresses: &Mutex<Addresses>, pod: &Pod) -> Result<(), Error> {
-    let ns = pod.namespace().unwrap_or_default();
-    let name = pod.name_any();
-    let uid = pod.uid().unwrap_or_default();
-    let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
-    if pod.metadata.deletion_timestamp.is_some() {
-        // What a kubelet does once the containers are gone: confirm the deletion.
-        let params = DeleteParams { grace_period_seconds: Some(0), ..DeleteParams::default() };
-        match api.delete(&name, &params).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(status)) if status.code == 404 => {}
-            Err(e) => return Err(e.into()),
+impl Kubelet {
+    async fn handle_pod(self: &Arc<Self>, pod: &Pod) -> Result<(), Error> {
+        let ns = pod.namespace().unwrap_or_default();
+        let name = pod.name_any();
+        let uid = pod.uid().unwrap_or_default();
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
+        if pod.metadata.deletion_timestamp.is_some() {
+            // What a kubelet does once the containers are gone: confirm the deletion.
+            self.stop_agent(&uid).await;
+            let params = DeleteParams { grace_period_seconds: Some(0), ..DeleteParams::default() };
+            match api.delete(&name, &params).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(status)) if status.code == 404 => {}
+                Err(e) => return Err(e.into()),
+            }
+            self.addresses.lock().expect("address lock").release(&uid);
+            return Ok(());
         }
-        addresses.lock().expect("address lock").release(&uid);
-        return Ok(());
+        let status = pod.status.clone().unwrap_or_default();
+        if let Some(ip) = status.pod_ip.as_deref().and_then(|ip| ip.parse().ok()) {
+            self.addresses.lock().expect("address lock").keep(&uid, ip);
+        }
+        let Some(ip) = self.addresses.lock().expect("address lock").assign(&uid) else {
+            warn!(pod = %name, "no free 127.0.0.x address left");
+            return Ok(());
+        };
+        match &self.launcher {
+            None => {
+                if status.phase.as_deref() != Some("Running") || status.pod_ip.is_none() {
+                    set_pod_status(&api, pod, ip, true, 0).await?;
+                    info!(pod = %name, namespace = %ns, ip = %ip, "pod running");
+                }
+            }
+            Some(launcher) => {
+                let mut agents = self.agents.lock().expect("agents lock");
+                if !agents.contains_key(&uid) {
+                    let (stop, stopped) = oneshot::channel();
+                    let task = tokio::spawn(supervise(self.client.clone(), launcher.clone(), pod.clone(), ip, stopped));
+                    agents.insert(uid, (stop, task));
+                }
+            }
+        }
+        Ok(())
     }
-    let status = pod.status.clone().unwrap_or_default();
-    if let Some(ip) = status.pod_ip.as_deref().and_then(|ip| ip.parse().ok()) {
-        addresses.lock().expect("address lock").keep(&uid, ip);
+
+    /// Stop the pod's agent process, if any, and wait for it to be gone.
+    async fn stop_agent(&self, uid: &str) {
+        let entry = self.agents.lock().expect("agents lock").remove(uid);
+        if let Some((stop, task)) = entry {
+            let _ = stop.send(());
+            let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+        }
     }
-    if status.phase.as_deref() == Some("Running") && status.pod_ip.is_some() {
-        return Ok(());
+}
+
+/// Run the pod's agent; report readiness; restart it (with backoff) if it exits, as a
+/// kubelet does for `restartPolicy: Always`; stop it when told.
+async fn supervise(client: Client, launcher: AgentLauncher, pod: Pod, ip: Ipv4Addr, mut stop: oneshot::Receiver<()>) {
+    let api: Api<Pod> = Api::namespaced(client.clone(), &pod.namespace().unwrap_or_default());
+    let name = pod.name_any();
+    let mut restarts = 0;
+    loop {
+        let (mut child, addr) = match launcher.start(&client, &pod, ip).await {
+            Ok(started) => started,
+            Err(e) => {
+                warn!(pod = %name, error = %e, "could not start agent");
+                let _ = set_pod_status(&api, &pod, ip, false, restarts).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff(restarts)) => { restarts += 1; continue; }
+                    _ = &mut stop => return,
+                }
+            }
+        };
+        tokio::select! {
+            ready = agents::wait_ready(addr, Duration::from_secs(30)) => {
+                if let Err(e) = set_pod_status(&api, &pod, ip, ready, restarts).await {
+                    warn!(pod = %name, error = %e, "could not write pod status");
+                }
+                if ready {
+                    info!(pod = %name, addr = %addr, "agent running");
+                }
+            }
+            _ = child.wait() => {}
+            _ = &mut stop => { terminate(&mut child).await; return; }
+        }
+        tokio::select! {
+            exit = child.wait() => {
+                warn!(pod = %name, status = ?exit, "agent exited; restarting");
+                let _ = set_pod_status(&api, &pod, ip, false, restarts + 1).await;
+                restarts += 1;
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff(restarts)) => {}
+                    _ = &mut stop => return,
+                }
+            }
+            _ = &mut stop => { terminate(&mut child).await; return; }
+        }
     }
-    let Some(ip) = addresses.lock().expect("address lock").assign(&uid) else {
-        warn!(pod = %name, "no free 127.0.0.x address left");
-        return Ok(());
-    };
+}
+
+fn backoff(restarts: i32) -> Duration {
+    Duration::from_millis(250u64.saturating_mul(1 << restarts.clamp(0, 7)))
+}
+
+/// SIGTERM, then SIGKILL after a grace period, as a kubelet stops a container.
+async fn terminate(child: &mut tokio::process::Child) {
+    if let Some(pid) = child.id() {
+        let _ = std::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
+        if tokio::time::timeout(Duration::from_secs(5), child.wait()).await.is_ok() {
+            return;
+        }
+    }
+    let _ = child.kill().await;
+}
+
+async fn set_pod_status(api: &Api<Pod>, pod: &Pod, ip: Ipv4Addr, ready: bool, restarts: i32) -> Result<(), Error> {
     let now = jiff::Timestamp::now().to_string();
     let containers: Vec<_> = pod.spec.iter().flat_map(|s| s.containers.iter()).map(|c| json!({
-        "name": c.name, "ready": true, "started": true, "restartCount": 0,
+        "name": c.name, "ready": ready, "started": true, "restartCount": restarts,
         "image": c.image.clone().unwrap_or_default(), "imageID": "",
         "state": { "running": { "startedAt": now } },
     })).collect();
-    let condition = |t: &str| json!({ "type": t, "status": "True", "lastTransitionTime": now });
+    let flag = if ready { "True" } else { "False" };
+    let condition = |t: &str, status: &str| json!({ "type": t, "status": status, "lastTransitionTime": now });
     let patch = json!({
         "status": {
             "phase": "Running",
@@ -203,12 +323,11 @@ async fn handle_pod(client: &Client, addresses: &Mutex<Addresses>, pod: &Pod) ->
             "podIP": ip.to_string(),
             "podIPs": [{ "ip": ip.to_string() }],
             "startTime": now,
-            "conditions": [condition("Initialized"), condition("Ready"), condition("ContainersReady"), condition("PodScheduled")],
+            "conditions": [condition("Initialized", "True"), condition("Ready", flag), condition("ContainersReady", flag), condition("PodScheduled", "True")],
             "containerStatuses": containers,
         }
     });
-    api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
-    info!(pod = %name, namespace = %ns, ip = %ip, "pod running");
+    api.patch_status(&pod.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
     Ok(())
 }
 
