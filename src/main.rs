@@ -21,6 +21,11 @@ enum Command {
     Operator(moltmates::operator::OperatorArgs),
     /// Print the MoltmateUser CustomResourceDefinition (as committed in crds/).
     Crd,
+    /// Run a user's agent (the program in each sandbox pod).
+    Agent(moltmates::agent::AgentArgs),
+    /// Check or run a command under the exec policy, exactly as the agent's exec tool does.
+    #[command(subcommand)]
+    ExecPolicy(moltmates::agent::exec::cli::ExecPolicyCommand),
     /// Development stand-ins for a local control plane.
     #[command(subcommand)]
     Dev(DevCommand),
@@ -43,6 +48,11 @@ async fn main() -> ExitCode {
         }
         Command::Operator(args) => moltmates::operator::run(args).await.map_err(Into::into),
         Command::Dev(DevCommand::Node(args)) => moltmates::dev::node::run(args).await.map_err(Into::into),
+        Command::Agent(args) => moltmates::agent::run(args).await.map_err(Into::into),
+        Command::ExecPolicy(command) => match moltmates::agent::exec::cli::run(command).await {
+            Ok(code) => return code,
+            Err(e) => Err(e),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -149,10 +149,15 @@ impl TestEnv {
 
     /// The local node stand-in (kubelet role), with the admin identity.
     pub fn spawn_node(&self) -> Proc {
+        self.spawn_node_with(&[])
+    }
+
+    /// The node stand-in with extra flags, e.g. `--run-agents`.
+    pub fn spawn_node_with(&self, extra: &[&str]) -> Proc {
         let data = self.dir.join("node");
-        self.spawn("node", &self.admin_kubeconfig(), &[
-            "dev", "node", "--data-dir", data.to_str().unwrap(), "--storage-class", STORAGE_CLASS,
-        ])
+        let mut args = vec!["dev", "node", "--data-dir", data.to_str().unwrap(), "--storage-class", STORAGE_CLASS];
+        args.extend_from_slice(extra);
+        self.spawn("node", &self.admin_kubeconfig(), &args)
     }
 
     /// The operator, under its own identity bound to the chart's ClusterRole.

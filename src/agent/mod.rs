@@ -1,0 +1,121 @@
+//! `moltmate agent`: the program in each user's pod.
+//!
+//! HTTP turn API (server, api) -> one turn at a time (service) -> tool loop (turn) against
+//! the model (llm, via the broker) and the tools (tools, files, exec), with the conversation
+//! in the workspace (workspace, store, session) and cut to a budget (history, prompt).
+
+pub mod api;
+pub mod config;
+pub mod exec;
+pub mod files;
+pub mod history;
+pub mod llm;
+pub mod metrics;
+pub mod prompt;
+pub mod server;
+pub mod service;
+pub mod session;
+pub mod store;
+pub mod tools;
+pub mod turn;
+pub mod workspace;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use prometheus_client::registry::Registry;
+use tracing::info;
+
+pub use config::AgentArgs;
+use config::{Config, ConfigError};
+use exec::{ExecLimits, ExecPolicy};
+use llm::LlmClient;
+use metrics::Metrics;
+use service::Agent;
+use store::{SessionStore, StoreError};
+use tools::Tools;
+use tools::web::WebFetcher;
+use workspace::{Workspace, WorkspaceError};
+
+use crate::crd::WorkspaceAccess;
+use crate::http::Health;
+
+/// Exec output kept per call (the tool result is capped again before the model sees it).
+const EXEC_OUTPUT_MAX: usize = 64 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("configuration: {0}")]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Workspace(#[from] WorkspaceError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("building the HTTP client: {0}")]
+    Http(#[from] reqwest::Error),
+    #[error("listening on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("serving HTTP: {0}")]
+    Serve(std::io::Error),
+}
+
+pub async fn run(args: AgentArgs) -> Result<(), Error> {
+    let config = Config::from_args(args)?;
+    // reqwest is built without a default crypto provider (see Cargo.toml); ring is the one
+    // the rest of the binary uses. An error means one is installed already: fine.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+
+    let writable = config.profile.workspace_access == WorkspaceAccess::Rw;
+    let workspace = Workspace::open(&config.workspace, writable)?;
+    // The in-memory window holds a few budgets' worth of history to trim from.
+    let store = SessionStore::open(&workspace.sessions_dir(), writable, config.history_budget.saturating_mul(4))?;
+
+    let mut registry = Registry::default();
+    let metrics = Metrics::register(&mut registry);
+    let model = LlmClient::new(&config)?;
+    let web = WebFetcher::new(config.fetch_url(), config.token.clone(), config.profile.web_fetch.clone(), config.web_fetch_timeout)?;
+    let tools = Tools {
+        user: config.user.clone(),
+        profile: config.profile.clone(),
+        workspace: workspace.clone(),
+        exec_policy: ExecPolicy::from_profile(&config.profile),
+        exec_limits: ExecLimits { timeout: config.exec_timeout, max_output_bytes: EXEC_OUTPUT_MAX },
+        web,
+        metrics: metrics.clone(),
+    };
+    let (listen, user, session) = (config.listen, config.user.clone(), store.session_id());
+    let profile = config.profile.profile;
+    let agent = Arc::new(Agent::new(config, workspace, tools, model, metrics, store));
+
+    let health = Health::new();
+    let app = crate::http::router(health.clone(), registry, Box::new(|| {})).merge(server::router(agent));
+    let listener = tokio::net::TcpListener::bind(listen).await.map_err(|source| Error::Bind { addr: listen, source })?;
+    let addr = listener.local_addr().map_err(|source| Error::Bind { addr: listen, source })?;
+    health.set_ready(true);
+    info!(user = %user, addr = %addr, session = %session, profile = ?profile, persistent = writable, "agent listening");
+    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await.map_err(Error::Serve)?;
+    info!(user = %user, "agent stopped");
+    Ok(())
+}
+
+/// SIGTERM (the kubelet) or Ctrl-C: stop accepting, let running turns finish.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

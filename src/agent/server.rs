@@ -1,0 +1,140 @@
+//! HTTP: the turn API behind the bearer token; merged with the shared /healthz /readyz /metrics.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use sha2::{Digest, Sha256};
+use futures::StreamExt;
+use subtle::ConstantTimeEq;
+use tokio::sync::OwnedMutexGuard;
+use tracing::{error, info, warn};
+
+use super::api::{BODY_MAX, ErrorBody, TurnRequest, TurnResponse};
+use super::service::Agent;
+use super::store::SessionStore;
+
+pub fn router(agent: Arc<Agent>) -> Router {
+    Router::new()
+        .route("/v1/turn", post(turn))
+        .route("/v1/reset", post(reset))
+        .route("/v1/status", get(status))
+        .layer(middleware::from_fn_with_state(agent.clone(), require_token))
+        .layer(DefaultBodyLimit::max(BODY_MAX))
+        .with_state(agent)
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(ErrorBody { error: message.into() })).into_response()
+}
+
+/// Compare digests, so neither the content nor the length of the token leaks through timing.
+pub fn token_matches(expected: &str, headers: &HeaderMap) -> bool {
+    let Some(given) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
+    else {
+        return false;
+    };
+    Sha256::digest(expected.as_bytes()).ct_eq(&Sha256::digest(given.as_bytes())).into()
+}
+
+async fn require_token(State(agent): State<Arc<Agent>>, request: Request, next: Next) -> Response {
+    if token_matches(agent.config.token.expose(), request.headers()) {
+        return next.run(request).await;
+    }
+    warn!(user = %agent.config.user, path = %request.uri().path(), "request without a valid token refused");
+    let mut response = error(StatusCode::UNAUTHORIZED, "a valid bearer token is required");
+    response.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+    response
+}
+
+async fn turn(State(agent): State<Arc<Agent>>, body: Result<Json<TurnRequest>, JsonRejection>) -> Response {
+    let request = match body {
+        Ok(Json(request)) => request,
+        Err(rejection) => return error(rejection.status(), rejection.body_text()),
+    };
+    if let Err(message) = request.validate() {
+        return error(StatusCode::UNPROCESSABLE_ENTITY, message);
+    }
+    info!(user = %agent.config.user, update_id = request.update_id, "turn received");
+    // Queue for the turn lock here, in the order requests arrive (the lock is FIFO)...
+    let mut session = agent.session.clone().lock_owned().await;
+    // ...then run the turn in its own task: if the gateway hangs up, the turn still finishes
+    // and its reply is stored for the redelivery.
+    let task_agent = agent.clone();
+    let task = tokio::spawn(async move {
+        let result = task_agent.turn(&mut session, request).await;
+        (result, session)
+    });
+    match task.await {
+        Ok((Ok(response), session)) => reply_then_release(&response, session),
+        Ok((Err(e), _session)) => {
+            error!(user = %agent.config.user, error = %e, "turn failed");
+            error(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+        }
+        Err(e) => {
+            error!(user = %agent.config.user, error = %e, "turn task failed");
+            error(StatusCode::INTERNAL_SERVER_ERROR, "the turn failed unexpectedly")
+        }
+    }
+}
+
+/// The reply, with the turn lock held until the connection has taken the body: the next
+/// turn starts only once this reply is on its way, so replies leave in arrival order.
+fn reply_then_release(response: &TurnResponse, session: OwnedMutexGuard<SessionStore>) -> Response {
+    let bytes = match serde_json::to_vec(response) {
+        Ok(bytes) => Bytes::from(bytes),
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, format!("the reply could not be encoded: {e}")),
+    };
+    // The guard lives in the stream, which the server drops after sending its only chunk.
+    let body = futures::stream::iter([Ok::<_, Infallible>(bytes)]).map(move |chunk| {
+        let _turn_lock = &session;
+        chunk
+    });
+    ([(header::CONTENT_TYPE, "application/json")], Body::from_stream(body)).into_response()
+}
+
+async fn reset(State(agent): State<Arc<Agent>>) -> Response {
+    let mut session = agent.session.clone().lock_owned().await;
+    match agent.reset(&mut session) {
+        Ok(response) => Json(response).into_response(),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
+}
+
+async fn status(State(agent): State<Arc<Agent>>) -> Response {
+    Json(agent.status().await).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(value: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::AUTHORIZATION, value.parse().unwrap());
+        h
+    }
+
+    #[test]
+    fn only_the_exact_bearer_token_passes() {
+        let token = "0123456789abcdef";
+        assert!(token_matches(token, &headers("Bearer 0123456789abcdef")));
+        assert!(token_matches(token, &headers("bearer 0123456789abcdef")));
+        for bad in ["Bearer 0123456789abcdeF", "Bearer 0123456789abcde", "Basic 0123456789abcdef", "0123456789abcdef", "Bearer "] {
+            assert!(!token_matches(token, &headers(bad)), "{bad}");
+        }
+        assert!(!token_matches(token, &HeaderMap::new()));
+    }
+}

@@ -1,0 +1,149 @@
+//! The agent: one user's turns, one at a time, against the session store, the model and the tools.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::Mutex;
+use tracing::{info, warn};
+
+use super::api::{ResetResponse, StatusResponse, TurnRequest, TurnResponse, TurnStatus};
+use super::config::Config;
+use super::llm::LlmClient;
+use super::metrics::Metrics;
+use super::prompt::{PromptInput, system_prompt};
+use super::session::Record;
+use super::store::{SessionStore, StoreError};
+use super::tools::Tools;
+use super::turn::{self, Limits, LoopError, Plan};
+use super::workspace::Workspace;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TurnError {
+    #[error("the conversation history could not be saved: {0}")]
+    Store(#[from] StoreError),
+}
+
+pub struct Agent {
+    pub config: Config,
+    pub workspace: Workspace,
+    pub tools: Tools,
+    pub model: LlmClient,
+    pub metrics: Metrics,
+    /// The turn lock: tokio's mutex is fair (FIFO), so turns run in the order they queued.
+    pub session: Arc<Mutex<SessionStore>>,
+    /// Session id and turn count, readable while a turn holds the lock.
+    snapshot: std::sync::Mutex<(String, u64)>,
+}
+
+impl Agent {
+    pub fn new(config: Config, workspace: Workspace, tools: Tools, model: LlmClient, metrics: Metrics, store: SessionStore) -> Self {
+        let snapshot = std::sync::Mutex::new((store.session_id(), store.window.turns));
+        Self { config, workspace, tools, model, metrics, session: Arc::new(Mutex::new(store)), snapshot }
+    }
+
+    fn remember_snapshot(&self, store: &SessionStore) {
+        if let Ok(mut s) = self.snapshot.lock() {
+            *s = (store.session_id(), store.window.turns);
+        }
+    }
+
+    /// Answer one update. The caller holds the turn lock (`store`).
+    pub async fn turn(&self, store: &mut SessionStore, request: TurnRequest) -> Result<TurnResponse, TurnError> {
+        let started = Instant::now();
+        let user = self.config.user.as_str();
+        let update_id = request.update_id;
+        let respond = |reply: String, status: TurnStatus, store: &SessionStore| TurnResponse {
+            reply,
+            status,
+            session_id: store.session_id(),
+        };
+
+        match turn::plan(&store.replies, &store.window, update_id) {
+            Plan::Replay(reply) => {
+                info!(user, update_id, "duplicate update: answered from the store");
+                self.metrics.turn("duplicate", started.elapsed());
+                return Ok(respond(reply, TurnStatus::Duplicate, store));
+            }
+            Plan::Retry => info!(user, update_id, "update redelivered before it was answered: asking the model again"),
+            Plan::New => {
+                // Saved (fsync'd) before the model is asked: if the model is down, the message is not lost.
+                let record =
+                    Record::User { update_id, chat_id: request.chat_id, from: request.from.id(), text: request.text };
+                if let Err(e) = store.append(vec![record]) {
+                    self.metrics.turn("error", started.elapsed());
+                    return Err(e.into());
+                }
+            }
+        }
+        self.remember_snapshot(store);
+
+        let system = self.system_prompt().await;
+        let limits = Limits { max_rounds: self.config.max_tool_rounds, history_budget: self.config.history_budget };
+        let outcome = turn::run(&self.model, &self.tools, store, &system, limits).await;
+        let response = match outcome {
+            Ok(reply) => {
+                if let Err(e) = store.record_reply(update_id, &reply) {
+                    self.metrics.turn("error", started.elapsed());
+                    return Err(e.into());
+                }
+                info!(user, update_id, took_ms = started.elapsed().as_millis() as u64, "turn answered");
+                self.metrics.turn("answered", started.elapsed());
+                respond(reply, TurnStatus::Answered, store)
+            }
+            Err(LoopError::Llm(e)) => {
+                warn!(user, update_id, kind = e.kind(), error = %e, "model unavailable");
+                self.metrics.llm_error(e.kind());
+                if let Err(store_error) = store.append(vec![Record::Failed { update_id, reason: e.to_string() }]) {
+                    warn!(user, update_id, error = %store_error, "could not record the failed turn");
+                }
+                self.metrics.turn("model_unavailable", started.elapsed());
+                respond(e.user_reply(), TurnStatus::ModelUnavailable, store)
+            }
+            Err(LoopError::Store(e)) => {
+                self.metrics.turn("error", started.elapsed());
+                return Err(e.into());
+            }
+        };
+        self.remember_snapshot(store);
+        Ok(response)
+    }
+
+    /// SOUL.md and MEMORY.md are read each turn: the agent may have changed them.
+    async fn system_prompt(&self) -> String {
+        let workspace = self.workspace.clone();
+        let (soul, (memory, cut)) = tokio::task::spawn_blocking(move || (workspace.soul(), workspace.memory()))
+            .await
+            .unwrap_or_else(|_| (super::workspace::SOUL_TEMPLATE.to_string(), (String::new(), false)));
+        let now = jiff::Timestamp::now().strftime("%Y-%m-%d %H:%M").to_string();
+        system_prompt(&PromptInput {
+            soul: &soul,
+            memory: &memory,
+            memory_truncated: cut,
+            profile: &self.config.profile,
+            writable: self.workspace.writable(),
+            now: &now,
+        })
+    }
+
+    pub fn reset(&self, store: &mut SessionStore) -> Result<ResetResponse, TurnError> {
+        let previous_session_id = store.session_id();
+        let session_id = store.reset()?;
+        info!(user = %self.config.user, session = %session_id, previous = %previous_session_id, "new session");
+        self.remember_snapshot(store);
+        Ok(ResetResponse { session_id, previous_session_id })
+    }
+
+    pub async fn status(&self) -> StatusResponse {
+        let (session_id, turns) = self.snapshot.lock().map(|s| s.clone()).unwrap_or_default();
+        let workspace = self.workspace.clone();
+        let workspace_bytes = tokio::task::spawn_blocking(move || workspace.bytes_used()).await.unwrap_or(0);
+        StatusResponse {
+            user: self.config.user.clone(),
+            session_id,
+            turns,
+            workspace_bytes,
+            persistent: self.workspace.writable(),
+            profile: self.config.profile.clone(),
+        }
+    }
+}

@@ -1,0 +1,88 @@
+//! The local node runs each agent pod as a real `moltmate agent` process, on the pod's own
+//! address, with the claim's directory as its workspace — so data outlives the pod.
+
+mod support;
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod, Secret};
+use kube::api::{Api, DeleteParams};
+use kube::{Client, ResourceExt};
+use serde_json::json;
+use support::*;
+
+async fn pod_ip(client: &Client, ns: &str) -> String {
+    let pod = Api::<Pod>::namespaced(client.clone(), ns).get("agent").await.unwrap();
+    pod.status.unwrap().pod_ip.unwrap()
+}
+
+/// GET with an optional bearer token, to an agent at `ip:8080`.
+async fn agent_get(ip: &str, path: &str, token: Option<&str>) -> Option<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect((ip, 8080)).await.ok()?;
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: agent\r\n{auth}\r\n").as_bytes()).await.ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.ok()?;
+    let code = response.split_whitespace().nth(1)?.parse().ok()?;
+    Some((code, response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default()))
+}
+
+async fn workspace_dir(client: &Client, ns: &str) -> std::path::PathBuf {
+    let pvc = Api::<PersistentVolumeClaim>::namespaced(client.clone(), ns).get("workspace").await.unwrap();
+    let pv = Api::<PersistentVolume>::all(client.clone()).get(pvc.spec.unwrap().volume_name.as_deref().unwrap()).await.unwrap();
+    pv.spec.unwrap().host_path.unwrap().path.into()
+}
+
+#[tokio::test]
+async fn agent_pods_run_as_processes_and_keep_their_workspace() {
+    let env = TestEnv::up("node-agents");
+    env.install().await;
+    let client = env.admin().await;
+    let _node = env.spawn_node_with(&["--run-agents", "--broker-url", "http://127.0.0.1:9"]);
+    let _operator = env.spawn_operator("operator", free_port());
+
+    let name = "runner";
+    let ns = format!("moltmate-{name}");
+    apply_user(&client, &user_manifest(name, 3001, json!({}))).await.unwrap();
+    wait_phase(&client, name, "Ready", Duration::from_secs(30)).await;
+
+    let secret = Api::<Secret>::namespaced(client.clone(), &ns).get("agent-token").await.unwrap();
+    let token = String::from_utf8(secret.data.unwrap()["token"].0.clone()).unwrap();
+    let ip = pod_ip(&client, &ns).await;
+    let (code, body) = agent_get(&ip, "/v1/status", Some(&token)).await.expect("the agent answers on its pod IP");
+    assert_eq!(code, 200, "{body}");
+    let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(status["user"], name);
+    assert_eq!(status["profile"]["profile"], "public", "the pod's resolved profile reached the process");
+    assert_eq!(agent_get(&ip, "/v1/status", None).await.unwrap().0, 401, "the token from the Secret is required");
+    assert_eq!(agent_get(&ip, "/v1/status", Some("not-the-token-of-this-user")).await.unwrap().0, 401);
+
+    let dir = workspace_dir(&client, &ns).await;
+    assert!(dir.join("SOUL.md").exists(), "the agent initialised the volume's directory");
+    std::fs::create_dir_all(dir.join("files")).unwrap();
+    std::fs::write(dir.join("files/keep.txt"), "still here\n").unwrap();
+
+    // A new pod (profile change) is a new process on a new address, with the same files.
+    let old_uid = Api::<Pod>::namespaced(client.clone(), &ns).get("agent").await.unwrap().uid();
+    apply_user(&client, &user_manifest(name, 3001, json!({ "profile": "family" }))).await.unwrap();
+    wait_until("a new, ready pod", Duration::from_secs(30), || async {
+        let pod = Api::<Pod>::namespaced(client.clone(), &ns).get("agent").await.ok()?;
+        let ready = pod.status.as_ref()?.conditions.as_ref()?.iter().any(|c| c.type_ == "Ready" && c.status == "True");
+        (pod.uid() != old_uid && ready).then_some(())
+    })
+    .await;
+    let ip = pod_ip(&client, &ns).await;
+    let (code, body) = agent_get(&ip, "/v1/status", Some(&token)).await.unwrap();
+    assert_eq!(code, 200);
+    assert!(body.contains("\"family\""), "{body}");
+    assert_eq!(std::fs::read_to_string(dir.join("files/keep.txt")).unwrap(), "still here\n");
+
+    // Deleting the user stops the process.
+    let users: Api<moltmates::MoltmateUser> = Api::all(client.clone());
+    users.delete(name, &DeleteParams::default()).await.unwrap();
+    wait_until("agent process stopped", Duration::from_secs(30), || async {
+        agent_get(&ip, "/healthz", None).await.is_none().then_some(())
+    })
+    .await;
+}
