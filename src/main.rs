@@ -35,6 +35,8 @@ enum Command {
 enum DevCommand {
     /// A local node that plays kubelet: registers a Node, runs its pods' status, provisions local volumes.
     Node(moltmates::dev::node::NodeArgs),
+    /// A local Telegram Bot API stand-in, with a control API to play users (tests, local stack).
+    Telegram(moltmates::dev::telegram::TelegramArgs),
 }
 
 #[tokio::main]
@@ -48,6 +50,7 @@ async fn main() -> ExitCode {
         }
         Command::Operator(args) => moltmates::operator::run(args).await.map_err(Into::into),
         Command::Dev(DevCommand::Node(args)) => moltmates::dev::node::run(args).await.map_err(Into::into),
+        Command::Dev(DevCommand::Telegram(args)) => moltmates::dev::telegram::run(args).await.map_err(Into::into),
         Command::Agent(args) => moltmates::agent::run(args).await.map_err(Into::into),
         Command::ExecPolicy(command) => match moltmates::agent::exec::cli::run(command).await {
             Ok(code) => return code,

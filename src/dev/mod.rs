@@ -1,3 +1,4 @@
 //! Development stand-ins: the local node that plays kubelet where no kubelet exists.
 pub mod agents;
 pub mod node;
+pub mod telegram;

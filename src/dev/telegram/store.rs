@@ -1,0 +1,618 @@
+//! Everything the stand-in remembers, with no I/O and no clock of its own (callers pass `now`):
+//! the update queue, the chats users wrote from, what the bot sent, its commands and webhook.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::error::BotApiError;
+use super::queue::UpdateQueue;
+use super::types::{
+    BotCommand, Chat, ChatType, InjectMessage, Injected, Message, SentAction, SentMessage, Update, User,
+};
+
+/// Caps on what is kept; past them the oldest entries go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Unconfirmed updates.
+    pub max_updates: usize,
+    /// Messages the bot sent, over all chats.
+    pub max_sent_messages: usize,
+    /// Chat actions the bot sent, over all chats.
+    pub max_actions: usize,
+    /// Distinct chats; injecting into a new chat past this is refused.
+    pub max_chats: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { max_updates: 100_000, max_sent_messages: 100_000, max_actions: 100_000, max_chats: 100_000 }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InjectError {
+    #[error("user ids are positive")]
+    BadUserId,
+    #[error("a private chat's id is its user's id")]
+    PrivateChatMismatch,
+    #[error("group chat ids are negative")]
+    BadGroupId,
+    #[error("too many chats (limit {0})")]
+    TooManyChats(usize),
+}
+
+/// The webhook as set by `setWebhook`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Webhook {
+    pub url: String,
+    pub secret_token: Option<String>,
+    pub max_connections: u32,
+    pub last_error_date: Option<i64>,
+    pub last_error_message: Option<String>,
+}
+
+/// One POST for the webhook worker to make.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    pub url: String,
+    pub secret_token: Option<String>,
+    pub update_id: i64,
+    pub body: Vec<u8>,
+    /// Which `setWebhook` this belongs to, so a stale result does not touch a newer webhook.
+    pub webhook_generation: u64,
+}
+
+/// Counters for tests and the control API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stats {
+    pub pending_updates: usize,
+    pub next_update_id: i64,
+    pub get_updates_calls: u64,
+    /// `getUpdates` calls currently waiting (long polls).
+    pub active_polls: usize,
+    pub sent_messages: u64,
+    pub chat_actions: u64,
+    pub webhook_url: Option<String>,
+    pub webhook_deliveries: u64,
+    pub webhook_failures: u64,
+    /// Unconfirmed updates dropped because the queue was full.
+    pub overflowed_updates: u64,
+    /// Updates never queued because the bot's `allowed_updates` excludes them.
+    pub filtered_updates: u64,
+}
+
+/// Commands registered for one scope and language.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandSet {
+    pub scope: Value,
+    pub language_code: String,
+    pub commands: Vec<BotCommand>,
+}
+
+#[derive(Debug)]
+struct ChatState {
+    chat: Chat,
+    last_message_id: i64,
+}
+
+/// Per-chat lists under one global cap, dropping the globally oldest entry first.
+#[derive(Debug)]
+struct ChatLog<T> {
+    by_chat: HashMap<i64, VecDeque<T>>,
+    /// Chat of each entry, oldest first, to find what to drop in O(1).
+    order: VecDeque<i64>,
+    cap: usize,
+    total: u64,
+}
+
+impl<T: Clone> ChatLog<T> {
+    fn new(cap: usize) -> Self {
+        Self { by_chat: HashMap::new(), order: VecDeque::new(), cap: cap.max(1), total: 0 }
+    }
+
+    fn push(&mut self, chat_id: i64, item: T) {
+        if self.order.len() >= self.cap
+            && let Some(oldest) = self.order.pop_front()
+            && let Some(list) = self.by_chat.get_mut(&oldest)
+        {
+            list.pop_front();
+            if list.is_empty() {
+                self.by_chat.remove(&oldest);
+            }
+        }
+        self.by_chat.entry(chat_id).or_default().push_back(item);
+        self.order.push_back(chat_id);
+        self.total += 1;
+    }
+
+    fn get(&self, chat_id: i64) -> Vec<T> {
+        self.by_chat.get(&chat_id).map(|l| l.iter().cloned().collect()).unwrap_or_default()
+    }
+
+    fn count(&self, chat_id: i64) -> usize {
+        self.by_chat.get(&chat_id).map_or(0, VecDeque::len)
+    }
+}
+
+#[derive(Debug)]
+pub struct Store {
+    bot: User,
+    limits: Limits,
+    queue: UpdateQueue,
+    chats: HashMap<i64, ChatState>,
+    users: HashMap<i64, User>,
+    sent: ChatLog<SentMessage>,
+    actions: ChatLog<SentAction>,
+    commands: BTreeMap<String, CommandSet>,
+    webhook: Option<Webhook>,
+    webhook_generation: u64,
+    /// Update types the bot asked for; empty means Telegram's default (messages included).
+    allowed_updates: Vec<String>,
+    /// Bumped by each `getUpdates`, so an older long poll can tell it was superseded.
+    poll_generation: u64,
+    active_polls: usize,
+    get_updates_calls: u64,
+    webhook_deliveries: u64,
+    webhook_failures: u64,
+    filtered_updates: u64,
+}
+
+impl Store {
+    pub fn new(bot: User, first_update_id: i64, limits: Limits) -> Self {
+        Self {
+            bot,
+            limits,
+            queue: UpdateQueue::new(first_update_id, limits.max_updates),
+            chats: HashMap::new(),
+            users: HashMap::new(),
+            sent: ChatLog::new(limits.max_sent_messages),
+            actions: ChatLog::new(limits.max_actions),
+            commands: BTreeMap::new(),
+            webhook: None,
+            webhook_generation: 0,
+            allowed_updates: Vec::new(),
+            poll_generation: 0,
+            active_polls: 0,
+            get_updates_calls: 0,
+            webhook_deliveries: 0,
+            webhook_failures: 0,
+            filtered_updates: 0,
+        }
+    }
+
+    pub fn bot(&self) -> &User {
+        &self.bot
+    }
+
+    /// Forget everything but the bot. Update ids keep counting up: a bot that still holds an
+    /// offset from before must not have new updates confirmed away by it.
+    pub fn reset(&mut self) {
+        let next_id = self.queue.next_id();
+        *self = Self::new(self.bot.clone(), next_id, self.limits);
+    }
+
+    /// A user writes to the bot: remember the chat and queue a `message` update.
+    pub fn inject(&mut self, msg: &InjectMessage, now: i64) -> Result<Injected, InjectError> {
+        if msg.from_id <= 0 {
+            return Err(InjectError::BadUserId);
+        }
+        let chat_id = msg.chat_id.unwrap_or(msg.from_id);
+        match msg.chat_type {
+            ChatType::Private if chat_id != msg.from_id => return Err(InjectError::PrivateChatMismatch),
+            ChatType::Group | ChatType::Supergroup if chat_id >= 0 => return Err(InjectError::BadGroupId),
+            _ => {}
+        }
+        if !self.chats.contains_key(&chat_id) && self.chats.len() >= self.limits.max_chats {
+            return Err(InjectError::TooManyChats(self.limits.max_chats));
+        }
+        let from = self.remember_user(msg);
+        let chat = match msg.chat_type {
+            ChatType::Private => Chat {
+                id: chat_id,
+                kind: ChatType::Private,
+                title: None,
+                first_name: Some(from.first_name.clone()),
+                last_name: from.last_name.clone(),
+                username: from.username.clone(),
+            },
+            kind => {
+                let known = self.chats.get(&chat_id).and_then(|c| c.chat.title.clone());
+                let title = msg.title.clone().or(known).unwrap_or_else(|| format!("Group {chat_id}"));
+                Chat { id: chat_id, kind, title: Some(title), first_name: None, last_name: None, username: None }
+            }
+        };
+        let state = self.chats.entry(chat_id).or_insert_with(|| ChatState { chat: chat.clone(), last_message_id: 0 });
+        state.chat = chat.clone();
+        state.last_message_id += 1;
+        let message_id = state.last_message_id;
+        let message = Message { message_id, from: Some(from), date: now, chat, text: msg.text.clone() };
+        let allowed = self.allowed_updates.is_empty() || self.allowed_updates.iter().any(|t| t == "message");
+        let update_id = if allowed {
+            self.queue.push(|update_id| Update { update_id, message })
+        } else {
+            self.filtered_updates += 1;
+            self.queue.skip_id()
+        };
+        Ok(Injected { update_id, message_id, chat_id, queued: allowed })
+    }
+
+    fn remember_user(&mut self, msg: &InjectMessage) -> User {
+        let user = self.users.entry(msg.from_id).or_insert_with(|| User {
+            id: msg.from_id,
+            is_bot: false,
+            first_name: format!("User {}", msg.from_id),
+            last_name: None,
+            username: None,
+            language_code: None,
+        });
+        // Later injections may fill in or change a user's profile.
+        if let Some(v) = &msg.first_name {
+            user.first_name.clone_from(v);
+        }
+        for (field, value) in [
+            (&mut user.last_name, &msg.last_name),
+            (&mut user.username, &msg.username),
+            (&mut user.language_code, &msg.language_code),
+        ] {
+            if value.is_some() {
+                field.clone_from(value);
+            }
+        }
+        user.clone()
+    }
+
+    /// The bot sends a (validated) text message. Like Telegram, only to chats it has heard from.
+    pub fn send_message(&mut self, chat_id: i64, sent: SentFields, now: i64) -> Result<Message, BotApiError> {
+        let state = self.chats.get_mut(&chat_id).ok_or_else(BotApiError::chat_not_found)?;
+        state.last_message_id += 1;
+        let message = Message {
+            message_id: state.last_message_id,
+            from: Some(self.bot.clone()),
+            date: now,
+            chat: state.chat.clone(),
+            text: sent.rendered.clone(),
+        };
+        let record = SentMessage {
+            message_id: message.message_id,
+            chat_id,
+            date: now,
+            text: sent.text,
+            rendered: sent.rendered,
+            parse_mode: sent.parse_mode,
+            reply_markup: sent.reply_markup,
+        };
+        self.sent.push(chat_id, record);
+        Ok(message)
+    }
+
+    pub fn chat_action(&mut self, chat_id: i64, action: String, now: i64) -> Result<(), BotApiError> {
+        if !self.chats.contains_key(&chat_id) {
+            return Err(BotApiError::chat_not_found());
+        }
+        self.actions.push(chat_id, SentAction { chat_id, date: now, action });
+        Ok(())
+    }
+
+    pub fn sent_to(&self, chat_id: i64) -> Vec<SentMessage> {
+        self.sent.get(chat_id)
+    }
+
+    pub fn sent_count(&self, chat_id: i64) -> usize {
+        self.sent.count(chat_id)
+    }
+
+    pub fn actions_in(&self, chat_id: i64) -> Vec<SentAction> {
+        self.actions.get(chat_id)
+    }
+
+    pub fn action_count(&self, chat_id: i64) -> usize {
+        self.actions.count(chat_id)
+    }
+
+    pub fn set_commands(&mut self, scope: Option<Value>, language_code: Option<String>, commands: Vec<BotCommand>) {
+        let (key, scope, language_code) = command_key(scope, language_code);
+        if commands.is_empty() {
+            self.commands.remove(&key);
+        } else {
+            self.commands.insert(key, CommandSet { scope, language_code, commands });
+        }
+    }
+
+    pub fn commands(&self, scope: Option<Value>, language_code: Option<String>) -> Vec<BotCommand> {
+        let (key, ..) = command_key(scope, language_code);
+        self.commands.get(&key).map(|s| s.commands.clone()).unwrap_or_default()
+    }
+
+    pub fn command_sets(&self) -> Vec<CommandSet> {
+        self.commands.values().cloned().collect()
+    }
+
+    /// Start a `getUpdates` call; returns the ticket its polls must present.
+    pub fn start_get_updates(&mut self, allowed_updates: Option<Vec<String>>) -> Result<u64, BotApiError> {
+        if self.webhook.is_some() {
+            return Err(BotApiError::webhook_active());
+        }
+        if let Some(allowed) = allowed_updates {
+            self.allowed_updates = allowed;
+        }
+        self.get_updates_calls += 1;
+        self.poll_generation += 1;
+        Ok(self.poll_generation)
+    }
+
+    /// One look at the queue for the `getUpdates` call holding `ticket`.
+    pub fn poll(&mut self, ticket: u64, offset: Option<i64>, limit: usize) -> Result<Vec<Update>, BotApiError> {
+        if ticket != self.poll_generation {
+            return Err(BotApiError::terminated_by_other_get_updates());
+        }
+        if self.webhook.is_some() {
+            return Err(BotApiError::webhook_active());
+        }
+        Ok(self.queue.fetch(offset, limit))
+    }
+
+    pub fn poll_started(&mut self) {
+        self.active_polls += 1;
+    }
+
+    pub fn poll_ended(&mut self) {
+        self.active_polls = self.active_polls.saturating_sub(1);
+    }
+
+    /// `setWebhook`; returns whether anything changed.
+    pub fn set_webhook(&mut self, url: String, secret_token: Option<String>, max_connections: u32) -> bool {
+        let changed = self.webhook.as_ref().is_none_or(|w| w.url != url || w.secret_token != secret_token);
+        if changed {
+            self.webhook_generation += 1;
+            self.webhook =
+                Some(Webhook { url, secret_token, max_connections, last_error_date: None, last_error_message: None });
+        }
+        changed
+    }
+
+    /// `deleteWebhook`; returns whether there was one.
+    pub fn delete_webhook(&mut self) -> bool {
+        self.webhook_generation += 1;
+        self.webhook.take().is_some()
+    }
+
+    pub fn drop_pending_updates(&mut self) {
+        self.queue.clear();
+    }
+
+    pub fn set_allowed_updates(&mut self, allowed: Vec<String>) {
+        self.allowed_updates = allowed;
+    }
+
+    pub fn webhook(&self) -> Option<&Webhook> {
+        self.webhook.as_ref()
+    }
+
+    /// `getWebhookInfo`'s result.
+    pub fn webhook_info(&self) -> Value {
+        let mut info = json!({
+            "url": self.webhook.as_ref().map_or("", |w| w.url.as_str()),
+            "has_custom_certificate": false,
+            "pending_update_count": self.queue.len(),
+        });
+        if let Some(w) = &self.webhook {
+            info["max_connections"] = json!(w.max_connections);
+            if !self.allowed_updates.is_empty() {
+                info["allowed_updates"] = json!(self.allowed_updates);
+            }
+            if let (Some(date), Some(message)) = (w.last_error_date, &w.last_error_message) {
+                info["last_error_date"] = json!(date);
+                info["last_error_message"] = json!(message);
+            }
+        }
+        info
+    }
+
+    /// The next update for the webhook, oldest first, one at a time.
+    pub fn next_delivery(&self) -> Option<Delivery> {
+        let webhook = self.webhook.as_ref()?;
+        let update = self.queue.front()?;
+        Some(Delivery {
+            url: webhook.url.clone(),
+            secret_token: webhook.secret_token.clone(),
+            update_id: update.update_id,
+            body: serde_json::to_vec(update).unwrap_or_default(),
+            webhook_generation: self.webhook_generation,
+        })
+    }
+
+    /// The receiver answered 2xx: the update is confirmed.
+    pub fn delivered(&mut self, delivery: &Delivery) {
+        self.webhook_deliveries += 1;
+        self.queue.confirm_below(delivery.update_id + 1);
+    }
+
+    pub fn delivery_failed(&mut self, delivery: &Delivery, error: String, now: i64) {
+        self.webhook_failures += 1;
+        if let Some(w) = self.webhook.as_mut().filter(|_| self.webhook_generation == delivery.webhook_generation) {
+            w.last_error_date = Some(now);
+            w.last_error_message = Some(error);
+        }
+    }
+
+    pub fn stats(&self) -> Stats {
+        Stats {
+            pending_updates: self.queue.len(),
+            next_update_id: self.queue.next_id(),
+            get_updates_calls: self.get_updates_calls,
+            active_polls: self.active_polls,
+            sent_messages: self.sent.total,
+            chat_actions: self.actions.total,
+            webhook_url: self.webhook.as_ref().map(|w| w.url.clone()),
+            webhook_deliveries: self.webhook_deliveries,
+            webhook_failures: self.webhook_failures,
+            overflowed_updates: self.queue.overflowed(),
+            filtered_updates: self.filtered_updates,
+        }
+    }
+}
+
+/// The fields of a sent message the caller has validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentFields {
+    pub text: String,
+    pub rendered: String,
+    pub parse_mode: Option<String>,
+    pub reply_markup: Option<Value>,
+}
+
+/// Commands are kept per scope and language; the key is built from the scope's meaningful
+/// fields so that key order in the client's JSON does not matter.
+fn command_key(scope: Option<Value>, language_code: Option<String>) -> (String, Value, String) {
+    let scope = scope.filter(|s| s.is_object()).unwrap_or_else(|| json!({"type": "default"}));
+    let language_code = language_code.unwrap_or_default();
+    let field = |name: &str| scope.get(name).map(Value::to_string).unwrap_or_default();
+    let key = format!("{}|{}|{}|{language_code}", field("type"), field("chat_id"), field("user_id"));
+    (key, scope, language_code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> Store {
+        let bot = User {
+            id: 1,
+            is_bot: true,
+            first_name: "Bot".into(),
+            last_name: None,
+            username: Some("bot".into()),
+            language_code: None,
+        };
+        Store::new(bot, 1, Limits { max_sent_messages: 3, ..Limits::default() })
+    }
+
+    fn text(t: &str) -> SentFields {
+        SentFields { text: t.into(), rendered: t.into(), parse_mode: None, reply_markup: None }
+    }
+
+    #[test]
+    fn injection_shapes_private_and_group_updates() {
+        let mut s = store();
+        let a = s.inject(&InjectMessage::private(7, "hi").with_username("ann"), 100).unwrap();
+        assert_eq!((a.update_id, a.message_id, a.chat_id, a.queued), (1, 1, 7, true));
+        let g = s.inject(&InjectMessage::group(-5, 7, "yo"), 101).unwrap();
+        assert_eq!((g.update_id, g.message_id, g.chat_id), (2, 1, -5));
+        let ticket = s.start_get_updates(None).unwrap();
+        let updates = s.poll(ticket, None, 100).unwrap();
+        let value = serde_json::to_value(&updates).unwrap();
+        assert_eq!(
+            value[0]["message"]["chat"],
+            json!({"id": 7, "type": "private", "first_name": "User 7", "username": "ann"})
+        );
+        assert_eq!(
+            value[0]["message"]["from"],
+            json!({"id": 7, "is_bot": false, "first_name": "User 7", "username": "ann"})
+        );
+        assert_eq!(value[1]["message"]["chat"], json!({"id": -5, "type": "group", "title": "Group -5"}));
+        // The profile given earlier sticks to the user.
+        assert_eq!(value[1]["message"]["from"]["username"], "ann");
+    }
+
+    #[test]
+    fn injection_rejects_inconsistent_chats() {
+        let mut s = store();
+        let mut m = InjectMessage::private(7, "x");
+        m.chat_id = Some(8);
+        assert_eq!(s.inject(&m, 0), Err(InjectError::PrivateChatMismatch));
+        assert_eq!(s.inject(&InjectMessage::group(5, 7, "x"), 0), Err(InjectError::BadGroupId));
+        assert_eq!(s.inject(&InjectMessage::private(0, "x"), 0), Err(InjectError::BadUserId));
+    }
+
+    #[test]
+    fn message_ids_are_shared_by_both_directions_of_a_chat() {
+        let mut s = store();
+        s.inject(&InjectMessage::private(7, "hi"), 0).unwrap();
+        assert_eq!(s.send_message(7, text("a"), 0).unwrap().message_id, 2);
+        assert_eq!(s.inject(&InjectMessage::private(7, "again"), 0).unwrap().message_id, 3);
+        assert_eq!(s.send_message(8, text("b"), 0), Err(BotApiError::chat_not_found()));
+    }
+
+    #[test]
+    fn sent_messages_are_capped_globally_oldest_first() {
+        let mut s = store();
+        s.inject(&InjectMessage::private(7, "hi"), 0).unwrap();
+        s.inject(&InjectMessage::private(8, "hi"), 0).unwrap();
+        s.send_message(7, text("a"), 0).unwrap();
+        s.send_message(8, text("b"), 0).unwrap();
+        s.send_message(7, text("c"), 0).unwrap();
+        s.send_message(7, text("d"), 0).unwrap();
+        let texts = |s: &Store, chat| s.sent_to(chat).into_iter().map(|m| m.text).collect::<Vec<_>>();
+        assert_eq!(texts(&s, 7), ["c", "d"]);
+        assert_eq!(texts(&s, 8), ["b"]);
+        assert_eq!(s.stats().sent_messages, 4);
+    }
+
+    #[test]
+    fn a_newer_get_updates_supersedes_and_a_webhook_blocks() {
+        let mut s = store();
+        let first = s.start_get_updates(None).unwrap();
+        let second = s.start_get_updates(None).unwrap();
+        assert_eq!(s.poll(first, None, 1), Err(BotApiError::terminated_by_other_get_updates()));
+        assert_eq!(s.poll(second, None, 1), Ok(vec![]));
+        s.set_webhook("http://127.0.0.1:1/".into(), None, 40);
+        assert_eq!(s.poll(second, None, 1), Err(BotApiError::webhook_active()));
+        assert_eq!(s.start_get_updates(None), Err(BotApiError::webhook_active()));
+        assert_eq!(s.stats().get_updates_calls, 2);
+    }
+
+    #[test]
+    fn allowed_updates_without_messages_filters_them() {
+        let mut s = store();
+        s.start_get_updates(Some(vec!["callback_query".into()])).unwrap();
+        let injected = s.inject(&InjectMessage::private(7, "hi"), 0).unwrap();
+        assert!(!injected.queued);
+        assert_eq!(s.stats().pending_updates, 0);
+        s.start_get_updates(Some(vec![])).unwrap();
+        assert!(s.inject(&InjectMessage::private(7, "hi"), 0).unwrap().queued);
+    }
+
+    #[test]
+    fn webhook_delivery_confirms_in_order() {
+        let mut s = store();
+        assert!(s.next_delivery().is_none());
+        s.inject(&InjectMessage::private(7, "a"), 0).unwrap();
+        s.inject(&InjectMessage::private(7, "b"), 0).unwrap();
+        s.set_webhook("http://127.0.0.1:1/h".into(), Some("sec".into()), 40);
+        let d = s.next_delivery().unwrap();
+        assert_eq!((d.update_id, d.secret_token.as_deref()), (1, Some("sec")));
+        s.delivery_failed(&d, "Connection refused".into(), 5);
+        assert_eq!(s.webhook_info()["last_error_message"], "Connection refused");
+        assert_eq!(s.next_delivery().unwrap().update_id, 1);
+        s.delivered(&d);
+        assert_eq!(s.next_delivery().unwrap().update_id, 2);
+        assert_eq!(s.webhook_info()["pending_update_count"], 1);
+        assert!(s.delete_webhook());
+        assert!(s.next_delivery().is_none());
+        assert_eq!(s.webhook_info()["url"], "");
+    }
+
+    #[test]
+    fn commands_are_per_scope_and_language() {
+        let mut s = store();
+        let cmds = vec![BotCommand { command: "start".into(), description: "Start".into() }];
+        s.set_commands(None, None, cmds.clone());
+        assert_eq!(s.commands(Some(json!({"type": "default"})), Some(String::new())), cmds);
+        assert_eq!(s.commands(None, Some("de".into())), vec![]);
+        s.set_commands(Some(json!({"type": "chat", "chat_id": 7})), None, vec![]);
+        assert_eq!(s.command_sets().len(), 1);
+        s.set_commands(None, None, vec![]);
+        assert!(s.command_sets().is_empty());
+    }
+
+    #[test]
+    fn reset_keeps_update_ids_increasing() {
+        let mut s = store();
+        s.inject(&InjectMessage::private(7, "a"), 0).unwrap();
+        s.reset();
+        assert_eq!(s.stats().pending_updates, 0);
+        assert_eq!(s.inject(&InjectMessage::private(7, "b"), 0).unwrap().update_id, 2);
+    }
+}
