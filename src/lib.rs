@@ -4,6 +4,7 @@ pub mod builders;
 pub mod crd;
 pub mod dev;
 pub mod events;
+pub mod gateway;
 pub mod http;
 pub mod leader;
 pub mod names;

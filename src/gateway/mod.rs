@@ -1,0 +1,3 @@
+//! The gateway: the broker between the agents' pods and the outside world.
+pub mod fetch;
+pub mod split;
