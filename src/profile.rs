@@ -37,6 +37,18 @@ pub struct ResolvedProfile {
     pub idle_timeout: Option<Duration>,
     #[serde(skip)]
     pub deletion_policy: DeletionPolicy,
+    /// Broker-only, like the two above.
+    #[serde(skip)]
+    pub llm: LlmLimits,
+}
+
+/// What the broker lets one user spend on the LLM provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LlmLimits {
+    pub requests_per_minute: u32,
+    /// Prompt plus completion tokens, as the provider reports them, per UTC day.
+    pub tokens_per_day: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,6 +71,7 @@ pub struct Preset {
     pub cpu: &'static str,
     pub memory: &'static str,
     pub storage: &'static str,
+    pub llm: LlmLimits,
 }
 
 fn strings(items: &[&str]) -> Vec<String> {
@@ -77,6 +90,7 @@ pub fn preset(profile: Profile) -> Preset {
             cpu: "2",
             memory: "2Gi",
             storage: "10Gi",
+            llm: LlmLimits { requests_per_minute: 60, tokens_per_day: 2_000_000 },
         },
         Profile::Family => Preset {
             exec_security: ExecSecurity::Allowlist,
@@ -87,6 +101,7 @@ pub fn preset(profile: Profile) -> Preset {
             cpu: "1",
             memory: "1Gi",
             storage: "5Gi",
+            llm: LlmLimits { requests_per_minute: 20, tokens_per_day: 500_000 },
         },
         Profile::Public => Preset {
             exec_security: ExecSecurity::Allowlist,
@@ -97,6 +112,7 @@ pub fn preset(profile: Profile) -> Preset {
             cpu: "500m",
             memory: "512Mi",
             storage: "1Gi",
+            llm: LlmLimits { requests_per_minute: 10, tokens_per_day: 100_000 },
         },
         Profile::HighSecurity => Preset {
             exec_security: ExecSecurity::Allowlist,
@@ -107,6 +123,7 @@ pub fn preset(profile: Profile) -> Preset {
             cpu: "250m",
             memory: "256Mi",
             storage: "512Mi",
+            llm: LlmLimits { requests_per_minute: 10, tokens_per_day: 100_000 },
         },
     }
 }
@@ -161,6 +178,7 @@ pub fn resolve(spec: &MoltmateUserSpec) -> Result<ResolvedProfile, ProfileError>
         image: sandbox.image,
         idle_timeout,
         deletion_policy: spec.workspace.as_ref().map(|w| w.deletion_policy).unwrap_or_default(),
+        llm: p.llm,
     })
 }
 
@@ -192,6 +210,15 @@ mod tests {
             assert_eq!(r.deletion_policy, DeletionPolicy::Retain);
             assert_eq!(r.idle_timeout, None);
         }
+    }
+
+    #[test]
+    fn llm_limits_tighten_with_trust() {
+        let limits = |p| resolve(&spec(p)).unwrap().llm;
+        assert_eq!(limits(Profile::Personal), LlmLimits { requests_per_minute: 60, tokens_per_day: 2_000_000 });
+        assert_eq!(limits(Profile::Family), LlmLimits { requests_per_minute: 20, tokens_per_day: 500_000 });
+        assert_eq!(limits(Profile::Public), LlmLimits { requests_per_minute: 10, tokens_per_day: 100_000 });
+        assert_eq!(limits(Profile::HighSecurity), limits(Profile::Public));
     }
 
     #[test]
