@@ -1,3 +1,4 @@
 //! The gateway: the broker between the agents' pods and the outside world.
+pub mod directory;
 pub mod fetch;
 pub mod split;

@@ -1,0 +1,119 @@
+//! Who is this Telegram sender, and where is their agent? Answered from watch caches,
+//! without API calls on the message path.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt;
+
+use crate::crd::{MoltmateUser, Phase};
+use crate::names;
+use crate::operator::telegram_id_holder;
+
+/// Where a message from a Telegram user goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// Not on the allowlist: a polite refusal, nothing forwarded.
+    Unknown,
+    /// On the allowlist but not to be served now; the text says why, for the user.
+    Paused { user: String, reason: &'static str },
+    /// Deliver to this user's agent.
+    Agent { user: String, uid: String },
+}
+
+/// The MoltmateUser that owns `telegram_id`: the oldest one, as the operator decides, so
+/// that a second object claiming the same id never receives its messages.
+pub fn route(telegram_id: i64, users: &[Arc<MoltmateUser>]) -> Route {
+    let claimants = users.iter().filter(|u| u.spec.telegram.user_id == telegram_id && u.metadata.deletion_timestamp.is_none());
+    let Some(owner) = claimants.clone().find(|u| telegram_id_holder(u, users).is_none()) else {
+        return Route::Unknown;
+    };
+    let user = owner.name_any();
+    if owner.spec.suspend {
+        return Route::Paused { user, reason: "Your assistant is paused by the administrator." };
+    }
+    match owner.status.as_ref().and_then(|s| s.phase) {
+        Some(Phase::Failed) => Route::Paused { user, reason: "Your assistant is not set up correctly; the administrator has been told." },
+        _ => Route::Agent { user, uid: owner.uid().unwrap_or_default() },
+    }
+}
+
+/// The address of the user's agent: its running, ready pod's IP.
+pub fn agent_address(user: &str, pods: &[Arc<Pod>]) -> Option<IpAddr> {
+    pods.iter()
+        .filter(|p| p.labels().get(names::LABEL_USER).map(String::as_str) == Some(user))
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter(|p| {
+            let status = p.status.as_ref();
+            let ready = status.and_then(|s| s.conditions.as_ref()).is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+            ready && status.and_then(|s| s.phase.as_deref()) == Some("Running")
+        })
+        .find_map(|p| p.status.as_ref()?.pod_ip.as_deref()?.parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::{MoltmateUserSpec, MoltmateUserStatus, Profile};
+    use k8s_openapi::api::core::v1::{PodCondition, PodStatus};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use std::collections::BTreeMap;
+
+    fn user(name: &str, id: i64, created: i64) -> MoltmateUser {
+        let mut u = MoltmateUser::new(name, MoltmateUserSpec::new(id, Profile::Public));
+        u.metadata.uid = Some(format!("uid-{name}"));
+        u.metadata.creation_timestamp = Some(Time(jiff::Timestamp::from_second(created).unwrap()));
+        u
+    }
+
+    fn all(users: Vec<MoltmateUser>) -> Vec<Arc<MoltmateUser>> {
+        users.into_iter().map(Arc::new).collect()
+    }
+
+    #[test]
+    fn routes_by_telegram_id_to_the_owner_only() {
+        let users = all(vec![user("alice", 1, 10), user("bob", 2, 10), user("mallory", 1, 20)]);
+        assert_eq!(route(1, &users), Route::Agent { user: "alice".into(), uid: "uid-alice".into() });
+        assert_eq!(route(2, &users), Route::Agent { user: "bob".into(), uid: "uid-bob".into() });
+        assert_eq!(route(3, &users), Route::Unknown);
+        // Once alice is being deleted, her id is free for the next claimant.
+        let mut leaving = user("alice", 1, 10);
+        leaving.metadata.deletion_timestamp = Some(Time(jiff::Timestamp::from_second(30).unwrap()));
+        let users = all(vec![leaving, user("mallory", 1, 20)]);
+        assert_eq!(route(1, &users), Route::Agent { user: "mallory".into(), uid: "uid-mallory".into() });
+    }
+
+    #[test]
+    fn suspended_and_failed_users_are_told_why() {
+        let mut suspended = user("sam", 5, 1);
+        suspended.spec.suspend = true;
+        let mut failed = user("fay", 6, 1);
+        failed.status = Some(MoltmateUserStatus { phase: Some(Phase::Failed), ..Default::default() });
+        let users = all(vec![suspended, failed]);
+        assert!(matches!(route(5, &users), Route::Paused { user, .. } if user == "sam"));
+        assert!(matches!(route(6, &users), Route::Paused { user, .. } if user == "fay"));
+    }
+
+    fn pod(user: &str, ip: &str, ready: bool, phase: &str) -> Arc<Pod> {
+        let mut p = Pod::default();
+        p.metadata.labels = Some(BTreeMap::from([(names::LABEL_USER.to_string(), user.to_string())]));
+        p.status = Some(PodStatus {
+            phase: Some(phase.into()),
+            pod_ip: Some(ip.into()),
+            conditions: Some(vec![PodCondition { type_: "Ready".into(), status: if ready { "True" } else { "False" }.into(), ..Default::default() }]),
+            ..Default::default()
+        });
+        Arc::new(p)
+    }
+
+    #[test]
+    fn only_a_ready_running_pod_of_that_user_is_an_address() {
+        let pods = vec![pod("alice", "127.0.0.2", false, "Running"), pod("bob", "127.0.0.3", true, "Running")];
+        assert_eq!(agent_address("alice", &pods), None, "not ready yet");
+        assert_eq!(agent_address("bob", &pods), Some("127.0.0.3".parse().unwrap()));
+        assert_eq!(agent_address("carol", &pods), None);
+        let pods = vec![pod("alice", "127.0.0.4", true, "Pending")];
+        assert_eq!(agent_address("alice", &pods), None);
+    }
+}
