@@ -1,4 +1,5 @@
 //! The gateway: the broker between the agents' pods and the outside world.
+pub mod delivery;
 pub mod directory;
 pub mod fetch;
 pub mod split;
