@@ -37,6 +37,8 @@ enum DevCommand {
     Node(moltmates::dev::node::NodeArgs),
     /// A local Telegram Bot API stand-in, with a control API to play users (tests, local stack).
     Telegram(moltmates::dev::telegram::TelegramArgs),
+    /// A local OpenAI-compatible LLM stand-in (echo, /tool commands, scripts) for tests and the local stack.
+    Llm(moltmates::dev::llm::LlmArgs),
 }
 
 #[tokio::main]
@@ -51,6 +53,7 @@ async fn main() -> ExitCode {
         Command::Operator(args) => moltmates::operator::run(args).await.map_err(Into::into),
         Command::Dev(DevCommand::Node(args)) => moltmates::dev::node::run(args).await.map_err(Into::into),
         Command::Dev(DevCommand::Telegram(args)) => moltmates::dev::telegram::run(args).await.map_err(Into::into),
+        Command::Dev(DevCommand::Llm(args)) => moltmates::dev::llm::run(args).await.map_err(Into::into),
         Command::Agent(args) => moltmates::agent::run(args).await.map_err(Into::into),
         Command::ExecPolicy(command) => match moltmates::agent::exec::cli::run(command).await {
             Ok(code) => return code,

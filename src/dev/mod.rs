@@ -1,4 +1,5 @@
 //! Development stand-ins: the local node that plays kubelet where no kubelet exists.
 pub mod agents;
+pub mod llm;
 pub mod node;
 pub mod telegram;

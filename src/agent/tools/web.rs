@@ -110,7 +110,14 @@ impl WebFetcher {
             }
             bytes.extend_from_slice(&chunk);
         }
-        let text = || crate::agent::history::truncate(String::from_utf8_lossy(&bytes).trim(), 300).0;
+        // The broker's errors are `{"error": "reason"}`; show the reason, not the JSON.
+        let text = || {
+            let reason = serde_json::from_slice::<serde_json::Value>(&bytes)
+                .ok()
+                .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
+                .unwrap_or_else(|| String::from_utf8_lossy(&bytes).trim().to_string());
+            crate::agent::history::truncate(&reason, 300).0
+        };
         match status.as_u16() {
             200 => serde_json::from_slice(&bytes).map_err(|e| FetchError::Failed(format!("the broker's answer is not a fetch result: {e}"))),
             403 => Err(FetchError::Refused(text())),

@@ -1,0 +1,243 @@
+//! The LLM proxy: `POST /v1/chat/completions` and `GET /v1/models`, forwarded to the
+//! provider with the real API key.
+//!
+//! What is forwarded: the agent's JSON body (with `model: "default"` replaced by the
+//! configured default model) and nothing else of the agent's request — no header of the
+//! agent's reaches the provider; the broker sends its own `Authorization` and
+//! `Content-Type`. What comes back: the provider's status and JSON body; a `Retry-After`
+//! header on 429/503. Provider errors that are not in OpenAI's shape are wrapped into it, and
+//! a provider 401/403 (the broker's key is wrong) becomes 502: the provider's message may
+//! quote part of the key, and the agent's own credentials are fine.
+//!
+//! Streaming is not supported (`stream: true` is refused with 400): the broker reads the
+//! whole answer to count its `usage.total_tokens` against the user's daily budget.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::Value;
+
+use super::{BrokerState, Caller, Decision, Outcome, ProviderConfig, openai_error, read_body};
+
+pub(super) const CHAT: &str = "chat_completions";
+pub(super) const MODELS: &str = "models";
+
+/// The HTTP client for the provider: ring as TLS provider (never aws-lc-rs, see Cargo.toml),
+/// the platform's root store, no redirects (the API key must not follow one elsewhere).
+pub(super) fn provider_client(config: &ProviderConfig) -> Result<reqwest::Client, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = rustls_platform_verifier::Verifier::new(provider.clone()).map_err(|e| e.to_string())?;
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        // "dangerous" only because it is a custom verifier: the platform's full verification.
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth();
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(config.timeout)
+        .connect_timeout(config.timeout.min(std::time::Duration::from_secs(10)))
+        .user_agent(concat!("moltmates-broker/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+pub(super) async fn chat_completions(State(state): State<Arc<BrokerState>>, headers: HeaderMap, body: Body) -> Response {
+    let started = Instant::now();
+    let caller = match state.authenticate(&headers) {
+        Ok(caller) => caller,
+        Err(r) => return state.finish(CHAT, started, r.outcome(), openai_error(r.status, &r.message, r.kind, None)),
+    };
+    let refuse = |status: StatusCode, message: String, bytes_in: usize| {
+        let mut outcome = Outcome::new(Some(caller.name.clone()), Decision::Refused).reason(message.clone());
+        outcome.bytes_in = bytes_in;
+        state.finish(CHAT, started, outcome, openai_error(status, &message, "invalid_request_error", None))
+    };
+    let bytes = match read_body(body, state.config.max_request_bytes, state.config.body_timeout).await {
+        Ok(bytes) => bytes,
+        Err(e) => return refuse(e.status(), e.message(), 0),
+    };
+    let mut request: Value = match serde_json::from_slice(&bytes) {
+        Ok(value) => value,
+        Err(e) => return refuse(StatusCode::BAD_REQUEST, format!("the request body is not JSON: {e}"), bytes.len()),
+    };
+    let Some(fields) = request.as_object_mut() else {
+        return refuse(StatusCode::BAD_REQUEST, "the request body must be a JSON object".into(), bytes.len());
+    };
+    if !matches!(fields.get("stream"), None | Some(Value::Null) | Some(Value::Bool(false))) {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "streaming is not supported by the broker: send the request without \"stream\": true".into(),
+            bytes.len(),
+        );
+    }
+    if let Some(model) = &state.config.provider.default_model {
+        let asks_default = match fields.get("model") {
+            None | Some(Value::Null) => true,
+            Some(Value::String(m)) => m == "default",
+            Some(_) => false,
+        };
+        if asks_default {
+            fields.insert("model".into(), Value::String(model.clone()));
+        }
+    }
+    let body = match serde_json::to_vec(&request) {
+        Ok(body) => body,
+        Err(e) => return refuse(StatusCode::BAD_REQUEST, format!("the request could not be re-encoded: {e}"), bytes.len()),
+    };
+    if let Some(limited) = admit(&state, &caller, CHAT, started) {
+        return limited;
+    }
+    forward(&state, &caller, CHAT, Method::POST, "chat/completions", Some(body), bytes.len(), started).await
+}
+
+pub(super) async fn models(State(state): State<Arc<BrokerState>>, headers: HeaderMap) -> Response {
+    let started = Instant::now();
+    let caller = match state.authenticate(&headers) {
+        Ok(caller) => caller,
+        Err(r) => return state.finish(MODELS, started, r.outcome(), openai_error(r.status, &r.message, r.kind, None)),
+    };
+    // Counted like a completion: it costs no tokens, but a flood of them reaches the provider.
+    if let Some(limited) = admit(&state, &caller, MODELS, started) {
+        return limited;
+    }
+    forward(&state, &caller, MODELS, Method::GET, "models", None, 0, started).await
+}
+
+/// The user's per-minute and per-day limits: `None` if admitted, else the 429 (OpenAI's
+/// shape) to send. The daily
+/// budget's error type is `insufficient_quota`, which OpenAI clients do not retry.
+fn admit(state: &BrokerState, caller: &Caller, endpoint: &'static str, started: Instant) -> Option<Response> {
+    let now = state.clock.now_ms();
+    let result = state.limiter.lock().unwrap_or_else(|e| e.into_inner()).admit(&caller.name, caller.profile.llm, now);
+    let Err(limited) = result else { return None };
+    let message = limited.message(&caller.profile_name());
+    let mut response = match limited {
+        super::limits::Limited::Rate { retry_after_secs, .. } => {
+            let mut r = openai_error(StatusCode::TOO_MANY_REQUESTS, &message, "requests", Some("rate_limit_exceeded"));
+            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+            r
+        }
+        super::limits::Limited::Budget { .. } => {
+            openai_error(StatusCode::TOO_MANY_REQUESTS, &message, "insufficient_quota", Some("insufficient_quota"))
+        }
+    };
+    response.headers_mut().insert("x-moltmate-limit", HeaderValue::from_static("broker"));
+    let outcome = Outcome::new(Some(caller.name.clone()), Decision::Limited).reason(message);
+    Some(state.finish(endpoint, started, outcome, response))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn forward(
+    state: &BrokerState,
+    caller: &Caller,
+    endpoint: &'static str,
+    method: Method,
+    path: &str,
+    body: Option<Vec<u8>>,
+    bytes_in: usize,
+    started: Instant,
+) -> Response {
+    let provider = &state.config.provider;
+    let mut request = state.http.request(method, provider.endpoint(path)).bearer_auth(provider.api_key.expose());
+    if let Some(body) = body {
+        request = request.header(header::CONTENT_TYPE, "application/json").body(body);
+    }
+    let mut outcome = Outcome::new(Some(caller.name.clone()), Decision::Error);
+    outcome.bytes_in = bytes_in;
+    let fail = |outcome: Outcome, status: StatusCode, message: String| {
+        let response = openai_error(status, &message, "upstream_error", None);
+        state.finish(endpoint, started, outcome.reason(message), response)
+    };
+
+    let mut upstream = match request.send().await {
+        Ok(response) => response,
+        Err(e) if e.is_timeout() => {
+            return fail(outcome, StatusCode::GATEWAY_TIMEOUT, format!("the model provider did not answer within {:?}", provider.timeout));
+        }
+        Err(e) => return fail(outcome, StatusCode::BAD_GATEWAY, format!("the model provider cannot be reached: {}", innermost(&e))),
+    };
+    let status = upstream.status();
+    let retry_after = upstream.headers().get(header::RETRY_AFTER).cloned();
+    let mut bytes = Vec::new();
+    loop {
+        match upstream.chunk().await {
+            Ok(Some(chunk)) => {
+                if bytes.len() + chunk.len() > state.config.max_response_bytes {
+                    let message = format!("the model provider's answer is larger than {} bytes", state.config.max_response_bytes);
+                    return fail(outcome, StatusCode::BAD_GATEWAY, message);
+                }
+                bytes.extend_from_slice(&chunk);
+            }
+            Ok(None) => break,
+            Err(e) if e.is_timeout() => {
+                let message = format!("the model provider did not finish its answer within {:?}", provider.timeout);
+                return fail(outcome, StatusCode::GATEWAY_TIMEOUT, message);
+            }
+            Err(e) => return fail(outcome, StatusCode::BAD_GATEWAY, format!("reading the model provider's answer: {}", innermost(&e))),
+        }
+    }
+    outcome.bytes_out = bytes.len();
+    let parsed: Option<Value> = serde_json::from_slice(&bytes).ok();
+
+    if status.is_success() {
+        let Some(parsed) = parsed else {
+            return fail(outcome, StatusCode::BAD_GATEWAY, "the model provider's answer is not JSON".into());
+        };
+        let tokens = parsed.pointer("/usage/total_tokens").and_then(Value::as_u64).unwrap_or(0);
+        if tokens > 0 {
+            let now = state.clock.now_ms();
+            state.limiter.lock().unwrap_or_else(|e| e.into_inner()).record_tokens(&caller.name, tokens, now);
+            state.metrics.llm_tokens.inc_by(tokens);
+        }
+        outcome.tokens = tokens;
+        outcome.decision = Decision::Allowed;
+        let response = ([(header::CONTENT_TYPE, "application/json")], bytes).into_response();
+        return state.finish(endpoint, started, outcome, response);
+    }
+
+    let provider_message = parsed
+        .as_ref()
+        .and_then(|v| v.pointer("/error/message").and_then(Value::as_str).or_else(|| v.get("error").and_then(Value::as_str)))
+        .map(str::to_string)
+        .unwrap_or_else(|| crate::agent::history::truncate(String::from_utf8_lossy(&bytes).trim(), 300).0);
+    if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
+        // Logged for the admin, not passed on: it is about the broker's key.
+        tracing::error!(user = %caller.name, endpoint, status = status.as_u16(), provider_message = %provider_message, "the model provider refused the broker's API key");
+        let message = format!("the model provider refused the broker's credentials ({}); tell the administrator", status.as_u16());
+        return fail(outcome, StatusCode::BAD_GATEWAY, message);
+    }
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        outcome.decision = Decision::Limited;
+    }
+    let openai_shaped = parsed.as_ref().is_some_and(|v| v.pointer("/error/message").is_some_and(Value::is_string));
+    let mut response = if openai_shaped {
+        (status, [(header::CONTENT_TYPE, "application/json")], bytes).into_response()
+    } else {
+        let kind = if status.is_server_error() { "server_error" } else { "upstream_error" };
+        let message = format!("the model provider answered {}: {provider_message}", status.as_u16());
+        openai_error(status, &message, kind, None)
+    };
+    if let Some(value) = retry_after.filter(|_| matches!(status.as_u16(), 429 | 503)) {
+        response.headers_mut().insert(header::RETRY_AFTER, value);
+    }
+    let reason = format!("the model provider answered {}: {provider_message}", status.as_u16());
+    state.finish(endpoint, started, outcome.reason(reason), response)
+}
+
+/// The innermost cause: reqwest's own message is only "error sending request".
+fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut message = e.to_string();
+    let mut source = e.source();
+    while let Some(err) = source {
+        message = err.to_string();
+        source = err.source();
+    }
+    message
+}

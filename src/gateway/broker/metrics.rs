@@ -1,0 +1,51 @@
+//! Prometheus metrics of the broker. No user label anywhere: the number of users is not
+//! bounded by us, so per-user numbers go to the logs (every request is logged with its user).
+
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabel {
+    /// `chat_completions`, `models` or `fetch`.
+    pub endpoint: &'static str,
+    /// `allowed`, `refused`, `limited` or `error`.
+    pub decision: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointLabel {
+    pub endpoint: &'static str,
+}
+
+#[derive(Clone)]
+pub struct Metrics {
+    pub requests: Family<RequestLabel, Counter>,
+    pub llm_tokens: Counter,
+    pub duration: Family<EndpointLabel, Histogram>,
+}
+
+impl Metrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        let metrics = Self {
+            requests: Family::default(),
+            llm_tokens: Counter::default(),
+            // 1 ms .. ~4.5 min: a refusal is instant, a completion may take a minute.
+            duration: Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.001, 2.0, 19))),
+        };
+        let r = registry.sub_registry_with_prefix("moltmate_broker");
+        r.register("requests", "Broker requests by endpoint and decision (allowed, refused, limited, error)", metrics.requests.clone());
+        r.register("llm_tokens", "LLM tokens (prompt plus completion) the provider reported, all users", metrics.llm_tokens.clone());
+        r.register("request_duration_seconds", "Time to answer a broker request, by endpoint", metrics.duration.clone());
+        metrics
+    }
+
+    pub fn request(&self, endpoint: &'static str, decision: &'static str, took: Duration) {
+        self.requests.get_or_create(&RequestLabel { endpoint, decision }).inc();
+        self.duration.get_or_create(&EndpointLabel { endpoint }).observe(took.as_secs_f64());
+    }
+}

@@ -1,0 +1,399 @@
+//! The broker: the agents' only way out. Agents call it with their bearer token; it holds the
+//! real LLM API key (agents never see it) and fetches web pages for them.
+//!
+//! | route | what |
+//! |---|---|
+//! | `POST /v1/chat/completions` | forwarded to `{provider}/chat/completions` with the real key ([`llm`]) |
+//! | `GET /v1/models` | forwarded to `{provider}/models` |
+//! | `POST /v1/fetch` `{"url"}` | the SSRF-safe [`Fetcher`] under the user's `web.fetch` policy ([`fetch`]) |
+//!
+//! Every request: the bearer token names the user ([`auth`]); an unknown or missing token is
+//! answered 401 before the body is read, and nothing is forwarded. A user being deleted,
+//! suspended or with an invalid profile gets 403 with the reason. Then the profile's limits
+//! ([`limits`]; in memory, per gateway process) and the endpoint's own checks. Every request is
+//! logged once (`user`, `endpoint`, `decision`, `status`, bytes, duration) and counted in
+//! `moltmate_broker_requests_total{endpoint,decision}` ([`metrics`]).
+//!
+//! Errors of the LLM routes are in OpenAI's shape (`{"error": {"message", "type", "param",
+//! "code"}}`) so OpenAI clients (async-openai in the agent) parse them, retry 429 and 5xx, and
+//! do not retry `insufficient_quota`. Errors of `/v1/fetch` are `{"error": "reason"}`.
+//!
+//! # Providers
+//!
+//! Any provider with an OpenAI-compatible Chat Completions API works: set the provider base
+//! URL to the part before `/chat/completions` (for OpenAI and OpenRouter their API's `/v1`
+//! base URL; Ollama, vLLM and llama.cpp's server serve `/v1` themselves, e.g.
+//! `http://ollama:11434/v1`) and the API key (any value for servers without keys). The agent
+//! asks for model `default`; the broker replaces it with the configured default model, so
+//! which model runs is decided in one place, not in each sandbox.
+//!
+//! Anthropic models (Claude): Anthropic's native Messages API is not OpenAI-compatible, so
+//! point the broker at one of these instead:
+//! - Anthropic's "OpenAI SDK compatibility" endpoint: its `/v1/` base URL, your Anthropic API
+//!   key, and a Claude model name as the default model (e.g. `claude-sonnet-4-5`). Anthropic
+//!   offers it mainly for evaluation; tool calling works, a few OpenAI fields are ignored.
+//! - OpenRouter: its OpenAI-compatible base URL, an OpenRouter key, and a model such as
+//!   `anthropic/claude-sonnet-4.5`.
+//! - A LiteLLM proxy next to the gateway (`litellm --model anthropic/claude-sonnet-4-5`, with
+//!   `ANTHROPIC_API_KEY` in its environment): base URL `http://litellm:4000/v1`, the proxy's
+//!   key as the API key; LiteLLM translates messages and tool calls to Anthropic's format.
+//!
+//! Either way the agents keep speaking OpenAI's format to the broker and never see a key.
+
+pub mod auth;
+pub mod fetch;
+pub mod limits;
+pub mod llm;
+pub mod metrics;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use http_body_util::{BodyExt, LengthLimitError, Limited as LimitedBody};
+use kube::runtime::reflector::Store;
+use prometheus_client::registry::Registry;
+use serde_json::json;
+use tokio::sync::Semaphore;
+
+use crate::crd::MoltmateUser;
+use crate::gateway::fetch::Fetcher;
+use crate::profile::ResolvedProfile;
+use crate::token::MasterKey;
+use auth::{CachedIndex, bearer};
+use limits::Limiter;
+use metrics::Metrics;
+
+/// The provider's API key. Never logged, never sent anywhere but the provider.
+#[derive(Clone)]
+pub struct ApiKey(String);
+
+impl ApiKey {
+    pub fn new(key: impl Into<String>) -> Self {
+        Self(key.into().trim().to_string())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ApiKey(..)")
+    }
+}
+
+/// Where LLM requests go.
+#[derive(Debug, Clone)]
+pub struct ProviderConfig {
+    /// The OpenAI-compatible base URL, without `/chat/completions` (e.g. `.../v1`).
+    pub base_url: String,
+    pub api_key: ApiKey,
+    /// Put in for requests whose `model` is `default` (or missing); `None` forwards as sent.
+    pub default_model: Option<String>,
+    /// For one provider request, connection to last byte.
+    pub timeout: Duration,
+}
+
+impl ProviderConfig {
+    pub fn new(base_url: impl Into<String>, api_key: ApiKey) -> Self {
+        Self { base_url: base_url.into(), api_key, default_model: None, timeout: Duration::from_secs(120) }
+    }
+
+    fn endpoint(&self, path: &str) -> String {
+        format!("{}/{path}", self.base_url.trim_end_matches('/'))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    pub provider: ProviderConfig,
+    /// Largest LLM request body an agent may send.
+    pub max_request_bytes: usize,
+    /// Largest provider answer read.
+    pub max_response_bytes: usize,
+    /// Largest `/v1/fetch` request body.
+    pub max_fetch_request_bytes: usize,
+    /// Fetches in progress at once, all users together.
+    pub fetches_at_once: usize,
+    /// Fetches in progress at once for one user.
+    pub fetches_per_user: usize,
+    /// For reading a request body from an agent.
+    pub body_timeout: Duration,
+}
+
+impl BrokerConfig {
+    pub fn new(provider: ProviderConfig) -> Self {
+        Self {
+            provider,
+            max_request_bytes: 2 * 1024 * 1024,
+            max_response_bytes: 8 * 1024 * 1024,
+            max_fetch_request_bytes: 16 * 1024,
+            fetches_at_once: 16,
+            fetches_per_user: 2,
+            body_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch; replaceable in tests.
+pub trait Clock: Send + Sync {
+    fn now_ms(&self) -> i64;
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> i64 {
+        jiff::Timestamp::now().as_millisecond()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error("cannot set up the provider client: {0}")]
+    Client(String),
+    #[error("provider base URL {0:?} is not an http(s) URL")]
+    BaseUrl(String),
+}
+
+pub struct BrokerState {
+    index: CachedIndex,
+    config: BrokerConfig,
+    http: reqwest::Client,
+    fetcher: Arc<Fetcher>,
+    clock: Arc<dyn Clock>,
+    limiter: Mutex<Limiter>,
+    fetch_slots: Arc<Semaphore>,
+    user_fetch_slots: Mutex<HashMap<String, Arc<Semaphore>>>,
+    metrics: Metrics,
+}
+
+impl BrokerState {
+    /// `users` is the gateway's watch cache of MoltmateUsers; metrics go into `registry`.
+    pub fn new(
+        master_key: MasterKey,
+        users: Store<MoltmateUser>,
+        config: BrokerConfig,
+        fetcher: Arc<Fetcher>,
+        clock: Arc<dyn Clock>,
+        registry: &mut Registry,
+    ) -> Result<Self, BrokerError> {
+        let base = &config.provider.base_url;
+        if !(base.starts_with("http://") || base.starts_with("https://")) || url::Url::parse(base).is_err() {
+            return Err(BrokerError::BaseUrl(base.clone()));
+        }
+        let http = llm::provider_client(&config.provider).map_err(BrokerError::Client)?;
+        Ok(Self {
+            index: CachedIndex::new(master_key, users),
+            fetch_slots: Arc::new(Semaphore::new(config.fetches_at_once)),
+            config,
+            http,
+            fetcher,
+            clock,
+            limiter: Mutex::new(Limiter::new()),
+            user_fetch_slots: Mutex::new(HashMap::new()),
+            metrics: Metrics::register(registry),
+        })
+    }
+
+    pub fn config(&self) -> &BrokerConfig {
+        &self.config
+    }
+
+    /// (requests in the last minute, tokens used today) of a user, as the limiter sees them.
+    pub fn usage(&self, user: &str) -> (usize, u64) {
+        let now = self.clock.now_ms();
+        self.limiter.lock().unwrap_or_else(|e| e.into_inner()).usage(user, now)
+    }
+
+    /// Forget per-user limiter and fetch state of users no longer in the store.
+    pub fn prune(&self) {
+        let names: std::collections::HashSet<String> = self.index.names().into_iter().collect();
+        self.limiter.lock().unwrap_or_else(|e| e.into_inner()).retain(|n| names.contains(n));
+        self.user_fetch_slots.lock().unwrap_or_else(|e| e.into_inner()).retain(|n, _| names.contains(n));
+    }
+
+    /// The calling user and their profile, or the refusal to send.
+    fn authenticate(&self, headers: &HeaderMap) -> Result<Caller, Refusal> {
+        let header = headers.get(header::AUTHORIZATION).map(|v| v.to_str().unwrap_or("<not text>"));
+        let Some(token) = bearer(header) else {
+            return Err(Refusal::unauthenticated("missing bearer token: send Authorization: Bearer <agent token>"));
+        };
+        let Some(user) = self.index.lookup(token) else {
+            return Err(Refusal::unauthenticated("invalid bearer token"));
+        };
+        let name = kube::ResourceExt::name_any(user.as_ref());
+        match auth::admit(&user) {
+            Ok(profile) => Ok(Caller { name, profile }),
+            Err(e) => Err(Refusal { status: StatusCode::FORBIDDEN, user: Some(name), message: e.to_string(), kind: "permission_error" }),
+        }
+    }
+
+    fn user_fetch_slots(&self, user: &str) -> Arc<Semaphore> {
+        let mut slots = self.user_fetch_slots.lock().unwrap_or_else(|e| e.into_inner());
+        slots.entry(user.to_string()).or_insert_with(|| Arc::new(Semaphore::new(self.config.fetches_per_user))).clone()
+    }
+
+    /// Log one finished request and count it.
+    fn finish(&self, endpoint: &'static str, started: Instant, outcome: Outcome, response: Response) -> Response {
+        let took = started.elapsed();
+        let status = response.status().as_u16();
+        let user = outcome.user.as_deref().unwrap_or("-");
+        let elapsed_ms = took.as_millis() as u64;
+        let decision = outcome.decision.as_str();
+        let reason = outcome.reason.as_deref().unwrap_or("");
+        match outcome.decision {
+            Decision::Allowed => tracing::info!(
+                user, endpoint, decision, status, bytes_in = outcome.bytes_in, bytes_out = outcome.bytes_out,
+                tokens = outcome.tokens, elapsed_ms, "broker request"
+            ),
+            _ => tracing::warn!(
+                user, endpoint, decision, status, bytes_in = outcome.bytes_in, bytes_out = outcome.bytes_out,
+                elapsed_ms, reason, "broker request"
+            ),
+        }
+        self.metrics.request(endpoint, decision, took);
+        response
+    }
+}
+
+/// An authenticated, admitted user.
+pub(crate) struct Caller {
+    pub name: String,
+    pub profile: ResolvedProfile,
+}
+
+impl Caller {
+    /// The profile's name as in the spec (`public`, `high-security`).
+    pub fn profile_name(&self) -> String {
+        serde_json::to_value(self.profile.profile).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Decision {
+    Allowed,
+    Refused,
+    Limited,
+    Error,
+}
+
+impl Decision {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Allowed => "allowed",
+            Decision::Refused => "refused",
+            Decision::Limited => "limited",
+            Decision::Error => "error",
+        }
+    }
+}
+
+/// What the request log line says besides endpoint and status.
+#[derive(Debug, Clone)]
+pub(crate) struct Outcome {
+    pub user: Option<String>,
+    pub decision: Decision,
+    pub reason: Option<String>,
+    pub bytes_in: usize,
+    pub bytes_out: usize,
+    pub tokens: u64,
+}
+
+impl Outcome {
+    fn new(user: Option<String>, decision: Decision) -> Self {
+        Self { user, decision, reason: None, bytes_in: 0, bytes_out: 0, tokens: 0 }
+    }
+    fn reason(mut self, reason: impl Into<String>) -> Self {
+        self.reason = Some(reason.into());
+        self
+    }
+}
+
+/// A refusal before the endpoint's own work: status, the user if known, the message.
+#[derive(Debug, Clone)]
+pub(crate) struct Refusal {
+    pub status: StatusCode,
+    pub user: Option<String>,
+    pub message: String,
+    /// The OpenAI error `type`.
+    pub kind: &'static str,
+}
+
+impl Refusal {
+    fn unauthenticated(message: &str) -> Self {
+        Self { status: StatusCode::UNAUTHORIZED, user: None, message: message.to_string(), kind: "invalid_request_error" }
+    }
+
+    fn outcome(&self) -> Outcome {
+        Outcome::new(self.user.clone(), Decision::Refused).reason(self.message.clone())
+    }
+}
+
+/// An error in OpenAI's shape.
+pub(crate) fn openai_error(status: StatusCode, message: &str, kind: &str, code: Option<&str>) -> Response {
+    let body = json!({"error": {"message": message, "type": kind, "param": null, "code": code}});
+    let mut response = (status, axum::Json(body)).into_response();
+    if status == StatusCode::UNAUTHORIZED {
+        response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
+    response
+}
+
+/// An error of `/v1/fetch`: `{"error": "reason"}`.
+pub(crate) fn fetch_error(status: StatusCode, message: &str) -> Response {
+    let mut response = (status, axum::Json(json!({"error": message}))).into_response();
+    if status == StatusCode::UNAUTHORIZED {
+        response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
+    response
+}
+
+#[derive(Debug)]
+pub(crate) enum BodyError {
+    TooLarge(usize),
+    Read(String),
+}
+
+impl BodyError {
+    fn status(&self) -> StatusCode {
+        match self {
+            BodyError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            BodyError::Read(_) => StatusCode::BAD_REQUEST,
+        }
+    }
+    fn message(&self) -> String {
+        match self {
+            BodyError::TooLarge(max) => format!("the request body is larger than {max} bytes"),
+            BodyError::Read(e) => format!("the request body could not be read: {e}"),
+        }
+    }
+}
+
+/// The whole request body, at most `max` bytes (the rest is never read), within `timeout`.
+pub(crate) async fn read_body(body: Body, max: usize, timeout: Duration) -> Result<Bytes, BodyError> {
+    let collect = LimitedBody::new(body, max).collect();
+    match tokio::time::timeout(timeout, collect).await {
+        Err(_) => Err(BodyError::Read(format!("not received within {timeout:?}"))),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => Err(BodyError::TooLarge(max)),
+        Ok(Err(e)) => Err(BodyError::Read(e.to_string())),
+    }
+}
+
+/// The broker's routes. Serve them on the address the agents' NetworkPolicy allows.
+pub fn router(state: Arc<BrokerState>) -> Router {
+    Router::new()
+        .route("/v1/chat/completions", post(llm::chat_completions))
+        .route("/v1/models", get(llm::models))
+        .route("/v1/fetch", post(fetch::fetch))
+        .fallback(|| async { openai_error(StatusCode::NOT_FOUND, "no such broker endpoint", "invalid_request_error", None) })
+        .with_state(state)
+}
