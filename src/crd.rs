@@ -24,6 +24,8 @@ pub const DURATION_PATTERN: &str = r"^(([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+)?$";
 /// The operator gives each MoltmateUser its own namespace `moltmate-<name>` holding the
 /// agent pod, its workspace volume, a NetworkPolicy that denies egress, a ResourceQuota and
 /// a LimitRange. Fields left out take their value from the chosen `profile`.
+// Several `printcolumn`s repeat `type_ = "string"`, which clippy takes for a duplicate.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[kube(
     group = "moltmate.io",

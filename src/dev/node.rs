@@ -165,9 +165,12 @@ struct Kubelet {
     addresses: Mutex<Addresses>,
     /// `None`: only write pod status (no processes).
     launcher: Option<AgentLauncher>,
-    /// Running agents by pod uid; dropping the sender stops the supervisor.
-    agents: Mutex<HashMap<String, (oneshot::Sender<()>, tokio::task::JoinHandle<()>)>>,
+    /// Running agents by pod uid.
+    agents: Mutex<HashMap<String, Supervisor>>,
 }
+
+/// A pod's agent supervisor: send (or drop) `stop` to end it; `task` finishes when it has.
+type Supervisor = (oneshot::Sender<()>, tokio::task::JoinHandle<()>);
 
 async fn run_pods(client: Client, node: String, launcher: Option<AgentLauncher>) -> Result<(), Error> {
     let pods: Api<Pod> = Api::all(client.clone());
@@ -226,12 +229,10 @@ impl Kubelet {
                 }
             }
             Some(launcher) => {
-                let mut agents = self.agents.lock().expect("agents lock");
-                if !agents.contains_key(&uid) {
+                self.agents.lock().expect("agents lock").entry(uid).or_insert_with(|| {
                     let (stop, stopped) = oneshot::channel();
-                    let task = tokio::spawn(supervise(self.client.clone(), launcher.clone(), pod.clone(), ip, stopped));
-                    agents.insert(uid, (stop, task));
-                }
+                    (stop, tokio::spawn(supervise(self.client.clone(), launcher.clone(), pod.clone(), ip, stopped)))
+                });
             }
         }
         Ok(())
