@@ -247,6 +247,15 @@ impl Tools {
             .unwrap_or_else(|e| ToolResult::error(format!("the tool stopped unexpectedly: {e}")))
     }
 
+    /// Blocking work on the workspace's `files/` directory, opened without following links.
+    async fn in_files(&self, work: impl FnOnce(std::os::fd::BorrowedFd<'_>) -> ToolResult + Send + 'static) -> ToolResult {
+        self.blocking(move |ws| match ws.files_dir() {
+            Ok(dir) => work(std::os::fd::AsFd::as_fd(&dir)),
+            Err(e) => e.into(),
+        })
+        .await
+    }
+
     async fn exec(&self, arguments: &str) -> ToolResult {
         let args: ExecArgs = match parse(EXEC, arguments) {
             Ok(a) => a,
@@ -273,15 +282,9 @@ impl Tools {
             Ok(a) => a,
             Err(r) => return r,
         };
-        self.blocking(move |ws| {
-            let dir = match ws.files_dir() {
-                Ok(d) => d,
-                Err(e) => return e.into(),
-            };
-            match files::read(std::os::fd::AsFd::as_fd(&dir), &args.path, args.offset, READ_MAX) {
-                Ok(out) => format_read(&args.path, &out),
-                Err(e) => e.into(),
-            }
+        self.in_files(move |dir| match files::read(dir, &args.path, args.offset, READ_MAX) {
+            Ok(out) => format_read(&args.path, &out),
+            Err(e) => e.into(),
         })
         .await
     }
@@ -297,18 +300,12 @@ impl Tools {
         if args.content.len() > WRITE_MAX {
             return ToolResult::denied(format!("content is limited to {WRITE_MAX} bytes per call"));
         }
-        self.blocking(move |ws| {
-            let dir = match ws.files_dir() {
-                Ok(d) => d,
-                Err(e) => return e.into(),
-            };
-            match files::write(std::os::fd::AsFd::as_fd(&dir), &args.path, args.content.as_bytes(), args.append, FILE_MAX) {
-                Ok(n) => ToolResult::allowed(
-                    format!("{} {n} bytes to {}", if args.append { "appended" } else { "wrote" }, args.path),
-                    n as usize,
-                ),
-                Err(e) => e.into(),
-            }
+        self.in_files(move |dir| match files::write(dir, &args.path, args.content.as_bytes(), args.append, FILE_MAX) {
+            Ok(n) => ToolResult::allowed(
+                format!("{} {n} bytes to {}", if args.append { "appended" } else { "wrote" }, args.path),
+                n as usize,
+            ),
+            Err(e) => e.into(),
         })
         .await
     }
@@ -318,15 +315,9 @@ impl Tools {
             Ok(a) => a,
             Err(r) => return r,
         };
-        self.blocking(move |ws| {
-            let dir = match ws.files_dir() {
-                Ok(d) => d,
-                Err(e) => return e.into(),
-            };
-            match files::list(std::os::fd::AsFd::as_fd(&dir), &args.path, LIST_MAX) {
-                Ok((entries, more)) => format_list(&entries, more),
-                Err(e) => e.into(),
-            }
+        self.in_files(move |dir| match files::list(dir, &args.path, LIST_MAX) {
+            Ok((entries, more)) => format_list(&entries, more),
+            Err(e) => e.into(),
         })
         .await
     }
