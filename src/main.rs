@@ -19,6 +19,8 @@ struct Cli {
 enum Command {
     /// Reconcile every MoltmateUser into an isolated namespace.
     Operator(moltmates::operator::OperatorArgs),
+    /// Telegram in and out, routing to each user's agent, and the agents' egress broker.
+    Gateway(moltmates::gateway::GatewayArgs),
     /// Print the MoltmateUser CustomResourceDefinition (as committed in crds/).
     Crd,
     /// Run a user's agent (the program in each sandbox pod).
@@ -51,6 +53,7 @@ async fn main() -> ExitCode {
             Ok(())
         }
         Command::Operator(args) => moltmates::operator::run(args).await.map_err(Into::into),
+        Command::Gateway(args) => moltmates::gateway::run(args).await.map_err(Into::into),
         Command::Dev(DevCommand::Node(args)) => moltmates::dev::node::run(args).await.map_err(Into::into),
         Command::Dev(DevCommand::Telegram(args)) => moltmates::dev::telegram::run(args).await.map_err(Into::into),
         Command::Dev(DevCommand::Llm(args)) => moltmates::dev::llm::run(args).await.map_err(Into::into),

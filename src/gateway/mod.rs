@@ -4,3 +4,15 @@ pub mod directory;
 pub mod broker;
 pub mod fetch;
 pub mod split;
+pub mod activity;
+pub mod agent_client;
+pub mod commands;
+pub mod config;
+pub mod metrics;
+pub mod queues;
+pub mod run;
+pub mod telegram;
+pub mod worker;
+
+pub use config::GatewayArgs;
+pub use run::run;

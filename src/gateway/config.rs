@@ -1,0 +1,102 @@
+//! `moltmate gateway` flags. Secrets (bot token, LLM key, master key) come from files or the
+//! environment, never from flag values, so they stay out of process listings.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct GatewayArgs {
+    /// Bot API base URL (a local stand-in in tests and the local stack).
+    #[arg(long, env = "MOLTMATE_TELEGRAM_API_URL", default_value = teloxide::net::TELEGRAM_API_URL)]
+    pub telegram_api_url: url::Url,
+    /// File holding the bot token (else env MOLTMATE_BOT_TOKEN).
+    #[arg(long, env = "MOLTMATE_BOT_TOKEN_FILE")]
+    pub bot_token_file: Option<PathBuf>,
+    /// Serve group chats too (private chats only by default).
+    #[arg(long, env = "MOLTMATE_ALLOW_GROUPS", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub allow_groups: bool,
+    /// Long-poll timeout of getUpdates.
+    #[arg(long, env = "MOLTMATE_POLL_TIMEOUT", default_value = "25s", value_parser = humantime::parse_duration)]
+    pub poll_timeout: Duration,
+    /// Messages waiting per user before they are told to wait.
+    #[arg(long, env = "MOLTMATE_QUEUE_SIZE", default_value_t = 20)]
+    pub queue_size: usize,
+    /// Port agents listen on.
+    #[arg(long, env = "MOLTMATE_AGENT_PORT", default_value_t = 8080)]
+    pub agent_port: u16,
+    /// For one agent turn (the agent runs the model and tools meanwhile).
+    #[arg(long, env = "MOLTMATE_AGENT_TIMEOUT", default_value = "180s", value_parser = humantime::parse_duration)]
+    pub agent_timeout: Duration,
+    /// How long a message to an idle user waits for its agent to start.
+    #[arg(long, env = "MOLTMATE_WAKE_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub wake_timeout: Duration,
+    /// Address of the broker (agents' LLM and web_fetch endpoint).
+    #[arg(long, env = "MOLTMATE_BROKER_ADDR", default_value = "0.0.0.0:8081")]
+    pub broker_addr: SocketAddr,
+    /// Address of /healthz, /readyz and /metrics.
+    #[arg(long, env = "MOLTMATE_HTTP_ADDR", default_value = "0.0.0.0:9090")]
+    pub http_addr: SocketAddr,
+    /// OpenAI-compatible provider base URL, without `/chat/completions`.
+    #[arg(long, env = "MOLTMATE_LLM_BASE_URL")]
+    pub llm_base_url: String,
+    /// File holding the provider API key (else env MOLTMATE_LLM_API_KEY).
+    #[arg(long, env = "MOLTMATE_LLM_API_KEY_FILE")]
+    pub llm_api_key_file: Option<PathBuf>,
+    /// Model used when an agent asks for `default`.
+    #[arg(long, env = "MOLTMATE_LLM_DEFAULT_MODEL")]
+    pub llm_default_model: Option<String>,
+    /// File holding the master key agent tokens are derived from (else env MOLTMATE_MASTER_KEY).
+    #[arg(long, env = "MOLTMATE_MASTER_KEY_FILE")]
+    pub master_key_file: Option<String>,
+    /// Elect a leader on a Lease so that only one replica polls Telegram.
+    #[arg(long, env = "MOLTMATE_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_elect: bool,
+    /// Namespace of the Lease (the release namespace).
+    #[arg(long, env = "MOLTMATE_LEASE_NAMESPACE", default_value = "moltmate-system")]
+    pub lease_namespace: String,
+    /// This replica's name in the Lease (default: POD_NAME, else the host name).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error("no {what}: set {env} or --{flag}")]
+    Missing { what: &'static str, env: &'static str, flag: &'static str },
+    #[error("reading {what} from {path}: {source}")]
+    Read { what: &'static str, path: PathBuf, source: std::io::Error },
+    #[error("{what} is empty")]
+    Empty { what: &'static str },
+}
+
+/// A secret from `file` if given, else from the environment variable `env`; trimmed.
+pub fn load_secret(what: &'static str, file: Option<&Path>, env: &'static str, flag: &'static str) -> Result<String, SecretError> {
+    let raw = match file {
+        Some(path) => std::fs::read_to_string(path).map_err(|source| SecretError::Read { what, path: path.into(), source })?,
+        None => std::env::var(env).map_err(|_| SecretError::Missing { what, env, flag })?,
+    };
+    let value = raw.trim().to_string();
+    if value.is_empty() {
+        return Err(SecretError::Empty { what });
+    }
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_come_from_a_file_trimmed() {
+        let dir = std::env::temp_dir().join(format!("moltmate-gw-secret-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("token");
+        std::fs::write(&path, "123:abc\n").unwrap();
+        assert_eq!(load_secret("bot token", Some(&path), "MOLTMATE_TEST_UNSET_VAR", "bot-token-file").unwrap(), "123:abc");
+        std::fs::write(&path, "  \n").unwrap();
+        assert!(matches!(load_secret("bot token", Some(&path), "X", "f"), Err(SecretError::Empty { .. })));
+        assert!(matches!(load_secret("k", None, "MOLTMATE_TEST_SURELY_UNSET_VAR", "f"), Err(SecretError::Missing { .. })));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

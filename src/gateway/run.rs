@@ -1,0 +1,224 @@
+//! `moltmate gateway`: wiring. Watch caches of users and agent pods; the broker and the health
+//! endpoints on every replica; the Telegram poller on the Lease holder only.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, Resource, ResourceExt};
+use prometheus_client::registry::Registry;
+use teloxide::prelude::*;
+use tracing::info;
+
+use super::activity::Activity;
+use super::agent_client::{AgentClient, AgentError};
+use super::broker::{self, ApiKey, BrokerConfig, BrokerError, BrokerState, ProviderConfig, SystemClock};
+use super::commands::{self, Action, Incoming, Outcome, Refusals};
+use super::config::{GatewayArgs, SecretError, load_secret};
+use super::directory::route;
+use super::fetch::{FetchConfig, Fetcher};
+use super::metrics::Metrics;
+use super::queues::Queues;
+use super::telegram::{self, Handler, Outbox, Ticket, Tracker};
+use super::worker::{Job, Worker};
+use crate::crd::MoltmateUser;
+use crate::names;
+use crate::token::{MasterKey, MasterKeyError};
+use crate::{http, leader};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    MasterKey(#[from] MasterKeyError),
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    #[error("connecting to Kubernetes: {0}")]
+    Connect(#[source] kube::Error),
+    #[error("serving on {addr}: {source}")]
+    Serve { addr: std::net::SocketAddr, source: std::io::Error },
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+    #[error("web fetch setup: {0}")]
+    Fetch(String),
+    #[error(transparent)]
+    Agent(#[from] AgentError),
+    #[error(transparent)]
+    Leader(#[from] leader::LeaderError),
+}
+
+/// A reflector of `api` objects matching `config`, kept up to date in the background.
+fn cache<K>(api: Api<K>, config: watcher::Config) -> Store<K>
+where
+    K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let stream = watcher(api, config)
+        .default_backoff()
+        // Managed fields are bookkeeping nothing here reads.
+        .modify(|object| object.managed_fields_mut().clear())
+        .reflect(writer)
+        .applied_objects();
+    tokio::spawn(stream.for_each(|_| futures::future::ready(())));
+    reader
+}
+
+/// Routes each new message: answers what needs no agent, queues the rest per user.
+struct Gateway {
+    users: Store<MoltmateUser>,
+    queues: Queues<Job>,
+    outbox: Outbox,
+    refusals: Mutex<Refusals>,
+    metrics: Arc<Metrics>,
+    allow_groups: bool,
+    bot_username: Option<String>,
+}
+
+impl Gateway {
+    /// Send `text`, then finish the update.
+    fn answer(&self, chat_id: i64, text: String, ticket: Ticket, outcome: Outcome) {
+        let (outbox, metrics) = (self.outbox.clone(), self.metrics.clone());
+        tokio::spawn(async move {
+            outbox.say(chat_id, &text).await;
+            metrics.finished(outcome, ticket.received.elapsed().as_secs_f64());
+            drop(ticket);
+        });
+    }
+}
+
+impl Handler for Gateway {
+    fn handle(&self, message: Incoming, ticket: Ticket) {
+        let route = route(message.from_id, &self.users.state());
+        match commands::decide(&message, route, self.allow_groups, self.bot_username.as_deref()) {
+            Action::Ignore => self.metrics.finished(Outcome::Ignored, 0.0),
+            Action::Reply { text, outcome } => self.answer(message.chat_id, text, ticket, outcome),
+            Action::Refuse => {
+                self.metrics.unknown_sender();
+                tracing::info!(telegram_id = message.from_id, "message from an unknown sender refused");
+                let tell = self.refusals.lock().unwrap_or_else(|e| e.into_inner()).allow(message.from_id, std::time::Instant::now());
+                if tell {
+                    self.answer(message.chat_id, commands::refusal_text(message.from_id), ticket, Outcome::Refused);
+                } else {
+                    self.metrics.finished(Outcome::Refused, 0.0);
+                }
+            }
+            Action::Forward { user, uid, work } => {
+                let job = Job { ticket, chat_id: message.chat_id, from_id: message.from_id, uid, work };
+                if let Err(job) = self.queues.push(&user, job) {
+                    tracing::warn!(user, update_id = job.ticket.update_id, "queue full");
+                    self.answer(job.chat_id, commands::QUEUE_FULL.to_string(), job.ticket, Outcome::QueueFull);
+                }
+            }
+        }
+    }
+}
+
+pub async fn run(args: GatewayArgs) -> Result<(), Error> {
+    let master_key = MasterKey::load(args.master_key_file.as_deref(), std::env::var("MOLTMATE_MASTER_KEY").ok().as_deref())?;
+    let bot_token = load_secret("bot token", args.bot_token_file.as_deref(), "MOLTMATE_BOT_TOKEN", "bot-token-file")?;
+    let llm_key = load_secret("LLM API key", args.llm_api_key_file.as_deref(), "MOLTMATE_LLM_API_KEY", "llm-api-key-file")?;
+    let client = Client::try_default().await.map_err(Error::Connect)?;
+    let health = http::Health::new();
+    let mut registry = Registry::default();
+    let metrics = Arc::new(Metrics::register(&mut registry));
+
+    let users: Store<MoltmateUser> = cache(Api::all(client.clone()), watcher::Config::default().any_semantic());
+    let agent_pods = format!("{}=agent", names::LABEL_COMPONENT);
+    let pods: Store<Pod> = cache(Api::all(client.clone()), watcher::Config::default().labels(&agent_pods).any_semantic());
+
+    // The broker serves on every replica: agents reach whichever the Service picks.
+    let mut provider = ProviderConfig::new(args.llm_base_url.clone(), ApiKey::new(llm_key));
+    provider.default_model = args.llm_default_model.clone();
+    let fetcher = Arc::new(Fetcher::new(FetchConfig::default()).map_err(|e| Error::Fetch(e.to_string()))?);
+    let broker =
+        Arc::new(BrokerState::new(master_key.clone(), users.clone(), BrokerConfig::new(provider), fetcher, Arc::new(SystemClock), &mut registry)?);
+    let bound = http::serve(args.broker_addr, broker::router(broker.clone()))
+        .await
+        .map_err(|source| Error::Serve { addr: args.broker_addr, source })?;
+    info!(addr = %bound, "broker listening");
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            every.tick().await;
+            broker.prune();
+        }
+    });
+
+    let app = http::router(health.clone(), registry, Box::new(|| {}));
+    let bound = http::serve(args.http_addr, app).await.map_err(|source| Error::Serve { addr: args.http_addr, source })?;
+    info!(addr = %bound, "serving /healthz, /readyz, /metrics");
+
+    let (users_ready, pods_ready) = (users.clone(), pods.clone());
+    let ready_health = health.clone();
+    tokio::spawn(async move {
+        let _ = users_ready.wait_until_ready().await;
+        let _ = pods_ready.wait_until_ready().await;
+        ready_health.set_ready(true);
+        info!("caches synced; gateway ready");
+    });
+
+    let leadership = if args.leader_elect {
+        let identity = args.identity.clone().unwrap_or_else(default_identity);
+        Some(leader::acquire(client.clone(), &args.lease_namespace, "moltmate-gateway", &identity).await?)
+    } else {
+        None
+    };
+    // Route only from synced caches: an empty cache would refuse every user.
+    let _ = users.wait_until_ready().await;
+    let _ = pods.wait_until_ready().await;
+
+    let bot = Bot::new(bot_token).set_api_url(args.telegram_api_url.clone());
+    let bot_username = match bot.get_me().await {
+        Ok(me) => me.user.username.clone(),
+        Err(e) => {
+            tracing::warn!(error = %e, "getMe failed; commands addressed to @bots are not told apart");
+            None
+        }
+    };
+    let outbox = Outbox::new(bot.clone());
+    let worker = Arc::new(Worker {
+        outbox: outbox.clone(),
+        agents: AgentClient::new(args.agent_port, args.agent_timeout)?,
+        pods,
+        master_key,
+        activity: Activity::new(client.clone()),
+        metrics: metrics.clone(),
+        wake_timeout: args.wake_timeout,
+        starting_notice_after: Duration::from_secs(3),
+    });
+    let queues = Queues::new(
+        args.queue_size,
+        Box::new(move |user, jobs| {
+            tokio::spawn(worker.clone().run(user, jobs));
+        }),
+    );
+    let gateway = Arc::new(Gateway {
+        users,
+        queues,
+        outbox,
+        refusals: Mutex::new(Refusals::new(Duration::from_secs(600))),
+        metrics,
+        allow_groups: args.allow_groups,
+        bot_username,
+    });
+    info!(api = %args.telegram_api_url, "polling Telegram");
+    let polling = telegram::poll(bot, Arc::new(Tracker::default()), gateway, args.poll_timeout);
+    match leadership {
+        Some(leadership) => tokio::select! {
+            _ = polling => Ok(()),
+            lost = leadership.lost() => Err(lost.into()),
+        },
+        None => {
+            polling.await;
+            Ok(())
+        }
+    }
+}
+
+fn default_identity() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default();
+    let host = if host.is_empty() { "moltmate-gateway".to_string() } else { host };
+    format!("{host}-{}", std::process::id())
+}

@@ -1,0 +1,221 @@
+//! Telegram in and out: the getUpdates loop and sending replies.
+//!
+//! The loop asks for updates from `Confirmations::offset()`, which never passes an update
+//! still being handled; Telegram therefore returns unfinished updates again on every call
+//! (without waiting), and those are skipped. To not spin meanwhile, after a poll that brought
+//! nothing new the loop waits until some update finishes (or a short while, for newcomers).
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use teloxide::prelude::*;
+use teloxide::types::{AllowedUpdate, BotCommand, ChatAction, UpdateKind};
+use teloxide::{ApiError, RequestError};
+use tokio::sync::Notify;
+
+use super::commands::{COMMANDS, Incoming};
+use super::delivery::Confirmations;
+use super::split::{TELEGRAM_MAX_MESSAGE, split_message};
+
+/// How long to wait for a finished update before polling again while some are in flight.
+const IN_FLIGHT_REPOLL: Duration = Duration::from_millis(300);
+
+/// Which updates are being handled; the offset for the next poll.
+#[derive(Default)]
+pub struct Tracker {
+    confirmations: Mutex<Confirmations>,
+    finished: Notify,
+}
+
+impl Tracker {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Confirmations> {
+        self.confirmations.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A ticket for a new update, or None if it is already being handled or done.
+    pub fn begin(self: &Arc<Self>, update_id: i64) -> Option<Ticket> {
+        self.lock().begin(update_id).then(|| Ticket { tracker: Arc::clone(self), update_id, received: Instant::now() })
+    }
+}
+
+/// An update being handled. Dropping it marks the update done, so no path (error or
+/// panic included) can hold the offset back forever.
+pub struct Ticket {
+    tracker: Arc<Tracker>,
+    pub update_id: i64,
+    pub received: Instant,
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        self.tracker.lock().done(self.update_id);
+        self.tracker.finished.notify_one();
+    }
+}
+
+/// Sends to Telegram, with a few retries for flood control and network errors.
+#[derive(Clone)]
+pub struct Outbox {
+    bot: Bot,
+}
+
+impl Outbox {
+    pub fn new(bot: Bot) -> Self {
+        Self { bot }
+    }
+
+    /// Send `text` as plain text (no parse mode: nothing in it is markup), split to fit.
+    pub async fn send_text(&self, chat_id: i64, text: &str) -> Result<(), RequestError> {
+        for part in split_message(text, TELEGRAM_MAX_MESSAGE) {
+            let mut attempt = 0u32;
+            loop {
+                match self.bot.send_message(ChatId(chat_id), &part).await {
+                    Ok(_) => break,
+                    Err(RequestError::RetryAfter(after)) if attempt < 5 => tokio::time::sleep(after.duration()).await,
+                    Err(RequestError::Network(_) | RequestError::Io(_)) if attempt < 5 => {
+                        tokio::time::sleep(super::agent_client::backoff(attempt)).await
+                    }
+                    Err(e) => return Err(e),
+                }
+                attempt += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Send, logging rather than returning a failure (the update is finished either way).
+    pub async fn say(&self, chat_id: i64, text: &str) {
+        if let Err(e) = self.send_text(chat_id, text).await {
+            tracing::warn!(chat_id, error = %e, "sending a message failed");
+        }
+    }
+
+    /// "typing..." until this future is dropped (Telegram shows it for about 5 s).
+    pub async fn typing_forever(&self, chat_id: i64) -> std::convert::Infallible {
+        loop {
+            let _ = self.bot.send_chat_action(ChatId(chat_id), ChatAction::Typing).await;
+            tokio::time::sleep(Duration::from_secs(4)).await;
+        }
+    }
+}
+
+/// What the loop hands each new message to.
+pub trait Handler: Send + Sync {
+    fn handle(&self, message: Incoming, ticket: Ticket);
+}
+
+/// A text message from an update, or None for anything else (edits, stickers, channels...).
+fn incoming(update: &Update) -> Option<Incoming> {
+    let UpdateKind::Message(message) = &update.kind else { return None };
+    let from = message.from.as_ref()?;
+    Some(Incoming {
+        update_id: i64::from(update.id.0),
+        chat_id: message.chat.id.0,
+        from_id: i64::try_from(from.id.0).ok()?,
+        private: message.chat.is_private(),
+        text: message.text()?.to_string(),
+    })
+}
+
+/// Poll for updates and hand them to `handler`, until the process ends.
+pub async fn poll(bot: Bot, tracker: Arc<Tracker>, handler: Arc<dyn Handler>, long_poll: Duration) {
+    // A webhook set earlier makes getUpdates fail; polling is the mode we run in.
+    if let Err(e) = bot.delete_webhook().await {
+        tracing::warn!(error = %e, "deleteWebhook");
+    }
+    let commands: Vec<BotCommand> = COMMANDS.iter().map(|(name, description)| BotCommand::new(*name, *description)).collect();
+    if let Err(e) = bot.set_my_commands(commands).await {
+        tracing::warn!(error = %e, "setMyCommands");
+    }
+    let mut failures = 0u32;
+    loop {
+        let (offset, in_flight) = {
+            let c = tracker.lock();
+            (c.offset(), c.in_flight())
+        };
+        let mut request = bot.get_updates().allowed_updates([AllowedUpdate::Message]);
+        // Telegram returns unfinished updates at once anyway; the long wait is for when idle.
+        request = request.timeout(if in_flight == 0 { long_poll.as_secs().min(50) as u32 } else { 0 });
+        if let Some(offset) = offset.and_then(|o| i32::try_from(o).ok()) {
+            request = request.offset(offset);
+        }
+        let updates = match request.await {
+            Ok(updates) => {
+                failures = 0;
+                updates
+            }
+            Err(e) => {
+                let pause = match &e {
+                    RequestError::RetryAfter(after) => after.duration(),
+                    RequestError::Api(ApiError::TerminatedByOtherGetUpdates) => Duration::from_secs(5),
+                    _ => super::agent_client::backoff(failures),
+                };
+                failures = failures.saturating_add(1);
+                tracing::warn!(error = %e, pause = ?pause, "getUpdates failed");
+                tokio::time::sleep(pause).await;
+                continue;
+            }
+        };
+        let mut new = 0;
+        for update in &updates {
+            let Some(ticket) = tracker.begin(i64::from(update.id.0)) else { continue };
+            new += 1;
+            match incoming(update) {
+                Some(message) => handler.handle(message, ticket),
+                // Not a text message: nothing to do; dropping the ticket confirms it.
+                None => drop(ticket),
+            }
+        }
+        if new == 0 && tracker.lock().in_flight() > 0 {
+            let _ = tokio::time::timeout(IN_FLIGHT_REPOLL, tracker.finished.notified()).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn update(json: serde_json::Value) -> Update {
+        serde_json::from_str(&json.to_string()).unwrap()
+    }
+
+    #[test]
+    fn text_messages_become_incoming_others_do_not() {
+        let private = update(serde_json::json!({
+            "update_id": 9,
+            "message": { "message_id": 1, "date": 0, "text": "hi",
+                "chat": { "id": 42, "type": "private", "first_name": "A" },
+                "from": { "id": 42, "is_bot": false, "first_name": "A" } }
+        }));
+        assert!(matches!(private.kind, UpdateKind::Message(_)), "{:?}", private.kind);
+        assert_eq!(incoming(&private), Some(Incoming { update_id: 9, chat_id: 42, from_id: 42, private: true, text: "hi".into() }));
+        let group = update(serde_json::json!({
+            "update_id": 10,
+            "message": { "message_id": 2, "date": 0, "text": "hi all",
+                "chat": { "id": -5, "type": "group", "title": "G" },
+                "from": { "id": 42, "is_bot": false, "first_name": "A" } }
+        }));
+        assert!(matches!(incoming(&group), Some(Incoming { private: false, chat_id: -5, .. })));
+        let sticker = update(serde_json::json!({
+            "update_id": 11,
+            "message": { "message_id": 3, "date": 0,
+                "chat": { "id": 42, "type": "private", "first_name": "A" },
+                "from": { "id": 42, "is_bot": false, "first_name": "A" },
+                "location": { "latitude": 1.0, "longitude": 2.0 } }
+        }));
+        assert_eq!(incoming(&sticker), None);
+    }
+
+    #[test]
+    fn a_dropped_ticket_releases_the_offset() {
+        let tracker = Arc::new(Tracker::default());
+        let first = tracker.begin(5).unwrap();
+        let second = tracker.begin(6).unwrap();
+        assert!(tracker.begin(5).is_none(), "redelivered while in flight");
+        drop(second);
+        assert_eq!(tracker.lock().offset(), Some(5));
+        drop(first);
+        assert_eq!(tracker.lock().offset(), Some(7));
+    }
+}

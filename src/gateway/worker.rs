@@ -1,0 +1,160 @@
+//! One user's worker: takes their messages in order, wakes their agent if it sleeps, asks it,
+//! and sends the answer back.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::runtime::reflector::Store;
+use tokio::sync::mpsc;
+
+use super::activity::Activity;
+use super::agent_client::{AgentClient, AgentError, backoff};
+use super::commands::{self, Outcome, Work};
+use super::directory::agent_address;
+use super::metrics::Metrics;
+use super::telegram::{Outbox, Ticket};
+use crate::agent::api::TurnStatus;
+use crate::token::MasterKey;
+
+/// Tries of one agent call when it is unreachable or busy (about 7.5 s of pauses in all).
+const AGENT_ATTEMPTS: u32 = 5;
+
+/// A queued message for one user.
+pub struct Job {
+    pub ticket: Ticket,
+    pub chat_id: i64,
+    pub from_id: i64,
+    pub uid: String,
+    pub work: Work,
+}
+
+pub struct Worker {
+    pub outbox: Outbox,
+    pub agents: AgentClient,
+    pub pods: Store<Pod>,
+    pub master_key: MasterKey,
+    pub activity: Activity,
+    pub metrics: Arc<Metrics>,
+    pub wake_timeout: Duration,
+    /// Tell the user their assistant is starting if waking takes longer than this.
+    pub starting_notice_after: Duration,
+}
+
+impl Worker {
+    pub async fn run(self: Arc<Self>, user: String, mut jobs: mpsc::Receiver<Job>) {
+        while let Some(job) = jobs.recv().await {
+            let received = job.ticket.received;
+            let outcome = {
+                // Typing while we wake the agent and it thinks.
+                let typing = self.outbox.typing_forever(job.chat_id);
+                tokio::select! {
+                    outcome = self.serve(&user, &job) => outcome,
+                    never = typing => match never {},
+                }
+            };
+            self.metrics.finished(outcome, received.elapsed().as_secs_f64());
+            tracing::info!(user, update_id = job.ticket.update_id, outcome = outcome.as_str(), "message handled");
+            // Dropping the job's ticket marks the update done.
+        }
+    }
+
+    async fn serve(&self, user: &str, job: &Job) -> Outcome {
+        self.activity.touch(user, false).await;
+        let token = self.master_key.agent_token(&job.uid);
+        let mut attempt = 0;
+        let text = loop {
+            // Looked up on every try: a replaced pod comes back on a new address.
+            let Some(ip) = self.wake(user, job.chat_id).await else {
+                self.outbox.say(job.chat_id, commands::NOT_STARTED).await;
+                return Outcome::AgentUnavailable;
+            };
+            match self.ask(user, ip, &token, job).await {
+                Err(e) if e.is_retryable() && attempt + 1 < AGENT_ATTEMPTS => {
+                    tracing::debug!(user, error = %e, attempt, "agent call failed; retrying");
+                    tokio::time::sleep(backoff(attempt)).await;
+                    attempt += 1;
+                }
+                other => break other,
+            }
+        };
+        match text {
+            Ok(text) if text.trim().is_empty() => {
+                self.outbox.say(job.chat_id, "(no answer)").await;
+                Outcome::Answered
+            }
+            Ok(text) => {
+                self.outbox.say(job.chat_id, &text).await;
+                Outcome::Answered
+            }
+            Err(e) => {
+                tracing::warn!(user, update_id = job.ticket.update_id, error = %e, "agent call failed");
+                self.outbox.say(job.chat_id, commands::UNREACHABLE).await;
+                Outcome::AgentUnavailable
+            }
+        }
+    }
+
+    /// One call to the agent; the text for the user.
+    async fn ask(&self, user: &str, ip: IpAddr, token: &str, job: &Job) -> Result<String, AgentError> {
+        match &job.work {
+            Work::Turn(text) => {
+                let reply = self.agents.turn(ip, token, job.ticket.update_id, job.chat_id, job.from_id, text).await?;
+                if reply.status == TurnStatus::Duplicate {
+                    // Answered before a restart; sent again since we cannot know it arrived.
+                    tracing::info!(user, update_id = job.ticket.update_id, "repeated update; sending the stored reply");
+                }
+                Ok(reply.reply)
+            }
+            Work::Reset => self.agents.reset(ip, token).await.map(|r| format!("New conversation started (session {}).", r.session_id)),
+            Work::Status => self.agents.status(ip, token).await.map(|s| status_text(&s)),
+        }
+    }
+
+    /// The agent's address, waking it (activity newer than the pod) if it has none.
+    async fn wake(&self, user: &str, chat_id: i64) -> Option<IpAddr> {
+        if let Some(ip) = agent_address(user, &self.pods.state()) {
+            return Some(ip);
+        }
+        self.activity.touch(user, true).await;
+        let started = Instant::now();
+        let mut told = false;
+        while started.elapsed() < self.wake_timeout {
+            if let Some(ip) = agent_address(user, &self.pods.state()) {
+                return Some(ip);
+            }
+            if !told && started.elapsed() >= self.starting_notice_after {
+                self.outbox.say(chat_id, commands::STARTING).await;
+                told = true;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        None
+    }
+}
+
+/// `/status` for the user, from the agent's own report.
+fn status_text(status: &serde_json::Value) -> String {
+    let profile = status["profile"]["profile"].as_str().unwrap_or("unknown");
+    let bytes = status["workspace_bytes"].as_u64().unwrap_or(0);
+    let turns = status["turns"].as_u64().unwrap_or(0);
+    let session = status["session_id"].as_str().unwrap_or("?");
+    format!(
+        "Profile: {profile}\nAssistant: running\nWorkspace: {:.1} KiB used\nConversation: session {session}, {turns} messages",
+        bytes as f64 / 1024.0
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_reads_the_agents_report() {
+        let s = serde_json::json!({"profile": {"profile": "family"}, "workspace_bytes": 2048, "turns": 3, "session_id": "000002"});
+        let text = status_text(&s);
+        assert!(text.contains("family") && text.contains("2.0 KiB") && text.contains("000002") && text.contains("3 messages"), "{text}");
+        assert!(status_text(&serde_json::json!({})).contains("unknown"));
+    }
+}

@@ -1,0 +1,213 @@
+//! `moltmate gateway` against a real control plane, the real operator, real agent processes
+//! (the node stand-in), and the Telegram and LLM stand-ins.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use kube::api::{Api, DeleteParams};
+use moltmates::dev::llm::{LlmStandIn, Scripted};
+use moltmates::dev::telegram::{InjectMessage, StatsCondition, TelegramStandIn};
+use serde_json::json;
+use support::*;
+
+const BOT_TOKEN: &str = "123456:gateway-test-token";
+const LLM_KEY: &str = "llm-test-key";
+const ALICE: i64 = 1001;
+const BOB: i64 = 1002;
+const CAROL: i64 = 1003;
+const DAVE: i64 = 1004;
+const ERIN: i64 = 1005;
+const STRANGER: i64 = 7777;
+
+/// What the bot sent to a chat, as the user sees it.
+fn texts(tg: &TelegramStandIn, chat: i64) -> Vec<String> {
+    tg.sent_to(chat).into_iter().map(|m| m.rendered).collect()
+}
+
+/// Wait until a message to `chat` contains `needle`; returns all messages of the chat.
+async fn wait_text(tg: &TelegramStandIn, chat: i64, needle: &str, timeout: Duration) -> Vec<String> {
+    wait_until(&format!("a message to {chat} containing {needle:?}"), timeout, || async {
+        let all = texts(tg, chat);
+        all.iter().any(|t| t.contains(needle)).then_some(all)
+    })
+    .await
+}
+
+/// Wait until every update is confirmed: each one finished (its answer, if any, sent).
+async fn wait_drained(tg: &TelegramStandIn) {
+    let drained = StatsCondition { max_pending_updates: Some(0), ..Default::default() };
+    tg.wait_for_stats(&drained, Duration::from_secs(20)).await.expect("every update confirmed");
+}
+
+/// The node stand-in, stopped with SIGINT so that it stops its agent processes too (killed,
+/// they would keep their 127.0.0.x addresses and answer the next run's requests).
+struct Node(Proc);
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.0.interrupt(Duration::from_secs(5));
+    }
+}
+
+struct Gateway {
+    args: Vec<String>,
+}
+
+impl Gateway {
+    fn new(env: &TestEnv, tg: &TelegramStandIn, llm: &LlmStandIn, broker_port: u16) -> Self {
+        let token_file = env.dir.join("bot.token");
+        let llm_key_file = env.dir.join("llm.key");
+        std::fs::write(&token_file, BOT_TOKEN).unwrap();
+        std::fs::write(&llm_key_file, LLM_KEY).unwrap();
+        let path = |p: &std::path::Path| p.to_str().unwrap().to_string();
+        let args = [
+            "gateway", "--telegram-api-url", &tg.url(), "--bot-token-file", &path(&token_file),
+            "--llm-base-url", &llm.url(), "--llm-api-key-file", &path(&llm_key_file),
+            "--master-key-file", &path(&env.dir.join("master.key")),
+            "--broker-addr", &format!("127.0.0.1:{broker_port}"),
+            "--lease-namespace", SYSTEM_NS, "--identity", "gateway-0", "--poll-timeout", "5s",
+        ];
+        Self { args: args.iter().map(|a| a.to_string()).collect() }
+    }
+
+    /// The gateway process and its /metrics port.
+    fn spawn(&self, env: &TestEnv) -> (Proc, u16) {
+        let mut args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        let port = free_port();
+        let http = format!("127.0.0.1:{port}");
+        args.extend(["--http-addr", &http]);
+        (env.spawn("gateway", &env.gateway_kubeconfig(), &args), port)
+    }
+}
+
+#[tokio::test]
+async fn gateway_routes_each_user_to_their_own_agent() {
+    let started = Instant::now();
+    let env = TestEnv::up("gateway");
+    env.install().await;
+    env.install_gateway_rbac().await;
+    let client = env.admin().await;
+    let llm = LlmStandIn::start("127.0.0.1:0".parse().unwrap(), Some(LLM_KEY.into())).await.unwrap();
+    let tg = TelegramStandIn::start("127.0.0.1:0".parse().unwrap(), BOT_TOKEN).await.unwrap();
+    let broker_port = free_port();
+    let broker_url = format!("http://127.0.0.1:{broker_port}");
+    let _node = Node(env.spawn_node_with(&["--run-agents", "--broker-url", &broker_url]));
+    let _operator = env.spawn_operator("operator", free_port());
+    for (name, id) in [("alice", ALICE), ("bob", BOB)] {
+        apply_user(&client, &user_manifest(name, id, json!({ "profile": "personal" }))).await.unwrap();
+    }
+    // Dave's agent goes idle soon after it starts; a message later must wake it.
+    apply_user(&client, &user_manifest("dave", DAVE, json!({ "profile": "personal", "idleTimeout": "3s" }))).await.unwrap();
+    let gateway = Gateway::new(&env, &tg, &llm, broker_port);
+    let (mut proc, http_port) = gateway.spawn(&env);
+    for name in ["alice", "bob"] {
+        wait_phase(&client, name, "Ready", Duration::from_secs(30)).await;
+    }
+
+    // A stranger: /whoami answers anyone; anything else gets one refusal, nothing forwarded.
+    tg.inject_text(STRANGER, "/whoami").unwrap();
+    let sent = wait_text(&tg, STRANGER, "7777", Duration::from_secs(20)).await;
+    assert_eq!(sent, vec!["Your Telegram id is 7777.".to_string()]);
+    tg.inject_text(STRANGER, "hello, let me in").unwrap();
+    let sent = wait_text(&tg, STRANGER, "not on its list", Duration::from_secs(10)).await;
+    assert!(sent[1].contains("7777") && sent[1].contains("administrator"), "{sent:?}");
+    tg.inject_text(STRANGER, "please?").unwrap();
+    tg.inject_text(STRANGER, "/whoami").unwrap();
+    wait_until("second /whoami answered", Duration::from_secs(10), || async { (texts(&tg, STRANGER).len() >= 3).then_some(()) }).await;
+    wait_drained(&tg).await;
+    assert_eq!(texts(&tg, STRANGER).len(), 3, "the refusal is rate-limited: {:?}", texts(&tg, STRANGER));
+    assert!(llm.requests().is_empty(), "nothing from the stranger reached any agent or the LLM");
+    let (code, metrics) = http_get(http_port, "/metrics").await.expect("metrics served");
+    assert_eq!(code, 200);
+    assert!(metrics.contains("moltmate_gateway_unknown_senders_total 2"), "{metrics}");
+    assert!(metrics.contains(r#"moltmate_gateway_messages_total{outcome="refused"} 2"#), "{metrics}");
+    assert!(metrics.contains("moltmate_gateway_routing_seconds_count"), "{metrics}");
+    // Groups are ignored by default.
+    tg.inject(InjectMessage::group(-500, ALICE, "hello group")).unwrap();
+
+    // Two users at once, each with their own agent and their own answers.
+    for i in 0..3 {
+        tg.inject_text(ALICE, &format!("apples {i} from alice")).unwrap();
+        tg.inject_text(BOB, &format!("bananas {i} from bob")).unwrap();
+    }
+    for i in 0..3 {
+        wait_text(&tg, ALICE, &format!("You said: apples {i} from alice"), Duration::from_secs(30)).await;
+        wait_text(&tg, BOB, &format!("You said: bananas {i} from bob"), Duration::from_secs(30)).await;
+    }
+    let (alice, bob) = (texts(&tg, ALICE), texts(&tg, BOB));
+    assert!(alice.iter().all(|t| !t.contains("bananas")), "alice got bob's text: {alice:?}");
+    assert!(bob.iter().all(|t| !t.contains("apples")), "bob got alice's text: {bob:?}");
+    assert_eq!(alice.len(), 3, "one answer per message: {alice:?}");
+    assert!(tg.sent_to(-500).is_empty(), "group chats are ignored");
+    assert!(!tg.actions_in(ALICE).is_empty(), "a typing indicator was shown");
+    assert!(tg.commands().iter().any(|c| c.command == "whoami"), "commands registered");
+
+    tg.inject_text(ALICE, "/status").unwrap();
+    wait_text(&tg, ALICE, "Profile: personal", Duration::from_secs(10)).await;
+
+    // A 10,000-character answer arrives split, and whole.
+    let long: String = (0..100).map(|i| format!("Paragraph {i:03}: {}\n\n", "words of a long answer ".repeat(4))).collect();
+    let long = long.trim().to_string();
+    assert!(long.chars().count() >= 10_000);
+    llm.script([Scripted::Reply { content: long.clone(), total_tokens: None }]);
+    let before = texts(&tg, ALICE).len();
+    tg.inject_text(ALICE, "tell me a long story").unwrap();
+    wait_text(&tg, ALICE, "Paragraph 099", Duration::from_secs(20)).await;
+    wait_drained(&tg).await;
+    let parts = texts(&tg, ALICE)[before..].to_vec();
+    assert!(parts.len() >= 3, "split into {} parts", parts.len());
+    assert!(parts.iter().all(|p| p.encode_utf16().count() <= 4096));
+    let squash = |s: &str| s.split_whitespace().collect::<String>();
+    assert_eq!(squash(&parts.concat()), squash(&long), "nothing lost or reordered");
+
+    // A user added while the gateway runs is served; deleted, refused.
+    apply_user(&client, &user_manifest("carol", CAROL, json!({ "profile": "personal" }))).await.unwrap();
+    let added = Instant::now();
+    wait_phase(&client, "carol", "Ready", Duration::from_secs(30)).await;
+    tg.inject_text(CAROL, "hi, I am carol").unwrap();
+    wait_text(&tg, CAROL, "You said: hi, I am carol", Duration::from_secs(10)).await;
+    eprintln!("carol served {:?} after being added", added.elapsed());
+    Api::<moltmates::MoltmateUser>::all(client.clone()).delete("carol", &DeleteParams::default()).await.unwrap();
+    tg.inject_text(CAROL, "still there?").unwrap();
+    wait_text(&tg, CAROL, "not on its list", Duration::from_secs(10)).await;
+
+    // A suspended user is told so; nothing is forwarded.
+    apply_user(&client, &user_manifest("erin", ERIN, json!({ "suspend": true }))).await.unwrap();
+    wait_phase(&client, "erin", "Suspended", Duration::from_secs(30)).await;
+    let requests = llm.requests().len();
+    tg.inject_text(ERIN, "anyone there?").unwrap();
+    wait_text(&tg, ERIN, "paused by the administrator", Duration::from_secs(10)).await;
+    wait_drained(&tg).await;
+    assert_eq!(llm.requests().len(), requests, "nothing forwarded for a suspended user");
+
+    // An idle user's message wakes their agent.
+    wait_phase(&client, "dave", "Idle", Duration::from_secs(30)).await;
+    let woken = Instant::now();
+    tg.inject_text(DAVE, "wake up, dave").unwrap();
+    let sent = wait_text(&tg, DAVE, "You said: wake up, dave", Duration::from_secs(30)).await;
+    eprintln!("idle dave answered {:?} after his message; sent: {sent:?}", woken.elapsed());
+
+    // Killed (SIGKILL) during a burst, restarted: every message is answered.
+    let burst: Vec<(i64, String)> = (0..4).flat_map(|i| [(ALICE, format!("burst {i} alice")), (BOB, format!("burst {i} bob"))]).collect();
+    let requests_before = llm.requests().len();
+    for (chat, text) in &burst {
+        tg.inject_text(*chat, text).unwrap();
+    }
+    llm.wait_for_requests(requests_before + 2, Duration::from_secs(20)).await.expect("the burst is being answered");
+    proc.kill();
+    let (_proc, _) = gateway.spawn(&env);
+    for (chat, text) in &burst {
+        wait_text(&tg, *chat, &format!("You said: {text}"), Duration::from_secs(40)).await;
+    }
+    wait_drained(&tg).await;
+    let mut twice = Vec::new();
+    for (chat, text) in &burst {
+        let n = texts(&tg, *chat).iter().filter(|t| t.contains(&format!("You said: {text}"))).count();
+        if n > 1 {
+            twice.push((text.clone(), n));
+        }
+    }
+    eprintln!("burst across a SIGKILL: {} messages, all answered; answered more than once: {twice:?}", burst.len());
+    eprintln!("gateway test took {:?}", started.elapsed());
+}
