@@ -39,7 +39,7 @@ async fn agent_pods_run_as_processes_and_keep_their_workspace() {
     let env = TestEnv::up("node-agents");
     env.install().await;
     let client = env.admin().await;
-    let _node = env.spawn_node_with(&["--run-agents", "--broker-url", "http://127.0.0.1:9"]);
+    let mut node = env.spawn_node_with(&["--run-agents", "--broker-url", "http://127.0.0.1:9"]);
     let _operator = env.spawn_operator("operator", free_port());
 
     let name = "runner";
@@ -82,6 +82,18 @@ async fn agent_pods_run_as_processes_and_keep_their_workspace() {
     let users: Api<moltmates::MoltmateUser> = Api::all(client.clone());
     users.delete(name, &DeleteParams::default()).await.unwrap();
     wait_until("agent process stopped", Duration::from_secs(30), || async {
+        agent_get(&ip, "/healthz", None).await.is_none().then_some(())
+    })
+    .await;
+
+    // An agent never outlives its node, even one killed with SIGKILL (it would keep its
+    // pod's address and answer for a pod that no longer exists).
+    apply_user(&client, &user_manifest(name, 3001, json!({}))).await.unwrap();
+    wait_phase(&client, name, "Ready", Duration::from_secs(30)).await;
+    let ip = pod_ip(&client, &ns).await;
+    assert_eq!(agent_get(&ip, "/healthz", None).await.map(|r| r.0), Some(200));
+    node.kill();
+    wait_until("agents gone with their node", Duration::from_secs(10), || async {
         agent_get(&ip, "/healthz", None).await.is_none().then_some(())
     })
     .await;

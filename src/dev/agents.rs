@@ -58,7 +58,8 @@ impl AgentLauncher {
         std::fs::create_dir_all(&self.log_dir)?;
         let log_path = self.log_dir.join(format!("{ns}-{}.log", pod.name_any()));
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
-        let child = Command::new(&self.binary)
+        let mut command = Command::new(&self.binary);
+        command
             .arg("agent")
             .env_clear()
             .envs(env)
@@ -66,9 +67,17 @@ impl AgentLauncher {
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|source| LaunchError::Spawn { binary: self.binary.display().to_string(), source })?;
+            .kill_on_drop(true);
+        // SAFETY: runs in the forked child before exec and makes one async-signal-safe call.
+        // An agent must not outlive its node, even one killed with SIGKILL: it would keep
+        // its pod's address and answer for a pod that no longer exists.
+        unsafe {
+            command.pre_exec(|| {
+                nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)?;
+                Ok(())
+            });
+        }
+        let child = command.spawn().map_err(|source| LaunchError::Spawn { binary: self.binary.display().to_string(), source })?;
         Ok((child, addr))
     }
 }

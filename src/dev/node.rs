@@ -96,7 +96,19 @@ pub async fn run(args: NodeArgs) -> Result<(), Error> {
         r = run_pods(client.clone(), args.name.clone(), launcher) => r,
         r = run_volumes(client.clone(), args.clone()) => r,
         _ = heartbeat => Ok(()),
-        _ = tokio::signal::ctrl_c() => Ok(()),
+        _ = shutdown_signal() => Ok(()),
+    }
+}
+
+/// SIGINT or SIGTERM; returning drops the agent supervisors, which stops their processes.
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
     }
 }
 

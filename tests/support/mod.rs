@@ -96,21 +96,7 @@ impl TestEnv {
         })
         .await;
 
-        let role: ClusterRole = serde_saphyr::from_str(
-            &std::fs::read_to_string(format!("{REPO}/charts/moltmates/files/operator-clusterrole.yaml")).unwrap(),
-        )
-        .unwrap();
-        Api::<ClusterRole>::all(client.clone())
-            .patch("moltmate-operator", &apply, &Patch::Apply(typed(&role, "rbac.authorization.k8s.io/v1", "ClusterRole")))
-            .await
-            .unwrap();
-        let binding = json!({
-            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-            "metadata": { "name": "moltmate-operator" },
-            "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "moltmate-operator" },
-            "subjects": [{ "kind": "ServiceAccount", "name": "moltmate-operator", "namespace": SYSTEM_NS }],
-        });
-        Api::<ClusterRoleBinding>::all(client.clone()).patch("moltmate-operator", &apply, &Patch::Apply(&binding)).await.unwrap();
+        bind_cluster_role(&client, "operator").await;
 
         let ns = json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": SYSTEM_NS } });
         Api::<Namespace>::all(client.clone()).patch(SYSTEM_NS, &apply, &Patch::Apply(&ns)).await.unwrap();
@@ -216,13 +202,15 @@ impl Drop for Proc {
     }
 }
 
-/// Directories of earlier runs whose test process is gone (their processes were stopped by
-/// the watchdog); kept until the next run so that a failure can be read.
+/// Directories of earlier runs whose test process is gone; kept until the next run so that
+/// a failure can be read. Stopped first: the watchdog of a test process that has just
+/// exited may not have run yet, and it needs the directory's pid list to do its job.
 fn remove_stale_dirs(root: &Path) {
     for entry in std::fs::read_dir(root).into_iter().flatten().flatten() {
         let name = entry.file_name().to_string_lossy().to_string();
         let pid = name.rsplit('-').next().and_then(|p| p.parse::<u32>().ok());
         if pid.is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists()) {
+            let _ = Command::new(format!("{REPO}/scripts/testenv")).arg("down").arg(entry.path()).stderr(Stdio::null()).status();
             let _ = std::fs::remove_dir_all(entry.path());
         }
     }
@@ -309,4 +297,53 @@ pub async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     let code = response.split_whitespace().nth(1)?.parse().ok()?;
     let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
     Some((code, body))
+}
+
+pub const GATEWAY_USER: &str = "system:serviceaccount:moltmate-system:moltmate-gateway";
+
+impl TestEnv {
+    pub fn gateway_kubeconfig(&self) -> PathBuf {
+        self.dir.join("gateway.kubeconfig")
+    }
+
+    /// The gateway's ClusterRole (from the file the chart uses), bound to its identity.
+    pub async fn install_gateway_rbac(&self) {
+        bind_cluster_role(&self.admin().await, "gateway").await;
+    }
+}
+
+/// Apply `charts/moltmates/files/<component>-clusterrole.yaml` (the chart's own file) and bind
+/// it to the ServiceAccount `moltmate-<component>` in the release namespace, whose name the
+/// test environment's token identities carry.
+async fn bind_cluster_role(client: &Client, component: &str) {
+    let apply = PatchParams::apply("moltmate-tests").force();
+    let name = format!("moltmate-{component}");
+    let file = format!("{REPO}/charts/moltmates/files/{component}-clusterrole.yaml");
+    let role: ClusterRole = serde_saphyr::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
+    Api::<ClusterRole>::all(client.clone())
+        .patch(&name, &apply, &Patch::Apply(typed(&role, "rbac.authorization.k8s.io/v1", "ClusterRole")))
+        .await
+        .unwrap();
+    let binding = json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+        "metadata": { "name": name },
+        "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name },
+        "subjects": [{ "kind": "ServiceAccount", "name": name, "namespace": SYSTEM_NS }],
+    });
+    Api::<ClusterRoleBinding>::all(client.clone()).patch(&name, &apply, &Patch::Apply(&binding)).await.unwrap();
+}
+
+impl Proc {
+    /// SIGINT and wait (up to `timeout`) for a clean exit, so the process can stop its own
+    /// children (the node's agent processes); then SIGKILL whatever is left.
+    pub fn interrupt(&mut self, timeout: Duration) {
+        if let Ok(pid) = i32::try_from(self.child.id()) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGINT);
+        }
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline && self.is_running() {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.kill();
+    }
 }
