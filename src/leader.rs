@@ -41,6 +41,29 @@ pub async fn acquire(client: Client, namespace: &str, name: &str, identity: &str
     Ok(Leadership { name: name.into(), state })
 }
 
+/// This replica's name in a Lease when none is configured: host name and process id
+/// (`component` stands in for an unreadable host name).
+pub fn default_identity(component: &str) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default();
+    let host = if host.is_empty() { component.to_string() } else { host };
+    format!("{host}-{}", std::process::id())
+}
+
+/// Run `work` for as long as this replica leads (always, without leader election). Losing
+/// the Lease ends it with an error: a restart re-elects rather than risk two leaders.
+pub async fn while_leading(leadership: Option<Leadership>, work: impl std::future::Future<Output = ()>) -> Result<(), LeaderError> {
+    match leadership {
+        Some(leadership) => tokio::select! {
+            _ = work => Ok(()),
+            lost = leadership.lost() => Err(lost),
+        },
+        None => {
+            work.await;
+            Ok(())
+        }
+    }
+}
+
 impl Leadership {
     pub async fn lost(mut self) -> LeaderError {
         loop {

@@ -160,7 +160,7 @@ pub async fn run(args: GatewayArgs) -> Result<(), Error> {
     });
 
     let leadership = if args.leader_elect {
-        let identity = args.identity.clone().unwrap_or_else(default_identity);
+        let identity = args.identity.clone().unwrap_or_else(|| leader::default_identity("moltmate-gateway"));
         Some(leader::acquire(client.clone(), &args.lease_namespace, "moltmate-gateway", &identity).await?)
     } else {
         None
@@ -205,20 +205,6 @@ pub async fn run(args: GatewayArgs) -> Result<(), Error> {
     });
     info!(api = %args.telegram_api_url, "polling Telegram");
     let polling = telegram::poll(bot, Arc::new(Tracker::default()), gateway, args.poll_timeout);
-    match leadership {
-        Some(leadership) => tokio::select! {
-            _ = polling => Ok(()),
-            lost = leadership.lost() => Err(lost.into()),
-        },
-        None => {
-            polling.await;
-            Ok(())
-        }
-    }
+    Ok(leader::while_leading(leadership, polling).await?)
 }
 
-fn default_identity() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default();
-    let host = if host.is_empty() { "moltmate-gateway".to_string() } else { host };
-    format!("{host}-{}", std::process::id())
-}

@@ -150,7 +150,7 @@ pub async fn run(args: OperatorArgs) -> Result<(), Error> {
     let bound = http::serve(args.http_addr, app).await.map_err(|source| Error::Http { addr: args.http_addr, source })?;
     info!(addr = %bound, "serving /healthz, /readyz, /metrics");
 
-    let identity = args.identity.clone().unwrap_or_else(default_identity);
+    let identity = args.identity.clone().unwrap_or_else(|| leader::default_identity("moltmate-operator"));
     let leadership = if args.leader_elect {
         let lease_ns = args.lease_namespace.clone().unwrap_or_else(|| args.gateway_namespace.clone());
         Some(leader::acquire(client.clone(), &lease_ns, "moltmate-operator", &identity).await?)
@@ -235,26 +235,9 @@ pub async fn run(args: OperatorArgs) -> Result<(), Error> {
             }
         });
 
-    match leadership {
-        Some(leadership) => tokio::select! {
-            _ = controller => Ok(()),
-            lost = leadership.lost() => Err(lost.into()),
-        },
-        None => {
-            controller.await;
-            Ok(())
-        }
-    }
+    Ok(leader::while_leading(leadership, controller).await?)
 }
 
-fn default_identity() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .ok()
-        .filter(|h| !h.is_empty())
-        .map(|h| format!("{h}-{}", std::process::id()))
-        .unwrap_or_else(|| format!("moltmate-operator-{}", std::process::id()))
-}
 
 #[cfg(test)]
 mod tests {
