@@ -59,12 +59,14 @@ pub struct Caches {
 }
 
 impl Caches {
-    /// Resolves once every watch has listed its objects. Reconciling before that would
+    /// Resolves once every child watch has listed its objects. Reconciling before that would
     /// mistake "not listed yet" for "missing" and write what is already there.
-    /// Await it from one task only (a store wakes a single waiter); others use `ready`.
+    /// A store wakes a single waiter only (kube-runtime's `DelayedInit` holds one waker), so
+    /// this must be that waiter: await it from one task; others use `ready`. The users store
+    /// is not here: the Controller itself waits on it before its first reconcile, and a
+    /// second waiter there could leave one of the two asleep for ever.
     pub async fn wait_until_ready(&self) {
         let _ = futures::join!(
-            self.users.wait_until_ready(),
             self.namespaces.wait_until_ready(),
             self.service_accounts.wait_until_ready(),
             self.workspaces.wait_until_ready(),
