@@ -18,14 +18,7 @@ async fn pod_ip(client: &Client, ns: &str) -> String {
 
 /// GET with an optional bearer token, to an agent at `ip:8080`.
 async fn agent_get(ip: &str, path: &str, token: Option<&str>) -> Option<(u16, String)> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect((ip, 8080)).await.ok()?;
-    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
-    stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: agent\r\n{auth}\r\n").as_bytes()).await.ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.ok()?;
-    let code = response.split_whitespace().nth(1)?.parse().ok()?;
-    Some((code, response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default()))
+    http_get_from(ip, 8080, path, token).await
 }
 
 async fn workspace_dir(client: &Client, ns: &str) -> std::path::PathBuf {

@@ -302,8 +302,10 @@ fn is_redirect(status: StatusCode) -> bool {
     matches!(status.as_u16(), 301 | 302 | 303 | 307 | 308)
 }
 
-fn tls_config(extra_roots: &[CertificateDer<'static>]) -> Result<rustls::ClientConfig, SetupError> {
-    // ring explicitly, rather than the process default: no global state to depend on.
+/// TLS for the gateway's outbound clients (fetches and the LLM provider): the platform's
+/// verification with ring explicitly, rather than the process default (no global state to
+/// depend on, never aws-lc-rs: see Cargo.toml); HTTP/1.1, the only protocol our reqwest speaks.
+pub(crate) fn tls_config(extra_roots: &[CertificateDer<'static>]) -> Result<rustls::ClientConfig, SetupError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let verifier = rustls_platform_verifier::Verifier::new_with_extra_roots(extra_roots.iter().cloned(), provider.clone())
         .map_err(|e| SetupError(e.to_string()))?;

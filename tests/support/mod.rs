@@ -289,9 +289,16 @@ pub async fn wait_phase(client: &Client, name: &str, phase: &str, timeout: Durat
 
 /// GET http://127.0.0.1:port/path; (status code, body).
 pub async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    http_get_from("127.0.0.1", port, path, None).await
+}
+
+/// GET http://host:port/path, with a bearer token if given; (status code, body), or None
+/// when nothing answers.
+pub async fn http_get_from(host: &str, port: u16, path: &str, token: Option<&str>) -> Option<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
-    stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes()).await.ok()?;
+    let mut stream = tokio::net::TcpStream::connect((host, port)).await.ok()?;
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: {host}\r\n{auth}\r\n").as_bytes()).await.ok()?;
     let mut response = String::new();
     stream.read_to_string(&mut response).await.ok()?;
     let code = response.split_whitespace().nth(1)?.parse().ok()?;

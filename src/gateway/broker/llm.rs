@@ -26,18 +26,10 @@ use super::{BrokerState, Caller, Decision, Outcome, ProviderConfig, openai_error
 pub(super) const CHAT: &str = "chat_completions";
 pub(super) const MODELS: &str = "models";
 
-/// The HTTP client for the provider: ring as TLS provider (never aws-lc-rs, see Cargo.toml),
-/// the platform's root store, no redirects (the API key must not follow one elsewhere).
+/// The HTTP client for the provider: the gateway's TLS set-up (ring, the platform's root
+/// store), no redirects (the API key must not follow one elsewhere).
 pub(super) fn provider_client(config: &ProviderConfig) -> Result<reqwest::Client, String> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier = rustls_platform_verifier::Verifier::new(provider.clone()).map_err(|e| e.to_string())?;
-    let tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        // "dangerous" only because it is a custom verifier: the platform's full verification.
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(verifier))
-        .with_no_client_auth();
+    let tls = crate::gateway::fetch::tls_config(&[]).map_err(|e| e.0)?;
     reqwest::Client::builder()
         .tls_backend_preconfigured(tls)
         .redirect(reqwest::redirect::Policy::none())
