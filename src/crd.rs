@@ -115,7 +115,7 @@ pub struct TelegramIdentity {
 }
 
 /// Trust-level presets.
-#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Profile {
     // Just you: full tools and network.

@@ -16,7 +16,7 @@ use kube::Resource;
 
 use crate::MoltmateUser;
 use crate::names;
-use crate::profile::ResolvedProfile;
+use crate::profile::{ProfileDefaults, ResolvedProfile};
 
 pub use network::{BLOCKED_EGRESS_V4, BLOCKED_EGRESS_V6};
 
@@ -37,6 +37,8 @@ pub struct ClusterConfig {
     pub broker_port: u16,
     /// Service (in the gateway namespace) whose ClusterIP the agents reach the broker at.
     pub broker_service: String,
+    /// The installation's per-profile defaults (`--profiles-file`).
+    pub profiles: ProfileDefaults,
 }
 
 impl Default for ClusterConfig {
@@ -49,6 +51,7 @@ impl Default for ClusterConfig {
             agent_port: 8080,
             broker_port: 8081,
             broker_service: "moltmate-broker".into(),
+            profiles: ProfileDefaults::default(),
         }
     }
 }

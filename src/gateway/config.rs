@@ -58,6 +58,9 @@ pub struct GatewayArgs {
     /// This replica's name in the Lease (default: POD_NAME, else the host name).
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
+    /// YAML file of per-profile defaults, the same file the operator reads.
+    #[arg(long, env = "MOLTMATE_PROFILES_FILE")]
+    pub profiles_file: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]

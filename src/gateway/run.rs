@@ -35,6 +35,8 @@ pub enum Error {
     MasterKey(#[from] MasterKeyError),
     #[error(transparent)]
     Secret(#[from] SecretError),
+    #[error(transparent)]
+    Profiles(#[from] crate::profile::DefaultsError),
     #[error("connecting to Kubernetes: {0}")]
     Connect(#[source] kube::Error),
     #[error("serving on {addr}: {source}")]
@@ -119,6 +121,7 @@ pub async fn run(args: GatewayArgs) -> Result<(), Error> {
     let master_key = MasterKey::load(args.master_key_file.as_deref(), std::env::var("MOLTMATE_MASTER_KEY").ok().as_deref())?;
     let bot_token = load_secret("bot token", args.bot_token_file.as_deref(), "MOLTMATE_BOT_TOKEN", "bot-token-file")?;
     let llm_key = load_secret("LLM API key", args.llm_api_key_file.as_deref(), "MOLTMATE_LLM_API_KEY", "llm-api-key-file")?;
+    let profiles = crate::profile::ProfileDefaults::load(args.profiles_file.as_deref())?;
     let client = Client::try_default().await.map_err(Error::Connect)?;
     let health = http::Health::new();
     let mut registry = Registry::default();
@@ -132,8 +135,10 @@ pub async fn run(args: GatewayArgs) -> Result<(), Error> {
     let mut provider = ProviderConfig::new(args.llm_base_url.clone(), ApiKey::new(llm_key));
     provider.default_model = args.llm_default_model.clone();
     let fetcher = Arc::new(Fetcher::new(FetchConfig::default()).map_err(|e| Error::Fetch(e.to_string()))?);
+    let mut broker_config = BrokerConfig::new(provider);
+    broker_config.profiles = profiles;
     let broker =
-        Arc::new(BrokerState::new(master_key.clone(), users.clone(), BrokerConfig::new(provider), fetcher, Arc::new(SystemClock), &mut registry)?);
+        Arc::new(BrokerState::new(master_key.clone(), users.clone(), broker_config, fetcher, Arc::new(SystemClock), &mut registry)?);
     let bound = http::serve(args.broker_addr, broker::router(broker.clone()))
         .await
         .map_err(|source| Error::Serve { addr: args.broker_addr, source })?;

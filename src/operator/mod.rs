@@ -9,6 +9,7 @@ mod status;
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use futures::{Stream, StreamExt, future};
@@ -30,6 +31,7 @@ use crate::builders::ClusterConfig;
 use crate::crd::MoltmateUser;
 use crate::events::EventPublisher;
 use crate::names;
+use crate::profile::{DefaultsError as ProfileDefaultsError, ProfileDefaults};
 use crate::token::{MasterKey, MasterKeyError};
 use crate::{http, leader};
 
@@ -71,6 +73,9 @@ pub struct OperatorArgs {
     /// This replica's name in the Lease (default: POD_NAME, else the host name).
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
+    /// YAML file of per-profile defaults (between the presets and each user's spec).
+    #[arg(long, env = "MOLTMATE_PROFILES_FILE")]
+    pub profiles_file: Option<PathBuf>,
 }
 
 /// `key=value,key=value` into a label map.
@@ -85,8 +90,8 @@ pub fn parse_labels(text: &str) -> Result<BTreeMap<String, String>, String> {
 }
 
 impl OperatorArgs {
-    pub fn cluster_config(&self) -> ClusterConfig {
-        ClusterConfig {
+    pub fn cluster_config(&self) -> Result<ClusterConfig, ProfileDefaultsError> {
+        Ok(ClusterConfig {
             default_image: self.sandbox_image.clone(),
             storage_class: self.storage_class.clone(),
             gateway_namespace: self.gateway_namespace.clone(),
@@ -94,7 +99,8 @@ impl OperatorArgs {
             agent_port: self.agent_port,
             broker_port: self.broker_port,
             broker_service: self.broker_service.clone(),
-        }
+            profiles: ProfileDefaults::load(self.profiles_file.as_deref())?,
+        })
     }
 }
 
@@ -102,6 +108,8 @@ impl OperatorArgs {
 pub enum Error {
     #[error(transparent)]
     MasterKey(#[from] MasterKeyError),
+    #[error(transparent)]
+    Profiles(#[from] ProfileDefaultsError),
     #[error("connecting to Kubernetes: {0}")]
     Connect(#[source] kube::Error),
     #[error("serving health endpoints on {addr}: {source}")]
@@ -133,6 +141,7 @@ fn user_of<K: Resource>(object: K) -> Option<ObjectRef<MoltmateUser>> {
 
 pub async fn run(args: OperatorArgs) -> Result<(), Error> {
     let master_key = MasterKey::load(args.master_key_file.as_deref(), std::env::var("MOLTMATE_MASTER_KEY").ok().as_deref())?;
+    let config = args.cluster_config()?;
     let client = Client::try_default().await.map_err(Error::Connect)?;
     let health = http::Health::new();
     let mut registry = Registry::default();
@@ -194,7 +203,7 @@ pub async fn run(args: OperatorArgs) -> Result<(), Error> {
     };
     let ctx = Arc::new(Context {
         client: client.clone(),
-        config: args.cluster_config(),
+        config,
         master_key,
         caches: caches.clone(),
         events: EventPublisher::new(client.clone(), names::FIELD_MANAGER, &identity),

@@ -209,7 +209,7 @@ async fn provision(user: &MoltmateUser, ctx: &Context) -> Result<Observation, Er
             format!("Telegram user id {} already belongs to MoltmateUser {holder:?}", user.spec.telegram.user_id),
         ));
     }
-    let profile = match profile::resolve(&user.spec) {
+    let profile = match profile::resolve_with(&user.spec, &ctx.config.profiles) {
         Ok(p) => p,
         Err(e) => return Ok(Observation::new(Phase::Failed, "InvalidSpec", e.to_string())),
     };

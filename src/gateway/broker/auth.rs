@@ -21,7 +21,7 @@ use kube::runtime::reflector::Store;
 use sha2::{Digest, Sha256};
 
 use crate::crd::MoltmateUser;
-use crate::profile::{ResolvedProfile, resolve};
+use crate::profile::{ProfileDefaults, ResolvedProfile, resolve_with};
 use crate::token::MasterKey;
 
 type TokenHash = [u8; 32];
@@ -83,7 +83,7 @@ pub enum Inadmissible {
 }
 
 /// The user's resolved profile, if the user may use the broker at all. Pure.
-pub fn admit(user: &MoltmateUser) -> Result<ResolvedProfile, Inadmissible> {
+pub fn admit(user: &MoltmateUser, defaults: &ProfileDefaults) -> Result<ResolvedProfile, Inadmissible> {
     let name = user.name_any();
     if user.metadata.deletion_timestamp.is_some() {
         return Err(Inadmissible::Deleting(name));
@@ -91,7 +91,7 @@ pub fn admit(user: &MoltmateUser) -> Result<ResolvedProfile, Inadmissible> {
     if user.spec.suspend {
         return Err(Inadmissible::Suspended(name));
     }
-    resolve(&user.spec).map_err(|e| Inadmissible::InvalidProfile { user: name, reason: e.to_string() })
+    resolve_with(&user.spec, defaults).map_err(|e| Inadmissible::InvalidProfile { user: name, reason: e.to_string() })
 }
 
 type Fingerprint = Vec<(String, String)>;
@@ -190,16 +190,16 @@ mod tests {
     #[test]
     fn suspended_deleting_and_invalid_users_are_not_admitted() {
         let ok = user("alice", "u", "1");
-        assert_eq!(admit(&ok).unwrap().profile, Profile::Family);
+        assert_eq!(admit(&ok, &ProfileDefaults::default()).unwrap().profile, Profile::Family);
         let mut s = ok.clone();
         s.spec.suspend = true;
-        assert_eq!(admit(&s).unwrap_err().to_string(), "user alice is suspended (spec.suspend)");
+        assert_eq!(admit(&s, &ProfileDefaults::default()).unwrap_err().to_string(), "user alice is suspended (spec.suspend)");
         let mut d = ok.clone();
         d.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::UNIX_EPOCH));
-        assert_eq!(admit(&d).unwrap_err(), Inadmissible::Deleting("alice".into()));
+        assert_eq!(admit(&d, &ProfileDefaults::default()).unwrap_err(), Inadmissible::Deleting("alice".into()));
         let mut bad = ok.clone();
         bad.spec.resources = Some(ResourcesSpec { cpu: Some("0".into()), ..Default::default() });
-        assert!(admit(&bad).unwrap_err().to_string().contains("invalid profile"));
+        assert!(admit(&bad, &ProfileDefaults::default()).unwrap_err().to_string().contains("invalid profile"));
     }
 
     #[test]

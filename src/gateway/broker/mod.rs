@@ -63,7 +63,7 @@ use tokio::sync::Semaphore;
 
 use crate::crd::MoltmateUser;
 use crate::gateway::fetch::Fetcher;
-use crate::profile::ResolvedProfile;
+use crate::profile::{ProfileDefaults, ResolvedProfile};
 use crate::token::MasterKey;
 use auth::{CachedIndex, bearer};
 use limits::Limiter;
@@ -125,6 +125,8 @@ pub struct BrokerConfig {
     pub fetches_per_user: usize,
     /// For reading a request body from an agent.
     pub body_timeout: Duration,
+    /// The installation's per-profile defaults (LLM limits, web_fetch policy).
+    pub profiles: ProfileDefaults,
 }
 
 impl BrokerConfig {
@@ -137,6 +139,7 @@ impl BrokerConfig {
             fetches_at_once: 16,
             fetches_per_user: 2,
             body_timeout: Duration::from_secs(30),
+            profiles: ProfileDefaults::default(),
         }
     }
 }
@@ -230,7 +233,7 @@ impl BrokerState {
             return Err(Refusal::unauthenticated("invalid bearer token"));
         };
         let name = kube::ResourceExt::name_any(user.as_ref());
-        match auth::admit(&user) {
+        match auth::admit(&user, &self.config.profiles) {
             Ok(profile) => Ok(Caller { name, profile }),
             Err(e) => Err(Refusal { status: StatusCode::FORBIDDEN, user: Some(name), message: e.to_string(), kind: "permission_error" }),
         }

@@ -3,8 +3,11 @@
 //! The seed's "Comparison: Trust Levels" table, as data. `resolve` is the one place that
 //! decides what a user may do; the operator, the agent and the gateway all read its output.
 
+mod defaults;
+
 use std::time::Duration;
 
+pub use defaults::{Defaults, DefaultsError, LlmDefaults, ProfileDefaults};
 use serde::{Deserialize, Serialize};
 
 use crate::crd::{DeletionPolicy, ExecSecurity, MoltmateUserSpec, NetworkMode, Profile, WorkspaceAccess};
@@ -138,7 +141,18 @@ pub enum ProfileError {
 
 /// Combine the preset of `spec.profile` with every field the spec sets explicitly.
 pub fn resolve(spec: &MoltmateUserSpec) -> Result<ResolvedProfile, ProfileError> {
-    let p = preset(spec.profile);
+    resolve_with(spec, &ProfileDefaults::default())
+}
+
+/// As [`resolve`], with the installation's per-profile defaults between preset and spec.
+pub fn resolve_with(spec: &MoltmateUserSpec, defaults: &ProfileDefaults) -> Result<ResolvedProfile, ProfileError> {
+    let own = defaults.get(spec.profile);
+    let spec = &defaults.fill(spec);
+    let mut p = preset(spec.profile);
+    if let Some(llm) = own.and_then(|d| d.llm) {
+        p.llm.requests_per_minute = llm.requests_per_minute.unwrap_or(p.llm.requests_per_minute);
+        p.llm.tokens_per_day = llm.tokens_per_day.unwrap_or(p.llm.tokens_per_day);
+    }
     let sandbox = spec.sandbox.clone().unwrap_or_default();
     let exec = spec.exec.clone().unwrap_or_default();
     let fetch = spec.web.as_ref().and_then(|w| w.fetch.clone()).unwrap_or_default();
