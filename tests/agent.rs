@@ -490,6 +490,28 @@ async fn a_duplicated_update_is_answered_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_confirmed_delivered_is_never_sent_again_even_after_a_restart() {
+    let ws = workspace();
+    let (addr, broker) = broker().await;
+    broker.script([Step::Text("Hello once.")]);
+    let agent = Agent::start(ws.path(), addr, &profile(Profile::Public)).await;
+    assert_eq!(agent.turn(30, "hi").await["status"], "answered");
+    // Only the gateway, with the agent's token, may confirm; an unknown update is a 404.
+    let (status, _) = agent.post("/v1/turn/30/delivered", Some("not-the-token"), json!({})).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, body) = agent.post("/v1/turn/31/delivered", Some(TOKEN), json!({})).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    let (status, body) = agent.post("/v1/turn/30/delivered", Some(TOKEN), json!({})).await;
+    assert_eq!((status, body), (StatusCode::OK, json!({"update_id": 30})));
+    drop(agent); // SIGKILL
+
+    let agent = Agent::start(ws.path(), addr, &profile(Profile::Public)).await;
+    let again = agent.turn(30, "hi").await;
+    assert_eq!((again["status"].as_str(), again["reply"].as_str()), (Some("already_delivered"), Some("")));
+    assert_eq!(broker.count(), 1, "the model was asked once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn turns_of_one_user_run_one_at_a_time_in_arrival_order() {
     let ws = workspace();
     let (addr, broker) = broker().await;

@@ -40,6 +40,12 @@ async fn wait_drained(tg: &TelegramStandIn) {
     tg.wait_for_stats(&drained, Duration::from_secs(20)).await.expect("every update confirmed");
 }
 
+/// A counter from the gateway's /metrics (0 when not yet there).
+async fn counter(port: u16, name: &str) -> u64 {
+    let (_, body) = http_get(port, "/metrics").await.unwrap_or((0, String::new()));
+    body.lines().find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok()).map_or(0, |v| v as u64)
+}
+
 /// The node stand-in, stopped with SIGINT so that it stops its agent processes too (killed,
 /// they would keep their 127.0.0.x addresses and answer the next run's requests).
 struct Node(Proc);
@@ -196,7 +202,7 @@ async fn gateway_routes_each_user_to_their_own_agent() {
     }
     llm.wait_for_requests(requests_before + 2, Duration::from_secs(20)).await.expect("the burst is being answered");
     proc.kill();
-    let (_proc, _) = gateway.spawn(&env);
+    let (mut proc, port) = gateway.spawn(&env);
     for (chat, text) in &burst {
         wait_text(&tg, *chat, &format!("You said: {text}"), Duration::from_secs(40)).await;
     }
@@ -209,5 +215,35 @@ async fn gateway_routes_each_user_to_their_own_agent() {
         }
     }
     eprintln!("burst across a SIGKILL: {} messages, all answered; answered more than once: {twice:?}", burst.len());
+    // Only a reply whose sending the kill interrupted (one per user at most) can repeat.
+    assert!(twice.len() <= 2, "{twice:?}");
+
+    // Replies confirmed delivered are never sent again. Alice's slow turn holds the
+    // getUpdates offset back, so Bob's answered updates are redelivered after the restart.
+    let confirmed = counter(port, "moltmate_gateway_replies_confirmed_total").await;
+    tg.inject_text(ALICE, "/slow 5000 take your time").unwrap();
+    let quick: Vec<String> = (0..3).map(|i| format!("quick {i}")).collect();
+    for text in &quick {
+        tg.inject_text(BOB, text).unwrap();
+    }
+    for text in &quick {
+        wait_text(&tg, BOB, &format!("You said: {text}"), Duration::from_secs(20)).await;
+    }
+    wait_until("Bob's replies confirmed to his agent", Duration::from_secs(10), || async {
+        (counter(port, "moltmate_gateway_replies_confirmed_total").await >= confirmed + 3).then_some(())
+    })
+    .await;
+    assert!(tg.stats().pending_updates > 0, "Alice's turn keeps the offset back");
+    proc.kill();
+    let (_proc, port) = gateway.spawn(&env);
+    wait_text(&tg, ALICE, "You said: take your time", Duration::from_secs(40)).await;
+    wait_drained(&tg).await;
+    for text in &quick {
+        let n = texts(&tg, BOB).iter().filter(|t| t.contains(&format!("You said: {text}"))).count();
+        assert_eq!(n, 1, "{text:?} sent {n} times");
+    }
+    let slow = texts(&tg, ALICE).iter().filter(|t| t.contains("You said: take your time")).count();
+    assert_eq!(slow, 1, "Alice's answer, finished while no gateway ran, sent once");
+    assert!(counter(port, "moltmate_gateway_repeats_suppressed_total").await >= 3);
     eprintln!("gateway test took {:?}", started.elapsed());
 }

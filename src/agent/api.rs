@@ -2,7 +2,9 @@
 //!
 //! `POST /v1/turn` `{"update_id": 7, "chat_id": 42, "from": 42, "text": "hi"}` (`from` may also
 //! be Telegram's user object `{"id": 42, ...}`) -> 200 `{"reply": "...", "status":
-//! "answered" | "duplicate" | "model_unavailable", "session_id": "000001"}`. Errors are
+//! "answered" | "duplicate" | "already_delivered" | "model_unavailable", "session_id":
+//! "000001"}`. `POST /v1/turn/{update_id}/delivered` -> 200 `{"update_id": 7}` (404 if the
+//! update is unknown): the reply reached the user, never send it again. Errors are
 //! `{"error": "..."}` with 401 (token), 400/413/415/422 (request), 503 (history could not be
 //! saved: retry later).
 
@@ -58,6 +60,9 @@ pub enum TurnStatus {
     Answered,
     /// This update was answered before; the stored reply, without asking the model again.
     Duplicate,
+    /// This update was answered before and the gateway confirmed the reply reached the user
+    /// (`POST /v1/turn/{update_id}/delivered`): `reply` is empty, nothing is to be sent.
+    AlreadyDelivered,
     /// The model could not be reached; `reply` says so, the message is kept in the history.
     ModelUnavailable,
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -24,6 +24,7 @@ use super::store::SessionStore;
 pub fn router(agent: Arc<Agent>) -> Router {
     Router::new()
         .route("/v1/turn", post(turn))
+        .route("/v1/turn/{update_id}/delivered", post(delivered))
         .route("/v1/reset", post(reset))
         .route("/v1/status", get(status))
         .layer(middleware::from_fn_with_state(agent.clone(), require_token))
@@ -103,6 +104,16 @@ fn reply_then_release(response: &TurnResponse, session: OwnedMutexGuard<SessionS
         chunk
     });
     ([(header::CONTENT_TYPE, "application/json")], Body::from_stream(body)).into_response()
+}
+
+/// The gateway sent this update's reply to Telegram: a redelivery must not send it again.
+async fn delivered(State(agent): State<Arc<Agent>>, Path(update_id): Path<i64>) -> Response {
+    let mut session = agent.session.clone().lock_owned().await;
+    match session.record_delivered(update_id) {
+        Ok(true) => Json(serde_json::json!({ "update_id": update_id })).into_response(),
+        Ok(false) => error(StatusCode::NOT_FOUND, format!("update {update_id} has no reply here")),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
 }
 
 async fn reset(State(agent): State<Arc<Agent>>) -> Response {

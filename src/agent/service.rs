@@ -64,6 +64,11 @@ impl Agent {
                 self.metrics.turn("duplicate", started.elapsed());
                 return Ok(respond(reply, TurnStatus::Duplicate, store));
             }
+            Plan::Delivered => {
+                info!(user, update_id, "duplicate update whose reply was delivered: nothing to send");
+                self.metrics.turn("duplicate", started.elapsed());
+                return Ok(respond(String::new(), TurnStatus::AlreadyDelivered, store));
+            }
             Plan::Retry => info!(user, update_id, "update redelivered before it was answered: asking the model again"),
             Plan::New => {
                 // Saved (fsync'd) before the model is asked: if the model is down, the message is not lost.

@@ -118,12 +118,19 @@ impl Window {
     }
 }
 
-/// Replies by update id, for at-least-once delivery: the newest `cap` answers are kept.
+/// Replies by update id, for at-least-once delivery: the newest `cap` answers are kept, each
+/// with whether the gateway confirmed it reached Telegram (then a redelivery sends nothing).
 #[derive(Debug, Clone)]
 pub struct Replies {
-    by_update: HashMap<i64, String>,
+    by_update: HashMap<i64, StoredReply>,
     order: VecDeque<i64>,
     cap: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredReply {
+    pub text: String,
+    pub delivered: bool,
 }
 
 impl Replies {
@@ -131,12 +138,13 @@ impl Replies {
         Self { by_update: HashMap::new(), order: VecDeque::new(), cap: cap.max(1) }
     }
 
-    pub fn get(&self, update_id: i64) -> Option<&str> {
-        self.by_update.get(&update_id).map(String::as_str)
+    pub fn get(&self, update_id: i64) -> Option<&StoredReply> {
+        self.by_update.get(&update_id)
     }
 
     pub fn insert(&mut self, update_id: i64, reply: String) {
-        if self.by_update.insert(update_id, reply).is_none() {
+        let entry = StoredReply { text: reply, delivered: false };
+        if self.by_update.insert(update_id, entry).is_none() {
             self.order.push_back(update_id);
         }
         while self.order.len() > self.cap {
@@ -144,6 +152,11 @@ impl Replies {
                 self.by_update.remove(&old);
             }
         }
+    }
+
+    /// The reply reached the user; false if the update is unknown (or long forgotten).
+    pub fn mark_delivered(&mut self, update_id: i64) -> bool {
+        self.by_update.get_mut(&update_id).map(|r| r.delivered = true).is_some()
     }
 
     pub fn len(&self) -> usize {
@@ -155,16 +168,31 @@ impl Replies {
     }
 
     /// Oldest first, for rewriting the index file.
-    pub fn entries(&self) -> impl Iterator<Item = (i64, &str)> {
-        self.order.iter().filter_map(|id| self.by_update.get(id).map(|r| (*id, r.as_str())))
+    pub fn entries(&self) -> impl Iterator<Item = (i64, &StoredReply)> {
+        self.order.iter().filter_map(|id| self.by_update.get(id).map(|r| (*id, r)))
     }
 }
 
-/// A line of `sessions/replies.jsonl`.
+/// A line of `sessions/replies.jsonl`: an answer, or (`delivered` and no reply) the mark that
+/// an earlier answer reached the user.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReplyLine {
     pub update_id: i64,
-    pub reply: String,
+    #[serde(default)]
+    pub reply: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub delivered: bool,
+}
+
+impl ReplyLine {
+    pub fn apply(self, replies: &mut Replies) {
+        if let Some(reply) = self.reply {
+            replies.insert(self.update_id, reply);
+        }
+        if self.delivered {
+            replies.mark_delivered(self.update_id);
+        }
+    }
 }
 
 /// Session ids are zero-padded counters, so the newest is the greatest name.
@@ -248,8 +276,9 @@ mod tests {
         r.insert(2, "b".into());
         r.insert(2, "b2".into());
         r.insert(3, "c".into());
-        assert_eq!((r.get(1), r.get(2), r.get(3)), (None, Some("b2"), Some("c")));
-        assert_eq!(r.entries().collect::<Vec<_>>(), vec![(2, "b2"), (3, "c")]);
+        let text = |id| r.get(id).map(|s: &StoredReply| s.text.as_str());
+        assert_eq!((text(1), text(2), text(3)), (None, Some("b2"), Some("c")));
+        assert_eq!(r.entries().map(|(id, r)| (id, r.text.as_str())).collect::<Vec<_>>(), vec![(2, "b2"), (3, "c")]);
     }
 
     #[test]

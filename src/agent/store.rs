@@ -61,7 +61,7 @@ impl SessionStore {
         if replies_path.exists() {
             read_lines::<ReplyLine>(&replies_path, |line| {
                 replies_lines += 1;
-                replies.insert(line.update_id, line.reply);
+                line.apply(&mut replies);
             })?;
         }
         // A crash between the session's reply record and the index line loses only the line.
@@ -120,14 +120,31 @@ impl SessionStore {
     /// Record the turn's answer in the session and in the reply index.
     pub fn record_reply(&mut self, update_id: i64, text: &str) -> Result<(), StoreError> {
         self.append(vec![Record::Reply { update_id, text: text.to_string() }])?;
+        self.append_reply_line(&ReplyLine { update_id, reply: Some(text.to_string()), delivered: false })?;
+        self.replies.insert(update_id, text.to_string());
+        Ok(())
+    }
+
+    /// The gateway sent the reply to Telegram: a redelivery of the update is not answered
+    /// again. False if the update is not known here.
+    pub fn record_delivered(&mut self, update_id: i64) -> Result<bool, StoreError> {
+        match self.replies.get(update_id) {
+            None => return Ok(false),
+            Some(r) if r.delivered => return Ok(true),
+            Some(_) => {}
+        }
+        self.append_reply_line(&ReplyLine { update_id, reply: None, delivered: true })?;
+        Ok(self.replies.mark_delivered(update_id))
+    }
+
+    fn append_reply_line(&mut self, line: &ReplyLine) -> Result<(), StoreError> {
         if let (Some(file), Some(dir)) = (self.replies_file.as_mut(), self.dir.as_ref()) {
-            let mut buf = serde_json::to_vec(&ReplyLine { update_id, reply: text.to_string() })?;
+            let mut buf = serde_json::to_vec(line)?;
             buf.push(b'\n');
             let path = dir.join(REPLIES_FILE);
             file.write_all(&buf).map_err(io_err(&path))?;
             file.sync_data().map_err(io_err(&path))?;
         }
-        self.replies.insert(update_id, text.to_string());
         Ok(())
     }
 
@@ -212,7 +229,8 @@ fn rewrite_replies(dir: &Path, replies: &Replies) -> Result<(), StoreError> {
     let tmp = dir.join(format!("{REPLIES_FILE}.tmp"));
     let mut buf = Vec::new();
     for (update_id, reply) in replies.entries() {
-        serde_json::to_writer(&mut buf, &ReplyLine { update_id, reply: reply.to_string() })?;
+        let line = ReplyLine { update_id, reply: Some(reply.text.clone()), delivered: reply.delivered };
+        serde_json::to_writer(&mut buf, &line)?;
         buf.push(b'\n');
     }
     let mut file = File::create(&tmp).map_err(io_err(&tmp))?;
@@ -246,9 +264,38 @@ mod tests {
         drop(s);
 
         let s = SessionStore::open(dir.path(), true, 10_000).unwrap();
-        assert_eq!(s.replies.get(1), Some("hi there"));
+        assert_eq!(s.replies.get(1).map(|r| r.text.as_str()), Some("hi there"));
         assert_eq!(s.window.turns, 2);
         assert_eq!(s.window.unanswered_update(), Some(2));
+    }
+
+    #[test]
+    fn a_delivered_mark_survives_reopen_and_compaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = SessionStore::open(dir.path(), true, 10_000).unwrap();
+        s.append(vec![user(1, "hello")]).unwrap();
+        s.record_reply(1, "hi there").unwrap();
+        s.append(vec![user(2, "again")]).unwrap();
+        s.record_reply(2, "still here").unwrap();
+        assert_eq!(s.record_delivered(1).unwrap(), true);
+        assert_eq!(s.record_delivered(1).unwrap(), true, "idempotent");
+        assert_eq!(s.record_delivered(99).unwrap(), false, "unknown update");
+        drop(s);
+
+        let s = SessionStore::open(dir.path(), true, 10_000).unwrap();
+        assert_eq!(s.replies.get(1).map(|r| (r.text.as_str(), r.delivered)), Some(("hi there", true)));
+        assert_eq!(s.replies.get(2).map(|r| r.delivered), Some(false));
+        let mut compacted = Replies::new(REPLIES_KEPT);
+        s.replies.entries().for_each(|(id, r)| {
+            compacted.insert(id, r.text.clone());
+            if r.delivered {
+                compacted.mark_delivered(id);
+            }
+        });
+        rewrite_replies(dir.path(), &compacted).unwrap();
+        drop(s);
+        let s = SessionStore::open(dir.path(), true, 10_000).unwrap();
+        assert_eq!(s.replies.get(1).map(|r| r.delivered), Some(true), "kept by the rewrite");
     }
 
     #[test]
@@ -277,7 +324,7 @@ mod tests {
         s.record_reply(1, "r").unwrap();
         assert_eq!(s.reset().unwrap(), "000002");
         assert!(s.window.messages().is_empty());
-        assert_eq!(s.replies.get(1), Some("r"), "dedupe outlives a reset");
+        assert_eq!(s.replies.get(1).map(|r| r.text.as_str()), Some("r"), "dedupe outlives a reset");
         drop(s);
         assert!(dir.path().join("000001.jsonl").exists());
         let s = SessionStore::open(dir.path(), true, 10_000).unwrap();
@@ -297,7 +344,7 @@ mod tests {
         assert_eq!(s.window.turns, 1);
         s.append(vec![user(2, "in memory")]).unwrap();
         s.record_reply(2, "ok").unwrap();
-        assert_eq!(s.replies.get(2), Some("ok"));
+        assert_eq!(s.replies.get(2).map(|r| r.text.as_str()), Some("ok"));
         assert_eq!(fs::read(dir.path().join("000001.jsonl")).unwrap(), before);
         assert_eq!(fs::read(dir.path().join(REPLIES_FILE)).unwrap(), b"");
     }
@@ -307,7 +354,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut lines = String::new();
         for i in 0..(2 * REPLIES_KEPT as i64 + 10) {
-            lines.push_str(&serde_json::to_string(&ReplyLine { update_id: i, reply: "r".into() }).unwrap());
+            lines.push_str(&serde_json::to_string(&ReplyLine { update_id: i, reply: Some("r".into()), delivered: false }).unwrap());
             lines.push('\n');
         }
         fs::write(dir.path().join(REPLIES_FILE), lines).unwrap();

@@ -18,8 +18,10 @@ const NAME_MAX: usize = 64;
 /// What to do with an incoming update.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Plan {
-    /// Answered before: send the stored reply again.
+    /// Answered before, and not known to have reached the user: send the stored reply again.
     Replay(String),
+    /// Answered before, and the gateway confirmed the reply reached the user: send nothing.
+    Delivered,
     /// Its message is the last one in the history, unanswered (the model was down, or the
     /// agent stopped): ask the model again without recording the message twice.
     Retry,
@@ -29,7 +31,7 @@ pub enum Plan {
 
 pub fn plan(replies: &Replies, window: &Window, update_id: i64) -> Plan {
     if let Some(reply) = replies.get(update_id) {
-        return Plan::Replay(reply.to_string());
+        return if reply.delivered { Plan::Delivered } else { Plan::Replay(reply.text.clone()) };
     }
     if window.unanswered_update() == Some(update_id) {
         return Plan::Retry;
@@ -233,5 +235,7 @@ mod tests {
         assert_eq!(plan(&replies, &window, 5), Plan::Replay("done".into()));
         assert_eq!(plan(&replies, &window, 6), Plan::Retry);
         assert_eq!(plan(&replies, &window, 7), Plan::New);
+        replies.mark_delivered(5);
+        assert_eq!(plan(&replies, &window, 5), Plan::Delivered);
     }
 }

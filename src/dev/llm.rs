@@ -13,6 +13,8 @@
 //!   `write_file <path> <content>` `{"path","content"}`, `remember` `{"text"}`, `web_fetch`
 //!   `{"url"}`; a JSON object as the argument is passed as is). A tool the request does not
 //!   offer gets a text answer saying so;
+//! - the last message is the user's `/slow <ms> <text>`: "You said: <text>", after waiting
+//!   `ms` milliseconds (at most a minute), to play a slow model;
 //! - otherwise: "You said: <last user message>".
 //!
 //! Usage is counted as one token per 4 characters (at least 1), prompt and completion.
@@ -300,6 +302,9 @@ async fn chat(State(shared): State<Arc<Shared>>, method: Method, uri: Uri, heade
         return openai_error(StatusCode::BAD_REQUEST, "the stand-in does not stream", "invalid_request_error", None);
     }
     let id = shared.ids.fetch_add(1, Ordering::Relaxed);
+    if let Some(delay) = slow_delay(&request) {
+        tokio::time::sleep(delay).await;
+    }
     let scripted = lock(&shared.script).pop_front();
     let answer = match scripted {
         Some(step) => step,
@@ -364,6 +369,22 @@ fn text_of(message: &Value) -> String {
     }
 }
 
+/// `/slow <ms> <text>` as the last message: how long to wait before answering.
+fn slow_command(text: &str) -> Option<(std::time::Duration, &str)> {
+    let rest = text.trim().strip_prefix("/slow ")?;
+    let (ms, text) = rest.trim().split_once(char::is_whitespace).unwrap_or((rest.trim(), ""));
+    let ms: u64 = ms.parse().ok()?;
+    Some((std::time::Duration::from_millis(ms.min(60_000)), text.trim()))
+}
+
+fn slow_delay(request: &Value) -> Option<std::time::Duration> {
+    let last = request.get("messages")?.as_array()?.last()?;
+    if last.get("role").and_then(Value::as_str) != Some("user") {
+        return None;
+    }
+    slow_command(&text_of(last)).map(|(delay, _)| delay)
+}
+
 /// The rule-based answer to a request. Pure.
 pub fn rules(request: &Value) -> Scripted {
     let messages = request.get("messages").and_then(Value::as_array).cloned().unwrap_or_default();
@@ -386,6 +407,9 @@ pub fn rules(request: &Value) -> Scripted {
         return reply("Hello! Send me a message.".into());
     };
     let text = text_of(user);
+    if let Some((_, said)) = slow_command(&text) {
+        return reply(format!("You said: {said}"));
+    }
     let Some(command) = text.trim().strip_prefix("/tool ") else {
         return reply(format!("You said: {text}"));
     };
@@ -486,6 +510,11 @@ mod tests {
         assert_eq!(rules(&r), Scripted::Reply { content: "You said: hello there".into(), total_tokens: None });
         let parts = request(json!([{"role": "user", "content": [{"type": "text", "text": "in parts"}]}]));
         assert_eq!(rules(&parts), Scripted::Reply { content: "You said: in parts".into(), total_tokens: None });
+        let slow = json!({"messages": [{"role": "user", "content": "/slow 250 take your time"}]});
+        assert_eq!(rules(&slow), Scripted::Reply { content: "You said: take your time".into(), total_tokens: None });
+        assert_eq!(slow_delay(&slow), Some(std::time::Duration::from_millis(250)));
+        assert_eq!(slow_delay(&json!({"messages": [{"role": "user", "content": "/slow 99999999 x"}]})), Some(std::time::Duration::from_secs(60)));
+        assert_eq!(slow_delay(&r), None);
     }
 
     #[test]

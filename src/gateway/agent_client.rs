@@ -40,6 +40,9 @@ pub fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(500u64.saturating_mul(1u64 << attempt.min(4)))
 }
 
+/// For the delivery confirmation: the agent only appends a line, under its turn lock.
+const DELIVERED_TIMEOUT: Duration = Duration::from_secs(5);
+
 pub struct AgentClient {
     http: reqwest::Client,
     port: u16,
@@ -68,16 +71,24 @@ impl AgentClient {
 
     pub async fn turn(&self, ip: IpAddr, token: &str, update_id: i64, chat_id: i64, from: i64, text: &str) -> Result<TurnResponse, AgentError> {
         let body = json!({ "update_id": update_id, "chat_id": chat_id, "from": from, "text": text });
-        self.call(ip, token, reqwest::Method::POST, "/v1/turn", Some(&body)).await
+        self.call(ip, token, reqwest::Method::POST, "/v1/turn", Some(&body), None).await
+    }
+
+    /// The reply to `update_id` reached Telegram: the agent records it, so a redelivery of
+    /// the update (after a gateway restart) is not answered twice. Quick, or not at all.
+    pub async fn delivered(&self, ip: IpAddr, token: &str, update_id: i64) -> Result<(), AgentError> {
+        let body = json!({});
+        let path = format!("/v1/turn/{update_id}/delivered");
+        self.call::<serde_json::Value>(ip, token, reqwest::Method::POST, &path, Some(&body), Some(DELIVERED_TIMEOUT)).await.map(drop)
     }
 
     pub async fn reset(&self, ip: IpAddr, token: &str) -> Result<ResetResponse, AgentError> {
         let body = json!({});
-        self.call(ip, token, reqwest::Method::POST, "/v1/reset", Some(&body)).await
+        self.call(ip, token, reqwest::Method::POST, "/v1/reset", Some(&body), None).await
     }
 
     pub async fn status(&self, ip: IpAddr, token: &str) -> Result<serde_json::Value, AgentError> {
-        self.call(ip, token, reqwest::Method::GET, "/v1/status", None).await
+        self.call(ip, token, reqwest::Method::GET, "/v1/status", None, None).await
     }
 
     async fn call<T: DeserializeOwned>(
@@ -87,9 +98,13 @@ impl AgentClient {
         method: reqwest::Method,
         path: &str,
         body: Option<&serde_json::Value>,
+        timeout: Option<Duration>,
     ) -> Result<T, AgentError> {
         let url = format!("http://{}{path}", std::net::SocketAddr::new(ip, self.port));
         let mut request = self.http.request(method, url).bearer_auth(token);
+        if let Some(timeout) = timeout {
+            request = request.timeout(timeout);
+        }
         if let Some(body) = body {
             request = request.json(body);
         }

@@ -17,6 +17,8 @@ pub struct Metrics {
     messages: Family<OutcomeLabel, Counter>,
     latency: Histogram,
     unknown_senders: Counter,
+    confirmed: Counter,
+    repeats_suppressed: Counter,
 }
 
 impl Metrics {
@@ -25,6 +27,8 @@ impl Metrics {
             messages: Family::default(),
             latency: Histogram::new(exponential_buckets(0.01, 2.0, 16)),
             unknown_senders: Counter::default(),
+            confirmed: Counter::default(),
+            repeats_suppressed: Counter::default(),
         };
         registry.register("moltmate_gateway_messages", "Telegram messages handled, by outcome", metrics.messages.clone());
         registry.register(
@@ -33,6 +37,16 @@ impl Metrics {
             metrics.latency.clone(),
         );
         registry.register("moltmate_gateway_unknown_senders", "Messages from senders not on the allowlist", metrics.unknown_senders.clone());
+        registry.register(
+            "moltmate_gateway_replies_confirmed",
+            "Replies sent to Telegram and recorded as delivered by their agent",
+            metrics.confirmed.clone(),
+        );
+        registry.register(
+            "moltmate_gateway_repeats_suppressed",
+            "Redelivered updates whose reply had been delivered already: nothing sent",
+            metrics.repeats_suppressed.clone(),
+        );
         metrics
     }
 
@@ -43,5 +57,13 @@ impl Metrics {
 
     pub fn unknown_sender(&self) {
         self.unknown_senders.inc();
+    }
+
+    pub fn confirmed(&self) {
+        self.confirmed.inc();
+    }
+
+    pub fn repeat_suppressed(&self) {
+        self.repeats_suppressed.inc();
     }
 }

@@ -30,6 +30,14 @@ pub struct Job {
     pub work: Work,
 }
 
+/// What the agent's answer asks the gateway to do.
+enum Answer {
+    /// Send this; `confirm`: tell the agent once Telegram has it (turns, not commands).
+    Text { text: String, confirm: bool },
+    /// The reply went out before a restart and was confirmed: send nothing.
+    AlreadyDelivered,
+}
+
 pub struct Worker {
     pub outbox: Outbox,
     pub agents: AgentClient,
@@ -63,8 +71,9 @@ impl Worker {
     async fn serve(&self, user: &str, job: &Job) -> Outcome {
         self.activity.touch(user, false).await;
         let token = self.master_key.agent_token(&job.uid);
+        let update_id = job.ticket.update_id;
         let mut attempt = 0;
-        let text = loop {
+        let (ip, answer) = loop {
             // Looked up on every try: a replaced pod comes back on a new address.
             let Some(ip) = self.wake(user, job.chat_id).await else {
                 self.outbox.say(job.chat_id, commands::NOT_STARTED).await;
@@ -76,39 +85,59 @@ impl Worker {
                     tokio::time::sleep(backoff(attempt)).await;
                     attempt += 1;
                 }
-                other => break other,
+                other => break (ip, other),
             }
         };
-        match text {
-            Ok(text) if text.trim().is_empty() => {
-                self.outbox.say(job.chat_id, "(no answer)").await;
-                Outcome::Answered
+        let (text, confirm) = match answer {
+            Ok(Answer::AlreadyDelivered) => {
+                tracing::info!(user, update_id, "repeated update whose reply was delivered before: nothing sent");
+                self.metrics.repeat_suppressed();
+                return Outcome::Answered;
             }
-            Ok(text) => {
-                self.outbox.say(job.chat_id, &text).await;
-                Outcome::Answered
-            }
+            Ok(Answer::Text { text, confirm }) => (if text.trim().is_empty() { "(no answer)".to_string() } else { text }, confirm),
             Err(e) => {
-                tracing::warn!(user, update_id = job.ticket.update_id, error = %e, "agent call failed");
+                tracing::warn!(user, update_id, error = %e, "agent call failed");
                 self.outbox.say(job.chat_id, commands::UNREACHABLE).await;
-                Outcome::AgentUnavailable
+                return Outcome::AgentUnavailable;
             }
+        };
+        match self.outbox.send_text(job.chat_id, &text).await {
+            // Recorded by the agent, so that a redelivery after a crash sends nothing. Only a
+            // crash between Telegram's answer and this call can still repeat a reply.
+            Ok(()) if confirm => match self.agents.delivered(ip, &token, update_id).await {
+                Ok(()) => self.metrics.confirmed(),
+                Err(e) => tracing::warn!(user, update_id, error = %e, "could not confirm delivery to the agent"),
+            },
+            Ok(()) => {}
+            Err(e) => tracing::warn!(user, update_id, chat_id = job.chat_id, error = %e, "sending the reply failed"),
         }
+        Outcome::Answered
     }
 
-    /// One call to the agent; the text for the user.
-    async fn ask(&self, user: &str, ip: IpAddr, token: &str, job: &Job) -> Result<String, AgentError> {
+    /// One call to the agent; what to tell the user.
+    async fn ask(&self, user: &str, ip: IpAddr, token: &str, job: &Job) -> Result<Answer, AgentError> {
         match &job.work {
             Work::Turn(text) => {
                 let reply = self.agents.turn(ip, token, job.ticket.update_id, job.chat_id, job.from_id, text).await?;
-                if reply.status == TurnStatus::Duplicate {
-                    // Answered before a restart; sent again since we cannot know it arrived.
-                    tracing::info!(user, update_id = job.ticket.update_id, "repeated update; sending the stored reply");
-                }
-                Ok(reply.reply)
+                // Only a stored answer can be confirmed; "the model is down" is not stored.
+                let confirm = match reply.status {
+                    TurnStatus::AlreadyDelivered => return Ok(Answer::AlreadyDelivered),
+                    // Answered before a restart, not confirmed: sent again, as it may not have arrived.
+                    TurnStatus::Duplicate => {
+                        tracing::info!(user, update_id = job.ticket.update_id, "repeated update; sending the stored reply");
+                        true
+                    }
+                    TurnStatus::Answered => true,
+                    TurnStatus::ModelUnavailable => false,
+                };
+                Ok(Answer::Text { text: reply.reply, confirm })
             }
-            Work::Reset => self.agents.reset(ip, token).await.map(|r| format!("New conversation started (session {}).", r.session_id)),
-            Work::Status => self.agents.status(ip, token).await.map(|s| status_text(&s)),
+            Work::Reset => self
+                .agents
+                .reset(ip, token)
+                .await
+                .map(|r| Answer::Text { text: format!("New conversation started (session {}).", r.session_id), confirm: false }),
+            Work::Status => self.agents.status(ip, token).await.map(|s| Answer::Text { text: status_text(&s), confirm: false }),
         }
     }
 
