@@ -5,11 +5,30 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::webhook::{WebhookConfig, validate_path, validate_secret};
+
 #[derive(clap::Args, Debug, Clone)]
 pub struct GatewayArgs {
     /// Bot API base URL (a local stand-in in tests and the local stack).
     #[arg(long, env = "MOLTMATE_TELEGRAM_API_URL", default_value = teloxide::net::TELEGRAM_API_URL)]
     pub telegram_api_url: url::Url,
+    /// How updates arrive: `polling` (getUpdates, needs no inbound traffic) or `webhook`
+    /// (Telegram POSTs to --webhook-url; TLS is the Ingress's job).
+    #[arg(long, env = "MOLTMATE_TELEGRAM_MODE", value_enum, default_value = "polling")]
+    pub telegram_mode: TelegramMode,
+    /// Webhook mode: address the webhook is served on.
+    #[arg(long, env = "MOLTMATE_WEBHOOK_ADDR", default_value = "0.0.0.0:8443")]
+    pub webhook_addr: SocketAddr,
+    /// Webhook mode: path the webhook is served at.
+    #[arg(long, env = "MOLTMATE_WEBHOOK_PATH", default_value = "/telegram")]
+    pub webhook_path: String,
+    /// Webhook mode: the public https URL Telegram posts to (the Ingress, ending in the path).
+    #[arg(long, env = "MOLTMATE_WEBHOOK_URL")]
+    pub webhook_url: Option<url::Url>,
+    /// Webhook mode: file holding the secret Telegram sends in every request (else env
+    /// MOLTMATE_WEBHOOK_SECRET); 1-256 of A-Z a-z 0-9 _ -.
+    #[arg(long, env = "MOLTMATE_WEBHOOK_SECRET_FILE")]
+    pub webhook_secret_file: Option<PathBuf>,
     /// File holding the bot token (else env MOLTMATE_BOT_TOKEN).
     #[arg(long, env = "MOLTMATE_BOT_TOKEN_FILE")]
     pub bot_token_file: Option<PathBuf>,
@@ -61,6 +80,31 @@ pub struct GatewayArgs {
     /// YAML file of per-profile defaults, the same file the operator reads.
     #[arg(long, env = "MOLTMATE_PROFILES_FILE")]
     pub profiles_file: Option<PathBuf>,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TelegramMode {
+    Polling,
+    Webhook,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("webhook mode: {0}")]
+pub struct WebhookConfigError(String);
+
+impl GatewayArgs {
+    /// The webhook settings in webhook mode (None when polling), checked.
+    pub fn webhook(&self) -> Result<Option<WebhookConfig>, WebhookConfigError> {
+        if self.telegram_mode == TelegramMode::Polling {
+            return Ok(None);
+        }
+        let url = self.webhook_url.clone().ok_or_else(|| WebhookConfigError("--webhook-url (MOLTMATE_WEBHOOK_URL) is required".into()))?;
+        let secret = load_secret("webhook secret", self.webhook_secret_file.as_deref(), "MOLTMATE_WEBHOOK_SECRET", "webhook-secret-file")
+            .map_err(|e| WebhookConfigError(e.to_string()))?;
+        validate_secret(&secret).map_err(WebhookConfigError)?;
+        validate_path(&self.webhook_path).map_err(WebhookConfigError)?;
+        Ok(Some(WebhookConfig { addr: self.webhook_addr, path: self.webhook_path.clone(), url, secret }))
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

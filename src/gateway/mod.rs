@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod queues;
 pub mod run;
 pub mod telegram;
+pub mod webhook;
 pub mod worker;
 
 pub use config::GatewayArgs;

@@ -23,6 +23,7 @@ use super::fetch::{FetchConfig, Fetcher};
 use super::metrics::Metrics;
 use super::queues::Queues;
 use super::telegram::{self, Handler, Outbox, Ticket, Tracker};
+use super::webhook;
 use super::worker::{Job, Worker};
 use crate::crd::MoltmateUser;
 use crate::names;
@@ -37,6 +38,8 @@ pub enum Error {
     Secret(#[from] SecretError),
     #[error(transparent)]
     Profiles(#[from] crate::profile::DefaultsError),
+    #[error(transparent)]
+    Webhook(#[from] super::config::WebhookConfigError),
     #[error("connecting to Kubernetes: {0}")]
     Connect(#[source] kube::Error),
     #[error("serving on {addr}: {source}")]
@@ -122,6 +125,7 @@ pub async fn run(args: GatewayArgs) -> Result<(), Error> {
     let bot_token = load_secret("bot token", args.bot_token_file.as_deref(), "MOLTMATE_BOT_TOKEN", "bot-token-file")?;
     let llm_key = load_secret("LLM API key", args.llm_api_key_file.as_deref(), "MOLTMATE_LLM_API_KEY", "llm-api-key-file")?;
     let profiles = crate::profile::ProfileDefaults::load(args.profiles_file.as_deref())?;
+    let webhook = args.webhook()?;
     let client = Client::try_default().await.map_err(Error::Connect)?;
     let health = http::Health::new();
     let mut registry = Registry::default();
@@ -208,8 +212,27 @@ pub async fn run(args: GatewayArgs) -> Result<(), Error> {
         allow_groups: args.allow_groups,
         bot_username,
     });
-    info!(api = %args.telegram_api_url, "polling Telegram");
-    let polling = telegram::poll(bot, Arc::new(Tracker::default()), gateway, args.poll_timeout);
-    Ok(leader::while_leading(leadership, polling).await?)
+    let Some(webhook) = webhook else {
+        info!(api = %args.telegram_api_url, "polling Telegram");
+        let polling = telegram::poll(bot, Arc::new(Tracker::default()), gateway, args.poll_timeout);
+        return Ok(leader::while_leading(leadership, polling).await?);
+    };
+    // Every replica receives; the Lease holder (re)registers the webhook when it takes over.
+    let bound = http::serve(webhook.addr, webhook::router(&webhook, gateway))
+        .await
+        .map_err(|source| Error::Serve { addr: webhook.addr, source })?;
+    info!(addr = %bound, path = %webhook.path, url = %webhook.url, "serving the Telegram webhook");
+    let registering = async move {
+        let mut failures = 0;
+        while let Err(e) = webhook::register(&bot, &webhook).await {
+            let pause = super::agent_client::backoff(failures);
+            tracing::warn!(error = %e, pause = ?pause, "setWebhook failed");
+            tokio::time::sleep(pause).await;
+            failures += 1;
+        }
+        info!(url = %webhook.url, "webhook registered with Telegram");
+        std::future::pending::<()>().await
+    };
+    Ok(leader::while_leading(leadership, registering).await?)
 }
 

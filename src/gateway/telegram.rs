@@ -34,22 +34,37 @@ impl Tracker {
 
     /// A ticket for a new update, or None if it is already being handled or done.
     pub fn begin(self: &Arc<Self>, update_id: i64) -> Option<Ticket> {
-        self.lock().begin(update_id).then(|| Ticket { tracker: Arc::clone(self), update_id, received: Instant::now() })
+        if !self.lock().begin(update_id) {
+            return None;
+        }
+        let tracker = Arc::clone(self);
+        Some(Ticket::new(update_id, move || {
+            tracker.lock().done(update_id);
+            tracker.finished.notify_one();
+        }))
     }
 }
 
-/// An update being handled. Dropping it marks the update done, so no path (error or
-/// panic included) can hold the offset back forever.
+/// An update being handled. Dropping it marks the update done (the polling offset moves on,
+/// or the webhook request is answered), so no path, error or panic included, can hold an
+/// update forever.
 pub struct Ticket {
-    tracker: Arc<Tracker>,
     pub update_id: i64,
     pub received: Instant,
+    release: Option<Box<dyn FnOnce() + Send + Sync>>,
+}
+
+impl Ticket {
+    pub fn new(update_id: i64, release: impl FnOnce() + Send + Sync + 'static) -> Self {
+        Self { update_id, received: Instant::now(), release: Some(Box::new(release)) }
+    }
 }
 
 impl Drop for Ticket {
     fn drop(&mut self) {
-        self.tracker.lock().done(self.update_id);
-        self.tracker.finished.notify_one();
+        if let Some(release) = self.release.take() {
+            release();
+        }
     }
 }
 
@@ -105,7 +120,7 @@ pub trait Handler: Send + Sync {
 }
 
 /// A text message from an update, or None for anything else (edits, stickers, channels...).
-fn incoming(update: &Update) -> Option<Incoming> {
+pub fn incoming(update: &Update) -> Option<Incoming> {
     let UpdateKind::Message(message) = &update.kind else { return None };
     let from = message.from.as_ref()?;
     Some(Incoming {
@@ -117,16 +132,21 @@ fn incoming(update: &Update) -> Option<Incoming> {
     })
 }
 
+/// The bot's command menu, as users see it in Telegram.
+pub async fn register_commands(bot: &Bot) {
+    let commands: Vec<BotCommand> = COMMANDS.iter().map(|(name, description)| BotCommand::new(*name, *description)).collect();
+    if let Err(e) = bot.set_my_commands(commands).await {
+        tracing::warn!(error = %e, "setMyCommands");
+    }
+}
+
 /// Poll for updates and hand them to `handler`, until the process ends.
 pub async fn poll(bot: Bot, tracker: Arc<Tracker>, handler: Arc<dyn Handler>, long_poll: Duration) {
     // A webhook set earlier makes getUpdates fail; polling is the mode we run in.
     if let Err(e) = bot.delete_webhook().await {
         tracing::warn!(error = %e, "deleteWebhook");
     }
-    let commands: Vec<BotCommand> = COMMANDS.iter().map(|(name, description)| BotCommand::new(*name, *description)).collect();
-    if let Err(e) = bot.set_my_commands(commands).await {
-        tracing::warn!(error = %e, "setMyCommands");
-    }
+    register_commands(&bot).await;
     let mut failures = 0u32;
     loop {
         let (offset, in_flight) = {
