@@ -49,6 +49,18 @@ pub struct NodeArgs {
     /// Broker URL given to agents instead of the pod's (whose ClusterIP is not routable here).
     #[arg(long)]
     pub broker_url: Option<String>,
+    /// The loopback /24 pods get addresses from (`.2` to `.254`). Give each node on one machine
+    /// its own, so that two stacks never share agent addresses.
+    #[arg(long, default_value = "127.0.0.0", value_parser = parse_pod_network)]
+    pub pod_network: Ipv4Addr,
+}
+
+fn parse_pod_network(text: &str) -> Result<Ipv4Addr, String> {
+    let ip: Ipv4Addr = text.trim_end_matches("/24").parse().map_err(|e| format!("{text:?}: {e}"))?;
+    if !ip.is_loopback() || ip.octets()[3] != 0 {
+        return Err(format!("{text:?} is not a loopback /24 such as 127.0.5.0"));
+    }
+    Ok(ip)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -93,7 +105,7 @@ pub async fn run(args: NodeArgs) -> Result<(), Error> {
         }
     };
     tokio::select! {
-        r = run_pods(client.clone(), args.name.clone(), launcher) => r,
+        r = run_pods(client.clone(), args.name.clone(), launcher, args.pod_network) => r,
         r = run_volumes(client.clone(), args.clone()) => r,
         _ = heartbeat => Ok(()),
         _ = shutdown_signal() => Ok(()),
@@ -147,19 +159,24 @@ async fn set_node_status(client: &Client, name: &str) -> Result<(), Error> {
     Ok(())
 }
 
-/// Hands out 127.0.0.x addresses, one per pod uid.
-#[derive(Default)]
+/// Hands out addresses of the pod network (a loopback /24), one per pod uid.
 struct Addresses {
+    network: [u8; 4],
     by_pod: HashMap<String, Ipv4Addr>,
 }
 
 impl Addresses {
+    fn new(network: Ipv4Addr) -> Self {
+        Self { network: network.octets(), by_pod: HashMap::new() }
+    }
+
     fn assign(&mut self, uid: &str) -> Option<Ipv4Addr> {
         if let Some(ip) = self.by_pod.get(uid) {
             return Some(*ip);
         }
         let taken: Vec<Ipv4Addr> = self.by_pod.values().copied().collect();
-        let ip = (2..=254u8).map(|n| Ipv4Addr::new(127, 0, 0, n)).find(|ip| !taken.contains(ip))?;
+        let [a, b, c, _] = self.network;
+        let ip = (2..=254u8).map(|n| Ipv4Addr::new(a, b, c, n)).find(|ip| !taken.contains(ip))?;
         self.by_pod.insert(uid.to_string(), ip);
         Some(ip)
     }
@@ -184,9 +201,9 @@ struct Kubelet {
 /// A pod's agent supervisor: send (or drop) `stop` to end it; `task` finishes when it has.
 type Supervisor = (oneshot::Sender<()>, tokio::task::JoinHandle<()>);
 
-async fn run_pods(client: Client, node: String, launcher: Option<AgentLauncher>) -> Result<(), Error> {
+async fn run_pods(client: Client, node: String, launcher: Option<AgentLauncher>, pod_network: Ipv4Addr) -> Result<(), Error> {
     let pods: Api<Pod> = Api::all(client.clone());
-    let kubelet = Arc::new(Kubelet { client, addresses: Mutex::default(), launcher, agents: Mutex::default() });
+    let kubelet = Arc::new(Kubelet { client, addresses: Mutex::new(Addresses::new(pod_network)), launcher, agents: Mutex::default() });
     let config = watcher::Config::default().fields(&format!("spec.nodeName={node}"));
     let mut events = watcher(pods, config).default_backoff().boxed();
     while let Some(event) = events.try_next().await? {
@@ -401,9 +418,12 @@ mod tests {
 
     #[test]
     fn addresses_are_unique_and_reused_after_release() {
-        let mut a = Addresses::default();
+        let mut a = Addresses::new(Ipv4Addr::new(127, 0, 0, 0));
         let first = a.assign("p1").unwrap();
         assert_eq!(first, Ipv4Addr::new(127, 0, 0, 2));
+        assert_eq!(Addresses::new(Ipv4Addr::new(127, 9, 3, 0)).assign("p"), Some(Ipv4Addr::new(127, 9, 3, 2)));
+        assert!(super::parse_pod_network("127.9.3.0").is_ok() && super::parse_pod_network("127.9.3.0/24").is_ok());
+        assert!(super::parse_pod_network("10.0.0.0").is_err() && super::parse_pod_network("127.0.0.5").is_err());
         assert_eq!(a.assign("p1"), Some(first), "stable per pod");
         let second = a.assign("p2").unwrap();
         assert_ne!(first, second);

@@ -138,10 +138,12 @@ impl TestEnv {
         self.spawn_node_with(&[])
     }
 
-    /// The node stand-in with extra flags, e.g. `--run-agents`.
+    /// The node stand-in with extra flags, e.g. `--run-agents`. Its pods get addresses of their
+    /// own loopback /24, so test binaries running at once never share agent addresses.
     pub fn spawn_node_with(&self, extra: &[&str]) -> Proc {
         let data = self.dir.join("node");
-        let mut args = vec!["dev", "node", "--data-dir", data.to_str().unwrap(), "--storage-class", STORAGE_CLASS];
+        let network = pod_network(&self.dir);
+        let mut args = vec!["dev", "node", "--data-dir", data.to_str().unwrap(), "--storage-class", STORAGE_CLASS, "--pod-network", &network];
         args.extend_from_slice(extra);
         self.spawn("node", &self.admin_kubeconfig(), &args)
     }
@@ -228,6 +230,16 @@ pub fn typed<T: serde::Serialize>(object: &T, api_version: &str, kind: &str) -> 
     value["apiVersion"] = api_version.into();
     value["kind"] = kind.into();
     value
+}
+
+/// A loopback /24 for one environment's pods, from its directory name (name and pid).
+fn pod_network(dir: &Path) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    dir.hash(&mut hasher);
+    let h = hasher.finish();
+    // 127.0.0.0/24 is left to the local stack and the tests that bind 127.0.0.2-3 themselves.
+    format!("127.{}.{}.0", 1 + h % 254, (h >> 8) % 256)
 }
 
 pub fn free_port() -> u16 {
@@ -352,5 +364,33 @@ impl Proc {
             std::thread::sleep(Duration::from_millis(50));
         }
         self.kill();
+    }
+}
+
+impl TestEnv {
+    /// Like `spawn`, but the process sees exactly `vars` plus KUBECONFIG and RUST_LOG, nothing
+    /// inherited from the test: to run a component with the environment its manifest gives it.
+    pub fn spawn_with_env(&self, log_name: &str, kubeconfig: &Path, args: &[String], vars: &[(String, String)]) -> Proc {
+        std::fs::create_dir_all(self.dir.join("logs")).unwrap();
+        let log_path = self.dir.join("logs").join(format!("{log_name}.log"));
+        let log = File::options().create(true).append(true).open(&log_path).unwrap();
+        let child = Command::new(MOLTMATE)
+            .args(args)
+            .env_clear()
+            .envs(vars.iter().map(|(k, v)| (k, v)))
+            .env("KUBECONFIG", kubeconfig)
+            .env("RUST_LOG", "info,kube=warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("spawn moltmate");
+        // The testenv watchdog stops what DIR/pids lists once this test process is gone.
+        let line = format!("{} {log_name}\n", child.id());
+        std::fs::OpenOptions::new().append(true).open(self.dir.join("pids")).and_then(|mut f| {
+            use std::io::Write;
+            f.write_all(line.as_bytes())
+        }).unwrap();
+        Proc { child, log: log_path }
     }
 }
