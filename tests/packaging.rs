@@ -1,0 +1,833 @@
+//! Packaging, as far as it can be checked without a Docker engine, Flux or Argo CD: the two
+//! Dockerfiles (parsed here) and their build context, and the GitOps example folder
+//! (rendered by kubectl's kustomize and dry-run applied to a real API server).
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+use support::{MOLTMATE, REPO, TestEnv};
+
+use dockerfile::Dockerfile;
+
+const DOCKERFILES: [&str; 2] = ["Dockerfile", "Dockerfile.sandbox"];
+const GITOPS: &str = "manifests/examples/gitops";
+/// The platforms the README's buildx command builds.
+const PLATFORMS: &str = "linux/amd64,linux/arm64";
+
+// ------------------------------------------------------------------------------------------
+// The Dockerfiles
+// ------------------------------------------------------------------------------------------
+
+fn read(relative: &str) -> String {
+    std::fs::read_to_string(Path::new(REPO).join(relative)).unwrap_or_else(|e| panic!("read {relative}: {e}"))
+}
+
+fn load(name: &str) -> Dockerfile {
+    dockerfile::parse(&read(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+/// `[[bin]]` names and one `[package]` field, read from Cargo.toml's plain `key = "value"` lines.
+fn cargo_bins() -> Vec<String> {
+    let mut bins = Vec::new();
+    let mut section = String::new();
+    for line in read("Cargo.toml").lines().map(str::trim) {
+        if line.starts_with('[') {
+            section = line.to_string();
+        } else if section == "[[bin]]" {
+            bins.extend(toml_string(line, "name"));
+        }
+    }
+    bins
+}
+
+fn cargo_package(key: &str) -> String {
+    let manifest = read("Cargo.toml");
+    let package = manifest.split("[package]").nth(1).expect("a [package] section");
+    let package = package.split("\n[").next().unwrap();
+    package.lines().find_map(|l| toml_string(l.trim(), key)).unwrap_or_else(|| panic!("Cargo.toml: no package.{key}"))
+}
+
+fn toml_string(line: &str, key: &str) -> Option<String> {
+    let (k, v) = line.split_once('=')?;
+    (k.trim() == key).then(|| v.trim().trim_matches('"').to_string())
+}
+
+#[test]
+fn both_dockerfiles_parse_into_a_build_stage_and_a_final_stage() {
+    for name in DOCKERFILES {
+        let file = load(name);
+        let stages: Vec<_> = file.stages.iter().map(|s| (s.from.image.as_str(), s.from.name.as_deref())).collect();
+        assert!(file.stage("build").is_some(), "{name}: a stage named build; stages {stages:?}");
+        assert!(file.stages.len() >= 2, "{name}: a final stage after the build; stages {stages:?}");
+        assert_eq!(file.syntax.as_deref(), Some("docker/dockerfile:1"), "{name}: BuildKit syntax (cache mounts, heredocs)");
+    }
+}
+
+#[test]
+fn no_image_names_a_registry_host_or_the_latest_tag() {
+    for name in DOCKERFILES {
+        let file = load(name);
+        let mut images: Vec<String> = file.syntax.iter().cloned().collect();
+        let mut earlier_stages = Vec::new();
+        for stage in &file.stages {
+            let image = &stage.from.image;
+            // `scratch` and earlier stages are no pulls.
+            if image != "scratch" && !earlier_stages.contains(image) {
+                images.push(image.clone());
+            }
+            earlier_stages.extend(stage.from.name.clone());
+        }
+        for image in images {
+            assert!(!image.contains('$'), "{name}: FROM {image} is chosen by a build argument; write the image out");
+            assert_eq!(dockerfile::registry_host(&image), None, "{name}: {image} names a registry host");
+            let pinned = image.contains('@') || dockerfile::tag(&image).is_some_and(|t| t != "latest");
+            assert!(pinned, "{name}: {image} has no tag (that is `latest`) or is `latest`");
+        }
+    }
+}
+
+/// The binary the final stage's ENTRYPOINT runs, traced back through the COPY that put it
+/// there to the `cargo build` that made it: it is the crate's `[[bin]]`, built static.
+#[test]
+fn each_image_runs_the_crates_binary_built_static_for_musl() {
+    let bins = cargo_bins();
+    for name in DOCKERFILES {
+        let file = load(name);
+        let last = file.stages.last().unwrap();
+        let entrypoint = last.exec_form("ENTRYPOINT").unwrap_or_else(|e| panic!("{name}: {e}"));
+        let program = entrypoint.first().unwrap_or_else(|| panic!("{name}: empty ENTRYPOINT"));
+        let copy = last
+            .copies()
+            .into_iter()
+            .find(|c| c.target_of_single_source().as_deref() == Some(program))
+            .unwrap_or_else(|| panic!("{name}: no COPY in the final stage puts {program} there"));
+        let from = copy.from.clone().unwrap_or_else(|| panic!("{name}: {program} is copied from the build context, not built"));
+        let build = file.stage(&from).unwrap_or_else(|| panic!("{name}: {program} comes from {from}, which is no stage here"));
+        let built = build.cargo_build_copied_to(&copy.sources[0]).unwrap_or_else(|| {
+            panic!("{name}: no RUN in stage {from} runs `cargo build --bin NAME` and copies target/.../release/NAME to {}", copy.sources[0])
+        });
+        assert!(bins.contains(&built.bin), "{name}: builds `{}`, which is no [[bin]] of Cargo.toml ({bins:?})", built.bin);
+        for flag in ["--release", "--locked"] {
+            assert!(built.command.contains(flag), "{name}: cargo build without {flag}: {}", built.command);
+        }
+        assert!(built.command.contains("-unknown-linux-musl"), "{name}: not built for a musl target (static): {}", built.command);
+    }
+}
+
+#[test]
+fn each_image_runs_as_a_numeric_non_root_user() {
+    for name in DOCKERFILES {
+        let file = load(name);
+        let last = file.stages.last().unwrap();
+        let user = last.last_args("USER").unwrap_or_else(|| panic!("{name}: the final stage sets no USER (it would run as root)"));
+        let (uid, gid) = user.split_once(':').unwrap_or_else(|| panic!("{name}: USER {user}: give uid:gid"));
+        let (uid, gid): (u32, u32) = match (uid.parse(), gid.parse()) {
+            (Ok(u), Ok(g)) => (u, g),
+            _ => panic!("{name}: USER {user} is not numeric (runAsNonRoot can only verify numbers)"),
+        };
+        assert!(uid != 0 && gid != 0, "{name}: USER {user} is root");
+        // An image that brings its own /etc/passwd names that user in it.
+        for copy in last.copies().into_iter().filter(|c| c.dest == "/etc/passwd") {
+            let passwd = copy.heredoc.as_deref().unwrap_or_else(|| panic!("{name}: /etc/passwd comes from {:?}", copy.sources));
+            let ids: Vec<(u32, u32)> = passwd
+                .lines()
+                .filter_map(|l| {
+                    let fields: Vec<&str> = l.split(':').collect();
+                    Some((fields.get(2)?.parse().ok()?, fields.get(3)?.parse().ok()?))
+                })
+                .collect();
+            assert!(ids.contains(&(uid, gid)), "{name}: /etc/passwd has no entry for {uid}:{gid}: {passwd}");
+        }
+    }
+}
+
+/// Both images compile the binary the same way, so a fix to one reaches the other.
+#[test]
+fn both_images_share_one_cross_compiling_build_stage() {
+    let [main, sandbox] = DOCKERFILES.map(load);
+    let (a, b) = (main.stage("build").unwrap(), sandbox.stage("build").unwrap());
+    assert_eq!(a.from, b.from, "the build stages start from different images");
+    assert_eq!(a.instructions, b.instructions, "Dockerfile and Dockerfile.sandbox build differently");
+    // On the build machine's platform, targeting buildx's TARGETARCH: no emulated compile.
+    assert_eq!(a.from.platform.as_deref(), Some("$BUILDPLATFORM"));
+    assert!(a.instructions.iter().any(|i| i.keyword == "ARG" && i.args == "TARGETARCH"), "ARG TARGETARCH in the build stage");
+    for arch in ["amd64) arch=x86_64", "arm64) arch=aarch64"] {
+        assert!(a.instructions.iter().any(|i| i.args.contains(arch)), "the build stage maps {arch}");
+    }
+}
+
+/// The names in the build commands are the ones the operator and the chart use, at the
+/// crate's version, and they build both platforms.
+#[test]
+fn the_image_names_agree_with_the_operator_and_the_crate_version() {
+    let version = cargo_package("version");
+    let help = Command::new(MOLTMATE).args(["operator", "--help"]).env_remove("MOLTMATE_SANDBOX_IMAGE").output().unwrap();
+    let help = String::from_utf8(help.stdout).unwrap();
+    let sandbox_default = help
+        .lines()
+        .skip_while(|l| !l.contains("--sandbox-image"))
+        .find_map(|l| l.split("[default: ").nth(1))
+        .and_then(|rest| rest.split(']').next())
+        .unwrap_or_else(|| panic!("`moltmate operator --help` shows no default for --sandbox-image:\n{help}"))
+        .to_string();
+    assert_eq!(sandbox_default, format!("moltmates/sandbox:{version}"));
+
+    for (name, default_image, repository) in [
+        ("Dockerfile", format!("moltmates/moltmate:{version}"), "moltmate"),
+        ("Dockerfile.sandbox", sandbox_default.clone(), "sandbox"),
+    ] {
+        let file = load(name);
+        let comments = file.comments.join("\n");
+        assert!(comments.contains(&default_image), "{name}: its comments name {default_image}");
+        let buildx = file
+            .comments
+            .iter()
+            .find(|c| c.contains("docker buildx build"))
+            .unwrap_or_else(|| panic!("{name}: no buildx command in its comments"));
+        assert!(buildx.contains(&format!("--platform {PLATFORMS}")), "{name}: {buildx}");
+        assert!(buildx.contains(&format!("-t <your-registry>/{repository}:{version} --push")), "{name}: {buildx}");
+        if name != "Dockerfile" {
+            assert!(buildx.contains(&format!("-f {name}")), "{name}: {buildx}");
+        }
+    }
+    let labels = load("Dockerfile").stages.last().unwrap().last_args("LABEL").unwrap_or_default();
+    assert!(labels.contains(&format!("org.opencontainers.image.licenses=\"{}\"", cargo_package("license"))), "{labels}");
+}
+
+// ------------------------------------------------------------------------------------------
+// The build context
+// ------------------------------------------------------------------------------------------
+
+fn ignore() -> dockerignore::Ignore {
+    dockerignore::Ignore::parse(&read(".dockerignore")).unwrap_or_else(|e| panic!(".dockerignore: {e}"))
+}
+
+fn files_under(root: &Path) -> Vec<PathBuf> {
+    if root.is_file() {
+        return vec![root.to_path_buf()];
+    }
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(root).unwrap().flatten() {
+        out.extend(files_under(&entry.path()));
+    }
+    out
+}
+
+fn relative(path: &Path) -> String {
+    path.strip_prefix(REPO).unwrap().to_string_lossy().into_owned()
+}
+
+#[test]
+fn every_local_copy_source_is_in_the_build_context() {
+    let ignore = ignore();
+    for name in DOCKERFILES {
+        for stage in &load(name).stages {
+            for copy in stage.copies().into_iter().filter(|c| c.from.is_none() && c.heredoc.is_none()) {
+                for source in &copy.sources {
+                    assert!(!source.contains(['*', '?', '[']) && !source.contains(".."), "{name}: COPY {source}: a plain path inside the repo");
+                    let path = Path::new(REPO).join(source);
+                    assert!(path.exists(), "{name}: COPY {source}: no such file in the repo");
+                    for file in files_under(&path) {
+                        let file = relative(&file);
+                        assert!(!ignore.excludes(&file), "{name}: COPY {source}: .dockerignore leaves out {file}");
+                    }
+                }
+            }
+        }
+    }
+    // Nothing large or private goes to the builder.
+    for left_out in ["target/release/moltmate", ".git/config", ".testenv/kubeconfig", "tests/agent.rs", "charts/moltmates/values.yaml"] {
+        assert!(ignore.excludes(left_out), ".dockerignore sends {left_out}");
+    }
+}
+
+/// The files the build stage copies are a whole crate on their own: the same lib, bin and
+/// build-script targets as the repo, every target's source present, the lock file current,
+/// and no `include_str!`/`include_bytes!` that reaches outside them.
+#[test]
+fn the_files_the_build_stage_copies_are_a_complete_crate() {
+    let build = load("Dockerfile").stage("build").unwrap().clone();
+    let workdir = build.last_args("WORKDIR").expect("the build stage sets a WORKDIR");
+    let dir = tempfile::tempdir().unwrap();
+    for copy in build.copies().into_iter().filter(|c| c.from.is_none()) {
+        let dest = Path::new(&copy.dest);
+        let dest = if dest.is_absolute() { dest.to_path_buf() } else { Path::new(&workdir).join(dest) };
+        let dest = dir.path().join(dest.strip_prefix(&workdir).unwrap_or_else(|_| panic!("COPY to {} outside WORKDIR {workdir}", copy.dest)));
+        let into_dir = copy.dest.ends_with('/') || copy.sources.len() > 1;
+        for source in &copy.sources {
+            let from = Path::new(REPO).join(source);
+            for file in files_under(&from) {
+                let rel = file.strip_prefix(&from).unwrap();
+                let to = match (into_dir, from.is_dir()) {
+                    (_, true) => dest.join(rel),
+                    (true, false) => dest.join(from.file_name().unwrap()),
+                    (false, false) => dest.clone(),
+                };
+                std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+                std::fs::copy(&file, &to).unwrap();
+            }
+        }
+    }
+
+    let targets = |root: &Path| -> BTreeSet<(String, String)> {
+        let out = Command::new(env!("CARGO"))
+            .args(["metadata", "--no-deps", "--offline", "--format-version", "1"])
+            .current_dir(root)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "cargo metadata in {}: {}", root.display(), String::from_utf8_lossy(&out.stderr));
+        let meta: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let mut set = BTreeSet::new();
+        for target in meta["packages"][0]["targets"].as_array().unwrap() {
+            let kind = target["kind"][0].as_str().unwrap().to_string();
+            if ["lib", "bin", "custom-build"].contains(&kind.as_str()) {
+                let src = PathBuf::from(target["src_path"].as_str().unwrap());
+                assert!(src.exists(), "{kind} {} has no source at {}", target["name"], src.display());
+                set.insert((kind, target["name"].as_str().unwrap().to_string()));
+            }
+        }
+        set
+    };
+    assert_eq!(targets(dir.path()), targets(Path::new(REPO)), "the build stage sees other targets than the repo has");
+
+    let locked = Command::new(env!("CARGO"))
+        .args(["tree", "--locked", "--offline", "--target", "x86_64-unknown-linux-musl", "--depth", "0"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(locked.status.success(), "`cargo build --locked` would fail: {}", String::from_utf8_lossy(&locked.stderr));
+
+    for file in files_under(dir.path()).into_iter().filter(|f| f.extension().is_some_and(|e| e == "rs")) {
+        let text = std::fs::read_to_string(&file).unwrap();
+        for macro_call in ["include_str!(\"", "include_bytes!(\""] {
+            for rest in text.split(macro_call).skip(1) {
+                let target = file.parent().unwrap().join(rest.split('"').next().unwrap());
+                assert!(target.exists(), "{} includes {}, which the build stage does not copy", file.display(), target.display());
+            }
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// GitOps
+// ------------------------------------------------------------------------------------------
+
+fn kubectl() -> PathBuf {
+    let out = Command::new(format!("{REPO}/scripts/testenv")).arg("bindir").output().expect("run scripts/testenv bindir");
+    let kubectl = PathBuf::from(String::from_utf8(out.stdout).unwrap().trim()).join("kubectl");
+    assert!(kubectl.exists(), "{} missing: run `scripts/testenv install`", kubectl.display());
+    kubectl
+}
+
+fn yaml_documents(text: &str, what: &str) -> Vec<Value> {
+    let docs: Vec<Value> = serde_saphyr::from_multiple(text).unwrap_or_else(|e| panic!("{what}: not YAML: {e}"));
+    docs.into_iter().filter(|d| !d.is_null()).collect()
+}
+
+fn yaml_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<_> =
+        files_under(dir).into_iter().filter(|f| f.extension().is_some_and(|e| e == "yaml" || e == "yml")).collect();
+    files.sort();
+    files
+}
+
+/// Every MoltmateUser under manifests/examples/, with the file it is in.
+fn example_users() -> Vec<(String, Value)> {
+    let mut users = Vec::new();
+    for file in yaml_files(&Path::new(REPO).join("manifests/examples")) {
+        let name = relative(&file);
+        for doc in yaml_documents(&std::fs::read_to_string(&file).unwrap(), &name) {
+            if doc["kind"] == "MoltmateUser" {
+                users.push((name.clone(), doc));
+            }
+        }
+    }
+    users
+}
+
+fn by_name(users: impl IntoIterator<Item = Value>) -> BTreeMap<String, Value> {
+    users.into_iter().map(|u| (u["metadata"]["name"].as_str().expect("metadata.name").to_string(), u)).collect()
+}
+
+#[test]
+fn kustomize_renders_exactly_the_users_folder() {
+    let users_dir = Path::new(REPO).join(GITOPS).join("users");
+    let files = yaml_files(&users_dir);
+    assert!(files.len() >= 2, "example users in {}", users_dir.display());
+
+    let kustomization = &yaml_documents(&read(&format!("{GITOPS}/kustomization.yaml")), "kustomization.yaml")[0];
+    let listed: BTreeSet<String> =
+        kustomization["resources"].as_array().expect("resources:").iter().map(|r| r.as_str().unwrap().to_string()).collect();
+    let present: BTreeSet<String> = files.iter().map(|f| format!("users/{}", f.file_name().unwrap().to_string_lossy())).collect();
+    assert_eq!(listed, present, "kustomization.yaml must list every file under users/ (kustomize has no wildcards)");
+
+    let out = Command::new(kubectl()).args(["kustomize", &format!("{REPO}/{GITOPS}")]).output().unwrap();
+    assert!(out.status.success(), "kubectl kustomize: {}", String::from_utf8_lossy(&out.stderr));
+    let rendered = by_name(yaml_documents(&String::from_utf8(out.stdout).unwrap(), "kubectl kustomize output"));
+    let expected = by_name(files.iter().flat_map(|f| yaml_documents(&std::fs::read_to_string(f).unwrap(), &relative(f))));
+    assert_eq!(rendered, expected);
+    assert!(rendered.values().all(|u| u["kind"] == "MoltmateUser"), "only MoltmateUsers in users/");
+}
+
+/// All examples can live in one cluster: no two share a name or a Telegram id (a second
+/// holder of an id would get Ready=False, DuplicateTelegramId).
+#[test]
+fn example_users_have_distinct_names_and_telegram_ids() {
+    let users = example_users();
+    assert!(users.len() >= 6, "the profile examples and the GitOps users: {users:?}");
+    let mut names = BTreeMap::new();
+    let mut ids = BTreeMap::new();
+    for (file, user) in &users {
+        let name = user["metadata"]["name"].as_str().unwrap().to_string();
+        let id = user["spec"]["telegram"]["userId"].as_i64().unwrap_or_else(|| panic!("{file}: spec.telegram.userId"));
+        if let Some(other) = names.insert(name.clone(), file) {
+            panic!("{file} and {other} both define {name}");
+        }
+        if let Some(other) = ids.insert(id, file) {
+            panic!("{file} and {other} both use Telegram id {id}");
+        }
+    }
+}
+
+/// The Flux and Argo CD objects cannot be applied here (no CRDs for them): check their shape
+/// and that they sync this folder, with pruning.
+#[test]
+fn flux_and_argo_cd_sync_the_gitops_folder_with_prune() {
+    let gitops = std::fs::canonicalize(Path::new(REPO).join(GITOPS)).unwrap();
+    let points_here = |path: &str, what: &str| {
+        let dir = Path::new(REPO).join(path.trim_start_matches("./"));
+        assert!(dir.is_dir(), "{what}: path {path} is no folder of the repo");
+        assert_eq!(std::fs::canonicalize(&dir).unwrap(), gitops, "{what}: path {path}");
+        // With a kustomization.yaml only the users are synced, not the Flux/Argo files beside it.
+        assert!(dir.join("kustomization.yaml").is_file(), "{what}: {path} has no kustomization.yaml");
+    };
+
+    let flux = yaml_documents(&read(&format!("{GITOPS}/flux-kustomization.yaml")), "flux-kustomization.yaml");
+    let find = |api_version: &str, kind: &str| {
+        flux.iter()
+            .find(|d| d["apiVersion"] == api_version && d["kind"] == kind)
+            .unwrap_or_else(|| panic!("flux-kustomization.yaml: no {api_version} {kind}"))
+    };
+    let source = find("source.toolkit.fluxcd.io/v1", "GitRepository");
+    let kustomization = find("kustomize.toolkit.fluxcd.io/v1", "Kustomization");
+    assert_eq!(source["metadata"]["name"], "moltmates-users");
+    assert_eq!(kustomization["spec"]["sourceRef"], serde_json::json!({ "kind": "GitRepository", "name": "moltmates-users" }));
+    assert_eq!(kustomization["metadata"]["namespace"], source["metadata"]["namespace"], "a sourceRef without namespace is in its own");
+    assert_eq!(kustomization["spec"]["prune"], true);
+    assert!(kustomization["spec"]["interval"].is_string(), "Flux requires spec.interval");
+    points_here(kustomization["spec"]["path"].as_str().expect("spec.path"), "Flux Kustomization");
+
+    let argo = yaml_documents(&read(&format!("{GITOPS}/argocd-application.yaml")), "argocd-application.yaml");
+    let [app] = argo.as_slice() else { panic!("argocd-application.yaml: one document") };
+    assert_eq!((&app["apiVersion"], &app["kind"]), (&Value::from("argoproj.io/v1alpha1"), &Value::from("Application")));
+    assert_eq!(app["spec"]["syncPolicy"]["automated"]["prune"], true);
+    assert!(app["spec"]["destination"]["server"].is_string(), "Argo CD requires a destination");
+    points_here(app["spec"]["source"]["path"].as_str().expect("spec.source.path"), "Argo CD Application");
+    assert_eq!(app["spec"]["source"]["repoURL"], source["spec"]["url"], "both examples name the same repository");
+}
+
+/// The real API server (CRD installed) accepts the GitOps folder and every example user, and
+/// rejects a bad one the same way — so this check can fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_server_accepts_the_gitops_folder_and_every_example_user() {
+    let env = TestEnv::up("packaging");
+    env.install().await;
+    let dry_run = |args: &[&str]| {
+        let mut all = vec!["apply", "--server-side", "--dry-run=server"];
+        all.extend_from_slice(args);
+        env.kubectl(&all)
+    };
+
+    let folder = format!("{REPO}/{GITOPS}");
+    let out = dry_run(&["-k", &folder]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "kubectl apply -k {GITOPS}: {}{stdout}", String::from_utf8_lossy(&out.stderr));
+    let gitops_users = by_name(example_users().into_iter().filter(|(f, _)| f.starts_with(GITOPS)).map(|(_, u)| u));
+    for name in gitops_users.keys() {
+        assert!(stdout.contains(&format!("moltmateuser.moltmate.io/{name} serverside-applied (server dry run)")), "{name}: {stdout}");
+    }
+
+    let users = example_users();
+    for (file, user) in &users {
+        let path = format!("{REPO}/{file}");
+        let out = dry_run(&["-f", &path]);
+        assert!(out.status.success(), "{file} ({}): {}", user["metadata"]["name"], String::from_utf8_lossy(&out.stderr));
+    }
+
+    let bad = tempfile::Builder::new().suffix(".yaml").tempfile().unwrap();
+    std::fs::write(bad.path(), read(&users[0].0).replace("profile: ", "profile: nonsense-")).unwrap();
+    let out = dry_run(&["-f", bad.path().to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("spec.profile"), "a bad profile is refused: {stderr}");
+
+    // Dry runs leave nothing behind.
+    let out = env.kubectl(&["get", "moltmateusers", "-o", "name"]);
+    assert!(out.status.success() && out.stdout.is_empty(), "{}", String::from_utf8_lossy(&out.stdout));
+}
+
+// ------------------------------------------------------------------------------------------
+// A Dockerfile reader: just enough of the format for the checks above.
+// ------------------------------------------------------------------------------------------
+
+mod dockerfile {
+    /// One instruction: keyword upper-cased, arguments with continuation lines joined (as
+    /// Docker joins them), and the body of a here-document (`COPY <<EOF /etc/passwd`).
+    #[derive(Debug, Clone, PartialEq)]
+    pub struct Instruction {
+        pub keyword: String,
+        pub args: String,
+        pub heredoc: Option<String>,
+    }
+
+    #[derive(Debug, Clone, PartialEq)]
+    pub struct From {
+        pub platform: Option<String>,
+        pub image: String,
+        pub name: Option<String>,
+    }
+
+    #[derive(Debug, Clone)]
+    pub struct Stage {
+        pub from: From,
+        pub instructions: Vec<Instruction>,
+    }
+
+    #[derive(Debug)]
+    pub struct Dockerfile {
+        /// The `# syntax=` parser directive.
+        pub syntax: Option<String>,
+        /// Comment lines, without the `#`.
+        pub comments: Vec<String>,
+        pub stages: Vec<Stage>,
+    }
+
+    #[derive(Debug, Clone)]
+    pub struct Copy {
+        pub from: Option<String>,
+        pub sources: Vec<String>,
+        pub dest: String,
+        pub heredoc: Option<String>,
+    }
+
+    /// A `cargo build --bin BIN` and the whole RUN it is in.
+    pub struct CargoBuild {
+        pub bin: String,
+        pub command: String,
+    }
+
+    impl Dockerfile {
+        pub fn stage(&self, name: &str) -> Option<&Stage> {
+            self.stages.iter().find(|s| s.from.name.as_deref() == Some(name))
+        }
+    }
+
+    impl Stage {
+        pub fn last_args(&self, keyword: &str) -> Option<String> {
+            self.instructions.iter().rev().find(|i| i.keyword == keyword).map(|i| i.args.clone())
+        }
+
+        /// ENTRYPOINT or CMD in exec (JSON) form.
+        pub fn exec_form(&self, keyword: &str) -> Result<Vec<String>, String> {
+            let args = self.last_args(keyword).ok_or(format!("no {keyword}"))?;
+            serde_json::from_str(&args).map_err(|_| format!("{keyword} {args}: not in exec form [\"...\"]"))
+        }
+
+        pub fn copies(&self) -> Vec<Copy> {
+            self.instructions.iter().filter(|i| i.keyword == "COPY").map(|i| parse_copy(i).unwrap_or_else(|e| panic!("{e}"))).collect()
+        }
+
+        /// The RUN that builds a binary with cargo and copies it to `path`.
+        pub fn cargo_build_copied_to(&self, path: &str) -> Option<CargoBuild> {
+            self.instructions.iter().filter(|i| i.keyword == "RUN").find_map(|run| {
+                let words: Vec<&str> = run.args.split_whitespace().map(|w| w.trim_matches('"')).collect();
+                let build = words.windows(2).position(|w| w == ["cargo", "build"])?;
+                let bin = words[build..].windows(2).find(|w| w[0] == "--bin")?[1];
+                let copied = words.windows(3).any(|w| w[0] == "cp" && w[1].ends_with(&format!("/release/{bin}")) && w[2] == path);
+                copied.then(|| CargoBuild { bin: bin.to_string(), command: run.args.clone() })
+            })
+        }
+    }
+
+    impl Copy {
+        /// Where a COPY of one file puts it.
+        pub fn target_of_single_source(&self) -> Option<String> {
+            let [source] = self.sources.as_slice() else { return None };
+            Some(match self.dest.strip_suffix('/') {
+                Some(dir) => format!("{dir}/{}", source.rsplit('/').next().unwrap()),
+                None => self.dest.clone(),
+            })
+        }
+    }
+
+    pub fn parse(text: &str) -> Result<Dockerfile, String> {
+        let mut syntax = None;
+        let mut comments = Vec::new();
+        let mut instructions = Vec::new();
+        let mut lines = text.lines().enumerate();
+        let mut directives_allowed = true;
+        while let Some((n, line)) = lines.next() {
+            let trimmed = line.trim();
+            if let Some(comment) = trimmed.strip_prefix('#') {
+                match comment.trim().strip_prefix("syntax=") {
+                    Some(value) if directives_allowed => syntax = Some(value.trim().to_string()),
+                    _ => comments.push(comment.trim().to_string()),
+                }
+                directives_allowed = false;
+                continue;
+            }
+            directives_allowed = false;
+            if trimmed.is_empty() {
+                continue;
+            }
+            // Docker drops a trailing backslash and the line break; comment and blank lines
+            // inside a continued instruction are skipped.
+            let mut logical = String::new();
+            let mut current = trimmed.to_string();
+            while let Some(part) = current.strip_suffix('\\') {
+                logical.push_str(part);
+                current = loop {
+                    let (_, next) = lines.next().ok_or(format!("line {}: continued past the end of the file", n + 1))?;
+                    let next = next.trim();
+                    if !next.is_empty() && !next.starts_with('#') {
+                        break next.to_string();
+                    }
+                };
+            }
+            logical.push_str(&current);
+            let (keyword, args) = logical
+                .split_once(char::is_whitespace)
+                .ok_or(format!("line {}: `{logical}` has no arguments", n + 1))?;
+            let heredoc = match heredoc_word(args) {
+                Some(word) => {
+                    let mut body = String::new();
+                    loop {
+                        let (_, next) = lines.next().ok_or(format!("line {}: here-document {word} never ends", n + 1))?;
+                        if next.trim() == word {
+                            break;
+                        }
+                        body.push_str(next);
+                        body.push('\n');
+                    }
+                    Some(body)
+                }
+                None => None,
+            };
+            instructions.push(Instruction { keyword: keyword.to_uppercase(), args: args.trim().to_string(), heredoc });
+        }
+
+        let mut stages: Vec<Stage> = Vec::new();
+        for instruction in instructions {
+            if instruction.keyword == "FROM" {
+                stages.push(Stage { from: parse_from(&instruction.args)?, instructions: Vec::new() });
+            } else if let Some(stage) = stages.last_mut() {
+                stage.instructions.push(instruction);
+            } else if instruction.keyword != "ARG" {
+                return Err(format!("{} before the first FROM", instruction.keyword));
+            }
+        }
+        if stages.is_empty() {
+            return Err("no FROM".into());
+        }
+        Ok(Dockerfile { syntax, comments, stages })
+    }
+
+    /// `<<EOF`, `<<-EOF` or `<<"EOF"` in an instruction's arguments (one per instruction here).
+    fn heredoc_word(args: &str) -> Option<String> {
+        let word = args.split_whitespace().find_map(|w| w.strip_prefix("<<"))?;
+        Some(word.trim_start_matches('-').trim_matches(|c| c == '"' || c == '\'').to_string())
+    }
+
+    /// `FROM [--platform=P] IMAGE [AS NAME]`
+    fn parse_from(args: &str) -> Result<From, String> {
+        let mut words = args.split_whitespace();
+        let mut platform = None;
+        let image = loop {
+            match words.next() {
+                Some(flag) if flag.starts_with("--") => match flag.strip_prefix("--platform=") {
+                    Some(p) => platform = Some(p.to_string()),
+                    None => return Err(format!("FROM {args}: unknown flag {flag}")),
+                },
+                Some(image) => break image.to_string(),
+                None => return Err(format!("FROM {args}: no image")),
+            }
+        };
+        let name = match (words.next(), words.next(), words.next()) {
+            (None, _, _) => None,
+            (Some(as_), Some(name), None) if as_.eq_ignore_ascii_case("as") => Some(name.to_string()),
+            _ => return Err(format!("FROM {args}: expected FROM [--platform=P] IMAGE [AS NAME]")),
+        };
+        Ok(From { platform, image, name })
+    }
+
+    /// `COPY [--from=S] [--chown=..] [--chmod=..] [--link] SRC... DEST`, shell or JSON form.
+    fn parse_copy(instruction: &Instruction) -> Result<Copy, String> {
+        let mut rest = instruction.args.as_str();
+        let mut from = None;
+        while let Some(flagged) = rest.strip_prefix("--") {
+            let (flag, after) = flagged.split_once(char::is_whitespace).ok_or(format!("COPY {}: no source", instruction.args))?;
+            match flag.split_once('=') {
+                Some(("from", stage)) => from = Some(stage.to_string()),
+                Some(("chown" | "chmod" | "exclude", _)) => {}
+                None if flag == "link" || flag == "parents" => {}
+                _ => return Err(format!("COPY {}: unknown flag --{flag}", instruction.args)),
+            }
+            rest = after.trim_start();
+        }
+        let mut words: Vec<String> = if rest.starts_with('[') {
+            serde_json::from_str(rest).map_err(|e| format!("COPY {rest}: {e}"))?
+        } else {
+            rest.split_whitespace().map(str::to_string).collect()
+        };
+        if words.len() < 2 {
+            return Err(format!("COPY {}: needs a source and a destination", instruction.args));
+        }
+        let dest = words.pop().unwrap();
+        Ok(Copy { from, sources: words, dest, heredoc: instruction.heredoc.clone() })
+    }
+
+    /// The registry host an image reference names, if any: Docker reads the first path
+    /// component as a host when it has a '.' or ':' or is `localhost`.
+    pub fn registry_host(image: &str) -> Option<&str> {
+        let (first, _) = image.split_once('/')?;
+        (first.contains('.') || first.contains(':') || first == "localhost").then_some(first)
+    }
+
+    /// The tag of an image reference; None when it has none (which means `latest`).
+    pub fn tag(image: &str) -> Option<&str> {
+        let name = image.split('@').next().unwrap();
+        name.rsplit('/').next().unwrap().split_once(':').map(|(_, tag)| tag)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn image_references() {
+            for (image, host, tag_) in [
+                ("rust:1.95-bookworm", None, Some("1.95-bookworm")),
+                ("debian", None, None),
+                ("moltmates/sandbox:0.1.0", None, Some("0.1.0")),
+                ("registry.example:5000/x/y:1", Some("registry.example:5000"), Some("1")),
+                ("localhost/x", Some("localhost"), None),
+                ("example.org/x@sha256:00", Some("example.org"), None),
+            ] {
+                assert_eq!((registry_host(image), tag(image)), (host, tag_), "{image}");
+            }
+        }
+
+        #[test]
+        fn continuations_heredocs_and_stages() {
+            let text = r#"# syntax=docker/dockerfile:1
+# a comment
+ARG X=1
+FROM --platform=$BUILDPLATFORM a:1 AS b
+RUN one \
+ # inside
+  two
+FROM scratch
+COPY <<EOF /etc/passwd
+x:x:1:1::/:/none
+EOF
+COPY --from=b --chmod=0755 ["/m", "/n"]
+USER 1:1
+"#;
+            let file = parse(text).unwrap();
+            assert_eq!(file.syntax.as_deref(), Some("docker/dockerfile:1"));
+            assert_eq!(file.comments, ["a comment"], "a comment inside an instruction is dropped, as Docker does");
+            assert_eq!(file.stages[0].from, From { platform: Some("$BUILDPLATFORM".into()), image: "a:1".into(), name: Some("b".into()) });
+            assert_eq!(file.stages[0].instructions[0].args, "one two");
+            let copies = file.stages[1].copies();
+            assert_eq!(copies[0].heredoc.as_deref(), Some("x:x:1:1::/:/none\n"));
+            assert_eq!(copies[0].dest, "/etc/passwd");
+            assert_eq!((copies[1].from.as_deref(), copies[1].target_of_single_source().as_deref()), (Some("b"), Some("/n")));
+            assert!(parse("RUN x\n").unwrap_err().contains("before the first FROM"));
+            assert!(parse("FROM a\nRUN x \\\n").unwrap_err().contains("past the end"));
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// A .dockerignore reader: Docker's rules for `*`, `?`, `**` and `!` (later lines win, and a
+// pattern that matches a folder matches everything in it).
+// ------------------------------------------------------------------------------------------
+
+mod dockerignore {
+    pub struct Ignore {
+        /// (re-include?, pattern split at '/')
+        patterns: Vec<(bool, Vec<String>)>,
+    }
+
+    impl Ignore {
+        pub fn parse(text: &str) -> Result<Ignore, String> {
+            let mut patterns = Vec::new();
+            for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+                let (negated, pattern) = match line.strip_prefix('!') {
+                    Some(p) => (true, p.trim()),
+                    None => (false, line),
+                };
+                if pattern.contains(['[', '\\']) {
+                    return Err(format!("{line}: character classes and escapes are not handled by this reader"));
+                }
+                let segments = pattern.trim_matches('/').split('/').filter(|s| !s.is_empty() && *s != ".").map(str::to_string).collect();
+                patterns.push((negated, segments));
+            }
+            Ok(Ignore { patterns })
+        }
+
+        /// Whether `path` (relative to the context, '/'-separated) stays out of the context.
+        pub fn excludes(&self, path: &str) -> bool {
+            let segments: Vec<&str> = path.split('/').collect();
+            let mut excluded = false;
+            for (negated, pattern) in &self.patterns {
+                if (1..=segments.len()).any(|n| matches(pattern, &segments[..n])) {
+                    excluded = !negated;
+                }
+            }
+            excluded
+        }
+    }
+
+    fn matches(pattern: &[String], path: &[&str]) -> bool {
+        match pattern.split_first() {
+            None => path.is_empty(),
+            Some((p, rest)) if p == "**" => (0..=path.len()).any(|i| matches(rest, &path[i..])),
+            Some((p, rest)) => !path.is_empty() && segment_matches(p.as_bytes(), path[0].as_bytes()) && matches(rest, &path[1..]),
+        }
+    }
+
+    fn segment_matches(pattern: &[u8], name: &[u8]) -> bool {
+        match pattern.split_first() {
+            None => name.is_empty(),
+            Some((b'*', rest)) => (0..=name.len()).any(|i| segment_matches(rest, &name[i..])),
+            Some((b'?', rest)) => !name.is_empty() && segment_matches(rest, &name[1..]),
+            Some((c, rest)) => name.first() == Some(c) && segment_matches(rest, &name[1..]),
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn later_lines_win_and_folders_cover_their_files() {
+            let ignore = Ignore::parse("*\n!src\n!Cargo.*\nsrc/**/*.bak\n").unwrap();
+            for (path, excluded) in [
+                ("target/release/x", true),
+                ("src/main.rs", false),
+                ("src/a/b.rs", false),
+                ("src/a/b.bak", true),
+                ("src/x.bak", true),
+                ("Cargo.lock", false),
+                ("README.md", true),
+            ] {
+                assert_eq!(ignore.excludes(path), excluded, "{path}");
+            }
+            assert!(Ignore::parse("[ab]").is_err());
+        }
+    }
+}
