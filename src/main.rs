@@ -41,6 +41,8 @@ enum DevCommand {
     Telegram(moltmates::dev::telegram::TelegramArgs),
     /// A local OpenAI-compatible LLM stand-in (echo, /tool commands, scripts) for tests and the local stack.
     Llm(moltmates::dev::llm::LlmArgs),
+    /// Type as a user of the local stack (via the Telegram stand-in) and read their agent's replies.
+    Chat(moltmates::dev::chat::ChatArgs),
 }
 
 #[tokio::main]
@@ -57,6 +59,10 @@ async fn main() -> ExitCode {
         Command::Dev(DevCommand::Node(args)) => moltmates::dev::node::run(args).await.map_err(Into::into),
         Command::Dev(DevCommand::Telegram(args)) => moltmates::dev::telegram::run(args).await.map_err(Into::into),
         Command::Dev(DevCommand::Llm(args)) => moltmates::dev::llm::run(args).await.map_err(Into::into),
+        Command::Dev(DevCommand::Chat(args)) => match moltmates::dev::chat::run(args).await {
+            Ok(code) => return code,
+            Err(e) => Err(e.into()),
+        },
         Command::Agent(args) => moltmates::agent::run(args).await.map_err(Into::into),
         Command::ExecPolicy(command) => match moltmates::agent::exec::cli::run(command).await {
             Ok(code) => return code,
