@@ -213,14 +213,17 @@ pub(super) fn pod(ctx: &Ctx) -> Pod {
     let mut metadata = ctx.meta(names::AGENT_POD);
     metadata.labels = Some(names::agent_labels(ctx.user_name));
     let mut pod = Pod { metadata, spec: Some(spec), ..Pod::default() };
-    let hash = spec_hash(&pod);
+    let hash = spec_hash(&pod, ctx.input.agent_token);
     pod.metadata.annotations = Some(BTreeMap::from([(names::ANNOTATION_SPEC_HASH.into(), hash)]));
     pod
 }
 
-/// A pod's spec cannot be edited in place; this hash tells when it must be replaced.
-pub fn spec_hash(pod: &Pod) -> String {
-    let json = serde_json::to_vec(&(&pod.metadata.labels, &pod.spec)).expect("a pod always serializes");
+/// A pod's spec cannot be edited in place; this hash tells when it must be replaced. The
+/// token is in it too: the pod reads it from its Secret only at start, so a new token (a
+/// rotated master key) needs a new pod, or the gateway and the agent would disagree.
+pub fn spec_hash(pod: &Pod, agent_token: &str) -> String {
+    let token = hex::encode(Sha256::digest(agent_token.as_bytes()));
+    let json = serde_json::to_vec(&(&pod.metadata.labels, &pod.spec, token)).expect("a pod always serializes");
     hex::encode(&Sha256::digest(&json)[..12])
 }
 
@@ -304,6 +307,10 @@ mod tests {
         assert_ne!(hash(&base), hash(&build_for(&u).pod), "image");
         assert_ne!(hash(&base), hash(&build_for(&user("alice", Profile::Family)).pod), "profile");
         assert_eq!(hash(&base), hash(&build_for(&user("alice", Profile::Public)).pod));
+        let u = user("alice", Profile::Public);
+        let (profile, config) = (crate::profile::resolve(&u.spec).unwrap(), crate::builders::ClusterConfig::default());
+        let input = crate::builders::BuildInput { profile: &profile, config: &config, agent_token: "rotated", broker_ip: Some("10.96.0.10") };
+        assert_ne!(hash(&base), hash(&crate::builders::build(&u, &input).unwrap().pod), "a new token (rotated master key)");
         // Settings only the operator reads leave the running agent alone.
         let mut u = user("alice", Profile::Public);
         u.spec.idle_timeout = Some("2h".into());
