@@ -10,7 +10,7 @@
 //! `runner` then runs the result; it is the only module that starts processes. `catalog`
 //! holds what we know about programs by name.
 
-mod catalog;
+pub mod catalog;
 pub mod cli;
 mod paths;
 mod program;
