@@ -117,6 +117,9 @@ impl Outbox {
 /// What the loop hands each new message to.
 pub trait Handler: Send + Sync {
     fn handle(&self, message: Incoming, ticket: Ticket);
+
+    /// A getUpdates call succeeded (the liveness signal of polling, for the metrics).
+    fn polled(&self) {}
 }
 
 /// A text message from an update, or None for anything else (edits, stickers, channels...).
@@ -162,6 +165,7 @@ pub async fn poll(bot: Bot, tracker: Arc<Tracker>, handler: Arc<dyn Handler>, lo
         let updates = match request.await {
             Ok(updates) => {
                 failures = 0;
+                handler.polled();
                 updates
             }
             Err(e) => {
