@@ -85,6 +85,18 @@ pub struct MoltmateUserSpec {
     /// What happens to the workspace when this MoltmateUser is deleted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workspace: Option<WorkspaceSpec>,
+
+    /// Bump to wipe the workspace (files, memory, conversation history); also from GitOps.
+    /// The operator replaces the agent pod, and the new agent empties its workspace before
+    /// it serves; `status.resetGeneration` follows once it has. `moltmate users reset NAME`
+    /// adds one. Lowering it wipes nothing.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    #[schemars(range(min = 0))]
+    pub reset_generation: i64,
+}
+
+fn is_zero(value: &i64) -> bool {
+    *value == 0
 }
 
 impl MoltmateUserSpec {
@@ -101,6 +113,7 @@ impl MoltmateUserSpec {
             suspend: false,
             idle_timeout: None,
             workspace: None,
+            reset_generation: 0,
         }
     }
 }
@@ -270,6 +283,16 @@ pub struct MoltmateUserStatus {
     /// Standard conditions; `Ready` tells whether the agent is serving, and if not, why.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+
+    /// The highest `spec.resetGeneration` an agent has started with and served: its
+    /// workspace was wiped then. Absent until the first reset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reset_generation: Option<i64>,
+
+    /// When the person last sent a message (RFC 3339), from the gateway's
+    /// `moltmate.io/last-activity` stamp (at most one a minute).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_activity: Option<String>,
 }
 
 /// Lifecycle phase of a MoltmateUser.

@@ -1,5 +1,6 @@
 //! Moltmates: one Telegram bot, many people, each with their own sandboxed agent.
 pub mod agent;
+pub mod audit;
 pub mod builders;
 pub mod crd;
 pub mod dev;
@@ -13,5 +14,6 @@ pub mod profile;
 pub mod quantity;
 pub mod telemetry;
 pub mod token;
+pub mod users;
 
 pub use crd::MoltmateUser;

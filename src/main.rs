@@ -23,6 +23,10 @@ enum Command {
     Gateway(moltmates::gateway::GatewayArgs),
     /// Print the MoltmateUser CustomResourceDefinition (as committed in crds/).
     Crd,
+    /// Check a live installation's security, read-only: PASS, WARN or FAIL per check and object.
+    Audit(moltmates::audit::AuditArgs),
+    /// List users (Telegram id, profile, phase, pod, activity, volume, reset, queue), or reset one.
+    Users(moltmates::users::UsersArgs),
     /// Run a user's agent (the program in each sandbox pod).
     Agent(moltmates::agent::AgentArgs),
     /// Check or run a command under the exec policy, exactly as the agent's exec tool does.
@@ -47,7 +51,7 @@ enum DevCommand {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = parse_cli();
     telemetry::init(cli.log_format);
     let result: Result<(), Box<dyn std::error::Error>> = match cli.command {
         Command::Crd => {
@@ -63,7 +67,9 @@ async fn main() -> ExitCode {
             Ok(code) => return code,
             Err(e) => Err(e.into()),
         },
+        Command::Users(args) => moltmates::users::run(args).await.map_err(Into::into),
         Command::Agent(args) => moltmates::agent::run(args).await.map_err(Into::into),
+        Command::Audit(args) => return moltmates::audit::run(args).await,
         Command::ExecPolicy(command) => match moltmates::agent::exec::cli::run(command).await {
             Ok(code) => return code,
             Err(e) => Err(e),
@@ -77,4 +83,17 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Installed on PATH as `kubectl-moltmate`, the binary is a kubectl plugin: `kubectl moltmate
+/// audit` runs it with the same arguments, so only the name in usage and errors changes.
+fn parse_cli() -> Cli {
+    use clap::{CommandFactory, FromArgMatches};
+    let argv0 = std::env::args_os().next().unwrap_or_default();
+    let as_plugin = std::path::Path::new(&argv0).file_name().is_some_and(|name| name == "kubectl-moltmate");
+    if !as_plugin {
+        return Cli::parse();
+    }
+    let matches = Cli::command().bin_name("kubectl moltmate").get_matches();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
 }

@@ -12,6 +12,7 @@ pub mod history;
 pub mod llm;
 pub mod metrics;
 pub mod prompt;
+pub mod reset;
 pub mod server;
 pub mod service;
 pub mod session;
@@ -24,7 +25,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use prometheus_client::registry::Registry;
-use tracing::info;
+use tracing::{error, info, warn};
 
 pub use config::AgentArgs;
 use config::{Config, ConfigError};
@@ -50,6 +51,8 @@ pub enum Error {
     #[error(transparent)]
     Workspace(#[from] WorkspaceError),
     #[error(transparent)]
+    Reset(#[from] reset::ResetError),
+    #[error(transparent)]
     Store(#[from] StoreError),
     #[error("building the HTTP client: {0}")]
     Http(#[from] reqwest::Error),
@@ -66,6 +69,8 @@ pub async fn run(args: AgentArgs) -> Result<(), Error> {
     let _ = rustls::crypto::ring::default_provider().install_default();
 
     let writable = config.profile.workspace_access == WorkspaceAccess::Rw;
+    // Before anything reads the workspace: a reset must not let the old memory through.
+    reset_if_asked(&config, writable)?;
     let workspace = Workspace::open(&config.workspace, writable)?;
     // The in-memory window holds a few budgets' worth of history to trim from.
     let store = SessionStore::open(&workspace.sessions_dir(), writable, config.history_budget.saturating_mul(4))?;
@@ -95,6 +100,30 @@ pub async fn run(args: AgentArgs) -> Result<(), Error> {
     info!(user = %user, addr = %addr, session = %session, profile = ?profile, persistent = writable, "agent listening");
     axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await.map_err(Error::Serve)?;
     info!(user = %user, "agent stopped");
+    Ok(())
+}
+
+/// Wipe the workspace if `spec.resetGeneration` asks for it (see `reset`). A wipe that fails
+/// stops the agent: serving the old memory after an administrator asked for it gone is worse
+/// than not serving.
+fn reset_if_asked(config: &Config, writable: bool) -> Result<(), reset::ResetError> {
+    let user = config.user.as_str();
+    match reset::apply(&config.workspace, config.reset_generation, writable, config.token.expose().as_bytes())? {
+        reset::Outcome::UpToDate => {}
+        reset::Outcome::Wiped { generation, removed, kept } => {
+            info!(user, generation, removed, "workspace wiped for reset (files, memory, sessions)");
+            if !kept.is_empty() {
+                warn!(user, generation, ?kept, "left in the workspace: not the agent's to remove");
+            }
+        }
+        reset::Outcome::ReadOnly { wanted, recorded } => error!(
+            user,
+            generation = wanted,
+            recorded,
+            "reset asked for, but the workspace is read-only (workspaceAccess: ro): nothing was wiped; \
+             set workspaceAccess: rw until the reset is applied"
+        ),
+    }
     Ok(())
 }
 

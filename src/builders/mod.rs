@@ -19,6 +19,7 @@ use crate::names;
 use crate::profile::{ProfileDefaults, ResolvedProfile};
 
 pub use network::{BLOCKED_EGRESS_V4, BLOCKED_EGRESS_V6};
+pub use workload::RESET_GENERATION_ENV;
 
 /// Cluster-wide settings the operator is started with.
 #[derive(Debug, Clone)]
@@ -94,7 +95,7 @@ pub fn build(user: &MoltmateUser, input: &BuildInput) -> Result<DesiredState, Bu
     let user_name = user.metadata.name.clone().unwrap_or_default();
     let ns = names::user_namespace(&user_name)?;
     let owner = user.controller_owner_ref(&()).ok_or(BuildError::NoUid)?;
-    let ctx = Ctx { user_name: &user_name, namespace: &ns, owner: &owner, input };
+    let ctx = Ctx { user_name: &user_name, namespace: &ns, owner: &owner, reset_generation: user.spec.reset_generation, input };
     Ok(DesiredState {
         namespace: namespace::namespace(&ctx),
         service_account: namespace::service_account(&ctx),
@@ -113,6 +114,8 @@ struct Ctx<'a> {
     user_name: &'a str,
     namespace: &'a str,
     owner: &'a OwnerReference,
+    /// `spec.resetGeneration`: the agent wipes its workspace when this is newer than its record.
+    reset_generation: i64,
     input: &'a BuildInput<'a>,
 }
 

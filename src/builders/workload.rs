@@ -22,6 +22,8 @@ use crate::quantity::min_quantity;
 /// The agent runs as this uid/gid, never root.
 pub const AGENT_UID: i64 = 10001;
 pub const WORKSPACE_MOUNT: &str = "/workspace";
+/// `spec.resetGeneration`, for the agent (see `agent::reset`).
+pub const RESET_GENERATION_ENV: &str = "MOLTMATE_RESET_GENERATION";
 
 /// What the agent asks the scheduler for: a little, capped by its limits.
 pub(super) fn requests(profile: &ResolvedProfile) -> (&str, &str) {
@@ -103,6 +105,30 @@ pub(super) fn pod(ctx: &Ctx) -> Pod {
     let (cpu_request, memory_request) = requests(profile);
     let image = profile.image.clone().unwrap_or_else(|| config.default_image.clone());
     let profile_json = serde_json::to_string(profile).expect("a resolved profile always serializes");
+    let mut env_vars = vec![
+        env("MOLTMATE_USER", ctx.user_name),
+        env("MOLTMATE_WORKSPACE", WORKSPACE_MOUNT),
+        env("MOLTMATE_LISTEN", format!("0.0.0.0:{}", config.agent_port)),
+        env("MOLTMATE_BROKER_URL", format!("http://{}:{}", names::BROKER_HOSTNAME, config.broker_port)),
+        env("MOLTMATE_PROFILE", profile_json),
+        EnvVar {
+            name: "MOLTMATE_AGENT_TOKEN".into(),
+            value_from: Some(EnvVarSource {
+                secret_key_ref: Some(SecretKeySelector {
+                    name: names::TOKEN_SECRET.into(),
+                    key: names::TOKEN_SECRET_KEY.into(),
+                    ..SecretKeySelector::default()
+                }),
+                ..EnvVarSource::default()
+            }),
+            ..EnvVar::default()
+        },
+    ];
+    // Only once a user has been reset: a pod without it is a pod of generation 0, so users
+    // who never were keep their pods (and spec hashes) across operator upgrades.
+    if ctx.reset_generation > 0 {
+        env_vars.push(env(RESET_GENERATION_ENV, ctx.reset_generation.to_string()));
+    }
 
     let container = Container {
         name: names::AGENT_CONTAINER.into(),
@@ -114,25 +140,7 @@ pub(super) fn pod(ctx: &Ctx) -> Pod {
             protocol: Some("TCP".into()),
             ..ContainerPort::default()
         }]),
-        env: Some(vec![
-            env("MOLTMATE_USER", ctx.user_name),
-            env("MOLTMATE_WORKSPACE", WORKSPACE_MOUNT),
-            env("MOLTMATE_LISTEN", format!("0.0.0.0:{}", config.agent_port)),
-            env("MOLTMATE_BROKER_URL", format!("http://{}:{}", names::BROKER_HOSTNAME, config.broker_port)),
-            env("MOLTMATE_PROFILE", profile_json),
-            EnvVar {
-                name: "MOLTMATE_AGENT_TOKEN".into(),
-                value_from: Some(EnvVarSource {
-                    secret_key_ref: Some(SecretKeySelector {
-                        name: names::TOKEN_SECRET.into(),
-                        key: names::TOKEN_SECRET_KEY.into(),
-                        ..SecretKeySelector::default()
-                    }),
-                    ..EnvVarSource::default()
-                }),
-                ..EnvVar::default()
-            },
-        ]),
+        env: Some(env_vars),
         resources: Some(ResourceRequirements {
             limits: Some(quantities(&[("cpu", &profile.cpu), ("memory", &profile.memory)])),
             requests: Some(quantities(&[("cpu", cpu_request), ("memory", memory_request)])),
@@ -316,5 +324,19 @@ mod tests {
         u.spec.idle_timeout = Some("2h".into());
         u.spec.workspace = Some(crate::crd::WorkspaceSpec { deletion_policy: crate::crd::DeletionPolicy::Delete });
         assert_eq!(hash(&base), hash(&build_for(&u).pod), "idleTimeout and deletionPolicy");
+    }
+
+    #[test]
+    fn a_reset_generation_reaches_the_agent_and_replaces_the_pod() {
+        let env_of = |p: &k8s_openapi::api::core::v1::Pod| p.spec.as_ref().unwrap().containers[0].env.clone().unwrap();
+        let base = build_for(&user("alice", Profile::Public)).pod;
+        assert!(env_of(&base).iter().all(|e| e.name != super::RESET_GENERATION_ENV), "never reset: no variable, same pod as before");
+        let mut u = user("alice", Profile::Public);
+        u.spec.reset_generation = 2;
+        let reset = build_for(&u).pod;
+        let var = env_of(&reset).into_iter().find(|e| e.name == super::RESET_GENERATION_ENV).unwrap();
+        assert_eq!(var.value.as_deref(), Some("2"));
+        let hash = |p: &k8s_openapi::api::core::v1::Pod| p.metadata.annotations.as_ref().unwrap()[names::ANNOTATION_SPEC_HASH].clone();
+        assert_ne!(hash(&base), hash(&reset), "a bump replaces the pod");
     }
 }

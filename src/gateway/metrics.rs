@@ -1,8 +1,12 @@
 //! The gateway's message metrics (the broker registers its own).
 
+use std::sync::atomic::AtomicU64;
+use std::time::{SystemTime, UNIX_EPOCH};
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -13,28 +17,42 @@ pub struct OutcomeLabel {
     pub outcome: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UserLabel {
+    pub user: String,
+}
+
 pub struct Metrics {
     messages: Family<OutcomeLabel, Counter>,
+    queue_depth: Family<UserLabel, Gauge>,
     latency: Histogram,
     unknown_senders: Counter,
     confirmed: Counter,
     repeats_suppressed: Counter,
+    last_poll: Gauge<f64, AtomicU64>,
 }
 
 impl Metrics {
     pub fn register(registry: &mut Registry) -> Self {
         let metrics = Self {
             messages: Family::default(),
+            queue_depth: Family::default(),
             latency: Histogram::new(exponential_buckets(0.01, 2.0, 16)),
             unknown_senders: Counter::default(),
             confirmed: Counter::default(),
             repeats_suppressed: Counter::default(),
+            last_poll: Gauge::default(),
         };
         registry.register("moltmate_gateway_messages", "Telegram messages handled, by outcome", metrics.messages.clone());
         registry.register(
             "moltmate_gateway_routing_seconds",
             "From receiving a message to its answer (or refusal) being sent",
             metrics.latency.clone(),
+        );
+        registry.register(
+            "moltmate_gateway_queue_depth",
+            "Messages waiting in a user's queue behind the one being answered (users with a queue on this replica)",
+            metrics.queue_depth.clone(),
         );
         registry.register("moltmate_gateway_unknown_senders", "Messages from senders not on the allowlist", metrics.unknown_senders.clone());
         registry.register(
@@ -47,12 +65,27 @@ impl Metrics {
             "Redelivered updates whose reply had been delivered already: nothing sent",
             metrics.repeats_suppressed.clone(),
         );
+        // A timestamp, not a counter: "no success for 5 minutes" is then one subtraction,
+        // right after a restart too (alert MoltmateGatewayNotPolling).
+        registry.register(
+            "moltmate_gateway_last_poll_timestamp_seconds",
+            "Unix time of the last successful getUpdates call (0 before the first, in webhook mode, and on replicas not leading)",
+            metrics.last_poll.clone(),
+        );
         metrics
     }
 
     pub fn finished(&self, outcome: Outcome, seconds: f64) {
         self.messages.get_or_create(&OutcomeLabel { outcome: outcome.as_str() }).inc();
         self.latency.observe(seconds);
+    }
+
+    /// Replace the queue gauges with `depths` (taken at scrape time).
+    pub fn set_queue_depths(&self, depths: &[(String, usize)]) {
+        self.queue_depth.clear();
+        for (user, depth) in depths {
+            self.queue_depth.get_or_create(&UserLabel { user: user.clone() }).set(i64::try_from(*depth).unwrap_or(i64::MAX));
+        }
     }
 
     pub fn unknown_sender(&self) {
@@ -65,5 +98,11 @@ impl Metrics {
 
     pub fn repeat_suppressed(&self) {
         self.repeats_suppressed.inc();
+    }
+
+    /// A getUpdates call succeeded just now.
+    pub fn polled(&self) {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+        self.last_poll.set(now);
     }
 }

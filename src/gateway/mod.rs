@@ -10,6 +10,7 @@ pub mod commands;
 pub mod config;
 pub mod metrics;
 pub mod queues;
+pub mod resets;
 pub mod run;
 pub mod telegram;
 pub mod webhook;

@@ -39,6 +39,18 @@ impl<J> Queues<J> {
         senders.insert(user.to_string(), tx);
         result
     }
+
+    /// Jobs waiting per user (not counting the one its worker is on), sorted by user.
+    pub fn depths(&self) -> Vec<(String, usize)> {
+        let senders = self.senders.lock().unwrap_or_else(|e| e.into_inner());
+        let mut depths: Vec<_> = senders
+            .iter()
+            .filter(|(_, tx)| !tx.is_closed())
+            .map(|(user, tx)| (user.clone(), tx.max_capacity() - tx.capacity()))
+            .collect();
+        depths.sort();
+        depths
+    }
 }
 
 #[cfg(test)]
@@ -84,5 +96,19 @@ mod tests {
         }
         let alice: Vec<u32> = seen.lock().unwrap().iter().filter(|(u, _)| u == "alice").map(|(_, j)| *j).collect();
         assert_eq!(alice, vec![1, 2], "in order");
+        assert_eq!(queues.depths(), vec![("alice".to_string(), 0), ("bob".to_string(), 0)]);
+    }
+
+    #[tokio::test]
+    async fn depths_count_what_waits() {
+        let queues = Queues::new(5, Box::new(|_user: String, rx: mpsc::Receiver<u32>| {
+            // A worker that never takes anything: the queue only fills.
+            std::mem::forget(rx);
+        }));
+        assert!(queues.depths().is_empty());
+        for job in 0..3 {
+            queues.push("carol", job).unwrap();
+        }
+        assert_eq!(queues.depths(), vec![("carol".to_string(), 3)]);
     }
 }

@@ -1,7 +1,7 @@
 //! `moltmate gateway`: wiring. Watch caches of users and agent pods; the broker and the health
 //! endpoints on every replica; the Telegram poller on the Lease holder only.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -22,6 +22,7 @@ use super::directory::route;
 use super::fetch::{FetchConfig, Fetcher};
 use super::metrics::Metrics;
 use super::queues::Queues;
+use super::resets;
 use super::telegram::{self, Handler, Outbox, Ticket, Tracker};
 use super::webhook;
 use super::worker::{Job, Worker};
@@ -73,7 +74,7 @@ where
 /// Routes each new message: answers what needs no agent, queues the rest per user.
 struct Gateway {
     users: Store<MoltmateUser>,
-    queues: Queues<Job>,
+    queues: Arc<Queues<Job>>,
     outbox: Outbox,
     refusals: Mutex<Refusals>,
     metrics: Arc<Metrics>,
@@ -94,6 +95,10 @@ impl Gateway {
 }
 
 impl Handler for Gateway {
+    fn polled(&self) {
+        self.metrics.polled();
+    }
+
     fn handle(&self, message: Incoming, ticket: Ticket) {
         let route = route(message.from_id, &self.users.state());
         match commands::decide(&message, route, self.allow_groups, self.bot_username.as_deref()) {
@@ -155,7 +160,15 @@ pub async fn run(args: GatewayArgs) -> Result<(), Error> {
         }
     });
 
-    let app = http::router(health.clone(), registry, Box::new(|| {}));
+    // The queues exist once this replica serves Telegram; until then there is nothing to show.
+    let scraped_queues: Arc<OnceLock<Arc<Queues<Job>>>> = Arc::default();
+    let (scrape_queues, scrape_metrics) = (scraped_queues.clone(), metrics.clone());
+    let before_scrape: http::BeforeScrape = Box::new(move || {
+        if let Some(queues) = scrape_queues.get() {
+            scrape_metrics.set_queue_depths(&queues.depths());
+        }
+    });
+    let app = http::router(health.clone(), registry, before_scrape);
     let bound = http::serve(args.http_addr, app).await.map_err(|source| Error::Serve { addr: args.http_addr, source })?;
     info!(addr = %bound, "serving /healthz, /readyz, /metrics");
 
@@ -197,12 +210,15 @@ pub async fn run(args: GatewayArgs) -> Result<(), Error> {
         wake_timeout: args.wake_timeout,
         starting_notice_after: Duration::from_secs(3),
     });
-    let queues = Queues::new(
+    let queues = Arc::new(Queues::new(
         args.queue_size,
         Box::new(move |user, jobs| {
             tokio::spawn(worker.clone().run(user, jobs));
         }),
-    );
+    ));
+    let _ = scraped_queues.set(queues.clone());
+    // Beside the poller (or the webhook registration), on the Lease holder only.
+    let announcing = resets::announce(users.clone(), outbox.clone(), Duration::from_secs(1));
     let gateway = Arc::new(Gateway {
         users,
         queues,
@@ -215,7 +231,10 @@ pub async fn run(args: GatewayArgs) -> Result<(), Error> {
     let Some(webhook) = webhook else {
         info!(api = %args.telegram_api_url, "polling Telegram");
         let polling = telegram::poll(bot, Arc::new(Tracker::default()), gateway, args.poll_timeout);
-        return Ok(leader::while_leading(leadership, polling).await?);
+        let leading = async move {
+            tokio::join!(polling, announcing);
+        };
+        return Ok(leader::while_leading(leadership, leading).await?);
     };
     // Every replica receives; the Lease holder (re)registers the webhook when it takes over.
     let bound = http::serve(webhook.addr, webhook::router(&webhook, gateway))
@@ -231,7 +250,7 @@ pub async fn run(args: GatewayArgs) -> Result<(), Error> {
             failures += 1;
         }
         info!(url = %webhook.url, "webhook registered with Telegram");
-        std::future::pending::<()>().await
+        announcing.await
     };
     Ok(leader::while_leading(leadership, registering).await?)
 }

@@ -23,9 +23,9 @@ use tracing::{debug, info, warn};
 use super::diff::needs_apply;
 use super::idle;
 use super::metrics::Metrics;
-use super::status::{Observation, next_status};
+use super::status::{Observation, account_reset, next_status};
 use crate::builders::{self, BuildInput, ClusterConfig, DesiredState};
-use crate::crd::{DeletionPolicy, MoltmateUser, Phase};
+use crate::crd::{DeletionPolicy, MoltmateUser, Phase, WorkspaceAccess};
 use crate::events::{EventPublisher, EventType};
 use crate::names;
 use crate::profile;
@@ -262,7 +262,10 @@ async fn provision(user: &MoltmateUser, ctx: &Context) -> Result<Observation, Er
             }
         }
     };
-    Ok(reconcile_pod(user, ctx, &desired.pod).await?.recheck_after(idle_in))
+    let served = reconcile_pod(user, ctx, &desired.pod).await?;
+    let applied = user.status.as_ref().and_then(|s| s.reset_generation).unwrap_or(0);
+    let read_only = profile.workspace_access == WorkspaceAccess::Ro;
+    Ok(account_reset(served, user.spec.reset_generation, applied, read_only).recheck_after(idle_in))
 }
 
 /// The older MoltmateUser (by creation time, then name) holding the same Telegram id, if any.
@@ -465,9 +468,14 @@ async fn record_status(user: &MoltmateUser, ctx: &Context, observation: &Observa
     let namespace = names::user_namespace(&user.name_any()).ok();
     let previous = user.status.as_ref();
     let now = Time(jiff::Timestamp::now());
-    let status = next_status(previous, user.metadata.generation, namespace, observation, now);
+    let last_activity = user.annotations().get(names::ANNOTATION_LAST_ACTIVITY).map(String::as_str);
+    let status = next_status(previous, user.metadata.generation, namespace, observation, last_activity, now);
     if previous == Some(&status) {
         return Ok(());
+    }
+    if let Some(generation) = status.reset_generation.filter(|g| Some(*g) != previous.and_then(|s| s.reset_generation)) {
+        let note = format!("the agent started with reset generation {generation} and wiped its workspace (files, memory, sessions)");
+        event(ctx, user, EventType::Normal, "WorkspaceReset", &note).await;
     }
     let uid = user.uid().unwrap_or_default();
     let previous_reason = previous.and_then(|s| s.conditions.first()).map(|c| c.reason.clone());

@@ -12,11 +12,13 @@ pub struct Observation {
     pub message: String,
     /// Look again after this long even if nothing changes (e.g. when the user goes idle).
     pub recheck_after: Option<std::time::Duration>,
+    /// The reset generation of the agent found serving: its workspace was wiped for it.
+    pub reset_applied: Option<i64>,
 }
 
 impl Observation {
     pub fn new(phase: Phase, reason: &'static str, message: impl Into<String>) -> Self {
-        Self { phase, reason, message: message.into(), recheck_after: None }
+        Self { phase, reason, message: message.into(), recheck_after: None, reset_applied: None }
     }
 
     pub fn recheck_after(mut self, after: Option<std::time::Duration>) -> Self {
@@ -25,12 +27,31 @@ impl Observation {
     }
 }
 
+/// Account for `spec.resetGeneration` (`wanted`) once the agent serves: an agent started
+/// with a newer generation than `status.resetGeneration` (`applied`) wiped its workspace
+/// before it became ready, unless the workspace is mounted read-only, which it cannot wipe.
+pub fn account_reset(observation: Observation, wanted: i64, applied: i64, read_only: bool) -> Observation {
+    if observation.phase != Phase::Ready || wanted <= applied {
+        return observation;
+    }
+    if read_only {
+        let message = format!(
+            "agent pod is running and ready, but reset generation {wanted} did not wipe the workspace: it is read-only \
+             (workspaceAccess: ro); set spec.sandbox.workspaceAccess to rw until status.resetGeneration is {wanted}"
+        );
+        return Observation { reason: "ResetNotApplied", message, ..observation };
+    }
+    Observation { reset_applied: Some(wanted), ..observation }
+}
+
 /// The status to write, keeping `lastTransitionTime` while the condition's status holds.
+/// `last_activity` is the gateway's stamp on the object, copied when it is a timestamp.
 pub fn next_status(
     previous: Option<&MoltmateUserStatus>,
     generation: Option<i64>,
     namespace: Option<String>,
     observation: &Observation,
+    last_activity: Option<&str>,
     now: Time,
 ) -> MoltmateUserStatus {
     let ready = if observation.phase == Phase::Ready { "True" } else { "False" };
@@ -51,6 +72,9 @@ pub fn next_status(
             observed_generation: generation,
             last_transition_time,
         }],
+        // Never goes back: a lowered spec wipes nothing, so the highest applied one stands.
+        reset_generation: observation.reset_applied.max(previous.and_then(|s| s.reset_generation)),
+        last_activity: last_activity.filter(|text| text.parse::<jiff::Timestamp>().is_ok()).map(str::to_string),
     }
 }
 
@@ -65,14 +89,14 @@ mod tests {
     #[test]
     fn ready_condition_mirrors_the_phase() {
         let obs = Observation::new(Phase::Ready, "AgentReady", "agent pod is serving");
-        let s = next_status(None, Some(3), Some("moltmate-a".into()), &obs, at(10));
+        let s = next_status(None, Some(3), Some("moltmate-a".into()), &obs, None, at(10));
         assert_eq!(s.phase, Some(Phase::Ready));
         assert_eq!(s.observed_generation, Some(3));
         let c = &s.conditions[0];
         assert_eq!((c.type_.as_str(), c.status.as_str(), c.reason.as_str()), ("Ready", "True", "AgentReady"));
 
         let failed = Observation::new(Phase::Failed, "DuplicateTelegramId", "taken");
-        let s2 = next_status(Some(&s), Some(4), None, &failed, at(20));
+        let s2 = next_status(Some(&s), Some(4), None, &failed, None, at(20));
         assert_eq!(s2.conditions[0].status, "False");
         assert_eq!(s2.conditions[0].last_transition_time, at(20));
     }
@@ -80,9 +104,47 @@ mod tests {
     #[test]
     fn transition_time_holds_while_status_holds() {
         let provisioning = Observation::new(Phase::Provisioning, "WaitingForPod", "x");
-        let first = next_status(None, Some(1), None, &provisioning, at(10));
+        let first = next_status(None, Some(1), None, &provisioning, None, at(10));
         let suspended = Observation::new(Phase::Suspended, "Suspended", "y");
-        let second = next_status(Some(&first), Some(2), None, &suspended, at(99));
+        let second = next_status(Some(&first), Some(2), None, &suspended, None, at(99));
         assert_eq!(second.conditions[0].last_transition_time, at(10), "still False");
+    }
+
+    #[test]
+    fn a_reset_counts_once_the_new_agent_serves() {
+        let ready = || Observation::new(Phase::Ready, "AgentReady", "serving");
+        let starting = Observation::new(Phase::Provisioning, "PodStarting", "starting");
+        // (observation, wanted, applied, read-only) -> (reason, generation recorded)
+        let cases = [
+            (ready(), 0, 0, false, ("AgentReady", None)),
+            (ready(), 2, 1, false, ("AgentReady", Some(2))),
+            (ready(), 2, 2, false, ("AgentReady", None)),
+            (ready(), 1, 3, false, ("AgentReady", None)),
+            (starting.clone(), 2, 1, false, ("PodStarting", None)),
+            (ready(), 2, 1, true, ("ResetNotApplied", None)),
+            (ready(), 1, 1, true, ("AgentReady", None)),
+        ];
+        for (observation, wanted, applied, read_only, (reason, recorded)) in cases {
+            let o = account_reset(observation, wanted, applied, read_only);
+            assert_eq!((o.reason, o.reset_applied), (reason, recorded), "wanted {wanted}, applied {applied}, ro {read_only}");
+            assert_eq!(o.phase == Phase::Ready, reason != "PodStarting");
+        }
+    }
+
+    #[test]
+    fn reset_generation_never_goes_back_and_activity_is_copied_when_valid() {
+        let applied = Observation { reset_applied: Some(2), ..Observation::new(Phase::Ready, "AgentReady", "serving") };
+        let first = next_status(None, Some(1), None, &applied, Some("2025-03-01T10:00:00Z"), at(10));
+        assert_eq!(first.reset_generation, Some(2));
+        assert_eq!(first.last_activity.as_deref(), Some("2025-03-01T10:00:00Z"));
+        let later = Observation::new(Phase::Idle, "Idle", "no messages");
+        let second = next_status(Some(&first), Some(1), None, &later, Some("yesterday"), at(20));
+        assert_eq!(second.reset_generation, Some(2), "kept while no agent serves");
+        assert_eq!(second.last_activity, None, "an unreadable stamp is not copied");
+        let lower = Observation { reset_applied: Some(1), ..Observation::new(Phase::Ready, "AgentReady", "serving") };
+        assert_eq!(next_status(Some(&first), Some(2), None, &lower, None, at(30)).reset_generation, Some(2));
+        // Unchanged inputs give an unchanged status: nothing to write in steady state.
+        let again = next_status(Some(&first), Some(1), None, &applied, Some("2025-03-01T10:00:00Z"), at(99));
+        assert_eq!(again, first);
     }
 }

@@ -1,0 +1,273 @@
+//! `moltmate users` and `moltmate users reset` against a real control plane, the real
+//! operator and gateway, real agent processes (the node stand-in), and the Telegram and LLM
+//! stand-ins: a user who chatted is listed, reset (workspace wiped inside their own sandbox,
+//! the MoltmateUser kept), told once, and answered by a fresh agent.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod};
+use kube::api::{Api, Patch, PatchParams};
+use kube::{Client, ResourceExt};
+use moltmates::MoltmateUser;
+use moltmates::dev::llm::LlmStandIn;
+use moltmates::dev::telegram::{StatsCondition, TelegramStandIn};
+use moltmates::gateway::resets::RESET_NOTICE;
+use serde_json::{Value, json};
+use support::*;
+
+const BOT_TOKEN: &str = "123456:users-test-token";
+const LLM_KEY: &str = "llm-test-key";
+const ALICE: i64 = 3001;
+const BOB: i64 = 3002;
+const RORY: i64 = 3003;
+
+/// The node stand-in, stopped with SIGINT so that it stops its agent processes too.
+struct Node(Proc);
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.0.interrupt(Duration::from_secs(5));
+    }
+}
+
+fn texts(tg: &TelegramStandIn, chat: i64) -> Vec<String> {
+    tg.sent_to(chat).into_iter().map(|m| m.rendered).collect()
+}
+
+async fn wait_text(tg: &TelegramStandIn, chat: i64, needle: &str) -> Vec<String> {
+    wait_until(&format!("a message to {chat} containing {needle:?}"), Duration::from_secs(30), || async {
+        let all = texts(tg, chat);
+        all.iter().any(|t| t.contains(needle)).then_some(all)
+    })
+    .await
+}
+
+fn notices(tg: &TelegramStandIn, chat: i64) -> usize {
+    texts(tg, chat).iter().filter(|t| *t == RESET_NOTICE).count()
+}
+
+/// `moltmate users ARGS` as an administrator runs it; (success, stdout, stderr).
+fn users_cli(env: &TestEnv, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(MOLTMATE).arg("users").args(args).env("KUBECONFIG", env.admin_kubeconfig()).output().unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+fn json_rows(env: &TestEnv, extra: &[&str]) -> Vec<Value> {
+    let (ok, out, err) = users_cli(env, &[&["-o", "json"], extra].concat());
+    assert!(ok, "{err}");
+    serde_json::from_str::<Vec<Value>>(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
+fn row<'a>(rows: &'a [Value], name: &str) -> &'a Value {
+    rows.iter().find(|r| r["name"] == name).unwrap_or_else(|| panic!("{name} not in {rows:?}"))
+}
+
+/// The directory behind a user's workspace claim on the local node.
+async fn volume_dir(client: &Client, user: &str) -> PathBuf {
+    let ns = format!("moltmate-{user}");
+    let volume = wait_until("claim bound", Duration::from_secs(20), || async {
+        let pvc = Api::<PersistentVolumeClaim>::namespaced(client.clone(), &ns).get_opt("workspace").await.ok()??;
+        pvc.spec?.volume_name
+    })
+    .await;
+    let pv = Api::<PersistentVolume>::all(client.clone()).get(&volume).await.unwrap();
+    pv.spec.unwrap().host_path.unwrap().path.into()
+}
+
+fn entries(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    names
+}
+
+/// Everything under `dir` as text (names and contents), links not followed.
+fn all_text(dir: &Path) -> String {
+    let mut text = String::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        let kind = entry.file_type().unwrap();
+        text += &format!("{}\n", path.display());
+        if kind.is_dir() {
+            text += &all_text(&path);
+        } else if kind.is_file() {
+            text += &String::from_utf8_lossy(&std::fs::read(&path).unwrap());
+        }
+    }
+    text
+}
+
+async fn agent_pod_uid(client: &Client, user: &str) -> Option<String> {
+    let pod = Api::<Pod>::namespaced(client.clone(), &format!("moltmate-{user}")).get_opt("agent").await.ok()??;
+    pod.metadata.deletion_timestamp.is_none().then(|| pod.uid()).flatten()
+}
+
+async fn status_of(client: &Client, user: &str) -> moltmates::crd::MoltmateUserStatus {
+    Api::<MoltmateUser>::all(client.clone()).get(user).await.unwrap().status.unwrap_or_default()
+}
+
+#[tokio::test]
+async fn users_are_listed_and_a_reset_wipes_the_workspace_and_keeps_the_user() {
+    let started = Instant::now();
+    let env = TestEnv::up("users");
+    env.install().await;
+    env.install_gateway_rbac().await;
+    let client = env.admin().await;
+    let llm = LlmStandIn::start("127.0.0.1:0".parse().unwrap(), Some(LLM_KEY.into())).await.unwrap();
+    let tg = TelegramStandIn::start("127.0.0.1:0".parse().unwrap(), BOT_TOKEN).await.unwrap();
+    let broker_port = free_port();
+    let _node = Node(env.spawn_node_with(&["--run-agents", "--broker-url", &format!("http://127.0.0.1:{broker_port}")]));
+    let _operator = env.spawn_operator("operator", free_port());
+    apply_user(&client, &user_manifest("alice", ALICE, json!({ "profile": "family" }))).await.unwrap();
+    apply_user(&client, &user_manifest("bob", BOB, json!({ "profile": "family" }))).await.unwrap();
+    let refused = apply_user(&client, &user_manifest("negative", 3009, json!({ "resetGeneration": -1 })))
+        .await
+        .expect_err("a negative reset generation is refused");
+    assert!(refused.to_string().contains("spec.resetGeneration"), "{refused}");
+
+    let token_file = env.dir.join("bot.token");
+    let llm_key_file = env.dir.join("llm.key");
+    std::fs::write(&token_file, BOT_TOKEN).unwrap();
+    std::fs::write(&llm_key_file, LLM_KEY).unwrap();
+    let http_port = free_port();
+    let metrics_url = format!("http://127.0.0.1:{http_port}/metrics");
+    let _gateway = env.spawn("gateway", &env.gateway_kubeconfig(), &[
+        "gateway", "--telegram-api-url", &tg.url(), "--bot-token-file", token_file.to_str().unwrap(),
+        "--llm-base-url", &llm.url(), "--llm-api-key-file", llm_key_file.to_str().unwrap(),
+        "--master-key-file", env.dir.join("master.key").to_str().unwrap(),
+        "--broker-addr", &format!("127.0.0.1:{broker_port}"), "--http-addr", &format!("127.0.0.1:{http_port}"),
+        "--lease-namespace", SYSTEM_NS, "--identity", "gateway-0", "--poll-timeout", "5s",
+    ]);
+    for name in ["alice", "bob"] {
+        wait_phase(&client, name, "Ready", Duration::from_secs(30)).await;
+    }
+
+    // Alice chats: memory, a file and history land in her workspace.
+    tg.inject_text(ALICE, "/tool remember alice loves marmalade").unwrap();
+    tg.inject_text(ALICE, "/tool write_file diary.txt dear diary, apples today").unwrap();
+    tg.inject_text(ALICE, "apples from alice").unwrap();
+    wait_text(&tg, ALICE, "You said: apples from alice").await;
+    let workspace = volume_dir(&client, "alice").await;
+    let before = all_text(&workspace);
+    assert!(before.contains("marmalade") && before.contains("dear diary") && before.contains("apples from alice"), "{before}");
+    // A link the model could have planted, pointing out of the workspace.
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("precious.txt"), "not the agent's").unwrap();
+    std::os::unix::fs::symlink(outside.path(), workspace.join("files/escape")).unwrap();
+
+    // A slow turn holds alice's worker; two more messages wait in her queue.
+    let requests = llm.requests().len();
+    tg.inject_text(ALICE, "/slow 6000 take your time").unwrap();
+    llm.wait_for_requests(requests + 1, Duration::from_secs(20)).await.expect("the slow turn started");
+    tg.inject_text(ALICE, "queued one").unwrap();
+    tg.inject_text(ALICE, "queued two").unwrap();
+    let rows = wait_until("alice's queue in `moltmate users`", Duration::from_secs(10), || async {
+        let rows = json_rows(&env, &["--gateway-metrics", &metrics_url]);
+        (row(&rows, "alice")["queue"] == 2).then_some(rows)
+    })
+    .await;
+    let alice = row(&rows, "alice");
+    assert_eq!((alice["telegramId"].as_i64(), alice["profile"].as_str(), alice["phase"].as_str()), (Some(ALICE), Some("family"), Some("Ready")));
+    assert_eq!((alice["pod"].as_str(), alice["volume"].as_str()), (Some("Running"), Some("5Gi")), "{alice}");
+    assert_eq!(alice["resetGeneration"], json!({ "spec": 0, "status": 0 }));
+    assert_eq!(row(&rows, "bob")["queue"], 0, "bob never wrote");
+    wait_text(&tg, ALICE, "You said: queued two").await;
+
+    // The operator copies the gateway's activity stamp into the status; the table shows it.
+    wait_until("status.lastActivity", Duration::from_secs(10), || async { status_of(&client, "alice").await.last_activity }).await;
+    let (ok, table, err) = users_cli(&env, &[]);
+    assert!(ok, "{err}");
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(lines[0].starts_with("NAME") && lines[0].contains("TELEGRAM ID") && lines[0].contains("LAST ACTIVITY"), "{table}");
+    let alice_line = lines.iter().find(|l| l.starts_with("alice ")).unwrap();
+    let cells: Vec<&str> = alice_line.split("   ").map(str::trim).filter(|c| !c.is_empty()).collect();
+    assert_eq!(cells[..5], ["alice", "3001", "family", "Ready", "Running"], "{table}");
+    assert!(cells[5].ends_with(" ago") && cells[6] == "5Gi" && cells[7] == "-" && cells[8] == "-", "{table}");
+    let (ok, _, err) = users_cli(&env, &["--gateway-metrics", "http://127.0.0.1:9/metrics"]);
+    assert!(ok && err.contains("QUEUE shows -"), "an unreachable gateway is a warning: {err}");
+
+    // Reset alice.
+    let old_pod = agent_pod_uid(&client, "alice").await.unwrap();
+    let bob_pod = agent_pod_uid(&client, "bob").await.unwrap();
+    let before_requests = llm.requests().len();
+    let asked = Instant::now();
+    let (ok, out, err) = users_cli(&env, &["reset", "alice"]);
+    assert!(ok, "{err}");
+    assert!(out.starts_with("alice: spec.resetGeneration 0 -> 1.") && out.contains("RESET 1/1"), "{out}");
+    let status = wait_until("status.resetGeneration 1", Duration::from_secs(30), || async {
+        let status = status_of(&client, "alice").await;
+        (status.reset_generation == Some(1)).then_some(status)
+    })
+    .await;
+    eprintln!("reset done {:?} after `moltmate users reset`", asked.elapsed());
+    assert_eq!(status.phase.map(|p| p.as_str()), Some("Ready"));
+    let new_pod = agent_pod_uid(&client, "alice").await.expect("a new agent pod");
+    assert_ne!(new_pod, old_pod, "the agent pod was replaced");
+    assert_eq!(agent_pod_uid(&client, "bob").await.as_deref(), Some(bob_pod.as_str()), "bob's agent is untouched");
+    assert_eq!(volume_dir(&client, "alice").await, workspace, "same volume, same MoltmateUser");
+
+    // The workspace was emptied by the new agent, then laid out afresh.
+    let after = all_text(&workspace);
+    for gone in ["marmalade", "dear diary", "apples", "queued"] {
+        assert!(!after.contains(gone), "{gone:?} survived the reset:\n{after}");
+    }
+    assert_eq!(entries(&workspace), [".moltmate", "SOUL.md", "files", "sessions"]);
+    assert!(entries(&workspace.join("files")).is_empty());
+    assert_eq!(entries(outside.path()), ["precious.txt"], "the link was removed, not followed");
+
+    // Told once; then a fresh agent answers, with nothing of before in what it sends the model.
+    wait_text(&tg, ALICE, RESET_NOTICE).await;
+    tg.inject_text(ALICE, "do you remember me?").unwrap();
+    wait_text(&tg, ALICE, "You said: do you remember me?").await;
+    let drained = StatsCondition { max_pending_updates: Some(0), ..Default::default() };
+    tg.wait_for_stats(&drained, Duration::from_secs(20)).await.expect("every update confirmed");
+    assert_eq!(notices(&tg, ALICE), 1, "{:?}", texts(&tg, ALICE));
+    assert_eq!(notices(&tg, BOB), 0);
+    let fresh = llm.requests()[before_requests..].iter().map(|r| r.body.to_string()).collect::<Vec<_>>().join("\n");
+    assert!(fresh.contains("do you remember me?"), "{fresh}");
+    for old in ["marmalade", "apples", "queued"] {
+        assert!(!fresh.contains(old), "the fresh agent told the model {old:?}: {fresh}");
+    }
+
+    // Again, waiting for it: two resets are two wipes, each told once.
+    std::fs::write(workspace.join("files/new.txt"), "written after the first reset").unwrap();
+    let (ok, out, err) = users_cli(&env, &["reset", "alice", "--wait", "--timeout", "60s"]);
+    assert!(ok && out.contains("1 -> 2") && out.contains("reset done"), "{out}{err}");
+    assert!(!workspace.join("files/new.txt").exists());
+    wait_until("the second notice", Duration::from_secs(10), || async { (notices(&tg, ALICE) == 2).then_some(()) }).await;
+    let rows = json_rows(&env, &[]);
+    assert_eq!(row(&rows, "alice")["resetGeneration"], json!({ "spec": 2, "status": 2 }));
+    assert!(row(&rows, "alice")["queue"].is_null(), "no gateway asked");
+    let (ok, _, err) = users_cli(&env, &["reset", "nobody"]);
+    assert!(!ok && err.contains("MoltmateUser nobody not found"), "{err}");
+
+    // A read-only workspace cannot be wiped by its agent: reported, not pretended.
+    apply_user(&client, &user_manifest("rory", RORY, json!({ "profile": "high-security" }))).await.unwrap();
+    wait_phase(&client, "rory", "Ready", Duration::from_secs(30)).await;
+    let rory_ws = volume_dir(&client, "rory").await;
+    std::fs::write(rory_ws.join("MEMORY.md"), "- rory's secret\n").unwrap();
+    // A bot can only write to people who have written to it.
+    tg.inject_text(RORY, "hello").unwrap();
+    wait_text(&tg, RORY, "You said: hello").await;
+    let (ok, out, err) = users_cli(&env, &["reset", "rory"]);
+    assert!(ok && out.contains("read-only"), "{out}{err}");
+    let reason = wait_until("ResetNotApplied", Duration::from_secs(30), || async {
+        let status = status_of(&client, "rory").await;
+        let reason = status.conditions.first()?.reason.clone();
+        (reason == "ResetNotApplied").then_some(status)
+    })
+    .await;
+    assert_eq!(reason.reset_generation, None);
+    assert!(reason.conditions[0].message.contains("workspaceAccess"), "{}", reason.conditions[0].message);
+    assert!(rory_ws.join("MEMORY.md").exists());
+    // Writable for a moment: the reset goes through.
+    let rw = json!({ "spec": { "sandbox": { "workspaceAccess": "rw" } } });
+    Api::<MoltmateUser>::all(client.clone()).patch("rory", &PatchParams::default(), &Patch::Merge(&rw)).await.unwrap();
+    wait_until("rory reset", Duration::from_secs(30), || async { (status_of(&client, "rory").await.reset_generation == Some(1)).then_some(()) }).await;
+    assert!(!rory_ws.join("MEMORY.md").exists());
+    wait_text(&tg, RORY, RESET_NOTICE).await;
+    eprintln!("users test took {:?}", started.elapsed());
+}
