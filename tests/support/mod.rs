@@ -112,11 +112,17 @@ impl TestEnv {
 
     /// Run `moltmate ARGS` as a background process with this env's kubeconfig `kubeconfig`.
     pub fn spawn(&self, log_name: &str, kubeconfig: &Path, args: &[&str]) -> Proc {
+        let mut command = Command::new(MOLTMATE);
+        command.args(args);
+        self.launch(log_name, kubeconfig, command)
+    }
+
+    /// Start `command` logging to DIR/logs/LOG_NAME.log, registered for the testenv watchdog.
+    fn launch(&self, log_name: &str, kubeconfig: &Path, mut command: Command) -> Proc {
         std::fs::create_dir_all(self.dir.join("logs")).unwrap();
         let log_path = self.dir.join("logs").join(format!("{log_name}.log"));
         let log = File::options().create(true).append(true).open(&log_path).unwrap();
-        let child = Command::new(MOLTMATE)
-            .args(args)
+        let child = command
             .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "info,kube=warn")
             .stdin(Stdio::null())
@@ -371,26 +377,8 @@ impl TestEnv {
     /// Like `spawn`, but the process sees exactly `vars` plus KUBECONFIG and RUST_LOG, nothing
     /// inherited from the test: to run a component with the environment its manifest gives it.
     pub fn spawn_with_env(&self, log_name: &str, kubeconfig: &Path, args: &[String], vars: &[(String, String)]) -> Proc {
-        std::fs::create_dir_all(self.dir.join("logs")).unwrap();
-        let log_path = self.dir.join("logs").join(format!("{log_name}.log"));
-        let log = File::options().create(true).append(true).open(&log_path).unwrap();
-        let child = Command::new(MOLTMATE)
-            .args(args)
-            .env_clear()
-            .envs(vars.iter().map(|(k, v)| (k, v)))
-            .env("KUBECONFIG", kubeconfig)
-            .env("RUST_LOG", "info,kube=warn")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("spawn moltmate");
-        // The testenv watchdog stops what DIR/pids lists once this test process is gone.
-        let line = format!("{} {log_name}\n", child.id());
-        std::fs::OpenOptions::new().append(true).open(self.dir.join("pids")).and_then(|mut f| {
-            use std::io::Write;
-            f.write_all(line.as_bytes())
-        }).unwrap();
-        Proc { child, log: log_path }
+        let mut command = Command::new(MOLTMATE);
+        command.args(args).env_clear().envs(vars.iter().map(|(k, v)| (k, v)));
+        self.launch(log_name, kubeconfig, command)
     }
 }
