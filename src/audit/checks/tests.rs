@@ -23,7 +23,9 @@ fn parse<T: serde::de::DeserializeOwned>(value: Value) -> T {
 
 /// install.yaml's namespaced objects of the release.
 fn release() -> Snapshot {
-    let docs: Vec<Value> = serde_saphyr::from_multiple(include_str!("../../../manifests/install.yaml")).unwrap();
+    // Read at run time: the image's build stage copies only the crate, not manifests/.
+    let install = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/manifests/install.yaml")).unwrap();
+    let docs: Vec<Value> = serde_saphyr::from_multiple(&install).unwrap();
     let mut snap = Snapshot::default();
     for doc in docs {
         match doc["kind"].as_str() {
