@@ -267,7 +267,11 @@ async fn gateway_in_webhook_mode() {
     let tg = TelegramStandIn::start_with("127.0.0.1:0".parse().unwrap(), config).await.unwrap();
     let broker_port = free_port();
     let _node = Node(env.spawn_node_with(&["--run-agents", "--broker-url", &format!("http://127.0.0.1:{broker_port}")]));
-    let _operator = env.spawn_operator("operator", free_port());
+    let (key, op_http) = (env.dir.join("master.key"), format!("127.0.0.1:{}", free_port()));
+    let _operator = env.spawn("operator", &env.operator_kubeconfig(), &[
+        "--log-format", "json", "operator", "--storage-class", "moltmate-dev", "--http-addr", &op_http,
+        "--master-key-file", key.to_str().unwrap(), "--lease-namespace", SYSTEM_NS, "--identity", "operator",
+    ]);
     apply_user(&client, &user_manifest("alice", ALICE, json!({ "profile": "personal" }))).await.unwrap();
 
     let secret = "webhook_Secret-123";
@@ -276,7 +280,7 @@ async fn gateway_in_webhook_mode() {
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}/telegram-hook");
     let gateway = Gateway::new(&env, &tg, &llm, broker_port).with(&[
-        "--telegram-mode", "webhook", "--webhook-addr", &format!("127.0.0.1:{port}"), "--webhook-path", "/telegram-hook",
+        "--log-format", "json", "--telegram-mode", "webhook", "--webhook-addr", &format!("127.0.0.1:{port}"), "--webhook-path", "/telegram-hook",
         "--webhook-url", &url, "--webhook-secret-file", secret_file.to_str().unwrap(),
     ]);
     let (mut proc, _) = gateway.spawn(&env);
@@ -320,4 +324,33 @@ async fn gateway_in_webhook_mode() {
     let n = texts(&tg, ALICE).iter().filter(|t| t.contains("You said: patience")).count();
     assert_eq!(n, 1, "answered once: {:?}", texts(&tg, ALICE));
     assert!(tg.stats().webhook_failures > 0, "the stand-in saw the killed gateway's request fail");
+
+    // One user's trail is one filter: every line about alice names her and her Telegram id,
+    // in the operator's and the gateway's JSON and in her agent's log.
+    for component in ["operator", "gateway"] {
+        let log = std::fs::read_to_string(env.dir.join("logs").join(format!("{component}.log"))).unwrap();
+        let about_alice: Vec<&str> = log.lines().filter(|l| l.contains("alice")).collect();
+        assert!(about_alice.len() >= 3, "{component}: {about_alice:?}");
+        for line in about_alice {
+            let value: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{component} line not JSON ({e}): {line}"));
+            assert_eq!(trail(&value), (Some("alice".to_string()), Some(ALICE)), "{component}: {line}");
+        }
+    }
+    let agent_log = std::fs::read_to_string(env.dir.join("node/logs/moltmate-alice-agent.log")).unwrap();
+    let lines: Vec<&str> = agent_log.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(lines.len() >= 3);
+    for line in lines {
+        assert!(line.contains("user=alice") && line.contains(&format!("telegram_id={ALICE}")), "agent: {line}");
+    }
+}
+
+/// The `user` and `telegram_id` of a JSON log line: its own fields, else its spans'.
+fn trail(line: &serde_json::Value) -> (Option<String>, Option<i64>) {
+    let scopes = std::iter::once(line).chain(line.get("span")).chain(line.get("spans").and_then(|s| s.as_array()).into_iter().flatten());
+    let (mut user, mut id) = (None, None);
+    for scope in scopes {
+        user = user.or_else(|| scope.get("user").and_then(|u| u.as_str()).map(String::from));
+        id = id.or_else(|| scope.get("telegram_id").and_then(|t| t.as_i64()));
+    }
+    (user, id)
 }

@@ -18,6 +18,9 @@ pub struct AgentArgs {
     /// The MoltmateUser this agent serves (the `user` field of every log line).
     #[arg(long, env = "MOLTMATE_USER")]
     pub user: Option<String>,
+    /// The user's Telegram id (the `telegram_id` field of every log line).
+    #[arg(long, env = "MOLTMATE_TELEGRAM_ID")]
+    pub telegram_id: Option<i64>,
     /// The user's workspace volume (SOUL.md, MEMORY.md, sessions/, files/).
     #[arg(long, env = "MOLTMATE_WORKSPACE", default_value = "/workspace")]
     pub workspace: PathBuf,
@@ -78,6 +81,7 @@ impl fmt::Debug for Secret {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub user: String,
+    pub telegram_id: Option<i64>,
     pub workspace: PathBuf,
     pub listen: SocketAddr,
     /// Broker base without a trailing slash.
@@ -166,6 +170,7 @@ impl Config {
             exec_timeout: args.exec_timeout,
             web_fetch_timeout: args.web_fetch_timeout,
             reset_generation: args.reset_generation,
+            telegram_id: args.telegram_id,
         })
     }
 
@@ -218,6 +223,7 @@ pub(crate) mod tests {
     fn args() -> AgentArgs {
         AgentArgs {
             user: Some("alice".into()),
+            telegram_id: Some(42),
             workspace: "/workspace".into(),
             listen: "127.0.0.1:0".parse().unwrap(),
             broker_url: Some("http://moltmate-broker:8081".into()),

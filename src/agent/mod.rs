@@ -25,6 +25,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use prometheus_client::registry::Registry;
+use tracing::Instrument;
 use tracing::{error, info, warn};
 
 pub use config::AgentArgs;
@@ -64,6 +65,16 @@ pub enum Error {
 
 pub async fn run(args: AgentArgs) -> Result<(), Error> {
     let config = Config::from_args(args)?;
+    // Every line this agent logs, requests included, carries its user and Telegram id: one
+    // user's trail is one filter across operator, gateway and agent.
+    let span = tracing::info_span!("agent", user = %config.user, telegram_id = tracing::field::Empty);
+    if let Some(id) = config.telegram_id {
+        span.record("telegram_id", id);
+    }
+    serve(config).instrument(span).await
+}
+
+async fn serve(config: Config) -> Result<(), Error> {
     // reqwest is built without a default crypto provider (see Cargo.toml); ring is the one
     // the rest of the binary uses. An error means one is installed already: fine.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -93,7 +104,10 @@ pub async fn run(args: AgentArgs) -> Result<(), Error> {
     let agent = Arc::new(Agent::new(config, workspace, tools, model, metrics, store));
 
     let health = Health::new();
-    let app = crate::http::router(health.clone(), registry, Box::new(|| {})).merge(server::router(agent));
+    let span = tracing::Span::current();
+    let app = crate::http::router(health.clone(), registry, Box::new(|| {}))
+        .merge(server::router(agent))
+        .layer(axum::middleware::from_fn(move |request, next: axum::middleware::Next| next.run(request).instrument(span.clone())));
     let listener = tokio::net::TcpListener::bind(listen).await.map_err(|source| Error::Bind { addr: listen, source })?;
     let addr = listener.local_addr().map_err(|source| Error::Bind { addr: listen, source })?;
     health.set_ready(true);

@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 use futures::StreamExt;
 use subtle::ConstantTimeEq;
 use tokio::sync::OwnedMutexGuard;
-use tracing::{error, info, warn};
+use tracing::{Instrument, error, info, warn};
 
 use super::api::{BODY_MAX, ErrorBody, TurnRequest, TurnResponse};
 use super::service::Agent;
@@ -74,10 +74,13 @@ async fn turn(State(agent): State<Arc<Agent>>, body: Result<Json<TurnRequest>, J
     // ...then run the turn in its own task: if the gateway hangs up, the turn still finishes
     // and its reply is stored for the redelivery.
     let task_agent = agent.clone();
-    let task = tokio::spawn(async move {
-        let result = task_agent.turn(&mut session, request).await;
-        (result, session)
-    });
+    let task = tokio::spawn(
+        async move {
+            let result = task_agent.turn(&mut session, request).await;
+            (result, session)
+        }
+        .in_current_span(),
+    );
     match task.await {
         Ok((Ok(response), session)) => reply_then_release(&response, session),
         Ok((Err(e), _session)) => {

@@ -95,7 +95,7 @@ pub fn build(user: &MoltmateUser, input: &BuildInput) -> Result<DesiredState, Bu
     let user_name = user.metadata.name.clone().unwrap_or_default();
     let ns = names::user_namespace(&user_name)?;
     let owner = user.controller_owner_ref(&()).ok_or(BuildError::NoUid)?;
-    let ctx = Ctx { user_name: &user_name, namespace: &ns, owner: &owner, reset_generation: user.spec.reset_generation, input };
+    let ctx = Ctx { user_name: &user_name, telegram_id: user.spec.telegram.user_id, namespace: &ns, owner: &owner, reset_generation: user.spec.reset_generation, input };
     Ok(DesiredState {
         namespace: namespace::namespace(&ctx),
         service_account: namespace::service_account(&ctx),
@@ -112,6 +112,8 @@ pub fn build(user: &MoltmateUser, input: &BuildInput) -> Result<DesiredState, Bu
 /// What every builder reads.
 struct Ctx<'a> {
     user_name: &'a str,
+    /// For the agent's log lines: one user's trail is one filter across components.
+    telegram_id: i64,
     namespace: &'a str,
     owner: &'a OwnerReference,
     /// `spec.resetGeneration`: the agent wipes its workspace when this is newer than its record.

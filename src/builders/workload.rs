@@ -107,6 +107,7 @@ pub(super) fn pod(ctx: &Ctx) -> Pod {
     let profile_json = serde_json::to_string(profile).expect("a resolved profile always serializes");
     let mut env_vars = vec![
         env("MOLTMATE_USER", ctx.user_name),
+        env("MOLTMATE_TELEGRAM_ID", ctx.telegram_id.to_string()),
         env("MOLTMATE_WORKSPACE", WORKSPACE_MOUNT),
         env("MOLTMATE_LISTEN", format!("0.0.0.0:{}", config.agent_port)),
         env("MOLTMATE_BROKER_URL", format!("http://{}:{}", names::BROKER_HOSTNAME, config.broker_port)),

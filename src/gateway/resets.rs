@@ -59,7 +59,7 @@ pub async fn announce(users: Store<MoltmateUser>, outbox: Outbox, every: Duratio
     let mut resets = Resets::default();
     loop {
         for notice in resets.due(&users.state()) {
-            tracing::info!(user = %notice.user, generation = notice.generation, "telling the user their assistant was reset");
+            tracing::info!(user = %notice.user, telegram_id = notice.chat_id, generation = notice.generation, "telling the user their assistant was reset");
             outbox.say(notice.chat_id, RESET_NOTICE).await;
         }
         tokio::time::sleep(every).await;

@@ -117,7 +117,7 @@ impl Handler for Gateway {
             Action::Forward { user, uid, work } => {
                 let job = Job { ticket, chat_id: message.chat_id, from_id: message.from_id, uid, work };
                 if let Err(job) = self.queues.push(&user, job) {
-                    tracing::warn!(user, update_id = job.ticket.update_id, "queue full");
+                    tracing::warn!(user, telegram_id = job.from_id, update_id = job.ticket.update_id, "queue full");
                     self.answer(job.chat_id, commands::QUEUE_FULL.to_string(), job.ticket, Outcome::QueueFull);
                 }
             }

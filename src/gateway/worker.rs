@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::reflector::Store;
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
 use super::activity::Activity;
 use super::agent_client::{AgentClient, AgentError, backoff};
@@ -57,13 +58,15 @@ impl Worker {
             let outcome = {
                 // Typing while we wake the agent and it thinks.
                 let typing = self.outbox.typing_forever(job.chat_id);
+                // Every line logged for this message names the user and their Telegram id.
+                let span = tracing::info_span!("message", user = %user, telegram_id = job.from_id, update_id = job.ticket.update_id);
                 tokio::select! {
-                    outcome = self.serve(&user, &job) => outcome,
+                    outcome = self.serve(&user, &job).instrument(span) => outcome,
                     never = typing => match never {},
                 }
             };
             self.metrics.finished(outcome, received.elapsed().as_secs_f64());
-            tracing::info!(user, update_id = job.ticket.update_id, outcome = outcome.as_str(), "message handled");
+            tracing::info!(user, telegram_id = job.from_id, update_id = job.ticket.update_id, outcome = outcome.as_str(), "message handled");
             // Dropping the job's ticket marks the update done.
         }
     }

@@ -18,7 +18,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tracing::{debug, info, warn};
+use tracing::{Instrument, debug, info, warn};
 
 use super::diff::needs_apply;
 use super::idle;
@@ -102,7 +102,14 @@ where
     store.get(&ObjectRef::new(name).within(namespace))
 }
 
+/// One user's reconcile, in a span naming the user and their Telegram id: every line logged
+/// on its behalf carries both, as the gateway's and the agent's lines do.
 pub async fn reconcile(user: Arc<MoltmateUser>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let span = tracing::info_span!("reconcile", user = %user.name_any(), telegram_id = user.spec.telegram.user_id);
+    reconcile_user(user, ctx).instrument(span).await
+}
+
+async fn reconcile_user(user: Arc<MoltmateUser>, ctx: Arc<Context>) -> Result<Action, Error> {
     let _ = ctx.caches.ready.clone().wait_for(|ready| *ready).await;
     let started = Instant::now();
     let api: Api<MoltmateUser> = Api::all(ctx.client.clone());
@@ -149,7 +156,7 @@ pub fn error_policy(user: Arc<MoltmateUser>, error: &Error, ctx: Arc<Context>) -
         debug!(user = %name, error = %error, "user gone");
         return Action::await_change();
     }
-    warn!(user = %name, error = %error, "reconcile failed");
+    warn!(user = %name, telegram_id = user.spec.telegram.user_id, error = %error, "reconcile failed");
     let mut failures = ctx.failures.lock().expect("failure map lock");
     let count = failures.entry(name).or_insert(0);
     *count = count.saturating_add(1);
@@ -394,7 +401,11 @@ where
 /// Count the write and tell the user's event stream what was created or put back.
 async fn changed(ctx: &Context, user: &MoltmateUser, kind: &str, name: &str, existed: bool) {
     ctx.metrics.count_write(kind);
-    let provisioned_before = user.status.as_ref().is_some_and(|s| s.observed_generation.is_some());
+    // Only a user that has been up (Ready, Idle, Suspended) had its children before: during
+    // the first provisioning the status is already written (WaitingForQuota, PodStarting),
+    // and the workload created then is new, not restored.
+    let provisioned_before =
+        user.status.as_ref().and_then(|s| s.phase).is_some_and(|p| matches!(p, Phase::Ready | Phase::Idle | Phase::Suspended));
     let (reason, note) = match (existed, provisioned_before) {
         (true, _) => ("Restored", format!("{kind} {name} differed from its desired state and was put back")),
         (false, true) => ("Restored", format!("{kind} {name} was missing and was re-created")),

@@ -139,6 +139,11 @@ impl CachedIndex {
     pub fn names(&self) -> Vec<String> {
         self.store.state().iter().map(|u| u.name_any()).collect()
     }
+
+    /// The Telegram id of user `name`, for log lines.
+    pub fn telegram_id(&self, name: &str) -> Option<i64> {
+        self.store.get(&kube::runtime::reflector::ObjectRef::new(name)).map(|u| u.spec.telegram.user_id)
+    }
 }
 
 #[cfg(test)]

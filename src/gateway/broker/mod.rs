@@ -249,16 +249,17 @@ impl BrokerState {
         let took = started.elapsed();
         let status = response.status().as_u16();
         let user = outcome.user.as_deref().unwrap_or("-");
+        let telegram_id = outcome.user.as_deref().and_then(|name| self.index.telegram_id(name));
         let elapsed_ms = took.as_millis() as u64;
         let decision = outcome.decision.as_str();
         let reason = outcome.reason.as_deref().unwrap_or("");
         match outcome.decision {
             Decision::Allowed => tracing::info!(
-                user, endpoint, decision, status, bytes_in = outcome.bytes_in, bytes_out = outcome.bytes_out,
+                user, telegram_id, endpoint, decision, status, bytes_in = outcome.bytes_in, bytes_out = outcome.bytes_out,
                 tokens = outcome.tokens, elapsed_ms, "broker request"
             ),
             _ => tracing::warn!(
-                user, endpoint, decision, status, bytes_in = outcome.bytes_in, bytes_out = outcome.bytes_out,
+                user, telegram_id, endpoint, decision, status, bytes_in = outcome.bytes_in, bytes_out = outcome.bytes_out,
                 elapsed_ms, reason, "broker request"
             ),
         }
