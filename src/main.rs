@@ -20,7 +20,7 @@ enum Command {
     /// Reconcile every MoltmateUser into an isolated namespace.
     Operator(moltmates::operator::OperatorArgs),
     /// Telegram in and out, routing to each user's agent, and the agents' egress broker.
-    Gateway(moltmates::gateway::GatewayArgs),
+    Gateway(Box<moltmates::gateway::GatewayArgs>),
     /// Print the MoltmateUser CustomResourceDefinition (as committed in crds/).
     Crd,
     /// Check a live installation's security, read-only: PASS, WARN or FAIL per check and object.
@@ -59,7 +59,7 @@ async fn main() -> ExitCode {
             Ok(())
         }
         Command::Operator(args) => moltmates::operator::run(args).await.map_err(Into::into),
-        Command::Gateway(args) => moltmates::gateway::run(args).await.map_err(Into::into),
+        Command::Gateway(args) => moltmates::gateway::run(*args).await.map_err(Into::into),
         Command::Dev(DevCommand::Node(args)) => moltmates::dev::node::run(args).await.map_err(Into::into),
         Command::Dev(DevCommand::Telegram(args)) => moltmates::dev::telegram::run(args).await.map_err(Into::into),
         Command::Dev(DevCommand::Llm(args)) => moltmates::dev::llm::run(args).await.map_err(Into::into),

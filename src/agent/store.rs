@@ -277,9 +277,9 @@ mod tests {
         s.record_reply(1, "hi there").unwrap();
         s.append(vec![user(2, "again")]).unwrap();
         s.record_reply(2, "still here").unwrap();
-        assert_eq!(s.record_delivered(1).unwrap(), true);
-        assert_eq!(s.record_delivered(1).unwrap(), true, "idempotent");
-        assert_eq!(s.record_delivered(99).unwrap(), false, "unknown update");
+        assert!(s.record_delivered(1).unwrap());
+        assert!(s.record_delivered(1).unwrap(), "idempotent");
+        assert!(!s.record_delivered(99).unwrap(), "unknown update");
         drop(s);
 
         let s = SessionStore::open(dir.path(), true, 10_000).unwrap();
