@@ -1,0 +1,102 @@
+//! The benchmarks of issue 7 on the test control plane: `scripts/bench --help`.
+//!
+//! A plain binary (`harness = false`), never run by `cargo test` or CI. It prints a table of
+//! every figure with its target, and writes `report.json` and SVG plots to `--out`.
+//!
+//! Adding a benchmark: its name in `options::BENCHMARKS`, a module here with
+//! `async fn run(&Options, &mut Report)` (reusing `cluster`, `gateway`, `rss`, `cpu`, `audit`,
+//! `stats`, `svg`), and a line in `run` below.
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+#[path = "scale/audit.rs"]
+mod audit;
+#[path = "scale/cluster.rs"]
+mod cluster;
+#[path = "scale/cpu.rs"]
+mod cpu;
+#[path = "scale/gateway.rs"]
+mod gateway;
+#[path = "scale/gateway_load.rs"]
+mod gateway_load;
+#[path = "scale/operator_suite.rs"]
+mod operator_suite;
+#[path = "scale/options.rs"]
+mod options;
+#[path = "scale/provisioning.rs"]
+mod provisioning;
+#[path = "scale/report.rs"]
+mod report;
+#[path = "scale/rss.rs"]
+mod rss;
+#[path = "scale/stats.rs"]
+mod stats;
+#[path = "scale/svg.rs"]
+mod svg;
+#[path = "scale/wake.rs"]
+mod wake;
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use options::{Cli, Options};
+use report::Report;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if cli.self_test {
+        self_test();
+        println!("self-test: 8 passed, 0 failed");
+        return ExitCode::SUCCESS;
+    }
+    let options = match cli.options(Path::new(support::REPO)) {
+        Ok(options) => options,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    eprintln!("moltmate binary under test: {}", support::MOLTMATE);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    runtime.block_on(run(options))
+}
+
+async fn run(options: Options) -> ExitCode {
+    let mut report = Report::new(&options, Path::new(support::REPO));
+    if ["provisioning", "steady", "memory"].iter().any(|b| options.runs(b)) {
+        operator_suite::run(&options, &mut report).await;
+    }
+    if options.runs("gateway") {
+        gateway_load::run(&options, &mut report).await;
+    }
+    if options.runs("wake") {
+        wake::run(&options, &mut report).await;
+    }
+    // `--chaos` goes here, a module with its own `run`.
+
+    println!("\n{}", report.table());
+    match report.write(&options.out) {
+        Ok(path) => println!("report: {}", path.display()),
+        Err(e) => {
+            eprintln!("error: writing the report to {}: {e}", options.out.display());
+            return ExitCode::FAILURE;
+        }
+    }
+    // A missed target is a result, not a failure; a benchmark that could not run is.
+    if report.has_errors() { ExitCode::FAILURE } else { ExitCode::SUCCESS }
+}
+
+/// Checks of the pure parts (a bench target has no test harness).
+fn self_test() {
+    stats::self_test();
+    rss::self_test();
+    cpu::self_test();
+    audit::self_test();
+    svg::self_test();
+    report::self_test();
+    gateway_load::self_test();
+    wake::self_test();
+}

@@ -1,0 +1,617 @@
+//! Benchmark 4, gateway load: the Telegram stand-in injects messages for many users at a fixed
+//! rate; real agents (node stand-in with `--run-agents`) answer at once through the LLM
+//! stand-in. Per message: routing overhead = (gateway receives the update → gateway sends
+//! `sendMessage`) − (the agent's own turn); lost, duplicated and misrouted answers.
+//!
+//! Where the times come from (all wall-clock microseconds on this one machine):
+//! - "gateway receives": a recording proxy between the gateway and the Telegram stand-in
+//!   stamps each `getUpdates` answer as it hands it on, per `update_id`;
+//! - "sendMessage": the same proxy stamps each `sendMessage` as it arrives (before it forwards
+//!   it), with its chat and text; each message carries a tag that the agent echoes;
+//! - "the agent's own time": the agent's log, `turn received` → `turn answered` for that
+//!   `update_id` (microsecond timestamps; its `took_ms` is whole milliseconds). What the agent
+//!   does before logging `turn received` (reading the HTTP request) counts as overhead, so
+//!   the figure errs high, never low. The agent's LLM call goes through the gateway's broker:
+//!   that time is inside the agent's turn and so not in the routing overhead.
+//!
+//! The proxy's own forwarding is outside the measured interval (it stamps on arrival).
+//! `Stack`, the stand-ins, the proxy and the log parsing are shared with `wake`.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures::FutureExt;
+use kube::Client;
+use kube::api::{Api, ListParams};
+use moltmates::dev::llm::LlmStandIn;
+use moltmates::dev::telegram::{StatsCondition, TelegramStandIn};
+use serde_json::{Value, json};
+
+use crate::options::Options;
+use crate::report::Report;
+use crate::support::{Proc, SYSTEM_NS, TestEnv, apply_user, free_port, http_get, user_manifest};
+use crate::{cpu, stats, svg};
+
+const BOT_TOKEN: &str = "123456:bench-token";
+const LLM_KEY: &str = "bench-llm-key";
+/// Telegram ids of the load users: LOAD_BASE + index.
+const LOAD_BASE: i64 = 5_000_000;
+/// Target of benchmark 4: routing overhead p99, in milliseconds.
+pub const OVERHEAD_P99_TARGET_MS: f64 = 10.0;
+/// Every message carries `msg-<number>`; the agent's answer echoes it.
+const TAG: &str = "msg-";
+
+// ---------------------------------------------------------------------------------------------
+// Pure parts: tags, Bot API parameters, agent logs, the analysis.
+
+pub fn now_us() -> i64 {
+    jiff::Timestamp::now().as_microsecond()
+}
+
+pub fn tagged(prefix: &str, tag: u64) -> String {
+    format!("{prefix} {TAG}{tag:07}")
+}
+
+/// The tag in a text (`msg-0000042` → 42).
+pub fn tag_of(text: &str) -> Option<u64> {
+    let start = text.find(TAG)? + TAG.len();
+    let digits: String = text[start..].chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
+/// `chat_id` and `text` of a `sendMessage`, sent as JSON, a form, or a query string.
+pub fn send_params(content_type: Option<&str>, query: Option<&str>, body: &[u8]) -> Option<(i64, String)> {
+    let as_i64 = |v: &Value| v.as_i64().or_else(|| v.as_str().and_then(|s| s.parse().ok()));
+    if content_type.is_some_and(|c| c.starts_with("application/json")) {
+        let v: Value = serde_json::from_slice(body).ok()?;
+        return Some((as_i64(&v["chat_id"])?, v["text"].as_str()?.to_string()));
+    }
+    let mut pairs: HashMap<String, String> = form_urlencoded::parse(query.unwrap_or_default().as_bytes()).into_owned().collect();
+    pairs.extend(form_urlencoded::parse(body).into_owned());
+    Some((pairs.get("chat_id")?.parse().ok()?, pairs.get("text")?.clone()))
+}
+
+/// One agent turn as its log tells it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Turn {
+    pub received_us: Option<i64>,
+    pub answered_us: Option<i64>,
+}
+
+impl Turn {
+    pub fn took_us(&self) -> Option<i64> {
+        Some(self.answered_us? - self.received_us?)
+    }
+}
+
+/// The leading RFC 3339 timestamp of a tracing text log line, in microseconds.
+pub fn line_time_us(line: &str) -> Option<i64> {
+    line.split_whitespace().next()?.parse::<jiff::Timestamp>().ok().map(|t| t.as_microsecond())
+}
+
+/// `name=value` of a tracing text log line (value unquoted).
+pub fn field<'a>(line: &'a str, name: &str) -> Option<&'a str> {
+    line.split_whitespace().find_map(|w| w.strip_prefix(name)?.strip_prefix('=')).map(|v| v.trim_matches('"'))
+}
+
+/// Agent turns by `update_id` from agent log text. A redelivered update keeps its first
+/// `turn received` and its first `turn answered`.
+pub fn parse_turns(text: &str, into: &mut HashMap<i64, Turn>) {
+    for line in text.lines() {
+        let answered = line.contains("turn answered");
+        if !answered && !line.contains("turn received") {
+            continue;
+        }
+        let (Some(at), Some(id)) = (line_time_us(line), field(line, "update_id").and_then(|v| v.parse().ok())) else { continue };
+        let turn = into.entry(id).or_default();
+        let slot = if answered { &mut turn.answered_us } else { &mut turn.received_us };
+        slot.get_or_insert(at);
+    }
+}
+
+/// Every `*.log` of a directory (the node's agent logs), read.
+pub fn read_logs(dir: &Path, prefix: &str) -> Vec<(PathBuf, String)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        if name.starts_with(prefix) && name.ends_with(".log") {
+            out.push((entry.path(), std::fs::read_to_string(entry.path()).unwrap_or_default()));
+        }
+    }
+    out
+}
+
+/// A message as injected.
+#[derive(Debug, Clone, Copy)]
+pub struct Injection {
+    pub tag: u64,
+    pub chat_id: i64,
+    pub update_id: i64,
+    pub at_us: i64,
+}
+
+/// A `sendMessage` as the proxy saw it arrive.
+#[derive(Debug, Clone)]
+pub struct Sent {
+    pub chat_id: i64,
+    pub text: String,
+    pub at_us: i64,
+}
+
+/// One answered message, in microseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Sample {
+    /// Gateway receive → sendMessage, minus the agent's turn.
+    pub overhead_us: i64,
+    pub receive_to_send_us: i64,
+    pub agent_us: i64,
+    /// Gateway receive → the agent logs `turn received`.
+    pub inbound_us: i64,
+    /// The agent logs `turn answered` → sendMessage.
+    pub outbound_us: i64,
+    /// Injected into the stand-in → sendMessage (includes the long poll's pick-up).
+    pub end_to_end_us: i64,
+}
+
+#[derive(Debug, Default)]
+pub struct Analysis {
+    pub samples: Vec<Sample>,
+    /// Tags never answered.
+    pub lost: Vec<u64>,
+    /// Answers beyond the first, over all tags.
+    pub duplicated: usize,
+    /// Answers carrying a tag but sent to another chat than the tag's.
+    pub misrouted: usize,
+    /// Messages to the load chats that carry no known tag (error texts, say).
+    pub untagged: usize,
+    /// Answered, but a time is missing (no getUpdates stamp or no agent log line).
+    pub untimed: usize,
+}
+
+pub fn analyse(injections: &[Injection], received: &HashMap<i64, i64>, sent: &[Sent], turns: &HashMap<i64, Turn>) -> Analysis {
+    let by_tag: HashMap<u64, &Injection> = injections.iter().map(|i| (i.tag, i)).collect();
+    let mut answers: HashMap<u64, Vec<i64>> = HashMap::new();
+    let mut analysis = Analysis::default();
+    for s in sent {
+        match tag_of(&s.text).and_then(|t| by_tag.get(&t)) {
+            Some(i) if i.chat_id == s.chat_id => answers.entry(i.tag).or_default().push(s.at_us),
+            Some(_) => analysis.misrouted += 1,
+            None => analysis.untagged += 1,
+        }
+    }
+    for i in injections {
+        let Some(times) = answers.get(&i.tag) else {
+            analysis.lost.push(i.tag);
+            continue;
+        };
+        analysis.duplicated += times.len() - 1;
+        let sent_us = times.iter().copied().min().unwrap_or_default();
+        let turn = turns.get(&i.update_id).copied().unwrap_or_default();
+        match (received.get(&i.update_id), turn.took_us(), turn.received_us, turn.answered_us) {
+            (Some(&recv), Some(agent), Some(turn_in), Some(turn_out)) => analysis.samples.push(Sample {
+                overhead_us: sent_us - recv - agent,
+                receive_to_send_us: sent_us - recv,
+                agent_us: agent,
+                inbound_us: turn_in - recv,
+                outbound_us: sent_us - turn_out,
+                end_to_end_us: sent_us - i.at_us,
+            }),
+            _ => analysis.untimed += 1,
+        }
+    }
+    analysis
+}
+
+fn us(v: i64) -> Duration {
+    Duration::from_micros(v.max(0) as u64)
+}
+
+pub fn summary_of(samples: &[Sample], f: impl Fn(&Sample) -> i64) -> stats::Summary {
+    stats::summarize(&samples.iter().map(|s| us(f(s))).collect::<Vec<_>>())
+}
+
+// ---------------------------------------------------------------------------------------------
+// The recording proxy in front of the Telegram stand-in.
+
+#[derive(Default)]
+pub struct Records {
+    /// `update_id` → when its `getUpdates` answer was handed to the gateway.
+    pub received: HashMap<i64, i64>,
+    pub sent: Vec<Sent>,
+}
+
+pub struct Recorder {
+    upstream: String,
+    client: reqwest::Client,
+    records: Mutex<Records>,
+}
+
+impl Recorder {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Records> {
+        self.records.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Everything recorded so far, taken (the recorder starts empty again).
+    pub fn take(&self) -> Records {
+        std::mem::take(&mut *self.lock())
+    }
+
+    pub fn sent_count(&self) -> usize {
+        self.lock().sent.len()
+    }
+
+    /// Whether a message carrying `tag` was sent.
+    pub fn answered(&self, tag: u64) -> Option<i64> {
+        self.lock().sent.iter().find(|s| tag_of(&s.text) == Some(tag)).map(|s| s.at_us)
+    }
+
+    /// Tags answered so far (each once).
+    pub fn answered_tags(&self) -> std::collections::HashSet<u64> {
+        self.lock().sent.iter().filter_map(|s| tag_of(&s.text)).collect()
+    }
+}
+
+/// Serve the proxy on a free port; returns it and its base URL.
+async fn start_proxy(upstream: String) -> Result<(Arc<Recorder>, String, tokio::task::JoinHandle<()>), String> {
+    // reqwest is built without a default TLS provider (plain HTTP here, but it wants one).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = reqwest::Client::builder().pool_max_idle_per_host(64).build().map_err(|e| format!("proxy client: {e}"))?;
+    let recorder = Arc::new(Recorder { upstream, client, records: Mutex::new(Records::default()) });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| format!("proxy: {e}"))?;
+    let url = format!("http://{}", listener.local_addr().map_err(|e| e.to_string())?);
+    let app = axum::Router::new().fallback(forward).with_state(recorder.clone());
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok((recorder, url, task))
+}
+
+async fn forward(axum::extract::State(rec): axum::extract::State<Arc<Recorder>>, request: axum::extract::Request) -> Response {
+    let arrived = now_us();
+    let (parts, body) = request.into_parts();
+    let body: Bytes = match axum::body::to_bytes(body, usize::MAX).await {
+        Ok(b) => b,
+        Err(e) => return (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
+    };
+    let path = parts.uri.path().to_string();
+    let content_type = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_string);
+    if path.to_ascii_lowercase().ends_with("/sendmessage")
+        && let Some((chat_id, text)) = send_params(content_type.as_deref(), parts.uri.query(), &body)
+    {
+        rec.lock().sent.push(Sent { chat_id, text, at_us: arrived });
+    }
+    let url = format!("{}{}", rec.upstream, parts.uri.path_and_query().map_or("/", |p| p.as_str()));
+    let mut headers = parts.headers.clone();
+    headers.remove(header::HOST);
+    headers.remove(header::CONTENT_LENGTH);
+    let upstream = match rec.client.request(parts.method, url).headers(headers).body(body).send().await {
+        Ok(r) => r,
+        Err(e) => return (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
+    };
+    let status = upstream.status();
+    let upstream_type = upstream.headers().get(header::CONTENT_TYPE).cloned();
+    let bytes = upstream.bytes().await.unwrap_or_default();
+    if path.to_ascii_lowercase().ends_with("/getupdates")
+        && let Ok(v) = serde_json::from_slice::<Value>(&bytes)
+    {
+        let at = now_us();
+        let mut records = rec.lock();
+        for update in v["result"].as_array().into_iter().flatten() {
+            if let Some(id) = update["update_id"].as_i64() {
+                records.received.entry(id).or_insert(at);
+            }
+        }
+    }
+    let mut response = (status, bytes).into_response();
+    if let Some(t) = upstream_type {
+        response.headers_mut().insert(header::CONTENT_TYPE, t);
+    }
+    response
+}
+
+// ---------------------------------------------------------------------------------------------
+// The stack: control plane, operator, node stand-in running agents, gateway behind the proxy.
+
+/// The node stand-in, stopped with SIGINT so that it stops its agent processes too.
+struct Node(Proc);
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.0.interrupt(Duration::from_secs(10));
+    }
+}
+
+pub struct Stack {
+    // Processes first: fields drop in order, and the control plane goes last.
+    pub gateway: Proc,
+    pub gateway_http: u16,
+    _operator: Proc,
+    _node: Node,
+    proxy_task: tokio::task::JoinHandle<()>,
+    pub recorder: Arc<Recorder>,
+    pub telegram: TelegramStandIn,
+    pub llm: LlmStandIn,
+    pub admin: Client,
+    pub env: TestEnv,
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        self.proxy_task.abort();
+    }
+}
+
+impl Stack {
+    /// Everything up, `users` applied (name, Telegram id, spec) and Ready, the gateway synced.
+    pub async fn up(name: &str, users: &[(String, i64, Value)]) -> Result<Stack, String> {
+        let env = TestEnv::up(name);
+        env.install().await;
+        env.install_gateway_rbac().await;
+        let admin = env.admin().await;
+        let any = "127.0.0.1:0".parse().map_err(|e| format!("{e}"))?;
+        let llm = LlmStandIn::start(any, Some(LLM_KEY.into())).await.map_err(|e| format!("LLM stand-in: {e}"))?;
+        let telegram = TelegramStandIn::start(any, BOT_TOKEN).await.map_err(|e| format!("Telegram stand-in: {e}"))?;
+        let (recorder, proxy_url, proxy) = start_proxy(telegram.url()).await?;
+        let broker_port = free_port();
+        let node = Node(env.spawn_node_with(&["--run-agents", "--broker-url", &format!("http://127.0.0.1:{broker_port}")]));
+        let operator = env.spawn_operator("operator", free_port());
+        for (name, id, spec) in users {
+            apply_user(&admin, &user_manifest(name, *id, spec.clone())).await.map_err(|e| format!("applying {name}: {e}"))?;
+        }
+        // The broker's per-user LLM limits (60 requests a minute for `personal`) would answer
+        // a load of several messages a second per user with "slow down": lifted here.
+        let profiles = env.dir.join("profiles.yaml");
+        let lifted = "{ llm: { requestsPerMinute: 1000000, tokensPerDay: 1000000000000 } }";
+        let text = ["personal", "family", "public", "high-security"].map(|p| format!("{p}: {lifted}\n")).concat();
+        std::fs::write(&profiles, text).map_err(|e| e.to_string())?;
+        std::fs::write(env.dir.join("bot.token"), BOT_TOKEN).map_err(|e| e.to_string())?;
+        std::fs::write(env.dir.join("llm.key"), LLM_KEY).map_err(|e| e.to_string())?;
+        let gateway_http = free_port();
+        let p = |f: &str| env.dir.join(f).to_string_lossy().to_string();
+        let args = [
+            "gateway", "--telegram-api-url", &proxy_url, "--bot-token-file", &p("bot.token"),
+            "--llm-base-url", &llm.url(), "--llm-api-key-file", &p("llm.key"),
+            "--master-key-file", &p("master.key"), "--profiles-file", &p("profiles.yaml"),
+            "--broker-addr", &format!("127.0.0.1:{broker_port}"), "--http-addr", &format!("127.0.0.1:{gateway_http}"),
+            "--lease-namespace", SYSTEM_NS, "--identity", "gateway-0", "--poll-timeout", "5s",
+        ];
+        let gateway = env.spawn("gateway", &env.gateway_kubeconfig(), &args);
+        let stack = Stack { gateway, gateway_http, _operator: operator, _node: node, proxy_task: proxy, recorder, telegram, llm, admin, env };
+        let timeout = Duration::from_secs(90) + Duration::from_millis(500) * users.len() as u32;
+        // A user with a short idleTimeout may already be Idle again when looked at.
+        stack.wait_phase_all(users.len(), &["Ready", "Idle"], timeout).await?;
+        stack.wait_synced(Duration::from_secs(60)).await?;
+        Ok(stack)
+    }
+
+    /// Wait until `count` MoltmateUsers are in one of `phases`.
+    pub async fn wait_phase_all(&self, count: usize, phases: &[&str], timeout: Duration) -> Result<(), String> {
+        let api: Api<moltmates::MoltmateUser> = Api::all(self.admin.clone());
+        let deadline = Instant::now() + timeout;
+        let mut there = 0;
+        while Instant::now() < deadline {
+            if let Ok(list) = api.list(&ListParams::default()).await {
+                there = list.items.iter().filter(|u| u.status.as_ref().and_then(|s| s.phase).is_some_and(|p| phases.contains(&p.as_str()))).count();
+                if there >= count {
+                    return Ok(());
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Err(format!("{there} of {count} users {} after {timeout:?}", phases.join(" or ")))
+    }
+
+    /// The gateway answers `/readyz` (or, failing that, polls Telegram: it does so only from
+    /// synced caches).
+    async fn wait_synced(&self, timeout: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if http_get(self.gateway_http, "/readyz").await.is_some_and(|(code, _)| code == 200)
+                || self.telegram.stats().active_polls > 0
+            {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err(format!("the gateway was not synced within {timeout:?}: {}", self.gateway.log_tail()))
+    }
+
+    pub fn agent_logs(&self) -> PathBuf {
+        self.env.dir.join("node").join("logs")
+    }
+
+    /// Wait until every update is confirmed and nothing more was sent for `quiet`.
+    pub async fn wait_settled(&self, quiet: Duration, timeout: Duration) {
+        let drained = StatsCondition { max_pending_updates: Some(0), ..Default::default() };
+        let _ = self.telegram.wait_for_stats(&drained, timeout).await;
+        let deadline = Instant::now() + timeout;
+        let mut count = self.recorder.sent_count();
+        let mut since = Instant::now();
+        while since.elapsed() < quiet && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let now = self.recorder.sent_count();
+            if now != count {
+                (count, since) = (now, Instant::now());
+            }
+        }
+    }
+}
+
+pub fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic.downcast_ref::<String>().cloned().or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The benchmark.
+
+pub async fn run(options: &Options, report: &mut Report) {
+    let users = options.gateway_users;
+    eprintln!("== gateway: {users} users, {} messages/s for {}s", options.gateway_rate, options.gateway_duration.as_secs_f64());
+    match std::panic::AssertUnwindSafe(measure(options, report)).catch_unwind().await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => report.error(format!("gateway at {users} users: {e}")),
+        Err(panic) => report.error(format!("gateway at {users} users: panicked: {}", panic_text(&panic))),
+    }
+}
+
+async fn measure(options: &Options, report: &mut Report) -> Result<(), String> {
+    let (n, rate, duration) = (options.gateway_users, options.gateway_rate, options.gateway_duration);
+    let users: Vec<(String, i64, Value)> =
+        (0..n).map(|i| (format!("load-{i:04}"), LOAD_BASE + i as i64, json!({ "profile": "personal" }))).collect();
+    let setup = Instant::now();
+    let stack = Stack::up("bench-gateway", &users).await?;
+    eprintln!("   {n} users Ready, gateway synced in {:.1}s", setup.elapsed().as_secs_f64());
+
+    // Warm-up: one message per user, so that each agent's first turn (session files, first
+    // connections) is not in the figures.
+    for (name, id, _) in &users {
+        stack.telegram.inject_text(*id, &format!("warm-up for {name}")).map_err(|e| e.to_string())?;
+    }
+    let warm = Instant::now();
+    while stack.recorder.sent_count() < n && warm.elapsed() < Duration::from_secs(120) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stack.wait_settled(Duration::from_secs(1), Duration::from_secs(30)).await;
+    eprintln!("   warm-up: {} of {n} answered in {:.1}s", stack.recorder.sent_count(), warm.elapsed().as_secs_f64());
+    stack.recorder.take();
+    stack.llm.clear_requests();
+
+    // The load: message k at start + k/rate, to user k mod n.
+    let total = (rate * duration.as_secs_f64()).round() as u64;
+    let meter = cpu::Meter::start(&stack.env.dir);
+    let mut injections = Vec::with_capacity(total as usize);
+    let start = tokio::time::Instant::now();
+    for k in 0..total {
+        tokio::time::sleep_until(start + Duration::from_secs_f64(k as f64 / rate)).await;
+        let chat_id = LOAD_BASE + (k % n as u64) as i64;
+        let at_us = now_us();
+        let injected = stack.telegram.inject_text(chat_id, &tagged("load", k)).map_err(|e| format!("inject: {e}"))?;
+        injections.push(Injection { tag: k, chat_id, update_id: injected.update_id, at_us });
+        if k % 2000 == 1999 {
+            // The LLM stand-in keeps every request with its whole history: bounded here.
+            stack.llm.clear_requests();
+        }
+    }
+    let injected_in = start.elapsed();
+    let achieved = total as f64 / injected_in.as_secs_f64();
+    eprintln!("   injected {total} in {:.1}s ({achieved:.0}/s); waiting for the answers", injected_in.as_secs_f64());
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while Instant::now() < deadline && stack.recorder.answered_tags().len() < total as usize {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    stack.wait_settled(Duration::from_secs(2), Duration::from_secs(30)).await;
+    let cpu = meter.read();
+    let records = stack.recorder.take();
+    let mut turns = HashMap::new();
+    for (_, text) in read_logs(&stack.agent_logs(), "moltmate-load-") {
+        parse_turns(&text, &mut turns);
+    }
+    let a = analyse(&injections, &records.received, &records.sent, &turns);
+    let metrics = http_get(stack.gateway_http, "/metrics").await.map(|(_, body)| routing_histogram(&body)).unwrap_or(Value::Null);
+
+    let overhead = summary_of(&a.samples, |s| s.overhead_us);
+    report.target("gateway", n, "routing overhead p99", overhead.p99_ms, "ms", OVERHEAD_P99_TARGET_MS);
+    report.figure("gateway", n, "routing overhead p50", overhead.p50_ms, "ms");
+    report.target("gateway", n, "lost messages", a.lost.len() as f64, "", 0.0);
+    report.target("gateway", n, "duplicated answers", a.duplicated as f64, "", 0.0);
+    report.target("gateway", n, "misrouted answers", a.misrouted as f64, "", 0.0);
+    report.figure("gateway", n, "injected messages/s", achieved, "");
+    report.note_if(cpu::Meter::busy_note(&cpu, &format!("the gateway load at {n} users")));
+    if a.untimed > 0 {
+        report.note(format!("gateway: {} answered messages lack a time (no getUpdates stamp or agent log line); left out of the latency", a.untimed));
+    }
+    let field = |f: fn(&Sample) -> i64| serde_json::to_value(summary_of(&a.samples, f)).unwrap_or_default();
+    report.section("gateway", n, json!({
+        "users": n,
+        "rate_per_second": rate,
+        "duration_seconds": duration.as_secs_f64(),
+        "messages": total,
+        "injected_per_second": achieved,
+        "answered": total as usize - a.lost.len(),
+        "lost": a.lost.len(),
+        "lost_tags": &a.lost[..a.lost.len().min(20)],
+        "duplicated": a.duplicated,
+        "misrouted": a.misrouted,
+        "untagged_messages": a.untagged,
+        "untimed": a.untimed,
+        "routing_overhead_ms": field(|s| s.overhead_us),
+        "receive_to_send_ms": field(|s| s.receive_to_send_us),
+        "agent_turn_ms": field(|s| s.agent_us),
+        "inbound_ms": field(|s| s.inbound_us),
+        "outbound_ms": field(|s| s.outbound_us),
+        "inject_to_send_ms": field(|s| s.end_to_end_us),
+        "gateway_routing_seconds_metric": metrics,
+        "cpu": cpu,
+        "method": "times from a recording proxy between gateway and Telegram stand-in (getUpdates answer handed on; sendMessage arrival) and the agents' logs (turn received → turn answered); overhead = receive→sendMessage − agent turn",
+    }));
+
+    let ms = |f: fn(&Sample) -> i64| a.samples.iter().map(|s| f(s) as f64 / 1000.0).collect::<Vec<f64>>();
+    let (o, i, out, e) = (ms(|s| s.overhead_us), ms(|s| s.inbound_us), ms(|s| s.outbound_us), ms(|s| s.receive_to_send_us));
+    let plot = svg::cdf(
+        &format!("Gateway routing, {n} users, {rate} msg/s for {}s", duration.as_secs_f64()),
+        "milliseconds",
+        &[
+            svg::Series { label: format!("routing overhead (p99 {:.2} ms)", overhead.p99_ms), values: &o },
+            svg::Series { label: "receive → agent turn starts".into(), values: &i },
+            svg::Series { label: "agent answered → sendMessage".into(), values: &out },
+            svg::Series { label: "receive → sendMessage (with agent)".into(), values: &e },
+        ],
+    );
+    write_plot(options, report, &format!("gateway-{n}.svg"), &plot);
+    eprintln!("   overhead p50 {:.2} ms p99 {:.2} ms; lost {} duplicated {} misrouted {}", overhead.p50_ms, overhead.p99_ms, a.lost.len(), a.duplicated, a.misrouted);
+    Ok(())
+}
+
+pub fn write_plot(options: &Options, report: &mut Report, file: &str, svg: &str) {
+    let path = options.out.join(file);
+    if let Err(e) = std::fs::create_dir_all(&options.out).and_then(|_| std::fs::write(&path, svg)) {
+        report.error(format!("writing {}: {e}", path.display()));
+    }
+}
+
+/// The gateway's own `moltmate_gateway_routing_seconds` histogram (sum and count), for
+/// comparison: it times the gateway's side only, as the gateway sees it.
+fn routing_histogram(metrics: &str) -> Value {
+    let get = |name: &str| metrics.lines().find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok());
+    match (get("moltmate_gateway_routing_seconds_sum"), get("moltmate_gateway_routing_seconds_count")) {
+        (Some(sum), Some(count)) if count > 0.0 => json!({ "count": count, "mean_ms": sum / count * 1000.0 }),
+        _ => Value::Null,
+    }
+}
+
+pub fn self_test() {
+    assert_eq!(tag_of(&format!("You said: {}", tagged("load", 42))), Some(42));
+    assert_eq!(tag_of("no tag here"), None);
+    let json = br#"{"chat_id": 5000001, "text": "You said: load msg-0000007"}"#;
+    assert_eq!(send_params(Some("application/json"), None, json), Some((5000001, "You said: load msg-0000007".into())));
+    assert_eq!(send_params(Some("application/x-www-form-urlencoded"), None, b"chat_id=-5&text=hi+there"), Some((-5, "hi there".into())));
+    let log = "2026-11-25T12:37:46.462524Z  INFO agent{user=a}: moltmates::agent::server: turn received user=a update_id=7\n\
+               2026-11-25T12:37:46.473963Z  INFO agent{user=a}: moltmates::agent::service: turn answered user=\"a\" update_id=7 took_ms=11\n";
+    let mut turns = HashMap::new();
+    parse_turns(log, &mut turns);
+    assert_eq!(turns[&7].took_us(), Some(11_439));
+    let injections = [
+        Injection { tag: 1, chat_id: 10, update_id: 7, at_us: 0 },
+        Injection { tag: 2, chat_id: 11, update_id: 8, at_us: 0 },
+        Injection { tag: 3, chat_id: 12, update_id: 9, at_us: 0 },
+    ];
+    let received: HashMap<i64, i64> = [(7, 1_000), (8, 1_000)].into();
+    let sent = vec![
+        Sent { chat_id: 10, text: tagged("x", 1), at_us: 1_000 + 11_439 + 500 },
+        Sent { chat_id: 10, text: tagged("x", 1), at_us: 90_000 },
+        Sent { chat_id: 10, text: tagged("x", 2), at_us: 90_000 },
+        Sent { chat_id: 11, text: tagged("x", 2), at_us: 50_000 },
+        Sent { chat_id: 12, text: "oops".into(), at_us: 0 },
+    ];
+    let mut timed: HashMap<i64, Turn> = HashMap::new();
+    timed.insert(7, Turn { received_us: Some(1_200), answered_us: Some(1_200 + 11_439) });
+    let a = analyse(&injections, &received, &sent, &timed);
+    assert_eq!((a.lost.clone(), a.duplicated, a.misrouted, a.untagged, a.untimed), (vec![3], 1, 1, 1, 1));
+    assert_eq!(a.samples[0].overhead_us, 500);
+    assert_eq!(a.samples[0].inbound_us, 200);
+}
