@@ -172,12 +172,16 @@ pub async fn run(args: GatewayArgs) -> Result<(), Error> {
     let bound = http::serve(args.http_addr, app).await.map_err(|source| Error::Serve { addr: args.http_addr, source })?;
     info!(addr = %bound, "serving /healthz, /readyz, /metrics");
 
+    // A reflector store wakes only one `wait_until_ready` waiter: this task is the one, and
+    // passes readiness on to everything else through `synced`.
     let (users_ready, pods_ready) = (users.clone(), pods.clone());
     let ready_health = health.clone();
+    let (synced_tx, mut synced) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         let _ = users_ready.wait_until_ready().await;
         let _ = pods_ready.wait_until_ready().await;
         ready_health.set_ready(true);
+        synced_tx.send_replace(true);
         info!("caches synced; gateway ready");
     });
 
@@ -188,8 +192,7 @@ pub async fn run(args: GatewayArgs) -> Result<(), Error> {
         None
     };
     // Route only from synced caches: an empty cache would refuse every user.
-    let _ = users.wait_until_ready().await;
-    let _ = pods.wait_until_ready().await;
+    let _ = synced.wait_for(|synced| *synced).await;
 
     let bot = Bot::new(bot_token).set_api_url(args.telegram_api_url.clone());
     let bot_username = match bot.get_me().await {
