@@ -5,11 +5,11 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::{REPO, TestEnv, wait_until};
+use support::{REPO, TestEnv, helm, helm_ok, wait_until};
 
 const NS: &str = "moltmate-system";
 const RELEASE: &str = "moltmates";
@@ -23,25 +23,7 @@ const REGENERATE: &str = "scripts/helm template charts/moltmates --namespace mol
 // Running Helm
 // ---------------------------------------------------------------------------------------------
 
-fn helm(args: &[&str]) -> Output {
-    Command::new(format!("{REPO}/scripts/helm"))
-        .args(args)
-        .current_dir(REPO)
-        .output()
-        .expect("run scripts/helm (install its venv with `scripts/helm install-venv`)")
-}
-
-fn helm_ok(args: &[&str]) -> String {
-    let out = helm(args);
-    assert!(
-        out.status.success(),
-        "scripts/helm {} failed:\n{}{}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
+// `helm` and `helm_ok` are in tests/support.
 
 /// `args` followed by one `--set` per entry of `sets`.
 fn with_sets(mut args: Vec<String>, sets: &[&str]) -> Vec<String> {

@@ -12,7 +12,6 @@ mod support;
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Pod, ResourceQuota};
@@ -50,23 +49,11 @@ profiles:
 // The chart, rendered
 // ---------------------------------------------------------------------------------------------
 
-fn helm(args: &[&str]) -> String {
-    let out = Command::new(format!("{REPO}/scripts/helm")).args(args).current_dir(REPO).output().expect("run scripts/helm");
-    assert!(
-        out.status.success(),
-        "scripts/helm {} failed:\n{}{}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
 /// `helm template` of the chart with `values`, as parsed documents.
 fn render(values: &Path) -> Vec<Value> {
-    helm(&["install-venv"]);
+    helm_ok(&["install-venv"]);
     let chart = format!("{REPO}/charts/moltmates");
-    let yaml = helm(&["template", &chart, "--name", "moltmates", "--namespace", SYSTEM_NS, "-f", values.to_str().unwrap()]);
+    let yaml = helm_ok(&["template", &chart, "--name", "moltmates", "--namespace", SYSTEM_NS, "-f", values.to_str().unwrap()]);
     serde_saphyr::from_multiple::<Value>(&yaml).unwrap_or_else(|e| panic!("rendered YAML does not parse: {e}\n{yaml}"))
 }
 
@@ -238,15 +225,6 @@ fn set(items: &[&str]) -> BTreeSet<String> {
 // The run
 // ---------------------------------------------------------------------------------------------
 
-/// The node stand-in, stopped with SIGINT so that it stops its agent processes too.
-struct Node(Proc);
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.0.interrupt(Duration::from_secs(5));
-    }
-}
-
 /// A component as the chart runs it: (args, env) rewritten, files written, changes checked.
 fn prepare(docs: &[Value], component: &str, root: &Path, tg: &str, llm: &str, expected: &[&str]) -> (Vec<String>, Vec<(String, String)>) {
     let pod = rendered_pod(docs, &format!("moltmate-{component}"));
@@ -283,7 +261,7 @@ async fn chart_rendered_operator_and_gateway_serve_an_example_user() {
     env.install_gateway_rbac().await;
     let client = env.admin().await;
     let broker_url = format!("http://127.0.0.1:{}", port_of(flag(&gateway_args, "broker-addr")));
-    let _node = Node(env.spawn_node_with(&["--run-agents", "--broker-url", &broker_url]));
+    let _node = env.spawn_agent_node(&broker_url);
     let mut operator = env.spawn_with_env("operator", &env.operator_kubeconfig(), &operator_args, &operator_env);
     let mut gateway = env.spawn_with_env("gateway", &env.gateway_kubeconfig(), &gateway_args, &gateway_env);
 

@@ -6,7 +6,6 @@
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::{Command, Output};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -31,14 +30,6 @@ const TARGET_LABELS: &[&str] = &["namespace", "job", "instance", "pod", "service
 // ---------------------------------------------------------------------------------------------
 // Helm
 // ---------------------------------------------------------------------------------------------
-
-fn helm(args: &[String]) -> Output {
-    Command::new(format!("{REPO}/scripts/helm"))
-        .args(args)
-        .current_dir(REPO)
-        .output()
-        .expect("run scripts/helm (install its venv with `scripts/helm install-venv`)")
-}
 
 fn helm_args(command: &str, namespace: &str, sets: &[&str]) -> Vec<String> {
     let mut args: Vec<String> = [command, CHART, "--namespace", namespace].map(String::from).to_vec();

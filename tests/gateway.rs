@@ -20,20 +20,6 @@ const DAVE: i64 = 1004;
 const ERIN: i64 = 1005;
 const STRANGER: i64 = 7777;
 
-/// What the bot sent to a chat, as the user sees it.
-fn texts(tg: &TelegramStandIn, chat: i64) -> Vec<String> {
-    tg.sent_to(chat).into_iter().map(|m| m.rendered).collect()
-}
-
-/// Wait until a message to `chat` contains `needle`; returns all messages of the chat.
-async fn wait_text(tg: &TelegramStandIn, chat: i64, needle: &str, timeout: Duration) -> Vec<String> {
-    wait_until(&format!("a message to {chat} containing {needle:?}"), timeout, || async {
-        let all = texts(tg, chat);
-        all.iter().any(|t| t.contains(needle)).then_some(all)
-    })
-    .await
-}
-
 /// Wait until every update is confirmed: each one finished (its answer, if any, sent).
 async fn wait_drained(tg: &TelegramStandIn) {
     let drained = StatsCondition { max_pending_updates: Some(0), ..Default::default() };
@@ -44,16 +30,6 @@ async fn wait_drained(tg: &TelegramStandIn) {
 async fn counter(port: u16, name: &str) -> u64 {
     let (_, body) = http_get(port, "/metrics").await.unwrap_or((0, String::new()));
     body.lines().find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok()).map_or(0, |v| v as u64)
-}
-
-/// The node stand-in, stopped with SIGINT so that it stops its agent processes too (killed,
-/// they would keep their 127.0.0.x addresses and answer the next run's requests).
-struct Node(Proc);
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.0.interrupt(Duration::from_secs(5));
-    }
 }
 
 struct Gateway {
@@ -102,7 +78,7 @@ async fn gateway_routes_each_user_to_their_own_agent() {
     let tg = TelegramStandIn::start("127.0.0.1:0".parse().unwrap(), BOT_TOKEN).await.unwrap();
     let broker_port = free_port();
     let broker_url = format!("http://127.0.0.1:{broker_port}");
-    let _node = Node(env.spawn_node_with(&["--run-agents", "--broker-url", &broker_url]));
+    let _node = env.spawn_agent_node(&broker_url);
     let _operator = env.spawn_operator("operator", free_port());
     for (name, id) in [("alice", ALICE), ("bob", BOB)] {
         apply_user(&client, &user_manifest(name, id, json!({ "profile": "personal" }))).await.unwrap();
@@ -266,7 +242,7 @@ async fn gateway_in_webhook_mode() {
     config.webhook_backoff.request_timeout = Duration::from_secs(30);
     let tg = TelegramStandIn::start_with("127.0.0.1:0".parse().unwrap(), config).await.unwrap();
     let broker_port = free_port();
-    let _node = Node(env.spawn_node_with(&["--run-agents", "--broker-url", &format!("http://127.0.0.1:{broker_port}")]));
+    let _node = env.spawn_agent_node(&format!("http://127.0.0.1:{broker_port}"));
     let (key, op_http) = (env.dir.join("master.key"), format!("127.0.0.1:{}", free_port()));
     let _operator = env.spawn("operator", &env.operator_kubeconfig(), &[
         "--log-format", "json", "operator", "--storage-class", "moltmate-dev", "--http-addr", &op_http,

@@ -25,27 +25,6 @@ const ALICE: i64 = 3001;
 const BOB: i64 = 3002;
 const RORY: i64 = 3003;
 
-/// The node stand-in, stopped with SIGINT so that it stops its agent processes too.
-struct Node(Proc);
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.0.interrupt(Duration::from_secs(5));
-    }
-}
-
-fn texts(tg: &TelegramStandIn, chat: i64) -> Vec<String> {
-    tg.sent_to(chat).into_iter().map(|m| m.rendered).collect()
-}
-
-async fn wait_text(tg: &TelegramStandIn, chat: i64, needle: &str) -> Vec<String> {
-    wait_until(&format!("a message to {chat} containing {needle:?}"), Duration::from_secs(30), || async {
-        let all = texts(tg, chat);
-        all.iter().any(|t| t.contains(needle)).then_some(all)
-    })
-    .await
-}
-
 fn notices(tg: &TelegramStandIn, chat: i64) -> usize {
     texts(tg, chat).iter().filter(|t| *t == RESET_NOTICE).count()
 }
@@ -119,7 +98,7 @@ async fn users_are_listed_and_a_reset_wipes_the_workspace_and_keeps_the_user() {
     let llm = LlmStandIn::start("127.0.0.1:0".parse().unwrap(), Some(LLM_KEY.into())).await.unwrap();
     let tg = TelegramStandIn::start("127.0.0.1:0".parse().unwrap(), BOT_TOKEN).await.unwrap();
     let broker_port = free_port();
-    let _node = Node(env.spawn_node_with(&["--run-agents", "--broker-url", &format!("http://127.0.0.1:{broker_port}")]));
+    let _node = env.spawn_agent_node(&format!("http://127.0.0.1:{broker_port}"));
     let _operator = env.spawn_operator("operator", free_port());
     apply_user(&client, &user_manifest("alice", ALICE, json!({ "profile": "family" }))).await.unwrap();
     apply_user(&client, &user_manifest("bob", BOB, json!({ "profile": "family" }))).await.unwrap();
@@ -149,7 +128,7 @@ async fn users_are_listed_and_a_reset_wipes_the_workspace_and_keeps_the_user() {
     tg.inject_text(ALICE, "/tool remember alice loves marmalade").unwrap();
     tg.inject_text(ALICE, "/tool write_file diary.txt dear diary, apples today").unwrap();
     tg.inject_text(ALICE, "apples from alice").unwrap();
-    wait_text(&tg, ALICE, "You said: apples from alice").await;
+    wait_text(&tg, ALICE, "You said: apples from alice", Duration::from_secs(30)).await;
     let workspace = volume_dir(&client, "alice").await;
     let before = all_text(&workspace);
     assert!(before.contains("marmalade") && before.contains("dear diary") && before.contains("apples from alice"), "{before}");
@@ -174,7 +153,7 @@ async fn users_are_listed_and_a_reset_wipes_the_workspace_and_keeps_the_user() {
     assert_eq!((alice["pod"].as_str(), alice["volume"].as_str()), (Some("Running"), Some("5Gi")), "{alice}");
     assert_eq!(alice["resetGeneration"], json!({ "spec": 0, "status": 0 }));
     assert_eq!(row(&rows, "bob")["queue"], 0, "bob never wrote");
-    wait_text(&tg, ALICE, "You said: queued two").await;
+    wait_text(&tg, ALICE, "You said: queued two", Duration::from_secs(30)).await;
 
     // The operator copies the gateway's activity stamp into the status; the table shows it.
     wait_until("status.lastActivity", Duration::from_secs(10), || async { status_of(&client, "alice").await.last_activity }).await;
@@ -219,9 +198,9 @@ async fn users_are_listed_and_a_reset_wipes_the_workspace_and_keeps_the_user() {
     assert_eq!(entries(outside.path()), ["precious.txt"], "the link was removed, not followed");
 
     // Told once; then a fresh agent answers, with nothing of before in what it sends the model.
-    wait_text(&tg, ALICE, RESET_NOTICE).await;
+    wait_text(&tg, ALICE, RESET_NOTICE, Duration::from_secs(30)).await;
     tg.inject_text(ALICE, "do you remember me?").unwrap();
-    wait_text(&tg, ALICE, "You said: do you remember me?").await;
+    wait_text(&tg, ALICE, "You said: do you remember me?", Duration::from_secs(30)).await;
     let drained = StatsCondition { max_pending_updates: Some(0), ..Default::default() };
     tg.wait_for_stats(&drained, Duration::from_secs(20)).await.expect("every update confirmed");
     assert_eq!(notices(&tg, ALICE), 1, "{:?}", texts(&tg, ALICE));
@@ -251,7 +230,7 @@ async fn users_are_listed_and_a_reset_wipes_the_workspace_and_keeps_the_user() {
     std::fs::write(rory_ws.join("MEMORY.md"), "- rory's secret\n").unwrap();
     // A bot can only write to people who have written to it.
     tg.inject_text(RORY, "hello").unwrap();
-    wait_text(&tg, RORY, "You said: hello").await;
+    wait_text(&tg, RORY, "You said: hello", Duration::from_secs(30)).await;
     let (ok, out, err) = users_cli(&env, &["reset", "rory"]);
     assert!(ok && out.contains("read-only"), "{out}{err}");
     let reason = wait_until("ResetNotApplied", Duration::from_secs(30), || async {
@@ -268,6 +247,6 @@ async fn users_are_listed_and_a_reset_wipes_the_workspace_and_keeps_the_user() {
     Api::<MoltmateUser>::all(client.clone()).patch("rory", &PatchParams::default(), &Patch::Merge(&rw)).await.unwrap();
     wait_until("rory reset", Duration::from_secs(30), || async { (status_of(&client, "rory").await.reset_generation == Some(1)).then_some(()) }).await;
     assert!(!rory_ws.join("MEMORY.md").exists());
-    wait_text(&tg, RORY, RESET_NOTICE).await;
+    wait_text(&tg, RORY, RESET_NOTICE, Duration::from_secs(30)).await;
     eprintln!("users test took {:?}", started.elapsed());
 }

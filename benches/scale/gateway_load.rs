@@ -34,7 +34,7 @@ use serde_json::{Value, json};
 
 use crate::options::Options;
 use crate::report::Report;
-use crate::support::{Proc, SYSTEM_NS, TestEnv, apply_user, free_port, http_get, user_manifest};
+use crate::support::{AgentNode, Proc, SYSTEM_NS, TestEnv, apply_user, free_port, http_get, user_manifest};
 use crate::{cpu, stats, svg};
 
 const BOT_TOKEN: &str = "123456:bench-token";
@@ -317,21 +317,12 @@ async fn forward(axum::extract::State(rec): axum::extract::State<Arc<Recorder>>,
 // ---------------------------------------------------------------------------------------------
 // The stack: control plane, operator, node stand-in running agents, gateway behind the proxy.
 
-/// The node stand-in, stopped with SIGINT so that it stops its agent processes too.
-struct Node(Proc);
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.0.interrupt(Duration::from_secs(10));
-    }
-}
-
 pub struct Stack {
     // Processes first: fields drop in order, and the control plane goes last.
     pub gateway: Proc,
     pub gateway_http: u16,
     _operator: Proc,
-    _node: Node,
+    _node: AgentNode,
     proxy_task: tokio::task::JoinHandle<()>,
     pub recorder: Arc<Recorder>,
     pub telegram: TelegramStandIn,
@@ -358,7 +349,7 @@ impl Stack {
         let telegram = TelegramStandIn::start(any, BOT_TOKEN).await.map_err(|e| format!("Telegram stand-in: {e}"))?;
         let (recorder, proxy_url, proxy) = start_proxy(telegram.url()).await?;
         let broker_port = free_port();
-        let node = Node(env.spawn_node_with(&["--run-agents", "--broker-url", &format!("http://127.0.0.1:{broker_port}")]));
+        let node = env.spawn_agent_node(&format!("http://127.0.0.1:{broker_port}"));
         let operator = env.spawn_operator("operator", free_port());
         for (name, id, spec) in users {
             apply_user(&admin, &user_manifest(name, *id, spec.clone())).await.map_err(|e| format!("applying {name}: {e}"))?;

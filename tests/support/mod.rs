@@ -154,6 +154,12 @@ impl TestEnv {
         self.spawn("node", &self.admin_kubeconfig(), &args)
     }
 
+    /// The node stand-in running each agent pod as a real `moltmate agent` process, pointed at
+    /// the broker at `broker_url`.
+    pub fn spawn_agent_node(&self, broker_url: &str) -> AgentNode {
+        AgentNode(self.spawn_node_with(&["--run-agents", "--broker-url", broker_url]))
+    }
+
     /// The operator, under its own identity bound to the chart's ClusterRole.
     pub fn spawn_operator(&self, name: &str, http_port: u16) -> Proc {
         let key = self.dir.join("master.key");
@@ -246,6 +252,53 @@ fn pod_network(dir: &Path) -> String {
     let h = hasher.finish();
     // 127.0.0.0/24 is left to the local stack and the tests that bind 127.0.0.2-3 themselves.
     format!("127.{}.{}.0", 1 + h % 254, (h >> 8) % 256)
+}
+
+/// The node stand-in with agents, stopped with SIGINT when dropped so that it stops its agent
+/// processes too (killed, they would keep their addresses and answer the next run's requests).
+pub struct AgentNode(pub Proc);
+
+impl Drop for AgentNode {
+    fn drop(&mut self) {
+        self.0.interrupt(Duration::from_secs(10));
+    }
+}
+
+/// What the bot sent to a chat of the Telegram stand-in, as the user sees it.
+pub fn texts(tg: &moltmates::dev::telegram::TelegramStandIn, chat: i64) -> Vec<String> {
+    tg.sent_to(chat).into_iter().map(|m| m.rendered).collect()
+}
+
+/// Wait until a message to `chat` contains `needle`; returns all messages of the chat.
+pub async fn wait_text(tg: &moltmates::dev::telegram::TelegramStandIn, chat: i64, needle: &str, timeout: Duration) -> Vec<String> {
+    wait_until(&format!("a message to {chat} containing {needle:?}"), timeout, || async {
+        let all = texts(tg, chat);
+        all.iter().any(|t| t.contains(needle)).then_some(all)
+    })
+    .await
+}
+
+/// `scripts/helm ARGS` (real Helm v4) from the repository root.
+pub fn helm<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> std::process::Output {
+    Command::new(format!("{REPO}/scripts/helm"))
+        .args(args)
+        .current_dir(REPO)
+        .output()
+        .expect("run scripts/helm (install its venv with `scripts/helm install-venv`)")
+}
+
+/// `scripts/helm ARGS`, which must succeed; its standard output.
+pub fn helm_ok<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> String {
+    let out = helm(args);
+    let shown: Vec<String> = args.iter().map(|a| a.as_ref().to_string_lossy().into_owned()).collect();
+    assert!(
+        out.status.success(),
+        "scripts/helm {} failed:\n{}{}",
+        shown.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
 }
 
 pub fn free_port() -> u16 {
