@@ -2,6 +2,7 @@
 pub mod agent;
 pub mod audit;
 pub mod builders;
+pub mod cache;
 pub mod crd;
 pub mod dev;
 pub mod events;

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client, Resource, ResourceExt};
+use kube::runtime::reflector::Store;
+use kube::runtime::watcher;
+use kube::{Api, Client, Resource};
 use prometheus_client::registry::Registry;
 use teloxide::prelude::*;
 use tracing::info;
@@ -26,6 +26,7 @@ use super::resets;
 use super::telegram::{self, Handler, Outbox, Ticket, Tracker};
 use super::webhook;
 use super::worker::{Job, Worker};
+use crate::cache;
 use crate::crd::MoltmateUser;
 use crate::names;
 use crate::token::{MasterKey, MasterKeyError};
@@ -55,19 +56,13 @@ pub enum Error {
     Leader(#[from] leader::LeaderError),
 }
 
-/// A reflector of `api` objects matching `config`, kept up to date in the background.
-fn cache<K>(api: Api<K>, config: watcher::Config) -> Store<K>
+/// A cache of `api` objects matching `config`, kept up to date in the background.
+fn cached<K>(api: Api<K>, config: watcher::Config, trim: fn(&mut K)) -> Store<K>
 where
     K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
 {
-    let (reader, writer) = reflector::store();
-    let stream = watcher(api, config)
-        .default_backoff()
-        // Managed fields are bookkeeping nothing here reads.
-        .modify(|object| object.managed_fields_mut().clear())
-        .reflect(writer)
-        .applied_objects();
-    tokio::spawn(stream.for_each(|_| futures::future::ready(())));
+    let (reader, events) = cache::reflect(api, config, trim);
+    tokio::spawn(events.for_each(|_| futures::future::ready(())));
     reader
 }
 
@@ -136,9 +131,9 @@ pub async fn run(args: GatewayArgs) -> Result<(), Error> {
     let mut registry = Registry::default();
     let metrics = Arc::new(Metrics::register(&mut registry));
 
-    let users: Store<MoltmateUser> = cache(Api::all(client.clone()), watcher::Config::default().any_semantic());
+    let users: Store<MoltmateUser> = cached(Api::all(client.clone()), cache::config(), cache::trim_user);
     let agent_pods = format!("{}=agent", names::LABEL_COMPONENT);
-    let pods: Store<Pod> = cache(Api::all(client.clone()), watcher::Config::default().labels(&agent_pods).any_semantic());
+    let pods: Store<Pod> = cached(Api::all(client.clone()), cache::config().labels(&agent_pods), cache::trim_agent_pod);
 
     // The broker serves on every replica: agents reach whichever the Service picks.
     let mut provider = ProviderConfig::new(args.llm_base_url.clone(), ApiKey::new(llm_key));

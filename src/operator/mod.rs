@@ -17,7 +17,7 @@ use k8s_openapi::api::core::v1::{
     LimitRange, Namespace, PersistentVolumeClaim, Pod, ResourceQuota, Secret, Service, ServiceAccount,
 };
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use prometheus_client::registry::Registry;
@@ -28,6 +28,7 @@ pub use diff::{is_subset, needs_apply};
 pub use reconcile::{Caches, Context, telegram_id_holder};
 
 use crate::builders::ClusterConfig;
+use crate::cache;
 use crate::crd::MoltmateUser;
 use crate::events::EventPublisher;
 use crate::names;
@@ -118,20 +119,18 @@ pub enum Error {
     Leader(#[from] leader::LeaderError),
 }
 
-/// A reflector over the objects this operator manages of kind `K`, and its event stream.
-fn owned<K>(client: &Client) -> (Store<K>, impl Stream<Item = Result<K, watcher::Error>> + Send + 'static)
+/// Users reconciled at once. Each reconcile holds a user's built objects, their JSON and the
+/// API server's answers; unbounded, 500 new users at once held them all (scripts/bench,
+/// memory), while the API server, not the operator, sets the pace.
+const RECONCILE_CONCURRENCY: u16 = 32;
+
+/// A cache of the objects this operator manages of kind `K`, and its event stream.
+fn owned<K>(client: &Client, trim: fn(&mut K)) -> (Store<K>, impl Stream<Item = Result<K, watcher::Error>> + Send + 'static)
 where
     K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
 {
-    let (reader, writer) = reflector::store();
-    let config = watcher::Config::default().labels(&names::managed_selector()).any_semantic();
-    let stream = watcher(Api::<K>::all(client.clone()), config)
-        .default_backoff()
-        // Managed fields are bookkeeping the diff never reads; keep them out of memory.
-        .modify(|object| object.managed_fields_mut().clear())
-        .reflect(writer)
-        .touched_objects();
-    (reader, stream)
+    let (store, events) = cache::reflect(Api::all(client.clone()), cache::config().labels(&names::managed_selector()), trim);
+    (store, events.touched_objects())
 }
 
 /// Children name their user in a label; retained namespaces have no owner reference left.
@@ -148,8 +147,9 @@ pub async fn run(args: OperatorArgs) -> Result<(), Error> {
     let metrics = Arc::new(metrics::Metrics::register(&mut registry));
 
     let users_api: Api<MoltmateUser> = Api::all(client.clone());
-    let controller = Controller::new(users_api, watcher::Config::default().any_semantic());
-    let users = controller.store();
+    // As `Controller::new` does, with the users trimmed before they are cached.
+    let (users, user_events) = cache::reflect(users_api, cache::config(), cache::trim_user);
+    let controller = Controller::for_stream(user_events.applied_objects(), users.clone());
 
     let scrape_users = users.clone();
     let scrape_metrics = metrics.clone();
@@ -167,24 +167,20 @@ pub async fn run(args: OperatorArgs) -> Result<(), Error> {
         None
     };
 
-    let (namespaces, namespace_events) = owned::<Namespace>(&client);
-    let (service_accounts, service_account_events) = owned::<ServiceAccount>(&client);
-    let (workspaces, workspace_events) = owned::<PersistentVolumeClaim>(&client);
-    let (quotas, quota_events) = owned::<ResourceQuota>(&client);
-    let (limit_ranges, limit_range_events) = owned::<LimitRange>(&client);
-    let (network_policies, network_policy_events) = owned::<NetworkPolicy>(&client);
-    let (secrets, secret_events) = owned::<Secret>(&client);
-    let (services, service_events) = owned::<Service>(&client);
-    let (pods, pod_events) = owned::<Pod>(&client);
+    let (namespaces, namespace_events) = owned::<Namespace>(&client, cache::keep_all);
+    let (service_accounts, service_account_events) = owned::<ServiceAccount>(&client, cache::keep_all);
+    let (workspaces, workspace_events) = owned::<PersistentVolumeClaim>(&client, cache::keep_all);
+    let (quotas, quota_events) = owned::<ResourceQuota>(&client, cache::keep_all);
+    let (limit_ranges, limit_range_events) = owned::<LimitRange>(&client, cache::keep_all);
+    let (network_policies, network_policy_events) = owned::<NetworkPolicy>(&client, cache::keep_all);
+    let (secrets, secret_events) = owned::<Secret>(&client, cache::keep_all);
+    let (services, service_events) = owned::<Service>(&client, cache::keep_all);
+    let (pods, pod_events) = owned::<Pod>(&client, cache::trim_agent_pod);
 
-    let (broker, broker_writer) = reflector::store();
     let broker_api: Api<Service> = Api::namespaced(client.clone(), &args.gateway_namespace);
-    let broker_config = watcher::Config::default().fields(&format!("metadata.name={}", args.broker_service));
-    let broker_changes = watcher(broker_api, broker_config)
-        .default_backoff()
-        .reflect(broker_writer)
-        .touched_objects()
-        .filter_map(|r| future::ready(r.ok().map(|_| ())));
+    let broker_config = cache::config().fields(&format!("metadata.name={}", args.broker_service));
+    let (broker, broker_events) = cache::reflect(broker_api, broker_config, cache::keep_all);
+    let broker_changes = broker_events.touched_objects().filter_map(|r| future::ready(r.ok().map(|_| ())));
 
     let (ready_tx, ready) = tokio::sync::watch::channel(false);
     let caches = Caches {
@@ -221,6 +217,7 @@ pub async fn run(args: OperatorArgs) -> Result<(), Error> {
     });
 
     let controller = controller
+        .with_config(kube::runtime::controller::Config::default().concurrency(RECONCILE_CONCURRENCY))
         .watches_stream(namespace_events, user_of)
         .watches_stream(service_account_events, user_of)
         .watches_stream(workspace_events, user_of)
