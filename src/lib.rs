@@ -9,6 +9,7 @@ pub mod events;
 pub mod gateway;
 pub mod http;
 pub mod leader;
+pub mod memory;
 pub mod names;
 pub mod operator;
 pub mod profile;

@@ -52,7 +52,7 @@ enum DevCommand {
 fn main() -> ExitCode {
     let cli = parse_cli();
     if matches!(cli.command, Command::Operator(_)) {
-        one_malloc_arena();
+        moltmates::memory::one_malloc_arena();
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
@@ -62,19 +62,6 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(run(cli))
-}
-
-/// glibc gives threads malloc arenas of their own (up to 8 per core) and keeps what each
-/// arena once held: the operator's reconciles, spread over the runtime's threads, left its
-/// RSS at 60-66 MiB after provisioning 500 users with one arena per thread, 49 MiB with one
-/// arena in all (scripts/bench, memory). Its allocations are few and not contended. Set
-/// before the runtime starts its threads. (The static musl image has no arenas.)
-fn one_malloc_arena() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only sets an allocator parameter; no other thread exists yet.
-    unsafe {
-        nix::libc::mallopt(nix::libc::M_ARENA_MAX, 1);
-    }
 }
 
 async fn run(cli: Cli) -> ExitCode {

@@ -159,6 +159,8 @@ pub async fn run(args: OperatorArgs) -> Result<(), Error> {
     let bound = http::serve(args.http_addr, app).await.map_err(|source| Error::Http { addr: args.http_addr, source })?;
     info!(addr = %bound, "serving /healthz, /readyz, /metrics");
 
+    tokio::spawn(crate::memory::trim_periodically(crate::memory::TRIM_EVERY));
+
     let identity = args.identity.clone().unwrap_or_else(|| leader::default_identity("moltmate-operator"));
     let leadership = if args.leader_elect {
         let lease_ns = args.lease_namespace.clone().unwrap_or_else(|| args.gateway_namespace.clone());
