@@ -1,7 +1,8 @@
 //! The benchmarks of issue 7 on the test control plane: `scripts/bench --help`.
 //!
 //! A plain binary (`harness = false`), never run by `cargo test` or CI. It prints a table of
-//! every figure with its target, and writes `report.json` and SVG plots to `--out`.
+//! every figure with its target, and writes `report.json` and SVG plots to `--out`. The chaos
+//! runs (`--chaos`, `--only chaos`) are in `chaos` and the modules it names.
 //!
 //! Adding a benchmark: its name in `options::BENCHMARKS`, a module here with
 //! `async fn run(&Options, &mut Report)` (reusing `cluster`, `gateway`, `rss`, `cpu`, `audit`,
@@ -10,8 +11,18 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+#[path = "scale/apiserver.rs"]
+mod apiserver;
 #[path = "scale/audit.rs"]
 mod audit;
+#[path = "scale/census.rs"]
+mod census;
+#[path = "scale/chaos.rs"]
+mod chaos;
+#[path = "scale/chaos_gateway.rs"]
+mod chaos_gateway;
+#[path = "scale/chaos_operator.rs"]
+mod chaos_operator;
 #[path = "scale/cluster.rs"]
 mod cluster;
 #[path = "scale/cpu.rs"]
@@ -48,8 +59,8 @@ use report::Report;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if cli.self_test {
-        self_test();
-        println!("self-test: 8 passed, 0 failed");
+        let passed = self_test();
+        println!("self-test: {passed} passed, 0 failed");
         return ExitCode::SUCCESS;
     }
     let options = match cli.options(Path::new(support::REPO)) {
@@ -75,7 +86,9 @@ async fn run(options: Options) -> ExitCode {
     if options.runs("wake") {
         wake::run(&options, &mut report).await;
     }
-    // `--chaos` goes here, a module with its own `run`.
+    if options.only.iter().any(|run| run.starts_with("chaos")) {
+        chaos::run(&options, &mut report).await;
+    }
 
     println!("\n{}", report.table());
     match report.write(&options.out) {
@@ -89,14 +102,27 @@ async fn run(options: Options) -> ExitCode {
     if report.has_errors() { ExitCode::FAILURE } else { ExitCode::SUCCESS }
 }
 
-/// Checks of the pure parts (a bench target has no test harness).
-fn self_test() {
-    stats::self_test();
-    rss::self_test();
-    cpu::self_test();
-    audit::self_test();
-    svg::self_test();
-    report::self_test();
-    gateway_load::self_test();
-    wake::self_test();
+/// Checks of the pure parts (a bench target has no test harness); how many modules passed
+/// (a failed check panics).
+fn self_test() -> usize {
+    let checks: &[fn()] = &[
+        stats::self_test,
+        rss::self_test,
+        cpu::self_test,
+        audit::self_test,
+        svg::self_test,
+        report::self_test,
+        gateway_load::self_test,
+        wake::self_test,
+        options::self_test,
+        chaos::self_test,
+        census::self_test,
+        apiserver::self_test,
+        chaos_gateway::self_test,
+        chaos_operator::self_test,
+    ];
+    for check in checks {
+        check();
+    }
+    checks.len()
 }

@@ -106,6 +106,17 @@ impl Cluster {
     /// returns its pid. With a `wrapper` (e.g. `heaptrack -o FILE`), the operator runs under
     /// it, in a process group of its own so that it can be stopped with the wrapper.
     pub async fn start_operator(&mut self, wrapper: &[String]) -> u32 {
+        self.spawn_operator(wrapper);
+        let http_port = self.operator.as_ref().map_or(0, |o| o.http_port);
+        wait_until("operator /readyz", Duration::from_secs(120), || async {
+            (http_get(http_port, "/readyz").await?.0 == 200).then_some(())
+        })
+        .await;
+        self.operator.as_ref().map_or(0, Operator::pid)
+    }
+
+    /// Start the operator and return at once, before it is ready; its pid.
+    pub fn spawn_operator(&mut self, wrapper: &[String]) -> u32 {
         let http_port = free_port();
         let proc = if wrapper.is_empty() {
             self.env.spawn_operator("operator", http_port)
@@ -113,13 +124,31 @@ impl Cluster {
             spawn_wrapped(&self.env, wrapper, http_port)
         };
         let operator = Operator { proc, http_port, wrapped: !wrapper.is_empty() };
-        wait_until("operator /readyz", Duration::from_secs(120), || async {
-            (http_get(http_port, "/readyz").await?.0 == 200).then_some(())
-        })
-        .await;
         let pid = operator.pid();
         self.operator = Some(operator);
         pid
+    }
+
+    /// SIGKILL the operator (an unwrapped one: the wrapper would outlive it) and reap it;
+    /// whether it was still running when killed.
+    pub fn kill_operator(&mut self) -> bool {
+        let Some(mut operator) = self.operator.take() else { return false };
+        let running = operator.proc.is_running();
+        operator.proc.kill();
+        running
+    }
+
+    /// Wait until the operator answers `/readyz` with 200 (it leads, its caches are synced).
+    pub async fn wait_operator_ready(&self, timeout: Duration) -> Result<(), String> {
+        let port = self.operator.as_ref().ok_or("no operator running")?.http_port;
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if http_get(port, "/readyz").await.is_some_and(|(code, _)| code == 200) {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Err(format!("the operator did not answer /readyz with 200 within {timeout:?}"))
     }
 
     /// Stop the operator: SIGKILL, or for a wrapped one SIGINT to its group, so that the

@@ -40,7 +40,7 @@ use crate::{cpu, stats, svg};
 const BOT_TOKEN: &str = "123456:bench-token";
 const LLM_KEY: &str = "bench-llm-key";
 /// Telegram ids of the load users: LOAD_BASE + index.
-const LOAD_BASE: i64 = 5_000_000;
+pub const LOAD_BASE: i64 = 5_000_000;
 /// Target of benchmark 4: routing overhead p99, in milliseconds.
 pub const OVERHEAD_P99_TARGET_MS: f64 = 10.0;
 /// Every message carries `msg-<number>`; the agent's answer echoes it.
@@ -318,11 +318,18 @@ async fn forward(axum::extract::State(rec): axum::extract::State<Arc<Recorder>>,
 // The stack: control plane, operator, node stand-in running agents, gateway behind the proxy.
 
 pub struct Stack {
-    // Processes first: fields drop in order, and the control plane goes last.
-    pub gateway: Proc,
+    // Processes first: fields drop in order, and the control plane goes last. The gateway and
+    // the operator sit in a lock so that a chaos run can kill and restart them while the load
+    // runs beside it.
+    gateway: Mutex<Proc>,
+    /// Its command line, to start it again exactly so.
+    gateway_args: Vec<String>,
     pub gateway_http: u16,
-    _operator: Proc,
-    _node: AgentNode,
+    operator: Mutex<Proc>,
+    pub operator_http: u16,
+    /// The node stand-in running the agents, and the broker URL it gives them.
+    node: Mutex<AgentNode>,
+    broker_url: String,
     proxy_task: tokio::task::JoinHandle<()>,
     pub recorder: Arc<Recorder>,
     pub telegram: TelegramStandIn,
@@ -349,8 +356,10 @@ impl Stack {
         let telegram = TelegramStandIn::start(any, BOT_TOKEN).await.map_err(|e| format!("Telegram stand-in: {e}"))?;
         let (recorder, proxy_url, proxy) = start_proxy(telegram.url()).await?;
         let broker_port = free_port();
-        let node = env.spawn_agent_node(&format!("http://127.0.0.1:{broker_port}"));
-        let operator = env.spawn_operator("operator", free_port());
+        let broker_url = format!("http://127.0.0.1:{broker_port}");
+        let node = env.spawn_agent_node(&broker_url);
+        let operator_http = free_port();
+        let operator = env.spawn_operator("operator", operator_http);
         for (name, id, spec) in users {
             apply_user(&admin, &user_manifest(name, *id, spec.clone())).await.map_err(|e| format!("applying {name}: {e}"))?;
         }
@@ -372,7 +381,21 @@ impl Stack {
             "--lease-namespace", SYSTEM_NS, "--identity", "gateway-0", "--poll-timeout", "5s",
         ];
         let gateway = env.spawn("gateway", &env.gateway_kubeconfig(), &args);
-        let stack = Stack { gateway, gateway_http, _operator: operator, _node: node, proxy_task: proxy, recorder, telegram, llm, admin, env };
+        let stack = Stack {
+            gateway: Mutex::new(gateway),
+            gateway_args: args.iter().map(|a| a.to_string()).collect(),
+            gateway_http,
+            operator: Mutex::new(operator),
+            operator_http,
+            node: Mutex::new(node),
+            broker_url,
+            proxy_task: proxy,
+            recorder,
+            telegram,
+            llm,
+            admin,
+            env,
+        };
         let timeout = Duration::from_secs(90) + Duration::from_millis(500) * users.len() as u32;
         // A user with a short idleTimeout may already be Idle again when looked at.
         stack.wait_phase_all(users.len(), &["Ready", "Idle"], timeout).await?;
@@ -397,6 +420,24 @@ impl Stack {
         Err(format!("{there} of {count} users {} after {timeout:?}", phases.join(" or ")))
     }
 
+    /// Wait until the MoltmateUser `name` has a phase `wanted` accepts (`None`: no status
+    /// yet), described as `what`; the last status seen if it does not within `timeout`.
+    pub async fn wait_user(&self, name: &str, what: &str, wanted: impl Fn(Option<&str>) -> bool, timeout: Duration) -> Result<(), String> {
+        let api: Api<moltmates::MoltmateUser> = Api::all(self.admin.clone());
+        let deadline = Instant::now() + timeout;
+        let mut last = Value::Null;
+        while Instant::now() < deadline {
+            if let Ok(user) = api.get(name).await {
+                if wanted(user.status.as_ref().and_then(|s| s.phase).map(|p| p.as_str())) {
+                    return Ok(());
+                }
+                last = serde_json::to_value(&user.status).unwrap_or_default();
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err(format!("{name} not {what} within {timeout:?}; last status: {last}"))
+    }
+
     /// The gateway answers `/readyz` (or, failing that, polls Telegram: it does so only from
     /// synced caches).
     async fn wait_synced(&self, timeout: Duration) -> Result<(), String> {
@@ -409,7 +450,101 @@ impl Stack {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        Err(format!("the gateway was not synced within {timeout:?}: {}", self.gateway.log_tail()))
+        Err(format!("the gateway was not synced within {timeout:?}: {}", lock(&self.gateway).log_tail()))
+    }
+
+    pub fn gateway_pid(&self) -> u32 {
+        lock(&self.gateway).child.id()
+    }
+
+    /// Whether the gateway process is still running (it has not exited).
+    pub fn gateway_running(&self) -> bool {
+        lock(&self.gateway).is_running()
+    }
+
+    /// SIGKILL the gateway and start it again at once with the same arguments (its ports, its
+    /// Lease identity); (whether it was running when killed, the new pid).
+    pub fn kill_and_restart_gateway(&self) -> (bool, u32) {
+        let mut gateway = lock(&self.gateway);
+        let was_running = gateway.is_running();
+        gateway.kill();
+        let args: Vec<&str> = self.gateway_args.iter().map(String::as_str).collect();
+        *gateway = self.env.spawn("gateway", &self.env.gateway_kubeconfig(), &args);
+        (was_running, gateway.child.id())
+    }
+
+    pub fn operator_pid(&self) -> u32 {
+        lock(&self.operator).child.id()
+    }
+
+    pub fn operator_running(&self) -> bool {
+        lock(&self.operator).is_running()
+    }
+
+    /// Whether the node stand-in still runs; if not, the end of its log.
+    pub fn node_exited(&self) -> Option<String> {
+        let mut node = self.node.lock().unwrap_or_else(|e| e.into_inner());
+        (!node.0.is_running()).then(|| node.0.log_tail())
+    }
+
+    /// Start the node stand-in again (as a service manager restarts a kubelet); it starts the
+    /// agents of its pods anew.
+    pub fn restart_node(&self) {
+        let mut node = self.node.lock().unwrap_or_else(|e| e.into_inner());
+        *node = self.env.spawn_agent_node(&self.broker_url);
+    }
+
+    /// Warm-up: one message per user, so that each agent's first turn (session files, first
+    /// connections) is not in the figures; then the recorder and the LLM stand-in start empty.
+    pub async fn warm_up(&self, users: &[(String, i64, Value)]) -> Result<(), String> {
+        for (name, id, _) in users {
+            self.telegram.inject_text(*id, &format!("warm-up for {name}")).map_err(|e| e.to_string())?;
+        }
+        let warm = Instant::now();
+        while self.recorder.sent_count() < users.len() && warm.elapsed() < Duration::from_secs(120) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        self.wait_settled(Duration::from_secs(1), Duration::from_secs(30)).await;
+        eprintln!("   warm-up: {} of {} answered in {:.1}s", self.recorder.sent_count(), users.len(), warm.elapsed().as_secs_f64());
+        self.recorder.take();
+        self.llm.clear_requests();
+        Ok(())
+    }
+
+    /// The load: message k at start + k/rate, from chat `base + k mod users`, tagged k.
+    /// Returns the injections and the rate achieved.
+    pub async fn inject_load(&self, base: i64, users: usize, rate: f64, duration: Duration) -> Result<(Vec<Injection>, f64), String> {
+        let total = (rate * duration.as_secs_f64()).round() as u64;
+        let mut injections = Vec::with_capacity(total as usize);
+        let start = tokio::time::Instant::now();
+        for k in 0..total {
+            tokio::time::sleep_until(start + Duration::from_secs_f64(k as f64 / rate)).await;
+            let chat_id = base + (k % users as u64) as i64;
+            let at_us = now_us();
+            let injected = self.telegram.inject_text(chat_id, &tagged("load", k)).map_err(|e| format!("inject: {e}"))?;
+            injections.push(Injection { tag: k, chat_id, update_id: injected.update_id, at_us });
+            if k % 2000 == 1999 {
+                // The LLM stand-in keeps every request with its whole history: bounded here.
+                self.llm.clear_requests();
+            }
+        }
+        Ok((injections, total as f64 / start.elapsed().as_secs_f64().max(f64::EPSILON)))
+    }
+
+    /// Wait until every injected tag was answered (as the recording proxy saw it) or
+    /// `timeout`, then until nothing more is sent for `quiet`.
+    pub async fn wait_answered(&self, total: usize, timeout: Duration, quiet: Duration) {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline && self.recorder.answered_tags().len() < total {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        self.wait_settled(quiet, Duration::from_secs(30)).await;
+    }
+
+    /// What the Telegram stand-in holds as sent to `chats` (what the users saw), as `Sent`
+    /// records without times.
+    pub fn delivered_to(&self, chats: impl IntoIterator<Item = i64>) -> Vec<Sent> {
+        chats.into_iter().flat_map(|chat| self.telegram.sent_to(chat)).map(|m| Sent { chat_id: m.chat_id, text: m.rendered, at_us: 0 }).collect()
     }
 
     pub fn agent_logs(&self) -> PathBuf {
@@ -433,12 +568,21 @@ impl Stack {
     }
 }
 
+fn lock(proc: &Mutex<Proc>) -> std::sync::MutexGuard<'_, Proc> {
+    proc.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 pub fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
     panic.downcast_ref::<String>().cloned().or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default()
 }
 
 // ---------------------------------------------------------------------------------------------
 // The benchmark.
+
+/// The load users: `load-<i>`, Telegram id LOAD_BASE + i, profile `personal`.
+pub fn load_users(n: usize) -> Vec<(String, i64, Value)> {
+    (0..n).map(|i| (format!("load-{i:04}"), LOAD_BASE + i as i64, json!({ "profile": "personal" }))).collect()
+}
 
 pub async fn run(options: &Options, report: &mut Report) {
     let users = options.gateway_users;
@@ -452,50 +596,18 @@ pub async fn run(options: &Options, report: &mut Report) {
 
 async fn measure(options: &Options, report: &mut Report) -> Result<(), String> {
     let (n, rate, duration) = (options.gateway_users, options.gateway_rate, options.gateway_duration);
-    let users: Vec<(String, i64, Value)> =
-        (0..n).map(|i| (format!("load-{i:04}"), LOAD_BASE + i as i64, json!({ "profile": "personal" }))).collect();
+    let users = load_users(n);
     let setup = Instant::now();
     let stack = Stack::up("bench-gateway", &users).await?;
     eprintln!("   {n} users Ready, gateway synced in {:.1}s", setup.elapsed().as_secs_f64());
 
-    // Warm-up: one message per user, so that each agent's first turn (session files, first
-    // connections) is not in the figures.
-    for (name, id, _) in &users {
-        stack.telegram.inject_text(*id, &format!("warm-up for {name}")).map_err(|e| e.to_string())?;
-    }
-    let warm = Instant::now();
-    while stack.recorder.sent_count() < n && warm.elapsed() < Duration::from_secs(120) {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    stack.wait_settled(Duration::from_secs(1), Duration::from_secs(30)).await;
-    eprintln!("   warm-up: {} of {n} answered in {:.1}s", stack.recorder.sent_count(), warm.elapsed().as_secs_f64());
-    stack.recorder.take();
-    stack.llm.clear_requests();
+    stack.warm_up(&users).await?;
 
-    // The load: message k at start + k/rate, to user k mod n.
-    let total = (rate * duration.as_secs_f64()).round() as u64;
     let meter = cpu::Meter::start(&stack.env.dir);
-    let mut injections = Vec::with_capacity(total as usize);
-    let start = tokio::time::Instant::now();
-    for k in 0..total {
-        tokio::time::sleep_until(start + Duration::from_secs_f64(k as f64 / rate)).await;
-        let chat_id = LOAD_BASE + (k % n as u64) as i64;
-        let at_us = now_us();
-        let injected = stack.telegram.inject_text(chat_id, &tagged("load", k)).map_err(|e| format!("inject: {e}"))?;
-        injections.push(Injection { tag: k, chat_id, update_id: injected.update_id, at_us });
-        if k % 2000 == 1999 {
-            // The LLM stand-in keeps every request with its whole history: bounded here.
-            stack.llm.clear_requests();
-        }
-    }
-    let injected_in = start.elapsed();
-    let achieved = total as f64 / injected_in.as_secs_f64();
-    eprintln!("   injected {total} in {:.1}s ({achieved:.0}/s); waiting for the answers", injected_in.as_secs_f64());
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while Instant::now() < deadline && stack.recorder.answered_tags().len() < total as usize {
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    stack.wait_settled(Duration::from_secs(2), Duration::from_secs(30)).await;
+    let (injections, achieved) = stack.inject_load(LOAD_BASE, n, rate, duration).await?;
+    let total = injections.len() as u64;
+    eprintln!("   injected {total} ({achieved:.0}/s); waiting for the answers");
+    stack.wait_answered(total as usize, Duration::from_secs(120), Duration::from_secs(2)).await;
     let cpu = meter.read();
     let records = stack.recorder.take();
     let mut turns = HashMap::new();

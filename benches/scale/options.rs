@@ -7,6 +7,8 @@ use std::time::Duration;
 /// Benchmark names `--only` accepts. A new benchmark adds its name here and a line in
 /// `scale.rs` that runs it.
 pub const BENCHMARKS: &[&str] = &["provisioning", "steady", "memory", "gateway", "wake"];
+/// The chaos runs: not run by default; `--chaos` adds them, `--only chaos` names all three.
+pub const CHAOS_RUNS: &[&str] = &["chaos-operator", "chaos-apiserver", "chaos-gateway"];
 
 /// Memory is also measured at this size when `--users` is left at its default.
 const DEFAULT_MEMORY_USERS: usize = 1000;
@@ -26,9 +28,48 @@ pub struct Cli {
     /// given, none otherwise].
     #[arg(long, value_delimiter = ',')]
     memory_users: Option<Vec<usize>>,
-    /// Benchmarks to run, comma-separated: provisioning, steady, memory, gateway, wake.
+    /// Benchmarks to run, comma-separated: provisioning, steady, memory, gateway, wake; and
+    /// the chaos runs chaos-operator, chaos-apiserver, chaos-gateway (`chaos` = all three).
     #[arg(long, value_delimiter = ',')]
     only: Option<Vec<String>>,
+    /// Also run the chaos runs (operator SIGKILLed while users provision, API server stopped
+    /// during gateway load, gateway SIGKILLed during benchmark 4's load). Not in the default run.
+    #[arg(long)]
+    chaos: bool,
+    /// Chaos: seed of the random kill moments [default: from the clock; printed, and in the report].
+    #[arg(long)]
+    chaos_seed: Option<u64>,
+    /// Chaos, operator: users provisioned while the operator is killed [smoke: 30].
+    #[arg(long, default_value_t = 200)]
+    chaos_users: usize,
+    /// Chaos, operator: SIGKILLs (each followed by a fresh operator) [smoke: 3].
+    #[arg(long, default_value_t = 20)]
+    chaos_kills: usize,
+    /// Chaos, operator: longest life of an operator before its kill; each is drawn uniformly
+    /// from a tenth of this up to it, counted from the operator's start.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "5s")]
+    chaos_kill_gap: Duration,
+    /// Chaos, API server: how long it stays stopped, in the middle of the load.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "20s")]
+    chaos_outage: Duration,
+    /// Chaos, API server: users sending messages [smoke: 10].
+    #[arg(long, default_value_t = 50)]
+    chaos_outage_users: usize,
+    /// Chaos, API server: messages per second over all users [smoke: 20].
+    #[arg(long, default_value_t = 50.0)]
+    chaos_outage_rate: f64,
+    /// Chaos, API server: how long messages are injected (the outage sits in the middle) [smoke: 30s].
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "60s")]
+    chaos_outage_duration: Duration,
+    /// Chaos: how long the system gets to recover: after the last kill, every user Ready
+    /// (chaos-operator); once the API server is back, a new user Ready and its message
+    /// answered (chaos-apiserver) [default: 120s + 1s per user; 180s].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    chaos_recovery_deadline: Option<Duration>,
+    /// Chaos, gateway: SIGKILLs of the gateway (each restarted at once, same arguments) during
+    /// benchmark 4's load (--gateway-users, --gateway-rate, --gateway-duration).
+    #[arg(long, default_value_t = 5)]
+    chaos_gateway_kills: usize,
     /// How long nothing changes in the steady-state window.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "300s")]
     steady_window: Duration,
@@ -82,6 +123,27 @@ pub struct Options {
     pub wake_idle_timeout: String,
     /// A command the operator runs under (a profiler); empty for none.
     pub wrap_operator: Vec<String>,
+    pub chaos: ChaosOptions,
+}
+
+/// The sizes of the chaos runs.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ChaosOptions {
+    /// Every random choice of the chaos runs derives from this.
+    pub seed: u64,
+    pub users: usize,
+    pub kills: usize,
+    #[serde(serialize_with = "as_seconds")]
+    pub kill_gap: Duration,
+    #[serde(serialize_with = "as_seconds")]
+    pub outage: Duration,
+    pub outage_users: usize,
+    pub outage_rate: f64,
+    #[serde(serialize_with = "as_seconds")]
+    pub outage_duration: Duration,
+    /// `--chaos-recovery-deadline`, if given (see `operator_deadline`, `apiserver_deadline`).
+    pub recovery_deadline: Option<Duration>,
+    pub gateway_kills: usize,
 }
 
 fn as_seconds<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -103,16 +165,7 @@ pub struct SizePlan {
 impl Cli {
     /// Check the values and fill in the defaults that depend on each other.
     pub fn options(self, repo: &std::path::Path) -> Result<Options, String> {
-        let only: BTreeSet<String> = match self.only {
-            None => BENCHMARKS.iter().map(|b| b.to_string()).collect(),
-            Some(names) => names.into_iter().map(|n| n.trim().to_string()).filter(|n| !n.is_empty()).collect(),
-        };
-        if let Some(unknown) = only.iter().find(|n| !BENCHMARKS.contains(&n.as_str())) {
-            return Err(format!("--only: unknown benchmark {unknown:?}; known: {}", BENCHMARKS.join(", ")));
-        }
-        if only.is_empty() {
-            return Err("--only: name at least one benchmark".into());
-        }
+        let only = selection(self.only.as_deref(), self.chaos)?;
         let memory_users = self.memory_users.unwrap_or_else(|| if self.users.is_none() { vec![DEFAULT_MEMORY_USERS] } else { vec![] });
         let users = self.users.unwrap_or_else(|| vec![100, 500]);
         if let Some(zero) = users.iter().chain(&memory_users).find(|n| **n == 0) {
@@ -133,6 +186,19 @@ impl Cli {
         if humantime::parse_duration(&self.wake_idle_timeout).is_err() {
             return Err(format!("--wake-idle-timeout: not a duration: {:?} (e.g. 3s)", self.wake_idle_timeout));
         }
+        let chaos = ChaosOptions {
+            seed: self.chaos_seed.unwrap_or_else(clock_seed),
+            users: self.chaos_users,
+            kills: self.chaos_kills,
+            kill_gap: self.chaos_kill_gap,
+            outage: self.chaos_outage,
+            outage_users: self.chaos_outage_users,
+            outage_rate: self.chaos_outage_rate,
+            outage_duration: self.chaos_outage_duration,
+            recovery_deadline: self.chaos_recovery_deadline,
+            gateway_kills: self.chaos_gateway_kills,
+        };
+        chaos.check()?;
         let out = if self.out.is_absolute() { self.out } else { repo.join(self.out) };
         Ok(Options {
             users,
@@ -147,7 +213,75 @@ impl Cli {
             wake_repeats: self.wake_repeats,
             wake_idle_timeout: self.wake_idle_timeout,
             wrap_operator: self.wrap_operator.map(|w| w.split_whitespace().map(str::to_string).collect()).unwrap_or_default(),
+            chaos,
         })
+    }
+}
+
+/// The runs named by `--only` (`chaos` standing for every chaos run), plus the chaos runs
+/// with `--chaos`; without `--only`, the benchmarks (not the chaos runs).
+pub fn selection(only: Option<&[String]>, chaos: bool) -> Result<BTreeSet<String>, String> {
+    let mut selected: BTreeSet<String> = match only {
+        None => BENCHMARKS.iter().map(|b| b.to_string()).collect(),
+        Some(names) => {
+            let mut selected = BTreeSet::new();
+            for name in names.iter().map(|n| n.trim()).filter(|n| !n.is_empty()) {
+                if name == "chaos" {
+                    selected.extend(CHAOS_RUNS.iter().map(|r| r.to_string()));
+                } else if BENCHMARKS.contains(&name) || CHAOS_RUNS.contains(&name) {
+                    selected.insert(name.to_string());
+                } else {
+                    return Err(format!("--only: unknown benchmark {name:?}; known: {}, {}, chaos", BENCHMARKS.join(", "), CHAOS_RUNS.join(", ")));
+                }
+            }
+            selected
+        }
+    };
+    if chaos {
+        selected.extend(CHAOS_RUNS.iter().map(|r| r.to_string()));
+    }
+    if selected.is_empty() {
+        return Err("--only: name at least one benchmark".into());
+    }
+    Ok(selected)
+}
+
+/// A seed when none is given: the clock's nanoseconds.
+fn clock_seed() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64)
+}
+
+impl ChaosOptions {
+    /// chaos-operator: from the last kill until every user must be Ready.
+    pub fn operator_deadline(&self) -> Duration {
+        self.recovery_deadline.unwrap_or(Duration::from_secs(120 + self.users as u64))
+    }
+
+    /// chaos-apiserver: from the API server's return until the new user's message must be answered.
+    pub fn apiserver_deadline(&self) -> Duration {
+        self.recovery_deadline.unwrap_or(Duration::from_secs(180))
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if self.users == 0 || self.kills == 0 || self.outage_users == 0 || self.gateway_kills == 0 {
+            return Err("--chaos-users, --chaos-kills, --chaos-outage-users and --chaos-gateway-kills must be at least 1".into());
+        }
+        if self.kill_gap < Duration::from_millis(100) {
+            return Err(format!("--chaos-kill-gap must be at least 100ms (got {:?})", self.kill_gap));
+        }
+        if self.recovery_deadline.is_some_and(|d| d.is_zero()) {
+            return Err("--chaos-recovery-deadline must be above 0".into());
+        }
+        if !(self.outage_rate.is_finite() && self.outage_rate > 0.0) {
+            return Err("--chaos-outage-rate must be above 0".into());
+        }
+        if self.outage.is_zero() || self.outage >= self.outage_duration {
+            return Err(format!(
+                "--chaos-outage ({:?}) must be above 0 and shorter than --chaos-outage-duration ({:?}): the load runs before and after it",
+                self.outage, self.outage_duration
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -186,4 +320,18 @@ impl Options {
     pub fn memory_window(&self) -> Duration {
         self.steady_window.min(Duration::from_secs(30))
     }
+}
+
+pub fn self_test() {
+    let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<String>>();
+    let default = selection(None, false).unwrap();
+    assert!(default.contains("gateway") && !default.iter().any(|r| r.starts_with("chaos")), "{default:?}");
+    let with_chaos = selection(None, true).unwrap();
+    assert_eq!(with_chaos.len(), BENCHMARKS.len() + CHAOS_RUNS.len());
+    let only_chaos = selection(Some(&names(&["chaos"])), false).unwrap();
+    assert_eq!(only_chaos.iter().map(String::as_str).collect::<Vec<_>>(), vec!["chaos-apiserver", "chaos-gateway", "chaos-operator"]);
+    let one = selection(Some(&names(&["wake", "chaos-gateway"])), false).unwrap();
+    assert_eq!(one.len(), 2);
+    assert!(selection(Some(&names(&["chaos-nope"])), false).unwrap_err().contains("unknown benchmark"));
+    assert!(selection(Some(&names(&[" "])), false).is_err());
 }

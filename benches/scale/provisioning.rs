@@ -169,8 +169,18 @@ fn pod_ready(pod: &Pod) -> Option<String> {
 pub async fn operator_run(admin: &Client, users: usize, concurrency: usize) -> Result<Outcome, String> {
     let api: Api<MoltmateUser> = Api::all(admin.clone());
     let ready = FirstSeen::watch(api.clone(), watcher::Config::default(), user_ready).await;
-    let created = Mutex::new(HashMap::new());
     let started = Instant::now();
+    let created = create_users(admin, users, concurrency).await?;
+    let creates = started.elapsed();
+    let seen = ready.wait_for(users, started + deadline(users)).await;
+    Ok(Outcome::from_times(started, creates, &created, &seen))
+}
+
+/// Create MoltmateUsers `0..users`, `concurrency` at a time, as an admin would; when each
+/// create was sent.
+pub async fn create_users(admin: &Client, users: usize, concurrency: usize) -> Result<HashMap<String, Instant>, String> {
+    let api: Api<MoltmateUser> = Api::all(admin.clone());
+    let created = Mutex::new(HashMap::new());
     let results: Vec<Result<(), String>> = stream::iter(0..users)
         .map(|i| {
             let (api, created) = (&api, &created);
@@ -183,10 +193,8 @@ pub async fn operator_run(admin: &Client, users: usize, concurrency: usize) -> R
         .buffer_unordered(concurrency)
         .collect()
         .await;
-    let creates = started.elapsed();
     results.into_iter().collect::<Result<Vec<()>, String>>()?;
-    let seen = ready.wait_for(users, started + deadline(users)).await;
-    Ok(Outcome::from_times(started, creates, &created.into_inner().unwrap(), &seen))
+    Ok(created.into_inner().unwrap())
 }
 
 /// The baseline run: per user, the same MoltmateUser, then the objects the operator's pure
