@@ -11,8 +11,6 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-#[path = "scale/apiserver.rs"]
-mod apiserver;
 #[path = "scale/audit.rs"]
 mod audit;
 #[path = "scale/census.rs"]
@@ -117,7 +115,7 @@ fn self_test() -> usize {
         options::self_test,
         chaos::self_test,
         census::self_test,
-        apiserver::self_test,
+        support::apiserver::self_test,
         chaos_gateway::self_test,
         chaos_operator::self_test,
     ];

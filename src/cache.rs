@@ -4,12 +4,13 @@
 
 use std::fmt::Debug;
 
-use futures::Stream;
+use futures::{Stream, StreamExt, future};
 use k8s_openapi::api::core::v1::{Pod, PodStatus};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
+use tracing::warn;
 
 use crate::crd::MoltmateUser;
 
@@ -28,6 +29,12 @@ pub fn config() -> watcher::Config {
 /// A reflector over `api` objects matching `config`, with `trim` dropping what no reader
 /// needs before an object is stored; returns the store and its watch events, which must be
 /// polled to keep the store up to date.
+///
+/// Watch errors are logged here and never passed on: the watcher already backs off on its own
+/// (`default_backoff`). Passed on to a `Controller`, each error also paused its merged trigger
+/// stream, and with it every other watch, for up to 30 s, with that backoff reset only after
+/// 2 minutes without an error: after an API server restart the operator's caches stalled for
+/// minutes (scripts/bench, chaos-apiserver).
 pub fn reflect<K>(
     api: Api<K>,
     config: watcher::Config,
@@ -44,7 +51,16 @@ where
             object.managed_fields_mut().clear();
             trim(object);
         })
-        .reflect(writer);
+        .reflect(writer)
+        .filter_map(|event| {
+            future::ready(match event {
+                Ok(event) => Some(Ok(event)),
+                Err(error) => {
+                    warn!(kind = %K::kind(&()), error = %error, "watch failed; retrying");
+                    None
+                }
+            })
+        });
     (reader, stream)
 }
 

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::apiserver::{self, ApiServer};
+use crate::support::apiserver::{self, ApiServer};
 use crate::chaos::{Probe, moments, ready_at, secs, unready_between};
 use crate::gateway_load::{Analysis, Injection, LOAD_BASE, Sent, Stack, analyse, line_time_us, load_users, now_us, tag_of, tagged};
 use crate::options::Options;

@@ -6,13 +6,13 @@
 //! a kubelet does, and provisions local volumes for claims of its storage class. With
 //! `--run-agents` it also runs each pod's agent as a local process (see `agents`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::{
     HostPathVolumeSource, Node, ObjectReference, PersistentVolume, PersistentVolumeClaim, PersistentVolumeSpec, Pod,
 };
@@ -206,19 +206,32 @@ async fn run_pods(client: Client, node: String, launcher: Option<AgentLauncher>,
     let kubelet = Arc::new(Kubelet { client, addresses: Mutex::new(Addresses::new(pod_network)), launcher, agents: Mutex::default() });
     let config = watcher::Config::default().fields(&format!("spec.nodeName={node}"));
     let mut events = watcher(pods, config).default_backoff().boxed();
-    while let Some(event) = events.try_next().await? {
+    // Pods seen by the current (re)list: after a watch gap (the API server away), pods deleted
+    // meanwhile come with no Delete event, only as missing from the new list.
+    let mut listed: Option<HashSet<String>> = None;
+    // A kubelet outlives its API server: watch errors are logged and the watch resumes (with
+    // backoff), while the agents keep running.
+    while let Some(event) = events.next().await {
         match event {
-            watcher::Event::Apply(pod) | watcher::Event::InitApply(pod) => {
+            Err(e) => warn!(error = %e, "pod watch failed; retrying"),
+            Ok(watcher::Event::Init) => listed = Some(HashSet::new()),
+            Ok(watcher::Event::Apply(pod) | watcher::Event::InitApply(pod)) => {
+                if let Some(listed) = listed.as_mut() {
+                    listed.insert(pod.uid().unwrap_or_default());
+                }
                 if let Err(e) = kubelet.handle_pod(&pod).await {
                     warn!(pod = %pod.name_any(), namespace = ?pod.namespace(), error = %e, "could not update pod");
                 }
             }
-            watcher::Event::Delete(pod) => {
-                let uid = pod.uid().unwrap_or_default();
-                kubelet.stop_agent(&uid).await;
-                kubelet.addresses.lock().expect("address lock").release(&uid);
+            Ok(watcher::Event::InitDone) => {
+                if let Some(listed) = listed.take() {
+                    for uid in kubelet.running_agents().into_iter().filter(|uid| !listed.contains(uid)) {
+                        info!(uid = %uid, "pod gone while the watch was down; stopping its agent");
+                        kubelet.forget(&uid).await;
+                    }
+                }
             }
-            watcher::Event::Init | watcher::Event::InitDone => {}
+            Ok(watcher::Event::Delete(pod)) => kubelet.forget(&pod.uid().unwrap_or_default()).await,
         }
     }
     Ok(())
@@ -265,6 +278,17 @@ impl Kubelet {
             }
         }
         Ok(())
+    }
+
+    /// A pod that is gone: stop its agent and free its address.
+    async fn forget(&self, uid: &str) {
+        self.stop_agent(uid).await;
+        self.addresses.lock().expect("address lock").release(uid);
+    }
+
+    /// Pod uids whose agents run here.
+    fn running_agents(&self) -> Vec<String> {
+        self.agents.lock().expect("agents lock").keys().cloned().collect()
     }
 
     /// Stop the pod's agent process, if any, and wait for it to be gone.
@@ -364,7 +388,14 @@ async fn set_pod_status(api: &Api<Pod>, pod: &Pod, ip: Ipv4Addr, ready: bool, re
 async fn run_volumes(client: Client, args: NodeArgs) -> Result<(), Error> {
     let claims: Api<PersistentVolumeClaim> = Api::all(client.clone());
     let mut events = watcher(claims, watcher::Config::default()).default_backoff().applied_objects().boxed();
-    while let Some(claim) = events.try_next().await? {
+    while let Some(claim) = events.next().await {
+        let claim = match claim {
+            Ok(claim) => claim,
+            Err(e) => {
+                warn!(error = %e, "claim watch failed; retrying");
+                continue;
+            }
+        };
         if let Err(e) = provision(&client, &args, &claim).await {
             warn!(claim = %claim.name_any(), namespace = ?claim.namespace(), error = %e, "could not provision volume");
         }

@@ -17,6 +17,8 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use serde_json::json;
 
+pub mod apiserver;
+
 pub const REPO: &str = env!("CARGO_MANIFEST_DIR");
 pub const MOLTMATE: &str = env!("CARGO_BIN_EXE_moltmate");
 pub const SYSTEM_NS: &str = "moltmate-system";

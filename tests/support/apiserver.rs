@@ -1,4 +1,4 @@
-//! Stopping and starting the test environment's kube-apiserver, for the chaos run: stopped
+//! Stopping and starting the test environment's kube-apiserver (the chaos run, tests): stopped
 //! with SIGTERM (as a node shutting it down would), started again with exactly the command
 //! line and environment it had, its pid appended to `DIR/pids` as `scripts/testenv` does so
 //! that `testenv down` and the watchdog still stop it.
