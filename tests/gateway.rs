@@ -154,7 +154,17 @@ async fn gateway_routes_each_user_to_their_own_agent() {
     tg.inject_text(CAROL, "hi, I am carol").unwrap();
     wait_text(&tg, CAROL, "You said: hi, I am carol", Duration::from_secs(10)).await;
     eprintln!("carol served {:?} after being added", added.elapsed());
+    // A message sent before the gateway has seen the deletion is still carol's to answer;
+    // once its allowlist (the users gauge) has dropped her, she is refused.
+    let users = counter(http_port, "moltmate_gateway_users").await;
+    assert_eq!(users, 4, "alice, bob, dave and carol");
     Api::<moltmates::MoltmateUser>::all(client.clone()).delete("carol", &DeleteParams::default()).await.unwrap();
+    let deleted = Instant::now();
+    wait_until("the gateway drops carol from its allowlist", Duration::from_secs(10), || async {
+        (counter(http_port, "moltmate_gateway_users").await == users - 1).then_some(())
+    })
+    .await;
+    eprintln!("carol dropped by the gateway {:?} after being deleted", deleted.elapsed());
     tg.inject_text(CAROL, "still there?").unwrap();
     wait_text(&tg, CAROL, "not on its list", Duration::from_secs(10)).await;
 
@@ -329,4 +339,48 @@ fn trail(line: &serde_json::Value) -> (Option<String>, Option<i64>) {
         id = id.or_else(|| scope.get("telegram_id").and_then(|t| t.as_i64()));
     }
     (user, id)
+}
+
+/// The API server stopped and started again (a control-plane upgrade, a reboot of the server
+/// node): the operator, the gateway and the node carry on without a restart. A message sent
+/// while it is away is answered; once it is back, their watches resume: a user added then is
+/// provisioned and answered.
+#[tokio::test]
+async fn everything_rides_out_an_api_server_restart() {
+    let env = TestEnv::up("gateway-apiserver");
+    env.install().await;
+    env.install_gateway_rbac().await;
+    let client = env.admin().await;
+    let llm = LlmStandIn::start("127.0.0.1:0".parse().unwrap(), Some(LLM_KEY.into())).await.unwrap();
+    let tg = TelegramStandIn::start("127.0.0.1:0".parse().unwrap(), BOT_TOKEN).await.unwrap();
+    let broker_port = free_port();
+    let mut node = env.spawn_agent_node(&format!("http://127.0.0.1:{broker_port}"));
+    let mut operator = env.spawn_operator("operator", free_port());
+    apply_user(&client, &user_manifest("alice", ALICE, json!({ "profile": "personal" }))).await.unwrap();
+    let (mut gateway, _) = Gateway::new(&env, &tg, &llm, broker_port).spawn(&env);
+    wait_phase(&client, "alice", "Ready", Duration::from_secs(30)).await;
+    tg.inject_text(ALICE, "before").unwrap();
+    wait_text(&tg, ALICE, "You said: before", Duration::from_secs(30)).await;
+
+    let mut apiserver = apiserver::ApiServer::find(&env.dir).unwrap();
+    // SIGTERM, then SIGKILL: with watches open, a 1.20 API server takes a minute to exit.
+    apiserver.stop(Duration::from_secs(3)).await.unwrap();
+    tg.inject_text(ALICE, "while the API server is away").unwrap();
+    wait_text(&tg, ALICE, "You said: while the API server is away", Duration::from_secs(30)).await;
+    apiserver.start().unwrap();
+    let ready = apiserver::wait_ready(&client, Duration::from_secs(60)).await.unwrap();
+    let back = Instant::now();
+
+    apply_user(&client, &user_manifest("bob", BOB, json!({ "profile": "personal" }))).await.unwrap();
+    wait_phase(&client, "bob", "Ready", Duration::from_secs(90)).await;
+    let provisioned = back.elapsed();
+    tg.inject_text(BOB, "hello after the restart").unwrap();
+    wait_text(&tg, BOB, "You said: hello after the restart", Duration::from_secs(30)).await;
+    eprintln!("API server ready {ready:?} after its start; a new user Ready {provisioned:?} and answered {:?} after that", back.elapsed());
+    wait_drained(&tg).await;
+    let during = texts(&tg, ALICE).iter().filter(|t| t.contains("You said: while the API server is away")).count();
+    assert_eq!(during, 1, "answered once: {:?}", texts(&tg, ALICE));
+    for (name, proc) in [("node", &mut node.0), ("operator", &mut operator), ("gateway", &mut gateway)] {
+        assert!(proc.is_running(), "the {name} exited:\n{}", proc.log_tail());
+    }
 }

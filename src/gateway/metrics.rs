@@ -27,6 +27,7 @@ pub struct Metrics {
     queue_depth: Family<UserLabel, Gauge>,
     latency: Histogram,
     unknown_senders: Counter,
+    users: Gauge,
     confirmed: Counter,
     repeats_suppressed: Counter,
     last_poll: Gauge<f64, AtomicU64>,
@@ -39,6 +40,7 @@ impl Metrics {
             queue_depth: Family::default(),
             latency: Histogram::new(exponential_buckets(0.01, 2.0, 16)),
             unknown_senders: Counter::default(),
+            users: Gauge::default(),
             confirmed: Counter::default(),
             repeats_suppressed: Counter::default(),
             last_poll: Gauge::default(),
@@ -55,6 +57,11 @@ impl Metrics {
             metrics.queue_depth.clone(),
         );
         registry.register("moltmate_gateway_unknown_senders", "Messages from senders not on the allowlist", metrics.unknown_senders.clone());
+        registry.register(
+            "moltmate_gateway_users",
+            "MoltmateUsers in the gateway's allowlist cache, those being deleted not counted: what it routes from",
+            metrics.users.clone(),
+        );
         registry.register(
             "moltmate_gateway_replies_confirmed",
             "Replies sent to Telegram and recorded as delivered by their agent",
@@ -86,6 +93,11 @@ impl Metrics {
         for (user, depth) in depths {
             self.queue_depth.get_or_create(&UserLabel { user: user.clone() }).set(i64::try_from(*depth).unwrap_or(i64::MAX));
         }
+    }
+
+    /// The allowlist as the gateway sees it now (taken at scrape time).
+    pub fn set_users(&self, users: usize) {
+        self.users.set(i64::try_from(users).unwrap_or(i64::MAX));
     }
 
     pub fn unknown_sender(&self) {

@@ -157,8 +157,9 @@ pub async fn run(args: GatewayArgs) -> Result<(), Error> {
 
     // The queues exist once this replica serves Telegram; until then there is nothing to show.
     let scraped_queues: Arc<OnceLock<Arc<Queues<Job>>>> = Arc::default();
-    let (scrape_queues, scrape_metrics) = (scraped_queues.clone(), metrics.clone());
+    let (scrape_queues, scrape_metrics, scrape_users) = (scraped_queues.clone(), metrics.clone(), users.clone());
     let before_scrape: http::BeforeScrape = Box::new(move || {
+        scrape_metrics.set_users(scrape_users.state().iter().filter(|u| u.metadata.deletion_timestamp.is_none()).count());
         if let Some(queues) = scrape_queues.get() {
             scrape_metrics.set_queue_depths(&queues.depths());
         }
