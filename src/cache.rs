@@ -60,9 +60,15 @@ impl Backoff for WatchRetry {
     }
 }
 
+/// How long one watch request lasts before it is made anew from where it was (the API server
+/// ends it, or the client gives up on a silent one 5 s later). kube's default, 290 s, left a
+/// watch that went silent across an API server restart unnoticed for 5 minutes; a new watch a
+/// minute per kind is no load.
+pub const WATCH_TIMEOUT_SECS: u32 = 60;
+
 /// The list-and-watch configuration of every cache.
 pub fn config() -> watcher::Config {
-    watcher::Config::default().page_size(LIST_PAGE)
+    watcher::Config::default().page_size(LIST_PAGE).timeout(WATCH_TIMEOUT_SECS)
 }
 
 /// A reflector over `api` objects matching `config`, with `trim` dropping what no reader

@@ -204,7 +204,7 @@ type Supervisor = (oneshot::Sender<()>, tokio::task::JoinHandle<()>);
 async fn run_pods(client: Client, node: String, launcher: Option<AgentLauncher>, pod_network: Ipv4Addr) -> Result<(), Error> {
     let pods: Api<Pod> = Api::all(client.clone());
     let kubelet = Arc::new(Kubelet { client, addresses: Mutex::new(Addresses::new(pod_network)), launcher, agents: Mutex::default() });
-    let config = watcher::Config::default().fields(&format!("spec.nodeName={node}"));
+    let config = watcher::Config::default().fields(&format!("spec.nodeName={node}")).timeout(crate::cache::WATCH_TIMEOUT_SECS);
     let mut events = watcher(pods, config).backoff(crate::cache::WatchRetry::default()).boxed();
     // Pods seen by the current (re)list: after a watch gap (the API server away), pods deleted
     // meanwhile come with no Delete event, only as missing from the new list.
@@ -387,7 +387,7 @@ async fn set_pod_status(api: &Api<Pod>, pod: &Pod, ip: Ipv4Addr, ready: bool, re
 
 async fn run_volumes(client: Client, args: NodeArgs) -> Result<(), Error> {
     let claims: Api<PersistentVolumeClaim> = Api::all(client.clone());
-    let mut events = watcher(claims, watcher::Config::default()).backoff(crate::cache::WatchRetry::default()).applied_objects().boxed();
+    let mut events = watcher(claims, watcher::Config::default().timeout(crate::cache::WATCH_TIMEOUT_SECS)).backoff(crate::cache::WatchRetry::default()).applied_objects().boxed();
     while let Some(claim) = events.next().await {
         let claim = match claim {
             Ok(claim) => claim,

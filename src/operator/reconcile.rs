@@ -37,7 +37,14 @@ pub enum Error {
     Kube(#[from] kube::Error),
     #[error("finalizer: {0}")]
     Finalizer(#[source] Box<finalizer::Error<Error>>),
+    #[error("no answer from the API server within {0:?}; retrying")]
+    Timeout(Duration),
 }
+
+/// The longest one reconcile may take. A reconcile is a handful of API calls; one that hangs
+/// (a request to an API server going away) would otherwise hold its user, and one of the
+/// RECONCILE_CONCURRENCY slots, until the client's 295 s read timeout.
+const RECONCILE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Read-only views of everything the operator owns, kept current by watches.
 #[derive(Clone)]
@@ -106,11 +113,14 @@ where
 /// on its behalf carries both, as the gateway's and the agent's lines do.
 pub async fn reconcile(user: Arc<MoltmateUser>, ctx: Arc<Context>) -> Result<Action, Error> {
     let span = tracing::info_span!("reconcile", user = %user.name_any(), telegram_id = user.spec.telegram.user_id);
-    reconcile_user(user, ctx).instrument(span).await
+    let _ = ctx.caches.ready.clone().wait_for(|ready| *ready).await;
+    match tokio::time::timeout(RECONCILE_TIMEOUT, reconcile_user(user, ctx).instrument(span)).await {
+        Ok(result) => result,
+        Err(_) => Err(Error::Timeout(RECONCILE_TIMEOUT)),
+    }
 }
 
 async fn reconcile_user(user: Arc<MoltmateUser>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let _ = ctx.caches.ready.clone().wait_for(|ready| *ready).await;
     let started = Instant::now();
     let api: Api<MoltmateUser> = Api::all(ctx.client.clone());
     let user = match add_finalizer(&api, user).await {
@@ -190,6 +200,7 @@ fn api_error(error: &Error) -> Option<&kube::Error> {
             finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => api_error(e),
             _ => None,
         },
+        Error::Timeout(_) => None,
     }
 }
 
