@@ -126,8 +126,13 @@ async fn gateway_routes_each_user_to_their_own_agent() {
     assert!(bob.iter().all(|t| !t.contains("apples")), "bob got alice's text: {bob:?}");
     assert_eq!(alice.len(), 3, "one answer per message: {alice:?}");
     assert!(tg.sent_to(-500).is_empty(), "group chats are ignored");
-    assert!(!tg.actions_in(ALICE).is_empty(), "a typing indicator was shown");
+    assert!(tg.actions_in(ALICE).is_empty(), "quick answers come without a typing indicator");
     assert!(tg.commands().iter().any(|c| c.command == "whoami"), "commands registered");
+
+    // An answer that takes a while shows "typing..." meanwhile.
+    tg.inject_text(ALICE, "/slow 2000 thinking it over").unwrap();
+    wait_text(&tg, ALICE, "You said: thinking it over", Duration::from_secs(20)).await;
+    assert!(!tg.actions_in(ALICE).is_empty(), "a typing indicator was shown");
 
     tg.inject_text(ALICE, "/status").unwrap();
     wait_text(&tg, ALICE, "Profile: personal", Duration::from_secs(10)).await;

@@ -20,6 +20,9 @@ use super::split::{TELEGRAM_MAX_MESSAGE, split_message};
 /// How long to wait for a finished update before polling again while some are in flight.
 const IN_FLIGHT_REPOLL: Duration = Duration::from_millis(300);
 
+/// How long an answer may take before the user sees "typing...".
+pub const TYPING_AFTER: Duration = Duration::from_millis(800);
+
 /// Which updates are being handled; the offset for the next poll.
 #[derive(Default)]
 pub struct Tracker {
@@ -105,8 +108,11 @@ impl Outbox {
         }
     }
 
-    /// "typing..." until this future is dropped (Telegram shows it for about 5 s).
+    /// "typing..." from `TYPING_AFTER` on until this future is dropped (Telegram shows it for
+    /// about 5 s). A reply quicker than that needs no indicator: one Telegram call less per
+    /// message, and Telegram's per-bot rate limits count chat actions too.
     pub async fn typing_forever(&self, chat_id: i64) -> std::convert::Infallible {
+        tokio::time::sleep(TYPING_AFTER).await;
         loop {
             let _ = self.bot.send_chat_action(ChatId(chat_id), ChatAction::Typing).await;
             tokio::time::sleep(Duration::from_secs(4)).await;
