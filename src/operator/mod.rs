@@ -125,12 +125,54 @@ pub enum Error {
 const RECONCILE_CONCURRENCY: u16 = 32;
 
 /// A cache of the objects this operator manages of kind `K`, and its event stream.
-fn owned<K>(client: &Client, trim: fn(&mut K)) -> (Store<K>, impl Stream<Item = Result<K, watcher::Error>> + Send + 'static)
+fn owned<K>(
+    client: &Client,
+    trim: fn(&mut K),
+    relisted: &Relisted,
+) -> (Store<K>, impl Stream<Item = Result<K, watcher::Error>> + Send + 'static)
 where
     K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
 {
     let (store, events) = cache::reflect(Api::all(client.clone()), cache::config().labels(&names::managed_selector()), trim);
-    (store, events.touched_objects())
+    (store, relisted.watch(events).touched_objects())
+}
+
+/// Tells when any cache has been listed anew, so that every user is then reconciled.
+///
+/// During a (re)list, objects come as `InitApply` events while the store still holds the old
+/// list; the store is swapped only at `InitDone`. A reconcile triggered by an `InitApply` of a
+/// user created meanwhile finds no such user in the store (kube-runtime's `ObjectNotFound`,
+/// kube-rs#1167) and is dropped, and one triggered by a child reads the child's old state; no
+/// later event comes for either. After an API server restart, a user created just then was
+/// never provisioned (scripts/bench, chaos-apiserver). Reconciling everyone once the new list
+/// is in place costs no writes where nothing changed.
+#[derive(Clone)]
+struct Relisted(futures::channel::mpsc::UnboundedSender<()>);
+
+impl Relisted {
+    fn new() -> (Self, futures::channel::mpsc::UnboundedReceiver<()>) {
+        let (tx, rx) = futures::channel::mpsc::unbounded();
+        (Self(tx), rx)
+    }
+
+    /// `events`, telling each `InitDone` but the first (the store now holds the new list) on
+    /// the way. The first list needs nothing: the Controller starts reconciling only once the
+    /// users are listed, and each reconcile waits for every child cache.
+    fn watch<K, S>(&self, events: S) -> impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static
+    where
+        S: Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+    {
+        let tx = self.0.clone();
+        let mut listed_before = false;
+        events.inspect(move |event| {
+            if let Ok(watcher::Event::InitDone) = event {
+                if listed_before {
+                    let _ = tx.unbounded_send(());
+                }
+                listed_before = true;
+            }
+        })
+    }
 }
 
 /// Children name their user in a label; retained namespaces have no owner reference left.
@@ -148,8 +190,9 @@ pub async fn run(args: OperatorArgs) -> Result<(), Error> {
 
     let users_api: Api<MoltmateUser> = Api::all(client.clone());
     // As `Controller::new` does, with the users trimmed before they are cached.
+    let (relisted, relists) = Relisted::new();
     let (users, user_events) = cache::reflect(users_api, cache::config(), cache::trim_user);
-    let controller = Controller::for_stream(user_events.applied_objects(), users.clone());
+    let controller = Controller::for_stream(relisted.watch(user_events).applied_objects(), users.clone());
 
     let scrape_users = users.clone();
     let scrape_metrics = metrics.clone();
@@ -169,15 +212,15 @@ pub async fn run(args: OperatorArgs) -> Result<(), Error> {
         None
     };
 
-    let (namespaces, namespace_events) = owned::<Namespace>(&client, cache::keep_all);
-    let (service_accounts, service_account_events) = owned::<ServiceAccount>(&client, cache::keep_all);
-    let (workspaces, workspace_events) = owned::<PersistentVolumeClaim>(&client, cache::keep_all);
-    let (quotas, quota_events) = owned::<ResourceQuota>(&client, cache::keep_all);
-    let (limit_ranges, limit_range_events) = owned::<LimitRange>(&client, cache::keep_all);
-    let (network_policies, network_policy_events) = owned::<NetworkPolicy>(&client, cache::keep_all);
-    let (secrets, secret_events) = owned::<Secret>(&client, cache::keep_all);
-    let (services, service_events) = owned::<Service>(&client, cache::keep_all);
-    let (pods, pod_events) = owned::<Pod>(&client, cache::trim_agent_pod);
+    let (namespaces, namespace_events) = owned::<Namespace>(&client, cache::keep_all, &relisted);
+    let (service_accounts, service_account_events) = owned::<ServiceAccount>(&client, cache::keep_all, &relisted);
+    let (workspaces, workspace_events) = owned::<PersistentVolumeClaim>(&client, cache::keep_all, &relisted);
+    let (quotas, quota_events) = owned::<ResourceQuota>(&client, cache::keep_all, &relisted);
+    let (limit_ranges, limit_range_events) = owned::<LimitRange>(&client, cache::keep_all, &relisted);
+    let (network_policies, network_policy_events) = owned::<NetworkPolicy>(&client, cache::keep_all, &relisted);
+    let (secrets, secret_events) = owned::<Secret>(&client, cache::keep_all, &relisted);
+    let (services, service_events) = owned::<Service>(&client, cache::keep_all, &relisted);
+    let (pods, pod_events) = owned::<Pod>(&client, cache::trim_agent_pod, &relisted);
 
     let broker_api: Api<Service> = Api::namespaced(client.clone(), &args.gateway_namespace);
     let broker_config = cache::config().fields(&format!("metadata.name={}", args.broker_service));
@@ -230,6 +273,7 @@ pub async fn run(args: OperatorArgs) -> Result<(), Error> {
         .watches_stream(service_events, user_of)
         .watches_stream(pod_events, user_of)
         .reconcile_all_on(broker_changes)
+        .reconcile_all_on(relists)
         .shutdown_on_signal()
         .run(reconcile::reconcile, reconcile::error_policy, ctx)
         .for_each(|result| async move {
