@@ -64,7 +64,7 @@ impl Backoff for WatchRetry {
 /// ends it, or the client gives up on a silent one 5 s later). kube's default, 290 s, left a
 /// watch that went silent across an API server restart unnoticed for 5 minutes; a new watch a
 /// minute per kind is no load.
-pub const WATCH_TIMEOUT_SECS: u32 = 60;
+const WATCH_TIMEOUT_SECS: u32 = 60;
 
 /// The list-and-watch configuration of every cache.
 pub fn config() -> watcher::Config {
@@ -89,24 +89,45 @@ where
     K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
 {
     let (reader, writer) = reflector::store();
-    let stream = watcher(api, config)
-        .backoff(WatchRetry::default())
+    let events = retrying(api, config)
         .modify(move |object| {
             // Managed fields are bookkeeping nothing here reads.
             object.managed_fields_mut().clear();
             trim(object);
         })
-        .reflect(writer)
-        .filter_map(|event| {
-            future::ready(match event {
-                Ok(event) => Some(Ok(event)),
-                Err(error) => {
-                    warn!(kind = %K::kind(&()), error = %error, "watch failed; retrying");
-                    None
-                }
-            })
-        });
-    (reader, stream)
+        .reflect(writer);
+    (reader, without_errors::<K, _>(events).map(Ok))
+}
+
+/// The watch events of `api` objects matching `config`, without a cache (the node stand-in's
+/// kubelet loop): retried and logged as every cache's are.
+pub fn watch<K>(api: Api<K>, config: watcher::Config) -> impl Stream<Item = watcher::Event<K>> + Send + 'static
+where
+    K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
+{
+    without_errors::<K, _>(retrying(api, config))
+}
+
+fn retrying<K>(api: Api<K>, config: watcher::Config) -> impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static
+where
+    K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
+{
+    watcher(api, config).backoff(WatchRetry::default())
+}
+
+/// Watch errors logged and dropped (see `reflect`: the watcher retries on its own).
+fn without_errors<K: Resource<DynamicType = ()>, T: Send + 'static>(
+    events: impl Stream<Item = Result<T, watcher::Error>> + Send + 'static,
+) -> impl Stream<Item = T> + Send + 'static {
+    events.filter_map(|event| {
+        future::ready(match event {
+            Ok(event) => Some(event),
+            Err(error) => {
+                warn!(kind = %K::kind(&()), error = %error, "watch failed; retrying");
+                None
+            }
+        })
+    })
 }
 
 /// Keep an object whole (managed fields aside).

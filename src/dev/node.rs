@@ -18,13 +18,14 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use serde_json::json;
 use tokio::sync::oneshot;
 use tracing::{info, warn};
 
 use super::agents::{self, AgentLauncher};
+use crate::cache;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct NodeArgs {
@@ -67,8 +68,6 @@ fn parse_pod_network(text: &str) -> Result<Ipv4Addr, String> {
 pub enum Error {
     #[error("Kubernetes API: {0}")]
     Kube(#[from] kube::Error),
-    #[error("watch: {0}")]
-    Watch(#[from] watcher::Error),
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -204,18 +203,16 @@ type Supervisor = (oneshot::Sender<()>, tokio::task::JoinHandle<()>);
 async fn run_pods(client: Client, node: String, launcher: Option<AgentLauncher>, pod_network: Ipv4Addr) -> Result<(), Error> {
     let pods: Api<Pod> = Api::all(client.clone());
     let kubelet = Arc::new(Kubelet { client, addresses: Mutex::new(Addresses::new(pod_network)), launcher, agents: Mutex::default() });
-    let config = watcher::Config::default().fields(&format!("spec.nodeName={node}")).timeout(crate::cache::WATCH_TIMEOUT_SECS);
-    let mut events = watcher(pods, config).backoff(crate::cache::WatchRetry::default()).boxed();
+    // A kubelet outlives its API server: watch errors are logged and the watch resumes (with
+    // backoff), while the agents keep running.
+    let mut events = cache::watch(pods, cache::config().fields(&format!("spec.nodeName={node}"))).boxed();
     // Pods seen by the current (re)list: after a watch gap (the API server away), pods deleted
     // meanwhile come with no Delete event, only as missing from the new list.
     let mut listed: Option<HashSet<String>> = None;
-    // A kubelet outlives its API server: watch errors are logged and the watch resumes (with
-    // backoff), while the agents keep running.
     while let Some(event) = events.next().await {
         match event {
-            Err(e) => warn!(error = %e, "pod watch failed; retrying"),
-            Ok(watcher::Event::Init) => listed = Some(HashSet::new()),
-            Ok(watcher::Event::Apply(pod) | watcher::Event::InitApply(pod)) => {
+            watcher::Event::Init => listed = Some(HashSet::new()),
+            watcher::Event::Apply(pod) | watcher::Event::InitApply(pod) => {
                 if let Some(listed) = listed.as_mut() {
                     listed.insert(pod.uid().unwrap_or_default());
                 }
@@ -223,7 +220,7 @@ async fn run_pods(client: Client, node: String, launcher: Option<AgentLauncher>,
                     warn!(pod = %pod.name_any(), namespace = ?pod.namespace(), error = %e, "could not update pod");
                 }
             }
-            Ok(watcher::Event::InitDone) => {
+            watcher::Event::InitDone => {
                 if let Some(listed) = listed.take() {
                     for uid in kubelet.running_agents().into_iter().filter(|uid| !listed.contains(uid)) {
                         info!(uid = %uid, "pod gone while the watch was down; stopping its agent");
@@ -231,7 +228,7 @@ async fn run_pods(client: Client, node: String, launcher: Option<AgentLauncher>,
                     }
                 }
             }
-            Ok(watcher::Event::Delete(pod)) => kubelet.forget(&pod.uid().unwrap_or_default()).await,
+            watcher::Event::Delete(pod) => kubelet.forget(&pod.uid().unwrap_or_default()).await,
         }
     }
     Ok(())
@@ -387,15 +384,9 @@ async fn set_pod_status(api: &Api<Pod>, pod: &Pod, ip: Ipv4Addr, ready: bool, re
 
 async fn run_volumes(client: Client, args: NodeArgs) -> Result<(), Error> {
     let claims: Api<PersistentVolumeClaim> = Api::all(client.clone());
-    let mut events = watcher(claims, watcher::Config::default().timeout(crate::cache::WATCH_TIMEOUT_SECS)).backoff(crate::cache::WatchRetry::default()).applied_objects().boxed();
-    while let Some(claim) = events.next().await {
-        let claim = match claim {
-            Ok(claim) => claim,
-            Err(e) => {
-                warn!(error = %e, "claim watch failed; retrying");
-                continue;
-            }
-        };
+    let mut events = cache::watch(claims, cache::config()).boxed();
+    while let Some(event) = events.next().await {
+        let (watcher::Event::Apply(claim) | watcher::Event::InitApply(claim)) = event else { continue };
         if let Err(e) = provision(&client, &args, &claim).await {
             warn!(claim = %claim.name_any(), namespace = ?claim.namespace(), error = %e, "could not provision volume");
         }

@@ -182,7 +182,6 @@ pub fn error_policy(user: Arc<MoltmateUser>, error: &Error, ctx: Arc<Context>) -
 /// minutes later (scripts/bench, chaos-operator).
 const QUOTA_RETRY: Duration = Duration::from_secs(15);
 
-
 fn is_not_found(error: &Error) -> bool {
     matches!(api_error(error), Some(kube::Error::Api(status)) if status.code == 404)
 }
