@@ -51,9 +51,8 @@ profiles:
 
 /// `helm template` of the chart with `values`, as parsed documents.
 fn render(values: &Path) -> Vec<Value> {
-    helm_ok(&["install-venv"]);
     let chart = format!("{REPO}/charts/moltmates");
-    let yaml = helm_ok(&["template", &chart, "--name", "moltmates", "--namespace", SYSTEM_NS, "-f", values.to_str().unwrap()]);
+    let yaml = helm_ok(&["template", "moltmates", &chart, "--namespace", SYSTEM_NS, "-f", values.to_str().unwrap()]);
     serde_saphyr::from_multiple::<Value>(&yaml).unwrap_or_else(|e| panic!("rendered YAML does not parse: {e}\n{yaml}"))
 }
 

@@ -32,10 +32,11 @@ const TARGET_LABELS: &[&str] = &["namespace", "job", "instance", "pod", "service
 // ---------------------------------------------------------------------------------------------
 
 fn helm_args(command: &str, namespace: &str, sets: &[&str]) -> Vec<String> {
-    let mut args: Vec<String> = [command, CHART, "--namespace", namespace].map(String::from).to_vec();
+    let mut args: Vec<String> = vec![command.to_string()];
     if command == "template" {
-        args.extend(["--name".to_string(), "moltmates".to_string()]);
+        args.push("moltmates".to_string());
     }
+    args.extend([CHART, "--namespace", namespace].map(String::from));
     for s in REQUIRED.iter().chain(sets) {
         args.extend(["--set".to_string(), s.to_string()]);
     }

@@ -148,8 +148,8 @@ async fn set_node_status(client: &Client, name: &str) -> Result<(), Error> {
                 "message": "moltmate dev node stand-in", "lastHeartbeatTime": now, "lastTransitionTime": now,
             }],
             "nodeInfo": {
-                "architecture": std::env::consts::ARCH, "operatingSystem": "linux", "kubeletVersion": "v1.20.2",
-                "kubeProxyVersion": "v1.20.2", "containerRuntimeVersion": "moltmate-dev://0", "kernelVersion": "",
+                "architecture": std::env::consts::ARCH, "operatingSystem": "linux", "kubeletVersion": "v1.37.2",
+                "kubeProxyVersion": "v1.37.2", "containerRuntimeVersion": "moltmate-dev://0", "kernelVersion": "",
                 "osImage": "", "bootID": "", "machineID": "", "systemUUID": "",
             },
         }

@@ -280,13 +280,18 @@ pub async fn wait_text(tg: &moltmates::dev::telegram::TelegramStandIn, chat: i64
     .await
 }
 
-/// `scripts/helm ARGS` (real Helm v4) from the repository root.
+/// `scripts/helm ARGS` (the real Helm CLI, v4) from the repository root, with Helm's own
+/// configuration, cache and data in the test's temp dir rather than the user's.
 pub fn helm<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> std::process::Output {
+    let home = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("helm-home");
     Command::new(format!("{REPO}/scripts/helm"))
         .args(args)
         .current_dir(REPO)
+        .env("HELM_CONFIG_HOME", home.join("config"))
+        .env("HELM_CACHE_HOME", home.join("cache"))
+        .env("HELM_DATA_HOME", home.join("data"))
         .output()
-        .expect("run scripts/helm (install its venv with `scripts/helm install-venv`)")
+        .expect("run scripts/helm (`scripts/testenv install` builds Helm)")
 }
 
 /// `scripts/helm ARGS`, which must succeed; its standard output.
