@@ -5,7 +5,6 @@ pub mod builders;
 pub mod cache;
 pub mod crd;
 pub mod dev;
-pub mod events;
 pub mod gateway;
 pub mod http;
 pub mod leader;

@@ -17,6 +17,7 @@ use k8s_openapi::api::core::v1::{
     LimitRange, Namespace, PersistentVolumeClaim, Pod, ResourceQuota, Secret, Service, ServiceAccount,
 };
 use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -30,7 +31,6 @@ pub use reconcile::{Caches, Context, telegram_id_holder};
 use crate::builders::ClusterConfig;
 use crate::cache;
 use crate::crd::MoltmateUser;
-use crate::events::EventPublisher;
 use crate::names;
 use crate::profile::{DefaultsError as ProfileDefaultsError, ProfileDefaults};
 use crate::token::{MasterKey, MasterKeyError};
@@ -247,7 +247,7 @@ pub async fn run(args: OperatorArgs) -> Result<(), Error> {
         config,
         master_key,
         caches: caches.clone(),
-        events: EventPublisher::new(client.clone(), names::FIELD_MANAGER, &identity),
+        events: Recorder::new(client.clone(), Reporter { controller: names::FIELD_MANAGER.into(), instance: Some(identity.clone()) }),
         metrics,
         failures: Mutex::new(Default::default()),
         announced: Mutex::new(Default::default()),

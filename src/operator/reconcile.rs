@@ -13,6 +13,7 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::finalizer::{self, Event as Finalizer};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt};
@@ -26,7 +27,6 @@ use super::metrics::Metrics;
 use super::status::{Observation, account_reset, next_status};
 use crate::builders::{self, BuildInput, ClusterConfig, DesiredState};
 use crate::crd::{DeletionPolicy, MoltmateUser, Phase, WorkspaceAccess};
-use crate::events::{EventPublisher, EventType};
 use crate::names;
 use crate::profile;
 use crate::token::MasterKey;
@@ -94,7 +94,7 @@ pub struct Context {
     pub config: ClusterConfig,
     pub master_key: MasterKey,
     pub caches: Caches,
-    pub events: EventPublisher,
+    pub events: Recorder,
     pub metrics: Arc<Metrics>,
     /// Consecutive failures per user, for the error backoff.
     pub failures: Mutex<HashMap<String, u32>>,
@@ -123,13 +123,6 @@ pub async fn reconcile(user: Arc<MoltmateUser>, ctx: Arc<Context>) -> Result<Act
 async fn reconcile_user(user: Arc<MoltmateUser>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
     let api: Api<MoltmateUser> = Api::all(ctx.client.clone());
-    let user = match add_finalizer(&api, user).await {
-        Ok(user) => user,
-        Err(e) => {
-            ctx.metrics.observe_reconcile(started.elapsed(), false);
-            return Err(e.into());
-        }
-    };
     let result = finalizer::finalizer(&api, names::FINALIZER, user, |event| async {
         match event {
             Finalizer::Apply(user) => apply(&user, &ctx).await,
@@ -140,22 +133,6 @@ async fn reconcile_user(user: Arc<MoltmateUser>, ctx: Arc<Context>) -> Result<Ac
     .map_err(|e| Error::Finalizer(Box::new(e)));
     ctx.metrics.observe_reconcile(started.elapsed(), result.is_ok());
     result
-}
-
-/// Add our finalizer by server-side apply (only our entry of the list is ours), before the
-/// first child exists. kube's helper would do it with a JSON-patch `test` against a missing
-/// field, which API servers before 1.21 reject.
-async fn add_finalizer(api: &Api<MoltmateUser>, user: Arc<MoltmateUser>) -> Result<Arc<MoltmateUser>, kube::Error> {
-    if user.metadata.deletion_timestamp.is_some() || user.finalizers().iter().any(|f| f == names::FINALIZER) {
-        return Ok(user);
-    }
-    let patch = serde_json::json!({
-        "apiVersion": "moltmate.io/v1alpha1",
-        "kind": "MoltmateUser",
-        "metadata": { "name": user.name_any(), "finalizers": [names::FINALIZER] },
-    });
-    let patched = api.patch(&user.name_any(), &PatchParams::apply(names::FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
-    Ok(Arc::new(patched))
 }
 
 /// Back off per user: 2 s, 4 s, ... up to 5 minutes (`backoff`); a success resets it.
@@ -537,7 +514,8 @@ async fn record_status(user: &MoltmateUser, ctx: &Context, observation: &Observa
 
 async fn event(ctx: &Context, user: &MoltmateUser, type_: EventType, reason: &str, note: &str) {
     // Events are best effort: failing to publish one must not fail the reconcile.
-    if let Err(e) = ctx.events.publish(user, type_, reason, note).await {
+    let event = Event { type_, reason: reason.into(), note: Some(note.chars().take(1024).collect()), action: "Reconcile".into(), secondary: None };
+    if let Err(e) = ctx.events.publish(&event, &user.object_ref(&())).await {
         warn!(user = %user.name_any(), error = %e, "could not publish event");
     }
 }
