@@ -1,8 +1,10 @@
 //! The `MoltmateUser` custom resource: one object per allowlisted person.
 //!
 //! Everything the API server can check is in the schema (enums, minimums,
-//! patterns), so a bad value is refused at `kubectl apply` time. Whatever the
-//! schema cannot express is checked by the operator and reported in `status`.
+//! patterns, and CEL rules for what those cannot say: the name, zero quantities, a
+//! Telegram id that must not change), so a bad value is refused at `kubectl apply` time
+//! with a message naming the field. Whatever only the cluster can tell (a Telegram id
+//! that another user holds) is checked by the operator and reported in `status`.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::CustomResource;
@@ -39,7 +41,13 @@ pub const DURATION_PATTERN: &str = r"^(([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+)?$";
     printcolumn(name = "Profile", type_ = "string", json_path = ".spec.profile"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    // The user's namespace is `moltmate-<name>`, and a namespace name is a DNS label of at
+    // most 63 characters.
+    validation = Rule::new("self.metadata.name.size() <= 54")
+        .message("metadata.name must be at most 54 characters: it names the user's namespace moltmate-<name>"),
+    validation = Rule::new("self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')")
+        .message("metadata.name must be lowercase letters, digits and '-' (no dots): it names the user's namespace moltmate-<name>")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct MoltmateUserSpec {
@@ -123,7 +131,12 @@ impl MoltmateUserSpec {
 #[serde(rename_all = "camelCase")]
 pub struct TelegramIdentity {
     /// Numeric Telegram user id (the sender's id; the bot's /whoami command tells it).
+    /// It cannot change: it decides whose messages reach this agent, its memory and files.
     #[schemars(range(min = 1))]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "self == oldSelf",
+        "message": "spec.telegram.userId cannot change: it decides whose messages reach this agent, its memory and its files. To give them to another Telegram account, delete this MoltmateUser and create it again with the new id",
+    }]))]
     pub user_id: i64,
 }
 
@@ -233,16 +246,19 @@ pub struct ResourcesSpec {
     /// CPU limit of the agent, e.g. `500m` or `2`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = QUANTITY_PATTERN))]
+    #[schemars(extend("x-kubernetes-validations" = [{ "rule": "quantity(self).isGreaterThan(quantity('0'))", "message": "must be greater than zero" }]))]
     pub cpu: Option<String>,
 
     /// Memory limit of the agent, e.g. `512Mi` or `2Gi`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = QUANTITY_PATTERN))]
+    #[schemars(extend("x-kubernetes-validations" = [{ "rule": "quantity(self).isGreaterThan(quantity('0'))", "message": "must be greater than zero" }]))]
     pub memory: Option<String>,
 
     /// Size of the workspace volume, e.g. `1Gi`. It can grow later, never shrink.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = QUANTITY_PATTERN))]
+    #[schemars(extend("x-kubernetes-validations" = [{ "rule": "quantity(self).isGreaterThan(quantity('0'))", "message": "must be greater than zero" }]))]
     pub storage: Option<String>,
 }
 

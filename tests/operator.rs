@@ -391,18 +391,78 @@ async fn a_second_user_with_a_taken_telegram_id_gets_nothing() {
     wait_phase(&client, "second", "Ready", Duration::from_secs(30)).await;
 }
 
+/// The API server's refusal of `manifest` (applied as `kubectl apply --server-side` would).
+async fn refusal(client: &Client, manifest: &serde_json::Value) -> String {
+    let what = manifest["metadata"]["name"].to_string();
+    match apply_user(client, manifest).await {
+        Err(kube::Error::Api(status)) => {
+            assert_eq!(status.code, 422, "{what}: {status:?}");
+            status.message
+        }
+        Err(other) => panic!("{what}: unexpected error {other}"),
+        Ok(_) => panic!("{what} must be refused"),
+    }
+}
+
+/// What the schema's patterns cannot say, the CRD's CEL rules do, at `kubectl apply` time.
 #[tokio::test]
-async fn a_name_too_long_for_a_namespace_is_reported_not_crashed_on() {
+async fn cel_rules_refuse_what_the_operator_could_only_report_later() {
     let client = admin().await;
-    let name = "n".repeat(55);
-    apply_user(&client, &user_manifest(&name, 1008, json!({}))).await.unwrap();
-    let user = wait_phase(&client, &name, "Failed", Duration::from_secs(10)).await;
-    let ready = user.status.unwrap().conditions[0].clone();
-    assert_eq!(ready.reason, "InvalidName");
-    assert!(ready.message.contains("at most 54"), "{}", ready.message);
-    // The operator is still serving everyone else.
-    apply_user(&client, &user_manifest("after-bad-name", 1009, json!({}))).await.unwrap();
-    wait_phase(&client, "after-bad-name", "Ready", Duration::from_secs(10)).await;
+    // A name that cannot make the namespace moltmate-<name>: too long, or not a DNS label.
+    let message = refusal(&client, &user_manifest(&"n".repeat(55), 1008, json!({}))).await;
+    assert!(message.contains("metadata.name") && message.contains("at most 54"), "{message}");
+    let message = refusal(&client, &user_manifest("has.dot", 1008, json!({}))).await;
+    assert!(message.contains("metadata.name") && message.contains("no dots"), "{message}");
+    // 54 characters is fine.
+    let longest = "l".repeat(54);
+    apply_user(&client, &user_manifest(&longest, 1008, json!({}))).await.unwrap();
+    wait_phase(&client, &longest, "Ready", Duration::from_secs(30)).await;
+
+    // Zero limits match the quantity pattern but would leave the agent unable to run.
+    for field in ["cpu", "memory", "storage"] {
+        let manifest = user_manifest("zero-quantity", 1010, json!({ "resources": { field: "0" } }));
+        let message = refusal(&client, &manifest).await;
+        assert!(message.contains(&format!("spec.resources.{field}")) && message.contains("greater than zero"), "{message}");
+        let manifest = user_manifest("zero-quantity", 1010, json!({ "resources": { field: "0.0Mi" } }));
+        assert!(refusal(&client, &manifest).await.contains("greater than zero"));
+    }
+
+    // The Telegram id decides whose messages reach this agent and its workspace: it cannot
+    // be switched to another account in place.
+    apply_user(&client, &user_manifest("fixed-id", 1011, json!({}))).await.unwrap();
+    let message = refusal(&client, &user_manifest("fixed-id", 1012, json!({}))).await;
+    assert!(message.contains("spec.telegram.userId cannot change"), "{message}");
+    // Other fields still change freely.
+    apply_user(&client, &user_manifest("fixed-id", 1011, json!({ "displayName": "Fixed" }))).await.unwrap();
+    let users: Api<moltmates::MoltmateUser> = Api::all(client.clone());
+    assert_eq!(users.get("fixed-id").await.unwrap().spec.telegram.user_id, 1011);
+}
+
+/// Pod Security admission enforces `restricted` in every user namespace: a pod that breaks
+/// it is refused by the API server, whoever creates it; the operator's agent pods pass.
+#[tokio::test]
+async fn pod_security_refuses_a_pod_that_breaks_restricted_in_a_user_namespace() {
+    let client = admin().await;
+    apply_user(&client, &user_manifest("psa", 1013, json!({}))).await.unwrap();
+    wait_phase(&client, "psa", "Ready", Duration::from_secs(30)).await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "moltmate-psa");
+    assert!(pods.get_opt("agent").await.unwrap().is_some(), "the operator's agent pod was admitted");
+
+    let container = json!({ "name": "c", "image": "busybox" });
+    let breaking = [
+        ("privileged", json!({ "containers": [{ "name": "c", "image": "busybox", "securityContext": { "privileged": true } }] })),
+        ("host-path", json!({ "containers": [container.clone()], "volumes": [{ "name": "root", "hostPath": { "path": "/" } }] })),
+        ("host-network", json!({ "hostNetwork": true, "containers": [container.clone()] })),
+        // Baseline allows this one; only restricted refuses it (root, no seccomp, caps kept).
+        ("plain", json!({ "containers": [container.clone()] })),
+    ];
+    for (name, spec) in breaking {
+        let pod: Pod = serde_json::from_value(json!({ "apiVersion": "v1", "kind": "Pod", "metadata": { "name": name }, "spec": spec })).unwrap();
+        let err = pods.create(&Default::default(), &pod).await.expect_err(&format!("{name} must be refused"));
+        let kube::Error::Api(status) = &err else { panic!("{name}: {err}") };
+        assert_eq!(status.code, 403, "{name}: {err}");
+        assert!(status.message.contains("violates PodSecurity \"restricted:latest\""), "{name}: {}", status.message);
+    }
 }
 
 #[tokio::test]
