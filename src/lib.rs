@@ -15,6 +15,7 @@ pub mod profile;
 pub mod quantity;
 pub mod telemetry;
 pub mod token;
+pub mod unicode;
 pub mod users;
 
 pub use crd::MoltmateUser;

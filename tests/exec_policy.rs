@@ -87,6 +87,8 @@ fn fixture() -> Fixture {
     symlink(outside.path(), files.join("outdir")).unwrap();
     symlink(outside.path().join("missing"), files.join("dangling")).unwrap();
     symlink("/etc", files.join("etc")).unwrap();
+    // Where `pdftotext -htmlmeta report.pdf` would write.
+    symlink(outside.path().join("secret"), files.join("report.html")).unwrap();
     // PATH hijack bait: a program named like an allowlisted one, in the working directory.
     write(&files.join("cat"), "#!/bin/sh\necho HIJACKED\n");
     std::fs::set_permissions(files.join("cat"), std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -192,7 +194,7 @@ fn refuses_escapes_with_a_reason_that_names_the_culprit() {
         (P::Wide, "sed --posix p notes.txt", "`sed --posix`"),
         (P::WideRo, "sed -i 's/a/b/' notes.txt", "read-only"),
         (P::Wide, "sed --in-place=/tmp/ 's/a/b/' notes.txt", "`/tmp/`"),
-        (P::Wide, "sed p /etc/passwd", "`/etc/passwd` is outside the workspace"),
+        (P::Wide, "sed p /etc/passwd", "`/etc/passwd` is outside files/"),
         // awk: system(), pipes, getline from files, redirections, program files, gawk directives.
         (P::Wide, "awk 'BEGIN{system(\"id\")}'", "`system`"),
         (P::Wide, "awk 'BEGIN{print \"x\" | \"sh\"}'", "`|`"),
@@ -208,7 +210,7 @@ fn refuses_escapes_with_a_reason_that_names_the_culprit() {
         // sort.
         (P::Wide, "sort --compress-program=sh fruits.txt", "`sort --compress-program`"),
         (P::Wide, "sort --compress=sh fruits.txt", "`--compress-program`"),
-        (P::Wide, "sort -o /tmp/out fruits.txt", "`/tmp/out` is outside the workspace"),
+        (P::Wide, "sort -o /tmp/out fruits.txt", "`/tmp/out` is outside files/"),
         (P::WideRo, "sort -o sorted.txt fruits.txt", "`sort` would write `sorted.txt`, but the workspace is read-only"),
         (P::Wide, "sort --files0-from=list", "`sort --files0-from`"),
         (P::Wide, "sort -T /tmp fruits.txt", "`sort -T`"),
@@ -223,37 +225,37 @@ fn refuses_escapes_with_a_reason_that_names_the_culprit() {
         (P::Wide, "find . -fprintf /tmp/x %p", "`find -fprintf`"),
         (P::Wide, "find -L . -name secret", "`find -L`"),
         (P::Wide, "find . -follow", "`find -follow`"),
-        (P::Wide, "find / -name passwd", "`/` is outside the workspace"),
+        (P::Wide, "find / -name passwd", "`/` is outside files/"),
         // head and tail.
         (P::Wide, "tail -f notes.txt", "`tail -f`"),
         (P::Wide, "tail -F notes.txt", "`tail -F`"),
         (P::Wide, "tail --follow=name notes.txt", "`tail --follow`"),
         (P::Wide, "tail -5f notes.txt", "`tail -5f`"),
-        (P::Wide, "head -n 2 /etc/passwd", "`/etc/passwd` is outside the workspace"),
+        (P::Wide, "head -n 2 /etc/passwd", "`/etc/passwd` is outside files/"),
         // grep.
         (P::Wide, "grep -f /etc/passwd notes.txt", "`/etc/passwd`"),
         (P::Wide, "grep -R needle .", "`grep -R`"),
-        (P::Wide, "grep -r root /etc", "`/etc` is outside the workspace"),
-        (P::Wide, "grep root ../../etc/passwd", "`../../etc/passwd` is outside the workspace"),
+        (P::Wide, "grep -r root /etc", "`/etc` is outside files/"),
+        (P::Wide, "grep root ../../etc/passwd", "`../../etc/passwd` is outside files/"),
         (P::Wide, "grep --exclude-from=/etc/passwd x .", "`/etc/passwd`"),
         // ls.
         (P::Wide, "ls -L outdir", "`ls -L`"),
-        (P::Wide, "ls /", "`/` is outside the workspace"),
-        (P::Wide, "ls ../..", "`../..` is outside the workspace"),
-        (P::Wide, "ls outdir", "`outdir` leads outside the workspace through a symbolic link"),
+        (P::Wide, "ls /", "`/` is outside files/"),
+        (P::Wide, "ls ../..", "`../..` is outside files/"),
+        (P::Wide, "ls outdir", "`outdir` leads outside files/ through a symbolic link"),
         // uniq, wc, cut, cat, ln: file arguments, symlink escapes, unknown options.
-        (P::Wide, "uniq dups.txt /tmp/out", "`/tmp/out` is outside the workspace"),
+        (P::Wide, "uniq dups.txt /tmp/out", "`/tmp/out` is outside files/"),
         (P::WideRo, "uniq dups.txt out.txt", "`uniq` would write `out.txt`"),
         (P::Wide, "wc --files0-from=list", "`wc --files0-from`"),
         (P::Wide, "cut -d: -f1 /etc/passwd", "`/etc/passwd`"),
-        (P::Wide, "cat /proc/self/environ", "`/proc/self/environ` is outside the workspace"),
-        (P::Wide, "cat ../../etc/passwd", "`../../etc/passwd` is outside the workspace"),
-        (P::Wide, "cat /etc/passwd", "`/etc/passwd` is outside the workspace"),
-        (P::Wide, "cat escape", "`escape` leads outside the workspace through a symbolic link"),
-        (P::Wide, "cat outdir/secret", "`outdir/secret` leads outside the workspace"),
-        (P::Wide, "cat etc/passwd", "`etc/passwd` leads outside the workspace"),
+        (P::Wide, "cat /proc/self/environ", "`/proc/self/environ` is outside files/"),
+        (P::Wide, "cat ../../etc/passwd", "`../../etc/passwd` is outside files/"),
+        (P::Wide, "cat /etc/passwd", "`/etc/passwd` is outside files/"),
+        (P::Wide, "cat escape", "`escape` leads outside files/ through a symbolic link"),
+        (P::Wide, "cat outdir/secret", "`outdir/secret` leads outside files/"),
+        (P::Wide, "cat etc/passwd", "`etc/passwd` leads outside files/"),
         (P::Wide, "cat dangling", "`dangling` cannot be resolved"),
-        (P::Wide, "cat /dev/zero", "`/dev/zero` is outside the workspace"),
+        (P::Wide, "cat /dev/zero", "`/dev/zero` is outside files/"),
         (P::Wide, "cat -- /etc/passwd", "`/etc/passwd`"),
         (P::Wide, "cat --bogus notes.txt", "`cat --bogus`: this option is not known"),
         (P::Wide, "ln -s /etc/passwd link", "`ln -s`"),
@@ -269,12 +271,31 @@ fn refuses_escapes_with_a_reason_that_names_the_culprit() {
         (P::FullRo, "dd if=notes.txt of=x", "`dd` writes files"),
         (P::FullRo, "rm notes.txt", "`rm` writes files"),
         // Even `full` keeps every file argument inside the workspace.
-        (P::Full, "cat /etc/passwd", "`/etc/passwd` is outside the workspace"),
-        (P::Full, "od -c /etc/shadow", "`/etc/shadow` is outside the workspace"),
-        (P::Block, "du --exclude-from=/etc/passwd .", "`/etc/passwd` is outside the workspace"),
+        (P::Full, "cat /etc/passwd", "`/etc/passwd` is outside files/"),
+        (P::Full, "od -c /etc/shadow", "`/etc/shadow` is outside files/"),
+        (P::Block, "du --exclude-from=/etc/passwd .", "`/etc/passwd` is outside files/"),
         (P::Full, "cp escape copy", "`escape` leads outside"),
-        (P::Block, "du -sh /", "`/` is outside the workspace"),
+        (P::Block, "du -sh /", "`/` is outside files/"),
         (P::Block, "stat -c %n outdir/secret", "`outdir/secret` leads outside"),
+        // The agent's own state beside files/: persona, memory, sessions, reset record.
+        (P::Preset(Profile::Family), "uniq evil.txt ../SOUL.md", "`../SOUL.md` is outside files/"),
+        (P::Preset(Profile::Family), "sort -o ../sessions/replies.jsonl planted.txt", "`../sessions/replies.jsonl` is outside files/"),
+        (P::Preset(Profile::Family), "cat ../MEMORY.md", "`../MEMORY.md` is outside files/"),
+        (P::Wide, "ls ..", "`..` is outside files/"),
+        (P::Full, "cp planted ../.moltmate/reset-generation", "`../.moltmate/reset-generation` is outside files/"),
+        (P::Block, "du -a ..", "`..` is outside files/"),
+        // Operands that a program opens as URIs or descriptors, wherever they point.
+        (P::Preset(Profile::Family), "pdftotext file:///etc/passwd -", "looks like a URI"),
+        (P::Preset(Profile::Family), "pdftotext fd://0 -", "looks like a URI"),
+        (P::Preset(Profile::Family), "pdftotext -layout FILE:/x.pdf out.txt", "looks like a URI"),
+        (P::Block, "file http://example.invalid/x", "looks like a URI"),
+        (P::Preset(Profile::Family), "pdftotext -htmlmeta report.pdf", "`report.html` leads outside"),
+        (P::Preset(Profile::Family), "pdftotext report.pdf -bbox", "`report.html` leads outside"),
+        // Programs without a rule: clustered short options and abbreviated long ones.
+        (P::Block, "date -uf/etc/passwd", "`/etc/passwd` is outside files/"),
+        (P::Block, "cp -at/outside notes.txt", "`/outside` is outside files/"),
+        (P::Block, "du --files0-fr=list", "`du --files0-from`"),
+        (P::Block, "du --files0 list", "`du --files0-from`"),
     ];
     assert!(table.len() >= 80, "{} rows", table.len());
     let mut failures = Vec::new();
@@ -301,7 +322,6 @@ async fn ordinary_commands_run_and_print_what_the_model_expects() {
         (P::Wide, "cat \"my file.txt\"", "spaces are fine\n"),
         (P::Wide, "cat my\\ file.txt", "spaces are fine\n"),
         (P::Wide, "cat -n notes.txt", "     1\tfirst line\n     2\tsecond line\n     3\tthird line\n"),
-        (P::Wide, "cat ../MEMORY.md", "remember\n"),
         (P::Wide, "head -n 2 notes.txt", "first line\nsecond line\n"),
         (P::Wide, "head -1 notes.txt", "first line\n"),
         (P::Wide, "head -c 5 notes.txt", "first"),
@@ -381,7 +401,7 @@ async fn exit_codes_and_errors_come_through() {
     assert_eq!(out.exit_code, Some(2));
     assert!(out.stderr.contains("nosuch"), "{out:?}");
     let err = execute(&policy(P::Wide), &f.ws, "cat /etc/passwd", &ExecLimits::default()).await.unwrap_err();
-    assert_eq!(err.to_string(), "command denied: `/etc/passwd` is outside the workspace");
+    assert_eq!(err.to_string(), "command denied: `/etc/passwd` is outside files/, the only folder commands can use");
 }
 
 #[tokio::test]
@@ -435,10 +455,28 @@ async fn output_is_capped_with_a_marker() {
     assert_eq!(out.stdout, format!("{}\n[output truncated: 199000 more bytes not shown (limit 1000 bytes)]\n", "x".repeat(1000)));
 
     // Endless output is drained (never buffered) until the timeout.
-    let limits = ExecLimits { max_output_bytes: 100, timeout: Duration::from_millis(300) };
+    let limits = ExecLimits { max_output_bytes: 100, timeout: Duration::from_millis(300), ..ExecLimits::default() };
     let out = execute(&policy(P::Full), &f.ws, "yes", &limits).await.unwrap();
     assert!(out.truncated && out.timed_out, "{out:?}");
     assert!(out.stdout.starts_with("y\ny\n") && out.stdout.len() < 200, "{out:?}");
+}
+
+/// A command that grows without bound fails its own allocation at the memory limit; it
+/// neither runs on to the timeout nor takes the agent's memory with it.
+#[tokio::test]
+async fn a_command_cannot_grow_past_its_memory_limit() {
+    let f = fixture();
+    let limits = ExecLimits { max_memory_bytes: 64 * 1024 * 1024, timeout: Duration::from_secs(20), ..ExecLimits::default() };
+    // Doubles a string up to 1 GiB (a few GiB at the peak without the limit), then says so.
+    let grow = "awk 'BEGIN { s = \"x\"; while (length(s) < 1073741824) s = s s; print \"grew to\", length(s) }'";
+    let started = Instant::now();
+    let out = execute(&policy(P::Full), &f.ws, grow, &limits).await.unwrap();
+    assert!(!out.stdout.contains("grew to"), "{out:?}");
+    assert!(out.exit_code.is_none_or(|code| code != 0) && !out.timed_out, "{out:?}");
+    assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
+    // An ordinary command is not bothered by it.
+    let out = execute(&policy(P::Wide), &f.ws, "sort fruits.txt", &limits).await.unwrap();
+    assert_eq!(out.exit_code, Some(0), "{out:?}");
 }
 
 #[tokio::test]
@@ -452,7 +490,7 @@ async fn stdin_is_empty_and_the_environment_is_fixed() {
     let out = execute(&policy(P::Full), &f.ws, "env", &ExecLimits::default()).await.unwrap();
     let mut vars: Vec<&str> = out.stdout.lines().collect();
     vars.sort();
-    let home = format!("HOME={}", f.ws.canonicalize().unwrap().display());
+    let home = format!("HOME={}", f.files().canonicalize().unwrap().display());
     assert_eq!(vars, [home.as_str(), "LC_ALL=C.UTF-8", "PATH=/usr/bin:/bin"]);
 
     let out = execute(&policy(P::Full), &f.ws, "pwd", &ExecLimits::default()).await.unwrap();
@@ -488,7 +526,7 @@ fn cli_check_prints_allow_or_deny_and_exits_0_or_1() {
             "DENY: `sort` is not in safeBins (allowed: cat, head, tail, grep, wc, ls)\n",
         ),
         (&["exec-policy", "check", "--profile", "family", "--", "sort fruits.txt"], 0, "ALLOW\n"),
-        (&["exec-policy", "check", "--", "cat /etc/passwd"], 1, "DENY: `/etc/passwd` is outside the workspace\n"),
+        (&["exec-policy", "check", "--", "cat /etc/passwd"], 1, "DENY: `/etc/passwd` is outside files/, the only folder commands can use\n"),
         (&["exec-policy", "check", "--workspace", ws, "--", "cat notes.txt | sh"], 1, "DENY: `|` is a shell pipe"),
         (
             &["exec-policy", "check", "--workspace", ws, "--security", "full", "--workspace-access", "ro", "--", "touch x"],
@@ -522,7 +560,7 @@ fn cli_run_prints_the_output_and_exits_with_the_command() {
     assert!(stderr.contains("nosuch"), "{stderr}");
 
     let (code, stdout, stderr) = moltmate(&f.ws, &["exec-policy", "run", "--", "cat /etc/passwd"]);
-    assert_eq!((code, stdout.as_str(), stderr.as_str()), (1, "", "DENY: `/etc/passwd` is outside the workspace\n"));
+    assert_eq!((code, stdout.as_str(), stderr.as_str()), (1, "", "DENY: `/etc/passwd` is outside files/, the only folder commands can use\n"));
 
     let started = Instant::now();
     let (code, _, stderr) = moltmate(&f.ws, &["exec-policy", "run", "--security", "full", "--timeout", "300ms", "--", "sleep 30"]);

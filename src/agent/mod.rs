@@ -95,7 +95,11 @@ async fn serve(config: Config) -> Result<(), Error> {
         profile: config.profile.clone(),
         workspace: workspace.clone(),
         exec_policy: ExecPolicy::from_profile(&config.profile),
-        exec_limits: ExecLimits { timeout: config.exec_timeout, max_output_bytes: EXEC_OUTPUT_MAX },
+        exec_limits: ExecLimits {
+            timeout: config.exec_timeout,
+            max_output_bytes: EXEC_OUTPUT_MAX,
+            max_memory_bytes: ExecLimits::memory_for_container(&config.profile.memory),
+        },
         web,
         metrics: metrics.clone(),
     };

@@ -4,8 +4,8 @@
 //! 1. `tokenize`: argv with POSIX quoting, refusing whatever a shell would interpret;
 //! 2. `program`: argv[0] allowed by the security level, found only in /usr/bin or /bin;
 //! 3. `rules`: per-program options (failing closed) and which arguments name files;
-//! 4. `paths`: every such file inside the workspace, symlinks followed, and nothing
-//!    written when the workspace is read-only.
+//! 4. `paths`: every such file inside the workspace's `files/`, symlinks followed, and
+//!    nothing written when the workspace is read-only.
 //!
 //! `runner` then runs the result; it is the only module that starts processes. `catalog`
 //! holds what we know about programs by name.
@@ -52,11 +52,29 @@ pub struct ExecLimits {
     pub timeout: Duration,
     /// Per stream (stdout and stderr each).
     pub max_output_bytes: usize,
+    /// Address space and data segment of the command (RLIMIT_AS, RLIMIT_DATA).
+    pub max_memory_bytes: u64,
 }
+
+/// The memory of a command when the container's limit is unknown.
+const DEFAULT_EXEC_MEMORY: u64 = 256 * 1024 * 1024;
 
 impl Default for ExecLimits {
     fn default() -> Self {
-        Self { timeout: Duration::from_secs(10), max_output_bytes: 64 * 1024 }
+        Self { timeout: Duration::from_secs(10), max_output_bytes: 64 * 1024, max_memory_bytes: DEFAULT_EXEC_MEMORY }
+    }
+}
+
+impl ExecLimits {
+    /// A command may use half the container's memory limit (`512Mi`, as the profile gives
+    /// it): one runaway command (a regex that grows without bound) then fails its own
+    /// allocation, instead of the kernel killing the agent with the whole container.
+    pub fn memory_for_container(container_limit: &str) -> u64 {
+        crate::quantity::Quantity::parse(container_limit)
+            .ok()
+            .and_then(|q| u64::try_from(q.millis() / 1000 / 2).ok())
+            .filter(|bytes| *bytes > 0)
+            .unwrap_or(DEFAULT_EXEC_MEMORY)
     }
 }
 
@@ -131,5 +149,5 @@ pub async fn execute(policy: &ExecPolicy, workspace: &Path, command_line: &str, 
         }
         _ => {}
     }
-    Ok(runner::run(&approved, workspace.cwd(), workspace.root(), limits).await?)
+    Ok(runner::run(&approved, workspace.cwd(), limits).await?)
 }

@@ -1,5 +1,7 @@
 //! Path confinement: every file argument must resolve, symlinks followed, inside the
-//! workspace. Relative paths are relative to `workspace/files`, the working directory.
+//! workspace's `files/`, the working directory, exactly as for the file tools. The rest of
+//! the workspace is the agent's own state (SOUL.md, MEMORY.md, sessions/, .moltmate/): a
+//! command that could write there could rewrite the persona or plant a reply.
 
 use std::io::ErrorKind;
 use std::path::{Component, Path, PathBuf};
@@ -12,10 +14,12 @@ const SYSTEM_DIRS: &[&str] = &["/proc", "/sys", "/dev", "/etc", "/usr", "/bin", 
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PathError {
-    #[error("`{0}` is outside the workspace")]
+    #[error("`{0}` is outside files/, the only folder commands can use")]
     Outside(String),
-    #[error("`{0}` leads outside the workspace through a symbolic link")]
+    #[error("`{0}` leads outside files/ through a symbolic link")]
     Symlink(String),
+    #[error("`{0}` looks like a URI or a descriptor (`scheme:`), which some programs open themselves; name a file in files/ without a colon before any '/'")]
+    Uri(String),
     #[error("`{0}` cannot be resolved (a broken symbolic link, or a file used as a directory)")]
     Unresolvable(String),
     #[error("the workspace `{0}` does not exist or cannot be opened")]
@@ -26,10 +30,9 @@ pub enum PathError {
     EscapingCwd(String),
 }
 
-/// A workspace, resolved once per command.
+/// A workspace's `files/`, resolved once per command.
 #[derive(Debug, Clone)]
 pub struct Workspace {
-    root: PathBuf,
     cwd: PathBuf,
 }
 
@@ -49,12 +52,7 @@ impl Workspace {
             Err(_) if std::fs::symlink_metadata(&cwd).is_err() => cwd,
             Err(_) => return Err(PathError::EscapingCwd(FILES_DIR.into())),
         };
-        Ok(Self { root, cwd })
-    }
-
-    /// The canonical workspace directory.
-    pub fn root(&self) -> &Path {
-        &self.root
+        Ok(Self { cwd })
     }
 
     /// The working directory of commands (`root/files`).
@@ -63,19 +61,32 @@ impl Workspace {
     }
 
     /// Resolve `arg` as the kernel would, relative to the working directory, and require
-    /// the result inside the workspace. Paths that do not exist yet (output files) are
-    /// resolved through their longest existing ancestor.
+    /// the result inside `files/`. Paths that do not exist yet (output files) are resolved
+    /// through their longest existing ancestor.
     pub fn confine(&self, arg: &str) -> Result<PathBuf, PathError> {
+        if looks_like_uri(arg) {
+            return Err(PathError::Uri(arg.into()));
+        }
         let joined = if arg.starts_with('/') { PathBuf::from(arg) } else { self.cwd.join(arg) };
         let real = resolve(&joined).ok_or_else(|| PathError::Unresolvable(arg.into()))?;
-        if real.starts_with(&self.root) {
+        if real.starts_with(&self.cwd) {
             Ok(real)
-        } else if lexical(&joined).starts_with(&self.root) {
+        } else if lexical(&joined).starts_with(&self.cwd) {
             Err(PathError::Symlink(arg.into()))
         } else {
             Err(PathError::Outside(arg.into()))
         }
     }
+}
+
+/// `file:///x`, `fd://0`, `http://h/`, `fd:3`: a scheme (RFC 3986: a letter, then letters,
+/// digits, `+`, `-`, `.`) and a colon before any `/`. Programs such as poppler's open these
+/// themselves, wherever they point, so no file name of that shape is let through.
+fn looks_like_uri(arg: &str) -> bool {
+    let head = arg.split('/').next().unwrap_or_default();
+    let Some((scheme, _)) = head.split_once(':') else { return false };
+    let mut chars = scheme.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic()) && chars.all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
 }
 
 /// Canonicalize the longest existing ancestor (following every symlink in it), then append
@@ -137,17 +148,28 @@ mod tests {
         symlink(outside.path().join("new"), files.join("dangling")).unwrap();
         let w = Workspace::open(&ws).unwrap();
 
-        for ok in ["a.txt", "./a.txt", "sub/../a.txt", "new-file", "sub/new/deeper", "../MEMORY.md", "..", "", "inside-link"] {
+        for ok in ["a.txt", "./a.txt", "sub/../a.txt", "new-file", "sub/new/deeper", ".", "", "inside-link", "sub/a:b", "notes 10:30"] {
             assert!(w.confine(ok).is_ok(), "{ok}: {:?}", w.confine(ok));
         }
         let abs_inside = files.join("a.txt").display().to_string();
         assert!(w.confine(&abs_inside).is_ok());
 
         let table = [
-            ("/etc/passwd", "is outside the workspace"),
-            ("../../etc/passwd", "is outside the workspace"),
-            ("../..", "is outside the workspace"),
-            ("/proc/self/environ", "is outside the workspace"),
+            ("/etc/passwd", "is outside files/"),
+            ("../../etc/passwd", "is outside files/"),
+            ("../..", "is outside files/"),
+            ("/proc/self/environ", "is outside files/"),
+            // The agent's own state, beside files/.
+            ("../MEMORY.md", "is outside files/"),
+            ("../SOUL.md", "is outside files/"),
+            ("../sessions/replies.jsonl", "is outside files/"),
+            ("../.moltmate/reset-generation", "is outside files/"),
+            ("..", "is outside files/"),
+            ("file:///etc/passwd", "looks like a URI"),
+            ("fd://0", "looks like a URI"),
+            ("fd:3", "looks like a URI"),
+            ("FILE:/x", "looks like a URI"),
+            ("http://example.org/x.pdf", "looks like a URI"),
             ("escape", "through a symbolic link"),
             ("outdir/secret", "through a symbolic link"),
             ("outdir/new-file", "through a symbolic link"),

@@ -54,6 +54,8 @@ fn rlimits(limits: &ExecLimits) -> std::io::Result<Vec<(Resource, u64, u64)>> {
         (Resource::RLIMIT_FSIZE, MAX_FILE_BYTES, MAX_FILE_BYTES),
         (Resource::RLIMIT_NPROC, MAX_PROCESSES, MAX_PROCESSES),
         (Resource::RLIMIT_CORE, 0, 0),
+        (Resource::RLIMIT_AS, limits.max_memory_bytes, limits.max_memory_bytes),
+        (Resource::RLIMIT_DATA, limits.max_memory_bytes, limits.max_memory_bytes),
     ];
     wanted
         .into_iter()
@@ -112,7 +114,9 @@ fn text(captured: Captured, cap: usize) -> (String, bool) {
     (text, true)
 }
 
-pub async fn run(approved: &Approved, cwd: &Path, home: &Path, limits: &ExecLimits) -> std::io::Result<ExecOutcome> {
+/// Run in `cwd` (the workspace's `files/`), which is also HOME: a program's own dotfiles
+/// stay where commands may write.
+pub async fn run(approved: &Approved, cwd: &Path, limits: &ExecLimits) -> std::io::Result<ExecOutcome> {
     let started = Instant::now();
     let deadline = Deadline::now() + limits.timeout;
     let rlimits = rlimits(limits)?;
@@ -123,7 +127,7 @@ pub async fn run(approved: &Approved, cwd: &Path, home: &Path, limits: &ExecLimi
         .env_clear()
         .env("PATH", TRUSTED_DIRS.join(":"))
         .env("LC_ALL", LOCALE)
-        .env("HOME", home)
+        .env("HOME", cwd)
         .current_dir(cwd)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

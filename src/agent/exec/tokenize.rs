@@ -20,6 +20,10 @@ pub enum SyntaxError {
     LineBreak,
     #[error("the command contains the control character {0}; remove it")]
     Control(String),
+    #[error(
+        "the command contains the invisible character {0} (a format, direction or private-use mark, or a space that does not separate words), which makes it read differently from what runs; remove it"
+    )]
+    Invisible(String),
     #[error("`$` would be expanded by a shell; quote it with single quotes or remove it")]
     Dollar,
     #[error("backticks (`) would run a command in a shell; quote them with single quotes or remove them")]
@@ -103,6 +107,8 @@ pub fn split(line: &str) -> Result<Vec<String>, SyntaxError> {
             '\n' | '\r' | '\u{2028}' | '\u{2029}' | '\u{85}' => return Err(SyntaxError::LineBreak),
             '\t' => {}
             c if c.is_control() => return Err(SyntaxError::Control(format!("U+{:04X}", c as u32))),
+            // The command a person reads in a log would not be the one that ran.
+            c if crate::unicode::is_invisible(c) => return Err(SyntaxError::Invisible(format!("U+{:04X}", c as u32))),
             _ => {}
         }
     }
@@ -195,6 +201,7 @@ mod tests {
     fn splits_like_a_posix_shell() {
         let table: &[(&str, &[&str])] = &[
             ("cat a.txt", &["cat", "a.txt"]),
+            ("grep naïve 'Résumé 東京.txt'", &["grep", "naïve", "Résumé 東京.txt"]),
             ("  cat\t a.txt  ", &["cat", "a.txt"]),
             ("cat 'my file.txt'", &["cat", "my file.txt"]),
             ("cat \"my file.txt\"", &["cat", "my file.txt"]),
@@ -235,6 +242,14 @@ mod tests {
             ("cat a\rid", LineBreak),
             ("cat a\0b", Control("U+0000".into())),
             ("cat \u{1b}[2J", Control("U+001B".into())),
+            ("cat \u{202e}txt.exe", Invisible("U+202E".into())),
+            ("cat 'a\u{2066}b'", Invisible("U+2066".into())),
+            ("cat a\u{200b}", Invisible("U+200B".into())),
+            ("cat \u{feff}a", Invisible("U+FEFF".into())),
+            ("cat a\u{ad}b", Invisible("U+00AD".into())),
+            ("cat a\u{a0}/etc/passwd", Invisible("U+00A0".into())),
+            ("cat a\u{3000}b", Invisible("U+3000".into())),
+            ("cat \u{e000}", Invisible("U+E000".into())),
             ("cat $HOME", Dollar),
             ("cat \"$HOME\"", Dollar),
             ("cat \"\\$HOME\"", Dollar),

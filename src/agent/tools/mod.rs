@@ -16,6 +16,7 @@ use super::files::{self, FileError, Kind};
 use super::history::{ToolCall, truncate};
 use super::llm::ToolSpec;
 use super::metrics::Metrics;
+use crate::unicode::escape_invisible;
 use super::prompt::{exec_summary, web_summary};
 use super::workspace::Workspace;
 use crate::agent::exec::{ExecError, ExecLimits, ExecOutcome, ExecPolicy, execute};
@@ -225,13 +226,13 @@ impl ToolRunner for Tools {
         self.metrics.tool_call(tool, result.decision.as_str());
         info!(
             user = %self.user,
-            tool = %truncate(&call.name, 64).0,
-            arguments = %truncate(&call.arguments, 512).0,
+            tool = %escape_invisible(&truncate(&call.name, 64).0),
+            arguments = %escape_invisible(&truncate(&call.arguments, 512).0),
             decision = result.decision.as_str(),
             exit_code = %result.exit_code.map_or_else(|| "-".to_string(), |c| c.to_string()),
             duration_ms = took.as_millis() as u64,
             bytes = result.bytes,
-            reason = %if result.decision == Decision::Allowed { "" } else { result.content.as_str() },
+            reason = %escape_invisible(if result.decision == Decision::Allowed { "" } else { result.content.as_str() }),
             "tool call"
         );
         result

@@ -19,7 +19,8 @@ pub enum Operands {
     InOut,
     /// Files it creates or changes (ln).
     Write,
-    /// `PDF [TEXT]`, TEXT defaulting to the PDF's name with `.txt` (pdftotext).
+    /// `PDF [OUTPUT]`, OUTPUT defaulting to the PDF's name with `.txt`, `.html` (with
+    /// `-htmlmeta`, `-bbox`, `-bbox-layout`) or `.tsv` (pdftotext).
     Pdf,
 }
 
@@ -283,10 +284,19 @@ fn file(path: &str, access: Access) -> Option<FileArg> {
     (path != "-").then(|| FileArg { path: path.into(), access })
 }
 
-/// pdftotext's default output: `doc.pdf` -> `doc.txt`, `doc` -> `doc.txt`.
-fn pdf_text_name(pdf: &str) -> String {
+/// The files pdftotext may write without an output operand: `doc.pdf` or `doc` -> `doc.txt`,
+/// or `doc.html` with `-htmlmeta`, `-bbox`, `-bbox-layout`, and `doc.tsv` with `-tsv`. Which
+/// one a poppler version picks is its own choice, so every candidate is checked.
+fn pdf_output_names(pdf: &str, parsed: &options::Parsed) -> Vec<String> {
     let stem = pdf.strip_suffix(".pdf").or_else(|| pdf.strip_suffix(".PDF")).unwrap_or(pdf);
-    format!("{stem}.txt")
+    let mut names = vec![format!("{stem}.txt")];
+    if parsed.has(&["-htmlmeta", "-bbox", "-bbox-layout"]) {
+        names.push(format!("{stem}.html"));
+    }
+    if parsed.has(&["-tsv"]) {
+        names.push(format!("{stem}.tsv"));
+    }
+    names
 }
 
 pub fn analyze(program: &str, rule: &Simple, args: &[String]) -> Result<Plan, RuleError> {
@@ -317,7 +327,9 @@ pub fn analyze(program: &str, rule: &Simple, args: &[String]) -> Result<Plan, Ru
                 files.extend(file(pdf, Access::Read));
                 match ops.get(1) {
                     Some(out) => files.extend(file(out, Access::Write)),
-                    None if pdf != "-" => files.push(FileArg { path: pdf_text_name(pdf), access: Access::Write }),
+                    None if pdf != "-" => {
+                        files.extend(pdf_output_names(pdf, &parsed).into_iter().map(|path| FileArg { path, access: Access::Write }));
+                    }
                     None => {}
                 }
             }
@@ -353,6 +365,10 @@ mod tests {
             ("pdftotext", &["-layout", "doc.pdf", "-"], &[("doc.pdf", R)]),
             ("pdftotext", &["doc.pdf"], &[("doc.pdf", R), ("doc.txt", W)]),
             ("pdftotext", &["doc.pdf", "out.txt"], &[("doc.pdf", R), ("out.txt", W)]),
+            ("pdftotext", &["-htmlmeta", "doc.pdf"], &[("doc.pdf", R), ("doc.txt", W), ("doc.html", W)]),
+            ("pdftotext", &["doc.pdf", "-bbox"], &[("doc.pdf", R), ("doc.txt", W), ("doc.html", W)]),
+            ("pdftotext", &["-bbox-layout", "doc"], &[("doc", R), ("doc.txt", W), ("doc.html", W)]),
+            ("pdftotext", &["-tsv", "doc.PDF"], &[("doc.PDF", R), ("doc.txt", W), ("doc.tsv", W)]),
             ("head", &["-n", "-2", "a"], &[("a", R)]),
             ("cat", &["-", "a"], &[("a", R)]),
             ("ln", &["a", "b"], &[("a", W), ("b", W)]),
