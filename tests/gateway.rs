@@ -5,7 +5,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use kube::api::{Api, DeleteParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use moltmates::dev::llm::{LlmStandIn, Scripted};
 use moltmates::dev::telegram::{InjectMessage, StandInConfig, StatsCondition, TelegramStandIn};
 use serde_json::json;
@@ -64,6 +64,50 @@ impl Gateway {
         let http = format!("127.0.0.1:{port}");
         args.extend(["--http-addr", &http]);
         (env.spawn("gateway", &env.gateway_kubeconfig(), &args), port)
+    }
+}
+
+/// A pod in `default`, labelled as `user`'s agent the way the operator labels one, Running and
+/// Ready (its status written by the test: its node does not exist), at an address where a
+/// listener counts every request on the agents' port.
+struct Decoy {
+    hits: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Decoy {
+    const IP: &str = "127.0.0.250";
+    const AGENT_PORT: u16 = 8080;
+
+    async fn start(client: &kube::Client, user: &str) -> Decoy {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let hits = std::sync::Arc::new(AtomicUsize::new(0));
+        let counted = hits.clone();
+        let app = axum::Router::new().fallback(move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+            async { r#"{"reply":"decoy"}"# }
+        });
+        let listener = tokio::net::TcpListener::bind((Decoy::IP, Decoy::AGENT_PORT)).await.expect("bind the decoy's address");
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), "default");
+        let pod = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": { "name": "agent", "labels": {
+                "app.kubernetes.io/component": "agent", "app.kubernetes.io/managed-by": "moltmate-operator",
+                "app.kubernetes.io/name": "moltmate-agent", "moltmate.io/user": user } },
+            "spec": { "nodeName": "nowhere", "containers": [{ "name": "agent", "image": "decoy" }] },
+        }))
+        .unwrap();
+        pods.create(&Default::default(), &pod).await.unwrap();
+        let status = json!({ "status": {
+            "phase": "Running", "podIP": Decoy::IP, "podIPs": [{ "ip": Decoy::IP }],
+            "conditions": [{ "type": "Ready", "status": "True" }],
+        } });
+        pods.patch_status("agent", &PatchParams::default(), &Patch::Merge(&status)).await.unwrap();
+        Decoy { hits }
+    }
+
+    fn requests(&self) -> usize {
+        self.hits.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
 
@@ -182,12 +226,15 @@ async fn gateway_routes_each_user_to_their_own_agent() {
     wait_drained(&tg).await;
     assert_eq!(llm.requests().len(), requests, "nothing forwarded for a suspended user");
 
-    // An idle user's message wakes their agent.
+    // An idle user's message wakes their agent. Meanwhile a pod elsewhere, labelled exactly as
+    // his agent and Ready at once, is waiting for his message and bearer token: it gets nothing.
     wait_phase(&client, "dave", "Idle", Duration::from_secs(30)).await;
+    let decoy = Decoy::start(&client, "dave").await;
     let woken = Instant::now();
     tg.inject_text(DAVE, "wake up, dave").unwrap();
     let sent = wait_text(&tg, DAVE, "You said: wake up, dave", Duration::from_secs(30)).await;
     eprintln!("idle dave answered {:?} after his message; sent: {sent:?}", woken.elapsed());
+    assert_eq!(decoy.requests(), 0, "the decoy pod received dave's message");
 
     // Killed (SIGKILL) during a burst, restarted: every message is answered.
     let burst: Vec<(i64, String)> = (0..4).flat_map(|i| [(ALICE, format!("burst {i} alice")), (BOB, format!("burst {i} bob"))]).collect();

@@ -20,6 +20,8 @@ pub enum AgentError {
     TimedOut,
     #[error("agent answer unreadable: {0}")]
     Decode(String),
+    #[error("agent answer larger than {0} bytes, not read further")]
+    TooLarge(usize),
     #[error("HTTP client setup: {0}")]
     Setup(String),
 }
@@ -30,7 +32,7 @@ impl AgentError {
         match self {
             AgentError::Unreachable(_) => true,
             AgentError::Status { status, .. } => matches!(status, 502..=504),
-            AgentError::TimedOut | AgentError::Decode(_) | AgentError::Setup(_) => false,
+            AgentError::TimedOut | AgentError::Decode(_) | AgentError::TooLarge(_) | AgentError::Setup(_) => false,
         }
     }
 }
@@ -42,6 +44,10 @@ pub fn backoff(attempt: u32) -> Duration {
 
 /// For the delivery confirmation: the agent only appends a line, under its turn lock.
 const DELIVERED_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The most the gateway reads of one answer: a reply is text for Telegram (a few messages of
+/// 4,096 characters at most make sense), and a hostile agent must not fill the gateway's memory.
+pub const MAX_ANSWER_BYTES: usize = 1024 * 1024;
 
 pub struct AgentClient {
     http: reqwest::Client,
@@ -113,13 +119,28 @@ impl AgentClient {
             if e.is_timeout() && !e.is_connect() { AgentError::TimedOut } else { AgentError::Unreachable(e.to_string()) }
         })?;
         let status = response.status().as_u16();
-        let bytes = response.bytes().await.map_err(|e| if e.is_timeout() { AgentError::TimedOut } else { AgentError::Unreachable(e.to_string()) })?;
+        let bytes = read_capped(response, MAX_ANSWER_BYTES).await?;
         if status != 200 {
             let body = String::from_utf8_lossy(&bytes[..bytes.len().min(300)]).to_string();
             return Err(AgentError::Status { status, body });
         }
         serde_json::from_slice(&bytes).map_err(|e| AgentError::Decode(e.to_string()))
     }
+}
+
+/// The body, up to `cap` bytes: more is an error, and the rest is never read.
+async fn read_capped(mut response: reqwest::Response, cap: usize) -> Result<Vec<u8>, AgentError> {
+    if response.content_length().is_some_and(|length| length > cap as u64) {
+        return Err(AgentError::TooLarge(cap));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| if e.is_timeout() { AgentError::TimedOut } else { AgentError::Unreachable(e.to_string()) })? {
+        if body.len() + chunk.len() > cap {
+            return Err(AgentError::TooLarge(cap));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 #[cfg(test)]
@@ -138,5 +159,29 @@ mod tests {
         assert!(AgentError::Status { status: 503, body: String::new() }.is_retryable());
         assert!(!AgentError::Status { status: 401, body: String::new() }.is_retryable());
         assert!(!AgentError::Decode("x".into()).is_retryable());
+        assert!(!AgentError::TooLarge(1).is_retryable());
+    }
+
+    /// A hostile agent answers without end, with or without announcing the length: the gateway
+    /// stops reading at the cap, and an answer within it still comes through.
+    #[tokio::test]
+    async fn an_endless_answer_is_cut_off_at_the_cap() {
+        use axum::body::Body;
+        use axum::routing::{get, post};
+        let endless = || Body::from_stream(futures::stream::repeat_with(|| Ok::<_, std::io::Error>(axum::body::Bytes::from(vec![b' '; 64 * 1024]))));
+        let app = axum::Router::new()
+            .route("/v1/turn", post(move || async move { endless() }))
+            .route("/v1/reset", post(|| async { vec![b' '; MAX_ANSWER_BYTES + 1] }))
+            .route("/v1/status", get(|| async { r#"{"ok":true}"# }));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let client = AgentClient::new(port, Duration::from_secs(10)).unwrap();
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        let turn = client.turn(ip, "token", 1, 2, 3, "hi").await;
+        assert!(matches!(turn, Err(AgentError::TooLarge(MAX_ANSWER_BYTES))), "{turn:?}");
+        let reset = client.reset(ip, "token").await;
+        assert!(matches!(reset, Err(AgentError::TooLarge(MAX_ANSWER_BYTES))), "{reset:?}");
+        assert_eq!(client.status(ip, "token").await.unwrap(), json!({ "ok": true }));
     }
 }

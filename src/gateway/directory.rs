@@ -39,9 +39,13 @@ pub fn route(telegram_id: i64, users: &[Arc<MoltmateUser>]) -> Route {
     }
 }
 
-/// The address of the user's agent: its running, ready pod's IP.
+/// The address of the user's agent: the IP of the running, ready pod `agent` in the namespace
+/// the operator made for that user. A label alone proves nothing: anyone who can create a pod
+/// anywhere could label it as someone's agent and receive their messages and bearer token.
 pub fn agent_address(user: &str, pods: &[Arc<Pod>]) -> Option<IpAddr> {
+    let namespace = names::user_namespace(user).ok()?;
     pods.iter()
+        .filter(|p| p.namespace().as_deref() == Some(namespace.as_str()) && p.name_any() == names::AGENT_POD)
         .filter(|p| p.labels().get(names::LABEL_USER).map(String::as_str) == Some(user))
         .filter(|p| p.metadata.deletion_timestamp.is_none())
         .filter(|p| {
@@ -96,7 +100,13 @@ mod tests {
     }
 
     fn pod(user: &str, ip: &str, ready: bool, phase: &str) -> Arc<Pod> {
+        pod_in(&format!("moltmate-{user}"), names::AGENT_POD, user, ip, ready, phase)
+    }
+
+    fn pod_in(namespace: &str, name: &str, user: &str, ip: &str, ready: bool, phase: &str) -> Arc<Pod> {
         let mut p = Pod::default();
+        p.metadata.namespace = Some(namespace.into());
+        p.metadata.name = Some(name.into());
         p.metadata.labels = Some(BTreeMap::from([(names::LABEL_USER.to_string(), user.to_string())]));
         p.status = Some(PodStatus {
             phase: Some(phase.into()),
@@ -115,5 +125,18 @@ mod tests {
         assert_eq!(agent_address("carol", &pods), None);
         let pods = vec![pod("alice", "127.0.0.4", true, "Pending")];
         assert_eq!(agent_address("alice", &pods), None);
+    }
+
+    #[test]
+    fn a_pod_labelled_as_someones_agent_elsewhere_gets_nothing() {
+        let decoys = vec![
+            pod_in("default", names::AGENT_POD, "alice", "10.0.0.66", true, "Running"),
+            pod_in("moltmate-bob", names::AGENT_POD, "alice", "10.0.0.67", true, "Running"),
+            pod_in("moltmate-alice", "impostor", "alice", "10.0.0.68", true, "Running"),
+        ];
+        assert_eq!(agent_address("alice", &decoys), None);
+        let mut all = decoys;
+        all.push(pod("alice", "10.0.0.5", true, "Running"));
+        assert_eq!(agent_address("alice", &all), Some("10.0.0.5".parse().unwrap()));
     }
 }

@@ -132,7 +132,8 @@ pub async fn run(args: GatewayArgs) -> Result<(), Error> {
     let metrics = Arc::new(Metrics::register(&mut registry));
 
     let users: Store<MoltmateUser> = cached(Api::all(client.clone()), cache::config(), cache::trim_user);
-    let agent_pods = format!("{}=agent", names::LABEL_COMPONENT);
+    // Only pods the operator made and labelled as agents (the routing checks their namespace).
+    let agent_pods = format!("{}=agent,{}={}", names::LABEL_COMPONENT, names::LABEL_MANAGED_BY, names::MANAGED_BY);
     let pods: Store<Pod> = cached(Api::all(client.clone()), cache::config().labels(&agent_pods), cache::trim_agent_pod);
 
     // The broker serves on every replica: agents reach whichever the Service picks.
