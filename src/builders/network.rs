@@ -14,12 +14,19 @@ use crate::crd::NetworkMode;
 use crate::names;
 
 /// Never reachable from an agent, even with `network: full`: private (RFC 1918), carrier-grade
-/// NAT, loopback, link-local (cloud metadata at 169.254.169.254) and "this network".
-pub const BLOCKED_EGRESS_V4: &[&str] =
-    &["0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12", "192.168.0.0/16"];
-/// IPv6 counterparts: loopback, unique-local, link-local. (IPv4-mapped addresses never leave
-/// a host, and the API server refuses `::ffff:0:0/96` as an exception of `::/0`.)
-pub const BLOCKED_EGRESS_V6: &[&str] = &["::1/128", "fc00::/7", "fe80::/10"];
+/// NAT, loopback, link-local (cloud metadata at 169.254.169.254), "this network", and
+/// multicast and reserved space, which no public service uses.
+pub const BLOCKED_EGRESS_V4: &[&str] = &[
+    "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12", "192.168.0.0/16",
+    "224.0.0.0/4", "240.0.0.0/4",
+];
+/// IPv6 counterparts: loopback, unique-local, link-local, multicast; and the prefixes that carry
+/// an IPv4 address inside, which a NAT64 gateway or a relay would take to any private IPv4
+/// address (`64:ff9b::10.0.0.1` is 10.0.0.1): NAT64 (well-known and local-use), 6to4 and
+/// Teredo. (IPv4-mapped addresses never leave a host, and the API server refuses
+/// `::ffff:0:0/96` as an exception of `::/0`.)
+pub const BLOCKED_EGRESS_V6: &[&str] =
+    &["::1/128", "fc00::/7", "fe80::/10", "ff00::/8", "64:ff9b::/96", "64:ff9b:1::/48", "2002::/16", "2001::/32"];
 
 /// The label every namespace carries with its own name (Kubernetes 1.21 and later).
 const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
@@ -150,7 +157,9 @@ mod tests {
             assert!(except.iter().any(|e| e == private), "{private} not excluded");
         }
         let v6 = blocks.iter().find(|b| b.cidr == "::/0").unwrap();
-        assert!(v6.except.as_ref().unwrap().iter().any(|e| e == "fc00::/7"));
+        for private in ["fc00::/7", "fe80::/10", "64:ff9b::/96", "64:ff9b:1::/48", "2002::/16", "2001::/32"] {
+            assert!(v6.except.as_ref().unwrap().iter().any(|e| e == private), "{private} not excluded");
+        }
         let dns_ports: Vec<_> = egress.iter().flat_map(|r| r.ports.iter().flatten()).filter(|p| p.port == Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(53))).collect();
         assert_eq!(dns_ports.len(), 2, "DNS over UDP and TCP");
     }
