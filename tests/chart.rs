@@ -378,7 +378,21 @@ fn cluster_roles_are_the_files() {
         assert_eq!(rendered.get("Deployment", &name)["spec"]["template"]["spec"]["serviceAccountName"], name.as_str());
     }
     assert_eq!(rendered.all("ClusterRole").len(), 2, "no other cluster-wide permissions");
-    assert!(rendered.all("Role").is_empty() && rendered.all("RoleBinding").is_empty());
+    // Leases only in the release namespace: neither ClusterRole may write a Lease anywhere.
+    for component in ["operator", "gateway"] {
+        let rules = rendered.get("ClusterRole", &format!("moltmate-{component}"))["rules"].to_string();
+        assert!(!rules.contains("leases"), "{component}: {rules}");
+    }
+    let mut file: Value =
+        serde_saphyr::from_str(&std::fs::read_to_string(format!("{CHART}/files/leader-election-role.yaml")).unwrap()).unwrap();
+    file["metadata"]["namespace"] = NS.into();
+    assert_eq!(rendered.get("Role", "moltmate-leader-election"), &file);
+    let binding = rendered.get("RoleBinding", "moltmate-leader-election");
+    assert_eq!(binding["metadata"]["namespace"], NS);
+    assert_eq!(binding["roleRef"], json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "moltmate-leader-election"}));
+    let subjects = json!(["operator", "gateway"].map(|c| json!({"kind": "ServiceAccount", "name": format!("moltmate-{c}"), "namespace": NS})));
+    assert_eq!(binding["subjects"], subjects);
+    assert_eq!((rendered.all("Role").len(), rendered.all("RoleBinding").len()), (1, 1));
 }
 
 #[test]
@@ -727,6 +741,13 @@ async fn helm_install_upgrade_uninstall() {
         ("gateway", &["watch", "moltmateusers.moltmate.io"], "yes"),
         ("gateway", &["get", "secrets", "-n", NS], "no"),
         ("gateway", &["create", "pods", "-n", "moltmate-someone"], "no"),
+        // Leases: their own, in the release namespace; never a node's heartbeat or the control
+        // plane's leader Leases.
+        ("operator", &["update", "leases", "-n", NS], "yes"),
+        ("gateway", &["create", "leases", "-n", NS], "yes"),
+        ("operator", &["update", "leases", "-n", "kube-node-lease"], "no"),
+        ("gateway", &["update", "leases", "-n", "kube-system"], "no"),
+        ("gateway", &["create", "leases", "-n", "default"], "no"),
     ] {
         let who_arg = format!("--as=system:serviceaccount:{NS}:moltmate-{who}");
         let out = env.kubectl(&[&["auth", "can-i", who_arg.as_str()][..], question].concat());

@@ -98,10 +98,9 @@ impl TestEnv {
         })
         .await;
 
-        bind_cluster_role(&client, "operator").await;
-
         let ns = json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": SYSTEM_NS } });
         Api::<Namespace>::all(client.clone()).patch(SYSTEM_NS, &apply, &Patch::Apply(&ns)).await.unwrap();
+        bind_cluster_role(&client, "operator").await;
         let sa = json!({ "apiVersion": "v1", "kind": "ServiceAccount", "metadata": { "name": "moltmate-operator", "namespace": SYSTEM_NS } });
         Api::<ServiceAccount>::namespaced(client.clone(), SYSTEM_NS).patch("moltmate-operator", &apply, &Patch::Apply(&sa)).await.unwrap();
         let broker = json!({
@@ -399,8 +398,10 @@ impl TestEnv {
 
 /// Apply `charts/moltmates/files/<component>-clusterrole.yaml` (the chart's own file) and bind
 /// it to the ServiceAccount `moltmate-<component>` in the release namespace, whose name the
-/// test environment's token identities carry.
+/// test environment's token identities carry; and the leader-election Role there, as the chart
+/// binds it.
 async fn bind_cluster_role(client: &Client, component: &str) {
+    bind_leader_election(client).await;
     let apply = PatchParams::apply("moltmate-tests").force();
     let name = format!("moltmate-{component}");
     let file = format!("{REPO}/charts/moltmates/files/{component}-clusterrole.yaml");
@@ -416,6 +417,32 @@ async fn bind_cluster_role(client: &Client, component: &str) {
         "subjects": [{ "kind": "ServiceAccount", "name": name, "namespace": SYSTEM_NS }],
     });
     Api::<ClusterRoleBinding>::all(client.clone()).patch(&name, &apply, &Patch::Apply(&binding)).await.unwrap();
+}
+
+/// `charts/moltmates/files/leader-election-role.yaml` in the release namespace, bound to the
+/// operator's and the gateway's ServiceAccounts (the chart's RoleBinding).
+async fn bind_leader_election(client: &Client) {
+    use k8s_openapi::api::rbac::v1::Role;
+    let apply = PatchParams::apply("moltmate-tests").force();
+    let file = format!("{REPO}/charts/moltmates/files/leader-election-role.yaml");
+    let mut role: Role = serde_saphyr::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
+    role.metadata.namespace = Some(SYSTEM_NS.into());
+    let name = role.metadata.name.clone().unwrap();
+    Api::<Role>::namespaced(client.clone(), SYSTEM_NS)
+        .patch(&name, &apply, &Patch::Apply(typed(&role, "rbac.authorization.k8s.io/v1", "Role")))
+        .await
+        .unwrap();
+    let subject = |component: &str| json!({ "kind": "ServiceAccount", "name": format!("moltmate-{component}"), "namespace": SYSTEM_NS });
+    let binding = json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+        "metadata": { "name": name, "namespace": SYSTEM_NS },
+        "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name },
+        "subjects": [subject("operator"), subject("gateway")],
+    });
+    Api::<k8s_openapi::api::rbac::v1::RoleBinding>::namespaced(client.clone(), SYSTEM_NS)
+        .patch(&name, &apply, &Patch::Apply(&binding))
+        .await
+        .unwrap();
 }
 
 impl Proc {
