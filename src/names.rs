@@ -16,6 +16,8 @@ pub const LABEL_POD_SECURITY_ENFORCE: &str = "pod-security.kubernetes.io/enforce
 pub const ANNOTATION_SPEC_HASH: &str = "moltmate.io/spec-hash";
 /// On a MoltmateUser: when its person last sent a message (RFC 3339), stamped by the gateway.
 pub const ANNOTATION_LAST_ACTIVITY: &str = "moltmate.io/last-activity";
+/// On a user's namespace: the Telegram id of the person whose workspace it holds.
+pub const ANNOTATION_OWNER_TELEGRAM_ID: &str = "moltmate.io/owner-telegram-id";
 
 pub const SERVICE_ACCOUNT: &str = "agent";
 pub const WORKSPACE_PVC: &str = "workspace";

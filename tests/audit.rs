@@ -202,6 +202,13 @@ async fn a_clean_install_passes_and_each_weakening_is_reported() {
     kubectl_ok(&env, &["label", "namespace", "moltmate-ann", "pod-security.kubernetes.io/enforce-"]);
     auditor.expect("namespace not restricted", "FAIL", "pod-security", "Namespace moltmate-ann", &[]);
 
+    // RBAC made by hand that reaches into a sandbox: the agent's ServiceAccount made an admin.
+    kubectl_ok(&env, &["create", "rolebinding", "helpful", "-n", "moltmate-ann", "--clusterrole=cluster-admin", "--serviceaccount=moltmate-ann:agent"]);
+    let f = auditor.expect("a RoleBinding to cluster-admin in a sandbox", "FAIL", "rbac-bindings", "RoleBinding moltmate-ann/helpful", &[]);
+    assert!(f["message"].as_str().unwrap().contains("ClusterRole cluster-admin"), "{f}");
+    kubectl_ok(&env, &["create", "clusterrolebinding", "agent-reader", "--clusterrole=view", "--serviceaccount=moltmate-bob:agent"]);
+    auditor.expect("a ClusterRoleBinding for a sandbox's ServiceAccount", "FAIL", "rbac-bindings", "ClusterRoleBinding agent-reader", &[]);
+
     // A pod passing itself off as an agent, with an API token (the widened quota lets it in).
     let quotas: Api<ResourceQuota> = Api::namespaced(client.clone(), "moltmate-ann");
     wait_until("the widened quota in force", Duration::from_secs(30), || async {

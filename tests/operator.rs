@@ -340,11 +340,31 @@ async fn retained_workspace_survives_deletion_and_is_adopted_again() {
     })
     .await;
     assert!(namespace.owner_references().is_empty(), "no owner left to garbage-collect it");
-    assert_eq!(namespace.status.unwrap().phase.as_deref(), Some("Active"));
+    assert_eq!(namespace.status.as_ref().unwrap().phase.as_deref(), Some("Active"));
     let pvc = get::<PersistentVolumeClaim>(&client, &ns, "workspace").await.unwrap();
     assert!(pvc.owner_references().is_empty());
     assert_eq!(pvc.uid(), pvc_uid);
+    assert_eq!(namespace.annotations()["moltmate.io/owner-telegram-id"], "1005", "whose workspace it is");
 
+    // Another person under the same name gets nothing of it: no agent, the data untouched,
+    // and the admin is told how to hand it over or wipe it.
+    apply_user(&client, &user_manifest(name, 1105, json!({}))).await.unwrap();
+    let refused = wait_phase(&client, name, "Failed", Duration::from_secs(10)).await;
+    let ready = refused.status.unwrap().conditions[0].clone();
+    assert_eq!(ready.reason, "WorkspaceOfAnotherPerson");
+    assert!(ready.message.contains("of Telegram user 1005"), "{}", ready.message);
+    let hand_over = format!("kubectl annotate namespace {ns} moltmate.io/owner-telegram-id=1105 --overwrite");
+    assert!(ready.message.contains(&hand_over) && ready.message.contains(&format!("kubectl delete namespace {ns}")), "{}", ready.message);
+    assert!(get::<Pod>(&client, &ns, "agent").await.is_none() && get::<Secret>(&client, &ns, "agent-token").await.is_none());
+    // Deleting the refused user leaves the workspace as it was, still the first person's.
+    users.delete(name, &DeleteParams::default()).await.unwrap();
+    eventually("refused user gone", || async { users.get_opt(name).await.ok()?.is_none().then_some(()) }).await;
+    let namespace = Api::<Namespace>::all(client.clone()).get(&ns).await.unwrap();
+    assert_eq!(namespace.annotations()["moltmate.io/owner-telegram-id"], "1005");
+    assert_eq!(namespace.labels()["moltmate.io/retained"], "true");
+    assert_eq!(std::fs::read_to_string(volume_dir(&client, &ns).await.join("MEMORY.md")).unwrap(), "remember the milk\n");
+
+    // The same person comes back: the workspace is theirs again.
     apply_user(&client, &user_manifest(name, 1005, json!({}))).await.unwrap();
     let user = wait_phase(&client, name, "Ready", Duration::from_secs(10)).await;
     let pvc = get::<PersistentVolumeClaim>(&client, &ns, "workspace").await.unwrap();

@@ -10,6 +10,7 @@ use k8s_openapi::api::core::v1::{
     ConfigMap, LimitRange, Namespace, PersistentVolumeClaim, Pod, ResourceQuota, Secret, Service,
 };
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
+use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding};
 use kube::api::{Api, ListParams};
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
@@ -52,6 +53,9 @@ pub struct Snapshot {
     pub pvcs: Vec<PersistentVolumeClaim>,
     pub services: Vec<Service>,
     pub ingresses: Vec<Ingress>,
+    pub role_bindings: Vec<RoleBinding>,
+    /// Every one in the cluster (a check picks those naming a sandbox's ServiceAccounts).
+    pub cluster_role_bindings: Vec<ClusterRoleBinding>,
     /// The release namespace's only.
     pub deployments: Vec<Deployment>,
     /// The release namespace's only, values removed.
@@ -118,6 +122,10 @@ pub async fn collect(client: &Client, release_namespace: &str) -> Result<Snapsho
         list::<MoltmateUser>(Api::all(client.clone()), "MoltmateUsers"),
         list::<Namespace>(Api::all(client.clone()), "Namespaces"),
     )?;
+    let (role_bindings, cluster_role_bindings) = futures::try_join!(
+        list::<RoleBinding>(Api::all(client.clone()), "RoleBindings"),
+        list::<ClusterRoleBinding>(Api::all(client.clone()), "ClusterRoleBindings"),
+    )?;
     let (network_policies, quotas, limit_ranges, pods, pvcs, services, ingresses) = futures::try_join!(
         list::<NetworkPolicy>(Api::all(client.clone()), "NetworkPolicies"),
         list::<ResourceQuota>(Api::all(client.clone()), "ResourceQuotas"),
@@ -141,6 +149,7 @@ pub async fn collect(client: &Client, release_namespace: &str) -> Result<Snapsho
         config_maps,
         // Values are dropped here, before anything else sees them.
         secrets: secrets.iter().map(SecretInfo::of).collect(),
+        cluster_role_bindings,
         ..Snapshot::default()
     };
     let mut relevant = snapshot.sandbox_namespaces();
@@ -152,6 +161,7 @@ pub async fn collect(client: &Client, release_namespace: &str) -> Result<Snapsho
     snapshot.pods = within(pods, &relevant);
     snapshot.services = within(services, &relevant);
     snapshot.ingresses = within(ingresses, &relevant);
+    snapshot.role_bindings = within(role_bindings, &relevant);
     // Retained workspaces are looked for everywhere.
     let (retained, rest): (Vec<_>, Vec<_>) = pvcs.into_iter().partition(|o| o.labels().contains_key(names::LABEL_RETAINED));
     snapshot.pvcs = retained.into_iter().chain(within(rest, &relevant)).collect();

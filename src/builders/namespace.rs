@@ -19,6 +19,9 @@ pub(super) fn namespace(ctx: &Ctx) -> Namespace {
         metadata: ObjectMeta {
             name: Some(ctx.namespace.to_string()),
             labels: Some(labels),
+            // Whose workspace this is, so that a later MoltmateUser of the same name (another
+            // person) is not handed a retained one.
+            annotations: Some(BTreeMap::from([(names::ANNOTATION_OWNER_TELEGRAM_ID.into(), ctx.telegram_id.to_string())])),
             owner_references: Some(vec![ctx.owner.clone()]),
             ..ObjectMeta::default()
         },

@@ -1,6 +1,6 @@
 //! The reconciler: read caches, call the pure builders, apply only what differs.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -238,6 +238,11 @@ async fn provision(user: &MoltmateUser, ctx: &Context) -> Result<Observation, Er
     if let Some(conflict) = foreign_namespace(ctx, &namespace).await? {
         return Ok(conflict);
     }
+    let live_ns = ctx.caches.namespaces.get(&ObjectRef::new(&namespace));
+    if let Some(refusal) = another_persons_workspace(live_ns.as_deref(), user.spec.telegram.user_id) {
+        delete_pod(ctx, &namespace).await?;
+        return Ok(refusal);
+    }
     apply_guard_rails(user, ctx, &desired).await?;
     if !quota_in_force(ctx, &desired) {
         // Until the quota controller has taken the quota up, what is created is not charged.
@@ -337,6 +342,35 @@ async fn foreign_namespace(ctx: &Context, ns: &str) -> Result<Option<Observation
             format!("namespace {ns} already exists and is not managed by moltmates; rename the MoltmateUser"),
         )
     }))
+}
+
+/// Whose workspace a namespace of ours holds, as recorded on it.
+fn workspace_owner(ns: &Namespace) -> Option<i64> {
+    ns.annotations().get(names::ANNOTATION_OWNER_TELEGRAM_ID)?.parse().ok()
+}
+
+/// A retained namespace keeps a deleted user's memory, history and files. A new MoltmateUser
+/// of the same name adopts it only if it is the same person (the same Telegram id); otherwise
+/// it gets nothing, and the admin an explicit command to hand the workspace over or wipe it.
+/// A retained namespace without the record (kept before it existed) is nobody's to assume.
+pub fn another_persons_workspace(live: Option<&Namespace>, telegram_id: i64) -> Option<Observation> {
+    let live = live?;
+    let retained = live.labels().get(names::LABEL_RETAINED).map(String::as_str) == Some("true");
+    let whose = match workspace_owner(live) {
+        Some(owner) if owner == telegram_id => return None,
+        Some(owner) => format!("of Telegram user {owner}"),
+        None if retained => "of a deleted user (its Telegram id was not recorded)".to_string(),
+        None => return None,
+    };
+    let ns = live.name_any();
+    Some(Observation::new(
+        Phase::Failed,
+        "WorkspaceOfAnotherPerson",
+        format!(
+            "namespace {ns} holds the workspace (memory, history, files) {whose}, kept when that MoltmateUser was deleted; it is not handed to Telegram user {telegram_id}. To give it to this user: kubectl annotate namespace {ns} {}={telegram_id} --overwrite. To wipe it and start afresh: kubectl delete namespace {ns}",
+            names::ANNOTATION_OWNER_TELEGRAM_ID
+        ),
+    ))
 }
 
 /// The namespace and its fences: nothing runs there before they exist.
@@ -530,8 +564,11 @@ async fn cleanup(user: &MoltmateUser, ctx: &Context) -> Result<Action, Error> {
         // A duplicate never had a sandbox of its own; the namespace (if any) is someone's retained data.
         return Ok(Action::await_change());
     }
-    // Only a namespace we made for this user is ours to clean up (never a foreign one).
-    let ours = ctx.caches.namespaces.get(&ObjectRef::new(&ns)).is_some_and(|n| n.labels().get(names::LABEL_USER) == Some(&name));
+    // Only a namespace we made for this user is ours to clean up (never a foreign one, nor
+    // another person's retained workspace this user was refused).
+    let ours = ctx.caches.namespaces.get(&ObjectRef::new(&ns)).is_some_and(|n| {
+        n.labels().get(names::LABEL_USER) == Some(&name) && another_persons_workspace(Some(&n), user.spec.telegram.user_id).is_none()
+    });
     if !ours {
         return Ok(Action::await_change());
     }
@@ -565,8 +602,15 @@ async fn retain(ctx: &Context, user_name: &str, ns: &str) -> Result<(), Error> {
         let mut ns_labels = labels.clone();
         ns_labels.insert(names::LABEL_POD_SECURITY_ENFORCE.into(), "restricted".into());
         ns_labels.insert("pod-security.kubernetes.io/enforce-version".into(), "latest".into());
+        // The owner record stays: leaving it out of this apply would remove it.
+        let owner = live.annotations().get(names::ANNOTATION_OWNER_TELEGRAM_ID).map(|id| (names::ANNOTATION_OWNER_TELEGRAM_ID.to_string(), id.clone()));
         let namespace = Namespace {
-            metadata: ObjectMeta { name: live.metadata.name.clone(), labels: Some(ns_labels), ..ObjectMeta::default() },
+            metadata: ObjectMeta {
+                name: live.metadata.name.clone(),
+                labels: Some(ns_labels),
+                annotations: owner.map(|pair| BTreeMap::from([pair])),
+                ..ObjectMeta::default()
+            },
             ..Namespace::default()
         };
         server_side_apply(&Api::<Namespace>::all(ctx.client.clone()), &namespace).await?;
@@ -603,6 +647,43 @@ mod tests {
 
     fn at(user: &mut MoltmateUser, seconds: i64) {
         user.metadata.creation_timestamp = Some(Time(jiff::Timestamp::from_second(seconds).unwrap()));
+    }
+
+    fn namespace(annotations: &[(&str, &str)], retained: bool) -> Namespace {
+        let mut labels = names::user_labels("keeper");
+        if retained {
+            labels.insert(names::LABEL_RETAINED.into(), "true".into());
+        }
+        Namespace {
+            metadata: ObjectMeta {
+                name: Some("moltmate-keeper".into()),
+                labels: Some(labels),
+                annotations: Some(annotations.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
+                ..ObjectMeta::default()
+            },
+            ..Namespace::default()
+        }
+    }
+
+    #[test]
+    fn a_retained_workspace_goes_only_to_the_same_person() {
+        let owner = names::ANNOTATION_OWNER_TELEGRAM_ID;
+        assert!(another_persons_workspace(None, 7).is_none(), "a new namespace");
+        assert!(another_persons_workspace(Some(&namespace(&[(owner, "7")], true)), 7).is_none(), "the same person adopts it");
+        assert!(another_persons_workspace(Some(&namespace(&[(owner, "7")], false)), 7).is_none(), "their own live one");
+        assert!(another_persons_workspace(Some(&namespace(&[], false)), 7).is_none(), "a live one from before the record");
+
+        let refused = another_persons_workspace(Some(&namespace(&[(owner, "7")], true)), 8).unwrap();
+        assert_eq!((refused.phase, refused.reason), (Phase::Failed, "WorkspaceOfAnotherPerson"));
+        assert!(refused.message.contains("of Telegram user 7") && refused.message.contains("not handed to Telegram user 8"), "{}", refused.message);
+        assert!(refused.message.contains("kubectl annotate namespace moltmate-keeper moltmate.io/owner-telegram-id=8 --overwrite"));
+        assert!(refused.message.contains("kubectl delete namespace moltmate-keeper"));
+        // Even a live (not retained) namespace recorded for someone else is not taken over.
+        assert!(another_persons_workspace(Some(&namespace(&[(owner, "7")], false)), 8).is_some());
+        // Retained before owners were recorded: nobody's to assume.
+        let unknown = another_persons_workspace(Some(&namespace(&[], true)), 7).unwrap();
+        assert!(unknown.message.contains("not recorded"), "{}", unknown.message);
+        assert!(another_persons_workspace(Some(&namespace(&[(owner, "not a number")], true)), 7).is_some());
     }
 
     #[test]

@@ -4,6 +4,7 @@ mod exec;
 mod exposure;
 mod install;
 mod pods;
+mod rbac;
 mod retained;
 mod secrets;
 mod users;
@@ -19,6 +20,7 @@ pub fn checks(snap: &Snapshot, config: &AuditConfig) -> Vec<Finding> {
     users::pod_security(snap, &mut out);
     exec::check(snap, &install, &mut out);
     pods::check(snap, &mut out);
+    rbac::check(snap, &mut out);
     exposure::check(snap, &install, &mut out);
     secrets::check(snap, &install, &mut out);
     retained::check(snap, config, &mut out);
@@ -37,6 +39,7 @@ pub const ALL: &[&str] = &[
     exec::SECURITY,
     exec::SAFE_BINS,
     pods::AGENT_POD,
+    rbac::CHECK,
     exposure::SERVICES,
     exposure::INGRESS,
     exposure::BROKER,

@@ -183,6 +183,16 @@ fn weakenings() -> Vec<(&'static str, Weaken, &'static str, Status, &'static str
             "metadata": {"name": "rogue", "namespace": "moltmate-ann"},
             "spec": {"automountServiceAccountToken": true, "containers": [{"name": "c", "image": "moltmates/sandbox:0.1.0"}]},
         }))), "agent-pod", Status::Fail, "Pod moltmate-ann/rogue"),
+        ("a RoleBinding to cluster-admin made by hand in a sandbox", |s| s.role_bindings.push(parse(json!({
+            "metadata": {"name": "helpful", "namespace": "moltmate-ann"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
+            "subjects": [{"kind": "ServiceAccount", "name": "agent", "namespace": "moltmate-ann"}],
+        }))), "rbac-bindings", Status::Fail, "RoleBinding moltmate-ann/helpful"),
+        ("a ClusterRoleBinding for a sandbox's ServiceAccount", |s| s.cluster_role_bindings.push(parse(json!({
+            "metadata": {"name": "agent-reader"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
+            "subjects": [{"kind": "ServiceAccount", "name": "agent", "namespace": "moltmate-bob"}],
+        }))), "rbac-bindings", Status::Fail, "ClusterRoleBinding agent-reader"),
         ("user not provisioned", |s| s.users[1].status.as_mut().unwrap().phase = Some(Phase::Failed),
             "user-provisioned", Status::Fail, "MoltmateUser bob"),
         ("NodePort", |s| named(&mut s.services, NS, "moltmate-metrics").spec.as_mut().unwrap().type_ = Some("NodePort".into()),
