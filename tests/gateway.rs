@@ -409,7 +409,7 @@ async fn everything_rides_out_an_api_server_restart() {
     let mut node = env.spawn_agent_node(&format!("http://127.0.0.1:{broker_port}"));
     let mut operator = env.spawn_operator("operator", free_port());
     apply_user(&client, &user_manifest("alice", ALICE, json!({ "profile": "personal" }))).await.unwrap();
-    let (mut gateway, _) = Gateway::new(&env, &tg, &llm, broker_port).spawn(&env);
+    let (mut gateway, gateway_port) = Gateway::new(&env, &tg, &llm, broker_port).spawn(&env);
     wait_phase(&client, "alice", "Ready", Duration::from_secs(30)).await;
     tg.inject_text(ALICE, "before").unwrap();
     wait_text(&tg, ALICE, "You said: before", Duration::from_secs(30)).await;
@@ -426,6 +426,13 @@ async fn everything_rides_out_an_api_server_restart() {
     apply_user(&client, &user_manifest("bob", BOB, json!({ "profile": "personal" }))).await.unwrap();
     wait_phase(&client, "bob", "Ready", Duration::from_secs(90)).await;
     let provisioned = back.elapsed();
+    // The operator and the gateway each watch on their own: Bob may be Ready before the
+    // gateway's allowlist (its users gauge) has him, and until then he would be refused.
+    wait_until("the gateway's allowlist to hold bob", Duration::from_secs(60), || async {
+        (counter(gateway_port, "moltmate_gateway_users").await == 2).then_some(())
+    })
+    .await;
+    eprintln!("the gateway took bob up {:?} after the API server came back", back.elapsed());
     tg.inject_text(BOB, "hello after the restart").unwrap();
     wait_text(&tg, BOB, "You said: hello after the restart", Duration::from_secs(30)).await;
     eprintln!("API server ready {ready:?} after its start; a new user Ready {provisioned:?} and answered {:?} after that", back.elapsed());
