@@ -457,15 +457,20 @@ fn network_policies_admit_only_what_each_pod_serves() {
             .collect()
     };
     let agents = json!([{"namespaceSelector": {"matchLabels": {"app.kubernetes.io/managed-by": "moltmate-operator"}}}]);
-    let anywhere_in_cluster = json!([{"namespaceSelector": {}}]);
+    // The gateway's metrics carry a label per user: by default only the release namespace reads them.
+    let release_only = json!([{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": NS}}}]);
 
     let polling = render(&[]);
     let gateway = port_rules(&polling, "moltmate-gateway");
     assert_eq!(gateway.keys().collect::<Vec<_>>(), ["broker", "http"]);
     assert_eq!(gateway["broker"], agents);
-    assert_eq!(gateway["http"], anywhere_in_cluster);
+    assert_eq!(gateway["http"], release_only);
     let operator = port_rules(&polling, "moltmate-operator");
     assert_eq!(operator.keys().collect::<Vec<_>>(), ["http"]);
+    assert_eq!(operator["http"], release_only);
+    // Opened on purpose to every namespace, it says so.
+    let open = Rendered(parse_all(&helm_ok(&strs(&[template_args(REQUIRED, &[]), vec!["--set-json".into(), "networkPolicy.metrics.namespaceSelector={}".into()]].concat()))));
+    assert_eq!(port_rules(&open, "moltmate-gateway")["http"], json!([{"namespaceSelector": {}}]));
 
     let webhook = port_rules(&render(WEBHOOK), "moltmate-gateway");
     assert_eq!(webhook.keys().collect::<Vec<_>>(), ["broker", "http", "webhook"]);

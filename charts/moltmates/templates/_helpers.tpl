@@ -160,3 +160,16 @@ topologySpreadConstraints:
 priorityClassName: {{ . }}
 {{- end }}
 {{- end }}
+
+{{/*
+The namespaces allowed to reach the http port (/metrics, probes): the selector given, or the
+release namespace alone.
+*/}}
+{{- define "moltmates.metricsNamespaces" -}}
+{{- if kindIs "map" .Values.networkPolicy.metrics.namespaceSelector -}}
+{{- toYaml .Values.networkPolicy.metrics.namespaceSelector -}}
+{{- else -}}
+matchLabels:
+  kubernetes.io/metadata.name: {{ .Release.Namespace }}
+{{- end -}}
+{{- end }}
