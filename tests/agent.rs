@@ -176,6 +176,46 @@ fn agent_command(workspace: &Path, broker: SocketAddr, profile: &ResolvedProfile
     cmd
 }
 
+/// A process of the agent's own uid (as every exec child is) cannot read the agent's
+/// environment, where its token is: the agent is not dumpable.
+#[tokio::test]
+async fn a_process_of_the_agents_uid_cannot_read_its_token() {
+    use std::os::unix::fs::MetadataExt;
+    use std::os::unix::process::CommandExt;
+    // /proc/self belongs to the effective uid.
+    if std::fs::metadata("/proc/self").unwrap().uid() != 0 {
+        eprintln!("skipped: needs root to run the agent and the reader under another uid");
+        return;
+    }
+    const AGENT_UID: u32 = 65534;
+    let (addr, _broker) = broker().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let ws = tmp.path().join("ws");
+    std::fs::create_dir(&ws).unwrap();
+    for dir in [tmp.path(), ws.as_path()] {
+        std::os::unix::fs::chown(dir, Some(AGENT_UID), Some(AGENT_UID)).unwrap();
+    }
+    let mut command = agent_command(&ws, addr, &profile(Profile::Personal));
+    command.uid(AGENT_UID).gid(AGENT_UID);
+    let mut child = command.spawn().expect("start moltmate agent as nobody");
+    let pid = child.id();
+    let stderr = child.stderr.take().unwrap();
+    let logs = Arc::new(Mutex::new(Vec::new()));
+    let sink = logs.clone();
+    std::thread::spawn(move || BufReader::new(stderr).lines().map_while(Result::ok).for_each(|l| sink.lock().unwrap().push(l)));
+    let mut agent = Agent { child, url: String::new(), logs, http: http() };
+    wait_until("the agent listens", || agent.log_field("agent listening", "addr").is_some()).await;
+    let environ = format!("/proc/{pid}/environ");
+    assert!(String::from_utf8_lossy(&std::fs::read(&environ).unwrap()).contains(TOKEN), "the token is there, for root");
+    let read = Command::new("cat").arg(&environ).uid(AGENT_UID).gid(AGENT_UID).output().unwrap();
+    let stolen = String::from_utf8_lossy(&read.stdout).contains(TOKEN);
+    assert!(!stolen && !read.status.success(), "a process of uid {AGENT_UID} read the agent's environment (the token in it: {stolen})");
+    assert!(String::from_utf8_lossy(&read.stderr).contains("Permission denied"), "{read:?}");
+    // A process that is not dumpable has its /proc entries owned by root.
+    assert_eq!(std::fs::metadata(&environ).unwrap().uid(), 0);
+    let _ = agent.child.kill();
+}
+
 async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
     let start = Instant::now();
     while !condition() {

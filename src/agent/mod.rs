@@ -61,9 +61,15 @@ pub enum Error {
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error("serving HTTP: {0}")]
     Serve(std::io::Error),
+    #[error("making the agent non-dumpable (prctl PR_SET_DUMPABLE): {0}")]
+    Harden(String),
 }
 
 pub async fn run(args: AgentArgs) -> Result<(), Error> {
+    // The agent's token is in its environment, and exec children run under the same uid: as a
+    // non-dumpable process its /proc/PID/environ and memory are root's alone, so no child
+    // (whatever program the policy let through) can read the token there.
+    nix::sys::prctl::set_dumpable(false).map_err(|e| Error::Harden(e.to_string()))?;
     let config = Config::from_args(args)?;
     // Every line this agent logs, requests included, carries its user and Telegram id: one
     // user's trail is one filter across operator, gateway and agent.
