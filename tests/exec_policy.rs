@@ -14,7 +14,7 @@ use moltmates::crd::{ExecSecurity, Profile, WorkspaceAccess};
 /// lists them (they would hand out everything else).
 const WIDE_BINS: &[&str] = &[
     "cat", "head", "tail", "grep", "wc", "ls", "sort", "uniq", "cut", "tr", "sed", "awk", "find", "ln", "env", "xargs",
-    "busybox", "bash", "sh", "timeout", "nice", "python3", "ps",
+    "busybox", "bash", "sh", "timeout", "nice", "python3", "ps", "setarch",
 ];
 
 #[derive(Clone, Copy, Debug)]
@@ -288,9 +288,27 @@ fn refuses_escapes_with_a_reason_that_names_the_culprit() {
         (P::Preset(Profile::Family), "pdftotext file:///etc/passwd -", "looks like a URI"),
         (P::Preset(Profile::Family), "pdftotext fd://0 -", "looks like a URI"),
         (P::Preset(Profile::Family), "pdftotext -layout FILE:/x.pdf out.txt", "looks like a URI"),
-        (P::Block, "file http://example.invalid/x", "looks like a URI"),
+        (P::Block, "stat http://example.invalid/x", "looks like a URI"),
         (P::Preset(Profile::Family), "pdftotext -htmlmeta report.pdf", "`report.html` leads outside"),
         (P::Preset(Profile::Family), "pdftotext report.pdf -bbox", "`report.html` leads outside"),
+        // Programs that run the program named after them: gawk without the awk rule would read
+        // and write anywhere and talk raw HTTP. Refused by name, and anything the catalog does
+        // not know is refused under blocklist too.
+        (P::Block, "setarch x86_64 gawk 'BEGIN { print 1 }'", "`setarch` runs other programs"),
+        (P::Block, "linux64 gawk 'BEGIN { print 1 }'", "`linux64` runs other programs"),
+        (P::Block, "x86_64 gawk 'BEGIN { print 1 }'", "`x86_64` runs other programs"),
+        (P::Block, "choom -n 0 -- gawk 'BEGIN { print 1 }'", "`choom` runs other programs"),
+        (P::Block, "runcon -t x gawk 'BEGIN { print 1 }'", "`runcon` runs other programs"),
+        (P::Block, "scriptlive -T timing log", "`scriptlive` runs other programs"),
+        (P::Block, "uclampset -m 0 gawk 'BEGIN { print 1 }'", "`uclampset` runs other programs"),
+        (P::Wide, "setarch x86_64 cat notes.txt", "`setarch` runs other programs"),
+        (P::Block, "getent hosts example.org", "`getent` talks to the network"),
+        (P::Block, "dmesg", "`dmesg` reads or changes the system"),
+        (P::Block, "mktemp", "`mktemp` reads or changes the system"),
+        (P::Block, "lsfd", "`lsfd` inspects or signals other processes"),
+        (P::Block, "gpg --version", "`gpg` runs other programs"),
+        (P::Block, "nosuchprogram-xyz", "`nosuchprogram-xyz` is not a program the policy knows"),
+        (P::Block, "file notes.txt", "`file` is not a program the policy knows"),
         // Programs without a rule: clustered short options and abbreviated long ones.
         (P::Block, "date -uf/etc/passwd", "`/etc/passwd` is outside files/"),
         (P::Block, "cp -at/outside notes.txt", "`/outside` is outside files/"),

@@ -13,6 +13,7 @@ pub enum Danger {
     Network,
     Destructive,
     Archive,
+    System,
 }
 
 impl Danger {
@@ -25,6 +26,7 @@ impl Danger {
             Danger::Network => "talks to the network",
             Danger::Destructive => "destroys data or changes the system",
             Danger::Archive => "unpacks archives, which can carry symbolic links that lead outside the workspace",
+            Danger::System => "reads or changes the system outside the workspace (kernel log, login records, files elsewhere, other terminals)",
         }
     }
 
@@ -64,11 +66,37 @@ const RUNS_PROGRAMS: &[&str] = &[
     "apt-get", "apt-config", "apt-key", "aptitude", "update-alternatives", "ldd", "ld.so", "rpm", "mail", "mailx",
     "mutt", "ssh-agent", "dbus-launch", "dbus-run-session", "xvfb-run", "gpg", "gpg2", "openssl", "busctl",
     "systemctl", "service", "invoke-rc.d", "cpio", "tmux", "screen", "exec", "eval", "command", "builtin", "nsjail",
+    // Launchers that util-linux and others ship: each runs the program named after it.
+    "setarch", "linux32", "linux64", "x86_64", "i386", "uname26", "choom", "runcon", "scriptlive", "uclampset", "login",
+    // Package and system tools, which run maintainer scripts, hooks or helpers.
+    "apt-cache", "apt-cdrom", "apt-mark", "dpkg-divert", "dpkg-maintscript-helper", "dpkg-query", "dpkg-realpath",
+    "dpkg-split", "dpkg-statoverride", "dpkg-trigger", "deb-systemd-helper", "deb-systemd-invoke",
+    // Shell scripts: whatever they do, they do it by running other programs.
+    "gunzip", "zcat", "uncompress", "zforce", "savelog", "tzselect", "which", "which.debianutils", "mkfontdir", "bashbug",
+    "gawkbug",
+];
+
+/// Perl programs (the image removes perl itself; they are refused by name all the same).
+const PERL_PROGRAMS: &[&str] = &[
+    "cpan", "cpan5.36-x86_64-linux-gnu", "perl5.36-x86_64-linux-gnu", "corelist", "enc2xs", "encguess", "h2ph", "h2xs",
+    "instmodsh", "json_pp", "libnetcfg", "perlbug", "perldoc", "perlivp", "perlthanks", "piconv", "pl2pm", "pod2html",
+    "pod2man", "pod2text", "pod2usage", "podchecker", "prove", "ptar", "ptardiff", "ptargrep", "shasum", "splain",
+    "streamzip", "xsubpp", "zipdetails", "findrule", "debconf", "debconf-apt-progress", "debconf-communicate",
+    "debconf-copydb", "debconf-escape", "debconf-set-selections", "debconf-show",
+];
+
+/// Reads or changes the system outside the workspace.
+const SYSTEM: &[&str] = &[
+    "dmesg", "logger", "wall", "mesg", "write", "last", "lastb", "lastlog", "lslogins", "faillog", "utmpdump", "wdctl",
+    "ipcmk",
+    // Create their files in /tmp unless told otherwise.
+    "mktemp", "tempfile",
 ];
 
 const PROCESSES: &[&str] = &[
     "ps", "top", "htop", "pgrep", "pkill", "pidof", "pidwait", "kill", "killall", "killall5", "pmap", "pwdx", "lsof",
-    "fuser", "pstree", "prlimit", "renice", "skill", "snice", "w", "gcore",
+    "fuser", "pstree", "prlimit", "renice", "skill", "snice", "w", "gcore", "lsfd", "lsns", "lslocks", "lsipc", "ipcs",
+    "pldd",
 ];
 
 const NETWORK: &[&str] = &[
@@ -77,16 +105,48 @@ const NETWORK: &[&str] = &[
     "ifconfig", "route", "traceroute", "tracepath", "lynx", "links", "w3m", "http", "https", "xh", "ssh", "scp",
     "sftp", "rsync", "gnutls-cli", "smbclient", "ldapsearch", "mysql", "psql", "redis-cli", "mongo", "mongosh",
     "nsupdate", "arp", "arping", "iptables", "nft",
+    // Name lookups (`getent hosts`, `hostname -f`) are DNS queries.
+    "getent", "hostname", "dnsdomainname", "domainname", "nisdomainname", "ypdomainname",
 ];
 
 const DESTRUCTIVE: &[&str] = &[
     "rm", "rmdir", "shred", "dd", "truncate", "wipefs", "mke2fs", "mkswap", "fdisk", "sfdisk", "cfdisk", "parted",
     "sgdisk", "blkdiscard", "mount", "umount", "swapon", "swapoff", "reboot", "shutdown", "halt", "poweroff", "init",
     "telinit", "modprobe", "insmod", "rmmod", "sysctl", "hwclock", "chown", "chgrp", "chattr", "setfacl", "useradd",
-    "userdel", "usermod", "passwd", "chpasswd", "groupadd", "visudo",
+    "userdel", "usermod", "passwd", "chpasswd", "groupadd", "visudo", "unlink", "chcon", "mknod", "ipcrm", "localedef",
+    "chage", "chfn", "chsh", "gpasswd", "expiry", "addpart", "delpart", "partx", "resizepart", "ginstall-info",
+    "install-info",
 ];
 
 const ARCHIVES: &[&str] = &["unzip", "7z", "7za", "7zr", "pax", "ar", "bsdcpio"];
+
+/// Programs known to do nothing but read and write the files named in their arguments (which
+/// the path rules confine), or to print what they compute. Under `security: blocklist` only
+/// these, the programs with rules of their own, and nothing unclassified run: a program the
+/// policy does not know (`setarch`, which runs another) is refused, not let through.
+const KNOWN_SAFE: &[&str] = &[
+    // coreutils
+    "[", "arch", "b2sum", "base32", "base64", "basename", "basenc", "chmod", "cksum", "comm", "cp", "csplit", "date",
+    "df", "dircolors", "dirname", "du", "echo", "expand", "expr", "factor", "false", "fmt", "fold", "groups", "head",
+    "hostid", "id", "join", "link", "logname", "md5sum", "md5sum.textutils", "mkdir", "mkfifo", "mv", "nl", "nproc",
+    "numfmt", "od", "paste", "pathchk", "pinky", "pr", "printenv", "printf", "ptx", "pwd", "readlink", "realpath",
+    "seq", "sha1sum", "sha224sum", "sha256sum", "sha384sum", "sha512sum", "shuf", "sleep", "stat", "stty", "sum",
+    "sync", "tac", "tee", "test", "touch", "true", "tsort", "tty", "uname", "unexpand", "users", "who", "whoami",
+    "yes",
+    // util-linux, ncurses and others: file tools, system facts, the terminal
+    "cmp", "diff", "fallocate", "fincore", "findmnt", "getconf", "getopt", "gpgv", "gpgv1", "gpgv2", "gzip",
+    "hardlink", "iconv", "ischroot", "locale", "lsattr", "lsblk", "lscpu", "lsirq", "lsmem", "mcookie", "mountpoint",
+    "namei", "rename.ul", "rev", "whereis", "zdump", "clear", "clear_console", "reset", "setterm", "tabs", "tput",
+    "tset", "tic", "toe", "infocmp", "captoinfo", "infotocap", "X11",
+    // poppler and font tools
+    "pdfattach", "pdfdetach", "pdffonts", "pdfimages", "pdfinfo", "pdfseparate", "pdfsig", "pdftocairo",
+    "pdftohtml", "pdftoppm", "pdftops", "pdfunite", "mkfontscale", "bdftopcf", "bdftruncate", "fonttosfnt", "ucs2any",
+];
+
+/// Whether the catalog knows `name` as a program that only works on its arguments' files.
+pub fn known_safe(name: &str) -> bool {
+    KNOWN_SAFE.contains(&name)
+}
 
 /// Programs that write files by design (refused when the workspace is read-only). Per-program
 /// rules add the write options of the others (`sed -i`, `sort -o`, `uniq IN OUT`, ...).
@@ -111,7 +171,7 @@ pub fn danger(name: &str) -> Option<Danger> {
     let is = |list: &[&str]| list.contains(&name) || list.contains(&base);
     if is(SHELLS) {
         Some(Danger::Shell)
-    } else if is(INTERPRETERS) || ["-gcc", "-g++", "-cc", "-c++", "-cpp", "-clang"].iter().any(|s| base.ends_with(s)) {
+    } else if is(INTERPRETERS) || is(PERL_PROGRAMS) || ["-gcc", "-g++", "-cc", "-c++", "-cpp", "-clang"].iter().any(|s| base.ends_with(s)) {
         Some(Danger::Interpreter)
     } else if is(RUNS_PROGRAMS) {
         Some(Danger::RunsPrograms)
@@ -123,6 +183,8 @@ pub fn danger(name: &str) -> Option<Danger> {
         Some(Danger::Destructive)
     } else if is(ARCHIVES) {
         Some(Danger::Archive)
+    } else if is(SYSTEM) {
+        Some(Danger::System)
     } else {
         None
     }
@@ -161,5 +223,38 @@ mod tests {
         for (name, want) in table {
             assert_eq!(danger(name), want, "{name}");
         }
+    }
+
+    /// Every program the agent image installs is classified: dangerous, known safe, or with a
+    /// rule set of its own. A new program (a new package, a new Debian release) fails this
+    /// until someone decides; meanwhile `blocklist` refuses it.
+    #[test]
+    fn every_program_of_the_sandbox_image_is_classified() {
+        let list = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/sandbox-programs.txt")).unwrap();
+        let programs: Vec<&str> = list.lines().filter(|l| !l.starts_with('#') && !l.is_empty()).collect();
+        assert!(programs.len() > 300, "{} programs listed", programs.len());
+        let unclassified: Vec<&&str> =
+            programs.iter().filter(|p| danger(p).is_none() && !known_safe(p) && !crate::agent::exec::rules::has_rule(p)).collect();
+        assert!(unclassified.is_empty(), "unclassified programs of the sandbox image: {unclassified:?}");
+        for launcher in ["setarch", "linux32", "linux64", "x86_64", "i386", "choom", "runcon", "scriptlive"] {
+            assert_eq!(danger(launcher), Some(Danger::RunsPrograms), "{launcher}");
+        }
+        // Nothing is both safe and dangerous.
+        let both: Vec<&&str> = KNOWN_SAFE.iter().filter(|p| danger(p).is_some()).collect();
+        assert!(both.is_empty(), "{both:?}");
+    }
+
+    /// The list is of the image the Dockerfile builds: the same extra packages.
+    #[test]
+    fn the_program_list_is_of_the_dockerfiles_packages() {
+        let root = env!("CARGO_MANIFEST_DIR");
+        let list = std::fs::read_to_string(format!("{root}/scripts/sandbox-programs.txt")).unwrap();
+        let listed = list.lines().find_map(|l| l.strip_prefix("# installed by Dockerfile.sandbox: ")).expect("the header names the packages");
+        let dockerfile = std::fs::read_to_string(format!("{root}/Dockerfile.sandbox")).unwrap();
+        let lines: Vec<&str> = dockerfile.lines().collect();
+        let start = lines.iter().position(|l| l.trim_end().ends_with("apt-get install -y --no-install-recommends \\")).unwrap();
+        let installed: Vec<&str> =
+            lines[start + 1..].iter().take_while(|l| !l.trim_start().starts_with("&&")).map(|l| l.trim().trim_end_matches('\\').trim()).collect();
+        assert_eq!(listed.split_whitespace().collect::<Vec<_>>(), installed, "regenerate: scripts/sandbox-programs > scripts/sandbox-programs.txt");
     }
 }

@@ -14,7 +14,7 @@ pub mod catalog;
 pub mod cli;
 mod paths;
 mod program;
-mod rules;
+pub(crate) mod rules;
 mod runner;
 mod tokenize;
 

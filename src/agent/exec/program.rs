@@ -43,6 +43,10 @@ pub enum ProgramError {
     EscapesAllowlist { name: String, why: &'static str },
     #[error("`{name}` {why}; it is blocked under `security: blocklist`")]
     Blocked { name: String, why: &'static str },
+    #[error(
+        "`{0}` is not a program the policy knows; under `security: blocklist` only known programs run (an admin can list it in safeBins under `allowlist`)"
+    )]
+    Unclassified(String),
     #[error("`{name}` is a script run by `{interpreter}`, which {why}; it is blocked under `security: blocklist`")]
     Script { name: String, interpreter: String, why: &'static str },
     #[error("`{0}` was not found in /usr/bin or /bin")]
@@ -71,9 +75,11 @@ fn permitted(policy: &ExecPolicy, name: &str) -> Result<(), ProgramError> {
             Some(d) if d.escapes_allowlist() => Err(ProgramError::EscapesAllowlist { name: name.into(), why: d.describe() }),
             _ => Ok(()),
         },
+        // Fail closed: a program nobody classified may run others (`setarch` does).
         ExecSecurity::Blocklist => match danger {
             Some(d) => Err(ProgramError::Blocked { name: name.into(), why: d.describe() }),
-            None => Ok(()),
+            None if catalog::known_safe(name) || super::rules::has_rule(name) => Ok(()),
+            None => Err(ProgramError::Unclassified(name.into())),
         },
         ExecSecurity::Full => Ok(()),
     }
@@ -191,6 +197,9 @@ mod tests {
         executable(&elsewhere.join("evil"), 0o755);
         std::fs::write(bin.join("pyscript"), "#!/usr/bin/env python3\nimport os\n").unwrap();
         std::fs::set_permissions(bin.join("pyscript"), std::fs::Permissions::from_mode(0o755)).unwrap();
+        // Names the catalog knows as safe, planted as scripts.
+        std::fs::copy(bin.join("pyscript"), bin.join("date")).unwrap();
+        std::fs::copy(bin.join("good"), bin.join("stat")).unwrap();
         symlink(elsewhere.join("evil"), bin.join("foo")).unwrap();
         symlink("good", bin.join("alias")).unwrap();
         symlink(tmp.path().join("nowhere"), bin.join("dangling")).unwrap();
@@ -199,10 +208,13 @@ mod tests {
         let full = policy(ExecSecurity::Full, &[]);
 
         let blocklist = policy(ExecSecurity::Blocklist, &[]);
+        let err = resolve_in(&blocklist, "date", &dirs).unwrap_err().to_string();
+        assert!(err.contains("`date` is a script run by `python3`"), "{err}");
+        // `stat` is a script too, but for `sh`: the same rule.
+        assert!(resolve_in(&blocklist, "stat", &dirs).unwrap_err().to_string().contains("run by `sh`"));
+        // A program the catalog does not know is refused under blocklist, whatever it is.
         let err = resolve_in(&blocklist, "pyscript", &dirs).unwrap_err().to_string();
-        assert!(err.contains("`pyscript` is a script run by `python3`"), "{err}");
-        // `good` is a script too, but for `sh`: the same rule.
-        assert!(resolve_in(&blocklist, "good", &dirs).unwrap_err().to_string().contains("run by `sh`"));
+        assert!(err.contains("`pyscript` is not a program the policy knows"), "{err}");
         assert!(resolve_in(&full, "pyscript", &dirs).is_ok());
 
         let ok = resolve_in(&full, "alias", &dirs).unwrap();

@@ -52,6 +52,11 @@ pub enum RuleError {
     Script { program: String, what: &'static str, why: String },
 }
 
+/// Whether `name` has a rule set of its own.
+pub fn has_rule(name: &str) -> bool {
+    matches!(name, "sed" | "awk" | "gawk" | "mawk" | "nawk" | "original-awk" | "find") || simple::rule(name).is_some()
+}
+
 pub fn analyze(program: &Program, args: &[String]) -> Result<Plan, RuleError> {
     let name = program.name.as_str();
     // The name decides first (`awk`), then the file behind it (`nawk -> gawk`).
