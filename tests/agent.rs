@@ -763,6 +763,53 @@ async fn a_read_only_workspace_still_answers_and_writes_nothing() {
     assert_eq!(tree(ws.path()), before, "nothing in the workspace changed");
 }
 
+/// The workspace's size holds even where the volume does not enforce it: a write that would
+/// pass it is refused with the reason, and a command cannot write a file past the room left.
+#[tokio::test]
+async fn the_workspace_cannot_grow_past_its_size() {
+    let ws = workspace();
+    let chunk = "x".repeat(10 * 1024);
+    let (addr, broker) = broker().await;
+    broker.script([
+        Step::Calls(vec![
+            ("write_file", args(json!({"path": "a.txt", "content": chunk}))),
+            ("write_file", args(json!({"path": "b.txt", "content": chunk}))),
+            ("write_file", args(json!({"path": "small.txt", "content": "still fits"}))),
+            ("exec", args(json!({"command": "cp a.txt c.txt"}))),
+        ]),
+        Step::Text("done"),
+    ]);
+    let mut spec = MoltmateUserSpec::new(4242, Profile::Personal);
+    spec.resources = Some(moltmates::crd::ResourcesSpec { storage: Some("36Ki".into()), ..Default::default() });
+    let agent = Agent::start(ws.path(), addr, &resolve(&spec).unwrap()).await;
+    assert_eq!(agent.turn(90, "fill it up").await["reply"], "done");
+    let results = last_tool_results(&broker.requests()[1]);
+    assert!(results[0].contains("wrote 10240 bytes"), "{}", results[0]);
+    assert!(results[1].starts_with("denied: the workspace is full"), "{}", results[1]);
+    assert!(results[1].contains("of 36.0 KiB used") && results[1].contains("spec.resources.storage"), "{}", results[1]);
+    assert!(results[2].contains("wrote 10 bytes"), "{}", results[2]);
+    assert!(results[3].contains("File too large"), "{}", results[3]);
+    assert!(!ws.path().join("files/b.txt").exists());
+    let copied = std::fs::metadata(ws.path().join("files/c.txt")).map_or(0, |m| m.len());
+    assert!(copied < 10 * 1024, "the copy stopped at the room left ({copied} bytes)");
+    let files: u64 = walkdir(&ws.path().join("files")).iter().map(|p| std::fs::symlink_metadata(p).unwrap().len()).sum();
+    assert!(files <= 36 * 1024, "files/ holds {files} bytes");
+}
+
+/// Every regular file under `dir`.
+fn walkdir(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let kind = entry.file_type().unwrap();
+        if kind.is_dir() {
+            out.extend(walkdir(&entry.path()));
+        } else if kind.is_file() {
+            out.push(entry.path());
+        }
+    }
+    out
+}
+
 #[test]
 fn bad_configuration_is_a_clear_error_not_a_panic() {
     let ws = workspace();

@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod config;
+pub mod disk;
 pub mod exec;
 pub mod files;
 pub mod history;
@@ -105,7 +106,9 @@ async fn serve(config: Config) -> Result<(), Error> {
             timeout: config.exec_timeout,
             max_output_bytes: EXEC_OUTPUT_MAX,
             max_memory_bytes: ExecLimits::memory_for_container(&config.profile.memory),
+            ..ExecLimits::default()
         },
+        disk: disk::DiskLimit::of(&config.profile.storage),
         web,
         metrics: metrics.clone(),
     };

@@ -54,14 +54,24 @@ pub struct ExecLimits {
     pub max_output_bytes: usize,
     /// Address space and data segment of the command (RLIMIT_AS, RLIMIT_DATA).
     pub max_memory_bytes: u64,
+    /// The largest file the command may write (RLIMIT_FSIZE; SIGXFSZ beyond).
+    pub max_file_bytes: u64,
 }
+
+/// The largest file a command may write when the workspace has room.
+pub const MAX_FILE_BYTES: u64 = 64 * 1024 * 1024;
 
 /// The memory of a command when the container's limit is unknown.
 const DEFAULT_EXEC_MEMORY: u64 = 256 * 1024 * 1024;
 
 impl Default for ExecLimits {
     fn default() -> Self {
-        Self { timeout: Duration::from_secs(10), max_output_bytes: 64 * 1024, max_memory_bytes: DEFAULT_EXEC_MEMORY }
+        Self {
+            timeout: Duration::from_secs(10),
+            max_output_bytes: 64 * 1024,
+            max_memory_bytes: DEFAULT_EXEC_MEMORY,
+            max_file_bytes: MAX_FILE_BYTES,
+        }
     }
 }
 

@@ -17,8 +17,6 @@ use super::{Approved, ExecLimits, ExecOutcome};
 
 /// The locale of every command, so output does not depend on the agent's environment.
 pub const LOCALE: &str = "C.UTF-8";
-/// Largest file a command may write (SIGXFSZ beyond).
-const MAX_FILE_BYTES: u64 = 64 * 1024 * 1024;
 /// RLIMIT_NPROC counts every process of the uid (node-wide without user namespaces, and
 /// all agents share one uid), so this only stops runaway forking; the pod's pids limit is
 /// the real bound.
@@ -51,7 +49,7 @@ fn rlimits(limits: &ExecLimits) -> std::io::Result<Vec<(Resource, u64, u64)>> {
     let cpu = limits.timeout.as_secs().saturating_add(1);
     let wanted = [
         (Resource::RLIMIT_CPU, cpu, cpu.saturating_add(1)),
-        (Resource::RLIMIT_FSIZE, MAX_FILE_BYTES, MAX_FILE_BYTES),
+        (Resource::RLIMIT_FSIZE, limits.max_file_bytes, limits.max_file_bytes),
         (Resource::RLIMIT_NPROC, MAX_PROCESSES, MAX_PROCESSES),
         (Resource::RLIMIT_CORE, 0, 0),
         (Resource::RLIMIT_AS, limits.max_memory_bytes, limits.max_memory_bytes),
@@ -135,13 +133,18 @@ pub async fn run(approved: &Approved, cwd: &Path, limits: &ExecLimits) -> std::i
         .process_group(0)
         .kill_on_drop(true);
     // SAFETY: runs in the forked child before exec. It only makes async-signal-safe system
-    // calls (prctl, setrlimit) on values computed before the fork, and allocates nothing.
+    // calls (prctl, setrlimit, sigaction) on values computed before the fork, and allocates
+    // nothing.
     unsafe {
         command.pre_exec(move || {
             nix::sys::prctl::set_no_new_privs()?;
             for &(resource, soft, hard) in &rlimits {
                 setrlimit(resource, soft, hard)?;
             }
+            // Past the file-size limit a write then fails with EFBIG ("File too large", which
+            // the program reports) instead of SIGXFSZ killing it without a word.
+            // (sigaction is async-signal-safe; SIG_IGN installs no handler.)
+            nix::sys::signal::signal(Signal::SIGXFSZ, nix::sys::signal::SigHandler::SigIgn)?;
             Ok(())
         });
     }

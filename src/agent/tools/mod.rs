@@ -16,6 +16,7 @@ use super::files::{self, FileError, Kind};
 use super::history::{ToolCall, truncate};
 use super::llm::ToolSpec;
 use super::metrics::Metrics;
+use super::disk::DiskLimit;
 use crate::unicode::escape_invisible;
 use super::prompt::{exec_summary, web_summary};
 use super::workspace::Workspace;
@@ -197,6 +198,8 @@ pub struct Tools {
     pub workspace: Workspace,
     pub exec_policy: ExecPolicy,
     pub exec_limits: ExecLimits,
+    /// The workspace's size, which the agent enforces itself (the volume may not).
+    pub disk: Option<DiskLimit>,
     pub web: WebFetcher,
     pub metrics: Metrics,
 }
@@ -240,6 +243,18 @@ impl ToolRunner for Tools {
 }
 
 impl Tools {
+    /// Bytes the workspace holds now (a bounded walk, off the async threads).
+    async fn bytes_used(&self) -> u64 {
+        let workspace = self.workspace.clone();
+        tokio::task::spawn_blocking(move || workspace.bytes_used()).await.unwrap_or(0)
+    }
+
+    /// Whether `adding` bytes fit in the workspace; the refusal if not.
+    async fn admit(&self, adding: usize) -> Result<(), ToolResult> {
+        let Some(disk) = self.disk else { return Ok(()) };
+        disk.admit(self.bytes_used().await, adding as u64).map_err(ToolResult::denied)
+    }
+
     /// Run blocking file-system work off the async threads.
     async fn blocking(&self, work: impl FnOnce(&Workspace) -> ToolResult + Send + 'static) -> ToolResult {
         let workspace = self.workspace.clone();
@@ -268,10 +283,23 @@ impl Tools {
         if args.command.len() > COMMAND_MAX {
             return ToolResult::denied(format!("the command is longer than {COMMAND_MAX} bytes"));
         }
-        match execute(&self.exec_policy, self.workspace.root(), &args.command, &self.exec_limits).await {
+        // No file may grow past the room left (SIGXFSZ / EFBIG beyond), so a full workspace
+        // still runs commands that only read.
+        let mut limits = self.exec_limits.clone();
+        if let Some(disk) = self.disk {
+            limits.max_file_bytes = limits.max_file_bytes.min(disk.room(self.bytes_used().await));
+        }
+        match execute(&self.exec_policy, self.workspace.root(), &args.command, &limits).await {
             Ok(outcome) => {
                 let bytes = outcome.stdout.len() + outcome.stderr.len();
-                ToolResult { content: format_exec(&outcome), decision: Decision::Allowed, exit_code: outcome.exit_code, bytes }
+                let mut content = format_exec(&outcome);
+                // Several files, each within the room, can still pass the size together.
+                if let Some(disk) = self.disk
+                    && let Some(note) = disk.over(self.bytes_used().await)
+                {
+                    content.push_str(&format!("\n{note}"));
+                }
+                ToolResult { content, decision: Decision::Allowed, exit_code: outcome.exit_code, bytes }
             }
             Err(ExecError::Denied(reason)) => ToolResult::denied(reason),
             Err(e @ ExecError::Io(_)) => ToolResult::error(e),
@@ -301,6 +329,9 @@ impl Tools {
         if args.content.len() > WRITE_MAX {
             return ToolResult::denied(format!("content is limited to {WRITE_MAX} bytes per call"));
         }
+        if let Err(full) = self.admit(args.content.len()).await {
+            return full;
+        }
         self.in_files(move |dir| match files::write(dir, &args.path, args.content.as_bytes(), args.append, FILE_MAX) {
             Ok(n) => ToolResult::allowed(
                 format!("{} {n} bytes to {}", if args.append { "appended" } else { "wrote" }, args.path),
@@ -328,6 +359,9 @@ impl Tools {
             Ok(a) => a,
             Err(r) => return r,
         };
+        if let Err(full) = self.admit(args.text.len()).await {
+            return full;
+        }
         let at = jiff::Timestamp::now().strftime("%Y-%m-%d").to_string();
         self.blocking(move |ws| match ws.remember(&args.text, &at) {
             Ok(n) => ToolResult::allowed("remembered".into(), n),
