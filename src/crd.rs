@@ -305,8 +305,8 @@ pub struct MoltmateUserStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reset_generation: Option<i64>,
 
-    /// When the person last sent a message (RFC 3339), from the gateway's
-    /// `moltmate.io/last-activity` stamp (at most one a minute).
+    /// When the person last sent a message (RFC 3339), written by the gateway (at most once
+    /// a minute); the operator suspends an idle agent from it and wakes it again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_activity: Option<String>,
 }

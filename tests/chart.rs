@@ -744,6 +744,10 @@ async fn helm_install_upgrade_uninstall() {
         ("operator", &["create", "namespaces"][..], "yes"),
         ("operator", &["patch", "moltmateusers.moltmate.io", "--subresource=status"], "yes"),
         ("gateway", &["watch", "moltmateusers.moltmate.io"], "yes"),
+        // Its one write is the status (lastActivity): never a user's spec.
+        ("gateway", &["patch", "moltmateusers.moltmate.io", "--subresource=status"], "yes"),
+        ("gateway", &["patch", "moltmateusers.moltmate.io"], "no"),
+        ("gateway", &["update", "moltmateusers.moltmate.io"], "no"),
         ("gateway", &["get", "secrets", "-n", NS], "no"),
         ("gateway", &["create", "pods", "-n", "moltmate-someone"], "no"),
         // Leases: their own, in the release namespace; never a node's heartbeat or the control

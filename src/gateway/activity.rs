@@ -1,5 +1,7 @@
-//! Recording that a user is active: the `moltmate.io/last-activity` annotation on their
-//! MoltmateUser, which the operator reads to suspend idle agents and to wake them.
+//! Recording that a user is active: `status.lastActivity` of their MoltmateUser, which the
+//! operator reads to suspend idle agents and to wake them. The gateway writes only there: its
+//! RBAC grants the status subresource, never the spec (image, profile, exec security), which an
+//! internet-facing component must not be able to change.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -10,7 +12,9 @@ use kube::Client;
 use serde_json::json;
 
 use crate::crd::MoltmateUser;
-use crate::names::ANNOTATION_LAST_ACTIVITY;
+
+/// The gateway's field manager on MoltmateUser status.
+const FIELD_MANAGER: &str = "moltmate-gateway";
 
 /// At most one write per user per `every` (the operator's idle timeouts are minutes).
 #[derive(Debug)]
@@ -52,9 +56,15 @@ impl Activity {
         if !due {
             return;
         }
-        // A merge patch of the one annotation: the gateway writes nothing else.
-        let patch = json!({ "metadata": { "annotations": { ANNOTATION_LAST_ACTIVITY: jiff::Timestamp::now().to_string() } } });
-        if let Err(e) = self.api.patch(user, &PatchParams::default(), &Patch::Merge(&patch)).await {
+        // Server-side apply of the one field, as the gateway's own field manager: the operator
+        // applies the rest of the status and leaves this field alone.
+        let patch = json!({
+            "apiVersion": "moltmate.io/v1alpha1",
+            "kind": "MoltmateUser",
+            "metadata": { "name": user },
+            "status": { "lastActivity": jiff::Timestamp::now().to_string() },
+        });
+        if let Err(e) = self.api.patch_status(user, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await {
             tracing::warn!(user, error = %e, "recording activity");
         }
     }

@@ -26,7 +26,7 @@ use super::idle;
 use super::metrics::Metrics;
 use super::status::{Observation, account_reset, next_status};
 use crate::builders::{self, BuildInput, ClusterConfig, DesiredState};
-use crate::crd::{DeletionPolicy, MoltmateUser, Phase, WorkspaceAccess};
+use crate::crd::{DeletionPolicy, MoltmateUser, MoltmateUserStatus, Phase, WorkspaceAccess};
 use crate::names;
 use crate::profile;
 use crate::token::MasterKey;
@@ -267,8 +267,7 @@ async fn provision(user: &MoltmateUser, ctx: &Context) -> Result<Observation, Er
         None => None,
         Some(timeout) => {
             let created = user.metadata.creation_timestamp.as_ref().map(|t| t.0);
-            let last = user.annotations().get(names::ANNOTATION_LAST_ACTIVITY).map(String::as_str);
-            match idle::activity(jiff::Timestamp::now(), created, last, timeout) {
+            match idle::activity(jiff::Timestamp::now(), created, last_activity(user).as_deref(), timeout) {
                 idle::Activity::Idle => {
                     if delete_pod(ctx, &namespace).await? {
                         info!(user = %name, "idle: agent pod removed");
@@ -342,6 +341,15 @@ async fn foreign_namespace(ctx: &Context, ns: &str) -> Result<Option<Observation
             format!("namespace {ns} already exists and is not managed by moltmates; rename the MoltmateUser"),
         )
     }))
+}
+
+/// When the person last sent a message: the gateway's `status.lastActivity`, or the
+/// annotation that gateways before it stamped, whichever is newer.
+fn last_activity(user: &MoltmateUser) -> Option<String> {
+    let status = user.status.as_ref().and_then(|s| s.last_activity.as_deref());
+    let annotation = user.annotations().get(names::ANNOTATION_LAST_ACTIVITY).map(String::as_str);
+    let newest = [status, annotation].into_iter().flatten().filter_map(|t| t.parse::<jiff::Timestamp>().ok()).max()?;
+    Some(newest.to_string())
 }
 
 /// Whose workspace a namespace of ours holds, as recorded on it.
@@ -519,8 +527,7 @@ async fn record_status(user: &MoltmateUser, ctx: &Context, observation: &Observa
     let namespace = names::user_namespace(&user.name_any()).ok();
     let previous = user.status.as_ref();
     let now = Time(jiff::Timestamp::now());
-    let last_activity = user.annotations().get(names::ANNOTATION_LAST_ACTIVITY).map(String::as_str);
-    let status = next_status(previous, user.metadata.generation, namespace, observation, last_activity, now);
+    let status = next_status(previous, user.metadata.generation, namespace, observation, now);
     if previous == Some(&status) {
         return Ok(());
     }
@@ -536,6 +543,8 @@ async fn record_status(user: &MoltmateUser, ctx: &Context, observation: &Observa
         event(ctx, user, kind, observation.reason, &observation.message).await;
     }
     let api: Api<MoltmateUser> = Api::all(ctx.client.clone());
+    // The gateway's field stays the gateway's: not in what the operator applies.
+    let status = MoltmateUserStatus { last_activity: None, ..status };
     let patch = serde_json::json!({
         "apiVersion": "moltmate.io/v1alpha1",
         "kind": "MoltmateUser",

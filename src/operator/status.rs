@@ -45,13 +45,13 @@ pub fn account_reset(observation: Observation, wanted: i64, applied: i64, read_o
 }
 
 /// The status to write, keeping `lastTransitionTime` while the condition's status holds.
-/// `last_activity` is the gateway's stamp on the object, copied when it is a timestamp.
+/// `lastActivity` is the gateway's field: carried over as it is, so that comparing with the
+/// previous status sees no change there, and left out of what the operator applies.
 pub fn next_status(
     previous: Option<&MoltmateUserStatus>,
     generation: Option<i64>,
     namespace: Option<String>,
     observation: &Observation,
-    last_activity: Option<&str>,
     now: Time,
 ) -> MoltmateUserStatus {
     let ready = if observation.phase == Phase::Ready { "True" } else { "False" };
@@ -74,7 +74,7 @@ pub fn next_status(
         }],
         // Never goes back: a lowered spec wipes nothing, so the highest applied one stands.
         reset_generation: observation.reset_applied.max(previous.and_then(|s| s.reset_generation)),
-        last_activity: last_activity.filter(|text| text.parse::<jiff::Timestamp>().is_ok()).map(str::to_string),
+        last_activity: previous.and_then(|s| s.last_activity.clone()),
     }
 }
 
@@ -89,14 +89,14 @@ mod tests {
     #[test]
     fn ready_condition_mirrors_the_phase() {
         let obs = Observation::new(Phase::Ready, "AgentReady", "agent pod is serving");
-        let s = next_status(None, Some(3), Some("moltmate-a".into()), &obs, None, at(10));
+        let s = next_status(None, Some(3), Some("moltmate-a".into()), &obs, at(10));
         assert_eq!(s.phase, Some(Phase::Ready));
         assert_eq!(s.observed_generation, Some(3));
         let c = &s.conditions[0];
         assert_eq!((c.type_.as_str(), c.status.as_str(), c.reason.as_str()), ("Ready", "True", "AgentReady"));
 
         let failed = Observation::new(Phase::Failed, "DuplicateTelegramId", "taken");
-        let s2 = next_status(Some(&s), Some(4), None, &failed, None, at(20));
+        let s2 = next_status(Some(&s), Some(4), None, &failed, at(20));
         assert_eq!(s2.conditions[0].status, "False");
         assert_eq!(s2.conditions[0].last_transition_time, at(20));
     }
@@ -104,9 +104,9 @@ mod tests {
     #[test]
     fn transition_time_holds_while_status_holds() {
         let provisioning = Observation::new(Phase::Provisioning, "WaitingForPod", "x");
-        let first = next_status(None, Some(1), None, &provisioning, None, at(10));
+        let first = next_status(None, Some(1), None, &provisioning, at(10));
         let suspended = Observation::new(Phase::Suspended, "Suspended", "y");
-        let second = next_status(Some(&first), Some(2), None, &suspended, None, at(99));
+        let second = next_status(Some(&first), Some(2), None, &suspended, at(99));
         assert_eq!(second.conditions[0].last_transition_time, at(10), "still False");
     }
 
@@ -132,19 +132,19 @@ mod tests {
     }
 
     #[test]
-    fn reset_generation_never_goes_back_and_activity_is_copied_when_valid() {
+    fn reset_generation_never_goes_back_and_the_gateways_activity_is_carried_over() {
         let applied = Observation { reset_applied: Some(2), ..Observation::new(Phase::Ready, "AgentReady", "serving") };
-        let first = next_status(None, Some(1), None, &applied, Some("2025-03-01T10:00:00Z"), at(10));
+        let first = next_status(None, Some(1), None, &applied, at(10));
         assert_eq!(first.reset_generation, Some(2));
-        assert_eq!(first.last_activity.as_deref(), Some("2025-03-01T10:00:00Z"));
+        assert_eq!(first.last_activity, None);
+        let stamped = MoltmateUserStatus { last_activity: Some("2025-03-01T10:00:00Z".into()), ..first.clone() };
         let later = Observation::new(Phase::Idle, "Idle", "no messages");
-        let second = next_status(Some(&first), Some(1), None, &later, Some("yesterday"), at(20));
+        let second = next_status(Some(&stamped), Some(1), None, &later, at(20));
         assert_eq!(second.reset_generation, Some(2), "kept while no agent serves");
-        assert_eq!(second.last_activity, None, "an unreadable stamp is not copied");
+        assert_eq!(second.last_activity.as_deref(), Some("2025-03-01T10:00:00Z"), "the gateway's field, as it was");
         let lower = Observation { reset_applied: Some(1), ..Observation::new(Phase::Ready, "AgentReady", "serving") };
-        assert_eq!(next_status(Some(&first), Some(2), None, &lower, None, at(30)).reset_generation, Some(2));
+        assert_eq!(next_status(Some(&first), Some(2), None, &lower, at(30)).reset_generation, Some(2));
         // Unchanged inputs give an unchanged status: nothing to write in steady state.
-        let again = next_status(Some(&first), Some(1), None, &applied, Some("2025-03-01T10:00:00Z"), at(99));
-        assert_eq!(again, first);
+        assert_eq!(next_status(Some(&stamped), Some(1), None, &applied, at(99)), stamped);
     }
 }
