@@ -358,12 +358,23 @@ async fn the_provider_gets_the_real_key_and_never_the_agent_token() {
     assert_eq!(body["object"], "chat.completion");
     assert_eq!(body["model"], DEFAULT_MODEL);
 
-    // An explicit model is forwarded as asked.
-    let (status, _, _) = env.post("/v1/chat/completions", Some(&token), &json!({"model": "other", "messages": [{"role": "user", "content": "x"}]})).await;
+    // Another model, more choices, fields that change the price: refused, nothing forwarded.
+    for (request, reason) in [
+        (json!({"model": "other", "messages": [{"role": "user", "content": "x"}]}), "serves the model \"dev-model-1\" only"),
+        (json!({"model": "default", "n": 8, "messages": []}), "one choice per request"),
+        (json!({"model": "default", "service_tier": "priority", "messages": []}), "does not forward the field(s) service_tier"),
+    ] {
+        let (status, _, body) = env.post("/v1/chat/completions", Some(&token), &request).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{request}: {body}");
+        assert!(body["error"]["message"].as_str().unwrap().contains(reason), "{request}: {body}");
+    }
+    // The served model asked for by name, with a huge answer: the cap goes to the provider.
+    let asked = json!({"model": DEFAULT_MODEL, "max_tokens": 1_000_000, "messages": [{"role": "user", "content": "x"}]});
+    let (status, _, _) = env.post("/v1/chat/completions", Some(&token), &asked).await;
     assert_eq!(status, StatusCode::OK);
 
     let seen = env.llm.wait_for_requests(2, WAIT).await.unwrap();
-    assert_eq!(seen.len(), 2);
+    assert_eq!(seen.len(), 2, "the refused requests never reached the provider");
     for request in &seen {
         assert_eq!(request.path, "/v1/chat/completions");
         assert_eq!(request.authorization.as_deref(), Some(format!("Bearer {REAL_KEY}").as_str()));
@@ -371,7 +382,9 @@ async fn the_provider_gets_the_real_key_and_never_the_agent_token() {
     }
     assert_eq!(seen[0].body["model"], DEFAULT_MODEL);
     assert_eq!(seen[0].body["temperature"], 0.5);
-    assert_eq!(seen[1].body["model"], "other");
+    assert_eq!(seen[0].body["max_tokens"], 4096, "a request without a cap gets one");
+    assert_eq!(seen[1].body["model"], DEFAULT_MODEL);
+    assert_eq!(seen[1].body["max_tokens"], 4096, "lowered to the cap");
 
     // GET /v1/models is forwarded the same way.
     let response = env.http.get(format!("{}/v1/models", env.url)).bearer_auth(&token).send().await.unwrap();

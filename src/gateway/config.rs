@@ -62,9 +62,14 @@ pub struct GatewayArgs {
     /// File holding the provider API key (else env MOLTMATE_LLM_API_KEY).
     #[arg(long, env = "MOLTMATE_LLM_API_KEY_FILE")]
     pub llm_api_key_file: Option<PathBuf>,
-    /// Model used when an agent asks for `default`.
+    /// The model every agent request uses (an agent asks for `default`; any other model is
+    /// refused). Unset: the model is forwarded as the agent sent it.
     #[arg(long, env = "MOLTMATE_LLM_DEFAULT_MODEL")]
     pub llm_default_model: Option<String>,
+    /// The longest answer an agent may ask the model for, in tokens (larger `max_tokens` are
+    /// lowered, and requests without one get it); 0: no cap.
+    #[arg(long, env = "MOLTMATE_LLM_MAX_OUTPUT_TOKENS", default_value_t = crate::gateway::broker::DEFAULT_MAX_OUTPUT_TOKENS)]
+    pub llm_max_output_tokens: u64,
     /// File holding the master key agent tokens are derived from (else env MOLTMATE_MASTER_KEY).
     #[arg(long, env = "MOLTMATE_MASTER_KEY_FILE")]
     pub master_key_file: Option<String>,

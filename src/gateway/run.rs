@@ -142,6 +142,7 @@ pub async fn run(args: GatewayArgs) -> Result<(), Error> {
     let fetcher = Arc::new(Fetcher::new(FetchConfig::default()).map_err(|e| Error::Fetch(e.to_string()))?);
     let mut broker_config = BrokerConfig::new(provider);
     broker_config.profiles = profiles;
+    broker_config.max_output_tokens = (args.llm_max_output_tokens > 0).then_some(args.llm_max_output_tokens);
     let broker =
         Arc::new(BrokerState::new(master_key.clone(), users.clone(), broker_config, fetcher, Arc::new(SystemClock), &mut registry)?);
     let bound = http::serve(args.broker_addr, broker::router(broker.clone()))

@@ -1,8 +1,9 @@
 //! The LLM proxy: `POST /v1/chat/completions` and `GET /v1/models`, forwarded to the
 //! provider with the real API key.
 //!
-//! What is forwarded: the agent's JSON body (with `model: "default"` replaced by the
-//! configured default model) and nothing else of the agent's request — no header of the
+//! What is forwarded: the agent's JSON body as `shape` allows it (the fields an agent needs,
+//! the configured model, one choice, a capped answer) and nothing else of the agent's
+//! request — no header of the
 //! agent's reaches the provider; the broker sends its own `Authorization` and
 //! `Content-Type`. What comes back: the provider's status and JSON body; a `Retry-After`
 //! header on 429/503. Provider errors that are not in OpenAI's shape are wrapped into it, and
@@ -21,6 +22,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
+use super::shape::{Shape, shape};
 use super::{BrokerState, Caller, Decision, Outcome, ProviderConfig, openai_error, read_body};
 
 pub(super) const CHAT: &str = "chat_completions";
@@ -59,26 +61,14 @@ pub(super) async fn chat_completions(State(state): State<Arc<BrokerState>>, head
         Ok(value) => value,
         Err(e) => return refuse(StatusCode::BAD_REQUEST, format!("the request body is not JSON: {e}"), bytes.len()),
     };
-    let Some(fields) = request.as_object_mut() else {
+    let Some(fields) = request.as_object_mut().map(std::mem::take) else {
         return refuse(StatusCode::BAD_REQUEST, "the request body must be a JSON object".into(), bytes.len());
     };
-    if !matches!(fields.get("stream"), None | Some(Value::Null) | Some(Value::Bool(false))) {
-        return refuse(
-            StatusCode::BAD_REQUEST,
-            "streaming is not supported by the broker: send the request without \"stream\": true".into(),
-            bytes.len(),
-        );
-    }
-    if let Some(model) = &state.config.provider.default_model {
-        let asks_default = match fields.get("model") {
-            None | Some(Value::Null) => true,
-            Some(Value::String(m)) => m == "default",
-            Some(_) => false,
-        };
-        if asks_default {
-            fields.insert("model".into(), Value::String(model.clone()));
-        }
-    }
+    let rules = Shape { model: state.config.provider.default_model.clone(), max_output_tokens: state.config.max_output_tokens };
+    let request = match shape(fields, &rules) {
+        Ok(fields) => Value::Object(fields),
+        Err(reason) => return refuse(StatusCode::BAD_REQUEST, reason, bytes.len()),
+    };
     let body = match serde_json::to_vec(&request) {
         Ok(body) => body,
         Err(e) => return refuse(StatusCode::BAD_REQUEST, format!("the request could not be re-encoded: {e}"), bytes.len()),

@@ -45,6 +45,7 @@ pub mod fetch;
 pub mod limits;
 pub mod llm;
 pub mod metrics;
+pub mod shape;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -110,6 +111,10 @@ impl ProviderConfig {
     }
 }
 
+/// The longest LLM answer an agent may ask for unless the installation says otherwise: far more
+/// than a chat reply needs, far less than the providers' own ceilings.
+pub const DEFAULT_MAX_OUTPUT_TOKENS: u64 = 4096;
+
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
     pub provider: ProviderConfig,
@@ -127,6 +132,8 @@ pub struct BrokerConfig {
     pub body_timeout: Duration,
     /// The installation's per-profile defaults (LLM limits, web_fetch policy).
     pub profiles: ProfileDefaults,
+    /// The longest LLM answer an agent may ask for, in tokens (`None`: no cap).
+    pub max_output_tokens: Option<u64>,
 }
 
 impl BrokerConfig {
@@ -140,6 +147,7 @@ impl BrokerConfig {
             fetches_per_user: 2,
             body_timeout: Duration::from_secs(30),
             profiles: ProfileDefaults::default(),
+            max_output_tokens: Some(DEFAULT_MAX_OUTPUT_TOKENS),
         }
     }
 }

@@ -1,0 +1,122 @@
+//! What of an agent's chat request reaches the provider: only the fields an agent needs, the
+//! model the installation serves, one choice, and a bounded answer. Pure: the request in, the
+//! request to forward (or the reason it is refused) out.
+//!
+//! Every field is a cost the user's budget cannot see coming: `n: 8` is eight answers,
+//! `service_tier` or `reasoning_effort` change the price, `store` keeps the conversation at the
+//! provider. The agent sends `model`, `messages` and `tools`; sampling settings are let through.
+
+use serde_json::{Map, Value};
+
+/// Fields forwarded as sent (after the checks below).
+const ALLOWED: &[&str] = &[
+    "model", "messages", "tools", "tool_choice", "parallel_tool_calls", "temperature", "top_p", "stop",
+    "presence_penalty", "frequency_penalty", "seed", "response_format", "max_tokens", "max_completion_tokens", "n", "stream",
+];
+
+/// The broker's rules for chat requests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shape {
+    /// Every request uses this model (`default` or no model asks for it); `None` forwards the
+    /// model as sent.
+    pub model: Option<String>,
+    /// The longest answer, in tokens: a larger `max_tokens`/`max_completion_tokens` is lowered
+    /// to it, and a request with neither gets `max_tokens` set to it. `None`: no cap.
+    pub max_output_tokens: Option<u64>,
+}
+
+/// The request to forward, or why it is refused (for a 400 to the agent).
+pub fn shape(mut fields: Map<String, Value>, rules: &Shape) -> Result<Map<String, Value>, String> {
+    // A field sent as null is a field not sent (some clients write every field they know).
+    fields.retain(|key, value| !value.is_null() || ALLOWED.contains(&key.as_str()));
+    let mut unknown: Vec<&str> = fields.keys().map(String::as_str).filter(|k| !ALLOWED.contains(k)).collect();
+    if !unknown.is_empty() {
+        unknown.sort_unstable();
+        return Err(format!("the broker does not forward the field(s) {}; send only {}", unknown.join(", "), ALLOWED.join(", ")));
+    }
+    if !matches!(fields.get("stream"), None | Some(Value::Null) | Some(Value::Bool(false))) {
+        return Err("streaming is not supported by the broker: send the request without \"stream\": true".into());
+    }
+    if !matches!(fields.get("n"), None | Some(Value::Null)) && fields.get("n").and_then(Value::as_u64) != Some(1) {
+        return Err("the broker forwards one choice per request: leave out \"n\" or send \"n\": 1".into());
+    }
+    if let Some(served) = &rules.model {
+        match fields.get("model") {
+            None | Some(Value::Null) => {}
+            Some(Value::String(asked)) if asked == "default" || asked == served => {}
+            Some(other) => return Err(format!("this installation serves the model {served:?} only, not {other}; ask for \"default\"")),
+        }
+        fields.insert("model".into(), Value::String(served.clone()));
+    }
+    if let Some(cap) = rules.max_output_tokens {
+        let mut capped = false;
+        for key in ["max_tokens", "max_completion_tokens"] {
+            match fields.get(key) {
+                None | Some(Value::Null) => {}
+                Some(value) => {
+                    let asked = value.as_u64().ok_or_else(|| format!("\"{key}\" must be a positive whole number, not {value}"))?;
+                    fields.insert(key.into(), Value::from(asked.min(cap)));
+                    capped = true;
+                }
+            }
+        }
+        if !capped {
+            fields.insert("max_tokens".into(), Value::from(cap));
+        }
+    }
+    Ok(fields)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn rules() -> Shape {
+        Shape { model: Some("served-1".into()), max_output_tokens: Some(4096) }
+    }
+
+    fn run(request: Value, rules: &Shape) -> Result<Value, String> {
+        shape(request.as_object().unwrap().clone(), rules).map(Value::Object)
+    }
+
+    #[test]
+    fn what_the_agent_sends_is_forwarded_with_the_served_model_and_a_cap() {
+        let agent = json!({"model": "default", "messages": [{"role": "user", "content": "hi"}], "tools": [], "temperature": 0.5});
+        let forwarded = run(agent, &rules()).unwrap();
+        assert_eq!(forwarded["model"], "served-1");
+        assert_eq!(forwarded["max_tokens"], 4096);
+        assert_eq!(forwarded["temperature"], 0.5);
+        assert_eq!(run(json!({"messages": []}), &rules()).unwrap()["model"], "served-1");
+        assert_eq!(run(json!({"model": "served-1", "messages": []}), &rules()).unwrap()["model"], "served-1");
+        // Smaller caps stay; larger ones are lowered; both spellings.
+        let asked = json!({"messages": [], "max_tokens": 100, "max_completion_tokens": 1_000_000});
+        let forwarded = run(asked, &rules()).unwrap();
+        assert_eq!((forwarded["max_tokens"].as_u64(), forwarded["max_completion_tokens"].as_u64()), (Some(100), Some(4096)));
+        assert_eq!(run(json!({"messages": [], "n": 1}), &rules()).unwrap()["n"], 1);
+        assert_eq!(run(json!({"messages": [], "store": null}), &rules()).unwrap().get("store"), None, "null is not sent");
+        // Without rules, the request goes as sent.
+        let open = Shape { model: None, max_output_tokens: None };
+        assert_eq!(run(json!({"model": "other", "messages": []}), &open).unwrap(), json!({"model": "other", "messages": []}));
+    }
+
+    #[test]
+    fn costs_the_budget_cannot_see_are_refused() {
+        let table = [
+            (json!({"model": "gpt-expensive", "messages": []}), "serves the model \"served-1\" only"),
+            (json!({"model": 7, "messages": []}), "serves the model"),
+            (json!({"messages": [], "n": 8}), "one choice per request"),
+            (json!({"messages": [], "n": "2"}), "one choice per request"),
+            (json!({"messages": [], "stream": true}), "streaming is not supported"),
+            (json!({"messages": [], "service_tier": "priority"}), "service_tier"),
+            (json!({"messages": [], "reasoning_effort": "high", "store": true}), "reasoning_effort, store"),
+            (json!({"messages": [], "logprobs": true, "top_logprobs": 20}), "logprobs, top_logprobs"),
+            (json!({"messages": [], "max_tokens": -1}), "positive whole number"),
+            (json!({"messages": [], "max_completion_tokens": "lots"}), "positive whole number"),
+        ];
+        for (request, want) in table {
+            let err = run(request.clone(), &rules()).unwrap_err();
+            assert!(err.contains(want), "{request}: {err}");
+        }
+    }
+}
