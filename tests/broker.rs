@@ -451,6 +451,28 @@ async fn the_daily_token_budget_is_enforced_until_midnight_utc() {
     assert_eq!(env.chat("pat", "e").await.0, StatusCode::OK);
 }
 
+/// The budget is charged what a request may cost before it is forwarded, and settled with what
+/// the provider reports: an answer cut off (too large to read) is billed by the provider all the
+/// same, so its estimate stays charged; a request the provider refused costs nothing.
+#[tokio::test]
+async fn an_answer_that_never_arrives_whole_is_still_counted() {
+    let env = env_with(|c| c.max_response_bytes = 4096).await;
+    env.llm.fail_next(500, 1);
+    assert_eq!(env.chat("pat", "refused").await.0, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(env.state.usage("pat").1, 0, "a refused request is not charged");
+
+    env.llm.script([Scripted::Reply { content: "x".repeat(20_000), total_tokens: Some(7) }]);
+    let (status, _, body) = env.chat("pat", "tell me everything").await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
+    assert_openai_error(&body, "larger than 4096 bytes");
+    let charged = env.state.usage("pat").1;
+    assert!(charged > 4096, "the estimate (the prompt and the 4096-token cap) stays charged: {charged}");
+
+    env.llm.script([Scripted::Reply { content: "short".into(), total_tokens: Some(7) }]);
+    assert_eq!(env.chat("pat", "and now briefly").await.0, StatusCode::OK);
+    assert_eq!(env.state.usage("pat").1, charged + 7, "a whole answer is settled at what it used");
+}
+
 #[tokio::test]
 async fn provider_errors_come_back_as_openai_errors() {
     let env = env().await;

@@ -88,11 +88,21 @@ impl Limiter {
         Ok(())
     }
 
-    /// Count tokens the provider reported for `user` against today's budget.
+    /// Count tokens the provider reported for `user` against today's budget. Also how a
+    /// request's estimate is charged before it is forwarded: an answer that never arrives whole
+    /// (too large, too late) is billed by the provider all the same.
     pub fn record_tokens(&mut self, user: &str, tokens: u64, now_ms: i64) {
         let usage = self.users.entry(user.to_string()).or_default();
         usage.roll(now_ms);
         usage.tokens = usage.tokens.saturating_add(tokens);
+    }
+
+    /// Take back an estimate charged with `record_tokens`: the provider reported what the
+    /// request really used, or never took it.
+    pub fn release_tokens(&mut self, user: &str, tokens: u64, now_ms: i64) {
+        let usage = self.users.entry(user.to_string()).or_default();
+        usage.roll(now_ms);
+        usage.tokens = usage.tokens.saturating_sub(tokens);
     }
 
     /// (requests in the last minute, tokens used today) of `user`.

@@ -76,7 +76,16 @@ pub(super) async fn chat_completions(State(state): State<Arc<BrokerState>>, head
     if let Some(limited) = admit(&state, &caller, CHAT, started) {
         return limited;
     }
-    forward(&state, &caller, CHAT, Method::POST, "chat/completions", Some(body), bytes.len(), started).await
+    let estimate = estimated_tokens(&request, body.len());
+    forward(&state, &caller, CHAT, Method::POST, "chat/completions", Some(body), bytes.len(), estimate, started).await
+}
+
+/// What a request may cost at most, charged before it is forwarded and settled once the
+/// provider reports its usage: the prompt (about four bytes a token) and the longest answer
+/// it may get.
+fn estimated_tokens(request: &Value, body_bytes: usize) -> u64 {
+    let answer = ["max_tokens", "max_completion_tokens"].iter().filter_map(|k| request.get(*k).and_then(Value::as_u64)).max();
+    (body_bytes as u64).div_ceil(4) + answer.unwrap_or(0)
 }
 
 pub(super) async fn models(State(state): State<Arc<BrokerState>>, headers: HeaderMap) -> Response {
@@ -89,7 +98,7 @@ pub(super) async fn models(State(state): State<Arc<BrokerState>>, headers: Heade
     if let Some(limited) = admit(&state, &caller, MODELS, started) {
         return limited;
     }
-    forward(&state, &caller, MODELS, Method::GET, "models", None, 0, started).await
+    forward(&state, &caller, MODELS, Method::GET, "models", None, 0, 0, started).await
 }
 
 /// The user's per-minute and per-day limits: `None` if admitted, else the 429 (OpenAI's
@@ -124,9 +133,19 @@ async fn forward(
     path: &str,
     body: Option<Vec<u8>>,
     bytes_in: usize,
+    estimate: u64,
     started: Instant,
 ) -> Response {
     let provider = &state.config.provider;
+    let tokens = |charge: fn(&mut super::limits::Limiter, &str, u64, i64), amount: u64| {
+        if amount > 0 {
+            let now = state.clock.now_ms();
+            charge(&mut state.limiter.lock().unwrap_or_else(|e| e.into_inner()), &caller.name, amount, now);
+        }
+    };
+    // Charged now; settled below once the provider says what the request used. An answer cut
+    // off (too large, too late, not JSON) keeps the estimate: the provider bills it anyway.
+    tokens(super::limits::Limiter::record_tokens, estimate);
     let mut request = state.http.request(method, provider.endpoint(path)).bearer_auth(provider.api_key.expose());
     if let Some(body) = body {
         request = request.header(header::CONTENT_TYPE, "application/json").body(body);
@@ -143,7 +162,11 @@ async fn forward(
         Err(e) if e.is_timeout() => {
             return fail(outcome, StatusCode::GATEWAY_TIMEOUT, format!("the model provider did not answer within {:?}", provider.timeout));
         }
-        Err(e) => return fail(outcome, StatusCode::BAD_GATEWAY, format!("the model provider cannot be reached: {}", innermost(&e))),
+        Err(e) => {
+            // Nothing reached the provider.
+            tokens(super::limits::Limiter::release_tokens, estimate);
+            return fail(outcome, StatusCode::BAD_GATEWAY, format!("the model provider cannot be reached: {}", innermost(&e)));
+        }
     };
     let status = upstream.status();
     let retry_after = upstream.headers().get(header::RETRY_AFTER).cloned();
@@ -172,18 +195,18 @@ async fn forward(
         let Some(parsed) = parsed else {
             return fail(outcome, StatusCode::BAD_GATEWAY, "the model provider's answer is not JSON".into());
         };
-        let tokens = parsed.pointer("/usage/total_tokens").and_then(Value::as_u64).unwrap_or(0);
-        if tokens > 0 {
-            let now = state.clock.now_ms();
-            state.limiter.lock().unwrap_or_else(|e| e.into_inner()).record_tokens(&caller.name, tokens, now);
-            state.metrics.llm_tokens.inc_by(tokens);
-        }
-        outcome.tokens = tokens;
+        let used = parsed.pointer("/usage/total_tokens").and_then(Value::as_u64).unwrap_or(0);
+        tokens(super::limits::Limiter::release_tokens, estimate);
+        tokens(super::limits::Limiter::record_tokens, used);
+        state.metrics.llm_tokens.inc_by(used);
+        outcome.tokens = used;
         outcome.decision = Decision::Allowed;
         let response = ([(header::CONTENT_TYPE, "application/json")], bytes).into_response();
         return state.finish(endpoint, started, outcome, response);
     }
 
+    // The provider refused the request: nothing to bill.
+    tokens(super::limits::Limiter::release_tokens, estimate);
     let provider_message = parsed
         .as_ref()
         .and_then(|v| v.pointer("/error/message").and_then(Value::as_str).or_else(|| v.get("error").and_then(Value::as_str)))
