@@ -645,6 +645,34 @@ async fn fetch_follows_each_users_policy_and_refusals_say_why() {
     assert!(metrics.contains(r#"moltmate_broker_requests_total{endpoint="fetch",decision="error"} 1"#), "{metrics}");
 }
 
+/// Every fetch is a request out of the cluster for the installation: a budget per user per
+/// minute and per UTC day, as for the LLM.
+#[tokio::test]
+async fn fetches_have_a_budget_per_user() {
+    let env = env_with(|c| {
+        c.fetches_per_minute = 3;
+        c.fetches_per_day = 5;
+    })
+    .await;
+    let page = format!("{}/page", env.allowed);
+    for _ in 0..3 {
+        assert_eq!(env.fetch("alice", &page).await.0, StatusCode::OK);
+    }
+    let (status, body) = env.fetch("alice", &page).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("at most 3 fetches per minute"), "{body}");
+    // A minute later two more, then the day's budget is spent until midnight UTC.
+    env.clock.0.fetch_add(61_000, Ordering::SeqCst);
+    for _ in 0..2 {
+        assert_eq!(env.fetch("alice", &page).await.0, StatusCode::OK);
+    }
+    let (status, body) = env.fetch("alice", &page).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("daily budget of 5 fetches"), "{body}");
+    env.clock.0.store(NOON + 43_200_000, Ordering::SeqCst);
+    assert_eq!(env.fetch("alice", &page).await.0, StatusCode::OK);
+}
+
 #[tokio::test]
 async fn concurrent_fetches_are_capped_per_user() {
     let env = Arc::new(env_with(|c| c.fetches_per_user = 2).await);

@@ -134,6 +134,9 @@ pub struct BrokerConfig {
     pub profiles: ProfileDefaults,
     /// The longest LLM answer an agent may ask for, in tokens (`None`: no cap).
     pub max_output_tokens: Option<u64>,
+    /// `/v1/fetch` requests one user may make per minute and per UTC day.
+    pub fetches_per_minute: u32,
+    pub fetches_per_day: u64,
 }
 
 impl BrokerConfig {
@@ -148,6 +151,8 @@ impl BrokerConfig {
             body_timeout: Duration::from_secs(30),
             profiles: ProfileDefaults::default(),
             max_output_tokens: Some(DEFAULT_MAX_OUTPUT_TOKENS),
+            fetches_per_minute: 20,
+            fetches_per_day: 500,
         }
     }
 }
@@ -181,6 +186,8 @@ pub struct BrokerState {
     fetcher: Arc<Fetcher>,
     clock: Arc<dyn Clock>,
     limiter: Mutex<Limiter>,
+    /// Fetches per user: the minute window counts requests, the day's "tokens" count fetches.
+    fetch_limiter: Mutex<Limiter>,
     fetch_slots: Arc<Semaphore>,
     user_fetch_slots: Mutex<HashMap<String, Arc<Semaphore>>>,
     metrics: Metrics,
@@ -209,6 +216,7 @@ impl BrokerState {
             fetcher,
             clock,
             limiter: Mutex::new(Limiter::new()),
+            fetch_limiter: Mutex::new(Limiter::new()),
             user_fetch_slots: Mutex::new(HashMap::new()),
             metrics: Metrics::register(registry),
         })
@@ -228,6 +236,7 @@ impl BrokerState {
     pub fn prune(&self) {
         let names: std::collections::HashSet<String> = self.index.names().into_iter().collect();
         self.limiter.lock().unwrap_or_else(|e| e.into_inner()).retain(|n| names.contains(n));
+        self.fetch_limiter.lock().unwrap_or_else(|e| e.into_inner()).retain(|n| names.contains(n));
         self.user_fetch_slots.lock().unwrap_or_else(|e| e.into_inner()).retain(|n, _| names.contains(n));
     }
 
