@@ -78,6 +78,9 @@ async fn agent_pods_run_as_processes_and_keep_their_workspace() {
         agent_get(&ip, "/healthz", None).await.is_none().then_some(())
     })
     .await;
+    // The pod goes first; the user itself only once its cleanup is done. Applied before
+    // then, the manifest would land on the departing object.
+    wait_until("the user gone", Duration::from_secs(30), || async { users.get_opt(name).await.ok()?.is_none().then_some(()) }).await;
 
     // An agent never outlives its node, even one killed with SIGKILL (it would keep its
     // pod's address and answer for a pod that no longer exists).

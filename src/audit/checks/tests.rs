@@ -169,6 +169,17 @@ fn weakenings() -> Vec<(&'static str, Weaken, &'static str, Status, &'static str
         ("safeBins with a shell", |s| {
             s.users[0].spec.exec = Some(crate::crd::ExecSpec { security: None, safe_bins: Some(vec!["cat".into(), "bash".into()]) });
         }, "safe-bins", Status::Fail, "MoltmateUser ann"),
+        ("safeBins with a launcher", |s| {
+            s.users[0].spec.exec = Some(crate::crd::ExecSpec { security: None, safe_bins: Some(vec!["cat".into(), "setarch".into()]) });
+        }, "safe-bins", Status::Fail, "MoltmateUser ann"),
+        ("NetworkPolicy of a full user without the NAT64 exception (as built before)", |s| {
+            add_user(s, user("cat", Profile::Personal));
+            let p = named(&mut s.network_policies, "moltmate-cat", "moltmate-isolation");
+            let blocks = p.spec.as_mut().unwrap().egress.as_mut().unwrap().iter_mut().flat_map(|r| r.to.iter_mut().flatten());
+            for block in blocks.filter_map(|peer| peer.ip_block.as_mut()) {
+                block.except.get_or_insert_with(Vec::new).retain(|e| e != "64:ff9b::/96");
+            }
+        }, "network-policy", Status::Fail, "NetworkPolicy moltmate-cat/moltmate-isolation"),
         ("safeBins with sed", |s| {
             s.users[0].spec.exec = Some(crate::crd::ExecSpec { security: None, safe_bins: Some(vec!["sed".into()]) });
         }, "safe-bins", Status::Warn, "MoltmateUser ann"),
