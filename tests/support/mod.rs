@@ -307,8 +307,27 @@ pub fn helm_ok<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// A TCP port free on 127.0.0.1, for a process to bind later. Drawn below the kernel's
+/// ephemeral range, as `scripts/testenv` draws its own: a port from `:0` is an ephemeral one,
+/// which any outgoing connection (a client of the API server, say) may take as its local port
+/// before the process gets to bind it.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    use std::hash::{BuildHasher, RandomState};
+    let ephemeral_lo = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let (lo, hi) = (20000u16, ephemeral_lo.saturating_sub(1).max(20001));
+    let random = RandomState::new();
+    let mut attempt = 0u32;
+    loop {
+        let port = lo + (random.hash_one((attempt, std::process::id())) % u64::from(hi - lo)) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+        attempt += 1;
+        assert!(attempt < 10_000, "no free port between {lo} and {hi}");
+    }
 }
 
 /// Poll `check` until it returns Some, or panic naming `what` after `timeout`.
