@@ -763,6 +763,22 @@ async fn helm_install_upgrade_uninstall() {
         assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), allowed, "{who} {question:?}");
     }
 
+    // The operator's RBAC reaches every namespace (it creates them); the chart's admission
+    // policy holds its writes to the user namespaces, checked by the API server.
+    let as_operator = format!("--as=system:serviceaccount:{NS}:moltmate-operator");
+    kubectl_ok(&env, &["create", "namespace", "moltmate-someone"]);
+    let secret = |ns: &str, name: &str| env.kubectl(&["create", "secret", "generic", name, "-n", ns, "--from-literal=k=v", as_operator.as_str()]);
+    wait_until("the admission policy in force", Duration::from_secs(30), || async {
+        let out = secret("kube-system", "planted");
+        let refused = String::from_utf8_lossy(&out.stderr).contains("the moltmates operator writes only in user namespaces");
+        (!out.status.success() && refused).then_some(())
+    })
+    .await;
+    let out = env.kubectl(&["create", "namespace", "not-moltmate", as_operator.as_str()]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("writes only in user namespaces (moltmate-*), not in namespace not-moltmate"), "{out:?}");
+    let out = secret("moltmate-someone", "agent-token");
+    assert!(out.status.success(), "a user namespace is the operator's: {out:?}");
+
     let master_key = || secret_value(&get_json(&env, &["get", "secret", "-n", NS, "moltmate-master-key"]), "master-key");
     let key = master_key();
     assert_eq!(key.len(), 64);
