@@ -76,3 +76,27 @@ pub async fn serve(addr: SocketAddr, app: Router) -> std::io::Result<SocketAddr>
     });
     Ok(bound)
 }
+
+/// Why a capped read of an HTTP answer stopped.
+#[derive(Debug)]
+pub enum CappedRead {
+    /// The answer is longer than the cap (announced, or read so far); the rest was not read.
+    TooLarge,
+    Failed(reqwest::Error),
+}
+
+/// The body of `response`, up to `cap` bytes; a longer one is refused without reading the
+/// rest, so a peer that answers without end costs no more than the cap.
+pub async fn read_capped(mut response: reqwest::Response, cap: usize) -> Result<Vec<u8>, CappedRead> {
+    if response.content_length().is_some_and(|length| length > cap as u64) {
+        return Err(CappedRead::TooLarge);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(CappedRead::Failed)? {
+        if body.len() + chunk.len() > cap {
+            return Err(CappedRead::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}

@@ -9,6 +9,7 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use crate::agent::api::{ResetResponse, TurnResponse};
+use crate::http::CappedRead;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -119,28 +120,17 @@ impl AgentClient {
             if e.is_timeout() && !e.is_connect() { AgentError::TimedOut } else { AgentError::Unreachable(e.to_string()) }
         })?;
         let status = response.status().as_u16();
-        let bytes = read_capped(response, MAX_ANSWER_BYTES).await?;
+        let bytes = crate::http::read_capped(response, MAX_ANSWER_BYTES).await.map_err(|e| match e {
+            CappedRead::TooLarge => AgentError::TooLarge(MAX_ANSWER_BYTES),
+            CappedRead::Failed(e) if e.is_timeout() => AgentError::TimedOut,
+            CappedRead::Failed(e) => AgentError::Unreachable(e.to_string()),
+        })?;
         if status != 200 {
             let body = String::from_utf8_lossy(&bytes[..bytes.len().min(300)]).to_string();
             return Err(AgentError::Status { status, body });
         }
         serde_json::from_slice(&bytes).map_err(|e| AgentError::Decode(e.to_string()))
     }
-}
-
-/// The body, up to `cap` bytes: more is an error, and the rest is never read.
-async fn read_capped(mut response: reqwest::Response, cap: usize) -> Result<Vec<u8>, AgentError> {
-    if response.content_length().is_some_and(|length| length > cap as u64) {
-        return Err(AgentError::TooLarge(cap));
-    }
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(|e| if e.is_timeout() { AgentError::TimedOut } else { AgentError::Unreachable(e.to_string()) })? {
-        if body.len() + chunk.len() > cap {
-            return Err(AgentError::TooLarge(cap));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
 }
 
 #[cfg(test)]

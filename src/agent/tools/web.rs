@@ -12,6 +12,7 @@ use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
 use serde::Deserialize;
 
 use crate::agent::config::Secret;
+use crate::http::CappedRead;
 use crate::profile::WebFetchPolicy;
 
 pub const MAX_URL: usize = 2048;
@@ -93,7 +94,7 @@ impl WebFetcher {
 
     pub async fn fetch(&self, url: &Url) -> Result<Fetched, FetchError> {
         let body = serde_json::json!({ "url": url.as_str() }).to_string();
-        let mut response = self
+        let response = self
             .http
             .post(&self.endpoint)
             .header(AUTHORIZATION, format!("Bearer {}", self.token.expose()))
@@ -103,13 +104,10 @@ impl WebFetcher {
             .await
             .map_err(|e| FetchError::Failed(if e.is_timeout() { "timed out".into() } else { "the broker cannot be reached".into() }))?;
         let status = response.status();
-        let mut bytes = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(|e| FetchError::Failed(format!("reading the answer: {e}")))? {
-            if bytes.len() + chunk.len() > MAX_BROKER_BODY {
-                return Err(FetchError::Failed(format!("the answer is larger than {MAX_BROKER_BODY} bytes")));
-            }
-            bytes.extend_from_slice(&chunk);
-        }
+        let bytes = crate::http::read_capped(response, MAX_BROKER_BODY).await.map_err(|e| match e {
+            CappedRead::TooLarge => FetchError::Failed(format!("the answer is larger than {MAX_BROKER_BODY} bytes")),
+            CappedRead::Failed(e) => FetchError::Failed(format!("reading the answer: {e}")),
+        })?;
         // The broker's errors are `{"error": "reason"}`; show the reason, not the JSON.
         let text = || {
             let reason = serde_json::from_slice::<serde_json::Value>(&bytes)

@@ -23,6 +23,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
 use super::shape::{Shape, shape};
+use crate::http::CappedRead;
 use super::{BrokerState, Caller, Decision, Outcome, ProviderConfig, openai_error, read_body};
 
 pub(super) const CHAT: &str = "chat_completions";
@@ -157,7 +158,7 @@ async fn forward(
         state.finish(endpoint, started, outcome.reason(message), response)
     };
 
-    let mut upstream = match request.send().await {
+    let upstream = match request.send().await {
         Ok(response) => response,
         Err(e) if e.is_timeout() => {
             return fail(outcome, StatusCode::GATEWAY_TIMEOUT, format!("the model provider did not answer within {:?}", provider.timeout));
@@ -170,24 +171,20 @@ async fn forward(
     };
     let status = upstream.status();
     let retry_after = upstream.headers().get(header::RETRY_AFTER).cloned();
-    let mut bytes = Vec::new();
-    loop {
-        match upstream.chunk().await {
-            Ok(Some(chunk)) => {
-                if bytes.len() + chunk.len() > state.config.max_response_bytes {
-                    let message = format!("the model provider's answer is larger than {} bytes", state.config.max_response_bytes);
-                    return fail(outcome, StatusCode::BAD_GATEWAY, message);
-                }
-                bytes.extend_from_slice(&chunk);
-            }
-            Ok(None) => break,
-            Err(e) if e.is_timeout() => {
-                let message = format!("the model provider did not finish its answer within {:?}", provider.timeout);
-                return fail(outcome, StatusCode::GATEWAY_TIMEOUT, message);
-            }
-            Err(e) => return fail(outcome, StatusCode::BAD_GATEWAY, format!("reading the model provider's answer: {}", innermost(&e))),
+    let bytes = match crate::http::read_capped(upstream, state.config.max_response_bytes).await {
+        Ok(bytes) => bytes,
+        Err(CappedRead::TooLarge) => {
+            let message = format!("the model provider's answer is larger than {} bytes", state.config.max_response_bytes);
+            return fail(outcome, StatusCode::BAD_GATEWAY, message);
         }
-    }
+        Err(CappedRead::Failed(e)) if e.is_timeout() => {
+            let message = format!("the model provider did not finish its answer within {:?}", provider.timeout);
+            return fail(outcome, StatusCode::GATEWAY_TIMEOUT, message);
+        }
+        Err(CappedRead::Failed(e)) => {
+            return fail(outcome, StatusCode::BAD_GATEWAY, format!("reading the model provider's answer: {}", innermost(&e)));
+        }
+    };
     outcome.bytes_out = bytes.len();
     let parsed: Option<Value> = serde_json::from_slice(&bytes).ok();
 
