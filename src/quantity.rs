@@ -53,6 +53,11 @@ impl Quantity {
     pub fn millis(self) -> i128 {
         self.0
     }
+
+    /// Whole units (bytes, for a memory or storage quantity); `None` below zero or past u64.
+    pub fn whole(self) -> Option<u64> {
+        u64::try_from(self.0 / 1000).ok()
+    }
 }
 
 /// True when both texts are the same quantity (`0.5` and `500m`, `1Gi` and `1024Mi`).

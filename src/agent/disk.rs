@@ -11,8 +11,7 @@ pub struct DiskLimit(pub u64);
 impl DiskLimit {
     /// From the profile's storage quantity; `None` if it does not parse (no limit then, as before).
     pub fn of(storage: &str) -> Option<Self> {
-        let bytes = Quantity::parse(storage).ok()?.millis() / 1000;
-        u64::try_from(bytes).ok().filter(|b| *b > 0).map(DiskLimit)
+        Quantity::parse(storage).ok()?.whole().filter(|b| *b > 0).map(DiskLimit)
     }
 
     /// Bytes still free when `used` are taken.

@@ -82,7 +82,8 @@ impl ExecLimits {
     pub fn memory_for_container(container_limit: &str) -> u64 {
         crate::quantity::Quantity::parse(container_limit)
             .ok()
-            .and_then(|q| u64::try_from(q.millis() / 1000 / 2).ok())
+            .and_then(|q| q.whole())
+            .map(|bytes| bytes / 2)
             .filter(|bytes| *bytes > 0)
             .unwrap_or(DEFAULT_EXEC_MEMORY)
     }
