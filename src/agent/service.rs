@@ -140,8 +140,7 @@ impl Agent {
 
     pub async fn status(&self) -> StatusResponse {
         let (session_id, turns) = self.snapshot.lock().map(|s| s.clone()).unwrap_or_default();
-        let workspace = self.workspace.clone();
-        let workspace_bytes = tokio::task::spawn_blocking(move || workspace.bytes_used()).await.unwrap_or(0);
+        let workspace_bytes = self.workspace.bytes_used_async().await;
         StatusResponse {
             user: self.config.user.clone(),
             session_id,

@@ -182,6 +182,12 @@ impl Workspace {
     pub fn bytes_used(&self) -> u64 {
         files::usage(self.fd.as_fd(), 200_000)
     }
+
+    /// `bytes_used`, walked off the async threads.
+    pub async fn bytes_used_async(&self) -> u64 {
+        let workspace = self.clone();
+        tokio::task::spawn_blocking(move || workspace.bytes_used()).await.unwrap_or(0)
+    }
 }
 
 #[cfg(test)]

@@ -243,16 +243,10 @@ impl ToolRunner for Tools {
 }
 
 impl Tools {
-    /// Bytes the workspace holds now (a bounded walk, off the async threads).
-    async fn bytes_used(&self) -> u64 {
-        let workspace = self.workspace.clone();
-        tokio::task::spawn_blocking(move || workspace.bytes_used()).await.unwrap_or(0)
-    }
-
     /// Whether `adding` bytes fit in the workspace; the refusal if not.
     async fn admit(&self, adding: usize) -> Result<(), ToolResult> {
         let Some(disk) = self.disk else { return Ok(()) };
-        disk.admit(self.bytes_used().await, adding as u64).map_err(ToolResult::denied)
+        disk.admit(self.workspace.bytes_used_async().await, adding as u64).map_err(ToolResult::denied)
     }
 
     /// Run blocking file-system work off the async threads.
@@ -287,7 +281,7 @@ impl Tools {
         // still runs commands that only read.
         let mut limits = self.exec_limits.clone();
         if let Some(disk) = self.disk {
-            limits.max_file_bytes = limits.max_file_bytes.min(disk.room(self.bytes_used().await));
+            limits.max_file_bytes = limits.max_file_bytes.min(disk.room(self.workspace.bytes_used_async().await));
         }
         match execute(&self.exec_policy, self.workspace.root(), &args.command, &limits).await {
             Ok(outcome) => {
@@ -295,7 +289,7 @@ impl Tools {
                 let mut content = format_exec(&outcome);
                 // Several files, each within the room, can still pass the size together.
                 if let Some(disk) = self.disk
-                    && let Some(note) = disk.over(self.bytes_used().await)
+                    && let Some(note) = disk.over(self.workspace.bytes_used_async().await)
                 {
                     content.push_str(&format!("\n{note}"));
                 }
