@@ -52,27 +52,37 @@ pub enum RuleError {
     Script { program: String, what: &'static str, why: String },
 }
 
+/// The rule set a program name has, if any.
+enum Rules {
+    Sed,
+    Awk,
+    Find,
+    Simple(&'static simple::Simple),
+}
+
+fn rules_for(name: &str) -> Option<Rules> {
+    match name {
+        "sed" => Some(Rules::Sed),
+        "awk" | "gawk" | "mawk" | "nawk" | "original-awk" => Some(Rules::Awk),
+        "find" => Some(Rules::Find),
+        _ => simple::rule(name).map(Rules::Simple),
+    }
+}
+
 /// Whether `name` has a rule set of its own.
 pub fn has_rule(name: &str) -> bool {
-    matches!(name, "sed" | "awk" | "gawk" | "mawk" | "nawk" | "original-awk" | "find") || simple::rule(name).is_some()
+    rules_for(name).is_some()
 }
 
 pub fn analyze(program: &Program, args: &[String]) -> Result<Plan, RuleError> {
     let name = program.name.as_str();
     // The name decides first (`awk`), then the file behind it (`nawk -> gawk`).
-    for key in [name, program.canonical_name()] {
-        match key {
-            "sed" => return sed::analyze(name, program.canonical_name() == "sed", args),
-            "awk" | "gawk" | "mawk" | "nawk" | "original-awk" => {
-                return awk::analyze(name, program.canonical_name() == "gawk", args);
-            }
-            "find" => return find::analyze(args),
-            _ => {
-                if let Some(rule) = simple::rule(key) {
-                    return simple::analyze(name, rule, args);
-                }
-            }
-        }
+    let rules = [name, program.canonical_name()].into_iter().find_map(rules_for);
+    match rules {
+        Some(Rules::Sed) => sed::analyze(name, program.canonical_name() == "sed", args),
+        Some(Rules::Awk) => awk::analyze(name, program.canonical_name() == "gawk", args),
+        Some(Rules::Find) => find::analyze(args),
+        Some(Rules::Simple(rule)) => simple::analyze(name, rule, args),
+        None => generic::analyze(name, args),
     }
-    generic::analyze(name, args)
 }
