@@ -90,11 +90,14 @@ fn dashboard() -> Value {
 // PromQL: just enough of it to list the metrics and labels an expression names
 // ---------------------------------------------------------------------------------------------
 
+/// One label matcher of a selector: (label, operator, value).
+type Matcher = (String, String, String);
+
 /// The metric selectors and grouping labels of one PromQL expression.
 #[derive(Debug, Default)]
 struct Query {
-    /// (metric name, [(label, operator, value)]) of every selector.
-    selectors: Vec<(String, Vec<(String, String, String)>)>,
+    /// (metric name, matchers) of every selector.
+    selectors: Vec<(String, Vec<Matcher>)>,
     /// Labels of `by`, `without`, `on`, `ignoring`, `group_left` and `group_right` clauses.
     grouping: Vec<String>,
 }

@@ -193,6 +193,8 @@ fn dev_stack_wants_the_key_of_a_real_model() {
 /// `scripts/dev < messages` (what `make dev` runs), with a "real" model: an OpenAI-compatible
 /// server of the test's own, reached through MOLTMATE_LLM_BASE_URL and MOLTMATE_LLM_API_KEY.
 #[tokio::test(flavor = "multi_thread")]
+// The guard only makes whole tests take turns; nothing in this test waits for it again.
+#[allow(clippy::await_holding_lock)]
 async fn scripts_dev_chats_non_interactively_and_stops_everything() {
     let _one = one_stack();
     let dir = stack_dir("dev");
