@@ -16,8 +16,7 @@ pub const QUANTITY_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?|\.[0-9]+)(m|k|M|G|T|P|E
 /// A bare program name: no directory part, no spaces, no leading dot or dash.
 pub const PROGRAM_NAME_PATTERN: &str = r"^[A-Za-z0-9_+][A-Za-z0-9._+-]{0,63}$";
 /// A lowercase DNS name (subdomains of it are allowed too).
-pub const HOSTNAME_PATTERN: &str =
-    r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$";
+pub const HOSTNAME_PATTERN: &str = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$";
 /// A Go-style duration such as `30m`, `1h30m` or `90s`; empty means never.
 pub const DURATION_PATTERN: &str = r"^(([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+)?$";
 
@@ -324,7 +323,8 @@ pub enum Phase {
 }
 
 impl Phase {
-    pub const ALL: [Phase; 6] = [Phase::Pending, Phase::Provisioning, Phase::Ready, Phase::Idle, Phase::Suspended, Phase::Failed];
+    pub const ALL: [Phase; 6] =
+        [Phase::Pending, Phase::Provisioning, Phase::Ready, Phase::Idle, Phase::Suspended, Phase::Failed];
 
     pub fn as_str(self) -> &'static str {
         match self {

@@ -51,7 +51,10 @@ pub fn default_identity(component: &str) -> String {
 
 /// Run `work` for as long as this replica leads (always, without leader election). Losing
 /// the Lease ends it with an error: a restart re-elects rather than risk two leaders.
-pub async fn while_leading(leadership: Option<Leadership>, work: impl std::future::Future<Output = ()>) -> Result<(), LeaderError> {
+pub async fn while_leading(
+    leadership: Option<Leadership>,
+    work: impl std::future::Future<Output = ()>,
+) -> Result<(), LeaderError> {
     match leadership {
         Some(leadership) => tokio::select! {
             _ = work => Ok(()),

@@ -6,7 +6,11 @@ use clap::{Parser, Subcommand};
 use moltmates::telemetry::{self, LogFormat};
 
 #[derive(Parser, Debug)]
-#[command(name = "moltmate", version, about = "One Telegram bot, many people, each with their own sandboxed AI agent on Kubernetes")]
+#[command(
+    name = "moltmate",
+    version,
+    about = "One Telegram bot, many people, each with their own sandboxed AI agent on Kubernetes"
+)]
 struct Cli {
     /// Log format: human-readable text or JSON lines.
     #[arg(long, global = true, env = "MOLTMATE_LOG_FORMAT", value_enum, default_value = "text")]

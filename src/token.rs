@@ -42,7 +42,8 @@ impl MasterKey {
     pub fn load(file: Option<&str>, inline: Option<&str>) -> Result<Self, MasterKeyError> {
         match (file, inline) {
             (Some(path), _) => {
-                let bytes = std::fs::read(path).map_err(|source| MasterKeyError::Read { path: path.to_string(), source })?;
+                let bytes =
+                    std::fs::read(path).map_err(|source| MasterKeyError::Read { path: path.to_string(), source })?;
                 Self::new(bytes)
             }
             (None, Some(value)) => Self::new(value.as_bytes()),

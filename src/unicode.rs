@@ -22,7 +22,9 @@ pub fn escape_invisible(text: &str) -> Cow<'_, str> {
     if !text.chars().any(hidden) {
         return Cow::Borrowed(text);
     }
-    Cow::Owned(text.chars().map(|c| if hidden(c) { format!("\\u{{{:04X}}}", c as u32) } else { c.to_string() }).collect())
+    Cow::Owned(
+        text.chars().map(|c| if hidden(c) { format!("\\u{{{:04X}}}", c as u32) } else { c.to_string() }).collect(),
+    )
 }
 
 #[cfg(test)]

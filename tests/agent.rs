@@ -97,7 +97,8 @@ async fn chat(State(broker): State<Arc<Broker>>, headers: HeaderMap, Json(body):
                     json!({"id": id, "type": "function", "function": {"name": name, "arguments": arguments}})
                 })
                 .collect();
-            Json(completion(json!({"role": "assistant", "content": null, "tool_calls": tool_calls}), "tool_calls")).into_response()
+            Json(completion(json!({"role": "assistant", "content": null, "tool_calls": tool_calls}), "tool_calls"))
+                .into_response()
         }
         Step::Status(code, body) => {
             (StatusCode::from_u16(code).unwrap(), [(header::CONTENT_TYPE, "application/json")], body).into_response()
@@ -202,14 +203,19 @@ async fn a_process_of_the_agents_uid_cannot_read_its_token() {
     let stderr = child.stderr.take().unwrap();
     let logs = Arc::new(Mutex::new(Vec::new()));
     let sink = logs.clone();
-    std::thread::spawn(move || BufReader::new(stderr).lines().map_while(Result::ok).for_each(|l| sink.lock().unwrap().push(l)));
+    std::thread::spawn(move || {
+        BufReader::new(stderr).lines().map_while(Result::ok).for_each(|l| sink.lock().unwrap().push(l))
+    });
     let mut agent = Agent { child, url: String::new(), logs, http: http() };
     wait_until("the agent listens", || agent.log_field("agent listening", "addr").is_some()).await;
     let environ = format!("/proc/{pid}/environ");
     assert!(String::from_utf8_lossy(&std::fs::read(&environ).unwrap()).contains(TOKEN), "the token is there, for root");
     let read = Command::new("cat").arg(&environ).uid(AGENT_UID).gid(AGENT_UID).output().unwrap();
     let stolen = String::from_utf8_lossy(&read.stdout).contains(TOKEN);
-    assert!(!stolen && !read.status.success(), "a process of uid {AGENT_UID} read the agent's environment (the token in it: {stolen})");
+    assert!(
+        !stolen && !read.status.success(),
+        "a process of uid {AGENT_UID} read the agent's environment (the token in it: {stolen})"
+    );
     assert!(String::from_utf8_lossy(&read.stderr).contains("Permission denied"), "{read:?}");
     // A process that is not dumpable has its /proc entries owned by root.
     assert_eq!(std::fs::metadata(&environ).unwrap().uid(), 0);
@@ -229,7 +235,12 @@ impl Agent {
         Self::start_with(workspace, broker, profile, &[]).await
     }
 
-    async fn start_with(workspace: &Path, broker: SocketAddr, profile: &ResolvedProfile, env: &[(&str, &str)]) -> Agent {
+    async fn start_with(
+        workspace: &Path,
+        broker: SocketAddr,
+        profile: &ResolvedProfile,
+        env: &[(&str, &str)],
+    ) -> Agent {
         let mut command = agent_command(workspace, broker, profile);
         command.envs(env.iter().copied());
         let mut child = command.spawn().expect("start moltmate agent");
@@ -381,7 +392,8 @@ async fn a_multi_step_turn_lists_runs_a_command_and_remembers() {
     let system = system_prompt(first);
     assert!(system.contains("personal assistant"), "SOUL.md template in the prompt:\n{system}");
     assert!(system.contains("allowed programs: cat, head, tail, grep, wc"), "{system}");
-    let tools: Vec<&str> = first["tools"].as_array().unwrap().iter().map(|t| t["function"]["name"].as_str().unwrap()).collect();
+    let tools: Vec<&str> =
+        first["tools"].as_array().unwrap().iter().map(|t| t["function"]["name"].as_str().unwrap()).collect();
     assert_eq!(tools, ["exec", "read_file", "list_files", "write_file", "remember", "web_fetch"]);
     assert_eq!(texts_of(first, "user"), ["How long is my shopping list?"]);
     assert!(broker.authorization.lock().unwrap().iter().all(|a| *a == format!("Bearer {TOKEN}")));
@@ -454,7 +466,8 @@ async fn a_prompt_injected_turn_is_refused_tool_by_tool_with_reasons() {
     let requests = broker.requests();
     assert_eq!(requests.len(), 2);
     let results = last_tool_results(&requests[1]);
-    let reason = |i: usize| results[i].strip_prefix("denied: ").unwrap_or_else(|| panic!("call {i} not denied: {}", results[i]));
+    let reason =
+        |i: usize| results[i].strip_prefix("denied: ").unwrap_or_else(|| panic!("call {i} not denied: {}", results[i]));
     // The exec policy's own words; each names what it refused.
     assert!(reason(0).contains("/etc/passwd"), "{}", results[0]);
     assert!(reason(1).contains('$'), "{}", results[1]);
@@ -467,7 +480,11 @@ async fn a_prompt_injected_turn_is_refused_tool_by_tool_with_reasons() {
     assert!(results[8].starts_with("error: invalid arguments for exec"), "{}", results[8]);
     assert!(results[9].starts_with("error: there is no tool named \"shell\""), "{}", results[9]);
     // The allowed fetch went through the broker, marked as untrusted data; the refused one never left.
-    assert!(results[10].contains("Cats are small carnivorous mammals.") && results[10].contains("untrusted"), "{}", results[10]);
+    assert!(
+        results[10].contains("Cats are small carnivorous mammals.") && results[10].contains("untrusted"),
+        "{}",
+        results[10]
+    );
     let fetches = broker.fetches.lock().unwrap().clone();
     assert_eq!(fetches, vec![(format!("Bearer {TOKEN}"), json!({"url": "https://en.wikipedia.org/wiki/Cat"}))]);
 
@@ -485,7 +502,10 @@ async fn a_prompt_injected_turn_is_refused_tool_by_tool_with_reasons() {
 async fn a_restarted_agent_continues_the_conversation_and_remembers() {
     let ws = workspace();
     let (addr, broker) = broker().await;
-    broker.script([Step::Calls(vec![("remember", args(json!({"text": "the cat is called Tom"})))]), Step::Text("Noted!")]);
+    broker.script([
+        Step::Calls(vec![("remember", args(json!({"text": "the cat is called Tom"})))]),
+        Step::Text("Noted!"),
+    ]);
     let agent = Agent::start(ws.path(), addr, &profile(Profile::Public)).await;
     assert_eq!(agent.turn(10, "My cat is called Tom.").await["reply"], "Noted!");
     drop(agent); // SIGKILL: no chance to flush anything more
@@ -556,7 +576,11 @@ async fn turns_of_one_user_run_one_at_a_time_in_arrival_order() {
     let ws = workspace();
     let (addr, broker) = broker().await;
     let gate = Arc::new(Notify::new());
-    broker.script([Step::Hold(gate.clone(), Box::new(Step::Text("first answer"))), Step::Text("second answer"), Step::Text("third answer")]);
+    broker.script([
+        Step::Hold(gate.clone(), Box::new(Step::Text("first answer"))),
+        Step::Text("second answer"),
+        Step::Text("third answer"),
+    ]);
     let agent = Arc::new(Agent::start(ws.path(), addr, &profile(Profile::Public)).await);
     let finished = Arc::new(Mutex::new(Vec::new()));
     let send = |update_id: i64, text: &'static str| {
@@ -576,7 +600,10 @@ async fn turns_of_one_user_run_one_at_a_time_in_arrival_order() {
     assert_eq!(broker.count(), 1, "later turns wait while the first one is with the model");
     gate.notify_one();
     let replies = [first.await.unwrap(), second.await.unwrap(), third.await.unwrap()];
-    assert_eq!(replies.map(|r| r["reply"].as_str().unwrap().to_string()), ["first answer", "second answer", "third answer"]);
+    assert_eq!(
+        replies.map(|r| r["reply"].as_str().unwrap().to_string()),
+        ["first answer", "second answer", "third answer"]
+    );
     assert_eq!(*finished.lock().unwrap(), [30, 31, 32]);
     assert_eq!(broker.max_in_flight.load(Ordering::SeqCst), 1, "the model never saw overlapping requests");
     let last_user = |r: &Value| texts_of(r, "user").pop().unwrap();
@@ -606,7 +633,8 @@ async fn a_wrong_or_missing_token_is_refused() {
     // Malformed and oversized requests are refused before the model is involved.
     let (status, _) = agent.post("/v1/turn", Some(TOKEN), json!({"update_id": 1})).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
-    let (status, _) = agent.post("/v1/turn", Some(TOKEN), json!({"update_id": 1, "chat_id": 1, "from": 1, "text": " "})).await;
+    let (status, _) =
+        agent.post("/v1/turn", Some(TOKEN), json!({"update_id": 1, "chat_id": 1, "from": 1, "text": " "})).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     let huge = json!({"update_id": 1, "chat_id": 1, "from": 1, "text": "x".repeat(100 * 1024)});
     let (status, _) = agent.post("/v1/turn", Some(TOKEN), huge).await;
@@ -661,7 +689,11 @@ async fn a_hanging_or_garbled_model_gives_a_clear_reply() {
     let ws = workspace();
     let (addr, broker) = broker().await;
     let never = Arc::new(Notify::new());
-    broker.script([Step::Hold(never, Box::new(Step::Text("too late"))), Step::Raw("{\"choices\": \"not a completion\""), Step::Text("Fine now.")]);
+    broker.script([
+        Step::Hold(never, Box::new(Step::Text("too late"))),
+        Step::Raw("{\"choices\": \"not a completion\""),
+        Step::Text("Fine now."),
+    ]);
     let env = [("MOLTMATE_LLM_TIMEOUT", "1s"), ("MOLTMATE_LLM_RETRIES", "0")];
     let agent = Agent::start_with(ws.path(), addr, &profile(Profile::Public), &env).await;
     let hung = agent.turn(90, "Are you there?").await;
@@ -680,7 +712,8 @@ async fn a_hanging_or_garbled_model_gives_a_clear_reply() {
 async fn a_rate_limit_is_retried() {
     let ws = workspace();
     let (addr, broker) = broker().await;
-    let limited = r#"{"error":{"message":"slow down","type":"rate_limit_error","param":null,"code":"rate_limit_exceeded"}}"#;
+    let limited =
+        r#"{"error":{"message":"slow down","type":"rate_limit_error","param":null,"code":"rate_limit_exceeded"}}"#;
     broker.script([Step::Status(429, limited), Step::Text("Hello after a pause.")]);
     let agent = Agent::start(ws.path(), addr, &profile(Profile::Public)).await;
     let reply = agent.turn(60, "hi").await;
@@ -692,7 +725,11 @@ async fn a_rate_limit_is_retried() {
 async fn reset_starts_a_new_session_and_keeps_the_old_one() {
     let ws = workspace();
     let (addr, broker) = broker().await;
-    broker.script([Step::Calls(vec![("remember", args(json!({"text": "likes green tea"})))]), Step::Text("Nice."), Step::Text("Hello again.")]);
+    broker.script([
+        Step::Calls(vec![("remember", args(json!({"text": "likes green tea"})))]),
+        Step::Text("Nice."),
+        Step::Text("Hello again."),
+    ]);
     let agent = Agent::start(ws.path(), addr, &profile(Profile::Public)).await;
     agent.turn(70, "I like green tea.").await;
     let (status, reset) = agent.post("/v1/reset", Some(TOKEN), json!({})).await;
@@ -750,7 +787,8 @@ async fn a_read_only_workspace_still_answers_and_writes_nothing() {
     let system = system_prompt(&requests[0]);
     assert!(system.starts_with("You are Molt, a careful librarian."), "{system}");
     assert!(system.contains("prefers short answers") && system.contains("read-only"), "{system}");
-    let tools: Vec<&str> = requests[0]["tools"].as_array().unwrap().iter().map(|t| t["function"]["name"].as_str().unwrap()).collect();
+    let tools: Vec<&str> =
+        requests[0]["tools"].as_array().unwrap().iter().map(|t| t["function"]["name"].as_str().unwrap()).collect();
     assert_eq!(tools, ["exec", "read_file", "list_files"]);
     let results = last_tool_results(&requests[1]);
     assert_eq!(results[0], "Library hours: 9 to 5.\n");
@@ -792,7 +830,8 @@ async fn the_workspace_cannot_grow_past_its_size() {
     assert!(!ws.path().join("files/b.txt").exists());
     let copied = std::fs::metadata(ws.path().join("files/c.txt")).map_or(0, |m| m.len());
     assert!(copied < 10 * 1024, "the copy stopped at the room left ({copied} bytes)");
-    let files: u64 = walkdir(&ws.path().join("files")).iter().map(|p| std::fs::symlink_metadata(p).unwrap().len()).sum();
+    let files: u64 =
+        walkdir(&ws.path().join("files")).iter().map(|p| std::fs::symlink_metadata(p).unwrap().len()).sum();
     assert!(files <= 36 * 1024, "files/ holds {files} bytes");
 }
 
@@ -822,10 +861,30 @@ fn bad_configuration_is_a_clear_error_not_a_panic() {
     };
     type Mutation<'a> = &'a dyn Fn(&mut Command);
     let cases: [(Mutation, &str); 4] = [
-        (&|c| { c.env("MOLTMATE_PROFILE", "{\"profile\": \"nope\"}"); }, "MOLTMATE_PROFILE"),
-        (&|c| { c.env("MOLTMATE_AGENT_TOKEN", "short"); }, "MOLTMATE_AGENT_TOKEN"),
-        (&|c| { c.env_remove("MOLTMATE_BROKER_URL"); }, "MOLTMATE_BROKER_URL"),
-        (&|c| { c.env("MOLTMATE_WORKSPACE", "/nonexistent/workspace"); }, "/nonexistent/workspace"),
+        (
+            &|c| {
+                c.env("MOLTMATE_PROFILE", "{\"profile\": \"nope\"}");
+            },
+            "MOLTMATE_PROFILE",
+        ),
+        (
+            &|c| {
+                c.env("MOLTMATE_AGENT_TOKEN", "short");
+            },
+            "MOLTMATE_AGENT_TOKEN",
+        ),
+        (
+            &|c| {
+                c.env_remove("MOLTMATE_BROKER_URL");
+            },
+            "MOLTMATE_BROKER_URL",
+        ),
+        (
+            &|c| {
+                c.env("MOLTMATE_WORKSPACE", "/nonexistent/workspace");
+            },
+            "/nonexistent/workspace",
+        ),
     ];
     for (mutate, expected) in cases {
         let (ok, stderr) = run(mutate);
@@ -885,14 +944,24 @@ fn the_sandbox_image_holds_every_allowed_program_and_no_shell() {
     let final_from = all.iter().rposition(|i| i.starts_with("FROM ")).unwrap();
     assert_eq!(all[final_from], "FROM debian:bookworm-slim");
     let build = &all[..final_from];
-    assert!(build.iter().any(|i| i.contains("cargo build --release --locked --bin moltmate") && i.contains("unknown-linux-musl")));
+    assert!(
+        build
+            .iter()
+            .any(|i| i.contains("cargo build --release --locked --bin moltmate") && i.contains("unknown-linux-musl"))
+    );
     let stage = &all[final_from..];
 
     let mut installed = Vec::new();
     for run in stage.iter().filter(|i| i.starts_with("RUN ")) {
         let words: Vec<&str> = run.split_whitespace().collect();
         if let Some(at) = words.windows(2).position(|w| w == ["apt-get", "install"]) {
-            installed.extend(words[at + 2..].iter().take_while(|w| **w != "&&").filter(|w| !w.starts_with('-')).map(|w| w.to_string()));
+            installed.extend(
+                words[at + 2..]
+                    .iter()
+                    .take_while(|w| **w != "&&")
+                    .filter(|w| !w.starts_with('-'))
+                    .map(|w| w.to_string()),
+            );
         }
     }
     for profile in [Profile::Personal, Profile::Family, Profile::Public, Profile::HighSecurity] {
@@ -902,11 +971,17 @@ fn the_sandbox_image_holds_every_allowed_program_and_no_shell() {
                 .find(|(p, _)| *p == program)
                 .map(|(_, package)| *package)
                 .unwrap_or_else(|| panic!("{program} ({profile:?}) has no Debian package in this test's table: add it here and to Dockerfile.sandbox"));
-            assert!(installed.iter().any(|i| i == package), "{program} needs {package} in Dockerfile.sandbox (installs {installed:?})");
+            assert!(
+                installed.iter().any(|i| i == package),
+                "{program} needs {package} in Dockerfile.sandbox (installs {installed:?})"
+            );
         }
     }
     for package in &installed {
-        assert!(PACKAGES.iter().any(|(_, p)| p == package), "{package} is installed but has no program in this test's table");
+        assert!(
+            PACKAGES.iter().any(|(_, p)| p == package),
+            "{package} is installed but has no program in this test's table"
+        );
     }
 
     let removal = stage.iter().find(|i| i.starts_with("RUN [\"/usr/bin/rm\"")).expect("a RUN that removes the shells");
@@ -914,8 +989,13 @@ fn the_sandbox_image_holds_every_allowed_program_and_no_shell() {
         assert!(removal.contains(&format!("\"{shell}\"")), "{shell} removed");
     }
     let after_removal = &stage[stage.iter().position(|i| i == removal).unwrap() + 1..];
-    assert!(after_removal.iter().all(|i| !i.starts_with("RUN ") || i.starts_with("RUN [")), "no shell-form RUN after the shells are gone");
-    for expected in ["USER 10001:10001", "WORKDIR /workspace", "ENTRYPOINT [\"/usr/local/bin/moltmate\"]", "CMD [\"agent\"]"] {
+    assert!(
+        after_removal.iter().all(|i| !i.starts_with("RUN ") || i.starts_with("RUN [")),
+        "no shell-form RUN after the shells are gone"
+    );
+    for expected in
+        ["USER 10001:10001", "WORKDIR /workspace", "ENTRYPOINT [\"/usr/local/bin/moltmate\"]", "CMD [\"agent\"]"]
+    {
         assert!(stage.iter().any(|i| i == expected), "{expected}");
     }
     assert!(stage.iter().any(|i| i.contains("useradd --uid 10001")));

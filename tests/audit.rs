@@ -58,7 +58,13 @@ fn json_rows(report: &Value) -> BTreeSet<(String, String, String)> {
         .expect("findings")
         .iter()
         .filter(|f| f["status"] != "PASS")
-        .map(|f| (f["status"].as_str().unwrap().into(), f["check"].as_str().unwrap().into(), f["object"].as_str().unwrap().into()))
+        .map(|f| {
+            (
+                f["status"].as_str().unwrap().into(),
+                f["check"].as_str().unwrap().into(),
+                f["object"].as_str().unwrap().into(),
+            )
+        })
         .collect()
 }
 
@@ -76,7 +82,8 @@ impl Auditor<'_> {
         let text = self.run(extra);
         let json_run = self.run(&[extra, &["-o", "json"]].concat());
         assert_eq!(text.code, json_run.code, "exit codes differ:\n{}\n{}", text.stderr, json_run.stderr);
-        let report: Value = serde_json::from_str(&json_run.stdout).unwrap_or_else(|e| panic!("-o json does not parse ({e}):\n{}", json_run.stdout));
+        let report: Value = serde_json::from_str(&json_run.stdout)
+            .unwrap_or_else(|e| panic!("-o json does not parse ({e}):\n{}", json_run.stdout));
         assert_eq!(table_rows(&text.stdout), json_rows(&report), "the table and -o json disagree:\n{}", text.stdout);
         (text, report)
     }
@@ -85,8 +92,18 @@ impl Auditor<'_> {
     fn expect(&self, what: &str, status: &str, check: &str, object: &str, extra: &[&str]) -> Value {
         let (text, report) = self.both(extra);
         let row = (status.to_string(), check.to_string(), object.to_string());
-        assert!(table_rows(&text.stdout).contains(&row), "{what}: no {status} {check} row for {object}:\n{}{}", text.stdout, text.stderr);
-        let finding = report["findings"].as_array().unwrap().iter().find(|f| f["check"] == check && f["object"] == object && f["status"] == status).unwrap();
+        assert!(
+            table_rows(&text.stdout).contains(&row),
+            "{what}: no {status} {check} row for {object}:\n{}{}",
+            text.stdout,
+            text.stderr
+        );
+        let finding = report["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["check"] == check && f["object"] == object && f["status"] == status)
+            .unwrap();
         assert!(finding["fix"].as_str().is_some_and(|f| !f.is_empty()), "{what}: no fix: {finding}");
         assert_eq!(text.code, 1, "{what}: a FAIL exits 1");
         eprintln!("{what}: {status} {check} {object}: {}", finding["message"]);
@@ -115,7 +132,20 @@ async fn a_clean_install_passes_and_each_weakening_is_reported() {
     // The install as manifests/install.yaml's header tells a user to do it.
     kubectl_ok(&env, &["create", "namespace", SYSTEM_NS]);
     let master = format!("--from-literal=master-key={MASTER_KEY}");
-    kubectl_ok(&env, &["create", "secret", "generic", "moltmates", "-n", SYSTEM_NS, "--from-literal=bot-token=123:abc", "--from-literal=llm-api-key=sk-test", &master]);
+    kubectl_ok(
+        &env,
+        &[
+            "create",
+            "secret",
+            "generic",
+            "moltmates",
+            "-n",
+            SYSTEM_NS,
+            "--from-literal=bot-token=123:abc",
+            "--from-literal=llm-api-key=sk-test",
+            &master,
+        ],
+    );
     kubectl_ok(&env, &["apply", "--server-side", "-f", &format!("{REPO}/manifests/install.yaml")]);
     // The CRD of this build (install.yaml's may trail it while the chart is regenerated).
     kubectl_ok(&env, &["apply", "--server-side", "--force-conflicts", "-f", &format!("{REPO}/crds/moltmateuser.yaml")]);
@@ -125,11 +155,25 @@ async fn a_clean_install_passes_and_each_weakening_is_reported() {
     let _node = env.spawn_node_with(&[]);
     let key = env.dir.join("master.key");
     let http = format!("127.0.0.1:{}", free_port());
-    let mut operator = env.spawn("operator", &env.operator_kubeconfig(), &[
-        "operator", "--storage-class", STORAGE_CLASS, "--http-addr", &http, "--master-key-file", key.to_str().unwrap(),
-        "--lease-namespace", SYSTEM_NS, "--identity", "audit-operator",
-        "--gateway-pod-labels", "app.kubernetes.io/name=moltmate-gateway,app.kubernetes.io/instance=moltmates",
-    ]);
+    let mut operator = env.spawn(
+        "operator",
+        &env.operator_kubeconfig(),
+        &[
+            "operator",
+            "--storage-class",
+            STORAGE_CLASS,
+            "--http-addr",
+            &http,
+            "--master-key-file",
+            key.to_str().unwrap(),
+            "--lease-namespace",
+            SYSTEM_NS,
+            "--identity",
+            "audit-operator",
+            "--gateway-pod-labels",
+            "app.kubernetes.io/name=moltmate-gateway,app.kubernetes.io/instance=moltmates",
+        ],
+    );
     for (name, id, profile) in [("ann", 2001, "family"), ("bob", 2002, "public"), ("carol", 2003, "public")] {
         apply_user(&client, &user_manifest(name, id, json!({ "profile": profile }))).await.unwrap();
     }
@@ -154,13 +198,31 @@ async fn a_clean_install_passes_and_each_weakening_is_reported() {
     assert_eq!(clean.code, 0, "a clean install exits 0:\n{}{}", clean.stdout, clean.stderr);
     assert!(!clean.stdout.lines().any(|l| l.starts_with("FAIL")), "{}", clean.stdout);
     assert_eq!(report["summary"]["fail"], 0);
-    let checks: BTreeSet<&str> = report["findings"].as_array().unwrap().iter().filter_map(|f| f["check"].as_str()).collect();
-    for check in ["user-provisioned", "network-policy", "resource-quota", "limit-range", "pod-security", "exec-security", "safe-bins",
-        "agent-pod", "service-exposure", "broker-access", "secret-source", "master-key", "retained-workspace", "image-pinned"] {
+    let checks: BTreeSet<&str> =
+        report["findings"].as_array().unwrap().iter().filter_map(|f| f["check"].as_str()).collect();
+    for check in [
+        "user-provisioned",
+        "network-policy",
+        "resource-quota",
+        "limit-range",
+        "pod-security",
+        "exec-security",
+        "safe-bins",
+        "agent-pod",
+        "service-exposure",
+        "broker-access",
+        "secret-source",
+        "master-key",
+        "retained-workspace",
+        "image-pinned",
+    ] {
         assert!(checks.contains(check), "no {check} rows in a clean audit: {checks:?}");
     }
     let retained = report["findings"].as_array().unwrap().iter().find(|f| f["check"] == "retained-workspace").unwrap();
-    assert_eq!((retained["status"].as_str(), retained["object"].as_str()), (Some("PASS"), Some("PersistentVolumeClaim moltmate-carol/workspace")));
+    assert_eq!(
+        (retained["status"].as_str(), retained["object"].as_str()),
+        (Some("PASS"), Some("PersistentVolumeClaim moltmate-carol/workspace"))
+    );
 
     // As a kubectl plugin: `kubectl moltmate audit`, with the binary on PATH as kubectl-moltmate.
     let plugins = env.dir.join("plugins");
@@ -168,7 +230,12 @@ async fn a_clean_install_passes_and_each_weakening_is_reported() {
     std::os::unix::fs::symlink(MOLTMATE, plugins.join("kubectl-moltmate")).unwrap();
     let path = format!("{}:{}", plugins.display(), std::env::var("PATH").unwrap_or_default());
     let kubectl = |args: &[&str]| {
-        Command::new(format!("{}/kubectl", bindir(&env))).args(args).env("PATH", &path).env("KUBECONFIG", env.admin_kubeconfig()).output().unwrap()
+        Command::new(format!("{}/kubectl", bindir(&env)))
+            .args(args)
+            .env("PATH", &path)
+            .env("KUBECONFIG", env.admin_kubeconfig())
+            .output()
+            .unwrap()
     };
     let plugin = kubectl(&["moltmate", "audit", "-o", "json"]);
     assert!(plugin.status.success(), "kubectl moltmate audit: {}", String::from_utf8_lossy(&plugin.stderr));
@@ -181,33 +248,111 @@ async fn a_clean_install_passes_and_each_weakening_is_reported() {
     operator.kill();
 
     kubectl_ok(&env, &["delete", "networkpolicy", "-n", "moltmate-bob", "moltmate-isolation"]);
-    auditor.expect("NetworkPolicy deleted", "FAIL", "network-policy", "NetworkPolicy moltmate-bob/moltmate-isolation", &[]);
+    auditor.expect(
+        "NetworkPolicy deleted",
+        "FAIL",
+        "network-policy",
+        "NetworkPolicy moltmate-bob/moltmate-isolation",
+        &[],
+    );
 
-    kubectl_ok(&env, &["patch", "resourcequota", "-n", "moltmate-ann", "moltmate-quota", "--type", "merge", "-p",
-        r#"{"spec":{"hard":{"limits.cpu":"8","limits.memory":"8Gi"}}}"#]);
+    kubectl_ok(
+        &env,
+        &[
+            "patch",
+            "resourcequota",
+            "-n",
+            "moltmate-ann",
+            "moltmate-quota",
+            "--type",
+            "merge",
+            "-p",
+            r#"{"spec":{"hard":{"limits.cpu":"8","limits.memory":"8Gi"}}}"#,
+        ],
+    );
     let f = auditor.expect("quota widened", "FAIL", "resource-quota", "ResourceQuota moltmate-ann/moltmate-quota", &[]);
     assert!(f["message"].as_str().unwrap().contains("limits.cpu is 8"), "{f}");
 
-    kubectl_ok(&env, &["patch", "limitrange", "-n", "moltmate-bob", "moltmate-limits", "--type", "json", "-p",
-        r#"[{"op":"replace","path":"/spec/limits/0/max/cpu","value":"4"}]"#]);
+    kubectl_ok(
+        &env,
+        &[
+            "patch",
+            "limitrange",
+            "-n",
+            "moltmate-bob",
+            "moltmate-limits",
+            "--type",
+            "json",
+            "-p",
+            r#"[{"op":"replace","path":"/spec/limits/0/max/cpu","value":"4"}]"#,
+        ],
+    );
     auditor.expect("LimitRange widened", "FAIL", "limit-range", "LimitRange moltmate-bob/moltmate-limits", &[]);
 
-    kubectl_ok(&env, &["patch", "moltmateusers.moltmate.io", "ann", "--type", "merge", "-p", r#"{"spec":{"exec":{"safeBins":["cat","bash"]}}}"#]);
+    kubectl_ok(
+        &env,
+        &[
+            "patch",
+            "moltmateusers.moltmate.io",
+            "ann",
+            "--type",
+            "merge",
+            "-p",
+            r#"{"spec":{"exec":{"safeBins":["cat","bash"]}}}"#,
+        ],
+    );
     let f = auditor.expect("a shell in safeBins", "FAIL", "safe-bins", "MoltmateUser ann", &[]);
     assert!(f["message"].as_str().unwrap().contains("`bash` is a shell"), "{f}");
 
-    kubectl_ok(&env, &["patch", "moltmateusers.moltmate.io", "bob", "--type", "merge", "-p", r#"{"spec":{"exec":{"security":"full"}}}"#]);
+    kubectl_ok(
+        &env,
+        &[
+            "patch",
+            "moltmateusers.moltmate.io",
+            "bob",
+            "--type",
+            "merge",
+            "-p",
+            r#"{"spec":{"exec":{"security":"full"}}}"#,
+        ],
+    );
     auditor.expect("exec security full", "FAIL", "exec-security", "MoltmateUser bob", &[]);
 
     kubectl_ok(&env, &["label", "namespace", "moltmate-ann", "pod-security.kubernetes.io/enforce-"]);
     auditor.expect("namespace not restricted", "FAIL", "pod-security", "Namespace moltmate-ann", &[]);
 
     // RBAC made by hand that reaches into a sandbox: the agent's ServiceAccount made an admin.
-    kubectl_ok(&env, &["create", "rolebinding", "helpful", "-n", "moltmate-ann", "--clusterrole=cluster-admin", "--serviceaccount=moltmate-ann:agent"]);
-    let f = auditor.expect("a RoleBinding to cluster-admin in a sandbox", "FAIL", "rbac-bindings", "RoleBinding moltmate-ann/helpful", &[]);
+    kubectl_ok(
+        &env,
+        &[
+            "create",
+            "rolebinding",
+            "helpful",
+            "-n",
+            "moltmate-ann",
+            "--clusterrole=cluster-admin",
+            "--serviceaccount=moltmate-ann:agent",
+        ],
+    );
+    let f = auditor.expect(
+        "a RoleBinding to cluster-admin in a sandbox",
+        "FAIL",
+        "rbac-bindings",
+        "RoleBinding moltmate-ann/helpful",
+        &[],
+    );
     assert!(f["message"].as_str().unwrap().contains("ClusterRole cluster-admin"), "{f}");
-    kubectl_ok(&env, &["create", "clusterrolebinding", "agent-reader", "--clusterrole=view", "--serviceaccount=moltmate-bob:agent"]);
-    auditor.expect("a ClusterRoleBinding for a sandbox's ServiceAccount", "FAIL", "rbac-bindings", "ClusterRoleBinding agent-reader", &[]);
+    kubectl_ok(
+        &env,
+        &["create", "clusterrolebinding", "agent-reader", "--clusterrole=view", "--serviceaccount=moltmate-bob:agent"],
+    );
+    auditor.expect(
+        "a ClusterRoleBinding for a sandbox's ServiceAccount",
+        "FAIL",
+        "rbac-bindings",
+        "ClusterRoleBinding agent-reader",
+        &[],
+    );
 
     // A pod passing itself off as an agent, with an API token (the widened quota lets it in).
     let quotas: Api<ResourceQuota> = Api::namespaced(client.clone(), "moltmate-ann");
@@ -227,11 +372,17 @@ async fn a_clean_install_passes_and_each_weakening_is_reported() {
     .unwrap();
     let pods: Api<Pod> = Api::namespaced(client.clone(), "moltmate-ann");
     // Retried: the namespace's token Secret may still be on its way (ServiceAccount admission).
-    wait_until("the rogue pod admitted", Duration::from_secs(30), || async { pods.create(&PostParams::default(), &rogue).await.ok() }).await;
+    wait_until("the rogue pod admitted", Duration::from_secs(30), || async {
+        pods.create(&PostParams::default(), &rogue).await.ok()
+    })
+    .await;
     let f = auditor.expect("a pod with an API token", "FAIL", "agent-pod", "Pod moltmate-ann/rogue", &[]);
     assert!(f["message"].as_str().unwrap().contains("service-account token"), "{f}");
 
-    kubectl_ok(&env, &["patch", "service", "-n", SYSTEM_NS, "moltmate-metrics", "-p", r#"{"spec":{"type":"NodePort"}}"#]);
+    kubectl_ok(
+        &env,
+        &["patch", "service", "-n", SYSTEM_NS, "moltmate-metrics", "-p", r#"{"spec":{"type":"NodePort"}}"#],
+    );
     auditor.expect("a NodePort Service", "FAIL", "service-exposure", "Service moltmate-system/moltmate-metrics", &[]);
 
     let ingress: Ingress = serde_json::from_value(json!({
@@ -243,27 +394,69 @@ async fn a_clean_install_passes_and_each_weakening_is_reported() {
     Api::<Ingress>::namespaced(client.clone(), SYSTEM_NS).create(&PostParams::default(), &ingress).await.unwrap();
     auditor.expect("an Ingress in polling mode", "FAIL", "ingress", "Ingress moltmate-system/moltmate", &[]);
 
-    kubectl_ok(&env, &["set", "env", "-n", SYSTEM_NS, "deployment/moltmate-gateway", "MOLTMATE_LLM_API_KEY=sk-literal-value"]);
-    let f = auditor.expect("a literal LLM key", "FAIL", "secret-source", "Deployment moltmate-system/moltmate-gateway", &[]);
+    kubectl_ok(
+        &env,
+        &["set", "env", "-n", SYSTEM_NS, "deployment/moltmate-gateway", "MOLTMATE_LLM_API_KEY=sk-literal-value"],
+    );
+    let f = auditor.expect(
+        "a literal LLM key",
+        "FAIL",
+        "secret-source",
+        "Deployment moltmate-system/moltmate-gateway",
+        &[],
+    );
     assert!(f["message"].as_str().unwrap().contains("MOLTMATE_LLM_API_KEY"), "{f}");
 
     kubectl_ok(&env, &["patch", "secret", "-n", SYSTEM_NS, "moltmates", "-p", r#"{"data":{"master-key":"c2hvcnQ="}}"#]);
-    let f = auditor.expect("a short master key", "FAIL", "master-key", "Secret moltmate-system/moltmates key master-key", &[]);
+    let f = auditor.expect(
+        "a short master key",
+        "FAIL",
+        "master-key",
+        "Secret moltmate-system/moltmates key master-key",
+        &[],
+    );
     assert!(f["message"].as_str().unwrap().contains("5 bytes"), "{f}");
 
-    kubectl_ok(&env, &["set", "image", "-n", SYSTEM_NS, "deployment/moltmate-operator", "operator=moltmates/moltmate:latest"]);
-    auditor.expect("an image :latest", "FAIL", "image-pinned", "Deployment moltmate-system/moltmate-operator container operator", &[]);
+    kubectl_ok(
+        &env,
+        &["set", "image", "-n", SYSTEM_NS, "deployment/moltmate-operator", "operator=moltmates/moltmate:latest"],
+    );
+    auditor.expect(
+        "an image :latest",
+        "FAIL",
+        "image-pinned",
+        "Deployment moltmate-system/moltmate-operator container operator",
+        &[],
+    );
 
     kubectl_ok(&env, &["delete", "networkpolicy", "-n", SYSTEM_NS, "moltmate-gateway"]);
-    auditor.expect("the broker open to all", "FAIL", "broker-access", "Deployment moltmate-system/moltmate-gateway", &[]);
+    auditor.expect(
+        "the broker open to all",
+        "FAIL",
+        "broker-access",
+        "Deployment moltmate-system/moltmate-gateway",
+        &[],
+    );
 
     // carol's workspace, older than a (short) limit; polled: it has to age past a second.
     wait_until("the retained workspace reported", Duration::from_secs(10), || async {
         let run = auditor.run(&["--retained-max-age", "1s"]);
-        table_rows(&run.stdout).contains(&("WARN".into(), "retained-workspace".into(), "PersistentVolumeClaim moltmate-carol/workspace".into())).then_some(())
+        table_rows(&run.stdout)
+            .contains(&(
+                "WARN".into(),
+                "retained-workspace".into(),
+                "PersistentVolumeClaim moltmate-carol/workspace".into(),
+            ))
+            .then_some(())
     })
     .await;
-    auditor.expect("an old retained workspace", "WARN", "retained-workspace", "PersistentVolumeClaim moltmate-carol/workspace", &["--retained-max-age", "1s"]);
+    auditor.expect(
+        "an old retained workspace",
+        "WARN",
+        "retained-workspace",
+        "PersistentVolumeClaim moltmate-carol/workspace",
+        &["--retained-max-age", "1s"],
+    );
 
     // Nothing secret in any output.
     let (all, _) = auditor.both(&["-v"]);
@@ -288,7 +481,11 @@ fn usage_and_connection_errors_exit_2() {
 
     let unreachable = audit_with(&kubeconfig, &[]);
     assert_eq!(unreachable.code, 2, "{}", unreachable.stderr);
-    assert!(unreachable.stderr.contains(&format!("cannot reach the Kubernetes API at https://127.0.0.1:{port}")), "{}", unreachable.stderr);
+    assert!(
+        unreachable.stderr.contains(&format!("cannot reach the Kubernetes API at https://127.0.0.1:{port}")),
+        "{}",
+        unreachable.stderr
+    );
     assert!(unreachable.stdout.is_empty());
 
     let missing = audit_with(&kubeconfig, &["--kubeconfig", "/nonexistent/kubeconfig"]);

@@ -54,16 +54,24 @@ struct Pages {
 
 fn pages_router(pages: Pages) -> Router {
     Router::new()
-        .route("/page", get(|| async { ([(header::CONTENT_TYPE, "text/html")], "<html><body><h1>Cats</h1><p>Cats purr.</p></body></html>") }))
+        .route(
+            "/page",
+            get(|| async {
+                ([(header::CONTENT_TYPE, "text/html")], "<html><body><h1>Cats</h1><p>Cats purr.</p></body></html>")
+            }),
+        )
         // `/redirect?<url>`: 302 to the raw query.
         .route("/redirect", get(|uri: Uri| async move { redirect(uri.query().unwrap_or("/")) }))
-        .route("/hold", get(|State(p): State<Pages>| async move {
-            let released = p.release.notified();
-            p.held.send_modify(|n| *n += 1);
-            released.await;
-            p.held.send_modify(|n| *n -= 1);
-            "released"
-        }))
+        .route(
+            "/hold",
+            get(|State(p): State<Pages>| async move {
+                let released = p.release.notified();
+                p.held.send_modify(|n| *n += 1);
+                released.await;
+                p.held.send_modify(|n| *n -= 1);
+                "released"
+            }),
+        )
         .with_state(pages)
 }
 
@@ -84,7 +92,8 @@ struct TestDns(HashMap<&'static str, Vec<IpAddr>>);
 
 impl Lookup for TestDns {
     fn lookup<'a>(&'a self, host: &'a str) -> BoxFuture<'a, io::Result<Vec<IpAddr>>> {
-        let found = self.0.get(host).cloned().ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no such test host"));
+        let found =
+            self.0.get(host).cloned().ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no such test host"));
         Box::pin(async move { found })
     }
 }
@@ -168,7 +177,9 @@ async fn env_with(tweak: impl FnOnce(&mut BrokerConfig)) -> Env {
     let key = MasterKey::new("b".repeat(32)).unwrap();
     let (store, mut writer) = reflector::store::<MoltmateUser>();
     let only_allowed_test = |s: &mut MoltmateUserSpec| {
-        s.web = Some(WebSpec { fetch: Some(WebFetchSpec { enabled: None, allowed_domains: Some(vec!["allowed.test".into()]) }) })
+        s.web = Some(WebSpec {
+            fetch: Some(WebFetchSpec { enabled: None, allowed_domains: Some(vec!["allowed.test".into()]) }),
+        })
     };
     for u in [
         user("alice", Profile::Family, only_allowed_test),
@@ -176,7 +187,9 @@ async fn env_with(tweak: impl FnOnce(&mut BrokerConfig)) -> Env {
         user("pat", Profile::Public, |_| {}),
         user("quinn", Profile::Public, |_| {}),
         user("sam", Profile::Family, |s| s.suspend = true),
-        user("ivy", Profile::Family, |s| s.resources = Some(ResourcesSpec { memory: Some("0".into()), ..Default::default() })),
+        user("ivy", Profile::Family, |s| {
+            s.resources = Some(ResourcesSpec { memory: Some("0".into()), ..Default::default() })
+        }),
     ] {
         writer.apply_watcher_event(&Event::Apply(u));
     }
@@ -240,7 +253,8 @@ type HeaderMapLite = HashMap<String, String>;
 
 async fn read(response: reqwest::Response) -> (StatusCode, HeaderMapLite, Value) {
     let status = StatusCode::from_u16(response.status().as_u16()).unwrap();
-    let headers = response.headers().iter().map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string())).collect();
+    let headers =
+        response.headers().iter().map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string())).collect();
     let text = response.text().await.unwrap();
     let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
     (status, headers, body)
@@ -248,7 +262,8 @@ async fn read(response: reqwest::Response) -> (StatusCode, HeaderMapLite, Value)
 
 /// An OpenAI error body whose message contains `needle`.
 fn assert_openai_error(body: &Value, needle: &str) {
-    let message = body.pointer("/error/message").and_then(Value::as_str).unwrap_or_else(|| panic!("not an OpenAI error: {body}"));
+    let message =
+        body.pointer("/error/message").and_then(Value::as_str).unwrap_or_else(|| panic!("not an OpenAI error: {body}"));
     assert!(message.contains(needle), "{message:?} does not say {needle:?}");
     assert!(body["error"].get("type").is_some(), "{body}");
 }
@@ -273,21 +288,34 @@ async fn a_token_acts_as_its_own_user_only() {
     assert_eq!(env.fetch("alice", &url).await.0, StatusCode::OK);
     let (status, body) = env.fetch("bob", &url).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
-    assert!(body["error"].as_str().unwrap().contains("allowed.test is not in allowedDomains (wikipedia.org, docs.python.org)"), "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("allowed.test is not in allowedDomains (wikipedia.org, docs.python.org)"),
+        "{body}"
+    );
 }
 
 #[tokio::test]
 async fn unknown_or_missing_tokens_get_401_and_nothing_is_forwarded() {
     let env = env().await;
     let other_key = MasterKey::new("x".repeat(32)).unwrap();
-    let bad_tokens = [None, Some(String::new()), Some("not-a-token".to_string()), Some(other_key.agent_token("uid-alice")), Some(env.token("nobody"))];
+    let bad_tokens = [
+        None,
+        Some(String::new()),
+        Some("not-a-token".to_string()),
+        Some(other_key.agent_token("uid-alice")),
+        Some(env.token("nobody")),
+    ];
     for token in &bad_tokens {
         let (status, headers, body) = env.post("/v1/chat/completions", token.as_deref(), &chat_body("hi")).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{token:?}");
         assert_openai_error(&body, "bearer token");
         assert_eq!(headers.get("www-authenticate").map(String::as_str), Some("Bearer"));
         let (status, body) = {
-            let (s, _, b) = env.post("/v1/fetch", token.as_deref(), &json!({"url": format!("{}/page", env.allowed)})).await;
+            let (s, _, b) =
+                env.post("/v1/fetch", token.as_deref(), &json!({"url": format!("{}/page", env.allowed)})).await;
             (s, b)
         };
         assert_eq!(status, StatusCode::UNAUTHORIZED);
@@ -296,11 +324,22 @@ async fn unknown_or_missing_tokens_get_401_and_nothing_is_forwarded() {
     let response = env.http.get(format!("{}/v1/models", env.url)).bearer_auth("nope").send().await.unwrap();
     assert_eq!(response.status().as_u16(), 401);
     // A scheme other than Bearer is not a token either.
-    let response = env.http.post(format!("{}/v1/chat/completions", env.url)).basic_auth("alice", Some(env.token("alice"))).json(&chat_body("x")).send().await.unwrap();
+    let response = env
+        .http
+        .post(format!("{}/v1/chat/completions", env.url))
+        .basic_auth("alice", Some(env.token("alice")))
+        .json(&chat_body("x"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status().as_u16(), 401);
 
     assert!(env.llm.requests().is_empty(), "forwarded: {:?}", env.llm.requests());
-    assert!(env.metrics().contains(r#"moltmate_broker_requests_total{endpoint="chat_completions",decision="refused"} 6"#), "{}", env.metrics());
+    assert!(
+        env.metrics().contains(r#"moltmate_broker_requests_total{endpoint="chat_completions",decision="refused"} 6"#),
+        "{}",
+        env.metrics()
+    );
 }
 
 #[tokio::test]
@@ -320,7 +359,8 @@ async fn suspended_deleted_and_invalid_users_get_403_with_the_reason() {
     assert_eq!(env.chat("alice", "hi").await.0, StatusCode::OK);
     let mut deleting = user("alice", Profile::Family, |_| {});
     deleting.metadata.resource_version = Some("2".into());
-    deleting.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now()));
+    deleting.metadata.deletion_timestamp =
+        Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now()));
     env.users.lock().unwrap().apply_watcher_event(&Event::Apply(deleting.clone()));
     let (status, _, body) = env.chat("alice", "hi").await;
     assert_eq!(status, StatusCode::FORBIDDEN);
@@ -360,16 +400,23 @@ async fn the_provider_gets_the_real_key_and_never_the_agent_token() {
 
     // Another model, more choices, fields that change the price: refused, nothing forwarded.
     for (request, reason) in [
-        (json!({"model": "other", "messages": [{"role": "user", "content": "x"}]}), "serves the model \"dev-model-1\" only"),
+        (
+            json!({"model": "other", "messages": [{"role": "user", "content": "x"}]}),
+            "serves the model \"dev-model-1\" only",
+        ),
         (json!({"model": "default", "n": 8, "messages": []}), "one choice per request"),
-        (json!({"model": "default", "service_tier": "priority", "messages": []}), "does not forward the field(s) service_tier"),
+        (
+            json!({"model": "default", "service_tier": "priority", "messages": []}),
+            "does not forward the field(s) service_tier",
+        ),
     ] {
         let (status, _, body) = env.post("/v1/chat/completions", Some(&token), &request).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{request}: {body}");
         assert!(body["error"]["message"].as_str().unwrap().contains(reason), "{request}: {body}");
     }
     // The served model asked for by name, with a huge answer: the cap goes to the provider.
-    let asked = json!({"model": DEFAULT_MODEL, "max_tokens": 1_000_000, "messages": [{"role": "user", "content": "x"}]});
+    let asked =
+        json!({"model": DEFAULT_MODEL, "max_tokens": 1_000_000, "messages": [{"role": "user", "content": "x"}]});
     let (status, _, _) = env.post("/v1/chat/completions", Some(&token), &asked).await;
     assert_eq!(status, StatusCode::OK);
 
@@ -418,7 +465,9 @@ async fn requests_per_minute_are_limited_per_user() {
     let forwarded = env.llm.requests();
     assert_eq!(forwarded.len(), 13);
     assert!(!forwarded.iter().any(|r| r.body.to_string().contains("one too many")));
-    assert!(env.metrics().contains(r#"moltmate_broker_requests_total{endpoint="chat_completions",decision="limited"} 1"#));
+    assert!(
+        env.metrics().contains(r#"moltmate_broker_requests_total{endpoint="chat_completions",decision="limited"} 1"#)
+    );
 }
 
 #[tokio::test]
@@ -439,7 +488,11 @@ async fn the_daily_token_budget_is_enforced_until_midnight_utc() {
     assert!(env.metrics().contains("moltmate_broker_llm_tokens_total 100010"), "{}", env.metrics());
 
     // The agent's client does not retry a spent budget, and reads the reason.
-    let err = agent_client(&env, "pat").chat().create(build_request("default", "sys", &[Message::User { text: "d".into() }], &[])).await.unwrap_err();
+    let err = agent_client(&env, "pat")
+        .chat()
+        .create(build_request("default", "sys", &[Message::User { text: "d".into() }], &[]))
+        .await
+        .unwrap_err();
     match LlmError::from(err) {
         LlmError::Status { status: 429, message } => assert!(message.contains("daily token budget"), "{message}"),
         other => panic!("{other:?}"),
@@ -523,12 +576,20 @@ async fn a_wrong_provider_key_or_a_dead_provider_is_a_bad_gateway() {
 async fn streaming_bad_bodies_and_oversized_bodies_are_refused() {
     let env = env_with(|c| c.max_request_bytes = 64 * 1024).await;
     let token = env.token("alice");
-    let (status, _, body) =
-        env.post("/v1/chat/completions", Some(&token), &json!({"model": "default", "stream": true, "messages": []})).await;
+    let (status, _, body) = env
+        .post("/v1/chat/completions", Some(&token), &json!({"model": "default", "stream": true, "messages": []}))
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_openai_error(&body, "streaming is not supported");
 
-    let response = env.http.post(format!("{}/v1/chat/completions", env.url)).bearer_auth(&token).body("{not json").send().await.unwrap();
+    let response = env
+        .http
+        .post(format!("{}/v1/chat/completions", env.url))
+        .bearer_auth(&token)
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
     let (status, _, body) = read(response).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_openai_error(&body, "not JSON");
@@ -538,7 +599,9 @@ async fn streaming_bad_bodies_and_oversized_bodies_are_refused() {
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
     assert_openai_error(&body, "larger than 65536 bytes");
 
-    let (status, _, body) = env.post("/v1/fetch", Some(&token), &json!({"url": format!("https://allowed.test/{}", "a".repeat(20_000))})).await;
+    let (status, _, body) = env
+        .post("/v1/fetch", Some(&token), &json!({"url": format!("https://allowed.test/{}", "a".repeat(20_000))}))
+        .await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
     assert!(body["error"].as_str().unwrap().contains("larger than 16384 bytes"), "{body}");
 
@@ -572,11 +635,15 @@ async fn the_agents_openai_client_works_through_the_broker() {
     let reply = parse_response(response).unwrap();
     assert_eq!(reply.tool_calls.len(), 1);
     assert_eq!(reply.tool_calls[0].name, "exec");
-    assert_eq!(serde_json::from_str::<Value>(&reply.tool_calls[0].arguments).unwrap(), json!({"command": "wc -l notes.txt"}));
+    assert_eq!(
+        serde_json::from_str::<Value>(&reply.tool_calls[0].arguments).unwrap(),
+        json!({"command": "wc -l notes.txt"})
+    );
 
     // One 500 is retried by the client and the retry succeeds.
     env.llm.fail_next(500, 1);
-    let response = client.chat().create(build_request("default", "s", &[Message::User { text: "hi".into() }], &[])).await.unwrap();
+    let response =
+        client.chat().create(build_request("default", "s", &[Message::User { text: "hi".into() }], &[])).await.unwrap();
     assert_eq!(parse_response(response).unwrap().content.as_deref(), Some("You said: hi"));
     let seen = env.llm.requests();
     assert_eq!(seen.len(), 3);
@@ -584,7 +651,8 @@ async fn the_agents_openai_client_works_through_the_broker() {
     assert_eq!(seen[0].body["model"], DEFAULT_MODEL);
 
     // A wrong token is a 401 the client reports, not retries.
-    let err = agent_client(&env, "nobody").chat().create(build_request("default", "s", &messages, &[])).await.unwrap_err();
+    let err =
+        agent_client(&env, "nobody").chat().create(build_request("default", "s", &messages, &[])).await.unwrap_err();
     assert!(matches!(LlmError::from(err), LlmError::Status { status: 401, .. }));
     assert_eq!(env.llm.requests().len(), 3);
 }
@@ -609,13 +677,25 @@ async fn fetch_follows_each_users_policy_and_refusals_say_why() {
         ("alice", format!("{}/page", env.evil), "evil.test is not in allowedDomains (allowed.test)"),
         ("pat", format!("{}/page", env.allowed), "web fetch is disabled for this user"),
         ("alice", "http://169.254.169.254/latest/meta-data/".to_string(), "169.254.169.254"),
-        ("alice", format!("http://metadata.allowed.test:{}/", env.allowed.rsplit(':').next().unwrap()), "169.254.169.254"),
         (
             "alice",
-            format!("{}/redirect?http://internal.allowed.test:{}/", env.allowed, env.allowed.rsplit(':').next().unwrap()),
+            format!("http://metadata.allowed.test:{}/", env.allowed.rsplit(':').next().unwrap()),
+            "169.254.169.254",
+        ),
+        (
+            "alice",
+            format!(
+                "{}/redirect?http://internal.allowed.test:{}/",
+                env.allowed,
+                env.allowed.rsplit(':').next().unwrap()
+            ),
             "internal.allowed.test resolves to a forbidden address",
         ),
-        ("alice", format!("{}/redirect?http://127.0.0.1:{}/", env.allowed, env.allowed.rsplit(':').next().unwrap()), "127.0.0.1"),
+        (
+            "alice",
+            format!("{}/redirect?http://127.0.0.1:{}/", env.allowed, env.allowed.rsplit(':').next().unwrap()),
+            "127.0.0.1",
+        ),
         ("alice", "file:///etc/passwd".to_string(), "file"),
     ];
     for (who, url, why) in refusals {
@@ -627,7 +707,9 @@ async fn fetch_follows_each_users_policy_and_refusals_say_why() {
 
     // An allowed name that does not resolve is a failure, not a refusal.
     let mut opened = user("alice", Profile::Family, |s| {
-        s.web = Some(WebSpec { fetch: Some(WebFetchSpec { enabled: None, allowed_domains: Some(vec!["unknown.test".into()]) }) })
+        s.web = Some(WebSpec {
+            fetch: Some(WebFetchSpec { enabled: None, allowed_domains: Some(vec!["unknown.test".into()]) }),
+        })
     });
     opened.metadata.resource_version = Some("2".into());
     env.users.lock().unwrap().apply_watcher_event(&Event::Apply(opened));
@@ -690,7 +772,9 @@ async fn concurrent_fetches_are_capped_per_user() {
     assert!(body["error"].as_str().unwrap().contains("at most 2 fetches at a time per user"), "{body}");
     // Another user is not held up by alice's.
     let mut opened = user("bob", Profile::Family, |s| {
-        s.web = Some(WebSpec { fetch: Some(WebFetchSpec { enabled: None, allowed_domains: Some(vec!["allowed.test".into()]) }) })
+        s.web = Some(WebSpec {
+            fetch: Some(WebFetchSpec { enabled: None, allowed_domains: Some(vec!["allowed.test".into()]) }),
+        })
     });
     opened.metadata.resource_version = Some("2".into());
     env.users.lock().unwrap().apply_watcher_event(&Event::Apply(opened));

@@ -15,7 +15,8 @@ const NS: &str = "moltmate-system";
 const RELEASE: &str = "moltmates";
 const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/moltmates");
 /// The values a minimal install needs.
-const REQUIRED: &[&str] = &["llm.baseUrl=https://llm.example.org/v1", "telegram.botToken=123:abc", "llm.apiKey=sk-test"];
+const REQUIRED: &[&str] =
+    &["llm.baseUrl=https://llm.example.org/v1", "telegram.botToken=123:abc", "llm.apiKey=sk-test"];
 const REGENERATE: &str = "scripts/render-install > manifests/install.yaml";
 
 // ---------------------------------------------------------------------------------------------
@@ -69,7 +70,11 @@ fn render(extra: &[&str]) -> Rendered {
 fn render_error(sets: &[&str]) -> String {
     let args = template_args(sets, &[]);
     let out = helm(&strs(&args));
-    assert!(!out.status.success(), "expected a failure for {sets:?}; rendered:\n{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        !out.status.success(),
+        "expected a failure for {sets:?}; rendered:\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
@@ -91,7 +96,10 @@ impl Rendered {
         self.find(kind, name).unwrap_or_else(|| panic!("no {kind} {name} rendered; got {:?}", self.names()))
     }
     fn names(&self) -> Vec<String> {
-        self.0.iter().map(|d| format!("{}/{}", d["kind"].as_str().unwrap_or("?"), d["metadata"]["name"].as_str().unwrap_or("?"))).collect()
+        self.0
+            .iter()
+            .map(|d| format!("{}/{}", d["kind"].as_str().unwrap_or("?"), d["metadata"]["name"].as_str().unwrap_or("?")))
+            .collect()
     }
     fn container(&self, component: &str) -> &Value {
         &self.get("Deployment", &format!("moltmate-{component}"))["spec"]["template"]["spec"]["containers"][0]
@@ -151,12 +159,27 @@ fn value_sets() -> Vec<(&'static str, Vec<&'static str>, Vec<String>)> {
         ("existingSecret", EXISTING_SECRET.to_vec(), vec![]),
         ("custom profiles", REQUIRED.to_vec(), vec![profiles]),
         ("2 gateway replicas", [REQUIRED, &["gateway.replicas=2"]].concat(), vec![]),
-        ("ServiceMonitor", [REQUIRED, &["serviceMonitor.enabled=true", "serviceMonitor.labels.release=prom"]].concat(), vec![]),
+        (
+            "ServiceMonitor",
+            [REQUIRED, &["serviceMonitor.enabled=true", "serviceMonitor.labels.release=prom"]].concat(),
+            vec![],
+        ),
         (
             "everything optional set",
-            [REQUIRED, &["storageClass=local-path", "llm.defaultModel=gpt-4o-mini", "telegram.apiUrl=http://bot-api.bots.svc:8081",
-                "telegram.allowGroups=true", "logFormat=text", "operator.nodeSelector.kubernetes\\.io/arch=arm64",
-                "gateway.tolerations[0].operator=Exists", "imagePullSecrets[0].name=regcred"]].concat(),
+            [
+                REQUIRED,
+                &[
+                    "storageClass=local-path",
+                    "llm.defaultModel=gpt-4o-mini",
+                    "telegram.apiUrl=http://bot-api.bots.svc:8081",
+                    "telegram.allowGroups=true",
+                    "logFormat=text",
+                    "operator.nodeSelector.kubernetes\\.io/arch=arm64",
+                    "gateway.tolerations[0].operator=Exists",
+                    "imagePullSecrets[0].name=regcred",
+                ],
+            ]
+            .concat(),
             vec![],
         ),
         ("install.yaml", vec![], vec![format!("{REPO}/manifests/install-values.yaml")]),
@@ -219,13 +242,19 @@ fn every_pod_runs_restricted_with_secrets_as_files() {
             let http = c["ports"].as_array().unwrap().iter().find(|p| p["name"] == "http").expect("http port");
             assert_eq!(http["containerPort"], 9090, "{what}");
             // The only env var is POD_NAME, from the downward API: no secret is a literal value.
-            assert_eq!(c["env"], json!([{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]), "{what}");
+            assert_eq!(
+                c["env"],
+                json!([{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]),
+                "{what}"
+            );
             assert!(c["envFrom"].is_null(), "{what}");
-            let mount = c["volumeMounts"].as_array().unwrap().iter().find(|m| m["name"] == "secrets").expect("secrets mount");
+            let mount =
+                c["volumeMounts"].as_array().unwrap().iter().find(|m| m["name"] == "secrets").expect("secrets mount");
             assert_eq!(mount["mountPath"], "/etc/moltmate/secrets", "{what}");
             assert_eq!(mount["readOnly"], true, "{what}");
             // Every *-file flag under the secrets dir names a file the projected volume holds.
-            let volume = pod["volumes"].as_array().unwrap().iter().find(|v| v["name"] == "secrets").expect("secrets volume");
+            let volume =
+                pod["volumes"].as_array().unwrap().iter().find(|v| v["name"] == "secrets").expect("secrets volume");
             let files: Vec<&str> = volume["projected"]["sources"]
                 .as_array()
                 .unwrap()
@@ -233,7 +262,8 @@ fn every_pod_runs_restricted_with_secrets_as_files() {
                 .flat_map(|s| s["secret"]["items"].as_array().unwrap().iter().map(|i| i["path"].as_str().unwrap()))
                 .collect();
             let args = args_of(c);
-            let secret_flags: Vec<&str> = args.iter().filter_map(|a| a.split_once("=/etc/moltmate/secrets/").map(|(_, f)| f)).collect();
+            let secret_flags: Vec<&str> =
+                args.iter().filter_map(|a| a.split_once("=/etc/moltmate/secrets/").map(|(_, f)| f)).collect();
             assert!(!secret_flags.is_empty(), "{what}");
             for file in &secret_flags {
                 assert!(files.contains(file), "{what}: {file} is passed as a flag but not mounted ({files:?})");
@@ -319,10 +349,19 @@ fn gateway_command_line() {
             "--telegram-mode=polling",
         ]
     );
-    let ports: Vec<&str> = rendered.container("gateway")["ports"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+    let ports: Vec<&str> = rendered.container("gateway")["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
     assert_eq!(ports, ["http", "broker"]);
 
-    let optional = render(&["llm.defaultModel=gpt-4o-mini", "telegram.apiUrl=http://bot-api.bots.svc:8081", "telegram.allowGroups=true"]);
+    let optional = render(&[
+        "llm.defaultModel=gpt-4o-mini",
+        "telegram.apiUrl=http://bot-api.bots.svc:8081",
+        "telegram.allowGroups=true",
+    ]);
     let args = optional.args("gateway");
     assert_eq!(flag(&args, "llm-default-model"), Some("gpt-4o-mini"));
     assert_eq!(flag(&args, "telegram-api-url"), Some("http://bot-api.bots.svc:8081"));
@@ -335,7 +374,8 @@ fn gateway_command_line() {
     assert_eq!(flag(&args, "webhook-path"), Some("/telegram"));
     assert_eq!(flag(&args, "webhook-url"), Some("https://bot.example.org/telegram"));
     assert_eq!(flag(&args, "webhook-secret-file"), Some("/etc/moltmate/secrets/webhook-secret"));
-    let ports: Vec<&str> = webhook.container("gateway")["ports"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+    let ports: Vec<&str> =
+        webhook.container("gateway")["ports"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
     assert_eq!(ports, ["http", "broker", "webhook"]);
 
     assert_eq!(render(&["gateway.replicas=2"]).get("Deployment", "moltmate-gateway")["spec"]["replicas"], 2);
@@ -351,14 +391,20 @@ fn defaults_match_the_binary() {
         let start = rest.find("[default: ").unwrap() + "[default: ".len();
         rest[start..start + rest[start..].find(']').unwrap()].to_string()
     };
-    let values: Value = serde_saphyr::from_str(&std::fs::read_to_string(format!("{CHART}/values.yaml")).unwrap()).unwrap();
-    assert_eq!(values["sandbox"]["image"], default_of("sandbox-image"), "values.yaml sandbox.image vs the operator's default");
+    let values: Value =
+        serde_saphyr::from_str(&std::fs::read_to_string(format!("{CHART}/values.yaml")).unwrap()).unwrap();
+    assert_eq!(
+        values["sandbox"]["image"],
+        default_of("sandbox-image"),
+        "values.yaml sandbox.image vs the operator's default"
+    );
     let args = render(&[]).args("operator");
     assert_eq!(flag(&args, "broker-service").unwrap(), default_of("broker-service"));
     assert_eq!(flag(&args, "broker-port").unwrap(), default_of("broker-port"));
     assert_eq!(flag(&args, "agent-port").unwrap(), default_of("agent-port"));
 
-    let chart: Value = serde_saphyr::from_str(&std::fs::read_to_string(format!("{CHART}/Chart.yaml")).unwrap()).unwrap();
+    let chart: Value =
+        serde_saphyr::from_str(&std::fs::read_to_string(format!("{CHART}/Chart.yaml")).unwrap()).unwrap();
     assert_eq!(chart["appVersion"], env!("CARGO_PKG_VERSION"));
     assert_eq!(values["image"]["repository"], "moltmates/moltmate");
     assert_eq!(values["image"]["tag"], "", "the tag follows appVersion");
@@ -369,11 +415,16 @@ fn cluster_roles_are_the_files() {
     let rendered = render(&[]);
     for component in ["operator", "gateway"] {
         let name = format!("moltmate-{component}");
-        let file: Value =
-            serde_saphyr::from_str(&std::fs::read_to_string(format!("{CHART}/files/{component}-clusterrole.yaml")).unwrap()).unwrap();
+        let file: Value = serde_saphyr::from_str(
+            &std::fs::read_to_string(format!("{CHART}/files/{component}-clusterrole.yaml")).unwrap(),
+        )
+        .unwrap();
         assert_eq!(rendered.get("ClusterRole", &name), &file, "{name} differs from files/{component}-clusterrole.yaml");
         let binding = rendered.get("ClusterRoleBinding", &name);
-        assert_eq!(binding["roleRef"], json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name}));
+        assert_eq!(
+            binding["roleRef"],
+            json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name})
+        );
         assert_eq!(binding["subjects"], json!([{"kind": "ServiceAccount", "name": name, "namespace": NS}]));
         assert_eq!(rendered.get("Deployment", &name)["spec"]["template"]["spec"]["serviceAccountName"], name.as_str());
     }
@@ -384,13 +435,20 @@ fn cluster_roles_are_the_files() {
         assert!(!rules.contains("leases"), "{component}: {rules}");
     }
     let mut file: Value =
-        serde_saphyr::from_str(&std::fs::read_to_string(format!("{CHART}/files/leader-election-role.yaml")).unwrap()).unwrap();
+        serde_saphyr::from_str(&std::fs::read_to_string(format!("{CHART}/files/leader-election-role.yaml")).unwrap())
+            .unwrap();
     file["metadata"]["namespace"] = NS.into();
     assert_eq!(rendered.get("Role", "moltmate-leader-election"), &file);
     let binding = rendered.get("RoleBinding", "moltmate-leader-election");
     assert_eq!(binding["metadata"]["namespace"], NS);
-    assert_eq!(binding["roleRef"], json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "moltmate-leader-election"}));
-    let subjects = json!(["operator", "gateway"].map(|c| json!({"kind": "ServiceAccount", "name": format!("moltmate-{c}"), "namespace": NS})));
+    assert_eq!(
+        binding["roleRef"],
+        json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "moltmate-leader-election"})
+    );
+    let subjects = json!(
+        ["operator", "gateway"]
+            .map(|c| json!({"kind": "ServiceAccount", "name": format!("moltmate-{c}"), "namespace": NS}))
+    );
     assert_eq!(binding["subjects"], subjects);
     assert_eq!((rendered.all("Role").len(), rendered.all("RoleBinding").len()), (1, 1));
 }
@@ -405,13 +463,20 @@ fn services_are_cluster_ip_and_the_webhook_exists_only_in_webhook_mode() {
             assert_eq!(service["spec"]["type"], "ClusterIP", "{}", service["metadata"]["name"]);
         }
         let broker = rendered.get("Service", "moltmate-broker");
-        assert_eq!(broker["spec"]["ports"], json!([{"name": "broker", "port": 8081, "targetPort": "broker", "protocol": "TCP"}]));
-        assert_eq!(broker["spec"]["selector"], json!({"app.kubernetes.io/name": "moltmate-gateway", "app.kubernetes.io/instance": RELEASE}));
+        assert_eq!(
+            broker["spec"]["ports"],
+            json!([{"name": "broker", "port": 8081, "targetPort": "broker", "protocol": "TCP"}])
+        );
+        assert_eq!(
+            broker["spec"]["selector"],
+            json!({"app.kubernetes.io/name": "moltmate-gateway", "app.kubernetes.io/instance": RELEASE})
+        );
         let metrics = rendered.get("Service", "moltmate-metrics");
         assert_eq!(metrics["spec"]["ports"][0]["port"], 9090);
         // The metrics Service selects both Deployments' pods.
         for component in ["operator", "gateway"] {
-            let labels = &rendered.get("Deployment", &format!("moltmate-{component}"))["spec"]["template"]["metadata"]["labels"];
+            let labels =
+                &rendered.get("Deployment", &format!("moltmate-{component}"))["spec"]["template"]["metadata"]["labels"];
             for (k, v) in metrics["spec"]["selector"].as_object().unwrap() {
                 assert_eq!(&labels[k], v, "{component} pod label {k}");
             }
@@ -433,7 +498,11 @@ fn services_are_cluster_ip_and_the_webhook_exists_only_in_webhook_mode() {
         rule["http"]["paths"],
         json!([{"path": "/telegram", "pathType": "Exact", "backend": {"service": {"name": "moltmate-webhook", "port": {"name": "webhook"}}}}])
     );
-    assert_eq!(render(&[WEBHOOK, &["ingress.host=tg.example.net"]].concat()).get("Ingress", "moltmate-webhook")["spec"]["rules"][0]["host"], "tg.example.net");
+    assert_eq!(
+        render(&[WEBHOOK, &["ingress.host=tg.example.net"]].concat()).get("Ingress", "moltmate-webhook")["spec"]["rules"]
+            [0]["host"],
+        "tg.example.net"
+    );
 }
 
 #[test]
@@ -469,7 +538,10 @@ fn network_policies_admit_only_what_each_pod_serves() {
     assert_eq!(operator.keys().collect::<Vec<_>>(), ["http"]);
     assert_eq!(operator["http"], release_only);
     // Opened on purpose to every namespace, it says so.
-    let open = Rendered(parse_all(&helm_ok(&strs(&[template_args(REQUIRED, &[]), vec!["--set-json".into(), "networkPolicy.metrics.namespaceSelector={}".into()]].concat()))));
+    let open = Rendered(parse_all(&helm_ok(&strs(
+        &[template_args(REQUIRED, &[]), vec!["--set-json".into(), "networkPolicy.metrics.namespaceSelector={}".into()]]
+            .concat(),
+    ))));
     assert_eq!(port_rules(&open, "moltmate-gateway")["http"], json!([{"namespaceSelector": {}}]));
 
     let webhook = port_rules(&render(WEBHOOK), "moltmate-gateway");
@@ -485,7 +557,10 @@ fn network_policies_admit_only_what_each_pod_serves() {
     let gateway = port_rules(&scoped, "moltmate-gateway");
     assert_eq!(gateway["http"], json!([{"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}]));
     assert_eq!(gateway["webhook"], json!([{"namespaceSelector": {"matchLabels": {"name": "traefik"}}}]));
-    assert_eq!(port_rules(&scoped, "moltmate-operator")["http"], json!([{"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}]));
+    assert_eq!(
+        port_rules(&scoped, "moltmate-operator")["http"],
+        json!([{"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}])
+    );
 
     assert!(render(&["networkPolicy.enabled=false"]).all("NetworkPolicy").is_empty());
 }
@@ -498,7 +573,10 @@ fn secrets_generated_given_or_existing() {
     assert_eq!(secret(&rendered, "moltmate-llm", "llm-api-key"), "sk-test");
     let key = secret(&rendered, "moltmate-master-key", "master-key");
     assert!(key.len() == 64 && key.chars().all(|c| c.is_ascii_hexdigit()), "generated master key {key:?}");
-    assert_eq!(rendered.get("Secret", "moltmate-master-key")["metadata"]["annotations"]["helm.sh/resource-policy"], "keep");
+    assert_eq!(
+        rendered.get("Secret", "moltmate-master-key")["metadata"]["annotations"]["helm.sh/resource-policy"],
+        "keep"
+    );
     assert_ne!(key, secret(&render(&[]), "moltmate-master-key", "master-key"), "random without a cluster to look up");
     let given = "0123456789abcdef0123456789abcdef-given";
     assert_eq!(secret(&render(&[&format!("masterKey.value={given}")]), "moltmate-master-key", "master-key"), given);
@@ -513,16 +591,24 @@ fn secrets_generated_given_or_existing() {
     let existing = render_with(EXISTING_SECRET, &[]);
     assert!(existing.all("Secret").is_empty(), "{:?}", existing.names());
     for deployment in existing.all("Deployment") {
-        let volume = deployment["spec"]["template"]["spec"]["volumes"].as_array().unwrap().iter().find(|v| v["name"] == "secrets").unwrap();
+        let volume = deployment["spec"]["template"]["spec"]["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == "secrets")
+            .unwrap();
         for source in volume["projected"]["sources"].as_array().unwrap() {
             assert_eq!(source["secret"]["name"], "moltmates");
         }
     }
     // Per-secret existing Secrets mix with chart-managed ones.
     let mixed = render(&["telegram.botToken=", "telegram.existingSecret=my-bot", "masterKey.existingSecret=my-key"]);
-    assert!(mixed.find("Secret", "moltmate-telegram").is_none() && mixed.find("Secret", "moltmate-master-key").is_none());
+    assert!(
+        mixed.find("Secret", "moltmate-telegram").is_none() && mixed.find("Secret", "moltmate-master-key").is_none()
+    );
     assert!(mixed.find("Secret", "moltmate-llm").is_some());
-    let sources = &mixed.get("Deployment", "moltmate-gateway")["spec"]["template"]["spec"]["volumes"][0]["projected"]["sources"];
+    let sources =
+        &mixed.get("Deployment", "moltmate-gateway")["spec"]["template"]["spec"]["volumes"][0]["projected"]["sources"];
     let names: Vec<&str> = sources.as_array().unwrap().iter().map(|s| s["secret"]["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["my-bot", "moltmate-llm", "my-key"]);
 }
@@ -537,19 +623,28 @@ fn profiles_reach_both_processes_as_a_file() {
     assert_eq!(profiles, expected);
 
     let defaults = render(&[]);
-    let empty: Value = serde_saphyr::from_str(defaults.get("ConfigMap", "moltmate-profiles")["data"]["profiles.yaml"].as_str().unwrap()).unwrap();
+    let empty: Value = serde_saphyr::from_str(
+        defaults.get("ConfigMap", "moltmate-profiles")["data"]["profiles.yaml"].as_str().unwrap(),
+    )
+    .unwrap();
     assert_eq!(empty, json!({}), "default: the built-in presets");
 
     for component in ["operator", "gateway"] {
         let name = format!("moltmate-{component}");
         let pod = &rendered.get("Deployment", &name)["spec"]["template"];
         assert_eq!(flag(&rendered.args(component), "profiles-file"), Some("/etc/moltmate/profiles/profiles.yaml"));
-        let mount = pod["spec"]["containers"][0]["volumeMounts"].as_array().unwrap().iter().find(|m| m["name"] == "profiles").unwrap();
+        let mount = pod["spec"]["containers"][0]["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == "profiles")
+            .unwrap();
         assert_eq!(mount["mountPath"], "/etc/moltmate/profiles");
         let volume = pod["spec"]["volumes"].as_array().unwrap().iter().find(|v| v["name"] == "profiles").unwrap();
         assert_eq!(volume["configMap"]["name"], "moltmate-profiles");
         // A profile change rolls the pods (they read the file at start).
-        let before = &defaults.get("Deployment", &name)["spec"]["template"]["metadata"]["annotations"]["checksum/profiles"];
+        let before =
+            &defaults.get("Deployment", &name)["spec"]["template"]["metadata"]["annotations"]["checksum/profiles"];
         assert_ne!(before, &pod["metadata"]["annotations"]["checksum/profiles"], "{name}");
     }
 }
@@ -597,7 +692,10 @@ fn bad_values_are_refused_naming_the_field() {
     assert!(both.contains("set one of them"), "{both}");
 
     // lint refuses them too.
-    let out = helm(&strs(&with_sets(vec!["lint".into(), CHART.into(), "--strict".into()], &[REQUIRED, &["telegram.mode=foo"]].concat())));
+    let out = helm(&strs(&with_sets(
+        vec!["lint".into(), CHART.into(), "--strict".into()],
+        &[REQUIRED, &["telegram.mode=foo"]].concat(),
+    )));
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("/telegram/mode"));
 }
@@ -616,7 +714,10 @@ fn scripts_helm_is_the_real_helm_cli() {
 fn chart_crd_is_the_committed_crd() {
     let chart = std::fs::read(format!("{CHART}/crds/moltmateuser.yaml")).unwrap();
     let top = std::fs::read(format!("{REPO}/crds/moltmateuser.yaml")).unwrap();
-    assert!(chart == top, "charts/moltmates/crds/moltmateuser.yaml differs; run `cp crds/moltmateuser.yaml charts/moltmates/crds/`");
+    assert!(
+        chart == top,
+        "charts/moltmates/crds/moltmateuser.yaml differs; run `cp crds/moltmateuser.yaml charts/moltmates/crds/`"
+    );
 }
 
 #[test]
@@ -641,7 +742,13 @@ fn install_yaml_is_the_current_render() {
 
 fn kubectl_ok(env: &TestEnv, args: &[&str]) -> String {
     let out = env.kubectl(args);
-    assert!(out.status.success(), "kubectl {} failed:\n{}{}", args.join(" "), String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "kubectl {} failed:\n{}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -669,7 +776,19 @@ async fn wait_every_pod_admitted(env: &TestEnv) {
             return;
         }
         if std::time::Instant::now() > deadline {
-            let events = kubectl_ok(env, &["get", "events", "-n", NS, "--field-selector", "reason=FailedCreate", "-o", "custom-columns=MESSAGE:.message"]);
+            let events = kubectl_ok(
+                env,
+                &[
+                    "get",
+                    "events",
+                    "-n",
+                    NS,
+                    "--field-selector",
+                    "reason=FailedCreate",
+                    "-o",
+                    "custom-columns=MESSAGE:.message",
+                ],
+            );
             panic!("pods admitted after 60 s: {admitted:?}; refusals:\n{events}");
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -682,10 +801,20 @@ async fn install_yaml_applies_to_a_real_api_server() {
     let env = TestEnv::up("chart-kubectl");
     let install = format!("{REPO}/manifests/install.yaml");
     kubectl_ok(&env, &["create", "namespace", NS]);
-    kubectl_ok(&env, &[
-        "create", "secret", "generic", "moltmates", "-n", NS, "--from-literal=bot-token=123:abc", "--from-literal=llm-api-key=sk-test",
-        "--from-literal=master-key=0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
-    ]);
+    kubectl_ok(
+        &env,
+        &[
+            "create",
+            "secret",
+            "generic",
+            "moltmates",
+            "-n",
+            NS,
+            "--from-literal=bot-token=123:abc",
+            "--from-literal=llm-api-key=sk-test",
+            "--from-literal=master-key=0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+        ],
+    );
     kubectl_ok(&env, &["apply", "--server-side", "--dry-run=server", "-f", &install]);
     kubectl_ok(&env, &["apply", "--server-side", "-f", &install]);
     kubectl_ok(&env, &["wait", "--for=condition=Established", "crd/moltmateusers.moltmate.io", "--timeout=30s"]);
@@ -767,24 +896,35 @@ async fn helm_install_upgrade_uninstall() {
     // policy holds its writes to the user namespaces, checked by the API server.
     let as_operator = format!("--as=system:serviceaccount:{NS}:moltmate-operator");
     kubectl_ok(&env, &["create", "namespace", "moltmate-someone"]);
-    let secret = |ns: &str, name: &str| env.kubectl(&["create", "secret", "generic", name, "-n", ns, "--from-literal=k=v", as_operator.as_str()]);
+    let secret = |ns: &str, name: &str| {
+        env.kubectl(&["create", "secret", "generic", name, "-n", ns, "--from-literal=k=v", as_operator.as_str()])
+    };
     wait_until("the admission policy in force", Duration::from_secs(30), || async {
         let out = secret("kube-system", "planted");
-        let refused = String::from_utf8_lossy(&out.stderr).contains("the moltmates operator writes only in user namespaces");
+        let refused =
+            String::from_utf8_lossy(&out.stderr).contains("the moltmates operator writes only in user namespaces");
         (!out.status.success() && refused).then_some(())
     })
     .await;
     let out = env.kubectl(&["create", "namespace", "not-moltmate", as_operator.as_str()]);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("writes only in user namespaces (moltmate-*), not in namespace not-moltmate"), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("writes only in user namespaces (moltmate-*), not in namespace not-moltmate"),
+        "{out:?}"
+    );
     let out = secret("moltmate-someone", "agent-token");
     assert!(out.status.success(), "a user namespace is the operator's: {out:?}");
 
-    let master_key = || secret_value(&get_json(&env, &["get", "secret", "-n", NS, "moltmate-master-key"]), "master-key");
+    let master_key =
+        || secret_value(&get_json(&env, &["get", "secret", "-n", NS, "moltmate-master-key"]), "master-key");
     let key = master_key();
     assert_eq!(key.len(), 64);
 
     // An upgrade keeps the generated key (lookup) and applies the change.
-    let upgrade = with_sets([vec!["upgrade".into(), RELEASE.into(), CHART.into()], base.clone()].concat(), &[values.as_slice(), &["gateway.replicas=2"][..]].concat());
+    let upgrade = with_sets(
+        [vec!["upgrade".into(), RELEASE.into(), CHART.into()], base.clone()].concat(),
+        &[values.as_slice(), &["gateway.replicas=2"][..]].concat(),
+    );
     assert!(helm_ok(&strs(&upgrade)).contains("REVISION: 2"));
     assert_eq!(master_key(), key, "the master key survives an upgrade");
     assert_eq!(get_json(&env, &["get", "deployment", "-n", NS, "moltmate-gateway"])["spec"]["replicas"], 2);

@@ -57,7 +57,9 @@ fn render(values: &Path) -> Vec<Value> {
 }
 
 fn find<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
-    docs.iter().find(|d| d["kind"] == kind && d["metadata"]["name"] == name).unwrap_or_else(|| panic!("the chart renders no {kind} {name}"))
+    docs.iter()
+        .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("the chart renders no {kind} {name}"))
 }
 
 /// One Deployment's pod as the chart renders it.
@@ -74,15 +76,24 @@ fn rendered_pod(docs: &[Value], deployment: &str) -> Rendered {
     let containers = pod["containers"].as_array().expect("containers");
     assert_eq!(containers.len(), 1, "{deployment}: one container");
     let container = &containers[0];
-    let args = container["args"].as_array().expect("args").iter().map(|a| a.as_str().expect("string arg").to_string()).collect();
+    let args = container["args"]
+        .as_array()
+        .expect("args")
+        .iter()
+        .map(|a| a.as_str().expect("string arg").to_string())
+        .collect();
     let env = container["env"].as_array().cloned().unwrap_or_default();
-    assert!(container["command"].is_null() && container["envFrom"].is_null(), "{deployment}: only args and env are run here");
+    assert!(
+        container["command"].is_null() && container["envFrom"].is_null(),
+        "{deployment}: only args and env are run here"
+    );
     let mut files = Vec::new();
     let mut mount_paths = Vec::new();
     for mount in container["volumeMounts"].as_array().into_iter().flatten() {
         assert!(mount["subPath"].is_null(), "{deployment}: subPath mounts are not handled");
         let dir = mount["mountPath"].as_str().unwrap().to_string();
-        let volume = pod["volumes"].as_array().unwrap().iter().find(|v| v["name"] == mount["name"]).expect("mounted volume");
+        let volume =
+            pod["volumes"].as_array().unwrap().iter().find(|v| v["name"] == mount["name"]).expect("mounted volume");
         for (relative, content) in volume_files(docs, volume) {
             files.push((format!("{dir}/{relative}"), content));
         }
@@ -112,11 +123,13 @@ fn volume_files(docs: &[Value], volume: &Value) -> Vec<(String, Vec<u8>)> {
     let mut files = Vec::new();
     for (kind, name, items) in sources {
         let data = object_data(find(docs, kind, name));
-        let pick = |key: &str| data.iter().find(|(k, _)| k == key).unwrap_or_else(|| panic!("{kind} {name} has no key {key}")).1.clone();
+        let pick = |key: &str| {
+            data.iter().find(|(k, _)| k == key).unwrap_or_else(|| panic!("{kind} {name} has no key {key}")).1.clone()
+        };
         match items.as_array() {
-            Some(items) => {
-                files.extend(items.iter().map(|i| (i["path"].as_str().unwrap().to_string(), pick(i["key"].as_str().unwrap()))))
-            }
+            Some(items) => files.extend(
+                items.iter().map(|i| (i["path"].as_str().unwrap().to_string(), pick(i["key"].as_str().unwrap()))),
+            ),
             None => files.extend(data.iter().cloned()),
         }
     }
@@ -131,7 +144,12 @@ fn object_data(object: &Value) -> Vec<(String, Vec<u8>)> {
         data.extend(secret.string_data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.into_bytes())));
         data
     } else {
-        object["data"].as_object().expect("ConfigMap data").iter().map(|(k, v)| (k.clone(), v.as_str().unwrap().as_bytes().to_vec())).collect()
+        object["data"]
+            .as_object()
+            .expect("ConfigMap data")
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_str().unwrap().as_bytes().to_vec()))
+            .collect()
     }
 }
 
@@ -160,7 +178,9 @@ fn rewrite_args(args: &[String], local: &Local, mut free_port: impl FnMut() -> u
     let out = args
         .iter()
         .map(|arg| {
-            let Some((flag, value)) = arg.split_once('=').filter(|(f, _)| f.starts_with("--")) else { return arg.clone() };
+            let Some((flag, value)) = arg.split_once('=').filter(|(f, _)| f.starts_with("--")) else {
+                return arg.clone();
+            };
             let new = if flag == "--telegram-api-url" {
                 local.telegram_api_url.to_string()
             } else if flag == "--llm-base-url" {
@@ -190,7 +210,10 @@ fn rewrite_env(env: &[Value], pod_name: &str) -> (Vec<(String, String)>, BTreeSe
             if let Some(value) = var["value"].as_str() {
                 return (name, value.to_string());
             }
-            assert_eq!(var["valueFrom"]["fieldRef"]["fieldPath"], "metadata.name", "env {var} is not one this test can provide");
+            assert_eq!(
+                var["valueFrom"]["fieldRef"]["fieldPath"], "metadata.name",
+                "env {var} is not one this test can provide"
+            );
             changed.insert(format!("${name}"));
             (name, pod_name.to_string())
         })
@@ -225,14 +248,25 @@ fn set(items: &[&str]) -> BTreeSet<String> {
 // ---------------------------------------------------------------------------------------------
 
 /// A component as the chart runs it: (args, env) rewritten, files written, changes checked.
-fn prepare(docs: &[Value], component: &str, root: &Path, tg: &str, llm: &str, expected: &[&str]) -> (Vec<String>, Vec<(String, String)>) {
+fn prepare(
+    docs: &[Value],
+    component: &str,
+    root: &Path,
+    tg: &str,
+    llm: &str,
+    expected: &[&str],
+) -> (Vec<String>, Vec<(String, String)>) {
     let pod = rendered_pod(docs, &format!("moltmate-{component}"));
     assert_eq!(pod.args[0], component, "the chart runs `moltmate {component}`");
     let local = Local { root, mount_paths: &pod.mount_paths, telegram_api_url: tg, llm_base_url: llm };
     let (args, mut changed) = rewrite_args(&pod.args, &local, free_port);
     let (env, env_changed) = rewrite_env(&pod.env, &format!("moltmate-{component}-0"));
     changed.extend(env_changed);
-    assert_eq!(changed, set(expected), "{component}: rewritten flags and env (the chart changed: update this test's list)");
+    assert_eq!(
+        changed,
+        set(expected),
+        "{component}: rewritten flags and env (the chart changed: update this test's list)"
+    );
     write_files(root, &pod.files);
     (args, env)
 }
@@ -251,7 +285,11 @@ async fn chart_rendered_operator_and_gateway_serve_an_example_user() {
     let (tg_url, llm_url) = (tg.url(), llm.url());
     let both = ["--master-key-file", "--profiles-file", "--http-addr", "$POD_NAME"];
     let (operator_args, operator_env) = prepare(&docs, "operator", &root, &tg_url, &llm_url, &both);
-    let gateway_changes = [&both[..], &["--bot-token-file", "--llm-api-key-file", "--broker-addr", "--telegram-api-url", "--llm-base-url"]].concat();
+    let gateway_changes = [
+        &both[..],
+        &["--bot-token-file", "--llm-api-key-file", "--broker-addr", "--telegram-api-url", "--llm-base-url"],
+    ]
+    .concat();
     let (gateway_args, gateway_env) = prepare(&docs, "gateway", &root, &tg_url, &llm_url, &gateway_changes);
     let profiles = std::fs::read_to_string(flag(&operator_args, "profiles-file")).unwrap();
     assert!(profiles.contains(FAMILY_MEMORY), "the profiles ConfigMap carries the override: {profiles}");

@@ -16,7 +16,8 @@ fn committed_crd_matches_moltmate_crd() {
 
 #[test]
 fn every_spec_field_is_described() {
-    let printed = String::from_utf8(Command::new(env!("CARGO_BIN_EXE_moltmate")).arg("crd").output().unwrap().stdout).unwrap();
+    let printed =
+        String::from_utf8(Command::new(env!("CARGO_BIN_EXE_moltmate")).arg("crd").output().unwrap().stdout).unwrap();
     let crd: serde_json::Value = serde_saphyr::from_str(&printed).unwrap();
     let spec = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
     fn walk(path: &str, schema: &serde_json::Value, missing: &mut Vec<String>) {

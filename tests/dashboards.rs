@@ -21,7 +21,8 @@ const NS: &str = "moltmate-system";
 const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/moltmates");
 const DASHBOARD: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/moltmates/dashboards/moltmates.json");
 /// The values a minimal install needs.
-const REQUIRED: &[&str] = &["llm.baseUrl=https://llm.example.org/v1", "telegram.botToken=123:abc", "llm.apiKey=sk-test"];
+const REQUIRED: &[&str] =
+    &["llm.baseUrl=https://llm.example.org/v1", "telegram.botToken=123:abc", "llm.apiKey=sk-test"];
 const ON: &[&str] = &["dashboards.enabled=true", "alerts.enabled=true"];
 const ALERTS: [&str; 3] = ["MoltmateReconcileErrors", "MoltmateGatewayNotPolling", "MoltmateBrokerDenialsSpiking"];
 /// Labels a Prometheus scrape adds to every series (a ServiceMonitor's target labels).
@@ -48,7 +49,8 @@ fn render_in(namespace: &str, sets: &[&str]) -> Vec<Value> {
     let out = helm(&helm_args("template", namespace, sets));
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "helm template {sets:?} failed:\n{stdout}{stderr}");
-    serde_saphyr::from_multiple::<Value>(&stdout).unwrap_or_else(|e| panic!("rendered YAML does not parse: {e}\n{stdout}"))
+    serde_saphyr::from_multiple::<Value>(&stdout)
+        .unwrap_or_else(|e| panic!("rendered YAML does not parse: {e}\n{stdout}"))
 }
 
 fn render(sets: &[&str]) -> Vec<Value> {
@@ -58,7 +60,11 @@ fn render(sets: &[&str]) -> Vec<Value> {
 /// Helm's error for `sets` (which must fail).
 fn render_error(sets: &[&str]) -> String {
     let out = helm(&helm_args("template", NS, sets));
-    assert!(!out.status.success(), "expected a failure for {sets:?}; rendered:\n{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        !out.status.success(),
+        "expected a failure for {sets:?}; rendered:\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
@@ -140,7 +146,8 @@ impl Lexer<'_> {
     }
     /// A quoted string (the lexer is on its quote); its value.
     fn string(&mut self) -> Result<String, String> {
-        let quote = self.peek().filter(|&q| q == '"' || q == '\'').ok_or_else(|| self.error("a quoted string expected"))?;
+        let quote =
+            self.peek().filter(|&q| q == '"' || q == '\'').ok_or_else(|| self.error("a quoted string expected"))?;
         self.at += 1;
         let mut value = String::new();
         loop {
@@ -206,7 +213,8 @@ impl Lexer<'_> {
         if self.peek() != Some('(') {
             return Err(self.error("`(` expected after a grouping keyword"));
         }
-        let close = self.chars[self.at..].iter().position(|&c| c == ')').ok_or_else(|| self.error("unclosed label list"))?;
+        let close =
+            self.chars[self.at..].iter().position(|&c| c == ')').ok_or_else(|| self.error("unclosed label list"))?;
         let list: String = self.chars[self.at + 1..self.at + close].iter().collect();
         self.at += close + 1;
         Ok(list.split(',').map(|l| l.trim().to_string()).filter(|l| !l.is_empty()).collect())
@@ -288,7 +296,10 @@ fn the_promql_reader_finds_metrics_matchers_and_grouping_labels() {
     .unwrap();
     let names: Vec<&str> = q.selectors.iter().map(|(m, _)| m.as_str()).collect();
     assert_eq!(names, ["a_bucket", "b"]);
-    assert_eq!(q.selectors[0].1, [("namespace".into(), "=~".into(), "$ns".into()), ("x".into(), "=".into(), "a\"b".into())]);
+    assert_eq!(
+        q.selectors[0].1,
+        [("namespace".into(), "=~".into(), "$ns".into()), ("x".into(), "=".into(), "a\"b".into())]
+    );
     assert_eq!(q.selectors[1].1, [("c".into(), "=".into(), "d".into())]);
     assert_eq!(q.grouping, ["endpoint", "le"]);
     let q = parse_promql("sum(rate(x_total[5m])) by (result) / on (pod) group_left y").unwrap();
@@ -388,16 +399,25 @@ fn dashboard_queries(dashboard: &Value) -> Vec<(String, String)> {
     for variable in dashboard["templating"]["list"].as_array().expect("templating.list") {
         if variable["type"] == "query" {
             let query = variable["query"]["query"].as_str().or(variable["query"].as_str()).expect("a variable query");
-            let args = query.strip_prefix("label_values(").and_then(|q| q.strip_suffix(')')).expect("label_values(metric, label)");
+            let args = query
+                .strip_prefix("label_values(")
+                .and_then(|q| q.strip_suffix(')'))
+                .expect("label_values(metric, label)");
             let (metric, label) = args.split_once(',').expect("label_values(metric, label)");
-            queries.push((format!("variable {}", variable["name"]), format!("sum by ({}) ({})", label.trim(), metric.trim())));
+            queries.push((
+                format!("variable {}", variable["name"]),
+                format!("sum by ({}) ({})", label.trim(), metric.trim()),
+            ));
         }
     }
     queries
 }
 
 fn rule_queries(docs: &[Value]) -> Vec<(String, String)> {
-    rules(docs).into_iter().map(|(name, rule)| (format!("alert {name}"), rule["expr"].as_str().expect("expr").to_string())).collect()
+    rules(docs)
+        .into_iter()
+        .map(|(name, rule)| (format!("alert {name}"), rule["expr"].as_str().expect("expr").to_string()))
+        .collect()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -422,15 +442,26 @@ fn the_dashboard_configmap_carries_the_file_under_the_sidecar_label() {
     assert_eq!(map["metadata"]["labels"]["grafana_dashboard"], "1");
     assert_eq!(map["metadata"]["labels"]["app.kubernetes.io/part-of"], "moltmates");
     let file = std::fs::read_to_string(DASHBOARD).unwrap();
-    assert_eq!(map["data"]["moltmates.json"].as_str().expect("data moltmates.json"), file.trim(), "the ConfigMap holds the file");
+    assert_eq!(
+        map["data"]["moltmates.json"].as_str().expect("data moltmates.json"),
+        file.trim(),
+        "the ConfigMap holds the file"
+    );
 
     let docs = render(&[
-        "dashboards.enabled=true", "dashboards.label=grafana.example.org/dashboard", "dashboards.labelValue=1",
-        "dashboards.namespace=monitoring", "dashboards.labels.team=home", "dashboards.annotations.grafana_folder=Moltmates",
+        "dashboards.enabled=true",
+        "dashboards.label=grafana.example.org/dashboard",
+        "dashboards.labelValue=1",
+        "dashboards.namespace=monitoring",
+        "dashboards.labels.team=home",
+        "dashboards.annotations.grafana_folder=Moltmates",
     ]);
     let meta = &get(&docs, "ConfigMap", "moltmates-dashboard")["metadata"];
     assert_eq!(meta["namespace"], "monitoring");
-    assert_eq!(meta["labels"]["grafana.example.org/dashboard"], "1", "an integer from --set becomes the string the sidecar matches");
+    assert_eq!(
+        meta["labels"]["grafana.example.org/dashboard"], "1",
+        "an integer from --set becomes the string the sidecar matches"
+    );
     assert!(meta["labels"].get("grafana_dashboard").is_none());
     assert_eq!(meta["labels"]["team"], "home");
     assert_eq!(meta["annotations"]["grafana_folder"], "Moltmates");
@@ -438,11 +469,19 @@ fn the_dashboard_configmap_carries_the_file_under_the_sidecar_label() {
 
 #[test]
 fn the_prometheus_rule_has_the_alerts_and_the_labels_from_values() {
-    let docs = render_in("home-bots", &[
-        "alerts.enabled=true", "alerts.labels.release=prom", "alerts.alertLabels.team=home",
-        "alerts.reconcileErrors.for=15m", "alerts.gatewayNotPolling.threshold=600", "alerts.gatewayNotPolling.severity=page",
-        "alerts.brokerDenials.threshold=0.5", "alerts.brokerDenials.decisions={refused,limited}",
-    ]);
+    let docs = render_in(
+        "home-bots",
+        &[
+            "alerts.enabled=true",
+            "alerts.labels.release=prom",
+            "alerts.alertLabels.team=home",
+            "alerts.reconcileErrors.for=15m",
+            "alerts.gatewayNotPolling.threshold=600",
+            "alerts.gatewayNotPolling.severity=page",
+            "alerts.brokerDenials.threshold=0.5",
+            "alerts.brokerDenials.decisions={refused,limited}",
+        ],
+    );
     let object = get(&docs, "PrometheusRule", "moltmates");
     assert_eq!(object["metadata"]["namespace"], "home-bots");
     assert_eq!(object["metadata"]["labels"]["release"], "prom");
@@ -454,7 +493,10 @@ fn the_prometheus_rule_has_the_alerts_and_the_labels_from_values() {
         assert!(rule["annotations"]["description"].as_str().is_some_and(|s| s.contains("home-bots")), "{name}");
         // Every selector is confined to the release's namespace.
         for (metric, matchers) in parse_promql(rule["expr"].as_str().unwrap()).unwrap().selectors {
-            assert!(matchers.contains(&("namespace".into(), "=".into(), "home-bots".into())), "{name}: {metric} {matchers:?}");
+            assert!(
+                matchers.contains(&("namespace".into(), "=".into(), "home-bots".into())),
+                "{name}: {metric} {matchers:?}"
+            );
         }
     }
     let reconcile = &rendered["MoltmateReconcileErrors"];
@@ -462,7 +504,10 @@ fn the_prometheus_rule_has_the_alerts_and_the_labels_from_values() {
     assert_eq!(reconcile["labels"]["severity"], "warning");
     assert!(reconcile["expr"].as_str().unwrap().contains(r#"result="error""#), "{reconcile}");
     assert!(reconcile["expr"].as_str().unwrap().ends_with("> 0"), "{reconcile}");
-    assert!(reconcile["annotations"]["description"].as_str().unwrap().starts_with("{{ $value"), "Prometheus templates reach Prometheus");
+    assert!(
+        reconcile["annotations"]["description"].as_str().unwrap().starts_with("{{ $value"),
+        "Prometheus templates reach Prometheus"
+    );
     let polling = &rendered["MoltmateGatewayNotPolling"];
     assert_eq!(polling["for"], "1m");
     assert_eq!(polling["labels"]["severity"], "page");
@@ -474,10 +519,15 @@ fn the_prometheus_rule_has_the_alerts_and_the_labels_from_values() {
     assert!(expr.contains(r#"decision=~"refused|limited""#) && expr.ends_with("> 0.5"), "{expr}");
 
     // Webhook mode has no polling to watch; each alert can be switched off.
-    let webhook = render(&["alerts.enabled=true", "telegram.mode=webhook", "telegram.webhook.url=https://bot.example.org/telegram"]);
+    let webhook = render(&[
+        "alerts.enabled=true",
+        "telegram.mode=webhook",
+        "telegram.webhook.url=https://bot.example.org/telegram",
+    ]);
     assert!(!rules(&webhook).contains_key("MoltmateGatewayNotPolling"));
     assert_eq!(rules(&webhook).len(), 2);
-    let fewer = render(&["alerts.enabled=true", "alerts.brokerDenials.enabled=false", "alerts.reconcileErrors.enabled=false"]);
+    let fewer =
+        render(&["alerts.enabled=true", "alerts.brokerDenials.enabled=false", "alerts.reconcileErrors.enabled=false"]);
     assert_eq!(rules(&fewer).keys().collect::<Vec<_>>(), ["MoltmateGatewayNotPolling"]);
 }
 
@@ -536,7 +586,8 @@ fn the_dashboard_is_a_well_formed_grafana_dashboard() {
         let title = panel["title"].as_str().expect("every panel has a title");
         assert!(ids.insert(panel["id"].as_u64().expect("numeric id")), "duplicate id in {title}");
         let g = &panel["gridPos"];
-        let (x, y, w, h) = (g["x"].as_u64().unwrap(), g["y"].as_u64().unwrap(), g["w"].as_u64().unwrap(), g["h"].as_u64().unwrap());
+        let (x, y, w, h) =
+            (g["x"].as_u64().unwrap(), g["y"].as_u64().unwrap(), g["w"].as_u64().unwrap(), g["h"].as_u64().unwrap());
         assert!(w > 0 && h > 0 && x + w <= 24, "{title} lies outside the 24 columns: {g}");
         for cell in (x..x + w).flat_map(|cx| (y..y + h).map(move |cy| (cx, cy))) {
             if let Some(other) = cells.insert(cell, title.to_string()) {
@@ -548,7 +599,8 @@ fn the_dashboard_is_a_well_formed_grafana_dashboard() {
         }
         assert!(["timeseries", "stat"].contains(&panel["type"].as_str().unwrap()), "{title}: {}", panel["type"]);
         assert_eq!(panel["datasource"], json!({"type": "prometheus", "uid": "${datasource}"}), "{title}");
-        let targets = panel["targets"].as_array().filter(|t| !t.is_empty()).unwrap_or_else(|| panic!("{title} has no query"));
+        let targets =
+            panel["targets"].as_array().filter(|t| !t.is_empty()).unwrap_or_else(|| panic!("{title} has no query"));
         let ref_ids: BTreeSet<&str> = targets.iter().map(|t| t["refId"].as_str().unwrap()).collect();
         assert_eq!(ref_ids.len(), targets.len(), "{title}: refIds are unique");
         for t in targets {
@@ -568,16 +620,27 @@ fn the_dashboard_is_a_well_formed_grafana_dashboard() {
         metrics.extend(query.selectors.into_iter().map(|(m, _)| m));
     }
     for wanted in [
-        "moltmate_gateway_messages_total", "moltmate_gateway_routing_seconds_bucket", "moltmate_broker_requests_total",
-        "moltmate_gateway_unknown_senders_total", "moltmate_operator_reconciles_total",
-        "moltmate_operator_reconcile_duration_seconds_bucket", "moltmate_operator_users",
-        "moltmate_gateway_replies_confirmed_total", "moltmate_gateway_repeats_suppressed_total",
+        "moltmate_gateway_messages_total",
+        "moltmate_gateway_routing_seconds_bucket",
+        "moltmate_broker_requests_total",
+        "moltmate_gateway_unknown_senders_total",
+        "moltmate_operator_reconciles_total",
+        "moltmate_operator_reconcile_duration_seconds_bucket",
+        "moltmate_operator_users",
+        "moltmate_gateway_replies_confirmed_total",
+        "moltmate_gateway_repeats_suppressed_total",
         "moltmate_gateway_last_poll_timestamp_seconds",
     ] {
         assert!(metrics.contains(wanted), "no panel shows {wanted}");
     }
     let titles: Vec<&str> = panels.iter().filter_map(|p| p["title"].as_str()).collect();
-    for title in ["Messages by outcome", "Routing latency", "Broker requests by decision", "Users by phase", "Reconciles by result"] {
+    for title in [
+        "Messages by outcome",
+        "Routing latency",
+        "Broker requests by decision",
+        "Users by phase",
+        "Reconciles by result",
+    ] {
         assert!(titles.contains(&title), "no panel {title:?}; panels: {titles:?}");
     }
 }
@@ -615,7 +678,11 @@ async fn the_poll_loop_stamps_each_successful_get_updates() {
         prometheus_client::encoding::text::encode(&mut page, registry).unwrap();
         page
     };
-    assert_eq!(sample(&encode(&registry), "moltmate_gateway_last_poll_timestamp_seconds"), Some(0.0), "0 before any poll");
+    assert_eq!(
+        sample(&encode(&registry), "moltmate_gateway_last_poll_timestamp_seconds"),
+        Some(0.0),
+        "0 before any poll"
+    );
 
     let tg = TelegramStandIn::start("127.0.0.1:0".parse().unwrap(), BOT_TOKEN).await.unwrap();
     let bot = Bot::new(BOT_TOKEN).set_api_url(reqwest::Url::parse(&tg.url()).unwrap());
@@ -667,12 +734,33 @@ async fn every_query_names_only_what_the_binaries_serve() {
     let (http_port, broker_port) = (free_port(), free_port());
     let path = |p: &std::path::Path| p.to_str().unwrap().to_string();
     let (http, broker) = (format!("127.0.0.1:{http_port}"), format!("127.0.0.1:{broker_port}"));
-    let _gateway = env.spawn("gateway", &env.gateway_kubeconfig(), &[
-        "gateway", "--telegram-api-url", &tg.url(), "--bot-token-file", &path(&token_file),
-        "--llm-base-url", "http://127.0.0.1:9/v1", "--llm-api-key-file", &path(&key_file),
-        "--master-key-file", &path(&env.dir.join("master.key")), "--http-addr", &http, "--broker-addr", &broker,
-        "--lease-namespace", SYSTEM_NS, "--identity", "gateway-0", "--poll-timeout", "2s",
-    ]);
+    let _gateway = env.spawn(
+        "gateway",
+        &env.gateway_kubeconfig(),
+        &[
+            "gateway",
+            "--telegram-api-url",
+            &tg.url(),
+            "--bot-token-file",
+            &path(&token_file),
+            "--llm-base-url",
+            "http://127.0.0.1:9/v1",
+            "--llm-api-key-file",
+            &path(&key_file),
+            "--master-key-file",
+            &path(&env.dir.join("master.key")),
+            "--http-addr",
+            &http,
+            "--broker-addr",
+            &broker,
+            "--lease-namespace",
+            SYSTEM_NS,
+            "--identity",
+            "gateway-0",
+            "--poll-timeout",
+            "2s",
+        ],
+    );
     tg.inject_text(7777, "hello?").unwrap();
     let refused = wait_until("the broker refuses a request without a token", Duration::from_secs(30), || async {
         http_get(broker_port, "/v1/models").await.filter(|(code, _)| *code == 401)
@@ -681,8 +769,20 @@ async fn every_query_names_only_what_the_binaries_serve() {
     assert!(refused.1.contains("bearer token"), "{refused:?}");
 
     let mut exported = Exported::default();
-    exported.add(&scrape_once_it_has("operator", operator_port, &["moltmate_operator_reconciles_total", "moltmate_operator_writes_total"]).await);
-    let gateway_page = scrape_once_it_has("gateway", http_port, &["moltmate_gateway_messages_total", "moltmate_broker_requests_total"]).await;
+    exported.add(
+        &scrape_once_it_has(
+            "operator",
+            operator_port,
+            &["moltmate_operator_reconciles_total", "moltmate_operator_writes_total"],
+        )
+        .await,
+    );
+    let gateway_page = scrape_once_it_has(
+        "gateway",
+        http_port,
+        &["moltmate_gateway_messages_total", "moltmate_broker_requests_total"],
+    )
+    .await;
     exported.add(&gateway_page);
 
     let docs = render(ON);
@@ -692,7 +792,12 @@ async fn every_query_names_only_what_the_binaries_serve() {
             problems.push(format!("{place}: {e}"));
         }
     }
-    assert!(problems.is_empty(), "queries naming what is not served:\n{}\nserved: {:#?}", problems.join("\n"), exported.0);
+    assert!(
+        problems.is_empty(),
+        "queries naming what is not served:\n{}\nserved: {:#?}",
+        problems.join("\n"),
+        exported.0
+    );
 
     // The gateway has been polling all along: its last-poll stamp is recent, so
     // MoltmateGatewayNotPolling stays quiet (and fires when the stamp ages).

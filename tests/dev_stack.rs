@@ -25,7 +25,8 @@ struct Down(PathBuf);
 
 impl Drop for Down {
     fn drop(&mut self) {
-        let _ = Command::new(format!("{REPO}/scripts/dev-stack")).arg("down").arg(&self.0).stderr(Stdio::null()).status();
+        let _ =
+            Command::new(format!("{REPO}/scripts/dev-stack")).arg("down").arg(&self.0).stderr(Stdio::null()).status();
     }
 }
 
@@ -37,7 +38,10 @@ fn stack_dir(name: &str) -> PathBuf {
 
 fn env_value(dir: &Path, key: &str) -> String {
     let env = std::fs::read_to_string(dir.join("env")).unwrap();
-    env.lines().find_map(|l| l.strip_prefix(&format!("{key}="))).unwrap_or_else(|| panic!("no {key} in DIR/env:\n{env}")).to_string()
+    env.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}=")))
+        .unwrap_or_else(|| panic!("no {key} in DIR/env:\n{env}"))
+        .to_string()
 }
 
 /// The last lines of DIR/logs/NAME.log, for failure messages.
@@ -56,7 +60,12 @@ fn chat(dir: &Path, extra: &[&str], script: &str) -> Output {
     use std::io::Write;
     let mut child = Command::new(MOLTMATE)
         .args(["dev", "chat", "--telegram-url", &env_value(dir, "TELEGRAM_URL"), "--quiet", "1s"])
-        .args(["--users-from", "manifests/examples/user-family.yaml", "--users-from", "manifests/examples/user-public.yaml"])
+        .args([
+            "--users-from",
+            "manifests/examples/user-family.yaml",
+            "--users-from",
+            "manifests/examples/user-public.yaml",
+        ])
         .args(extra)
         .current_dir(REPO)
         .stdin(Stdio::piped())
@@ -72,7 +81,11 @@ fn chat(dir: &Path, extra: &[&str], script: &str) -> Output {
 fn assert_in_order(transcript: &str, expected: &[&str], dir: &Path) {
     let mut lines = transcript.lines();
     for want in expected {
-        assert!(lines.any(|l| l == *want), "{want:?} missing (or out of order) in:\n{transcript}\n{}", log_tail(dir, "gateway"));
+        assert!(
+            lines.any(|l| l == *want),
+            "{want:?} missing (or out of order) in:\n{transcript}\n{}",
+            log_tail(dir, "gateway")
+        );
     }
 }
 
@@ -127,7 +140,13 @@ fn dev_stack_up_serves_the_example_users_and_chat_reaches_each_ones_agent() {
 
     let kubectl = env_value(&dir, "KUBECTL");
     let run = |args: &[&str]| {
-        let out = Command::new(&kubectl).arg("--kubeconfig").arg(dir.join("kubeconfig")).args(args).current_dir(REPO).output().unwrap();
+        let out = Command::new(&kubectl)
+            .arg("--kubeconfig")
+            .arg(dir.join("kubeconfig"))
+            .args(args)
+            .current_dir(REPO)
+            .output()
+            .unwrap();
         (out.status.success(), text(&out.stdout), text(&out.stderr))
     };
     let (ok, _, err) = run(&["apply", "-f", "manifests/examples/"]);
@@ -146,22 +165,28 @@ fn dev_stack_up_serves_the_example_users_and_chat_reaches_each_ones_agent() {
 
     // Two users, each answered by their own agent: the echo of their own words, and /status
     // as each agent reports it (its own profile).
-    let script = "grandma: apples from grandma\nvisitor: bananas from visitor\n# a comment\n/status\ngrandma: /status\n";
+    let script =
+        "grandma: apples from grandma\nvisitor: bananas from visitor\n# a comment\n/status\ngrandma: /status\n";
     let out = chat(&dir, &[], script);
     let transcript = text(&out.stdout);
     assert!(out.status.success(), "chat failed:\n{transcript}\n{}\n{}", text(&out.stderr), log_tail(&dir, "gateway"));
-    assert_in_order(&transcript, &[
-        "grandma> apples from grandma",
-        "bot> You said: apples from grandma",
-        "visitor> bananas from visitor",
-        "bot> You said: bananas from visitor",
-        "visitor> /status",
-        "bot> Profile: public",
-        "grandma> /status",
-        "bot> Profile: family",
-    ], &dir);
+    assert_in_order(
+        &transcript,
+        &[
+            "grandma> apples from grandma",
+            "bot> You said: apples from grandma",
+            "visitor> bananas from visitor",
+            "bot> You said: bananas from visitor",
+            "visitor> /status",
+            "bot> Profile: public",
+            "grandma> /status",
+            "bot> Profile: family",
+        ],
+        &dir,
+    );
     assert_eq!(transcript.matches("bot> ").count(), 4, "one reply per message:\n{transcript}");
-    let metrics = text(&Command::new("curl").args(["-fsS", &env_value(&dir, "GATEWAY_METRICS")]).output().unwrap().stdout);
+    let metrics =
+        text(&Command::new("curl").args(["-fsS", &env_value(&dir, "GATEWAY_METRICS")]).output().unwrap().stdout);
     assert!(metrics.contains(r#"moltmate_gateway_messages_total{outcome="answered"}"#), "{metrics}");
 
     // Without the gateway nothing answers: the chat says so and fails.
@@ -217,7 +242,10 @@ async fn scripts_dev_chats_non_interactively_and_stops_everything() {
         let mut stdin = child.stdin.take().unwrap();
         stdin.write_all(b"grandma: hello, I am grandma\nvisitor: hello, I am the visitor\n").await.unwrap();
     }
-    let out = tokio::time::timeout(Duration::from_secs(300), child.wait_with_output()).await.expect("scripts/dev finished").unwrap();
+    let out = tokio::time::timeout(Duration::from_secs(300), child.wait_with_output())
+        .await
+        .expect("scripts/dev finished")
+        .unwrap();
     eprintln!("scripts/dev took {:?}", started.elapsed());
     let (transcript, said) = (text(&out.stdout), text(&out.stderr));
     assert!(out.status.success(), "scripts/dev failed:\n{transcript}\n{said}\n{}", log_tail(&dir, "gateway"));

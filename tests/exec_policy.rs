@@ -48,7 +48,11 @@ fn policy(p: P) -> ExecPolicy {
         P::FullRo => make(ExecSecurity::Full, &[], WorkspaceAccess::Ro),
         P::Preset(profile) => {
             let preset = moltmates::profile::preset(profile);
-            ExecPolicy { security: preset.exec_security, safe_bins: preset.safe_bins, workspace_access: preset.workspace_access }
+            ExecPolicy {
+                security: preset.exec_security,
+                safe_bins: preset.safe_bins,
+                workspace_access: preset.workspace_access,
+            }
         }
     }
 }
@@ -279,7 +283,11 @@ fn refuses_escapes_with_a_reason_that_names_the_culprit() {
         (P::Block, "stat -c %n outdir/secret", "`outdir/secret` leads outside"),
         // The agent's own state beside files/: persona, memory, sessions, reset record.
         (P::Preset(Profile::Family), "uniq evil.txt ../SOUL.md", "`../SOUL.md` is outside files/"),
-        (P::Preset(Profile::Family), "sort -o ../sessions/replies.jsonl planted.txt", "`../sessions/replies.jsonl` is outside files/"),
+        (
+            P::Preset(Profile::Family),
+            "sort -o ../sessions/replies.jsonl planted.txt",
+            "`../sessions/replies.jsonl` is outside files/",
+        ),
         (P::Preset(Profile::Family), "cat ../MEMORY.md", "`../MEMORY.md` is outside files/"),
         (P::Wide, "ls ..", "`..` is outside files/"),
         (P::Full, "cp planted ../.moltmate/reset-generation", "`../.moltmate/reset-generation` is outside files/"),
@@ -388,7 +396,12 @@ async fn ordinary_commands_run_and_print_what_the_model_expects() {
     let mut failures = Vec::new();
     for (p, line, want) in table {
         match execute(&policy(*p), &f.ws, line, &ExecLimits::default()).await {
-            Ok(out) if out.exit_code == Some(0) && out.stdout == *want && out.stderr.is_empty() && !out.truncated && !out.timed_out => {}
+            Ok(out)
+                if out.exit_code == Some(0)
+                    && out.stdout == *want
+                    && out.stderr.is_empty()
+                    && !out.truncated
+                    && !out.timed_out => {}
             other => failures.push(format!("{p:?} {line:?}: {other:?}, wanted {want:?}")),
         }
     }
@@ -403,7 +416,10 @@ fn programs_come_from_the_trusted_directories_only() {
     assert_eq!(approved.program, Path::new("/usr/bin/cat"));
     assert_eq!(approved.args, ["notes.txt"]);
     // GNU sed also gets its own sandbox, as a second line behind the script check.
-    assert_eq!(check(&policy(P::Wide), &f.ws, "sed -n 2p notes.txt").unwrap().args, ["--sandbox", "-n", "2p", "notes.txt"]);
+    assert_eq!(
+        check(&policy(P::Wide), &f.ws, "sed -n 2p notes.txt").unwrap().args,
+        ["--sandbox", "-n", "2p", "notes.txt"]
+    );
 }
 
 #[tokio::test]
@@ -470,7 +486,10 @@ async fn output_is_capped_with_a_marker() {
     let out = execute(&policy(P::Wide), &f.ws, "cat big.txt", &limits).await.unwrap();
     assert_eq!(out.exit_code, Some(0));
     assert!(out.truncated);
-    assert_eq!(out.stdout, format!("{}\n[output truncated: 199000 more bytes not shown (limit 1000 bytes)]\n", "x".repeat(1000)));
+    assert_eq!(
+        out.stdout,
+        format!("{}\n[output truncated: 199000 more bytes not shown (limit 1000 bytes)]\n", "x".repeat(1000))
+    );
 
     // Endless output is drained (never buffered) until the timeout.
     let limits = ExecLimits { max_output_bytes: 100, timeout: Duration::from_millis(300), ..ExecLimits::default() };
@@ -484,7 +503,8 @@ async fn output_is_capped_with_a_marker() {
 #[tokio::test]
 async fn a_command_cannot_grow_past_its_memory_limit() {
     let f = fixture();
-    let limits = ExecLimits { max_memory_bytes: 64 * 1024 * 1024, timeout: Duration::from_secs(20), ..ExecLimits::default() };
+    let limits =
+        ExecLimits { max_memory_bytes: 64 * 1024 * 1024, timeout: Duration::from_secs(20), ..ExecLimits::default() };
     // Doubles a string up to 1 GiB (a few GiB at the peak without the limit), then says so.
     let grow = "awk 'BEGIN { s = \"x\"; while (length(s) < 1073741824) s = s s; print \"grew to\", length(s) }'";
     let started = Instant::now();
@@ -528,7 +548,11 @@ async fn the_working_directory_is_created() {
 /// Runs the built binary; returns (exit code, stdout, stderr).
 fn moltmate(cwd: &Path, args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_moltmate")).args(args).current_dir(cwd).output().unwrap();
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
 }
 
 #[test]
@@ -536,18 +560,41 @@ fn cli_check_prints_allow_or_deny_and_exits_0_or_1() {
     let f = fixture();
     let ws = f.ws.to_str().unwrap();
     let table: &[(&[&str], i32, &str)] = &[
-        (&["exec-policy", "check", "--security", "allowlist", "--safe-bins", "cat,grep,wc", "--", "grep -r foo ."], 0, "ALLOW\n"),
-        (&["exec-policy", "check", "--safe-bins", "cat", "--", "python3 x"], 1, "DENY: `python3` is not in safeBins (allowed: cat)\n"),
+        (
+            &["exec-policy", "check", "--security", "allowlist", "--safe-bins", "cat,grep,wc", "--", "grep -r foo ."],
+            0,
+            "ALLOW\n",
+        ),
+        (
+            &["exec-policy", "check", "--safe-bins", "cat", "--", "python3 x"],
+            1,
+            "DENY: `python3` is not in safeBins (allowed: cat)\n",
+        ),
         (
             &["exec-policy", "check", "--profile", "high-security", "--", "sort fruits.txt"],
             1,
             "DENY: `sort` is not in safeBins (allowed: cat, head, tail, grep, wc, ls)\n",
         ),
         (&["exec-policy", "check", "--profile", "family", "--", "sort fruits.txt"], 0, "ALLOW\n"),
-        (&["exec-policy", "check", "--", "cat /etc/passwd"], 1, "DENY: `/etc/passwd` is outside files/, the only folder commands can use\n"),
+        (
+            &["exec-policy", "check", "--", "cat /etc/passwd"],
+            1,
+            "DENY: `/etc/passwd` is outside files/, the only folder commands can use\n",
+        ),
         (&["exec-policy", "check", "--workspace", ws, "--", "cat notes.txt | sh"], 1, "DENY: `|` is a shell pipe"),
         (
-            &["exec-policy", "check", "--workspace", ws, "--security", "full", "--workspace-access", "ro", "--", "touch x"],
+            &[
+                "exec-policy",
+                "check",
+                "--workspace",
+                ws,
+                "--security",
+                "full",
+                "--workspace-access",
+                "ro",
+                "--",
+                "touch x",
+            ],
             1,
             "DENY: `touch` writes files, but the workspace is read-only\n",
         ),
@@ -563,7 +610,8 @@ fn cli_check_prints_allow_or_deny_and_exits_0_or_1() {
 fn cli_run_prints_the_output_and_exits_with_the_command() {
     let f = fixture();
     let ws = f.ws.to_str().unwrap();
-    let (code, stdout, stderr) = moltmate(&f.files(), &["exec-policy", "run", "--workspace", ws, "--", "cat notes.txt"]);
+    let (code, stdout, stderr) =
+        moltmate(&f.files(), &["exec-policy", "run", "--workspace", ws, "--", "cat notes.txt"]);
     assert_eq!((code, stdout.as_str(), stderr.as_str()), (0, "first line\nsecond line\nthird line\n", ""));
 
     // The workspace defaults to the current directory.
@@ -578,10 +626,14 @@ fn cli_run_prints_the_output_and_exits_with_the_command() {
     assert!(stderr.contains("nosuch"), "{stderr}");
 
     let (code, stdout, stderr) = moltmate(&f.ws, &["exec-policy", "run", "--", "cat /etc/passwd"]);
-    assert_eq!((code, stdout.as_str(), stderr.as_str()), (1, "", "DENY: `/etc/passwd` is outside files/, the only folder commands can use\n"));
+    assert_eq!(
+        (code, stdout.as_str(), stderr.as_str()),
+        (1, "", "DENY: `/etc/passwd` is outside files/, the only folder commands can use\n")
+    );
 
     let started = Instant::now();
-    let (code, _, stderr) = moltmate(&f.ws, &["exec-policy", "run", "--security", "full", "--timeout", "300ms", "--", "sleep 30"]);
+    let (code, _, stderr) =
+        moltmate(&f.ws, &["exec-policy", "run", "--security", "full", "--timeout", "300ms", "--", "sleep 30"]);
     assert_eq!(code, 124, "{stderr}");
     assert!(stderr.contains("timed out"), "{stderr}");
     assert!(started.elapsed() < Duration::from_secs(10));

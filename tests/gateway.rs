@@ -44,11 +44,25 @@ impl Gateway {
         std::fs::write(&llm_key_file, LLM_KEY).unwrap();
         let path = |p: &std::path::Path| p.to_str().unwrap().to_string();
         let args = [
-            "gateway", "--telegram-api-url", &tg.url(), "--bot-token-file", &path(&token_file),
-            "--llm-base-url", &llm.url(), "--llm-api-key-file", &path(&llm_key_file),
-            "--master-key-file", &path(&env.dir.join("master.key")),
-            "--broker-addr", &format!("127.0.0.1:{broker_port}"),
-            "--lease-namespace", SYSTEM_NS, "--identity", "gateway-0", "--poll-timeout", "5s",
+            "gateway",
+            "--telegram-api-url",
+            &tg.url(),
+            "--bot-token-file",
+            &path(&token_file),
+            "--llm-base-url",
+            &llm.url(),
+            "--llm-api-key-file",
+            &path(&llm_key_file),
+            "--master-key-file",
+            &path(&env.dir.join("master.key")),
+            "--broker-addr",
+            &format!("127.0.0.1:{broker_port}"),
+            "--lease-namespace",
+            SYSTEM_NS,
+            "--identity",
+            "gateway-0",
+            "--poll-timeout",
+            "5s",
         ];
         Self { args: args.iter().map(|a| a.to_string()).collect() }
     }
@@ -86,7 +100,8 @@ impl Decoy {
             counted.fetch_add(1, Ordering::SeqCst);
             async { r#"{"reply":"decoy"}"# }
         });
-        let listener = tokio::net::TcpListener::bind((Decoy::IP, Decoy::AGENT_PORT)).await.expect("bind the decoy's address");
+        let listener =
+            tokio::net::TcpListener::bind((Decoy::IP, Decoy::AGENT_PORT)).await.expect("bind the decoy's address");
         tokio::spawn(async move { axum::serve(listener, app).await });
         let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), "default");
         let pod = serde_json::from_value(json!({
@@ -128,7 +143,9 @@ async fn gateway_routes_each_user_to_their_own_agent() {
         apply_user(&client, &user_manifest(name, id, json!({ "profile": "personal" }))).await.unwrap();
     }
     // Dave's agent goes idle soon after it starts; a message later must wake it.
-    apply_user(&client, &user_manifest("dave", DAVE, json!({ "profile": "personal", "idleTimeout": "3s" }))).await.unwrap();
+    apply_user(&client, &user_manifest("dave", DAVE, json!({ "profile": "personal", "idleTimeout": "3s" })))
+        .await
+        .unwrap();
     let gateway = Gateway::new(&env, &tg, &llm, broker_port);
     let (mut proc, http_port) = gateway.spawn(&env);
     for name in ["alice", "bob"] {
@@ -144,7 +161,10 @@ async fn gateway_routes_each_user_to_their_own_agent() {
     assert!(sent[1].contains("7777") && sent[1].contains("administrator"), "{sent:?}");
     tg.inject_text(STRANGER, "please?").unwrap();
     tg.inject_text(STRANGER, "/whoami").unwrap();
-    wait_until("second /whoami answered", Duration::from_secs(10), || async { (texts(&tg, STRANGER).len() >= 3).then_some(()) }).await;
+    wait_until("second /whoami answered", Duration::from_secs(10), || async {
+        (texts(&tg, STRANGER).len() >= 3).then_some(())
+    })
+    .await;
     wait_drained(&tg).await;
     assert_eq!(texts(&tg, STRANGER).len(), 3, "the refusal is rate-limited: {:?}", texts(&tg, STRANGER));
     assert!(llm.requests().is_empty(), "nothing from the stranger reached any agent or the LLM");
@@ -182,7 +202,8 @@ async fn gateway_routes_each_user_to_their_own_agent() {
     wait_text(&tg, ALICE, "Profile: personal", Duration::from_secs(10)).await;
 
     // A 10,000-character answer arrives split, and whole.
-    let long: String = (0..100).map(|i| format!("Paragraph {i:03}: {}\n\n", "words of a long answer ".repeat(4))).collect();
+    let long: String =
+        (0..100).map(|i| format!("Paragraph {i:03}: {}\n\n", "words of a long answer ".repeat(4))).collect();
     let long = long.trim().to_string();
     assert!(long.chars().count() >= 10_000);
     llm.script([Scripted::Reply { content: long.clone(), total_tokens: None }]);
@@ -237,7 +258,8 @@ async fn gateway_routes_each_user_to_their_own_agent() {
     assert_eq!(decoy.requests(), 0, "the decoy pod received dave's message");
 
     // Killed (SIGKILL) during a burst, restarted: every message is answered.
-    let burst: Vec<(i64, String)> = (0..4).flat_map(|i| [(ALICE, format!("burst {i} alice")), (BOB, format!("burst {i} bob"))]).collect();
+    let burst: Vec<(i64, String)> =
+        (0..4).flat_map(|i| [(ALICE, format!("burst {i} alice")), (BOB, format!("burst {i} bob"))]).collect();
     let requests_before = llm.requests().len();
     for (chat, text) in &burst {
         tg.inject_text(*chat, text).unwrap();
@@ -306,10 +328,25 @@ async fn gateway_in_webhook_mode() {
     let broker_port = free_port();
     let _node = env.spawn_agent_node(&format!("http://127.0.0.1:{broker_port}"));
     let (key, op_http) = (env.dir.join("master.key"), format!("127.0.0.1:{}", free_port()));
-    let _operator = env.spawn("operator", &env.operator_kubeconfig(), &[
-        "--log-format", "json", "operator", "--storage-class", "moltmate-dev", "--http-addr", &op_http,
-        "--master-key-file", key.to_str().unwrap(), "--lease-namespace", SYSTEM_NS, "--identity", "operator",
-    ]);
+    let _operator = env.spawn(
+        "operator",
+        &env.operator_kubeconfig(),
+        &[
+            "--log-format",
+            "json",
+            "operator",
+            "--storage-class",
+            "moltmate-dev",
+            "--http-addr",
+            &op_http,
+            "--master-key-file",
+            key.to_str().unwrap(),
+            "--lease-namespace",
+            SYSTEM_NS,
+            "--identity",
+            "operator",
+        ],
+    );
     apply_user(&client, &user_manifest("alice", ALICE, json!({ "profile": "personal" }))).await.unwrap();
 
     let secret = "webhook_Secret-123";
@@ -318,12 +355,25 @@ async fn gateway_in_webhook_mode() {
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}/telegram-hook");
     let gateway = Gateway::new(&env, &tg, &llm, broker_port).with(&[
-        "--log-format", "json", "--telegram-mode", "webhook", "--webhook-addr", &format!("127.0.0.1:{port}"), "--webhook-path", "/telegram-hook",
-        "--webhook-url", &url, "--webhook-secret-file", secret_file.to_str().unwrap(),
+        "--log-format",
+        "json",
+        "--telegram-mode",
+        "webhook",
+        "--webhook-addr",
+        &format!("127.0.0.1:{port}"),
+        "--webhook-path",
+        "/telegram-hook",
+        "--webhook-url",
+        &url,
+        "--webhook-secret-file",
+        secret_file.to_str().unwrap(),
     ]);
     let (mut proc, _) = gateway.spawn(&env);
     wait_phase(&client, "alice", "Ready", Duration::from_secs(30)).await;
-    wait_until("the webhook registered", Duration::from_secs(20), || async { (tg.webhook_url() == Some(url.clone())).then_some(()) }).await;
+    wait_until("the webhook registered", Duration::from_secs(20), || async {
+        (tg.webhook_url() == Some(url.clone())).then_some(())
+    })
+    .await;
     assert_eq!(tg.commands().len(), 5, "the command menu is registered too");
 
     tg.inject_text(ALICE, "hello by webhook").unwrap();
@@ -343,7 +393,8 @@ async fn gateway_in_webhook_mode() {
         }
         assert_eq!(request.send().await.unwrap().status(), 401, "{header:?}");
     }
-    let garbled = http.post(&url).header("X-Telegram-Bot-Api-Secret-Token", secret).body("{not json").send().await.unwrap();
+    let garbled =
+        http.post(&url).header("X-Telegram-Bot-Api-Secret-Token", secret).body("{not json").send().await.unwrap();
     assert_eq!(garbled.status(), 400);
     // A message after the forgeries is answered; the forgeries never reached the agent.
     tg.inject_text(ALICE, "after the forgeries").unwrap();
@@ -370,7 +421,8 @@ async fn gateway_in_webhook_mode() {
         let about_alice: Vec<&str> = log.lines().filter(|l| l.contains("alice")).collect();
         assert!(about_alice.len() >= 3, "{component}: {about_alice:?}");
         for line in about_alice {
-            let value: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{component} line not JSON ({e}): {line}"));
+            let value: serde_json::Value =
+                serde_json::from_str(line).unwrap_or_else(|e| panic!("{component} line not JSON ({e}): {line}"));
             assert_eq!(trail(&value), (Some("alice".to_string()), Some(ALICE)), "{component}: {line}");
         }
     }
@@ -384,7 +436,9 @@ async fn gateway_in_webhook_mode() {
 
 /// The `user` and `telegram_id` of a JSON log line: its own fields, else its spans'.
 fn trail(line: &serde_json::Value) -> (Option<String>, Option<i64>) {
-    let scopes = std::iter::once(line).chain(line.get("span")).chain(line.get("spans").and_then(|s| s.as_array()).into_iter().flatten());
+    let scopes = std::iter::once(line)
+        .chain(line.get("span"))
+        .chain(line.get("spans").and_then(|s| s.as_array()).into_iter().flatten());
     let (mut user, mut id) = (None, None);
     for scope in scopes {
         user = user.or_else(|| scope.get("user").and_then(|u| u.as_str()).map(String::from));
@@ -435,7 +489,10 @@ async fn everything_rides_out_an_api_server_restart() {
     eprintln!("the gateway took bob up {:?} after the API server came back", back.elapsed());
     tg.inject_text(BOB, "hello after the restart").unwrap();
     wait_text(&tg, BOB, "You said: hello after the restart", Duration::from_secs(30)).await;
-    eprintln!("API server ready {ready:?} after its start; a new user Ready {provisioned:?} and answered {:?} after that", back.elapsed());
+    eprintln!(
+        "API server ready {ready:?} after its start; a new user Ready {provisioned:?} and answered {:?} after that",
+        back.elapsed()
+    );
     wait_drained(&tg).await;
     let during = texts(&tg, ALICE).iter().filter(|t| t.contains("You said: while the API server is away")).count();
     assert_eq!(during, 1, "answered once: {:?}", texts(&tg, ALICE));

@@ -23,7 +23,10 @@ async fn agent_get(ip: &str, path: &str, token: Option<&str>) -> Option<(u16, St
 
 async fn workspace_dir(client: &Client, ns: &str) -> std::path::PathBuf {
     let pvc = Api::<PersistentVolumeClaim>::namespaced(client.clone(), ns).get("workspace").await.unwrap();
-    let pv = Api::<PersistentVolume>::all(client.clone()).get(pvc.spec.unwrap().volume_name.as_deref().unwrap()).await.unwrap();
+    let pv = Api::<PersistentVolume>::all(client.clone())
+        .get(pvc.spec.unwrap().volume_name.as_deref().unwrap())
+        .await
+        .unwrap();
     pv.spec.unwrap().host_path.unwrap().path.into()
 }
 
@@ -80,7 +83,10 @@ async fn agent_pods_run_as_processes_and_keep_their_workspace() {
     .await;
     // The pod goes first; the user itself only once its cleanup is done. Applied before
     // then, the manifest would land on the departing object.
-    wait_until("the user gone", Duration::from_secs(30), || async { users.get_opt(name).await.ok()?.is_none().then_some(()) }).await;
+    wait_until("the user gone", Duration::from_secs(30), || async {
+        users.get_opt(name).await.ok()?.is_none().then_some(())
+    })
+    .await;
 
     // An agent never outlives its node, even one killed with SIGKILL (it would keep its
     // pod's address and answer for a pod that no longer exists).

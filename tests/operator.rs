@@ -40,7 +40,11 @@ fn shared() -> &'static Shared {
         })
         .join()
         .map_err(|panic| {
-            panic.downcast_ref::<String>().cloned().or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default()
+            panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default()
         })
     });
     match shared {
@@ -116,7 +120,10 @@ async fn a_new_user_gets_an_isolated_sandbox_and_becomes_ready() {
         "spec": { "accessModes": ["ReadWriteOnce"], "resources": { "requests": { "storage": "100Mi" } } },
     }))
     .unwrap();
-    let refused = Api::<PersistentVolumeClaim>::namespaced(client.clone(), &ns).create(&Default::default(), &extra_claim).await.unwrap_err();
+    let refused = Api::<PersistentVolumeClaim>::namespaced(client.clone(), &ns)
+        .create(&Default::default(), &extra_claim)
+        .await
+        .unwrap_err();
     assert!(refused.to_string().contains("exceeded quota"), "{refused}");
     let greedy: Pod = serde_json::from_value(json!({
         "metadata": { "name": "greedy" },
@@ -129,7 +136,8 @@ async fn a_new_user_gets_an_isolated_sandbox_and_becomes_ready() {
     let limits = Api::<LimitRange>::namespaced(client.clone(), &ns).get("moltmate-limits").await.unwrap();
     assert_eq!(limits.spec.unwrap().limits[0].max.as_ref().unwrap()["memory"].0, "512Mi");
 
-    let policy = Api::<NetworkPolicy>::namespaced(client.clone(), &ns).get("moltmate-isolation").await.unwrap().spec.unwrap();
+    let policy =
+        Api::<NetworkPolicy>::namespaced(client.clone(), &ns).get("moltmate-isolation").await.unwrap().spec.unwrap();
     assert_eq!(policy.policy_types.unwrap(), ["Ingress", "Egress"]);
     let egress = policy.egress.unwrap();
     assert_eq!(egress.len(), 1, "network none: the broker only");
@@ -149,10 +157,20 @@ async fn a_new_user_gets_an_isolated_sandbox_and_becomes_ready() {
     let spec = pod.spec.clone().unwrap();
     assert_eq!(spec.automount_service_account_token, Some(false));
     assert_eq!(spec.node_name.as_deref(), Some("moltmate-dev-node"), "bound by the real scheduler");
-    let broker_ip = Api::<Service>::namespaced(client.clone(), SYSTEM_NS).get("moltmate-broker").await.unwrap().spec.unwrap().cluster_ip.unwrap();
+    let broker_ip = Api::<Service>::namespaced(client.clone(), SYSTEM_NS)
+        .get("moltmate-broker")
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .cluster_ip
+        .unwrap();
     assert_eq!(spec.host_aliases.unwrap()[0].ip, broker_ip);
     let sc = spec.containers[0].security_context.clone().unwrap();
-    assert_eq!((sc.read_only_root_filesystem, sc.allow_privilege_escalation, sc.run_as_non_root), (Some(true), Some(false), Some(true)));
+    assert_eq!(
+        (sc.read_only_root_filesystem, sc.allow_privilege_escalation, sc.run_as_non_root),
+        (Some(true), Some(false), Some(true))
+    );
     assert_eq!(sc.capabilities.unwrap().drop.unwrap(), ["ALL"]);
     let ip: std::net::Ipv4Addr = pod.status.unwrap().pod_ip.unwrap().parse().unwrap();
     assert!(ip.is_loopback(), "the node stand-in's pod network is loopback: {ip}");
@@ -160,12 +178,22 @@ async fn a_new_user_gets_an_isolated_sandbox_and_becomes_ready() {
     // What an admin sees.
     let out = shared().env.kubectl(&["get", "mmu", name]);
     let table = String::from_utf8_lossy(&out.stdout);
-    assert!(table.contains("TELEGRAM ID") && table.contains("1001") && table.contains("public") && table.contains("Ready") && table.contains("True"), "{table}");
+    assert!(
+        table.contains("TELEGRAM ID")
+            && table.contains("1001")
+            && table.contains("public")
+            && table.contains("Ready")
+            && table.contains("True"),
+        "{table}"
+    );
 }
 
 async fn get<K>(client: &Client, ns: &str, name: &str) -> Option<K>
 where
-    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
 {
     Api::<K>::namespaced(client.clone(), ns).get_opt(name).await.ok().flatten()
 }
@@ -180,8 +208,12 @@ async fn tampering_with_a_sandbox_is_undone() {
     let patch = PatchParams::default();
 
     // NetworkPolicy deleted.
-    Api::<NetworkPolicy>::namespaced(client.clone(), &ns).delete("moltmate-isolation", &DeleteParams::default()).await.unwrap();
-    eventually("NetworkPolicy re-created", || async { get::<NetworkPolicy>(&client, &ns, "moltmate-isolation").await }).await;
+    Api::<NetworkPolicy>::namespaced(client.clone(), &ns)
+        .delete("moltmate-isolation", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("NetworkPolicy re-created", || async { get::<NetworkPolicy>(&client, &ns, "moltmate-isolation").await })
+        .await;
 
     // NetworkPolicy opened up to all egress.
     Api::<NetworkPolicy>::namespaced(client.clone(), &ns)
@@ -219,7 +251,10 @@ async fn tampering_with_a_sandbox_is_undone() {
 
     // Token Secret and LimitRange deleted.
     Api::<Secret>::namespaced(client.clone(), &ns).delete("agent-token", &DeleteParams::default()).await.unwrap();
-    Api::<LimitRange>::namespaced(client.clone(), &ns).delete("moltmate-limits", &DeleteParams::default()).await.unwrap();
+    Api::<LimitRange>::namespaced(client.clone(), &ns)
+        .delete("moltmate-limits", &DeleteParams::default())
+        .await
+        .unwrap();
     eventually("secret and limits re-created", || async {
         get::<Secret>(&client, &ns, "agent-token").await?;
         get::<LimitRange>(&client, &ns, "moltmate-limits").await
@@ -238,7 +273,11 @@ async fn tampering_with_a_sandbox_is_undone() {
 
     // Namespace security label removed.
     Api::<Namespace>::all(client.clone())
-        .patch(&ns, &patch, &Patch::Merge(json!({ "metadata": { "labels": { "pod-security.kubernetes.io/enforce": "privileged" } } })))
+        .patch(
+            &ns,
+            &patch,
+            &Patch::Merge(json!({ "metadata": { "labels": { "pod-security.kubernetes.io/enforce": "privileged" } } })),
+        )
         .await
         .unwrap();
     eventually("namespace label restored", || async {
@@ -247,7 +286,14 @@ async fn tampering_with_a_sandbox_is_undone() {
     })
     .await;
 
-    let out = shared().env.kubectl(&["get", "events.events.k8s.io", "-n", "default", "-o", "jsonpath={range .items[?(@.regarding.name==\"tamper\")]}{.reason}{\"\\n\"}{end}"]);
+    let out = shared().env.kubectl(&[
+        "get",
+        "events.events.k8s.io",
+        "-n",
+        "default",
+        "-o",
+        "jsonpath={range .items[?(@.regarding.name==\"tamper\")]}{.reason}{\"\\n\"}{end}",
+    ]);
     let reasons = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(reasons.contains("Restored"), "a Restored event is recorded on the user: {reasons:?}");
 }
@@ -308,7 +354,10 @@ async fn volume_dir(client: &Client, ns: &str) -> std::path::PathBuf {
         pvc.spec.as_ref()?.volume_name.is_some().then_some(pvc)
     })
     .await;
-    let pv = Api::<PersistentVolume>::all(client.clone()).get(pvc.spec.unwrap().volume_name.as_ref().unwrap()).await.unwrap();
+    let pv = Api::<PersistentVolume>::all(client.clone())
+        .get(pvc.spec.unwrap().volume_name.as_ref().unwrap())
+        .await
+        .unwrap();
     pv.spec.unwrap().host_path.unwrap().path.into()
 }
 
@@ -354,15 +403,24 @@ async fn retained_workspace_survives_deletion_and_is_adopted_again() {
     assert_eq!(ready.reason, "WorkspaceOfAnotherPerson");
     assert!(ready.message.contains("of Telegram user 1005"), "{}", ready.message);
     let hand_over = format!("kubectl annotate namespace {ns} moltmate.io/owner-telegram-id=1105 --overwrite");
-    assert!(ready.message.contains(&hand_over) && ready.message.contains(&format!("kubectl delete namespace {ns}")), "{}", ready.message);
-    assert!(get::<Pod>(&client, &ns, "agent").await.is_none() && get::<Secret>(&client, &ns, "agent-token").await.is_none());
+    assert!(
+        ready.message.contains(&hand_over) && ready.message.contains(&format!("kubectl delete namespace {ns}")),
+        "{}",
+        ready.message
+    );
+    assert!(
+        get::<Pod>(&client, &ns, "agent").await.is_none() && get::<Secret>(&client, &ns, "agent-token").await.is_none()
+    );
     // Deleting the refused user leaves the workspace as it was, still the first person's.
     users.delete(name, &DeleteParams::default()).await.unwrap();
     eventually("refused user gone", || async { users.get_opt(name).await.ok()?.is_none().then_some(()) }).await;
     let namespace = Api::<Namespace>::all(client.clone()).get(&ns).await.unwrap();
     assert_eq!(namespace.annotations()["moltmate.io/owner-telegram-id"], "1005");
     assert_eq!(namespace.labels()["moltmate.io/retained"], "true");
-    assert_eq!(std::fs::read_to_string(volume_dir(&client, &ns).await.join("MEMORY.md")).unwrap(), "remember the milk\n");
+    assert_eq!(
+        std::fs::read_to_string(volume_dir(&client, &ns).await.join("MEMORY.md")).unwrap(),
+        "remember the milk\n"
+    );
 
     // The same person comes back: the workspace is theirs again.
     apply_user(&client, &user_manifest(name, 1005, json!({}))).await.unwrap();
@@ -372,7 +430,10 @@ async fn retained_workspace_survives_deletion_and_is_adopted_again() {
     assert_eq!(pvc.owner_references()[0].uid, user.uid().unwrap());
     let namespace = Api::<Namespace>::all(client.clone()).get(&ns).await.unwrap();
     assert!(!namespace.labels().contains_key("moltmate.io/retained"), "adopted again: {:?}", namespace.labels());
-    assert_eq!(std::fs::read_to_string(volume_dir(&client, &ns).await.join("MEMORY.md")).unwrap(), "remember the milk\n");
+    assert_eq!(
+        std::fs::read_to_string(volume_dir(&client, &ns).await.join("MEMORY.md")).unwrap(),
+        "remember the milk\n"
+    );
 }
 
 #[tokio::test]
@@ -380,7 +441,9 @@ async fn delete_policy_removes_the_namespace() {
     let client = admin().await;
     let name = "ephemeral";
     let users: Api<moltmates::MoltmateUser> = Api::all(client.clone());
-    apply_user(&client, &user_manifest(name, 1006, json!({ "workspace": { "deletionPolicy": "Delete" } }))).await.unwrap();
+    apply_user(&client, &user_manifest(name, 1006, json!({ "workspace": { "deletionPolicy": "Delete" } })))
+        .await
+        .unwrap();
     wait_phase(&client, name, "Ready", Duration::from_secs(10)).await;
     users.delete(name, &DeleteParams::default()).await.unwrap();
     let ns = ns_of(name);
@@ -402,7 +465,10 @@ async fn a_second_user_with_a_taken_telegram_id_gets_nothing() {
     let ready = second.status.unwrap().conditions[0].clone();
     assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "DuplicateTelegramId"));
     assert!(ready.message.contains("first"), "{}", ready.message);
-    assert!(Api::<Namespace>::all(client.clone()).get_opt("moltmate-second").await.unwrap().is_none(), "no resources for the newcomer");
+    assert!(
+        Api::<Namespace>::all(client.clone()).get_opt("moltmate-second").await.unwrap().is_none(),
+        "no resources for the newcomer"
+    );
     // The older one is untouched.
     wait_phase(&client, "first", "Ready", Duration::from_secs(1)).await;
 
@@ -442,7 +508,10 @@ async fn cel_rules_refuse_what_the_operator_could_only_report_later() {
     for field in ["cpu", "memory", "storage"] {
         let manifest = user_manifest("zero-quantity", 1010, json!({ "resources": { field: "0" } }));
         let message = refusal(&client, &manifest).await;
-        assert!(message.contains(&format!("spec.resources.{field}")) && message.contains("greater than zero"), "{message}");
+        assert!(
+            message.contains(&format!("spec.resources.{field}")) && message.contains("greater than zero"),
+            "{message}"
+        );
         let manifest = user_manifest("zero-quantity", 1010, json!({ "resources": { field: "0.0Mi" } }));
         assert!(refusal(&client, &manifest).await.contains("greater than zero"));
     }
@@ -470,14 +539,23 @@ async fn pod_security_refuses_a_pod_that_breaks_restricted_in_a_user_namespace()
 
     let container = json!({ "name": "c", "image": "busybox" });
     let breaking = [
-        ("privileged", json!({ "containers": [{ "name": "c", "image": "busybox", "securityContext": { "privileged": true } }] })),
-        ("host-path", json!({ "containers": [container.clone()], "volumes": [{ "name": "root", "hostPath": { "path": "/" } }] })),
+        (
+            "privileged",
+            json!({ "containers": [{ "name": "c", "image": "busybox", "securityContext": { "privileged": true } }] }),
+        ),
+        (
+            "host-path",
+            json!({ "containers": [container.clone()], "volumes": [{ "name": "root", "hostPath": { "path": "/" } }] }),
+        ),
         ("host-network", json!({ "hostNetwork": true, "containers": [container.clone()] })),
         // Baseline allows this one; only restricted refuses it (root, no seccomp, caps kept).
         ("plain", json!({ "containers": [container.clone()] })),
     ];
     for (name, spec) in breaking {
-        let pod: Pod = serde_json::from_value(json!({ "apiVersion": "v1", "kind": "Pod", "metadata": { "name": name }, "spec": spec })).unwrap();
+        let pod: Pod = serde_json::from_value(
+            json!({ "apiVersion": "v1", "kind": "Pod", "metadata": { "name": name }, "spec": spec }),
+        )
+        .unwrap();
         let err = pods.create(&Default::default(), &pod).await.expect_err(&format!("{name} must be refused"));
         let kube::Error::Api(status) = &err else { panic!("{name}: {err}") };
         assert_eq!(status.code, 403, "{name}: {err}");
@@ -493,16 +571,40 @@ async fn the_api_server_rejects_invalid_users_naming_the_field() {
         ("no-telegram", json!({ "profile": "public" }), "spec.telegram"),
         ("string-id", json!({ "telegram": { "userId": "abc" } }), "spec.telegram.userId"),
         ("bad-profile", json!({ "telegram": { "userId": 5 }, "profile": "root" }), "spec.profile"),
-        ("bad-network", json!({ "telegram": { "userId": 5 }, "sandbox": { "network": "host" } }), "spec.sandbox.network"),
-        ("bad-access", json!({ "telegram": { "userId": 5 }, "sandbox": { "workspaceAccess": "rwx" } }), "spec.sandbox.workspaceAccess"),
+        (
+            "bad-network",
+            json!({ "telegram": { "userId": 5 }, "sandbox": { "network": "host" } }),
+            "spec.sandbox.network",
+        ),
+        (
+            "bad-access",
+            json!({ "telegram": { "userId": 5 }, "sandbox": { "workspaceAccess": "rwx" } }),
+            "spec.sandbox.workspaceAccess",
+        ),
         ("bad-security", json!({ "telegram": { "userId": 5 }, "exec": { "security": "none" } }), "spec.exec.security"),
         ("path-bin", json!({ "telegram": { "userId": 5 }, "exec": { "safeBins": ["/bin/sh"] } }), "spec.exec.safeBins"),
-        ("space-bin", json!({ "telegram": { "userId": 5 }, "exec": { "safeBins": ["cat /etc/shadow"] } }), "spec.exec.safeBins"),
-        ("bad-domain", json!({ "telegram": { "userId": 5 }, "web": { "fetch": { "allowedDomains": ["http://evil.example/x"] } } }), "spec.web.fetch.allowedDomains"),
+        (
+            "space-bin",
+            json!({ "telegram": { "userId": 5 }, "exec": { "safeBins": ["cat /etc/shadow"] } }),
+            "spec.exec.safeBins",
+        ),
+        (
+            "bad-domain",
+            json!({ "telegram": { "userId": 5 }, "web": { "fetch": { "allowedDomains": ["http://evil.example/x"] } } }),
+            "spec.web.fetch.allowedDomains",
+        ),
         ("bad-cpu", json!({ "telegram": { "userId": 5 }, "resources": { "cpu": "lots" } }), "spec.resources.cpu"),
-        ("negative-memory", json!({ "telegram": { "userId": 5 }, "resources": { "memory": "-1Gi" } }), "spec.resources.memory"),
+        (
+            "negative-memory",
+            json!({ "telegram": { "userId": 5 }, "resources": { "memory": "-1Gi" } }),
+            "spec.resources.memory",
+        ),
         ("bad-timeout", json!({ "telegram": { "userId": 5 }, "idleTimeout": "soon" }), "spec.idleTimeout"),
-        ("bad-policy", json!({ "telegram": { "userId": 5 }, "workspace": { "deletionPolicy": "Shred" } }), "spec.workspace.deletionPolicy"),
+        (
+            "bad-policy",
+            json!({ "telegram": { "userId": 5 }, "workspace": { "deletionPolicy": "Shred" } }),
+            "spec.workspace.deletionPolicy",
+        ),
     ];
     assert!(cases.len() >= 10);
     let users: Api<moltmates::MoltmateUser> = Api::all(client.clone());
@@ -512,21 +614,22 @@ async fn the_api_server_rejects_invalid_users_naming_the_field() {
             Ok(object) => object,
             // Not even the Rust type can hold it (e.g. a string id): send the raw JSON.
             Err(_) => {
-                let raw = kube::core::DynamicObject::new(name, &kube::core::ApiResource::erase::<moltmates::MoltmateUser>(&()))
-                    .data(json!({ "spec": manifest["spec"].clone() }));
+                let raw = kube::core::DynamicObject::new(
+                    name,
+                    &kube::core::ApiResource::erase::<moltmates::MoltmateUser>(&()),
+                )
+                .data(json!({ "spec": manifest["spec"].clone() }));
                 let dynamic: Api<kube::core::DynamicObject> =
                     Api::all_with(client.clone(), &kube::core::ApiResource::erase::<moltmates::MoltmateUser>(&()));
-                let err = dynamic.create(&Default::default(), &raw).await.expect_err(&format!("{name} must be rejected"));
+                let err =
+                    dynamic.create(&Default::default(), &raw).await.expect_err(&format!("{name} must be rejected"));
                 let kube::Error::Api(status) = &err else { panic!("{name}: {err}") };
                 assert_eq!(status.code, 422, "{name}: {err}");
                 assert!(status.message.contains(field), "{name}: message should name {field}: {}", status.message);
                 continue;
             }
         };
-        let err = users
-            .create(&Default::default(), &object)
-            .await
-            .expect_err(&format!("{name} must be rejected"));
+        let err = users.create(&Default::default(), &object).await.expect_err(&format!("{name} must be rejected"));
         let message = match &err {
             kube::Error::Api(status) => {
                 assert_eq!(status.code, 422, "{name}: {err}");
@@ -540,7 +643,9 @@ async fn the_api_server_rejects_invalid_users_naming_the_field() {
 
 #[tokio::test]
 async fn the_operator_runs_with_its_own_narrow_permissions() {
-    use k8s_openapi::api::authorization::v1::{ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec};
+    use k8s_openapi::api::authorization::v1::{
+        ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
+    };
     let operator = shared().env.operator_client().await;
     let reviews: Api<SelfSubjectAccessReview> = Api::all(operator);
     let can = |verb: &str, group: &str, resource: &str| {

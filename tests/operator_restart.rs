@@ -55,7 +55,10 @@ async fn killing_the_leader_mid_provisioning_converges_without_duplicates() {
         std::fs::read_to_string(&standby.log).ok()?.contains("became leader").then_some(())
     })
     .await;
-    let _restarted = env.spawn_operator(if leader.log.ends_with("operator-a.log") { "operator-a2" } else { "operator-b2" }, free_port());
+    let _restarted = env.spawn_operator(
+        if leader.log.ends_with("operator-a.log") { "operator-a2" } else { "operator-b2" },
+        free_port(),
+    );
 
     for i in 0..USERS {
         wait_phase(&client, &format!("crowd-{i}"), "Ready", Duration::from_secs(60)).await;
@@ -64,12 +67,37 @@ async fn killing_the_leader_mid_provisioning_converges_without_duplicates() {
     // Exactly one of everything per user, and one volume per claim.
     for i in 0..USERS {
         let ns = format!("moltmate-crowd-{i}");
-        assert_eq!(Api::<Pod>::namespaced(client.clone(), &ns).list(&Default::default()).await.unwrap().items.len(), 1, "{ns} pods");
-        assert_eq!(Api::<PersistentVolumeClaim>::namespaced(client.clone(), &ns).list(&Default::default()).await.unwrap().items.len(), 1, "{ns} claims");
-        assert_eq!(Api::<Service>::namespaced(client.clone(), &ns).list(&Default::default()).await.unwrap().items.len(), 1, "{ns} services");
-        assert_eq!(Api::<NetworkPolicy>::namespaced(client.clone(), &ns).list(&Default::default()).await.unwrap().items.len(), 1, "{ns} policies");
+        assert_eq!(
+            Api::<Pod>::namespaced(client.clone(), &ns).list(&Default::default()).await.unwrap().items.len(),
+            1,
+            "{ns} pods"
+        );
+        assert_eq!(
+            Api::<PersistentVolumeClaim>::namespaced(client.clone(), &ns)
+                .list(&Default::default())
+                .await
+                .unwrap()
+                .items
+                .len(),
+            1,
+            "{ns} claims"
+        );
+        assert_eq!(
+            Api::<Service>::namespaced(client.clone(), &ns).list(&Default::default()).await.unwrap().items.len(),
+            1,
+            "{ns} services"
+        );
+        assert_eq!(
+            Api::<NetworkPolicy>::namespaced(client.clone(), &ns).list(&Default::default()).await.unwrap().items.len(),
+            1,
+            "{ns} policies"
+        );
         let ours = ListParams::default().labels("app.kubernetes.io/managed-by=moltmate-operator");
-        assert_eq!(Api::<Secret>::namespaced(client.clone(), &ns).list(&ours).await.unwrap().items.len(), 1, "{ns} token secrets");
+        assert_eq!(
+            Api::<Secret>::namespaced(client.clone(), &ns).list(&ours).await.unwrap().items.len(),
+            1,
+            "{ns} token secrets"
+        );
     }
     assert_eq!(namespaces.list(&selector).await.unwrap().items.len(), USERS, "no orphaned namespaces");
     let volumes = Api::<PersistentVolume>::all(client.clone()).list(&Default::default()).await.unwrap().items;

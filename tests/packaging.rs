@@ -63,7 +63,11 @@ fn both_dockerfiles_parse_into_a_build_stage_and_a_final_stage() {
         let stages: Vec<_> = file.stages.iter().map(|s| (s.from.image.as_str(), s.from.name.as_deref())).collect();
         assert!(file.stage("build").is_some(), "{name}: a stage named build; stages {stages:?}");
         assert!(file.stages.len() >= 2, "{name}: a final stage after the build; stages {stages:?}");
-        assert_eq!(file.syntax.as_deref(), Some("docker/dockerfile:1"), "{name}: BuildKit syntax (cache mounts, heredocs)");
+        assert_eq!(
+            file.syntax.as_deref(),
+            Some("docker/dockerfile:1"),
+            "{name}: BuildKit syntax (cache mounts, heredocs)"
+        );
     }
 }
 
@@ -105,16 +109,31 @@ fn each_image_runs_the_crates_binary_built_static_for_musl() {
             .into_iter()
             .find(|c| c.target_of_single_source().as_deref() == Some(program))
             .unwrap_or_else(|| panic!("{name}: no COPY in the final stage puts {program} there"));
-        let from = copy.from.clone().unwrap_or_else(|| panic!("{name}: {program} is copied from the build context, not built"));
-        let build = file.stage(&from).unwrap_or_else(|| panic!("{name}: {program} comes from {from}, which is no stage here"));
+        let from = copy
+            .from
+            .clone()
+            .unwrap_or_else(|| panic!("{name}: {program} is copied from the build context, not built"));
+        let build =
+            file.stage(&from).unwrap_or_else(|| panic!("{name}: {program} comes from {from}, which is no stage here"));
         let built = build.cargo_build_copied_to(&copy.sources[0]).unwrap_or_else(|| {
-            panic!("{name}: no RUN in stage {from} runs `cargo build --bin NAME` and copies target/.../release/NAME to {}", copy.sources[0])
+            panic!(
+                "{name}: no RUN in stage {from} runs `cargo build --bin NAME` and copies target/.../release/NAME to {}",
+                copy.sources[0]
+            )
         });
-        assert!(bins.contains(&built.bin), "{name}: builds `{}`, which is no [[bin]] of Cargo.toml ({bins:?})", built.bin);
+        assert!(
+            bins.contains(&built.bin),
+            "{name}: builds `{}`, which is no [[bin]] of Cargo.toml ({bins:?})",
+            built.bin
+        );
         for flag in ["--release", "--locked"] {
             assert!(built.command.contains(flag), "{name}: cargo build without {flag}: {}", built.command);
         }
-        assert!(built.command.contains("-unknown-linux-musl"), "{name}: not built for a musl target (static): {}", built.command);
+        assert!(
+            built.command.contains("-unknown-linux-musl"),
+            "{name}: not built for a musl target (static): {}",
+            built.command
+        );
     }
 }
 
@@ -123,7 +142,9 @@ fn each_image_runs_as_a_numeric_non_root_user() {
     for name in DOCKERFILES {
         let file = load(name);
         let last = file.stages.last().unwrap();
-        let user = last.last_args("USER").unwrap_or_else(|| panic!("{name}: the final stage sets no USER (it would run as root)"));
+        let user = last
+            .last_args("USER")
+            .unwrap_or_else(|| panic!("{name}: the final stage sets no USER (it would run as root)"));
         let (uid, gid) = user.split_once(':').unwrap_or_else(|| panic!("{name}: USER {user}: give uid:gid"));
         let (uid, gid): (u32, u32) = match (uid.parse(), gid.parse()) {
             (Ok(u), Ok(g)) => (u, g),
@@ -132,7 +153,8 @@ fn each_image_runs_as_a_numeric_non_root_user() {
         assert!(uid != 0 && gid != 0, "{name}: USER {user} is root");
         // An image that brings its own /etc/passwd names that user in it.
         for copy in last.copies().into_iter().filter(|c| c.dest == "/etc/passwd") {
-            let passwd = copy.heredoc.as_deref().unwrap_or_else(|| panic!("{name}: /etc/passwd comes from {:?}", copy.sources));
+            let passwd =
+                copy.heredoc.as_deref().unwrap_or_else(|| panic!("{name}: /etc/passwd comes from {:?}", copy.sources));
             let ids: Vec<(u32, u32)> = passwd
                 .lines()
                 .filter_map(|l| {
@@ -154,7 +176,10 @@ fn both_images_share_one_cross_compiling_build_stage() {
     assert_eq!(a.instructions, b.instructions, "Dockerfile and Dockerfile.sandbox build differently");
     // On the build machine's platform, targeting buildx's TARGETARCH: no emulated compile.
     assert_eq!(a.from.platform.as_deref(), Some("$BUILDPLATFORM"));
-    assert!(a.instructions.iter().any(|i| i.keyword == "ARG" && i.args == "TARGETARCH"), "ARG TARGETARCH in the build stage");
+    assert!(
+        a.instructions.iter().any(|i| i.keyword == "ARG" && i.args == "TARGETARCH"),
+        "ARG TARGETARCH in the build stage"
+    );
     for arch in ["amd64) arch=x86_64", "arm64) arch=aarch64"] {
         assert!(a.instructions.iter().any(|i| i.args.contains(arch)), "the build stage maps {arch}");
     }
@@ -165,7 +190,8 @@ fn both_images_share_one_cross_compiling_build_stage() {
 #[test]
 fn the_image_names_agree_with_the_operator_and_the_crate_version() {
     let version = cargo_package("version");
-    let help = Command::new(MOLTMATE).args(["operator", "--help"]).env_remove("MOLTMATE_SANDBOX_IMAGE").output().unwrap();
+    let help =
+        Command::new(MOLTMATE).args(["operator", "--help"]).env_remove("MOLTMATE_SANDBOX_IMAGE").output().unwrap();
     let help = String::from_utf8(help.stdout).unwrap();
     let sandbox_default = help
         .lines()
@@ -195,7 +221,10 @@ fn the_image_names_agree_with_the_operator_and_the_crate_version() {
         }
     }
     let labels = load("Dockerfile").stages.last().unwrap().last_args("LABEL").unwrap_or_default();
-    assert!(labels.contains(&format!("org.opencontainers.image.licenses=\"{}\"", cargo_package("license"))), "{labels}");
+    assert!(
+        labels.contains(&format!("org.opencontainers.image.licenses=\"{}\"", cargo_package("license"))),
+        "{labels}"
+    );
 }
 
 // ------------------------------------------------------------------------------------------
@@ -228,7 +257,10 @@ fn every_local_copy_source_is_in_the_build_context() {
         for stage in &load(name).stages {
             for copy in stage.copies().into_iter().filter(|c| c.from.is_none() && c.heredoc.is_none()) {
                 for source in &copy.sources {
-                    assert!(!source.contains(['*', '?', '[']) && !source.contains(".."), "{name}: COPY {source}: a plain path inside the repo");
+                    assert!(
+                        !source.contains(['*', '?', '[']) && !source.contains(".."),
+                        "{name}: COPY {source}: a plain path inside the repo"
+                    );
                     let path = Path::new(REPO).join(source);
                     assert!(path.exists(), "{name}: COPY {source}: no such file in the repo");
                     for file in files_under(&path) {
@@ -240,7 +272,13 @@ fn every_local_copy_source_is_in_the_build_context() {
         }
     }
     // Nothing large or private goes to the builder.
-    for left_out in ["target/release/moltmate", ".git/config", ".testenv/kubeconfig", "tests/agent.rs", "charts/moltmates/values.yaml"] {
+    for left_out in [
+        "target/release/moltmate",
+        ".git/config",
+        ".testenv/kubeconfig",
+        "tests/agent.rs",
+        "charts/moltmates/values.yaml",
+    ] {
         assert!(ignore.excludes(left_out), ".dockerignore sends {left_out}");
     }
 }
@@ -256,7 +294,9 @@ fn the_files_the_build_stage_copies_are_a_complete_crate() {
     for copy in build.copies().into_iter().filter(|c| c.from.is_none()) {
         let dest = Path::new(&copy.dest);
         let dest = if dest.is_absolute() { dest.to_path_buf() } else { Path::new(&workdir).join(dest) };
-        let dest = dir.path().join(dest.strip_prefix(&workdir).unwrap_or_else(|_| panic!("COPY to {} outside WORKDIR {workdir}", copy.dest)));
+        let dest = dir.path().join(
+            dest.strip_prefix(&workdir).unwrap_or_else(|_| panic!("COPY to {} outside WORKDIR {workdir}", copy.dest)),
+        );
         let into_dir = copy.dest.ends_with('/') || copy.sources.len() > 1;
         for source in &copy.sources {
             let from = Path::new(REPO).join(source);
@@ -306,7 +346,12 @@ fn the_files_the_build_stage_copies_are_a_complete_crate() {
         for macro_call in ["include_str!(\"", "include_bytes!(\""] {
             for rest in text.split(macro_call).skip(1) {
                 let target = file.parent().unwrap().join(rest.split('"').next().unwrap());
-                assert!(target.exists(), "{} includes {}, which the build stage does not copy", file.display(), target.display());
+                assert!(
+                    target.exists(),
+                    "{} includes {}, which the build stage does not copy",
+                    file.display(),
+                    target.display()
+                );
             }
         }
     }
@@ -317,7 +362,8 @@ fn the_files_the_build_stage_copies_are_a_complete_crate() {
 // ------------------------------------------------------------------------------------------
 
 fn kubectl() -> PathBuf {
-    let out = Command::new(format!("{REPO}/scripts/testenv")).arg("bindir").output().expect("run scripts/testenv bindir");
+    let out =
+        Command::new(format!("{REPO}/scripts/testenv")).arg("bindir").output().expect("run scripts/testenv bindir");
     let kubectl = PathBuf::from(String::from_utf8(out.stdout).unwrap().trim()).join("kubectl");
     assert!(kubectl.exists(), "{} missing: run `scripts/testenv install`", kubectl.display());
     kubectl
@@ -360,15 +406,21 @@ fn kustomize_renders_exactly_the_users_folder() {
     assert!(files.len() >= 2, "example users in {}", users_dir.display());
 
     let kustomization = &yaml_documents(&read(&format!("{GITOPS}/kustomization.yaml")), "kustomization.yaml")[0];
-    let listed: BTreeSet<String> =
-        kustomization["resources"].as_array().expect("resources:").iter().map(|r| r.as_str().unwrap().to_string()).collect();
-    let present: BTreeSet<String> = files.iter().map(|f| format!("users/{}", f.file_name().unwrap().to_string_lossy())).collect();
+    let listed: BTreeSet<String> = kustomization["resources"]
+        .as_array()
+        .expect("resources:")
+        .iter()
+        .map(|r| r.as_str().unwrap().to_string())
+        .collect();
+    let present: BTreeSet<String> =
+        files.iter().map(|f| format!("users/{}", f.file_name().unwrap().to_string_lossy())).collect();
     assert_eq!(listed, present, "kustomization.yaml must list every file under users/ (kustomize has no wildcards)");
 
     let out = Command::new(kubectl()).args(["kustomize", &format!("{REPO}/{GITOPS}")]).output().unwrap();
     assert!(out.status.success(), "kubectl kustomize: {}", String::from_utf8_lossy(&out.stderr));
     let rendered = by_name(yaml_documents(&String::from_utf8(out.stdout).unwrap(), "kubectl kustomize output"));
-    let expected = by_name(files.iter().flat_map(|f| yaml_documents(&std::fs::read_to_string(f).unwrap(), &relative(f))));
+    let expected =
+        by_name(files.iter().flat_map(|f| yaml_documents(&std::fs::read_to_string(f).unwrap(), &relative(f))));
     assert_eq!(rendered, expected);
     assert!(rendered.values().all(|u| u["kind"] == "MoltmateUser"), "only MoltmateUsers in users/");
 }
@@ -415,8 +467,14 @@ fn flux_and_argo_cd_sync_the_gitops_folder_with_prune() {
     let source = find("source.toolkit.fluxcd.io/v1", "GitRepository");
     let kustomization = find("kustomize.toolkit.fluxcd.io/v1", "Kustomization");
     assert_eq!(source["metadata"]["name"], "moltmates-users");
-    assert_eq!(kustomization["spec"]["sourceRef"], serde_json::json!({ "kind": "GitRepository", "name": "moltmates-users" }));
-    assert_eq!(kustomization["metadata"]["namespace"], source["metadata"]["namespace"], "a sourceRef without namespace is in its own");
+    assert_eq!(
+        kustomization["spec"]["sourceRef"],
+        serde_json::json!({ "kind": "GitRepository", "name": "moltmates-users" })
+    );
+    assert_eq!(
+        kustomization["metadata"]["namespace"], source["metadata"]["namespace"],
+        "a sourceRef without namespace is in its own"
+    );
     assert_eq!(kustomization["spec"]["prune"], true);
     assert!(kustomization["spec"]["interval"].is_string(), "Flux requires spec.interval");
     points_here(kustomization["spec"]["path"].as_str().expect("spec.path"), "Flux Kustomization");
@@ -448,14 +506,22 @@ async fn the_api_server_accepts_the_gitops_folder_and_every_example_user() {
     assert!(out.status.success(), "kubectl apply -k {GITOPS}: {}{stdout}", String::from_utf8_lossy(&out.stderr));
     let gitops_users = by_name(example_users().into_iter().filter(|(f, _)| f.starts_with(GITOPS)).map(|(_, u)| u));
     for name in gitops_users.keys() {
-        assert!(stdout.contains(&format!("moltmateuser.moltmate.io/{name} serverside-applied (server dry run)")), "{name}: {stdout}");
+        assert!(
+            stdout.contains(&format!("moltmateuser.moltmate.io/{name} serverside-applied (server dry run)")),
+            "{name}: {stdout}"
+        );
     }
 
     let users = example_users();
     for (file, user) in &users {
         let path = format!("{REPO}/{file}");
         let out = dry_run(&["-f", &path]);
-        assert!(out.status.success(), "{file} ({}): {}", user["metadata"]["name"], String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{file} ({}): {}",
+            user["metadata"]["name"],
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     let bad = tempfile::Builder::new().suffix(".yaml").tempfile().unwrap();
@@ -537,7 +603,11 @@ mod dockerfile {
         }
 
         pub fn copies(&self) -> Vec<Copy> {
-            self.instructions.iter().filter(|i| i.keyword == "COPY").map(|i| parse_copy(i).unwrap_or_else(|e| panic!("{e}"))).collect()
+            self.instructions
+                .iter()
+                .filter(|i| i.keyword == "COPY")
+                .map(|i| parse_copy(i).unwrap_or_else(|e| panic!("{e}")))
+                .collect()
         }
 
         /// The RUN that builds a binary with cargo and copies it to `path`.
@@ -546,7 +616,9 @@ mod dockerfile {
                 let words: Vec<&str> = run.args.split_whitespace().map(|w| w.trim_matches('"')).collect();
                 let build = words.windows(2).position(|w| w == ["cargo", "build"])?;
                 let bin = words[build..].windows(2).find(|w| w[0] == "--bin")?[1];
-                let copied = words.windows(3).any(|w| w[0] == "cp" && w[1].ends_with(&format!("/release/{bin}")) && w[2] == path);
+                let copied = words
+                    .windows(3)
+                    .any(|w| w[0] == "cp" && w[1].ends_with(&format!("/release/{bin}")) && w[2] == path);
                 copied.then(|| CargoBuild { bin: bin.to_string(), command: run.args.clone() })
             })
         }
@@ -590,7 +662,8 @@ mod dockerfile {
             while let Some(part) = current.strip_suffix('\\') {
                 logical.push_str(part);
                 current = loop {
-                    let (_, next) = lines.next().ok_or(format!("line {}: continued past the end of the file", n + 1))?;
+                    let (_, next) =
+                        lines.next().ok_or(format!("line {}: continued past the end of the file", n + 1))?;
                     let next = next.trim();
                     if !next.is_empty() && !next.starts_with('#') {
                         break next.to_string();
@@ -605,7 +678,8 @@ mod dockerfile {
                 Some(word) => {
                     let mut body = String::new();
                     loop {
-                        let (_, next) = lines.next().ok_or(format!("line {}: here-document {word} never ends", n + 1))?;
+                        let (_, next) =
+                            lines.next().ok_or(format!("line {}: here-document {word} never ends", n + 1))?;
                         if next.trim() == word {
                             break;
                         }
@@ -668,7 +742,8 @@ mod dockerfile {
         let mut rest = instruction.args.as_str();
         let mut from = None;
         while let Some(flagged) = rest.strip_prefix("--") {
-            let (flag, after) = flagged.split_once(char::is_whitespace).ok_or(format!("COPY {}: no source", instruction.args))?;
+            let (flag, after) =
+                flagged.split_once(char::is_whitespace).ok_or(format!("COPY {}: no source", instruction.args))?;
             match flag.split_once('=') {
                 Some(("from", stage)) => from = Some(stage.to_string()),
                 Some(("chown" | "chmod" | "exclude", _)) => {}
@@ -739,12 +814,18 @@ USER 1:1
             let file = parse(text).unwrap();
             assert_eq!(file.syntax.as_deref(), Some("docker/dockerfile:1"));
             assert_eq!(file.comments, ["a comment"], "a comment inside an instruction is dropped, as Docker does");
-            assert_eq!(file.stages[0].from, From { platform: Some("$BUILDPLATFORM".into()), image: "a:1".into(), name: Some("b".into()) });
+            assert_eq!(
+                file.stages[0].from,
+                From { platform: Some("$BUILDPLATFORM".into()), image: "a:1".into(), name: Some("b".into()) }
+            );
             assert_eq!(file.stages[0].instructions[0].args, "one two");
             let copies = file.stages[1].copies();
             assert_eq!(copies[0].heredoc.as_deref(), Some("x:x:1:1::/:/none\n"));
             assert_eq!(copies[0].dest, "/etc/passwd");
-            assert_eq!((copies[1].from.as_deref(), copies[1].target_of_single_source().as_deref()), (Some("b"), Some("/n")));
+            assert_eq!(
+                (copies[1].from.as_deref(), copies[1].target_of_single_source().as_deref()),
+                (Some("b"), Some("/n"))
+            );
             assert!(parse("RUN x\n").unwrap_err().contains("before the first FROM"));
             assert!(parse("FROM a\nRUN x \\\n").unwrap_err().contains("past the end"));
         }
@@ -773,7 +854,12 @@ mod dockerignore {
                 if pattern.contains(['[', '\\']) {
                     return Err(format!("{line}: character classes and escapes are not handled by this reader"));
                 }
-                let segments = pattern.trim_matches('/').split('/').filter(|s| !s.is_empty() && *s != ".").map(str::to_string).collect();
+                let segments = pattern
+                    .trim_matches('/')
+                    .split('/')
+                    .filter(|s| !s.is_empty() && *s != ".")
+                    .map(str::to_string)
+                    .collect();
                 patterns.push((negated, segments));
             }
             Ok(Ignore { patterns })
@@ -796,7 +882,9 @@ mod dockerignore {
         match pattern.split_first() {
             None => path.is_empty(),
             Some((p, rest)) if p == "**" => (0..=path.len()).any(|i| matches(rest, &path[i..])),
-            Some((p, rest)) => !path.is_empty() && segment_matches(p.as_bytes(), path[0].as_bytes()) && matches(rest, &path[1..]),
+            Some((p, rest)) => {
+                !path.is_empty() && segment_matches(p.as_bytes(), path[0].as_bytes()) && matches(rest, &path[1..])
+            }
         }
     }
 

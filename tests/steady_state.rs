@@ -57,7 +57,9 @@ async fn provisioned_unchanged_users_cause_no_writes() {
             *reads.entry(key).or_default() += 1;
         }
     }
-    eprintln!("steady state over {QUIET:?} with {USERS} users: writes {writes:?}, lease renewals {lease_writes}, non-watch reads {reads:?}");
+    eprintln!(
+        "steady state over {QUIET:?} with {USERS} users: writes {writes:?}, lease renewals {lease_writes}, non-watch reads {reads:?}"
+    );
     assert!(writes.is_empty(), "the operator wrote while nothing changed: {writes:?}");
     assert!(lease_writes > 0, "the audit log sees the operator at all (lease renewals)");
 }

@@ -31,8 +31,13 @@ fn notices(tg: &TelegramStandIn, chat: i64) -> usize {
 
 /// `moltmate users ARGS` as an administrator runs it; (success, stdout, stderr).
 fn users_cli(env: &TestEnv, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(MOLTMATE).arg("users").args(args).env("KUBECONFIG", env.admin_kubeconfig()).output().unwrap();
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    let out =
+        Command::new(MOLTMATE).arg("users").args(args).env("KUBECONFIG", env.admin_kubeconfig()).output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 fn json_rows(env: &TestEnv, extra: &[&str]) -> Vec<Value> {
@@ -58,7 +63,8 @@ async fn volume_dir(client: &Client, user: &str) -> PathBuf {
 }
 
 fn entries(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let mut names: Vec<String> =
+        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     names.sort();
     names
 }
@@ -113,13 +119,33 @@ async fn users_are_listed_and_a_reset_wipes_the_workspace_and_keeps_the_user() {
     std::fs::write(&llm_key_file, LLM_KEY).unwrap();
     let http_port = free_port();
     let metrics_url = format!("http://127.0.0.1:{http_port}/metrics");
-    let _gateway = env.spawn("gateway", &env.gateway_kubeconfig(), &[
-        "gateway", "--telegram-api-url", &tg.url(), "--bot-token-file", token_file.to_str().unwrap(),
-        "--llm-base-url", &llm.url(), "--llm-api-key-file", llm_key_file.to_str().unwrap(),
-        "--master-key-file", env.dir.join("master.key").to_str().unwrap(),
-        "--broker-addr", &format!("127.0.0.1:{broker_port}"), "--http-addr", &format!("127.0.0.1:{http_port}"),
-        "--lease-namespace", SYSTEM_NS, "--identity", "gateway-0", "--poll-timeout", "5s",
-    ]);
+    let _gateway = env.spawn(
+        "gateway",
+        &env.gateway_kubeconfig(),
+        &[
+            "gateway",
+            "--telegram-api-url",
+            &tg.url(),
+            "--bot-token-file",
+            token_file.to_str().unwrap(),
+            "--llm-base-url",
+            &llm.url(),
+            "--llm-api-key-file",
+            llm_key_file.to_str().unwrap(),
+            "--master-key-file",
+            env.dir.join("master.key").to_str().unwrap(),
+            "--broker-addr",
+            &format!("127.0.0.1:{broker_port}"),
+            "--http-addr",
+            &format!("127.0.0.1:{http_port}"),
+            "--lease-namespace",
+            SYSTEM_NS,
+            "--identity",
+            "gateway-0",
+            "--poll-timeout",
+            "5s",
+        ],
+    );
     for name in ["alice", "bob"] {
         wait_phase(&client, name, "Ready", Duration::from_secs(30)).await;
     }
@@ -131,7 +157,10 @@ async fn users_are_listed_and_a_reset_wipes_the_workspace_and_keeps_the_user() {
     wait_text(&tg, ALICE, "You said: apples from alice", Duration::from_secs(30)).await;
     let workspace = volume_dir(&client, "alice").await;
     let before = all_text(&workspace);
-    assert!(before.contains("marmalade") && before.contains("dear diary") && before.contains("apples from alice"), "{before}");
+    assert!(
+        before.contains("marmalade") && before.contains("dear diary") && before.contains("apples from alice"),
+        "{before}"
+    );
     // A link the model could have planted, pointing out of the workspace.
     let outside = tempfile::tempdir().unwrap();
     std::fs::write(outside.path().join("precious.txt"), "not the agent's").unwrap();
@@ -149,18 +178,27 @@ async fn users_are_listed_and_a_reset_wipes_the_workspace_and_keeps_the_user() {
     })
     .await;
     let alice = row(&rows, "alice");
-    assert_eq!((alice["telegramId"].as_i64(), alice["profile"].as_str(), alice["phase"].as_str()), (Some(ALICE), Some("family"), Some("Ready")));
+    assert_eq!(
+        (alice["telegramId"].as_i64(), alice["profile"].as_str(), alice["phase"].as_str()),
+        (Some(ALICE), Some("family"), Some("Ready"))
+    );
     assert_eq!((alice["pod"].as_str(), alice["volume"].as_str()), (Some("Running"), Some("5Gi")), "{alice}");
     assert_eq!(alice["resetGeneration"], json!({ "spec": 0, "status": 0 }));
     assert_eq!(row(&rows, "bob")["queue"], 0, "bob never wrote");
     wait_text(&tg, ALICE, "You said: queued two", Duration::from_secs(30)).await;
 
     // The operator copies the gateway's activity stamp into the status; the table shows it.
-    wait_until("status.lastActivity", Duration::from_secs(10), || async { status_of(&client, "alice").await.last_activity }).await;
+    wait_until("status.lastActivity", Duration::from_secs(10), || async {
+        status_of(&client, "alice").await.last_activity
+    })
+    .await;
     let (ok, table, err) = users_cli(&env, &[]);
     assert!(ok, "{err}");
     let lines: Vec<&str> = table.lines().collect();
-    assert!(lines[0].starts_with("NAME") && lines[0].contains("TELEGRAM ID") && lines[0].contains("LAST ACTIVITY"), "{table}");
+    assert!(
+        lines[0].starts_with("NAME") && lines[0].contains("TELEGRAM ID") && lines[0].contains("LAST ACTIVITY"),
+        "{table}"
+    );
     let alice_line = lines.iter().find(|l| l.starts_with("alice ")).unwrap();
     let cells: Vec<&str> = alice_line.split("   ").map(str::trim).filter(|c| !c.is_empty()).collect();
     assert_eq!(cells[..5], ["alice", "3001", "family", "Ready", "Running"], "{table}");
@@ -216,7 +254,8 @@ async fn users_are_listed_and_a_reset_wipes_the_workspace_and_keeps_the_user() {
     let (ok, out, err) = users_cli(&env, &["reset", "alice", "--wait", "--timeout", "60s"]);
     assert!(ok && out.contains("1 -> 2") && out.contains("reset done"), "{out}{err}");
     assert!(!workspace.join("files/new.txt").exists());
-    wait_until("the second notice", Duration::from_secs(10), || async { (notices(&tg, ALICE) == 2).then_some(()) }).await;
+    wait_until("the second notice", Duration::from_secs(10), || async { (notices(&tg, ALICE) == 2).then_some(()) })
+        .await;
     let rows = json_rows(&env, &[]);
     assert_eq!(row(&rows, "alice")["resetGeneration"], json!({ "spec": 2, "status": 2 }));
     assert!(row(&rows, "alice")["queue"].is_null(), "no gateway asked");
@@ -245,7 +284,10 @@ async fn users_are_listed_and_a_reset_wipes_the_workspace_and_keeps_the_user() {
     // Writable for a moment: the reset goes through.
     let rw = json!({ "spec": { "sandbox": { "workspaceAccess": "rw" } } });
     Api::<MoltmateUser>::all(client.clone()).patch("rory", &PatchParams::default(), &Patch::Merge(&rw)).await.unwrap();
-    wait_until("rory reset", Duration::from_secs(30), || async { (status_of(&client, "rory").await.reset_generation == Some(1)).then_some(()) }).await;
+    wait_until("rory reset", Duration::from_secs(30), || async {
+        (status_of(&client, "rory").await.reset_generation == Some(1)).then_some(())
+    })
+    .await;
     assert!(!rory_ws.join("MEMORY.md").exists());
     wait_text(&tg, RORY, RESET_NOTICE, Duration::from_secs(30)).await;
     eprintln!("users test took {:?}", started.elapsed());

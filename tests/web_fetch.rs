@@ -42,30 +42,48 @@ fn router(served: Served) -> Router {
         .route("/page", get(|| async { ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], PAGE) }))
         .route("/plain", get(|| async { "just some text" }))
         .route("/json", get(|| async { ([(header::CONTENT_TYPE, "application/json")], r#"{"a":1}"#) }))
-        .route("/image", get(|| async { ([(header::CONTENT_TYPE, "image/png")], vec![0x89u8, b'P', b'N', b'G', 0, 0, 0, 0]) }))
+        .route(
+            "/image",
+            get(|| async { ([(header::CONTENT_TYPE, "image/png")], vec![0x89u8, b'P', b'N', b'G', 0, 0, 0, 0]) }),
+        )
         .route("/untyped", get(|| async { Response::new(Body::from("<html><body><p>no type</p></body></html>")) }))
-        .route("/latin1", get(|| async { ([(header::CONTENT_TYPE, "text/plain; charset=iso-8859-1")], b"caf\xe9".to_vec()) }))
-        .route("/missing", get(|| async { (StatusCode::NOT_FOUND, [(header::CONTENT_TYPE, "text/html")], "<h1>Not here</h1>") }))
+        .route(
+            "/latin1",
+            get(|| async { ([(header::CONTENT_TYPE, "text/plain; charset=iso-8859-1")], b"caf\xe9".to_vec()) }),
+        )
+        .route(
+            "/missing",
+            get(|| async { (StatusCode::NOT_FOUND, [(header::CONTENT_TYPE, "text/html")], "<h1>Not here</h1>") }),
+        )
         // `/redirect?<url>`: 302 to the raw query.
         .route("/redirect", get(|uri: Uri| async move { redirect(uri.query().unwrap_or("/")) }))
-        .route("/chain/{n}", get(|Path(n): Path<u32>| async move {
-            if n == 0 { "end of the chain".into_response() } else { redirect(&format!("/chain/{}", n - 1)) }
-        }))
-        .route("/endless", get(|State(s): State<Served>| async move {
-            let chunk = Bytes::from(vec![b'a'; 16 * 1024]);
-            let stream = futures::stream::repeat(chunk).map(move |c| {
-                s.endless.fetch_add(c.len(), Ordering::SeqCst);
-                Ok::<_, Infallible>(c)
-            });
-            ([(header::CONTENT_TYPE, "text/plain")], Body::from_stream(stream))
-        }))
+        .route(
+            "/chain/{n}",
+            get(|Path(n): Path<u32>| async move {
+                if n == 0 { "end of the chain".into_response() } else { redirect(&format!("/chain/{}", n - 1)) }
+            }),
+        )
+        .route(
+            "/endless",
+            get(|State(s): State<Served>| async move {
+                let chunk = Bytes::from(vec![b'a'; 16 * 1024]);
+                let stream = futures::stream::repeat(chunk).map(move |c| {
+                    s.endless.fetch_add(c.len(), Ordering::SeqCst);
+                    Ok::<_, Infallible>(c)
+                });
+                ([(header::CONTENT_TYPE, "text/plain")], Body::from_stream(stream))
+            }),
+        )
         // Never answers.
         .route("/slow", get(|| async { futures::future::pending::<&str>().await }))
         // Headers and a first chunk, then nothing.
-        .route("/trickle", get(|| async {
-            let first = futures::stream::once(async { Ok::<_, Infallible>(Bytes::from_static(b"first ")) });
-            ([(header::CONTENT_TYPE, "text/plain")], Body::from_stream(first.chain(futures::stream::pending())))
-        }))
+        .route(
+            "/trickle",
+            get(|| async {
+                let first = futures::stream::once(async { Ok::<_, Infallible>(Bytes::from_static(b"first ")) });
+                ([(header::CONTENT_TYPE, "text/plain")], Body::from_stream(first.chain(futures::stream::pending())))
+            }),
+        )
         .with_state(served)
 }
 
@@ -94,7 +112,11 @@ async fn serve(ip: &str, served: Served) -> SocketAddr {
 
 async fn servers() -> Servers {
     let served = Served::default();
-    Servers { allowed: serve("127.0.0.2", served.clone()).await, evil: serve("127.0.0.3", served.clone()).await, served }
+    Servers {
+        allowed: serve("127.0.0.2", served.clone()).await,
+        evil: serve("127.0.0.3", served.clone()).await,
+        served,
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -104,7 +126,8 @@ struct TestDns(HashMap<&'static str, Vec<IpAddr>>);
 
 impl Lookup for TestDns {
     fn lookup<'a>(&'a self, host: &'a str) -> BoxFuture<'a, io::Result<Vec<IpAddr>>> {
-        let found = self.0.get(host).cloned().ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no such test host"));
+        let found =
+            self.0.get(host).cloned().ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no such test host"));
         Box::pin(async move { found })
     }
 }
@@ -182,7 +205,8 @@ async fn allowed_page_comes_back_as_text() {
     }
 
     // A subdomain of an allowed domain, upper case and a trailing dot: the same host.
-    let page = fetch_ok(&f, &only_allowed_test(), &format!("http://WWW.Allowed.Test.:{}/plain", s.allowed.port())).await;
+    let page =
+        fetch_ok(&f, &only_allowed_test(), &format!("http://WWW.Allowed.Test.:{}/plain", s.allowed.port())).await;
     assert_eq!(page.text, "just some text");
 }
 
@@ -240,11 +264,19 @@ async fn disabled_fetch_and_domains_outside_the_list_are_refused() {
     refused(&f, &off, &format!("http://allowed.test:{a}/page"), "web fetch is disabled for this user").await;
 
     let policy = only_allowed_test();
-    refused(&f, &policy, &format!("http://evil.test:{e}/page"), "evil.test is not in allowedDomains (allowed.test)").await;
-    refused(&f, &policy, &format!("http://evilallowed.test:{e}/page"), "evilallowed.test is not in allowedDomains").await;
+    refused(&f, &policy, &format!("http://evil.test:{e}/page"), "evil.test is not in allowedDomains (allowed.test)")
+        .await;
+    refused(&f, &policy, &format!("http://evilallowed.test:{e}/page"), "evilallowed.test is not in allowedDomains")
+        .await;
     refused(&f, &policy, &format!("http://allowed.test.evil.test:{e}/page"), "is not in allowedDomains").await;
     let nothing = WebFetchPolicy { enabled: true, allowed_domains: Some(vec![]) };
-    refused(&f, &nothing, &format!("http://allowed.test:{a}/page"), "allowed.test is not in allowedDomains (the list is empty)").await;
+    refused(
+        &f,
+        &nothing,
+        &format!("http://allowed.test:{a}/page"),
+        "allowed.test is not in allowedDomains (the list is empty)",
+    )
+    .await;
 
     // With no list, any domain whose addresses pass is fine: the evil server does answer.
     let page = fetch_ok(&f, &any_domain(), &format!("http://evil.test:{e}/plain")).await;
@@ -257,7 +289,9 @@ async fn idn_look_alikes_are_compared_in_ascii() {
     let f = fetcher(&s, |_| {});
     let a = s.allowed.port();
     // Cyrillic "а" (U+0430) for the first letter.
-    let err = refused(&f, &only_allowed_test(), &format!("http://\u{430}llowed.test:{a}/page"), "is not in allowedDomains").await;
+    let err =
+        refused(&f, &only_allowed_test(), &format!("http://\u{430}llowed.test:{a}/page"), "is not in allowedDomains")
+            .await;
     assert!(err.to_string().starts_with("xn--llowed-"), "{err}");
     // Full-width letters are the same name after IDNA mapping, and are fetched as such.
     let page = fetch_ok(&f, &only_allowed_test(), &format!("http://ａｌｌｏｗｅｄ.test:{a}/plain")).await;
@@ -291,9 +325,21 @@ async fn production_settings_refuse_http_and_local_servers() {
     let s = servers().await;
     let f = Fetcher::with_lookup(FetchConfig::default(), dns()).unwrap();
     let policy = any_domain();
-    refused(&f, &policy, &format!("http://allowed.test:{}/page", s.allowed.port()), "http:// is not allowed, use https://").await;
+    refused(
+        &f,
+        &policy,
+        &format!("http://allowed.test:{}/page", s.allowed.port()),
+        "http:// is not allowed, use https://",
+    )
+    .await;
     refused(&f, &policy, &format!("https://allowed.test:{}/page", s.allowed.port()), "port").await;
-    refused(&f, &policy, "https://allowed.test/page", "allowed.test resolves to a forbidden address: 127.0.0.2 is a loopback address").await;
+    refused(
+        &f,
+        &policy,
+        "https://allowed.test/page",
+        "allowed.test resolves to a forbidden address: 127.0.0.2 is a loopback address",
+    )
+    .await;
     refused(&f, &policy, "https://127.0.0.2/page", "127.0.0.2 is a loopback address").await;
     refused(&f, &policy, "https://8.8.8.8/", "IP address hosts are not allowed").await;
 }
@@ -309,15 +355,24 @@ async fn forbidden_addresses_are_refused_as_literals_and_by_name() {
     let a = s.allowed.port();
     let rows = [
         ("http://169.254.169.254/latest/meta-data/".to_string(), "169.254.169.254 is the cloud metadata address"),
-        ("http://metadata.test/latest/meta-data/".to_string(), "metadata.test resolves to a forbidden address: 169.254.169.254 is the cloud metadata"),
+        (
+            "http://metadata.test/latest/meta-data/".to_string(),
+            "metadata.test resolves to a forbidden address: 169.254.169.254 is the cloud metadata",
+        ),
         (format!("http://127.0.0.1:{a}/page"), "127.0.0.1 is a loopback address"),
-        (format!("http://loopback.test:{a}/page"), "loopback.test resolves to a forbidden address: 127.0.0.1 is a loopback"),
+        (
+            format!("http://loopback.test:{a}/page"),
+            "loopback.test resolves to a forbidden address: 127.0.0.1 is a loopback",
+        ),
         (format!("http://0x7f.1:{a}/page"), "127.0.0.1 is a loopback address"),
         (format!("http://[::ffff:127.0.0.1]:{a}/page"), "embeds 127.0.0.1 (IPv4-mapped), a loopback address"),
         (format!("http://[::ffff:7f00:2]:{a}/page"), "embeds 127.0.0.2 (IPv4-mapped), a loopback address"),
         (format!("http://[::127.0.0.1]:{a}/page"), "embeds 127.0.0.1 (IPv4-compatible), a loopback address"),
         ("http://[::ffff:169.254.169.254]/".to_string(), "embeds 169.254.169.254 (IPv4-mapped), the cloud metadata"),
-        (format!("http://mapped.test:{a}/page"), "mapped.test resolves to a forbidden address: ::ffff:127.0.0.2 embeds"),
+        (
+            format!("http://mapped.test:{a}/page"),
+            "mapped.test resolves to a forbidden address: ::ffff:127.0.0.2 embeds",
+        ),
         (format!("http://[::1]:{a}/page"), "::1 is a loopback address"),
         ("http://10.0.0.1/".to_string(), "10.0.0.1 is a private (RFC 1918) address"),
         // One bad address among good ones refuses the name: no rebinding through the mix.
@@ -350,7 +405,8 @@ async fn every_redirect_is_checked_again() {
     // Allowed domain, forbidden address: the redirect target is resolved and checked too.
     let mut policy = only_allowed_test();
     policy.allowed_domains.as_mut().unwrap().push("metadata.test".into());
-    refused(&f, &policy, &format!("{base}?http://metadata.test/"), "metadata.test resolves to a forbidden address").await;
+    refused(&f, &policy, &format!("{base}?http://metadata.test/"), "metadata.test resolves to a forbidden address")
+        .await;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -364,7 +420,11 @@ async fn endless_body_is_cut_at_the_cap() {
     let page = fetch_ok(&f, &only_allowed_test(), &format!("http://allowed.test:{}/endless", s.allowed.port())).await;
     assert!(page.truncated);
     assert_eq!(page.bytes, 2 * 1024 * 1024);
-    assert!(page.text.ends_with("[truncated: only the first 2 MiB of the page were read]"), "{}", &page.text[page.text.len() - 80..]);
+    assert!(
+        page.text.ends_with("[truncated: only the first 2 MiB of the page were read]"),
+        "{}",
+        &page.text[page.text.len() - 80..]
+    );
     // Well inside the 10 s deadline, and the server was not drained: it produced at most
     // the cap plus what the socket buffers hold.
     assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
@@ -379,7 +439,10 @@ async fn slow_servers_hit_the_deadline() {
     let policy = only_allowed_test();
     for path in ["slow", "trickle"] {
         let started = Instant::now();
-        let err = f.fetch("telegram_1", &policy, &format!("http://allowed.test:{}/{path}", s.allowed.port())).await.unwrap_err();
+        let err = f
+            .fetch("telegram_1", &policy, &format!("http://allowed.test:{}/{path}", s.allowed.port()))
+            .await
+            .unwrap_err();
         assert_eq!(err, FetchError::Timeout(Duration::from_millis(500)), "{path}");
         assert_eq!(err.to_string(), "timed out after 500 ms");
         assert!(!err.is_refusal());
@@ -464,7 +527,13 @@ mod tls {
         assert!(matches!(err, FetchError::Connect { .. }) && err.to_string().contains("certificate"), "{err}");
 
         // A redirect down to http:// is refused.
-        refused(&f, &policy, &format!("https://allowed.test:{port}/redirect?http://allowed.test:{port}/page"), "http:// is not allowed").await;
+        refused(
+            &f,
+            &policy,
+            &format!("https://allowed.test:{port}/redirect?http://allowed.test:{port}/page"),
+            "http:// is not allowed",
+        )
+        .await;
     }
 }
 

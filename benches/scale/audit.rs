@@ -74,7 +74,8 @@ pub fn tally(entries: &[Value], username: &str) -> Tally {
                 let at = entry["stageTimestamp"].as_str().unwrap_or_default();
                 let ns = object["namespace"].as_str().map(|n| format!("{n}/")).unwrap_or_default();
                 let code = &entry["responseStatus"]["code"];
-                t.listed_writes.push(format!("{at} {key} {ns}{} -> {code}", object["name"].as_str().unwrap_or_default()));
+                t.listed_writes
+                    .push(format!("{at} {key} {ns}{} -> {code}", object["name"].as_str().unwrap_or_default()));
             }
         } else if verb == "watch" {
             t.watches += 1;
@@ -90,7 +91,9 @@ pub fn last_write_at(entries: &[Value], username: &str) -> Option<String> {
     entries
         .iter()
         .filter(|e| e["user"]["username"] == username && e["stage"] == "ResponseComplete")
-        .filter(|e| WRITE_VERBS.contains(&e["verb"].as_str().unwrap_or_default()) && e["objectRef"]["resource"] != "leases")
+        .filter(|e| {
+            WRITE_VERBS.contains(&e["verb"].as_str().unwrap_or_default()) && e["objectRef"]["resource"] != "leases"
+        })
         .filter_map(|e| e["stageTimestamp"].as_str().map(str::to_string))
         .max()
 }
@@ -116,7 +119,10 @@ pub fn self_test() {
     let t = tally(&entries, "op");
     assert_eq!(t.lease_writes, 2);
     assert_eq!(t.writes, BTreeMap::from([("patch moltmateusers/status".to_string(), 1)]));
-    assert_eq!(t.listed_writes, vec!["2025-01-01T00:00:00.000000Z patch moltmateusers/status moltmate-a/x -> 200".to_string()]);
+    assert_eq!(
+        t.listed_writes,
+        vec!["2025-01-01T00:00:00.000000Z patch moltmateusers/status moltmate-a/x -> 200".to_string()]
+    );
     assert_eq!((t.watches, t.read_count()), (1, 2));
     assert!(last_write_at(&entries, "op").is_some() && last_write_at(&entries, "nobody").is_none());
 }

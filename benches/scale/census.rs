@@ -7,8 +7,17 @@ use std::collections::{BTreeMap, HashMap};
 use serde_json::Value;
 
 /// Every kind the operator makes per user; the census expects exactly one of each.
-pub const KINDS: &[&str] =
-    &["Namespace", "ServiceAccount", "NetworkPolicy", "ResourceQuota", "LimitRange", "Secret", "Service", "PersistentVolumeClaim", "Pod"];
+pub const KINDS: &[&str] = &[
+    "Namespace",
+    "ServiceAccount",
+    "NetworkPolicy",
+    "ResourceQuota",
+    "LimitRange",
+    "Secret",
+    "Service",
+    "PersistentVolumeClaim",
+    "Pod",
+];
 /// At most this many entries of a list are kept in the report.
 const LISTED: usize = 20;
 
@@ -33,7 +42,8 @@ pub struct Object {
 
 /// Objects Kubernetes itself makes in every namespace (not the operator's).
 fn kubernetes_own(o: &Object) -> bool {
-    (o.kind == "ServiceAccount" && o.name == "default") || o.secret_type.as_deref() == Some("kubernetes.io/service-account-token")
+    (o.kind == "ServiceAccount" && o.name == "default")
+        || o.secret_type.as_deref() == Some("kubernetes.io/service-account-token")
 }
 
 #[derive(Debug, Default, Clone, serde::Serialize)]
@@ -58,7 +68,12 @@ impl Census {
     /// Trimmed for the report.
     pub fn listed(&self) -> Census {
         let cut = |v: &Vec<String>| v.iter().take(LISTED).cloned().collect();
-        Census { duplicates: cut(&self.duplicates), missing: cut(&self.missing), orphans: cut(&self.orphans), ..self.clone() }
+        Census {
+            duplicates: cut(&self.duplicates),
+            missing: cut(&self.missing),
+            orphans: cut(&self.orphans),
+            ..self.clone()
+        }
     }
 }
 
@@ -88,7 +103,9 @@ pub fn census(users: &[UserRef], objects: &[Object], user_namespace: impl Fn(&st
             match found.get(&(user.name.as_str(), *kind)).map(Vec::as_slice) {
                 None | Some([]) => c.missing.push(format!("{}: no {kind}", user.name)),
                 Some([_]) => {}
-                Some(names) => c.duplicates.push(format!("{}: {} {kind}s ({})", user.name, names.len(), names.join(", "))),
+                Some(names) => {
+                    c.duplicates.push(format!("{}: {} {kind}s ({})", user.name, names.len(), names.join(", ")))
+                }
             }
         }
     }
@@ -132,7 +149,10 @@ pub fn pvc_requests(entries: &[Value], namespace_prefix: &str) -> PvcRequests {
             } else if code == 201 {
                 r.creates += 1;
             }
-        } else if resource == "namespaces" && deleting && object["name"].as_str().is_some_and(|n| n.starts_with(namespace_prefix)) {
+        } else if resource == "namespaces"
+            && deleting
+            && object["name"].as_str().is_some_and(|n| n.starts_with(namespace_prefix))
+        {
             r.namespace_deletes.push(line());
         }
     }
@@ -184,13 +204,23 @@ pub fn self_test() {
         owner_uids: vec![uid.into()],
         secret_type: None,
     };
-    let mut objects: Vec<Object> = KINDS.iter().flat_map(|k| [obj(k, "a", "x", "ua"), obj(k, "b", "x", "ub")]).collect();
+    let mut objects: Vec<Object> =
+        KINDS.iter().flat_map(|k| [obj(k, "a", "x", "ua"), obj(k, "b", "x", "ub")]).collect();
     let clean = census(&users, &objects, ns);
     assert!(clean.duplicates.is_empty() && clean.missing.is_empty() && clean.orphans.is_empty(), "{clean:?}");
     assert_eq!(clean.per_kind["Pod"], 2);
     // Kubernetes' own objects are not counted.
-    objects.push(Object { name: "default".into(), user_label: None, owner_uids: vec![], ..obj("ServiceAccount", "a", "", "") });
-    objects.push(Object { secret_type: Some("kubernetes.io/service-account-token".into()), user_label: None, ..obj("Secret", "a", "t", "") });
+    objects.push(Object {
+        name: "default".into(),
+        user_label: None,
+        owner_uids: vec![],
+        ..obj("ServiceAccount", "a", "", "")
+    });
+    objects.push(Object {
+        secret_type: Some("kubernetes.io/service-account-token".into()),
+        user_label: None,
+        ..obj("Secret", "a", "t", "")
+    });
     assert!(census(&users, &objects, ns).orphans.is_empty());
     // A second claim, a pod gone, a leftover namespace, a stale owner.
     objects.push(obj("PersistentVolumeClaim", "a", "workspace-2", "ua"));

@@ -115,7 +115,11 @@ impl Probe {
             let samples = samples.clone();
             async move {
                 loop {
-                    let ok = tokio::time::timeout(Duration::from_secs(2), http_get(port, "/readyz")).await.ok().flatten().is_some_and(|(c, _)| c == 200);
+                    let ok = tokio::time::timeout(Duration::from_secs(2), http_get(port, "/readyz"))
+                        .await
+                        .ok()
+                        .flatten()
+                        .is_some_and(|(c, _)| c == 200);
                     samples.lock().unwrap_or_else(|e| e.into_inner()).push((Instant::now(), ok));
                     tokio::time::sleep(every).await;
                 }
@@ -150,16 +154,18 @@ pub fn secs(d: Duration) -> f64 {
 }
 
 pub fn self_test() {
-    let a: Vec<u64> = (0..3).map({
-        let mut r = Rng::new(7, "x");
-        move |_| r.next_u64()
-    })
-    .collect();
-    let b: Vec<u64> = (0..3).map({
-        let mut r = Rng::new(7, "x");
-        move |_| r.next_u64()
-    })
-    .collect();
+    let a: Vec<u64> = (0..3)
+        .map({
+            let mut r = Rng::new(7, "x");
+            move |_| r.next_u64()
+        })
+        .collect();
+    let b: Vec<u64> = (0..3)
+        .map({
+            let mut r = Rng::new(7, "x");
+            move |_| r.next_u64()
+        })
+        .collect();
     assert_eq!(a, b, "a seed repeats");
     assert_ne!(Rng::new(7, "x").next_u64(), Rng::new(7, "y").next_u64(), "each run its own stream");
     assert_ne!(Rng::new(7, "x").next_u64(), Rng::new(8, "x").next_u64());
@@ -170,7 +176,10 @@ pub fn self_test() {
     let l = lifetimes(42, "op", 200, longest);
     assert_eq!(l.len(), 200);
     assert!(l.iter().all(|d| *d >= longest / 10 && *d < longest), "{l:?}");
-    assert!(l.iter().any(|d| *d < Duration::from_secs(2)) && l.iter().any(|d| *d > Duration::from_secs(4)), "spread over the range");
+    assert!(
+        l.iter().any(|d| *d < Duration::from_secs(2)) && l.iter().any(|d| *d > Duration::from_secs(4)),
+        "spread over the range"
+    );
     assert_eq!(l, lifetimes(42, "op", 200, longest));
 
     let window = Duration::from_secs(60);

@@ -21,11 +21,13 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::support::apiserver::{self, ApiServer};
 use crate::chaos::{Probe, moments, ready_at, secs, unready_between};
-use crate::gateway_load::{Analysis, Injection, LOAD_BASE, Sent, Stack, analyse, line_time_us, load_users, now_us, tag_of, tagged};
+use crate::gateway_load::{
+    Analysis, Injection, LOAD_BASE, Sent, Stack, analyse, line_time_us, load_users, now_us, tag_of, tagged,
+};
 use crate::options::Options;
 use crate::report::Report;
+use crate::support::apiserver::{self, ApiServer};
 use crate::support::{apply_user, user_manifest};
 use crate::{cpu, stats};
 
@@ -84,7 +86,12 @@ pub fn duplicated_tags(delivered: &[Sent]) -> Vec<u64> {
 
 /// Injections in [from_us, to_us) answered (first answer) before `to_us`: served while the
 /// fault lasted.
-pub fn answered_within(injections: &[Injection], first: &HashMap<u64, i64>, from_us: i64, to_us: i64) -> (usize, usize) {
+pub fn answered_within(
+    injections: &[Injection],
+    first: &HashMap<u64, i64>,
+    from_us: i64,
+    to_us: i64,
+) -> (usize, usize) {
     let during: Vec<&Injection> = injections.iter().filter(|i| (from_us..to_us).contains(&i.at_us)).collect();
     let answered = during.iter().filter(|i| first.get(&i.tag).is_some_and(|at| *at < to_us)).count();
     (during.len(), answered)
@@ -118,7 +125,11 @@ pub async fn apiserver_outage(options: &Options, report: &mut Report) -> Result<
     const RUN: &str = "chaos-apiserver";
     let c = &options.chaos;
     let (n, rate, duration, outage) = (c.outage_users, c.outage_rate, c.outage_duration, c.outage);
-    eprintln!("== {RUN}: {n} users, {rate} messages/s for {}s, the API server stopped for {}s in the middle", secs(duration), secs(outage));
+    eprintln!(
+        "== {RUN}: {n} users, {rate} messages/s for {}s, the API server stopped for {}s in the middle",
+        secs(duration),
+        secs(outage)
+    );
     let run_started = Instant::now();
     let users = load_users(n);
     let stack = Stack::up("chaos-apiserver", &users).await?;
@@ -142,7 +153,11 @@ pub async fn apiserver_outage(options: &Options, report: &mut Report) -> Result<
         let new_pid = api.start()?;
         apiserver::wait_ready(&stack.admin, Duration::from_secs(120)).await?;
         let (ready, ready_us) = (Instant::now(), now_us());
-        eprintln!("   kube-apiserver {new_pid} ready {:.1}s after its start; down {:.1}s", (ready - started).as_secs_f64(), (ready - stopped).as_secs_f64());
+        eprintln!(
+            "   kube-apiserver {new_pid} ready {:.1}s after its start; down {:.1}s",
+            (ready - started).as_secs_f64(),
+            (ready - stopped).as_secs_f64()
+        );
         // Reported as an error below; restarted so that the rest of the run still measures
         // the operator and gateway.
         let node_died = stack.node_exited();
@@ -199,9 +214,30 @@ pub async fn apiserver_outage(options: &Options, report: &mut Report) -> Result<
     }
     let deadline = c.apiserver_deadline().as_secs();
     let u = &o.new_user;
-    report.target(RUN, n, &format!("new user not taken up by the operator within {deadline}s"), f64::from(u8::from(u.taken_up.is_err())), "", 0.0);
-    report.target(RUN, n, &format!("new user not Ready within {deadline}s"), f64::from(u8::from(u.ready.is_err())), "", 0.0);
-    report.target(RUN, n, &format!("new user's message unanswered within {deadline}s"), f64::from(u8::from(u.answered.is_err())), "", 0.0);
+    report.target(
+        RUN,
+        n,
+        &format!("new user not taken up by the operator within {deadline}s"),
+        f64::from(u8::from(u.taken_up.is_err())),
+        "",
+        0.0,
+    );
+    report.target(
+        RUN,
+        n,
+        &format!("new user not Ready within {deadline}s"),
+        f64::from(u8::from(u.ready.is_err())),
+        "",
+        0.0,
+    );
+    report.target(
+        RUN,
+        n,
+        &format!("new user's message unanswered within {deadline}s"),
+        f64::from(u8::from(u.answered.is_err())),
+        "",
+        0.0,
+    );
     for (what, r) in [
         ("new user taken up by the operator after the API server", &u.taken_up),
         ("new user Ready after the API server", &u.ready),
@@ -243,7 +279,11 @@ pub async fn apiserver_outage(options: &Options, report: &mut Report) -> Result<
         "errors": [u.taken_up.as_ref().err(), u.ready.as_ref().err(), u.answered.as_ref().err()],
         "node_stand_in_exited_during_outage": o.node_died.is_some(),
     });
-    let operator_errors = log_lines_after(&stack.env.dir.join("logs").join("operator.log"), o.ready_us, "moltmates::operator: controller");
+    let operator_errors = log_lines_after(
+        &stack.env.dir.join("logs").join("operator.log"),
+        o.ready_us,
+        "moltmates::operator: controller",
+    );
     if u.ready.is_err() && !operator_errors.is_empty() {
         report.note(format!(
             "{RUN}: the operator logged {} controller errors after the API server was back, the last: {}",
@@ -267,7 +307,10 @@ fn last_lines(log: &str, n: usize) -> String {
 /// Lines of a component's log at or after `after_us` that contain `needle`.
 fn log_lines_after(path: &std::path::Path, after_us: i64, needle: &str) -> Vec<String> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
-    text.lines().filter(|l| l.contains(needle) && line_time_us(l).is_some_and(|t| t >= after_us)).map(str::to_string).collect()
+    text.lines()
+        .filter(|l| l.contains(needle) && line_time_us(l).is_some_and(|t| t >= after_us))
+        .map(str::to_string)
+        .collect()
 }
 
 /// A user applied once the API server is back: taken up by the operator (any status), Ready,
@@ -287,11 +330,22 @@ async fn new_user(stack: &Stack, back: Instant, within: Duration) -> NewUser {
     if let Err(e) = applied {
         return NewUser { taken_up: Err(e), ready: not_tried("not applied"), answered: not_tried("not applied") };
     }
-    let taken_up = stack.wait_user(NEW_USER, "taken up (no status)", |p| p.is_some(), deadline.saturating_duration_since(Instant::now())).await.map(|()| back.elapsed());
+    let taken_up = stack
+        .wait_user(
+            NEW_USER,
+            "taken up (no status)",
+            |p| p.is_some(),
+            deadline.saturating_duration_since(Instant::now()),
+        )
+        .await
+        .map(|()| back.elapsed());
     if taken_up.is_err() {
         return NewUser { taken_up, ready: not_tried("no status"), answered: not_tried("no status") };
     }
-    let ready = stack.wait_user(NEW_USER, "Ready", |p| p == Some("Ready"), deadline.saturating_duration_since(Instant::now())).await.map(|()| back.elapsed());
+    let ready = stack
+        .wait_user(NEW_USER, "Ready", |p| p == Some("Ready"), deadline.saturating_duration_since(Instant::now()))
+        .await
+        .map(|()| back.elapsed());
     if ready.is_err() {
         return NewUser { taken_up, ready, answered: not_tried("the user never became Ready") };
     }
@@ -301,7 +355,10 @@ async fn new_user(stack: &Stack, back: Instant, within: Duration) -> NewUser {
     }
     while Instant::now() < deadline {
         if stack.telegram.sent_to(NEW_USER_ID).iter().any(|m| tag_of(&m.rendered) == Some(NEW_USER_TAG)) {
-            eprintln!("   {NEW_USER}'s message answered {:.1}s after the API server came back", back.elapsed().as_secs_f64());
+            eprintln!(
+                "   {NEW_USER}'s message answered {:.1}s after the API server came back",
+                back.elapsed().as_secs_f64()
+            );
             return NewUser { taken_up, ready, answered: Ok(back.elapsed()) };
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -330,9 +387,14 @@ struct GatewayKill {
 
 pub async fn gateway_kills(options: &Options, report: &mut Report) -> Result<(), String> {
     const RUN: &str = "chaos-gateway";
-    let (n, rate, duration, kills) = (options.gateway_users, options.gateway_rate, options.gateway_duration, options.chaos.gateway_kills);
+    let (n, rate, duration, kills) =
+        (options.gateway_users, options.gateway_rate, options.gateway_duration, options.chaos.gateway_kills);
     let at = moments(options.chaos.seed, RUN, kills, duration);
-    eprintln!("== {RUN}: {n} users, {rate} messages/s for {}s, the gateway SIGKILLed at {:?}s", secs(duration), at.iter().map(|d| secs(*d)).collect::<Vec<_>>());
+    eprintln!(
+        "== {RUN}: {n} users, {rate} messages/s for {}s, the gateway SIGKILLed at {:?}s",
+        secs(duration),
+        at.iter().map(|d| secs(*d)).collect::<Vec<_>>()
+    );
     let run_started = Instant::now();
     let users = load_users(n);
     let stack = Stack::up("chaos-gateway", &users).await?;
@@ -348,8 +410,19 @@ pub async fn gateway_kills(options: &Options, report: &mut Report) -> Result<(),
             tokio::time::sleep_until((start + *moment).into()).await;
             let (when, at_us) = (Instant::now(), now_us());
             let (was_running, new_pid) = stack.kill_and_restart_gateway();
-            eprintln!("   gateway killed at {:.1}s{}; restarted as {new_pid}", secs(when - start), if was_running { "" } else { " (it had exited by itself)" });
-            done.push(GatewayKill { at_seconds: secs(when - start), at: Some(when), at_us, was_running, new_pid, ready_after_seconds: None });
+            eprintln!(
+                "   gateway killed at {:.1}s{}; restarted as {new_pid}",
+                secs(when - start),
+                if was_running { "" } else { " (it had exited by itself)" }
+            );
+            done.push(GatewayKill {
+                at_seconds: secs(when - start),
+                at: Some(when),
+                at_us,
+                was_running,
+                new_pid,
+                ready_after_seconds: None,
+            });
         }
         done
     };
@@ -372,8 +445,15 @@ pub async fn gateway_kills(options: &Options, report: &mut Report) -> Result<(),
     let kills_us: Vec<i64> = done.iter().map(|k| k.at_us).collect();
     let offsets = from_nearest_kill(&firsts, &kills_us);
     let explained = in_kill_window(&offsets, DUPLICATE_WINDOW.as_micros() as i64, AFTER_KILL_SLACK.as_micros() as i64);
-    let gap_summary = stats::summarize(&offsets.iter().flatten().map(|us| Duration::from_micros(us.unsigned_abs())).collect::<Vec<_>>());
-    let resent = log_lines_after(&stack.env.dir.join("logs").join("gateway.log"), 0, "repeated update; sending the stored reply").len();
+    let gap_summary = stats::summarize(
+        &offsets.iter().flatten().map(|us| Duration::from_micros(us.unsigned_abs())).collect::<Vec<_>>(),
+    );
+    let resent = log_lines_after(
+        &stack.env.dir.join("logs").join("gateway.log"),
+        0,
+        "repeated update; sending the stored reply",
+    )
+    .len();
     let exited = done.iter().filter(|k| !k.was_running).count();
     let recoveries: Vec<f64> = done.iter().filter_map(|k| k.ready_after_seconds).collect();
     let stats = stack.telegram.stats();
@@ -393,7 +473,11 @@ pub async fn gateway_kills(options: &Options, report: &mut Report) -> Result<(),
         report.figure(RUN, n, "restarted gateway /readyz 200 after the kill (max)", max, "s");
     }
     if recoveries.len() < done.len() {
-        report.note(format!("{RUN}: {} of {} restarted gateways never answered /readyz 200", done.len() - recoveries.len(), done.len()));
+        report.note(format!(
+            "{RUN}: {} of {} restarted gateways never answered /readyz 200",
+            done.len() - recoveries.len(),
+            done.len()
+        ));
     }
     if a.duplicated > 0 {
         report.note(format!(
@@ -413,7 +497,10 @@ pub async fn gateway_kills(options: &Options, report: &mut Report) -> Result<(),
         report.error(format!("{RUN}: the node stand-in (`moltmate dev node`) exited during the run, and its agents with it; its log ends: {}", last_lines(&log, 2)));
     }
     if stats.overflowed_updates > 0 {
-        report.note(format!("{RUN}: the Telegram stand-in dropped {} unconfirmed updates (queue full)", stats.overflowed_updates));
+        report.note(format!(
+            "{RUN}: the Telegram stand-in dropped {} unconfirmed updates (queue full)",
+            stats.overflowed_updates
+        ));
     }
     report.note_if(cpu::Meter::busy_note(&cpu, &format!("{RUN} at {n} users")));
     let mut section = messages_json(&a, total, rate, duration, achieved);
@@ -422,7 +509,8 @@ pub async fn gateway_kills(options: &Options, report: &mut Report) -> Result<(),
     section["duplicated_tags"] = json!(&duplicated[..duplicated.len().min(50)]);
     section["duplicated_first_answered_in_kill_window"] = json!(explained);
     section["duplicate_window_seconds"] = json!([-secs(DUPLICATE_WINDOW), secs(AFTER_KILL_SLACK)]);
-    section["duplicated_first_answer_from_nearest_kill_ms"] = json!(offsets.iter().map(|o| o.map(|us| us as f64 / 1000.0)).collect::<Vec<_>>());
+    section["duplicated_first_answer_from_nearest_kill_ms"] =
+        json!(offsets.iter().map(|o| o.map(|us| us as f64 / 1000.0)).collect::<Vec<_>>());
     section["stored_replies_sent_again"] = json!(resent);
     section["telegram_overflowed_updates"] = json!(stats.overflowed_updates);
     section["cpu"] = cpu;
@@ -464,7 +552,8 @@ pub fn self_test() {
     assert_eq!((first[&1], first[&2], first.len()), (300, 900, 2));
     assert_eq!(duplicated_tags(&records), vec![1]);
     // Kills at 1.0 s and 5.0 s.
-    let offsets = from_nearest_kill(&[800_000, 1_000_000, 1_100_000, 1_200_000, 4_000_000, 6_000_000], &[1_000_000, 5_000_000]);
+    let offsets =
+        from_nearest_kill(&[800_000, 1_000_000, 1_100_000, 1_200_000, 4_000_000, 6_000_000], &[1_000_000, 5_000_000]);
     assert_eq!(offsets, vec![Some(-200_000), Some(0), Some(100_000), Some(200_000), Some(-1_000_000), Some(1_000_000)]);
     assert_eq!(in_kill_window(&offsets, 500_000, 150_000), 3, "-0.2, 0 and +0.1 s");
     assert_eq!(from_nearest_kill(&[5], &[]), vec![None]);

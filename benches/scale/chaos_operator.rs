@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::NamespaceResourceScope;
-use k8s_openapi::api::core::v1::{LimitRange, Namespace, PersistentVolumeClaim, Pod, ResourceQuota, Secret, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{
+    LimitRange, Namespace, PersistentVolumeClaim, Pod, ResourceQuota, Secret, Service, ServiceAccount,
+};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, ListParams, ObjectMeta};
 use kube::runtime::reflector::{self, Store};
@@ -59,7 +61,12 @@ pub async fn run(options: &Options, report: &mut Report) -> Result<(), String> {
     let c = &options.chaos;
     let n = c.users;
     let lives = lifetimes(c.seed, RUN, c.kills, c.kill_gap);
-    eprintln!("== chaos-operator: {n} users, {} SIGKILLs of the operator (lives {:.1}–{:.1}s)", c.kills, secs(c.kill_gap / 10), secs(c.kill_gap));
+    eprintln!(
+        "== chaos-operator: {n} users, {} SIGKILLs of the operator (lives {:.1}–{:.1}s)",
+        c.kills,
+        secs(c.kill_gap / 10),
+        secs(c.kill_gap)
+    );
     let run_started = Instant::now();
     let mut cluster = Cluster::up(&format!("chaos-op-{n}"), n).await;
     let audit_log = cluster.env.audit_log();
@@ -71,7 +78,10 @@ pub async fn run(options: &Options, report: &mut Report) -> Result<(), String> {
     let started = Instant::now();
     cluster.spawn_operator(&[]);
     let admin = cluster.admin.clone();
-    let (created, kills) = tokio::join!(provisioning::create_users(&admin, n, options.concurrency), kill_loop(&mut cluster, &lives, &users, started));
+    let (created, kills) = tokio::join!(
+        provisioning::create_users(&admin, n, options.concurrency),
+        kill_loop(&mut cluster, &lives, &users, started)
+    );
     created?;
     let last_kill = started + Duration::from_secs_f64(kills.last().map_or(0.0, |k| k.at_seconds));
     let last_kill_us = kills.last().map_or(0, |k| k.at_us);
@@ -86,7 +96,8 @@ pub async fn run(options: &Options, report: &mut Report) -> Result<(), String> {
     eprintln!(
         "   {} of {n} users Ready {}",
         n - not_ready,
-        converged_after.map_or(format!("NOT converged within {deadline:?}"), |d| format!("{d:.1}s after the last kill"))
+        converged_after
+            .map_or(format!("NOT converged within {deadline:?}"), |d| format!("{d:.1}s after the last kill"))
     );
     let settle = wait_quiet(&audit_log, OPERATOR_USER, Duration::from_secs(3), Duration::from_secs(120)).await;
     let cpu = meter.read();
@@ -99,7 +110,8 @@ pub async fn run(options: &Options, report: &mut Report) -> Result<(), String> {
         .and_then(|t| t.parse::<jiff::Timestamp>().ok())
         .map(|t| (t.as_microsecond() - last_kill_us) as f64 / 1e6);
     let interrupted = interrupted_writes(&entries, OPERATOR_USER);
-    let refused = quota_refusals(&std::fs::read_to_string(cluster.dir().join("logs").join("operator.log")).unwrap_or_default());
+    let refused =
+        quota_refusals(&std::fs::read_to_string(cluster.dir().join("logs").join("operator.log")).unwrap_or_default());
     let uids = census::uid_check(&claims.sightings());
     let exited_early = kills.iter().filter(|k| !k.was_running).count();
     eprintln!(
@@ -113,9 +125,22 @@ pub async fn run(options: &Options, report: &mut Report) -> Result<(), String> {
     );
 
     report.figure(RUN, n, "operator SIGKILLs", kills.len() as f64, "");
-    report.figure(RUN, n, "kills while users were still provisioning", kills.iter().filter(|k| k.users_ready < n).count() as f64, "");
+    report.figure(
+        RUN,
+        n,
+        "kills while users were still provisioning",
+        kills.iter().filter(|k| k.users_ready < n).count() as f64,
+        "",
+    );
     report.figure(RUN, n, "users Ready at the last kill", ready_at_last_kill as f64, "");
-    report.target(RUN, n, &format!("users not Ready {}s after the last kill", deadline.as_secs()), not_ready as f64, "", 0.0);
+    report.target(
+        RUN,
+        n,
+        &format!("users not Ready {}s after the last kill", deadline.as_secs()),
+        not_ready as f64,
+        "",
+        0.0,
+    );
     if let Some(after) = converged_after {
         report.figure(RUN, n, "all Ready after the last kill", after, "s");
     }
@@ -123,13 +148,26 @@ pub async fn run(options: &Options, report: &mut Report) -> Result<(), String> {
     if let Some(after) = last_write_after.filter(|a| *a > 0.0) {
         report.figure(RUN, n, "operator's last write after the last kill", after, "s");
     }
-    report.figure(RUN, n, "operator writes cut off by a kill (HTTP 500)", interrupted.values().sum::<usize>() as f64, "");
+    report.figure(
+        RUN,
+        n,
+        "operator writes cut off by a kill (HTTP 500)",
+        interrupted.values().sum::<usize>() as f64,
+        "",
+    );
     report.figure(RUN, n, "operator writes refused: exceeded quota", refused.values().sum::<usize>() as f64, "");
     report.target(RUN, n, "duplicate objects", census.duplicate_count() as f64, "", 0.0);
     report.target(RUN, n, "missing objects", census.missing.len() as f64, "", 0.0);
     report.target(RUN, n, "orphaned objects", census.orphans.len() as f64, "", 0.0);
     report.target(RUN, n, "PVC delete requests (audit log)", requests.deletes.len() as f64, "", 0.0);
-    report.target(RUN, n, "user namespace delete requests (audit log)", requests.namespace_deletes.len() as f64, "", 0.0);
+    report.target(
+        RUN,
+        n,
+        "user namespace delete requests (audit log)",
+        requests.namespace_deletes.len() as f64,
+        "",
+        0.0,
+    );
     report.target(RUN, n, "PVC uid changes since first sighting", uids.changed.len() as f64, "", 0.0);
     report.target(RUN, n, "operator exits before its kill", exited_early as f64, "", 0.0);
     if let Err(e) = &fresh_ready {
@@ -182,7 +220,13 @@ async fn kill_loop(cluster: &mut Cluster, lives: &[Duration], users: &UserCache,
         tokio::time::sleep_until((born + *life).into()).await;
         let users_ready = users.ready();
         let was_running = cluster.kill_operator();
-        let kill = Kill { at_seconds: secs(started.elapsed()), lived_seconds: secs(born.elapsed()), users_ready, was_running, at_us: now_us() };
+        let kill = Kill {
+            at_seconds: secs(started.elapsed()),
+            lived_seconds: secs(born.elapsed()),
+            users_ready,
+            was_running,
+            at_us: now_us(),
+        };
         eprintln!(
             "   kill {}/{}: at {:.1}s, lived {:.2}s, {users_ready} users Ready{}",
             i + 1,
@@ -207,7 +251,10 @@ struct UserCache {
 impl UserCache {
     async fn start(admin: &Client) -> UserCache {
         let (store, writer) = reflector::store();
-        let stream = watcher(Api::<MoltmateUser>::all(admin.clone()), watcher::Config::default()).default_backoff().reflect(writer).applied_objects();
+        let stream = watcher(Api::<MoltmateUser>::all(admin.clone()), watcher::Config::default())
+            .default_backoff()
+            .reflect(writer)
+            .applied_objects();
         let task = tokio::spawn(stream.for_each(|_| futures::future::ready(())));
         let _ = store.wait_until_ready().await;
         UserCache { store, task }
@@ -242,7 +289,12 @@ impl UserCache {
                 let status = u.status.clone().unwrap_or_default();
                 let phase = status.phase.map_or("no phase", |p| p.as_str());
                 let ready = status.conditions.iter().find(|c| c.type_ == "Ready");
-                let why: String = ready.map(|c| format!(" ({}): {}", c.reason, c.message)).unwrap_or_default().chars().take(200).collect();
+                let why: String = ready
+                    .map(|c| format!(" ({}): {}", c.reason, c.message))
+                    .unwrap_or_default()
+                    .chars()
+                    .take(200)
+                    .collect();
                 format!("{}: {phase}{why}", u.name_any())
             })
             .collect();
@@ -310,7 +362,9 @@ impl Drop for ClaimWatch {
 /// by `verb resource`.
 pub fn interrupted_writes(entries: &[serde_json::Value], username: &str) -> BTreeMap<String, usize> {
     let mut out = BTreeMap::new();
-    for e in entries.iter().filter(|e| e["stage"] == "ResponseComplete" && e["user"]["username"] == username && e["responseStatus"]["code"] == 500) {
+    for e in entries.iter().filter(|e| {
+        e["stage"] == "ResponseComplete" && e["user"]["username"] == username && e["responseStatus"]["code"] == 500
+    }) {
         let verb = e["verb"].as_str().unwrap_or_default();
         if ["create", "update", "patch", "delete"].contains(&verb) {
             *out.entry(format!("{verb} {}", e["objectRef"]["resource"].as_str().unwrap_or_default())).or_default() += 1;
@@ -332,10 +386,14 @@ pub fn quota_refusals(log: &str) -> BTreeMap<String, usize> {
 }
 
 pub fn self_test() {
-    let e = |user: &str, verb: &str, resource: &str, code: i64| {
-        json!({ "stage": "ResponseComplete", "user": { "username": user }, "verb": verb, "objectRef": { "resource": resource }, "responseStatus": { "code": code } })
-    };
-    let entries = [e("op", "patch", "pods", 500), e("op", "patch", "pods", 500), e("op", "get", "pods", 500), e("op", "patch", "services", 201), e("x", "patch", "pods", 500)];
+    let e = |user: &str, verb: &str, resource: &str, code: i64| json!({ "stage": "ResponseComplete", "user": { "username": user }, "verb": verb, "objectRef": { "resource": resource }, "responseStatus": { "code": code } });
+    let entries = [
+        e("op", "patch", "pods", 500),
+        e("op", "patch", "pods", 500),
+        e("op", "get", "pods", 500),
+        e("op", "patch", "services", 201),
+        e("x", "patch", "pods", 500),
+    ];
     assert_eq!(interrupted_writes(&entries, "op"), BTreeMap::from([("patch pods".to_string(), 2)]));
     let log = "t WARN reconcile failed user=a error=finalizer: failed to apply object: Kubernetes API: ApiError: pods \"agent\" is forbidden: exceeded quota: moltmate-quota, requested: x\n\
                t WARN reconcile failed user=b error=finalizer: failed to apply object: Kubernetes API: ApiError: services \"agent\" is forbidden: exceeded quota: q\n\
@@ -345,10 +403,17 @@ pub fn self_test() {
 
 /// Every user, and every object in the user namespaces or labelled as the operator's.
 async fn take_census(admin: &Client) -> Result<Census, String> {
-    let list_users = Api::<MoltmateUser>::all(admin.clone()).list(&ListParams::default()).await.map_err(|e| format!("listing MoltmateUsers: {e}"))?;
-    let users: Vec<UserRef> = list_users.items.iter().map(|u| UserRef { name: u.name_any(), uid: u.uid().unwrap_or_default() }).collect();
+    let list_users = Api::<MoltmateUser>::all(admin.clone())
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| format!("listing MoltmateUsers: {e}"))?;
+    let users: Vec<UserRef> =
+        list_users.items.iter().map(|u| UserRef { name: u.name_any(), uid: u.uid().unwrap_or_default() }).collect();
     let mut objects = Vec::new();
-    let namespaces = Api::<Namespace>::all(admin.clone()).list(&ListParams::default()).await.map_err(|e| format!("listing Namespaces: {e}"))?;
+    let namespaces = Api::<Namespace>::all(admin.clone())
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| format!("listing Namespaces: {e}"))?;
     for ns in &namespaces.items {
         let name = ns.name_any();
         push(&mut objects, "Namespace", &name, ns.meta(), None);
@@ -360,7 +425,10 @@ async fn take_census(admin: &Client) -> Result<Census, String> {
     listed::<Service>(admin, "Service", &mut objects).await?;
     listed::<PersistentVolumeClaim>(admin, "PersistentVolumeClaim", &mut objects).await?;
     listed::<Pod>(admin, "Pod", &mut objects).await?;
-    let secrets = Api::<Secret>::all(admin.clone()).list(&ListParams::default()).await.map_err(|e| format!("listing Secrets: {e}"))?;
+    let secrets = Api::<Secret>::all(admin.clone())
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| format!("listing Secrets: {e}"))?;
     for s in &secrets.items {
         push(&mut objects, "Secret", &s.namespace().unwrap_or_default(), s.meta(), s.type_.clone());
     }
@@ -371,7 +439,8 @@ async fn listed<K>(admin: &Client, kind: &'static str, into: &mut Vec<Object>) -
 where
     K: Resource<DynamicType = (), Scope = NamespaceResourceScope> + Clone + std::fmt::Debug + DeserializeOwned,
 {
-    let list = Api::<K>::all(admin.clone()).list(&ListParams::default()).await.map_err(|e| format!("listing {kind}s: {e}"))?;
+    let list =
+        Api::<K>::all(admin.clone()).list(&ListParams::default()).await.map_err(|e| format!("listing {kind}s: {e}"))?;
     for o in &list.items {
         push(into, kind, &o.meta().namespace.clone().unwrap_or_default(), o.meta(), None);
     }

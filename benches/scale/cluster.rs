@@ -5,8 +5,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Node;
-use kube::api::{Api, ListParams};
 use kube::Client;
+use kube::api::{Api, ListParams};
 
 use crate::support::{MOLTMATE, Proc, STORAGE_CLASS, SYSTEM_NS, TestEnv, free_port, http_get, wait_until};
 
@@ -186,8 +186,16 @@ fn spawn_extra_node(env: &TestEnv, index: usize) -> Proc {
     let data = env.dir.join(format!("node-{index}"));
     let network = pod_network(&env.dir, index);
     let args = [
-        "dev", "node", "--name", &name, "--data-dir", data.to_str().unwrap_or_default(), "--storage-class",
-        "moltmate-bench-unused", "--pod-network", &network,
+        "dev",
+        "node",
+        "--name",
+        &name,
+        "--data-dir",
+        data.to_str().unwrap_or_default(),
+        "--storage-class",
+        "moltmate-bench-unused",
+        "--pod-network",
+        &network,
     ];
     assert_ne!(STORAGE_CLASS, "moltmate-bench-unused");
     env.spawn(&format!("node-{index}"), &env.admin_kubeconfig(), &args)
@@ -205,7 +213,12 @@ fn pod_network(dir: &Path, index: usize) -> String {
 
 /// Wait until `username` has written nothing (Leases aside) for `quiet`, at most `timeout`:
 /// the last status writes and events of a provisioning have landed. Returns how long it took.
-pub async fn wait_quiet(audit_log: &Path, username: &str, quiet: Duration, timeout: Duration) -> Result<Duration, String> {
+pub async fn wait_quiet(
+    audit_log: &Path,
+    username: &str,
+    quiet: Duration,
+    timeout: Duration,
+) -> Result<Duration, String> {
     let started = Instant::now();
     let mut offset = crate::audit::offset(audit_log);
     let mut last_write = Instant::now();

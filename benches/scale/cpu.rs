@@ -25,7 +25,9 @@ fn cpu_seconds(pid: u32) -> Option<f64> {
 }
 
 fn comm(pid: u32) -> String {
-    std::fs::read_to_string(format!("/proc/{pid}/comm")).map(|c| c.trim().to_string()).unwrap_or_else(|_| pid.to_string())
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .map(|c| c.trim().to_string())
+        .unwrap_or_else(|_| pid.to_string())
 }
 
 /// Every live process listed in `DIR/pids` (`PID [NAME]` lines), by name, plus this process.
@@ -87,7 +89,12 @@ pub struct Meter {
 
 impl Meter {
     pub fn start(env_dir: &Path) -> Meter {
-        Meter { env_dir: env_dir.to_path_buf(), before: snapshot(env_dir), machine_before: machine_busy(), started: std::time::Instant::now() }
+        Meter {
+            env_dir: env_dir.to_path_buf(),
+            before: snapshot(env_dir),
+            machine_before: machine_busy(),
+            started: std::time::Instant::now(),
+        }
     }
 
     /// CPU seconds by process since `start`, plus `other processes` and the machine's load.

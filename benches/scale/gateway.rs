@@ -38,11 +38,27 @@ impl Gateway {
         let (http_port, broker_port) = (free_port(), free_port());
         let path = |p: &std::path::Path| p.to_string_lossy().to_string();
         let mut args: Vec<String> = [
-            "gateway", "--telegram-api-url", &telegram.url(), "--bot-token-file", &path(&token_file),
-            "--llm-base-url", &llm.url(), "--llm-api-key-file", &path(&llm_key_file),
-            "--master-key-file", &path(&env.dir.join("master.key")),
-            "--broker-addr", &format!("127.0.0.1:{broker_port}"), "--http-addr", &format!("127.0.0.1:{http_port}"),
-            "--lease-namespace", SYSTEM_NS, "--identity", "gateway-0", "--poll-timeout", "5s",
+            "gateway",
+            "--telegram-api-url",
+            &telegram.url(),
+            "--bot-token-file",
+            &path(&token_file),
+            "--llm-base-url",
+            &llm.url(),
+            "--llm-api-key-file",
+            &path(&llm_key_file),
+            "--master-key-file",
+            &path(&env.dir.join("master.key")),
+            "--broker-addr",
+            &format!("127.0.0.1:{broker_port}"),
+            "--http-addr",
+            &format!("127.0.0.1:{http_port}"),
+            "--lease-namespace",
+            SYSTEM_NS,
+            "--identity",
+            "gateway-0",
+            "--poll-timeout",
+            "5s",
         ]
         .iter()
         .map(|a| a.to_string())

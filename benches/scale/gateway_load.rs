@@ -71,7 +71,8 @@ pub fn send_params(content_type: Option<&str>, query: Option<&str>, body: &[u8])
         let v: Value = serde_json::from_slice(body).ok()?;
         return Some((as_i64(&v["chat_id"])?, v["text"].as_str()?.to_string()));
     }
-    let mut pairs: HashMap<String, String> = form_urlencoded::parse(query.unwrap_or_default().as_bytes()).into_owned().collect();
+    let mut pairs: HashMap<String, String> =
+        form_urlencoded::parse(query.unwrap_or_default().as_bytes()).into_owned().collect();
     pairs.extend(form_urlencoded::parse(body).into_owned());
     Some((pairs.get("chat_id")?.parse().ok()?, pairs.get("text")?.clone()))
 }
@@ -107,7 +108,9 @@ pub fn parse_turns(text: &str, into: &mut HashMap<i64, Turn>) {
         if !answered && !line.contains("turn received") {
             continue;
         }
-        let (Some(at), Some(id)) = (line_time_us(line), field(line, "update_id").and_then(|v| v.parse().ok())) else { continue };
+        let (Some(at), Some(id)) = (line_time_us(line), field(line, "update_id").and_then(|v| v.parse().ok())) else {
+            continue;
+        };
         let turn = into.entry(id).or_default();
         let slot = if answered { &mut turn.answered_us } else { &mut turn.received_us };
         slot.get_or_insert(at);
@@ -173,7 +176,12 @@ pub struct Analysis {
     pub untimed: usize,
 }
 
-pub fn analyse(injections: &[Injection], received: &HashMap<i64, i64>, sent: &[Sent], turns: &HashMap<i64, Turn>) -> Analysis {
+pub fn analyse(
+    injections: &[Injection],
+    received: &HashMap<i64, i64>,
+    sent: &[Sent],
+    turns: &HashMap<i64, Turn>,
+) -> Analysis {
     let by_tag: HashMap<u64, &Injection> = injections.iter().map(|i| (i.tag, i)).collect();
     let mut answers: HashMap<u64, Vec<i64>> = HashMap::new();
     let mut analysis = Analysis::default();
@@ -260,7 +268,8 @@ impl Recorder {
 async fn start_proxy(upstream: String) -> Result<(Arc<Recorder>, String, tokio::task::JoinHandle<()>), String> {
     // reqwest is built without a default TLS provider (plain HTTP here, but it wants one).
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let client = reqwest::Client::builder().pool_max_idle_per_host(64).build().map_err(|e| format!("proxy client: {e}"))?;
+    let client =
+        reqwest::Client::builder().pool_max_idle_per_host(64).build().map_err(|e| format!("proxy client: {e}"))?;
     let recorder = Arc::new(Recorder { upstream, client, records: Mutex::new(Records::default()) });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| format!("proxy: {e}"))?;
     let url = format!("http://{}", listener.local_addr().map_err(|e| e.to_string())?);
@@ -271,7 +280,10 @@ async fn start_proxy(upstream: String) -> Result<(Arc<Recorder>, String, tokio::
     Ok((recorder, url, task))
 }
 
-async fn forward(axum::extract::State(rec): axum::extract::State<Arc<Recorder>>, request: axum::extract::Request) -> Response {
+async fn forward(
+    axum::extract::State(rec): axum::extract::State<Arc<Recorder>>,
+    request: axum::extract::Request,
+) -> Response {
     let arrived = now_us();
     let (parts, body) = request.into_parts();
     let body: Bytes = match axum::body::to_bytes(body, usize::MAX).await {
@@ -361,7 +373,9 @@ impl Stack {
         let operator_http = free_port();
         let operator = env.spawn_operator("operator", operator_http);
         for (name, id, spec) in users {
-            apply_user(&admin, &user_manifest(name, *id, spec.clone())).await.map_err(|e| format!("applying {name}: {e}"))?;
+            apply_user(&admin, &user_manifest(name, *id, spec.clone()))
+                .await
+                .map_err(|e| format!("applying {name}: {e}"))?;
         }
         // The broker's per-user LLM limits (60 requests a minute for `personal`) would answer
         // a load of several messages a second per user with "slow down": lifted here.
@@ -374,11 +388,29 @@ impl Stack {
         let gateway_http = free_port();
         let p = |f: &str| env.dir.join(f).to_string_lossy().to_string();
         let args = [
-            "gateway", "--telegram-api-url", &proxy_url, "--bot-token-file", &p("bot.token"),
-            "--llm-base-url", &llm.url(), "--llm-api-key-file", &p("llm.key"),
-            "--master-key-file", &p("master.key"), "--profiles-file", &p("profiles.yaml"),
-            "--broker-addr", &format!("127.0.0.1:{broker_port}"), "--http-addr", &format!("127.0.0.1:{gateway_http}"),
-            "--lease-namespace", SYSTEM_NS, "--identity", "gateway-0", "--poll-timeout", "5s",
+            "gateway",
+            "--telegram-api-url",
+            &proxy_url,
+            "--bot-token-file",
+            &p("bot.token"),
+            "--llm-base-url",
+            &llm.url(),
+            "--llm-api-key-file",
+            &p("llm.key"),
+            "--master-key-file",
+            &p("master.key"),
+            "--profiles-file",
+            &p("profiles.yaml"),
+            "--broker-addr",
+            &format!("127.0.0.1:{broker_port}"),
+            "--http-addr",
+            &format!("127.0.0.1:{gateway_http}"),
+            "--lease-namespace",
+            SYSTEM_NS,
+            "--identity",
+            "gateway-0",
+            "--poll-timeout",
+            "5s",
         ];
         let gateway = env.spawn("gateway", &env.gateway_kubeconfig(), &args);
         let stack = Stack {
@@ -410,7 +442,11 @@ impl Stack {
         let mut there = 0;
         while Instant::now() < deadline {
             if let Ok(list) = api.list(&ListParams::default()).await {
-                there = list.items.iter().filter(|u| u.status.as_ref().and_then(|s| s.phase).is_some_and(|p| phases.contains(&p.as_str()))).count();
+                there = list
+                    .items
+                    .iter()
+                    .filter(|u| u.status.as_ref().and_then(|s| s.phase).is_some_and(|p| phases.contains(&p.as_str())))
+                    .count();
                 if there >= count {
                     return Ok(());
                 }
@@ -422,7 +458,13 @@ impl Stack {
 
     /// Wait until the MoltmateUser `name` has a phase `wanted` accepts (`None`: no status
     /// yet), described as `what`; the last status seen if it does not within `timeout`.
-    pub async fn wait_user(&self, name: &str, what: &str, wanted: impl Fn(Option<&str>) -> bool, timeout: Duration) -> Result<(), String> {
+    pub async fn wait_user(
+        &self,
+        name: &str,
+        what: &str,
+        wanted: impl Fn(Option<&str>) -> bool,
+        timeout: Duration,
+    ) -> Result<(), String> {
         let api: Api<moltmates::MoltmateUser> = Api::all(self.admin.clone());
         let deadline = Instant::now() + timeout;
         let mut last = Value::Null;
@@ -505,7 +547,12 @@ impl Stack {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         self.wait_settled(Duration::from_secs(1), Duration::from_secs(30)).await;
-        eprintln!("   warm-up: {} of {} answered in {:.1}s", self.recorder.sent_count(), users.len(), warm.elapsed().as_secs_f64());
+        eprintln!(
+            "   warm-up: {} of {} answered in {:.1}s",
+            self.recorder.sent_count(),
+            users.len(),
+            warm.elapsed().as_secs_f64()
+        );
         self.recorder.take();
         self.llm.clear_requests();
         Ok(())
@@ -513,7 +560,13 @@ impl Stack {
 
     /// The load: message k at start + k/rate, from chat `base + k mod users`, tagged k.
     /// Returns the injections and the rate achieved.
-    pub async fn inject_load(&self, base: i64, users: usize, rate: f64, duration: Duration) -> Result<(Vec<Injection>, f64), String> {
+    pub async fn inject_load(
+        &self,
+        base: i64,
+        users: usize,
+        rate: f64,
+        duration: Duration,
+    ) -> Result<(Vec<Injection>, f64), String> {
         let total = (rate * duration.as_secs_f64()).round() as u64;
         let mut injections = Vec::with_capacity(total as usize);
         let start = tokio::time::Instant::now();
@@ -521,7 +574,8 @@ impl Stack {
             tokio::time::sleep_until(start + Duration::from_secs_f64(k as f64 / rate)).await;
             let chat_id = base + (k % users as u64) as i64;
             let at_us = now_us();
-            let injected = self.telegram.inject_text(chat_id, &tagged("load", k)).map_err(|e| format!("inject: {e}"))?;
+            let injected =
+                self.telegram.inject_text(chat_id, &tagged("load", k)).map_err(|e| format!("inject: {e}"))?;
             injections.push(Injection { tag: k, chat_id, update_id: injected.update_id, at_us });
             if k % 2000 == 1999 {
                 // The LLM stand-in keeps every request with its whole history: bounded here.
@@ -544,7 +598,11 @@ impl Stack {
     /// What the Telegram stand-in holds as sent to `chats` (what the users saw), as `Sent`
     /// records without times.
     pub fn delivered_to(&self, chats: impl IntoIterator<Item = i64>) -> Vec<Sent> {
-        chats.into_iter().flat_map(|chat| self.telegram.sent_to(chat)).map(|m| Sent { chat_id: m.chat_id, text: m.rendered, at_us: 0 }).collect()
+        chats
+            .into_iter()
+            .flat_map(|chat| self.telegram.sent_to(chat))
+            .map(|m| Sent { chat_id: m.chat_id, text: m.rendered, at_us: 0 })
+            .collect()
     }
 
     pub fn agent_logs(&self) -> PathBuf {
@@ -573,7 +631,11 @@ fn lock(proc: &Mutex<Proc>) -> std::sync::MutexGuard<'_, Proc> {
 }
 
 pub fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
-    panic.downcast_ref::<String>().cloned().or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default()
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_default()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -586,7 +648,11 @@ pub fn load_users(n: usize) -> Vec<(String, i64, Value)> {
 
 pub async fn run(options: &Options, report: &mut Report) {
     let users = options.gateway_users;
-    eprintln!("== gateway: {users} users, {} messages/s for {}s", options.gateway_rate, options.gateway_duration.as_secs_f64());
+    eprintln!(
+        "== gateway: {users} users, {} messages/s for {}s",
+        options.gateway_rate,
+        options.gateway_duration.as_secs_f64()
+    );
     match std::panic::AssertUnwindSafe(measure(options, report)).catch_unwind().await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => report.error(format!("gateway at {users} users: {e}")),
@@ -615,7 +681,8 @@ async fn measure(options: &Options, report: &mut Report) -> Result<(), String> {
         parse_turns(&text, &mut turns);
     }
     let a = analyse(&injections, &records.received, &records.sent, &turns);
-    let metrics = http_get(stack.gateway_http, "/metrics").await.map(|(_, body)| routing_histogram(&body)).unwrap_or(Value::Null);
+    let metrics =
+        http_get(stack.gateway_http, "/metrics").await.map(|(_, body)| routing_histogram(&body)).unwrap_or(Value::Null);
 
     let overhead = summary_of(&a.samples, |s| s.overhead_us);
     report.target("gateway", n, "routing overhead p99", overhead.p99_ms, "ms", OVERHEAD_P99_TARGET_MS);
@@ -654,7 +721,8 @@ async fn measure(options: &Options, report: &mut Report) -> Result<(), String> {
     }));
 
     let ms = |f: fn(&Sample) -> i64| a.samples.iter().map(|s| f(s) as f64 / 1000.0).collect::<Vec<f64>>();
-    let (o, i, out, e) = (ms(|s| s.overhead_us), ms(|s| s.inbound_us), ms(|s| s.outbound_us), ms(|s| s.receive_to_send_us));
+    let (o, i, out, e) =
+        (ms(|s| s.overhead_us), ms(|s| s.inbound_us), ms(|s| s.outbound_us), ms(|s| s.receive_to_send_us));
     let plot = svg::cdf(
         &format!("Gateway routing, {n} users, {rate} msg/s for {}s", duration.as_secs_f64()),
         "milliseconds",
@@ -666,7 +734,14 @@ async fn measure(options: &Options, report: &mut Report) -> Result<(), String> {
         ],
     );
     write_plot(options, report, &format!("gateway-{n}.svg"), &plot);
-    eprintln!("   overhead p50 {:.2} ms p99 {:.2} ms; lost {} duplicated {} misrouted {}", overhead.p50_ms, overhead.p99_ms, a.lost.len(), a.duplicated, a.misrouted);
+    eprintln!(
+        "   overhead p50 {:.2} ms p99 {:.2} ms; lost {} duplicated {} misrouted {}",
+        overhead.p50_ms,
+        overhead.p99_ms,
+        a.lost.len(),
+        a.duplicated,
+        a.misrouted
+    );
     Ok(())
 }
 
@@ -692,7 +767,10 @@ pub fn self_test() {
     assert_eq!(tag_of("no tag here"), None);
     let json = br#"{"chat_id": 5000001, "text": "You said: load msg-0000007"}"#;
     assert_eq!(send_params(Some("application/json"), None, json), Some((5000001, "You said: load msg-0000007".into())));
-    assert_eq!(send_params(Some("application/x-www-form-urlencoded"), None, b"chat_id=-5&text=hi+there"), Some((-5, "hi there".into())));
+    assert_eq!(
+        send_params(Some("application/x-www-form-urlencoded"), None, b"chat_id=-5&text=hi+there"),
+        Some((-5, "hi there".into()))
+    );
     let log = "2026-11-25T12:37:46.462524Z  INFO agent{user=a}: moltmates::agent::server: turn received user=a update_id=7\n\
                2026-11-25T12:37:46.473963Z  INFO agent{user=a}: moltmates::agent::service: turn answered user=\"a\" update_id=7 took_ms=11\n";
     let mut turns = HashMap::new();

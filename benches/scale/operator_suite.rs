@@ -51,7 +51,8 @@ pub async fn run(options: &Options, report: &mut Report) {
         } else {
             None
         };
-        let run = std::panic::AssertUnwindSafe(operator(options, plan, baseline, report, &mut growth)).catch_unwind().await;
+        let run =
+            std::panic::AssertUnwindSafe(operator(options, plan, baseline, report, &mut growth)).catch_unwind().await;
         match run {
             Ok(Ok(())) => {}
             Ok(Err(e)) => report.error(format!("operator at {} users: {e}", plan.users)),
@@ -66,7 +67,11 @@ pub async fn run(options: &Options, report: &mut Report) {
 }
 
 fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
-    panic.downcast_ref::<String>().cloned().or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default()
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_default()
 }
 
 fn describe(plan: &SizePlan) -> String {
@@ -90,7 +95,13 @@ async fn baseline(options: &Options, users: usize) -> Result<Baseline, String> {
     Ok(Baseline { outcome, cpu, nodes: cluster.node_count() })
 }
 
-async fn operator(options: &Options, plan: SizePlan, baseline: Option<Baseline>, report: &mut Report, growth: &mut Growth) -> Result<(), String> {
+async fn operator(
+    options: &Options,
+    plan: SizePlan,
+    baseline: Option<Baseline>,
+    report: &mut Report,
+    growth: &mut Growth,
+) -> Result<(), String> {
     let users = plan.users;
     let mut cluster = Cluster::up(&format!("bench-op-{users}"), users).await;
     let audit_log = cluster.env.audit_log();
@@ -110,10 +121,24 @@ async fn operator(options: &Options, plan: SizePlan, baseline: Option<Baseline>,
     let provisioned = Instant::now();
     let writes = audit::tally(&audit::entries_after(&audit_log, audit_start), OPERATOR_USER);
     if !outcome.not_ready.is_empty() {
-        report.error(format!("{} of {users} users not Ready within {:?} (e.g. {:?})", outcome.not_ready.len(), provisioning::deadline(users), &outcome.not_ready[..outcome.not_ready.len().min(5)]));
+        report.error(format!(
+            "{} of {users} users not Ready within {:?} (e.g. {:?})",
+            outcome.not_ready.len(),
+            provisioning::deadline(users),
+            &outcome.not_ready[..outcome.not_ready.len().min(5)]
+        ));
     }
     if plan.provisioning {
-        provisioning_section(options, report, users, &outcome, baseline, &writes, provisioning_cpu, cluster.node_count());
+        provisioning_section(
+            options,
+            report,
+            users,
+            &outcome,
+            baseline,
+            &writes,
+            provisioning_cpu,
+            cluster.node_count(),
+        );
     }
 
     // The steady-state window (or, for memory alone, a shorter sample of the quiet operator).
@@ -131,12 +156,16 @@ async fn operator(options: &Options, plan: SizePlan, baseline: Option<Baseline>,
         report.figure("steady", users, "operator Lease writes", tally.lease_writes as f64, "");
         let cpu = meter.read();
         report.note_if(cpu::Meter::busy_note(&cpu, &format!("the steady window at {users}")));
-        report.section("steady", users, json!({
-            "window_seconds": window.as_secs_f64(),
-            "settle_seconds": settled.as_secs_f64(),
-            "operator": tally,
-            "cpu": cpu,
-        }));
+        report.section(
+            "steady",
+            users,
+            json!({
+                "window_seconds": window.as_secs_f64(),
+                "settle_seconds": settled.as_secs_f64(),
+                "operator": tally,
+                "cpu": cpu,
+            }),
+        );
     }
 
     if plan.memory {
@@ -201,7 +230,8 @@ fn provisioning_section(
     operator["writes_per_user"] = json!(writes.write_count() as f64 / users as f64);
     operator["reads"] = json!(writes.reads);
     operator["cpu"] = cpu;
-    let mut section = json!({ "users": users, "concurrency": options.concurrency, "nodes": nodes, "operator": operator });
+    let mut section =
+        json!({ "users": users, "concurrency": options.concurrency, "nodes": nodes, "operator": operator });
 
     let mut series = Vec::new();
     let operator_secs: Vec<f64> = stats_seconds(outcome);
@@ -227,7 +257,9 @@ fn provisioning_section(
     }
     let plot = format!("provisioning-{users}.svg");
     let title = format!("Provisioning {users} users: creation to Ready (concurrency {})", options.concurrency);
-    match std::fs::create_dir_all(&options.out).and_then(|_| std::fs::write(options.out.join(&plot), svg::cdf(&title, "seconds", &series))) {
+    match std::fs::create_dir_all(&options.out)
+        .and_then(|_| std::fs::write(options.out.join(&plot), svg::cdf(&title, "seconds", &series)))
+    {
         Ok(()) => section["plot"] = json!(plot),
         Err(e) => report.error(format!("writing {plot}: {e}")),
     }
@@ -240,7 +272,12 @@ fn stats_seconds(outcome: &Outcome) -> Vec<f64> {
 
 fn label(who: &str, outcome: &Outcome) -> String {
     let s = outcome.summary();
-    format!("{who}: p50 {:.2}s, p99 {:.2}s, all in {:.1}s", s.p50_ms / 1000.0, s.p99_ms / 1000.0, outcome.total.as_secs_f64())
+    format!(
+        "{who}: p50 {:.2}s, p99 {:.2}s, all in {:.1}s",
+        s.p50_ms / 1000.0,
+        s.p99_ms / 1000.0,
+        outcome.total.as_secs_f64()
+    )
 }
 
 /// A new operator on the provisioned cluster: RSS for `window` after it is ready.
@@ -261,7 +298,12 @@ async fn gateway_memory(cluster: &Cluster, window: Duration) -> Result<(Value, f
     let gateway = Gateway::spawn(&cluster.env, &[]).await?;
     let sampler = Sampler::start(gateway.pid(), RSS_EVERY);
     let (ready, readyz) = gateway.wait_synced(Duration::from_secs(60)).await?;
-    eprintln!("   gateway: caches synced in {:.1}s (/readyz {}); sampling RSS for {}s", (ready - started).as_secs_f64(), if readyz { "200" } else { "NOT 200" }, window.as_secs());
+    eprintln!(
+        "   gateway: caches synced in {:.1}s (/readyz {}); sampling RSS for {}s",
+        (ready - started).as_secs_f64(),
+        if readyz { "200" } else { "NOT 200" },
+        window.as_secs()
+    );
     tokio::time::sleep(window).await;
     let startup = rss::phase(&sampler.between(started, ready));
     let steady = rss::phase(&sampler.between(ready, Instant::now())).ok_or("the gateway exited")?;
@@ -279,7 +321,13 @@ impl Growth {
                 continue;
             }
             let per_100 = (last.1 - first.1) / (last.0 - first.0) as f64 * 100.0;
-            report.figure("memory", last.0, &format!("{name} steady RSS growth per 100 users ({}→{})", first.0, last.0), per_100, "MiB");
+            report.figure(
+                "memory",
+                last.0,
+                &format!("{name} steady RSS growth per 100 users ({}→{})", first.0, last.0),
+                per_100,
+                "MiB",
+            );
             value[name] = json!({
                 "from_users": first.0, "to_users": last.0,
                 "steady_mib": [first.1, last.1], "peak_mib": [first.2, last.2],

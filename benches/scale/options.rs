@@ -166,7 +166,8 @@ impl Cli {
     /// Check the values and fill in the defaults that depend on each other.
     pub fn options(self, repo: &std::path::Path) -> Result<Options, String> {
         let only = selection(self.only.as_deref(), self.chaos)?;
-        let memory_users = self.memory_users.unwrap_or_else(|| if self.users.is_none() { vec![DEFAULT_MEMORY_USERS] } else { vec![] });
+        let memory_users =
+            self.memory_users.unwrap_or_else(|| if self.users.is_none() { vec![DEFAULT_MEMORY_USERS] } else { vec![] });
         let users = self.users.unwrap_or_else(|| vec![100, 500]);
         if let Some(zero) = users.iter().chain(&memory_users).find(|n| **n == 0) {
             return Err(format!("sizes must be at least 1 user (got {zero})"));
@@ -212,7 +213,10 @@ impl Cli {
             gateway_duration: self.gateway_duration,
             wake_repeats: self.wake_repeats,
             wake_idle_timeout: self.wake_idle_timeout,
-            wrap_operator: self.wrap_operator.map(|w| w.split_whitespace().map(str::to_string).collect()).unwrap_or_default(),
+            wrap_operator: self
+                .wrap_operator
+                .map(|w| w.split_whitespace().map(str::to_string).collect())
+                .unwrap_or_default(),
             chaos,
         })
     }
@@ -231,7 +235,11 @@ pub fn selection(only: Option<&[String]>, chaos: bool) -> Result<BTreeSet<String
                 } else if BENCHMARKS.contains(&name) || CHAOS_RUNS.contains(&name) {
                     selected.insert(name.to_string());
                 } else {
-                    return Err(format!("--only: unknown benchmark {name:?}; known: {}, {}, chaos", BENCHMARKS.join(", "), CHAOS_RUNS.join(", ")));
+                    return Err(format!(
+                        "--only: unknown benchmark {name:?}; known: {}, {}, chaos",
+                        BENCHMARKS.join(", "),
+                        CHAOS_RUNS.join(", ")
+                    ));
                 }
             }
             selected
@@ -264,7 +272,10 @@ impl ChaosOptions {
 
     fn check(&self) -> Result<(), String> {
         if self.users == 0 || self.kills == 0 || self.outage_users == 0 || self.gateway_kills == 0 {
-            return Err("--chaos-users, --chaos-kills, --chaos-outage-users and --chaos-gateway-kills must be at least 1".into());
+            return Err(
+                "--chaos-users, --chaos-kills, --chaos-outage-users and --chaos-gateway-kills must be at least 1"
+                    .into(),
+            );
         }
         if self.kill_gap < Duration::from_millis(100) {
             return Err(format!("--chaos-kill-gap must be at least 100ms (got {:?})", self.kill_gap));
@@ -329,7 +340,10 @@ pub fn self_test() {
     let with_chaos = selection(None, true).unwrap();
     assert_eq!(with_chaos.len(), BENCHMARKS.len() + CHAOS_RUNS.len());
     let only_chaos = selection(Some(&names(&["chaos"])), false).unwrap();
-    assert_eq!(only_chaos.iter().map(String::as_str).collect::<Vec<_>>(), vec!["chaos-apiserver", "chaos-gateway", "chaos-operator"]);
+    assert_eq!(
+        only_chaos.iter().map(String::as_str).collect::<Vec<_>>(),
+        vec!["chaos-apiserver", "chaos-gateway", "chaos-operator"]
+    );
     let one = selection(Some(&names(&["wake", "chaos-gateway"])), false).unwrap();
     assert_eq!(one.len(), 2);
     assert!(selection(Some(&names(&["chaos-nope"])), false).unwrap_err().contains("unknown benchmark"));

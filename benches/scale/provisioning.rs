@@ -57,7 +57,12 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    fn from_times(started: Instant, creates: Duration, created: &HashMap<String, Instant>, ready: &HashMap<String, Instant>) -> Outcome {
+    fn from_times(
+        started: Instant,
+        creates: Duration,
+        created: &HashMap<String, Instant>,
+        ready: &HashMap<String, Instant>,
+    ) -> Outcome {
         let mut latencies = Vec::new();
         let mut not_ready = Vec::new();
         let mut last = started;
@@ -161,7 +166,10 @@ fn user_ready(user: &MoltmateUser) -> Option<String> {
 
 fn pod_ready(pod: &Pod) -> Option<String> {
     let conditions = pod.status.as_ref()?.conditions.as_ref()?;
-    conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True").then(|| pod.labels().get(names::LABEL_USER).cloned())?
+    conditions
+        .iter()
+        .any(|c| c.type_ == "Ready" && c.status == "True")
+        .then(|| pod.labels().get(names::LABEL_USER).cloned())?
 }
 
 /// The operator run: create `users` MoltmateUsers, `concurrency` at a time, as an admin
@@ -178,7 +186,11 @@ pub async fn operator_run(admin: &Client, users: usize, concurrency: usize) -> R
 
 /// Create MoltmateUsers `0..users`, `concurrency` at a time, as an admin would; when each
 /// create was sent.
-pub async fn create_users(admin: &Client, users: usize, concurrency: usize) -> Result<HashMap<String, Instant>, String> {
+pub async fn create_users(
+    admin: &Client,
+    users: usize,
+    concurrency: usize,
+) -> Result<HashMap<String, Instant>, String> {
     let api: Api<MoltmateUser> = Api::all(admin.clone());
     let created = Mutex::new(HashMap::new());
     let results: Vec<Result<(), String>> = stream::iter(0..users)
@@ -187,7 +199,10 @@ pub async fn create_users(admin: &Client, users: usize, concurrency: usize) -> R
             async move {
                 let user = new_user(i);
                 created.lock().unwrap().insert(user.name_any(), Instant::now());
-                api.create(&PostParams::default(), &user).await.map(|_| ()).map_err(|e| format!("create {}: {e}", user.name_any()))
+                api.create(&PostParams::default(), &user)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| format!("create {}: {e}", user.name_any()))
             }
         })
         .buffer_unordered(concurrency)
@@ -206,16 +221,38 @@ pub async fn create_users(admin: &Client, users: usize, concurrency: usize) -> R
 pub async fn baseline_run(admin: &Client, users: usize, concurrency: usize) -> Result<Outcome, String> {
     // As `TestEnv::spawn_operator` starts the operator; its other flags are the defaults.
     let config = ClusterConfig { storage_class: Some(STORAGE_CLASS.into()), ..ClusterConfig::default() };
-    let broker = Api::<Service>::namespaced(admin.clone(), SYSTEM_NS).get(&config.broker_service).await.map_err(|e| format!("broker Service: {e}"))?;
+    let broker = Api::<Service>::namespaced(admin.clone(), SYSTEM_NS)
+        .get(&config.broker_service)
+        .await
+        .map_err(|e| format!("broker Service: {e}"))?;
     let broker_ip = broker.spec.and_then(|s| s.cluster_ip).ok_or("broker Service has no ClusterIP")?;
     let (quotas, quota_watch) = reflect::<ResourceQuota>(admin).await;
-    let ready = FirstSeen::watch(Api::<Pod>::all(admin.clone()), watcher::Config::default().labels(&names::managed_selector()), pod_ready).await;
+    let ready = FirstSeen::watch(
+        Api::<Pod>::all(admin.clone()),
+        watcher::Config::default().labels(&names::managed_selector()),
+        pod_ready,
+    )
+    .await;
 
-    let jobs = Mutex::new(Jobs { next_user: 0, users, waiting_quota: Vec::new(), workloads: VecDeque::new(), pods_applied: 0 });
+    let jobs = Mutex::new(Jobs {
+        next_user: 0,
+        users,
+        waiting_quota: Vec::new(),
+        workloads: VecDeque::new(),
+        pods_applied: 0,
+    });
     let created = Mutex::new(HashMap::new());
     let started = Instant::now();
-    let shared = Shared { client: admin, config: &config, broker_ip: &broker_ip, quotas: &quotas, jobs: &jobs, created: &created };
-    let workers: Vec<Result<(), String>> = futures::future::join_all((0..concurrency).map(|_| baseline_worker(&shared))).await;
+    let shared = Shared {
+        client: admin,
+        config: &config,
+        broker_ip: &broker_ip,
+        quotas: &quotas,
+        jobs: &jobs,
+        created: &created,
+    };
+    let workers: Vec<Result<(), String>> =
+        futures::future::join_all((0..concurrency).map(|_| baseline_worker(&shared))).await;
     let creates = started.elapsed();
     quota_watch.abort();
     workers.into_iter().collect::<Result<Vec<()>, String>>()?;
@@ -250,11 +287,16 @@ enum Job {
 
 impl Jobs {
     fn next(&mut self, quotas: &Store<ResourceQuota>) -> Result<Job, String> {
-        let (in_force, waiting): (Vec<_>, Vec<_>) = self.waiting_quota.drain(..).partition(|(_, d)| quota_in_force(quotas, &d.quota));
+        let (in_force, waiting): (Vec<_>, Vec<_>) =
+            self.waiting_quota.drain(..).partition(|(_, d)| quota_in_force(quotas, &d.quota));
         self.waiting_quota = waiting;
         self.workloads.extend(in_force.into_iter().map(|(_, d)| d));
         if let Some((since, d)) = self.waiting_quota.iter().find(|(since, _)| since.elapsed() > deadline(1)) {
-            return Err(format!("{:?}: the ResourceQuota was not in force {:?} after it was applied", d.namespace.metadata.name, since.elapsed()));
+            return Err(format!(
+                "{:?}: the ResourceQuota was not in force {:?} after it was applied",
+                d.namespace.metadata.name,
+                since.elapsed()
+            ));
         }
         Ok(if let Some(d) = self.workloads.pop_front() {
             Job::Workload(Box::new(d))
@@ -294,7 +336,12 @@ async fn guard_rails(i: usize, s: &Shared<'_>) -> Result<DesiredState, String> {
     s.created.lock().unwrap().insert(name.clone(), Instant::now());
     let user = users.create(&PostParams::default(), &new_user(i)).await.map_err(|e| format!("create {name}: {e}"))?;
     let profile = moltmates::profile::resolve_with(&user.spec, &s.config.profiles).map_err(|e| e.to_string())?;
-    let input = BuildInput { profile: &profile, config: s.config, agent_token: BASELINE_AGENT_TOKEN, broker_ip: Some(s.broker_ip) };
+    let input = BuildInput {
+        profile: &profile,
+        config: s.config,
+        agent_token: BASELINE_AGENT_TOKEN,
+        broker_ip: Some(s.broker_ip),
+    };
     let d = builders::build(&user, &input).map_err(|e| e.to_string())?;
     apply(Api::all(s.client.clone()), &d.namespace).await?;
     apply_in(s.client, &d.network_policy).await?;

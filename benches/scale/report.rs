@@ -56,7 +56,14 @@ impl Report {
     }
 
     fn push(&mut self, benchmark: &str, users: usize, figure: &str, value: f64, unit: &str, at_most: Option<f64>) {
-        self.rows.push(Row { benchmark: benchmark.into(), users, figure: figure.into(), value, unit: unit.into(), at_most });
+        self.rows.push(Row {
+            benchmark: benchmark.into(),
+            users,
+            figure: figure.into(),
+            value,
+            unit: unit.into(),
+            at_most,
+        });
     }
 
     pub fn note(&mut self, text: impl Into<String>) {
@@ -101,9 +108,17 @@ impl Report {
                 Some(false) => "MISS",
                 None => "",
             };
-            lines.push([r.benchmark.clone(), r.users.to_string(), r.figure.clone(), format!("{} {}", fmt(r.value), r.unit), target, result.into()]);
+            lines.push([
+                r.benchmark.clone(),
+                r.users.to_string(),
+                r.figure.clone(),
+                format!("{} {}", fmt(r.value), r.unit),
+                target,
+                result.into(),
+            ]);
         }
-        let widths: Vec<usize> = (0..header.len()).map(|i| lines.iter().map(|l| l[i].chars().count()).max().unwrap_or(0)).collect();
+        let widths: Vec<usize> =
+            (0..header.len()).map(|i| lines.iter().map(|l| l[i].chars().count()).max().unwrap_or(0)).collect();
         let mut out = String::new();
         for (n, line) in lines.iter().enumerate() {
             let cells: Vec<String> = line.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
@@ -135,10 +150,20 @@ fn read(path: &str) -> String {
 
 /// The machine and the code the figures come from.
 fn machine(repo: &Path) -> Value {
-    let os = read("/etc/os-release").lines().find_map(|l| l.strip_prefix("PRETTY_NAME=")).unwrap_or_default().trim_matches('"').to_string();
-    let cpu = read("/proc/cpuinfo").lines().find_map(|l| l.strip_prefix("model name")).map(|l| l.trim_start_matches([' ', '\t', ':']).to_string());
-    let mem_kib: Option<u64> =
-        read("/proc/meminfo").lines().find_map(|l| l.strip_prefix("MemTotal:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok());
+    let os = read("/etc/os-release")
+        .lines()
+        .find_map(|l| l.strip_prefix("PRETTY_NAME="))
+        .unwrap_or_default()
+        .trim_matches('"')
+        .to_string();
+    let cpu = read("/proc/cpuinfo")
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|l| l.trim_start_matches([' ', '\t', ':']).to_string());
+    let mem_kib: Option<u64> = read("/proc/meminfo")
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok());
     json!({
         "date": jiff::Timestamp::now().to_string(),
         "nproc": std::thread::available_parallelism().map_or(0, |n| n.get()),
@@ -162,7 +187,8 @@ fn git_commit(repo: &Path) -> Option<String> {
     let head = std::fs::read_to_string(git.join("HEAD")).ok()?;
     let Some(reference) = head.trim().strip_prefix("ref: ") else { return Some(head.trim().to_string()) };
     // A worktree keeps refs in the common directory.
-    let common = std::fs::read_to_string(git.join("commondir")).ok().map(|c| git.join(c.trim())).unwrap_or_else(|| git.clone());
+    let common =
+        std::fs::read_to_string(git.join("commondir")).ok().map(|c| git.join(c.trim())).unwrap_or_else(|| git.clone());
     for dir in [&git, &common] {
         if let Ok(id) = std::fs::read_to_string(dir.join(reference)) {
             return Some(id.trim().to_string());

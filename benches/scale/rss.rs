@@ -55,7 +55,8 @@ impl Sampler {
 
     /// Samples taken in `[from, to]`, plus one read now if `to` is in the future.
     pub fn between(&self, from: Instant, to: Instant) -> Vec<Sample> {
-        let mut within: Vec<Sample> = self.samples.lock().unwrap().iter().filter(|s| s.at >= from && s.at <= to).copied().collect();
+        let mut within: Vec<Sample> =
+            self.samples.lock().unwrap().iter().filter(|s| s.at >= from && s.at <= to).copied().collect();
         if let Some((rss_kib, hwm_kib)) = (Instant::now() <= to).then(|| read(self.pid)).flatten() {
             within.push(Sample { at: Instant::now(), rss_kib, hwm_kib });
         }

@@ -41,21 +41,55 @@ pub fn cdf(title: &str, x_label: &str, series: &[Series]) -> String {
     let y = |f: f64| TOP + (1.0 - f) * plot_h;
 
     let mut svg = String::new();
-    let _ = writeln!(svg, r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" viewBox="0 0 {WIDTH} {HEIGHT}" font-family="sans-serif" font-size="12">"#);
+    let _ = writeln!(
+        svg,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" viewBox="0 0 {WIDTH} {HEIGHT}" font-family="sans-serif" font-size="12">"#
+    );
     let _ = writeln!(svg, r#"<rect width="100%" height="100%" fill="white"/>"#);
-    let _ = writeln!(svg, r#"<text x="{}" y="22" text-anchor="middle" font-size="15">{}</text>"#, WIDTH / 2.0, escape(title));
+    let _ = writeln!(
+        svg,
+        r#"<text x="{}" y="22" text-anchor="middle" font-size="15">{}</text>"#,
+        WIDTH / 2.0,
+        escape(title)
+    );
     // Grid and ticks.
     let mut tick = 0.0;
     while tick <= x_max + step / 2.0 {
-        let _ = writeln!(svg, r##"<line x1="{0:.1}" y1="{TOP}" x2="{0:.1}" y2="{1:.1}" stroke="#ddd"/><text x="{0:.1}" y="{2:.1}" text-anchor="middle">{3}</text>"##, x(tick), TOP + plot_h, TOP + plot_h + 16.0, tick);
+        let _ = writeln!(
+            svg,
+            r##"<line x1="{0:.1}" y1="{TOP}" x2="{0:.1}" y2="{1:.1}" stroke="#ddd"/><text x="{0:.1}" y="{2:.1}" text-anchor="middle">{3}</text>"##,
+            x(tick),
+            TOP + plot_h,
+            TOP + plot_h + 16.0,
+            tick
+        );
         tick += step;
     }
     for f in [0.0, 0.25, 0.5, 0.75, 0.9, 1.0] {
-        let _ = writeln!(svg, r##"<line x1="{LEFT}" y1="{0:.1}" x2="{1:.1}" y2="{0:.1}" stroke="#ddd"/><text x="{2:.1}" y="{3:.1}" text-anchor="end">{f}</text>"##, y(f), LEFT + plot_w, LEFT - 6.0, y(f) + 4.0);
+        let _ = writeln!(
+            svg,
+            r##"<line x1="{LEFT}" y1="{0:.1}" x2="{1:.1}" y2="{0:.1}" stroke="#ddd"/><text x="{2:.1}" y="{3:.1}" text-anchor="end">{f}</text>"##,
+            y(f),
+            LEFT + plot_w,
+            LEFT - 6.0,
+            y(f) + 4.0
+        );
     }
-    let _ = writeln!(svg, r##"<rect x="{LEFT}" y="{TOP}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#333"/>"##);
-    let _ = writeln!(svg, r#"<text x="{}" y="{}" text-anchor="middle">{}</text>"#, LEFT + plot_w / 2.0, HEIGHT - 18.0, escape(x_label));
-    let _ = writeln!(svg, r#"<text x="18" y="{}" text-anchor="middle" transform="rotate(-90 18 {})">fraction of users</text>"#, TOP + plot_h / 2.0, TOP + plot_h / 2.0);
+    let _ =
+        writeln!(svg, r##"<rect x="{LEFT}" y="{TOP}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#333"/>"##);
+    let _ = writeln!(
+        svg,
+        r#"<text x="{}" y="{}" text-anchor="middle">{}</text>"#,
+        LEFT + plot_w / 2.0,
+        HEIGHT - 18.0,
+        escape(x_label)
+    );
+    let _ = writeln!(
+        svg,
+        r#"<text x="18" y="{}" text-anchor="middle" transform="rotate(-90 18 {})">fraction of users</text>"#,
+        TOP + plot_h / 2.0,
+        TOP + plot_h / 2.0
+    );
     // One step line per series, and its legend entry.
     for (i, s) in series.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
@@ -69,7 +103,14 @@ pub fn cdf(title: &str, x_label: &str, series: &[Series]) -> String {
         let _ = writeln!(svg, r#"<polyline fill="none" stroke="{color}" stroke-width="2" points="{points}"/>"#);
         let ly = TOP + 18.0 + 18.0 * i as f64;
         let lx = LEFT + plot_w - 300.0;
-        let _ = writeln!(svg, r#"<line x1="{lx}" y1="{ly}" x2="{}" y2="{ly}" stroke="{color}" stroke-width="3"/><text x="{}" y="{}">{}</text>"#, lx + 24.0, lx + 30.0, ly + 4.0, escape(&s.label));
+        let _ = writeln!(
+            svg,
+            r#"<line x1="{lx}" y1="{ly}" x2="{}" y2="{ly}" stroke="{color}" stroke-width="3"/><text x="{}" y="{}">{}</text>"#,
+            lx + 24.0,
+            lx + 30.0,
+            ly + 4.0,
+            escape(&s.label)
+        );
     }
     svg.push_str("</svg>\n");
     svg

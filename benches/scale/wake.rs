@@ -18,7 +18,9 @@ use std::time::{Duration, Instant};
 use futures::FutureExt;
 use serde_json::{Value, json};
 
-use crate::gateway_load::{Stack, Turn, line_time_us, now_us, panic_text, parse_turns, read_logs, tag_of, tagged, write_plot};
+use crate::gateway_load::{
+    Stack, Turn, line_time_us, now_us, panic_text, parse_turns, read_logs, tag_of, tagged, write_plot,
+};
 use crate::options::Options;
 use crate::report::Report;
 use crate::{cpu, svg};
@@ -41,7 +43,13 @@ pub struct Wake {
 }
 
 /// The figures of one wake from its times; `None` when one is missing.
-pub fn wake_of(inject_us: i64, received_us: Option<i64>, listening_us: Option<i64>, turn: Turn, sent_us: Option<i64>) -> Option<Wake> {
+pub fn wake_of(
+    inject_us: i64,
+    received_us: Option<i64>,
+    listening_us: Option<i64>,
+    turn: Turn,
+    sent_us: Option<i64>,
+) -> Option<Wake> {
     let (recv, listening, sent) = (received_us?, listening_us?, sent_us?);
     let (turn_in, turn_out) = (turn.received_us?, turn.answered_us?);
     let reply = sent - inject_us;
@@ -75,7 +83,8 @@ pub async fn run(options: &Options, report: &mut Report) {
 async fn measure(options: &Options, report: &mut Report) -> Result<(), String> {
     let n = options.wake_repeats;
     let spec = json!({ "profile": "personal", "idleTimeout": options.wake_idle_timeout });
-    let users: Vec<(String, i64, Value)> = (0..n).map(|i| (format!("wake-{i:03}"), WAKE_BASE + i as i64, spec.clone())).collect();
+    let users: Vec<(String, i64, Value)> =
+        (0..n).map(|i| (format!("wake-{i:03}"), WAKE_BASE + i as i64, spec.clone())).collect();
     let stack = Stack::up("bench-wake", &users).await?;
     let idle_wait = options.wake_idle() + Duration::from_secs(120);
     stack.wait_phase_all(n, &["Idle"], idle_wait).await?;
@@ -85,7 +94,8 @@ async fn measure(options: &Options, report: &mut Report) -> Result<(), String> {
     let mut injections = Vec::new();
     for (i, (name, id, _)) in users.iter().enumerate() {
         let at_us = now_us();
-        let injected = stack.telegram.inject_text(*id, &tagged("wake", i as u64)).map_err(|e| format!("inject: {e}"))?;
+        let injected =
+            stack.telegram.inject_text(*id, &tagged("wake", i as u64)).map_err(|e| format!("inject: {e}"))?;
         let started = Instant::now();
         let timeout = Duration::from_secs(60);
         while stack.recorder.answered(i as u64).is_none() && started.elapsed() < timeout {
@@ -140,7 +150,12 @@ async fn measure(options: &Options, report: &mut Report) -> Result<(), String> {
         "method": "reply = inject → sendMessage (recording proxy); control-plane part = reply − the agent's turn (its log); includes the agent process's start",
     }));
     let ms = |f: fn(&Wake) -> i64| wakes.iter().map(|w| f(w) as f64 / 1000.0).collect::<Vec<f64>>();
-    let (c, r, l, t) = (ms(|w| w.control_plane_us), ms(|w| w.reply_us), ms(|w| w.to_agent_listening_us), ms(|w| w.listening_to_turn_us));
+    let (c, r, l, t) = (
+        ms(|w| w.control_plane_us),
+        ms(|w| w.reply_us),
+        ms(|w| w.to_agent_listening_us),
+        ms(|w| w.listening_to_turn_us),
+    );
     let plot = svg::cdf(
         &format!("Wake of an idle user ({n} wakes)"),
         "milliseconds",
@@ -152,7 +167,10 @@ async fn measure(options: &Options, report: &mut Report) -> Result<(), String> {
         ],
     );
     write_plot(options, report, &format!("wake-{n}.svg"), &plot);
-    eprintln!("   control-plane part p50 {:.0} ms p99 {:.0} ms; reply p99 {:.0} ms", control.p50_ms, control.p99_ms, reply.p99_ms);
+    eprintln!(
+        "   control-plane part p50 {:.0} ms p99 {:.0} ms; reply p99 {:.0} ms",
+        control.p50_ms, control.p99_ms, reply.p99_ms
+    );
     Ok(())
 }
 
@@ -163,7 +181,17 @@ fn summary_of_wakes(wakes: &[Wake], f: impl Fn(&Wake) -> i64) -> crate::stats::S
 pub fn self_test() {
     let turn = Turn { received_us: Some(900), answered_us: Some(950) };
     let w = wake_of(0, Some(10), Some(800), turn, Some(1_000)).expect("complete");
-    assert_eq!((w.reply_us, w.control_plane_us, w.agent_turn_us, w.to_agent_listening_us, w.listening_to_turn_us, w.answered_to_send_us), (1_000, 950, 50, 790, 100, 50));
+    assert_eq!(
+        (
+            w.reply_us,
+            w.control_plane_us,
+            w.agent_turn_us,
+            w.to_agent_listening_us,
+            w.listening_to_turn_us,
+            w.answered_to_send_us
+        ),
+        (1_000, 950, 50, 790, 100, 50)
+    );
     assert_eq!(wake_of(0, None, Some(1), turn, Some(2)), None);
     let log = "2026-11-25T12:00:00.000001Z  INFO agent: agent listening user=a\n2026-11-25T12:00:05.000000Z  INFO agent: agent listening user=a\n";
     let second = line_time_us(log.lines().nth(1).unwrap_or_default());

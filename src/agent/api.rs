@@ -105,7 +105,8 @@ mod tests {
     fn sender_is_an_id_or_a_user_object() {
         let a: TurnRequest = serde_json::from_str(r#"{"update_id":1,"chat_id":2,"from":3,"text":"hi"}"#).unwrap();
         let b: TurnRequest =
-            serde_json::from_str(r#"{"update_id":1,"chat_id":2,"from":{"id":3,"first_name":"A"},"text":"hi"}"#).unwrap();
+            serde_json::from_str(r#"{"update_id":1,"chat_id":2,"from":{"id":3,"first_name":"A"},"text":"hi"}"#)
+                .unwrap();
         assert_eq!((a.from.id(), b.from.id()), (3, 3));
         assert!(a.validate().is_ok());
         assert!(serde_json::from_str::<TurnRequest>(r#"{"update_id":1,"chat_id":2,"text":"hi"}"#).is_err());

@@ -199,13 +199,19 @@ fn parse_broker(text: &str) -> Result<Url, ConfigError> {
 
 /// Go-style durations, as elsewhere in the project: `60s`, `1m30s`, `500ms`.
 fn parse_duration(text: &str) -> Result<Duration, String> {
-    let parsed: kube::core::Duration = text.trim().parse().map_err(|_| format!("{text:?} is not a duration such as 30s or 2m"))?;
+    let parsed: kube::core::Duration =
+        text.trim().parse().map_err(|_| format!("{text:?} is not a duration such as 30s or 2m"))?;
     Ok(Duration::from(parsed))
 }
 
 fn in_range<T: PartialOrd + fmt::Display>(name: &'static str, value: T, min: T, max: T) -> Result<(), ConfigError> {
     if value < min || value > max {
-        return Err(ConfigError::OutOfRange { name, value: value.to_string(), min: min.to_string(), max: max.to_string() });
+        return Err(ConfigError::OutOfRange {
+            name,
+            value: value.to_string(),
+            min: min.to_string(),
+            max: max.to_string(),
+        });
     }
     Ok(())
 }

@@ -25,12 +25,23 @@ impl DiskLimit {
         if adding <= self.room(used) {
             return Ok(());
         }
-        Err(format!("the workspace is full: {}, and this would add {}. {}", self.usage(used), bytes(adding), FREE_SPACE))
+        Err(format!(
+            "the workspace is full: {}, and this would add {}. {}",
+            self.usage(used),
+            bytes(adding),
+            FREE_SPACE
+        ))
     }
 
     /// After a command: a note when the workspace has gone past its size.
     pub fn over(self, used: u64) -> Option<String> {
-        (used > self.0).then(|| format!("the workspace is now over its size: {}. Further writes are refused. {}", self.usage(used), FREE_SPACE))
+        (used > self.0).then(|| {
+            format!(
+                "the workspace is now over its size: {}. Further writes are refused. {}",
+                self.usage(used),
+                FREE_SPACE
+            )
+        })
     }
 
     fn usage(self, used: u64) -> String {

@@ -330,7 +330,10 @@ mod tests {
         assert!(matches!(write(fd.as_fd(), "h", b"x", false, 100), Err(FileError::Denied(_))));
         assert_eq!(std::fs::read_to_string(dir.path().join("history")).unwrap(), "h");
         rustix::fs::mknodat(&fd, "fifo", FileType::Fifo, Mode::from_raw_mode(0o644), 0).unwrap();
-        assert!(matches!(read(fd.as_fd(), "fifo", 0, 10), Err(FileError::Denied(_))), "a FIFO neither blocks nor reads");
+        assert!(
+            matches!(read(fd.as_fd(), "fifo", 0, 10), Err(FileError::Denied(_))),
+            "a FIFO neither blocks nor reads"
+        );
     }
 
     #[test]

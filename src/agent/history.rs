@@ -77,12 +77,8 @@ fn close_open_calls(out: &mut Vec<Message>, open: &mut Vec<String>) {
 /// its oldest tool results are replaced by a stub until it fits.
 pub fn trim(messages: Vec<Message>, budget: usize) -> Vec<Message> {
     let messages = sanitize(messages);
-    let starts: Vec<usize> = messages
-        .iter()
-        .enumerate()
-        .filter(|(_, m)| matches!(m, Message::User { .. }))
-        .map(|(i, _)| i)
-        .collect();
+    let starts: Vec<usize> =
+        messages.iter().enumerate().filter(|(_, m)| matches!(m, Message::User { .. })).map(|(i, _)| i).collect();
     // Anything before the first user message is a fragment of a turn cut off by the window.
     let Some(&last_start) = starts.last() else { return Vec::new() };
     let sizes: Vec<usize> = messages.iter().map(Message::size).collect();
@@ -144,7 +140,10 @@ mod tests {
     fn calls(ids: &[&str]) -> Message {
         Message::Assistant {
             content: None,
-            tool_calls: ids.iter().map(|id| ToolCall { id: id.to_string(), name: "exec".into(), arguments: "{}".into() }).collect(),
+            tool_calls: ids
+                .iter()
+                .map(|id| ToolCall { id: id.to_string(), name: "exec".into(), arguments: "{}".into() })
+                .collect(),
         }
     }
     fn result(id: &str, t: &str) -> Message {

@@ -16,9 +16,10 @@ use async_openai::middleware::retry::OpenAIRetryLayer;
 use async_openai::types::chat::{
     ChatCompletionMessageToolCall, ChatCompletionMessageToolCalls, ChatCompletionRequestAssistantMessage,
     ChatCompletionRequestAssistantMessageContent, ChatCompletionRequestMessage, ChatCompletionRequestSystemMessage,
-    ChatCompletionRequestSystemMessageContent, ChatCompletionRequestToolMessage, ChatCompletionRequestToolMessageContent,
-    ChatCompletionRequestUserMessage, ChatCompletionRequestUserMessageContent, ChatCompletionTool, ChatCompletionTools,
-    CreateChatCompletionRequest, CreateChatCompletionResponse, FunctionCall, FunctionObject,
+    ChatCompletionRequestSystemMessageContent, ChatCompletionRequestToolMessage,
+    ChatCompletionRequestToolMessageContent, ChatCompletionRequestUserMessage, ChatCompletionRequestUserMessageContent,
+    ChatCompletionTool, ChatCompletionTools, CreateChatCompletionRequest, CreateChatCompletionResponse, FunctionCall,
+    FunctionObject,
 };
 use tower::Layer;
 
@@ -94,7 +95,9 @@ impl From<OpenAIError> for LlmError {
             OpenAIError::Reqwest(e) if e.is_timeout() => LlmError::Timeout,
             OpenAIError::Reqwest(e) if e.is_connect() => LlmError::Unreachable(short(&e.to_string())),
             OpenAIError::Reqwest(e) => LlmError::Unreachable(short(&e.to_string())),
-            OpenAIError::ApiError(e) => LlmError::Status { status: e.status_code.as_u16(), message: short(&e.api_error.message) },
+            OpenAIError::ApiError(e) => {
+                LlmError::Status { status: e.status_code.as_u16(), message: short(&e.api_error.message) }
+            }
             OpenAIError::JSONDeserialize(e, _) => LlmError::Decode(short(&e.to_string())),
             other => LlmError::Request(short(&other.to_string())),
         }
@@ -150,7 +153,12 @@ impl ChatModel for LlmClient {
 }
 
 /// The wire request. Pure.
-pub fn build_request(model: &str, system: &str, messages: &[Message], tools: &[ToolSpec]) -> CreateChatCompletionRequest {
+pub fn build_request(
+    model: &str,
+    system: &str,
+    messages: &[Message],
+    tools: &[ToolSpec],
+) -> CreateChatCompletionRequest {
     let mut wire = Vec::with_capacity(messages.len() + 1);
     wire.push(ChatCompletionRequestMessage::System(ChatCompletionRequestSystemMessage {
         content: ChatCompletionRequestSystemMessageContent::Text(system.to_string()),
@@ -185,21 +193,23 @@ fn to_wire(message: &Message) -> ChatCompletionRequestMessage {
             content: ChatCompletionRequestUserMessageContent::Text(text.clone()),
             name: None,
         }),
-        Message::Assistant { content, tool_calls } => ChatCompletionRequestMessage::Assistant(ChatCompletionRequestAssistantMessage {
-            content: content.clone().map(ChatCompletionRequestAssistantMessageContent::Text),
-            tool_calls: (!tool_calls.is_empty()).then(|| {
-                tool_calls
-                    .iter()
-                    .map(|c| {
-                        ChatCompletionMessageToolCalls::Function(ChatCompletionMessageToolCall {
-                            id: c.id.clone(),
-                            function: FunctionCall { name: c.name.clone(), arguments: c.arguments.clone() },
+        Message::Assistant { content, tool_calls } => {
+            ChatCompletionRequestMessage::Assistant(ChatCompletionRequestAssistantMessage {
+                content: content.clone().map(ChatCompletionRequestAssistantMessageContent::Text),
+                tool_calls: (!tool_calls.is_empty()).then(|| {
+                    tool_calls
+                        .iter()
+                        .map(|c| {
+                            ChatCompletionMessageToolCalls::Function(ChatCompletionMessageToolCall {
+                                id: c.id.clone(),
+                                function: FunctionCall { name: c.name.clone(), arguments: c.arguments.clone() },
+                            })
                         })
-                    })
-                    .collect()
-            }),
-            ..Default::default()
-        }),
+                        .collect()
+                }),
+                ..Default::default()
+            })
+        }
         Message::Tool { call_id, content } => ChatCompletionRequestMessage::Tool(ChatCompletionRequestToolMessage {
             content: ChatCompletionRequestToolMessageContent::Text(content.clone()),
             tool_call_id: call_id.clone(),
@@ -242,7 +252,11 @@ mod tests {
             Message::User { text: "hi".into() },
             Message::Assistant {
                 content: None,
-                tool_calls: vec![ToolCall { id: "c1".into(), name: "exec".into(), arguments: "{\"command\":\"ls\"}".into() }],
+                tool_calls: vec![ToolCall {
+                    id: "c1".into(),
+                    name: "exec".into(),
+                    arguments: "{\"command\":\"ls\"}".into(),
+                }],
             },
             Message::Tool { call_id: "c1".into(), content: "a.txt".into() },
         ];
@@ -271,9 +285,14 @@ mod tests {
         }))
         .unwrap();
         let reply = parse_response(response).unwrap();
-        assert_eq!(reply.tool_calls, vec![ToolCall { id: "c1".into(), name: "exec".into(), arguments: "not json".into() }]);
-        let empty: CreateChatCompletionResponse =
-            serde_json::from_value(json!({"id": "x", "object": "chat.completion", "created": 1, "model": "m", "choices": []})).unwrap();
+        assert_eq!(
+            reply.tool_calls,
+            vec![ToolCall { id: "c1".into(), name: "exec".into(), arguments: "not json".into() }]
+        );
+        let empty: CreateChatCompletionResponse = serde_json::from_value(
+            json!({"id": "x", "object": "chat.completion", "created": 1, "model": "m", "choices": []}),
+        )
+        .unwrap();
         assert!(matches!(parse_response(empty), Err(LlmError::Decode(_))));
     }
 

@@ -44,7 +44,11 @@ impl Metrics {
         };
         let r = registry.sub_registry_with_prefix("moltmate_agent");
         r.register("turns", "Turns by outcome (answered, duplicate, model_unavailable, error)", metrics.turns.clone());
-        r.register("tool_calls", "Tool calls by tool and decision (allowed, denied, error)", metrics.tool_calls.clone());
+        r.register(
+            "tool_calls",
+            "Tool calls by tool and decision (allowed, denied, error)",
+            metrics.tool_calls.clone(),
+        );
         r.register("llm_errors", "Failed LLM requests (after retries) by kind", metrics.llm_errors.clone());
         r.register("turn_duration_seconds", "Time from a turn's start to its reply", metrics.turn_duration.clone());
         metrics

@@ -96,7 +96,12 @@ async fn serve(config: Config) -> Result<(), Error> {
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
     let model = LlmClient::new(&config)?;
-    let web = WebFetcher::new(config.fetch_url(), config.token.clone(), config.profile.web_fetch.clone(), config.web_fetch_timeout)?;
+    let web = WebFetcher::new(
+        config.fetch_url(),
+        config.token.clone(),
+        config.profile.web_fetch.clone(),
+        config.web_fetch_timeout,
+    )?;
     let tools = Tools {
         user: config.user.clone(),
         profile: config.profile.clone(),
@@ -118,10 +123,13 @@ async fn serve(config: Config) -> Result<(), Error> {
 
     let health = Health::new();
     let span = tracing::Span::current();
-    let app = crate::http::router(health.clone(), registry, Box::new(|| {}))
-        .merge(server::router(agent))
-        .layer(axum::middleware::from_fn(move |request, next: axum::middleware::Next| next.run(request).instrument(span.clone())));
-    let listener = tokio::net::TcpListener::bind(listen).await.map_err(|source| Error::Bind { addr: listen, source })?;
+    let app = crate::http::router(health.clone(), registry, Box::new(|| {})).merge(server::router(agent)).layer(
+        axum::middleware::from_fn(move |request, next: axum::middleware::Next| {
+            next.run(request).instrument(span.clone())
+        }),
+    );
+    let listener =
+        tokio::net::TcpListener::bind(listen).await.map_err(|source| Error::Bind { addr: listen, source })?;
     let addr = listener.local_addr().map_err(|source| Error::Bind { addr: listen, source })?;
     health.set_ready(true);
     info!(user = %user, addr = %addr, session = %session, profile = ?profile, persistent = writable, "agent listening");

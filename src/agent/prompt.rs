@@ -53,7 +53,9 @@ pub fn exec_summary(profile: &ResolvedProfile) -> String {
         ExecSecurity::Allowlist => {
             format!("exec runs one program, {NO_SHELL}, in files/; allowed programs: {}.", profile.safe_bins.join(", "))
         }
-        ExecSecurity::Blocklist => format!("exec runs one program, {NO_SHELL}, in files/; dangerous programs are refused."),
+        ExecSecurity::Blocklist => {
+            format!("exec runs one program, {NO_SHELL}, in files/; dangerous programs are refused.")
+        }
         ExecSecurity::Full => format!("exec runs one program, {NO_SHELL}, in files/."),
     }
 }
@@ -64,7 +66,9 @@ pub fn web_summary(profile: &ResolvedProfile) -> String {
         (_, false) => "web_fetch is disabled.".to_string(),
         (None, true) => "web_fetch fetches public web pages.".to_string(),
         (Some(domains), true) if domains.is_empty() => "web_fetch is disabled (no domain is allowed).".to_string(),
-        (Some(domains), true) => format!("web_fetch fetches pages of these domains and their subdomains only: {}.", domains.join(", ")),
+        (Some(domains), true) => {
+            format!("web_fetch fetches pages of these domains and their subdomains only: {}.", domains.join(", "))
+        }
     }
 }
 

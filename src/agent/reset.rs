@@ -19,7 +19,10 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use hmac::{Hmac, Mac};
-use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags, RenameFlags, fstat, fsync, mkdirat, openat, renameat, renameat_with, statat, unlinkat};
+use rustix::fs::{
+    AtFlags, Dir, FileType, Mode, OFlags, RenameFlags, fstat, fsync, mkdirat, openat, renameat, renameat_with, statat,
+    unlinkat,
+};
 use rustix::io::Errno;
 use sha2::Sha256;
 
@@ -56,9 +59,15 @@ pub fn apply(root: &Path, wanted: u64, writable: bool, key: &[u8]) -> Result<Out
     if wanted == 0 {
         return Ok(Outcome::UpToDate);
     }
-    let wipe_err = |entry: &str, e: Errno| ResetError::Wipe { path: root.into(), generation: wanted, entry: entry.into(), source: e.into() };
+    let wipe_err = |entry: &str, e: Errno| ResetError::Wipe {
+        path: root.into(),
+        generation: wanted,
+        entry: entry.into(),
+        source: e.into(),
+    };
     // The root is the volume mount the operator chose; it may be reached via links.
-    let root_fd = rustix::fs::open(root, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()).map_err(|e| wipe_err(".", e))?;
+    let root_fd = rustix::fs::open(root, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+        .map_err(|e| wipe_err(".", e))?;
     let recorded = read_record(root_fd.as_fd()).and_then(|text| parse_record(&text, key)).unwrap_or(0);
     if wanted <= recorded {
         return Ok(Outcome::UpToDate);
@@ -78,8 +87,11 @@ pub fn apply(root: &Path, wanted: u64, writable: bool, key: &[u8]) -> Result<Out
     wipe.run().map_err(|(entry, e)| wipe_err(&entry, e))?;
     // The removals are durable before the record says they happened.
     fsync(&root_fd).map_err(|e| wipe_err(".", e))?;
-    write_record(root_fd.as_fd(), &record_text(wanted, key))
-        .map_err(|e| ResetError::Record { path: root.into(), generation: wanted, source: e.into() })?;
+    write_record(root_fd.as_fd(), &record_text(wanted, key)).map_err(|e| ResetError::Record {
+        path: root.into(),
+        generation: wanted,
+        source: e.into(),
+    })?;
     Ok(Outcome::Wiped { generation: wanted, removed: wipe.removed, kept: wipe.kept })
 }
 
@@ -106,7 +118,13 @@ pub fn parse_record(text: &str, key: &[u8]) -> Option<u64> {
 
 fn read_record(root: BorrowedFd<'_>) -> Option<String> {
     let dir = openat(root, RECORD_DIR, DIR_FLAGS, Mode::empty()).ok()?;
-    let fd = openat(&dir, RECORD_FILE, OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC, Mode::empty()).ok()?;
+    let fd = openat(
+        &dir,
+        RECORD_FILE,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .ok()?;
     if FileType::from_raw_mode(fstat(&fd).ok()?.st_mode) != FileType::RegularFile {
         return None;
     }
@@ -246,7 +264,8 @@ impl Wipe<'_> {
 /// following links (`O_PATH`, which needs no permission on it) and `/proc/self/fd`, so the
 /// mode change lands on that very directory even if a link has taken its name since.
 fn make_accessible(dir: BorrowedFd<'_>, name: &CStr) -> Result<(), Errno> {
-    let handle: OwnedFd = openat(dir, name, OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())?;
+    let handle: OwnedFd =
+        openat(dir, name, OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())?;
     let st = fstat(&handle)?;
     let mode = (st.st_mode & 0o7777) | 0o700;
     rustix::fs::chmod(format!("/proc/self/fd/{}", handle.as_raw_fd()).as_str(), Mode::from_raw_mode(mode))
@@ -277,7 +296,8 @@ mod tests {
     const KEY: &[u8] = b"agent-token-0123456789";
 
     fn entries(dir: &Path) -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        let mut names: Vec<String> =
+            std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
         names.sort();
         names
     }
@@ -311,7 +331,10 @@ mod tests {
         assert!(dir.path().join("MEMORY.md").exists());
 
         let outcome = apply(dir.path(), 1, true, KEY).unwrap();
-        assert!(matches!(outcome, Outcome::Wiped { generation: 1, removed, ref kept } if removed >= 8 && kept.is_empty()), "{outcome:?}");
+        assert!(
+            matches!(outcome, Outcome::Wiped { generation: 1, removed, ref kept } if removed >= 8 && kept.is_empty()),
+            "{outcome:?}"
+        );
         assert_eq!(entries(dir.path()), [RECORD_DIR]);
         assert_eq!(entries(&dir.path().join(RECORD_DIR)), [RECORD_FILE]);
 
@@ -335,7 +358,8 @@ mod tests {
         assert!(!dir.path().join("MEMORY.md").exists());
         // A record written with another user's token counts as none either.
         std::fs::write(dir.path().join("MEMORY.md"), "x").unwrap();
-        std::fs::write(dir.path().join(RECORD_DIR).join(RECORD_FILE), record_text(5, b"someone-elses-token-0000")).unwrap();
+        std::fs::write(dir.path().join(RECORD_DIR).join(RECORD_FILE), record_text(5, b"someone-elses-token-0000"))
+            .unwrap();
         assert!(matches!(apply(dir.path(), 2, true, KEY).unwrap(), Outcome::Wiped { generation: 2, .. }));
     }
 
@@ -374,10 +398,13 @@ mod tests {
         // `chmod 000` and `chmod 500` from exec.
         std::fs::create_dir_all(dir.path().join("files/locked/inner")).unwrap();
         std::fs::write(dir.path().join("files/locked/inner/f"), "x").unwrap();
-        std::fs::set_permissions(dir.path().join("files/locked/inner"), std::fs::Permissions::from_mode(0o500)).unwrap();
+        std::fs::set_permissions(dir.path().join("files/locked/inner"), std::fs::Permissions::from_mode(0o500))
+            .unwrap();
         std::fs::set_permissions(dir.path().join("files/locked"), std::fs::Permissions::from_mode(0o000)).unwrap();
 
-        assert!(matches!(apply(dir.path(), 1, true, KEY).unwrap(), Outcome::Wiped { generation: 1, ref kept, .. } if kept.is_empty()));
+        assert!(
+            matches!(apply(dir.path(), 1, true, KEY).unwrap(), Outcome::Wiped { generation: 1, ref kept, .. } if kept.is_empty())
+        );
         assert_eq!(entries(dir.path()), [RECORD_DIR]);
     }
 

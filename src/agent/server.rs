@@ -11,8 +11,8 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use sha2::{Digest, Sha256};
 use futures::StreamExt;
+use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tokio::sync::OwnedMutexGuard;
 use tracing::{Instrument, error, info, warn};
@@ -146,7 +146,13 @@ mod tests {
         let token = "0123456789abcdef";
         assert!(token_matches(token, &headers("Bearer 0123456789abcdef")));
         assert!(token_matches(token, &headers("bearer 0123456789abcdef")));
-        for bad in ["Bearer 0123456789abcdeF", "Bearer 0123456789abcde", "Basic 0123456789abcdef", "0123456789abcdef", "Bearer "] {
+        for bad in [
+            "Bearer 0123456789abcdeF",
+            "Bearer 0123456789abcde",
+            "Basic 0123456789abcdef",
+            "0123456789abcdef",
+            "Bearer ",
+        ] {
             assert!(!token_matches(token, &headers(bad)), "{bad}");
         }
         assert!(!token_matches(token, &HeaderMap::new()));

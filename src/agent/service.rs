@@ -36,7 +36,14 @@ pub struct Agent {
 }
 
 impl Agent {
-    pub fn new(config: Config, workspace: Workspace, tools: Tools, model: LlmClient, metrics: Metrics, store: SessionStore) -> Self {
+    pub fn new(
+        config: Config,
+        workspace: Workspace,
+        tools: Tools,
+        model: LlmClient,
+        metrics: Metrics,
+        store: SessionStore,
+    ) -> Self {
         let snapshot = std::sync::Mutex::new((store.session_id(), store.window.turns));
         Self { config, workspace, tools, model, metrics, session: Arc::new(Mutex::new(store)), snapshot }
     }

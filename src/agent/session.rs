@@ -45,7 +45,9 @@ impl Record {
             Record::Assistant { content, tool_calls } => {
                 Some(Message::Assistant { content: content.clone(), tool_calls: tool_calls.clone() })
             }
-            Record::Tool { call_id, content, .. } => Some(Message::Tool { call_id: call_id.clone(), content: content.clone() }),
+            Record::Tool { call_id, content, .. } => {
+                Some(Message::Tool { call_id: call_id.clone(), content: content.clone() })
+            }
             Record::Reply { text, .. } => Some(Message::Assistant { content: Some(text.clone()), tool_calls: vec![] }),
             Record::Failed { .. } => None,
         }
@@ -234,9 +236,14 @@ mod tests {
         assert_eq!(serde_json::from_str::<Line>(&json).unwrap(), line);
         let call = Record::Assistant {
             content: None,
-            tool_calls: vec![ToolCall { id: "c1".into(), name: "exec".into(), arguments: "{\"command\":\"ls\"}".into() }],
+            tool_calls: vec![ToolCall {
+                id: "c1".into(),
+                name: "exec".into(),
+                arguments: "{\"command\":\"ls\"}".into(),
+            }],
         };
-        let back: Line = serde_json::from_str(&serde_json::to_string(&Line::new(call.clone(), "t".into())).unwrap()).unwrap();
+        let back: Line =
+            serde_json::from_str(&serde_json::to_string(&Line::new(call.clone(), "t".into())).unwrap()).unwrap();
         assert_eq!(back.record, call);
     }
 

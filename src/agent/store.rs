@@ -15,7 +15,9 @@ use std::path::{Path, PathBuf};
 
 use tracing::warn;
 
-use super::session::{Line, Record, Replies, ReplyLine, Window, parse_session_file_name, session_file_name, session_id};
+use super::session::{
+    Line, Record, Replies, ReplyLine, Window, parse_session_file_name, session_file_name, session_id,
+};
 
 /// Updates remembered for deduplication; the gateway redelivers within minutes, not days.
 pub const REPLIES_KEPT: usize = 1024;
@@ -87,7 +89,14 @@ impl SessionStore {
         let file = open_append(&path)?;
         sync_dir(dir)?;
         let replies_file = open_append(&replies_path)?;
-        Ok(Self { dir: Some(dir.to_path_buf()), id, file: Some(file), replies_file: Some(replies_file), window, replies })
+        Ok(Self {
+            dir: Some(dir.to_path_buf()),
+            id,
+            file: Some(file),
+            replies_file: Some(replies_file),
+            window,
+            replies,
+        })
     }
 
     pub fn session_id(&self) -> String {
@@ -354,7 +363,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut lines = String::new();
         for i in 0..(2 * REPLIES_KEPT as i64 + 10) {
-            lines.push_str(&serde_json::to_string(&ReplyLine { update_id: i, reply: Some("r".into()), delivered: false }).unwrap());
+            lines.push_str(
+                &serde_json::to_string(&ReplyLine { update_id: i, reply: Some("r".into()), delivered: false }).unwrap(),
+            );
             lines.push('\n');
         }
         fs::write(dir.path().join(REPLIES_FILE), lines).unwrap();

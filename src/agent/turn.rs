@@ -89,7 +89,11 @@ pub async fn run<M: ChatModel, T: ToolRunner>(
             } else {
                 tools.call(call).await
             };
-            store.append(vec![Record::Tool { call_id: call.id.clone(), name: call.name.clone(), content: result.content }])?;
+            store.append(vec![Record::Tool {
+                call_id: call.id.clone(),
+                name: call.name.clone(),
+                content: result.content,
+            }])?;
         }
         round += 1;
     }
@@ -111,7 +115,8 @@ pub fn accept_calls(calls: Vec<ToolCall>, round: u32) -> (Vec<ToolCall>, Vec<usi
         .into_iter()
         .enumerate()
         .map(|(i, mut call)| {
-            let usable = !call.id.is_empty() && call.id.len() <= ID_MAX && call.id.bytes().all(|b| b.is_ascii_graphic());
+            let usable =
+                !call.id.is_empty() && call.id.len() <= ID_MAX && call.id.bytes().all(|b| b.is_ascii_graphic());
             if !usable || !seen.insert(call.id.clone()) {
                 call.id = format!("call_r{round}_{i}");
                 seen.insert(call.id.clone());
@@ -150,7 +155,12 @@ mod tests {
     }
 
     impl ChatModel for Scripted {
-        async fn complete(&self, _system: &str, messages: &[Message], tools: &[ToolSpec]) -> Result<ModelReply, LlmError> {
+        async fn complete(
+            &self,
+            _system: &str,
+            messages: &[Message],
+            tools: &[ToolSpec],
+        ) -> Result<ModelReply, LlmError> {
             self.seen.lock().unwrap().push((messages.to_vec(), tools.len()));
             self.replies.lock().unwrap().pop_front().unwrap_or_else(|| Ok(text("done")))
         }
@@ -162,7 +172,12 @@ mod tests {
             vec![ToolSpec { name: "exec", description: String::new(), parameters: serde_json::json!({}) }]
         }
         async fn call(&self, call: &ToolCall) -> ToolResult {
-            ToolResult { content: format!("ran {}", call.arguments), decision: Decision::Allowed, exit_code: Some(0), bytes: 0 }
+            ToolResult {
+                content: format!("ran {}", call.arguments),
+                decision: Decision::Allowed,
+                exit_code: Some(0),
+                bytes: 0,
+            }
         }
     }
 
@@ -170,7 +185,10 @@ mod tests {
         ModelReply { content: Some(t.into()), tool_calls: vec![] }
     }
     fn call(id: &str, args: &str) -> ModelReply {
-        ModelReply { content: None, tool_calls: vec![ToolCall { id: id.into(), name: "exec".into(), arguments: args.into() }] }
+        ModelReply {
+            content: None,
+            tool_calls: vec![ToolCall { id: id.into(), name: "exec".into(), arguments: args.into() }],
+        }
     }
     fn store_with(text: &str) -> SessionStore {
         let dir = std::env::temp_dir();
@@ -188,7 +206,10 @@ mod tests {
         assert_eq!(reply, "3 files");
         let seen = model.seen.lock().unwrap();
         assert_eq!(seen.len(), 2);
-        assert_eq!(seen[1].0.last(), Some(&Message::Tool { call_id: "c1".into(), content: "ran {\"command\":\"ls\"}".into() }));
+        assert_eq!(
+            seen[1].0.last(),
+            Some(&Message::Tool { call_id: "c1".into(), content: "ran {\"command\":\"ls\"}".into() })
+        );
     }
 
     #[tokio::test]

@@ -58,7 +58,8 @@ impl Workspace {
     pub fn open(root: &Path, writable: bool) -> Result<Self, WorkspaceError> {
         let open_err = |e: Errno| WorkspaceError::Open { path: root.to_path_buf(), source: e.into() };
         // The root itself is the volume mount the operator chose; it may be reached via links.
-        let fd = rustix::fs::open(root, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()).map_err(open_err)?;
+        let fd = rustix::fs::open(root, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+            .map_err(open_err)?;
         let ws = Self { root: root.to_path_buf(), fd: Arc::new(fd), writable };
         if writable {
             for dir in [FILES, SESSIONS] {
@@ -131,7 +132,9 @@ impl Workspace {
         };
         let start = size.saturating_sub(MEMORY_PROMPT_MAX as u64);
         let mut bytes = Vec::new();
-        if file.seek(SeekFrom::Start(start)).is_err() || file.take(MEMORY_PROMPT_MAX as u64).read_to_end(&mut bytes).is_err() {
+        if file.seek(SeekFrom::Start(start)).is_err()
+            || file.take(MEMORY_PROMPT_MAX as u64).read_to_end(&mut bytes).is_err()
+        {
             return (String::new(), false);
         }
         let text = String::from_utf8_lossy(&bytes).into_owned();
@@ -153,7 +156,9 @@ impl Workspace {
     /// Append one entry to MEMORY.md; returns the bytes written.
     pub fn remember(&self, text: &str, at: &str) -> Result<usize, FileError> {
         if !self.writable {
-            return Err(FileError::Denied("the workspace is read-only (workspaceAccess: ro); nothing can be remembered".into()));
+            return Err(FileError::Denied(
+                "the workspace is read-only (workspaceAccess: ro); nothing can be remembered".into(),
+            ));
         }
         let text = text.trim();
         if text.is_empty() {

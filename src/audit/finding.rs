@@ -40,10 +40,20 @@ impl Finding {
     pub fn pass(check: &'static str, object: impl Into<String>, message: impl Into<String>) -> Self {
         Self { check, status: Status::Pass, object: object.into(), message: message.into(), fix: None }
     }
-    pub fn warn(check: &'static str, object: impl Into<String>, message: impl Into<String>, fix: impl Into<String>) -> Self {
+    pub fn warn(
+        check: &'static str,
+        object: impl Into<String>,
+        message: impl Into<String>,
+        fix: impl Into<String>,
+    ) -> Self {
         Self { check, status: Status::Warn, object: object.into(), message: message.into(), fix: Some(fix.into()) }
     }
-    pub fn fail(check: &'static str, object: impl Into<String>, message: impl Into<String>, fix: impl Into<String>) -> Self {
+    pub fn fail(
+        check: &'static str,
+        object: impl Into<String>,
+        message: impl Into<String>,
+        fix: impl Into<String>,
+    ) -> Self {
         Self { check, status: Status::Fail, object: object.into(), message: message.into(), fix: Some(fix.into()) }
     }
 }

@@ -111,10 +111,15 @@ async fn kube_config(args: &AuditArgs) -> Result<Config, AuditError> {
     let options = KubeConfigOptions { context: args.context.clone(), ..KubeConfigOptions::default() };
     let mut config = match (&args.kubeconfig, &args.context) {
         (Some(path), _) => {
-            let kubeconfig = Kubeconfig::read_from(path).map_err(|e| AuditError::Kubeconfig(format!("{}: {e}", path.display())))?;
-            Config::from_custom_kubeconfig(kubeconfig, &options).await.map_err(|e| AuditError::Kubeconfig(e.to_string()))?
+            let kubeconfig =
+                Kubeconfig::read_from(path).map_err(|e| AuditError::Kubeconfig(format!("{}: {e}", path.display())))?;
+            Config::from_custom_kubeconfig(kubeconfig, &options)
+                .await
+                .map_err(|e| AuditError::Kubeconfig(e.to_string()))?
         }
-        (None, Some(_)) => Config::from_kubeconfig(&options).await.map_err(|e| AuditError::Kubeconfig(e.to_string()))?,
+        (None, Some(_)) => {
+            Config::from_kubeconfig(&options).await.map_err(|e| AuditError::Kubeconfig(e.to_string()))?
+        }
         (None, None) => Config::infer().await.map_err(|e| AuditError::Kubeconfig(e.to_string()))?,
     };
     // A one-shot command: fail fast rather than wait out the client's long defaults.

@@ -44,7 +44,9 @@ pub fn text(findings: &[Finding], verbose: bool) -> String {
     let width = |i: usize| rows.iter().chain([&header]).map(|r| r[i].chars().count()).max().unwrap_or(0);
     let (w0, w1, w2) = (width(0), width(1), width(2).min(60));
     let mut out = String::new();
-    let line = |r: &[String; 4]| format!("{:<w0$}  {:<w1$}  {:<w2$}  {}", r[0], r[1], r[2], r[3]).trim_end().to_string() + "\n";
+    let line = |r: &[String; 4]| {
+        format!("{:<w0$}  {:<w1$}  {:<w2$}  {}", r[0], r[1], r[2], r[3]).trim_end().to_string() + "\n"
+    };
     out.push_str(&line(&header));
     for (row, fix) in rows.iter().zip(&fixes) {
         out.push_str(&line(row));
@@ -75,9 +77,21 @@ mod tests {
     use super::*;
 
     fn sample() -> Vec<Finding> {
-        let mut f: Vec<Finding> = (0..5).map(|i| Finding::pass("network-policy", format!("NetworkPolicy moltmate-u{i}/moltmate-isolation"), "fine")).collect();
-        f.push(Finding::fail("network-policy", "NetworkPolicy moltmate-x/moltmate-isolation", "missing", "start the operator"));
-        f.push(Finding::warn("retained-workspace", "PersistentVolumeClaim moltmate-gone/workspace", "old", "delete it"));
+        let mut f: Vec<Finding> = (0..5)
+            .map(|i| Finding::pass("network-policy", format!("NetworkPolicy moltmate-u{i}/moltmate-isolation"), "fine"))
+            .collect();
+        f.push(Finding::fail(
+            "network-policy",
+            "NetworkPolicy moltmate-x/moltmate-isolation",
+            "missing",
+            "start the operator",
+        ));
+        f.push(Finding::warn(
+            "retained-workspace",
+            "PersistentVolumeClaim moltmate-gone/workspace",
+            "old",
+            "delete it",
+        ));
         f
     }
 
@@ -86,7 +100,12 @@ mod tests {
         let out = text(&sample(), false);
         let lines: Vec<&str> = out.lines().collect();
         assert!(lines[0].starts_with("STATUS"));
-        assert!(lines[1].starts_with("FAIL") && lines[1].contains("moltmate-x/moltmate-isolation") && lines[1].contains("missing"), "{out}");
+        assert!(
+            lines[1].starts_with("FAIL")
+                && lines[1].contains("moltmate-x/moltmate-isolation")
+                && lines[1].contains("missing"),
+            "{out}"
+        );
         assert!(lines[2].trim_start().starts_with("fix: start the operator"), "{out}");
         assert!(lines[3].starts_with("PASS") && lines[3].contains("5 objects"), "{out}");
         assert!(lines[4].starts_with("WARN"), "{out}");

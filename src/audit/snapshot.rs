@@ -36,7 +36,12 @@ impl SecretInfo {
         for (k, v) in secret.string_data.iter().flatten() {
             lengths.insert(k.clone(), v.trim().len());
         }
-        Self { namespace: secret.namespace().unwrap_or_default(), name: secret.name_any(), type_: secret.type_.clone(), lengths }
+        Self {
+            namespace: secret.namespace().unwrap_or_default(),
+            name: secret.name_any(),
+            type_: secret.type_.clone(),
+            lengths,
+        }
     }
 }
 
@@ -106,7 +111,9 @@ pub fn in_namespace<'a, K: Resource>(items: &'a [K], namespace: &'a str) -> impl
 
 #[derive(Debug, thiserror::Error)]
 pub enum CollectError {
-    #[error("the MoltmateUser CRD is not installed in this cluster (moltmateusers.moltmate.io not found); is this the right cluster?")]
+    #[error(
+        "the MoltmateUser CRD is not installed in this cluster (moltmateusers.moltmate.io not found); is this the right cluster?"
+    )]
     NoCrd,
     #[error(
         "not allowed to {verb} {what}: {message}. The audit reads every object it checks (Secrets of the release namespace included); run it with an admin's kubeconfig"
@@ -154,7 +161,8 @@ pub async fn collect(client: &Client, release_namespace: &str) -> Result<Snapsho
     };
     let mut relevant = snapshot.sandbox_namespaces();
     relevant.insert(release_namespace.to_string());
-    relevant.extend(snapshot.namespaces.iter().map(|n| n.name_any()).filter(|n| n.starts_with(names::NAMESPACE_PREFIX)));
+    relevant
+        .extend(snapshot.namespaces.iter().map(|n| n.name_any()).filter(|n| n.starts_with(names::NAMESPACE_PREFIX)));
     snapshot.network_policies = within(network_policies, &relevant);
     snapshot.quotas = within(quotas, &relevant);
     snapshot.limit_ranges = within(limit_ranges, &relevant);
@@ -163,7 +171,8 @@ pub async fn collect(client: &Client, release_namespace: &str) -> Result<Snapsho
     snapshot.ingresses = within(ingresses, &relevant);
     snapshot.role_bindings = within(role_bindings, &relevant);
     // Retained workspaces are looked for everywhere.
-    let (retained, rest): (Vec<_>, Vec<_>) = pvcs.into_iter().partition(|o| o.labels().contains_key(names::LABEL_RETAINED));
+    let (retained, rest): (Vec<_>, Vec<_>) =
+        pvcs.into_iter().partition(|o| o.labels().contains_key(names::LABEL_RETAINED));
     snapshot.pvcs = retained.into_iter().chain(within(rest, &relevant)).collect();
     Ok(snapshot)
 }

@@ -184,12 +184,14 @@ fn volume_file(volume: &Volume, inner: &str) -> FileSource {
     if let Some(projected) = &volume.projected {
         for source in projected.sources.iter().flatten() {
             if let Some(s) = &source.secret
-                && let Some(key) = s.items.as_ref().filter(|i| !i.is_empty()).and_then(|_| key_for(s.items.as_ref(), inner))
+                && let Some(key) =
+                    s.items.as_ref().filter(|i| !i.is_empty()).and_then(|_| key_for(s.items.as_ref(), inner))
             {
                 return FileSource::Secret { name: s.name.clone(), key };
             }
             if let Some(c) = &source.config_map
-                && let Some(key) = c.items.as_ref().filter(|i| !i.is_empty()).and_then(|_| key_for(c.items.as_ref(), inner))
+                && let Some(key) =
+                    c.items.as_ref().filter(|i| !i.is_empty()).and_then(|_| key_for(c.items.as_ref(), inner))
             {
                 return FileSource::ConfigMap { name: c.name.clone(), key };
             }
@@ -272,7 +274,10 @@ mod tests {
         let c = &p.containers[0];
         assert_eq!(setting(c, "telegram-mode", "MOLTMATE_TELEGRAM_MODE"), Some(Setting::Arg("webhook".into())));
         assert_eq!(setting(c, "bot-token-file", "X"), Some(Setting::Arg("/etc/moltmate/secrets/bot-token".into())));
-        assert_eq!(setting(c, "nope", "MOLTMATE_LLM_API_KEY"), Some(Setting::Env { name: "MOLTMATE_LLM_API_KEY", value: "sk-literal" }));
+        assert_eq!(
+            setting(c, "nope", "MOLTMATE_LLM_API_KEY"),
+            Some(Setting::Env { name: "MOLTMATE_LLM_API_KEY", value: "sk-literal" })
+        );
         assert!(matches!(setting(c, "nope", "MOLTMATE_MASTER_KEY"), Some(Setting::EnvFrom { .. })));
         assert_eq!(setting(c, "nope", "EMPTY"), None);
         assert_eq!(setting(c, "bot-token", "NONE"), None, "a prefix of another flag is not the flag");
@@ -286,7 +291,10 @@ mod tests {
             ("/etc/moltmate/secrets/bot-token", FileSource::Secret { name: "tg".into(), key: "token".into() }),
             ("/etc/moltmate/secrets/llm-api-key", FileSource::Secret { name: "llm".into(), key: "llm-api-key".into() }),
             ("/etc/moltmate/secrets/nope", FileSource::Absent { volume: "secrets".into() }),
-            ("/etc/moltmate/profiles/profiles.yaml", FileSource::ConfigMap { name: "moltmate-profiles".into(), key: "profiles.yaml".into() }),
+            (
+                "/etc/moltmate/profiles/profiles.yaml",
+                FileSource::ConfigMap { name: "moltmate-profiles".into(), key: "profiles.yaml".into() },
+            ),
             ("/etc/moltmate/cfg/x", FileSource::ConfigMap { name: "cfg".into(), key: "a".into() }),
             ("/etc/moltmate/cfg/y", FileSource::Absent { volume: "cfg".into() }),
             ("/data/y", FileSource::Volume { volume: "data".into(), kind: "emptyDir" }),
@@ -306,6 +314,9 @@ mod tests {
             "volumes": [{"name": "s", "secret": {"secretName": "mk"}}],
         }))
         .unwrap();
-        assert_eq!(file_source(&p, &p.containers[0], "/key"), FileSource::Secret { name: "mk".into(), key: "master-key".into() });
+        assert_eq!(
+            file_source(&p, &p.containers[0], "/key"),
+            FileSource::Secret { name: "mk".into(), key: "master-key".into() }
+        );
     }
 }

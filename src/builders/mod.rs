@@ -95,7 +95,14 @@ pub fn build(user: &MoltmateUser, input: &BuildInput) -> Result<DesiredState, Bu
     let user_name = user.metadata.name.clone().unwrap_or_default();
     let ns = names::user_namespace(&user_name)?;
     let owner = user.controller_owner_ref(&()).ok_or(BuildError::NoUid)?;
-    let ctx = Ctx { user_name: &user_name, telegram_id: user.spec.telegram.user_id, namespace: &ns, owner: &owner, reset_generation: user.spec.reset_generation, input };
+    let ctx = Ctx {
+        user_name: &user_name,
+        telegram_id: user.spec.telegram.user_id,
+        namespace: &ns,
+        owner: &owner,
+        reset_generation: user.spec.reset_generation,
+        input,
+    };
     Ok(DesiredState {
         namespace: namespace::namespace(&ctx),
         service_account: namespace::service_account(&ctx),
@@ -149,8 +156,11 @@ pub(crate) mod tests {
     pub fn build_for(user: &MoltmateUser) -> DesiredState {
         let profile = resolve(&user.spec).unwrap();
         let config = ClusterConfig::default();
-        build(user, &BuildInput { profile: &profile, config: &config, agent_token: "t0ken", broker_ip: Some("10.96.0.10") })
-            .unwrap()
+        build(
+            user,
+            &BuildInput { profile: &profile, config: &config, agent_token: "t0ken", broker_ip: Some("10.96.0.10") },
+        )
+        .unwrap()
     }
 
     #[test]
@@ -180,7 +190,8 @@ pub(crate) mod tests {
         let u = user(&"x".repeat(60), Profile::Public);
         let profile = resolve(&u.spec).unwrap();
         let config = ClusterConfig::default();
-        let err = build(&u, &BuildInput { profile: &profile, config: &config, agent_token: "t", broker_ip: None }).unwrap_err();
+        let err = build(&u, &BuildInput { profile: &profile, config: &config, agent_token: "t", broker_ip: None })
+            .unwrap_err();
         assert!(err.to_string().contains("63"), "{err}");
     }
 

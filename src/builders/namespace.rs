@@ -21,7 +21,10 @@ pub(super) fn namespace(ctx: &Ctx) -> Namespace {
             labels: Some(labels),
             // Whose workspace this is, so that a later MoltmateUser of the same name (another
             // person) is not handed a retained one.
-            annotations: Some(BTreeMap::from([(names::ANNOTATION_OWNER_TELEGRAM_ID.into(), ctx.telegram_id.to_string())])),
+            annotations: Some(BTreeMap::from([(
+                names::ANNOTATION_OWNER_TELEGRAM_ID.into(),
+                ctx.telegram_id.to_string(),
+            )])),
             owner_references: Some(vec![ctx.owner.clone()]),
             ..ObjectMeta::default()
         },

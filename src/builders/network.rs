@@ -17,8 +17,15 @@ use crate::names;
 /// NAT, loopback, link-local (cloud metadata at 169.254.169.254), "this network", and
 /// multicast and reserved space, which no public service uses.
 pub const BLOCKED_EGRESS_V4: &[&str] = &[
-    "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12", "192.168.0.0/16",
-    "224.0.0.0/4", "240.0.0.0/4",
+    "0.0.0.0/8",
+    "10.0.0.0/8",
+    "100.64.0.0/10",
+    "127.0.0.0/8",
+    "169.254.0.0/16",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "224.0.0.0/4",
+    "240.0.0.0/4",
 ];
 /// IPv6 counterparts: loopback, unique-local, link-local, multicast; and the prefixes that carry
 /// an IPv4 address inside, which a NAT64 gateway or a relay would take to any private IPv4
@@ -47,7 +54,11 @@ fn gateway_peer(ctx: &Ctx) -> NetworkPolicyPeer {
 }
 
 fn tcp(port: u16) -> NetworkPolicyPort {
-    NetworkPolicyPort { protocol: Some("TCP".into()), port: Some(IntOrString::Int(port.into())), ..NetworkPolicyPort::default() }
+    NetworkPolicyPort {
+        protocol: Some("TCP".into()),
+        port: Some(IntOrString::Int(port.into())),
+        ..NetworkPolicyPort::default()
+    }
 }
 
 fn public_internet(cidr: &str, except: &[&str]) -> NetworkPolicyPeer {
@@ -72,7 +83,11 @@ fn cluster_dns() -> NetworkPolicyEgressRule {
             ..NetworkPolicyPeer::default()
         }]),
         ports: Some(vec![
-            NetworkPolicyPort { protocol: Some("UDP".into()), port: Some(IntOrString::Int(53)), ..NetworkPolicyPort::default() },
+            NetworkPolicyPort {
+                protocol: Some("UDP".into()),
+                port: Some(IntOrString::Int(53)),
+                ..NetworkPolicyPort::default()
+            },
             tcp(53),
         ]),
     }
@@ -82,10 +97,8 @@ fn cluster_dns() -> NetworkPolicyEgressRule {
 /// egress to the gateway's broker; and for `full`, public addresses and cluster DNS.
 pub(super) fn network_policy(ctx: &Ctx) -> NetworkPolicy {
     let config = ctx.input.config;
-    let mut egress = vec![NetworkPolicyEgressRule {
-        to: Some(vec![gateway_peer(ctx)]),
-        ports: Some(vec![tcp(config.broker_port)]),
-    }];
+    let mut egress =
+        vec![NetworkPolicyEgressRule { to: Some(vec![gateway_peer(ctx)]), ports: Some(vec![tcp(config.broker_port)]) }];
     if ctx.input.profile.network == NetworkMode::Full {
         egress.push(NetworkPolicyEgressRule {
             to: Some(vec![public_internet("0.0.0.0/0", BLOCKED_EGRESS_V4), public_internet("::/0", BLOCKED_EGRESS_V6)]),
@@ -130,7 +143,10 @@ mod tests {
             let rule = &egress[0];
             let peer = &rule.to.as_ref().unwrap()[0];
             assert!(peer.ip_block.is_none());
-            assert_eq!(peer.pod_selector.as_ref().unwrap().match_labels.as_ref().unwrap()["app.kubernetes.io/name"], "moltmate-gateway");
+            assert_eq!(
+                peer.pod_selector.as_ref().unwrap().match_labels.as_ref().unwrap()["app.kubernetes.io/name"],
+                "moltmate-gateway"
+            );
             let port = &rule.ports.as_ref().unwrap()[0];
             assert_eq!(port.port, Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(8081)));
         }
@@ -142,25 +158,38 @@ mod tests {
         let ingress = spec.ingress.unwrap();
         assert_eq!(ingress.len(), 1);
         let peer = &ingress[0].from.as_ref().unwrap()[0];
-        assert_eq!(peer.namespace_selector.as_ref().unwrap().match_labels.as_ref().unwrap()["kubernetes.io/metadata.name"], "moltmate-system");
-        assert_eq!(ingress[0].ports.as_ref().unwrap()[0].port, Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(8080)));
+        assert_eq!(
+            peer.namespace_selector.as_ref().unwrap().match_labels.as_ref().unwrap()["kubernetes.io/metadata.name"],
+            "moltmate-system"
+        );
+        assert_eq!(
+            ingress[0].ports.as_ref().unwrap()[0].port,
+            Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(8080))
+        );
     }
 
     #[test]
     fn full_network_never_reaches_private_ranges_or_metadata() {
         let egress = policy(NetworkMode::Full).egress.unwrap();
-        let blocks: Vec<_> = egress.iter().flat_map(|r| r.to.iter().flatten()).filter_map(|p| p.ip_block.as_ref()).collect();
+        let blocks: Vec<_> =
+            egress.iter().flat_map(|r| r.to.iter().flatten()).filter_map(|p| p.ip_block.as_ref()).collect();
         assert_eq!(blocks.len(), 2);
         let v4 = blocks.iter().find(|b| b.cidr == "0.0.0.0/0").unwrap();
         let except = v4.except.as_ref().unwrap();
-        for private in ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16"] {
+        for private in
+            ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16"]
+        {
             assert!(except.iter().any(|e| e == private), "{private} not excluded");
         }
         let v6 = blocks.iter().find(|b| b.cidr == "::/0").unwrap();
         for private in ["fc00::/7", "fe80::/10", "64:ff9b::/96", "64:ff9b:1::/48", "2002::/16", "2001::/32"] {
             assert!(v6.except.as_ref().unwrap().iter().any(|e| e == private), "{private} not excluded");
         }
-        let dns_ports: Vec<_> = egress.iter().flat_map(|r| r.ports.iter().flatten()).filter(|p| p.port == Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(53))).collect();
+        let dns_ports: Vec<_> = egress
+            .iter()
+            .flat_map(|r| r.ports.iter().flatten())
+            .filter(|p| p.port == Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(53)))
+            .collect();
         assert_eq!(dns_ports.len(), 2, "DNS over UDP and TCP");
     }
 }

@@ -92,7 +92,11 @@ fn runtime_default_seccomp() -> SeccompProfile {
 
 fn probe(path: &str) -> Probe {
     Probe {
-        http_get: Some(HTTPGetAction { path: Some(path.into()), port: IntOrString::String("http".into()), ..HTTPGetAction::default() }),
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::String("http".into()),
+            ..HTTPGetAction::default()
+        }),
         period_seconds: Some(10),
         ..Probe::default()
     }
@@ -186,9 +190,10 @@ pub(super) fn pod(ctx: &Ctx) -> Pod {
         service_account_name: Some(names::SERVICE_ACCOUNT.into()),
         automount_service_account_token: Some(false),
         enable_service_links: Some(false),
-        host_aliases: ctx.input.broker_ip.map(|ip| {
-            vec![HostAlias { ip: ip.to_string(), hostnames: Some(vec![names::BROKER_HOSTNAME.into()]) }]
-        }),
+        host_aliases: ctx
+            .input
+            .broker_ip
+            .map(|ip| vec![HostAlias { ip: ip.to_string(), hostnames: Some(vec![names::BROKER_HOSTNAME.into()]) }]),
         dns_policy,
         dns_config,
         restart_policy: Some("Always".into()),
@@ -212,7 +217,10 @@ pub(super) fn pod(ctx: &Ctx) -> Pod {
             },
             Volume {
                 name: "tmp".into(),
-                empty_dir: Some(EmptyDirVolumeSource { size_limit: Some(Quantity("64Mi".into())), ..EmptyDirVolumeSource::default() }),
+                empty_dir: Some(EmptyDirVolumeSource {
+                    size_limit: Some(Quantity("64Mi".into())),
+                    ..EmptyDirVolumeSource::default()
+                }),
                 ..Volume::default()
             },
         ]),
@@ -301,7 +309,10 @@ mod tests {
         assert_eq!(public.dns_policy.as_deref(), Some("None"));
         assert_eq!(public.dns_config.unwrap().nameservers.unwrap(), ["127.0.0.1"]);
         let alias = &public.host_aliases.unwrap()[0];
-        assert_eq!((alias.ip.as_str(), alias.hostnames.as_ref().unwrap()[0].as_str()), ("10.96.0.10", "moltmate-broker"));
+        assert_eq!(
+            (alias.ip.as_str(), alias.hostnames.as_ref().unwrap()[0].as_str()),
+            ("10.96.0.10", "moltmate-broker")
+        );
         let mut u = user("alice", Profile::Public);
         u.spec.sandbox = Some(SandboxSpec { network: Some(NetworkMode::Full), ..Default::default() });
         assert!(build_for(&u).pod.spec.unwrap().dns_policy.is_none());
@@ -310,7 +321,9 @@ mod tests {
     #[test]
     fn spec_hash_changes_with_what_requires_a_new_pod() {
         let base = build_for(&user("alice", Profile::Public)).pod;
-        let hash = |p: &k8s_openapi::api::core::v1::Pod| p.metadata.annotations.as_ref().unwrap()[names::ANNOTATION_SPEC_HASH].clone();
+        let hash = |p: &k8s_openapi::api::core::v1::Pod| {
+            p.metadata.annotations.as_ref().unwrap()[names::ANNOTATION_SPEC_HASH].clone()
+        };
         let mut u = user("alice", Profile::Public);
         u.spec.sandbox = Some(SandboxSpec { image: Some("other/image:2".into()), ..Default::default() });
         assert_ne!(hash(&base), hash(&build_for(&u).pod), "image");
@@ -318,8 +331,17 @@ mod tests {
         assert_eq!(hash(&base), hash(&build_for(&user("alice", Profile::Public)).pod));
         let u = user("alice", Profile::Public);
         let (profile, config) = (crate::profile::resolve(&u.spec).unwrap(), crate::builders::ClusterConfig::default());
-        let input = crate::builders::BuildInput { profile: &profile, config: &config, agent_token: "rotated", broker_ip: Some("10.96.0.10") };
-        assert_ne!(hash(&base), hash(&crate::builders::build(&u, &input).unwrap().pod), "a new token (rotated master key)");
+        let input = crate::builders::BuildInput {
+            profile: &profile,
+            config: &config,
+            agent_token: "rotated",
+            broker_ip: Some("10.96.0.10"),
+        };
+        assert_ne!(
+            hash(&base),
+            hash(&crate::builders::build(&u, &input).unwrap().pod),
+            "a new token (rotated master key)"
+        );
         // Settings only the operator reads leave the running agent alone.
         let mut u = user("alice", Profile::Public);
         u.spec.idle_timeout = Some("2h".into());
@@ -331,13 +353,18 @@ mod tests {
     fn a_reset_generation_reaches_the_agent_and_replaces_the_pod() {
         let env_of = |p: &k8s_openapi::api::core::v1::Pod| p.spec.as_ref().unwrap().containers[0].env.clone().unwrap();
         let base = build_for(&user("alice", Profile::Public)).pod;
-        assert!(env_of(&base).iter().all(|e| e.name != super::RESET_GENERATION_ENV), "never reset: no variable, same pod as before");
+        assert!(
+            env_of(&base).iter().all(|e| e.name != super::RESET_GENERATION_ENV),
+            "never reset: no variable, same pod as before"
+        );
         let mut u = user("alice", Profile::Public);
         u.spec.reset_generation = 2;
         let reset = build_for(&u).pod;
         let var = env_of(&reset).into_iter().find(|e| e.name == super::RESET_GENERATION_ENV).unwrap();
         assert_eq!(var.value.as_deref(), Some("2"));
-        let hash = |p: &k8s_openapi::api::core::v1::Pod| p.metadata.annotations.as_ref().unwrap()[names::ANNOTATION_SPEC_HASH].clone();
+        let hash = |p: &k8s_openapi::api::core::v1::Pod| {
+            p.metadata.annotations.as_ref().unwrap()[names::ANNOTATION_SPEC_HASH].clone()
+        };
         assert_ne!(hash(&base), hash(&reset), "a bump replaces the pod");
     }
 }

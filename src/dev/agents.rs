@@ -77,7 +77,9 @@ impl AgentLauncher {
                 Ok(())
             });
         }
-        let child = command.spawn().map_err(|source| LaunchError::Spawn { binary: self.binary.display().to_string(), source })?;
+        let child = command
+            .spawn()
+            .map_err(|source| LaunchError::Spawn { binary: self.binary.display().to_string(), source })?;
         Ok((child, addr))
     }
 }
@@ -92,7 +94,10 @@ async fn resolve_env(client: &Client, ns: &str, vars: &[EnvVar]) -> Result<Vec<(
             (Some(value), _) => value.clone(),
             (None, Some(key_ref)) => {
                 let secret = secrets.get(&key_ref.name).await?;
-                let bytes = secret.data.and_then(|d| d.get(&key_ref.key).cloned()).ok_or_else(|| err(format!("no key {} in Secret {}", key_ref.key, key_ref.name)))?;
+                let bytes = secret
+                    .data
+                    .and_then(|d| d.get(&key_ref.key).cloned())
+                    .ok_or_else(|| err(format!("no key {} in Secret {}", key_ref.key, key_ref.name)))?;
                 String::from_utf8(bytes.0).map_err(|_| err("Secret value is not UTF-8".into()))?
             }
             (None, None) => continue,
@@ -112,9 +117,16 @@ async fn workspace_dir(client: &Client, pod: &Pod) -> Result<PathBuf, LaunchErro
         .find_map(|v| v.persistent_volume_claim.as_ref().map(|c| c.claim_name.clone()))
         .ok_or_else(|| LaunchError::Workspace("the pod mounts no volume claim".into()))?;
     let pvc = Api::<PersistentVolumeClaim>::namespaced(client.clone(), &ns).get(&claim).await?;
-    let volume = pvc.spec.and_then(|s| s.volume_name).ok_or_else(|| LaunchError::Workspace(format!("claim {claim} is not bound")))?;
+    let volume = pvc
+        .spec
+        .and_then(|s| s.volume_name)
+        .ok_or_else(|| LaunchError::Workspace(format!("claim {claim} is not bound")))?;
     let pv = Api::<PersistentVolume>::all(client.clone()).get(&volume).await?;
-    let path = pv.spec.and_then(|s| s.host_path).map(|h| h.path).ok_or_else(|| LaunchError::Workspace(format!("volume {volume} is not a local volume")))?;
+    let path = pv
+        .spec
+        .and_then(|s| s.host_path)
+        .map(|h| h.path)
+        .ok_or_else(|| LaunchError::Workspace(format!("volume {volume} is not a local volume")))?;
     Ok(PathBuf::from(path))
 }
 

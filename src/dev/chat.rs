@@ -58,7 +58,9 @@ pub enum ChatError {
     Usage(String),
     #[error("reading {path}: {reason}")]
     Read { path: PathBuf, reason: String },
-    #[error("cannot reach the Telegram stand-in at {url} ({source}); is the stack up? (`scripts/dev-stack up DIR` writes TELEGRAM_URL into DIR/env)")]
+    #[error(
+        "cannot reach the Telegram stand-in at {url} ({source}); is the stack up? (`scripts/dev-stack up DIR` writes TELEGRAM_URL into DIR/env)"
+    )]
     Unreachable { url: String, source: reqwest::Error },
     #[error("the Telegram stand-in answered {status} to {what}: {body}")]
     Refused { what: String, status: u16, body: String },
@@ -75,7 +77,12 @@ pub fn parse_user(spec: &str) -> Result<ChatUser, String> {
     if name.is_empty() || name.contains(char::is_whitespace) || name.contains(':') {
         return Err(format!("bad user name {name:?}: one word, no ':'"));
     }
-    let telegram_id = id.trim().parse::<i64>().ok().filter(|id| *id > 0).ok_or_else(|| format!("bad Telegram id {id:?} for {name}: a positive number"))?;
+    let telegram_id = id
+        .trim()
+        .parse::<i64>()
+        .ok()
+        .filter(|id| *id > 0)
+        .ok_or_else(|| format!("bad Telegram id {id:?} for {name}: a positive number"))?;
     Ok(ChatUser { name: name.to_string(), telegram_id })
 }
 
@@ -85,7 +92,9 @@ pub fn users_from_manifest(yaml: &str) -> Result<Vec<ChatUser>, String> {
     let mut users = Vec::new();
     for doc in docs.iter().filter(|d| d["kind"] == "MoltmateUser") {
         let name = doc["metadata"]["name"].as_str().ok_or("a MoltmateUser without metadata.name")?;
-        let id = doc["spec"]["telegram"]["userId"].as_i64().ok_or_else(|| format!("MoltmateUser {name} has no spec.telegram.userId"))?;
+        let id = doc["spec"]["telegram"]["userId"]
+            .as_i64()
+            .ok_or_else(|| format!("MoltmateUser {name} has no spec.telegram.userId"))?;
         users.push(parse_user(&format!("{name}={id}"))?);
     }
     Ok(users)
@@ -194,23 +203,34 @@ impl Control {
     }
 
     async fn check(&self) -> Result<(), ChatError> {
-        self.call("GET /readyz", self.http.get(format!("{}/readyz", self.base)).timeout(Duration::from_secs(5)), &[200]).await.map(drop)
+        self.call("GET /readyz", self.http.get(format!("{}/readyz", self.base)).timeout(Duration::from_secs(5)), &[200])
+            .await
+            .map(drop)
     }
 
     /// `user` writes `text` in their private chat with the bot.
     async fn inject(&self, user: &ChatUser, text: &str) -> Result<(), ChatError> {
         let body = json!({ "from_id": user.telegram_id, "text": text, "first_name": user.name });
-        let request = self.http.post(format!("{}/control/messages", self.base)).json(&body).timeout(Duration::from_secs(10));
+        let request =
+            self.http.post(format!("{}/control/messages", self.base)).json(&body).timeout(Duration::from_secs(10));
         self.call("a message", request, &[200]).await.map(drop)
     }
 
     /// Everything the bot sent to `chat`, once there are at least `min_count` messages or
     /// `wait` has passed.
     async fn messages(&self, chat: i64, min_count: usize, wait: Duration) -> Result<Vec<SentMessage>, ChatError> {
-        let url = format!("{}/control/chats/{chat}/messages?min_count={min_count}&timeout_ms={}", self.base, wait.as_millis());
+        let url = format!(
+            "{}/control/chats/{chat}/messages?min_count={min_count}&timeout_ms={}",
+            self.base,
+            wait.as_millis()
+        );
         let request = self.http.get(url).timeout(wait + Duration::from_secs(10));
         let body = self.call("a read of the bot's messages", request, &[200, 408]).await?;
-        serde_json::from_value(body).map_err(|e| ChatError::Refused { what: "a read of the bot's messages".into(), status: 200, body: e.to_string() })
+        serde_json::from_value(body).map_err(|e| ChatError::Refused {
+            what: "a read of the bot's messages".into(),
+            status: 200,
+            body: e.to_string(),
+        })
     }
 }
 
@@ -269,7 +289,11 @@ impl Session {
     }
 
     /// Work through the input; true if every message was answered.
-    async fn run(&mut self, mut lines: mpsc::Receiver<std::io::Result<String>>, interactive: bool) -> Result<bool, ChatError> {
+    async fn run(
+        &mut self,
+        mut lines: mpsc::Receiver<std::io::Result<String>>,
+        interactive: bool,
+    ) -> Result<bool, ChatError> {
         let mut all_answered = true;
         loop {
             if interactive {
@@ -336,7 +360,8 @@ fn read_file(path: &Path) -> Result<String, ChatError> {
 fn collect_users(args: &ChatArgs) -> Result<Vec<ChatUser>, ChatError> {
     let mut users = args.users.clone();
     for path in &args.users_from {
-        let found = users_from_manifest(&read_file(path)?).map_err(|reason| ChatError::Read { path: path.clone(), reason })?;
+        let found =
+            users_from_manifest(&read_file(path)?).map_err(|reason| ChatError::Read { path: path.clone(), reason })?;
         users.extend(found);
     }
     if users.is_empty() {
@@ -354,7 +379,14 @@ pub async fn run(args: ChatArgs) -> Result<ExitCode, ChatError> {
     let users = collect_users(&args)?;
     let control = Control::new(&args.telegram_url)?;
     control.check().await?;
-    let mut session = Session { control, users, current: 0, seen: HashMap::new(), reply_timeout: args.reply_timeout, quiet: args.quiet };
+    let mut session = Session {
+        control,
+        users,
+        current: 0,
+        seen: HashMap::new(),
+        reply_timeout: args.reply_timeout,
+        quiet: args.quiet,
+    };
     // Only what comes after we start is news.
     for user in 0..session.users.len() {
         let chat = session.users[user].telegram_id;
@@ -401,7 +433,8 @@ mod tests {
         let err = users_from_manifest("kind: MoltmateUser\nmetadata: { name: x }\nspec: {}\n").unwrap_err();
         assert!(err.contains("spec.telegram.userId"), "{err}");
         for file in ["user-family.yaml", "user-public.yaml"] {
-            let text = std::fs::read_to_string(format!("{}/manifests/examples/{file}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+            let text =
+                std::fs::read_to_string(format!("{}/manifests/examples/{file}", env!("CARGO_MANIFEST_DIR"))).unwrap();
             assert_eq!(users_from_manifest(&text).unwrap().len(), 1, "{file}");
         }
     }

@@ -209,7 +209,11 @@ impl LlmStandIn {
     }
 
     /// Wait until at least `count` requests were received; all of them.
-    pub async fn wait_for_requests(&self, count: usize, timeout: Duration) -> Result<Vec<RecordedRequest>, WaitTimeout> {
+    pub async fn wait_for_requests(
+        &self,
+        count: usize,
+        timeout: Duration,
+    ) -> Result<Vec<RecordedRequest>, WaitTimeout> {
         self.shared.wait_for(count, timeout).await
     }
 
@@ -246,7 +250,12 @@ fn openai_error(status: StatusCode, message: &str, kind: &str, code: Option<&str
 
 /// The 401 a request without the right key gets.
 fn unauthorized() -> Response {
-    openai_error(StatusCode::UNAUTHORIZED, "Incorrect API key provided.", "invalid_request_error", Some("invalid_api_key"))
+    openai_error(
+        StatusCode::UNAUTHORIZED,
+        "Incorrect API key provided.",
+        "invalid_request_error",
+        Some("invalid_api_key"),
+    )
 }
 
 /// Record the request; check the key (`None`: wrong or missing, answer [`unauthorized`]).
@@ -276,10 +285,17 @@ async fn models(State(shared): State<Arc<Shared>>, method: Method, uri: Uri, hea
     if receive(&shared, &method, &uri, &headers, &[]).is_none() {
         return unauthorized();
     }
-    Json(json!({"object": "list", "data": [{"id": MODEL, "object": "model", "created": 0, "owned_by": "moltmates"}]})).into_response()
+    Json(json!({"object": "list", "data": [{"id": MODEL, "object": "model", "created": 0, "owned_by": "moltmates"}]}))
+        .into_response()
 }
 
-async fn chat(State(shared): State<Arc<Shared>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+async fn chat(
+    State(shared): State<Arc<Shared>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let Some(request) = receive(&shared, &method, &uri, &headers, &body) else {
         return unauthorized();
     };
@@ -292,11 +308,21 @@ async fn chat(State(shared): State<Arc<Shared>>, method: Method, uri: Uri, heade
                 *fail = None;
             }
             let kind = if status == StatusCode::TOO_MANY_REQUESTS { "requests" } else { "server_error" };
-            return openai_error(status, &format!("the stand-in was told to fail with {}", status.as_u16()), kind, None);
+            return openai_error(
+                status,
+                &format!("the stand-in was told to fail with {}", status.as_u16()),
+                kind,
+                None,
+            );
         }
     }
     if !request.is_object() || request.get("messages").and_then(Value::as_array).is_none() {
-        return openai_error(StatusCode::BAD_REQUEST, "the body must be a JSON object with `messages`", "invalid_request_error", None);
+        return openai_error(
+            StatusCode::BAD_REQUEST,
+            "the body must be a JSON object with `messages`",
+            "invalid_request_error",
+            None,
+        );
     }
     if request.get("stream").and_then(Value::as_bool) == Some(true) {
         return openai_error(StatusCode::BAD_REQUEST, "the stand-in does not stream", "invalid_request_error", None);
@@ -364,7 +390,9 @@ fn tokens(text: &str) -> u64 {
 fn text_of(message: &Value) -> String {
     match message.get("content") {
         Some(Value::String(text)) => text.clone(),
-        Some(Value::Array(parts)) => parts.iter().filter_map(|p| p.get("text").and_then(Value::as_str)).collect::<Vec<_>>().join("\n"),
+        Some(Value::Array(parts)) => {
+            parts.iter().filter_map(|p| p.get("text").and_then(Value::as_str)).collect::<Vec<_>>().join("\n")
+        }
         _ => String::new(),
     }
 }
@@ -416,7 +444,8 @@ pub fn rules(request: &Value) -> Scripted {
     let (name, rest) = command.trim().split_once(char::is_whitespace).unwrap_or((command.trim(), ""));
     let rest = rest.trim();
     if let Some(tools) = request.get("tools").and_then(Value::as_array) {
-        let offered: Vec<&str> = tools.iter().filter_map(|t| t.pointer("/function/name").and_then(Value::as_str)).collect();
+        let offered: Vec<&str> =
+            tools.iter().filter_map(|t| t.pointer("/function/name").and_then(Value::as_str)).collect();
         if !offered.contains(&name) {
             let list = if offered.is_empty() { "none".to_string() } else { offered.join(", ") };
             return reply(format!("I cannot use the tool {name} here; the tools offered are: {list}"));
@@ -472,7 +501,10 @@ async fn control_requests(State(shared): State<Arc<Shared>>, uri: Uri) -> Respon
     let timeout = Duration::from_millis(timeout_ms.min(60_000));
     match shared.wait_for(count, timeout).await {
         Ok(requests) => Json(requests).into_response(),
-        Err(e) => (StatusCode::REQUEST_TIMEOUT, Json(json!({"error": e.to_string(), "requests": lock(&shared.requests).clone()})))
+        Err(e) => (
+            StatusCode::REQUEST_TIMEOUT,
+            Json(json!({"error": e.to_string(), "requests": lock(&shared.requests).clone()})),
+        )
             .into_response(),
     }
 }
@@ -513,7 +545,10 @@ mod tests {
         let slow = json!({"messages": [{"role": "user", "content": "/slow 250 take your time"}]});
         assert_eq!(rules(&slow), Scripted::Reply { content: "You said: take your time".into(), total_tokens: None });
         assert_eq!(slow_delay(&slow), Some(std::time::Duration::from_millis(250)));
-        assert_eq!(slow_delay(&json!({"messages": [{"role": "user", "content": "/slow 99999999 x"}]})), Some(std::time::Duration::from_secs(60)));
+        assert_eq!(
+            slow_delay(&json!({"messages": [{"role": "user", "content": "/slow 99999999 x"}]})),
+            Some(std::time::Duration::from_secs(60))
+        );
         assert_eq!(slow_delay(&r), None);
     }
 
@@ -524,10 +559,19 @@ mod tests {
         assert_eq!(call("/tool exec wc -l notes.txt"), tc("exec", json!({"command": "wc -l notes.txt"})));
         assert_eq!(call("/tool read_file a/b.txt"), tc("read_file", json!({"path": "a/b.txt"})));
         assert_eq!(call("/tool list_files"), tc("list_files", json!({"path": ""})));
-        assert_eq!(call("/tool write_file n.txt two words"), tc("write_file", json!({"path": "n.txt", "content": "two words"})));
+        assert_eq!(
+            call("/tool write_file n.txt two words"),
+            tc("write_file", json!({"path": "n.txt", "content": "two words"}))
+        );
         assert_eq!(call("/tool remember likes tea"), tc("remember", json!({"text": "likes tea"})));
-        assert_eq!(call("/tool web_fetch http://allowed.test/"), tc("web_fetch", json!({"url": "http://allowed.test/"})));
-        assert_eq!(call(r#"/tool read_file {"path": "x", "offset": 3}"#), tc("read_file", json!({"path": "x", "offset": 3})));
+        assert_eq!(
+            call("/tool web_fetch http://allowed.test/"),
+            tc("web_fetch", json!({"url": "http://allowed.test/"}))
+        );
+        assert_eq!(
+            call(r#"/tool read_file {"path": "x", "offset": 3}"#),
+            tc("read_file", json!({"path": "x", "offset": 3}))
+        );
     }
 
     #[test]
@@ -545,7 +589,10 @@ mod tests {
             {"role": "assistant", "content": null, "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "exec", "arguments": "{}"}}]},
             {"role": "tool", "tool_call_id": "call_1", "content": "3 notes.txt"}
         ]));
-        assert_eq!(rules(&r), Scripted::Reply { content: "The `exec` tool returned:\n3 notes.txt".into(), total_tokens: None });
+        assert_eq!(
+            rules(&r),
+            Scripted::Reply { content: "The `exec` tool returned:\n3 notes.txt".into(), total_tokens: None }
+        );
     }
 
     #[test]
@@ -574,18 +621,26 @@ mod tests {
         let body = json!({"model": "m", "messages": [{"role": "user", "content": "/tool exec ls"}]});
         let denied = client.post(&url).bearer_auth("wrong").json(&body).send().await.unwrap();
         assert_eq!(denied.status(), 401);
-        let ok: Value = client.post(&url).bearer_auth("sk-test").json(&body).send().await.unwrap().json().await.unwrap();
+        let ok: Value =
+            client.post(&url).bearer_auth("sk-test").json(&body).send().await.unwrap().json().await.unwrap();
         assert_eq!(ok["object"], "chat.completion");
         assert_eq!(ok["choices"][0]["finish_reason"], "tool_calls");
         assert_eq!(ok["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"], r#"{"command":"ls"}"#);
         let usage = &ok["usage"];
-        assert_eq!(usage["total_tokens"], usage["prompt_tokens"].as_u64().unwrap() + usage["completion_tokens"].as_u64().unwrap());
+        assert_eq!(
+            usage["total_tokens"],
+            usage["prompt_tokens"].as_u64().unwrap() + usage["completion_tokens"].as_u64().unwrap()
+        );
 
         standin.fail_next(500, 1);
         assert_eq!(client.post(&url).bearer_auth("sk-test").json(&body).send().await.unwrap().status(), 500);
         standin.script([Scripted::Reply { content: "scripted".into(), total_tokens: Some(10) }]);
-        let scripted: Value = client.post(&url).bearer_auth("sk-test").json(&body).send().await.unwrap().json().await.unwrap();
-        assert_eq!((scripted["choices"][0]["message"]["content"].as_str(), scripted["usage"]["total_tokens"].as_u64()), (Some("scripted"), Some(10)));
+        let scripted: Value =
+            client.post(&url).bearer_auth("sk-test").json(&body).send().await.unwrap().json().await.unwrap();
+        assert_eq!(
+            (scripted["choices"][0]["message"]["content"].as_str(), scripted["usage"]["total_tokens"].as_u64()),
+            (Some("scripted"), Some(10))
+        );
 
         let seen = standin.wait_for_requests(4, Duration::from_secs(5)).await.unwrap();
         assert_eq!(seen[0].authorization.as_deref(), Some("Bearer wrong"));

@@ -200,9 +200,19 @@ struct Kubelet {
 /// A pod's agent supervisor: send (or drop) `stop` to end it; `task` finishes when it has.
 type Supervisor = (oneshot::Sender<()>, tokio::task::JoinHandle<()>);
 
-async fn run_pods(client: Client, node: String, launcher: Option<AgentLauncher>, pod_network: Ipv4Addr) -> Result<(), Error> {
+async fn run_pods(
+    client: Client,
+    node: String,
+    launcher: Option<AgentLauncher>,
+    pod_network: Ipv4Addr,
+) -> Result<(), Error> {
     let pods: Api<Pod> = Api::all(client.clone());
-    let kubelet = Arc::new(Kubelet { client, addresses: Mutex::new(Addresses::new(pod_network)), launcher, agents: Mutex::default() });
+    let kubelet = Arc::new(Kubelet {
+        client,
+        addresses: Mutex::new(Addresses::new(pod_network)),
+        launcher,
+        agents: Mutex::default(),
+    });
     // A kubelet outlives its API server: watch errors are logged and the watch resumes (with
     // backoff), while the agents keep running.
     let mut events = cache::watch(pods, cache::config().fields(&format!("spec.nodeName={node}"))).boxed();
@@ -360,11 +370,18 @@ async fn terminate(child: &mut tokio::process::Child) {
 
 async fn set_pod_status(api: &Api<Pod>, pod: &Pod, ip: Ipv4Addr, ready: bool, restarts: i32) -> Result<(), Error> {
     let now = jiff::Timestamp::now().to_string();
-    let containers: Vec<_> = pod.spec.iter().flat_map(|s| s.containers.iter()).map(|c| json!({
-        "name": c.name, "ready": ready, "started": true, "restartCount": restarts,
-        "image": c.image.clone().unwrap_or_default(), "imageID": "",
-        "state": { "running": { "startedAt": now } },
-    })).collect();
+    let containers: Vec<_> = pod
+        .spec
+        .iter()
+        .flat_map(|s| s.containers.iter())
+        .map(|c| {
+            json!({
+                "name": c.name, "ready": ready, "started": true, "restartCount": restarts,
+                "image": c.image.clone().unwrap_or_default(), "imageID": "",
+                "state": { "running": { "startedAt": now } },
+            })
+        })
+        .collect();
     let flag = if ready { "True" } else { "False" };
     let condition = |t: &str, status: &str| json!({ "type": t, "status": status, "lastTransitionTime": now });
     let patch = json!({
@@ -398,7 +415,8 @@ async fn run_volumes(client: Client, args: NodeArgs) -> Result<(), Error> {
 async fn provision(client: &Client, args: &NodeArgs, claim: &PersistentVolumeClaim) -> Result<(), Error> {
     let Some(spec) = claim.spec.as_ref() else { return Ok(()) };
     let pending = claim.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("Pending") == "Pending";
-    if spec.storage_class_name.as_deref() != Some(args.storage_class.as_str()) || spec.volume_name.is_some() || !pending {
+    if spec.storage_class_name.as_deref() != Some(args.storage_class.as_str()) || spec.volume_name.is_some() || !pending
+    {
         return Ok(());
     }
     let uid = claim.uid().unwrap_or_default();

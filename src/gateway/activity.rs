@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use kube::api::{Api, Patch, PatchParams};
 use kube::Client;
+use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 
 use crate::crd::MoltmateUser;
@@ -64,7 +64,9 @@ impl Activity {
             "metadata": { "name": user },
             "status": { "lastActivity": jiff::Timestamp::now().to_string() },
         });
-        if let Err(e) = self.api.patch_status(user, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await {
+        if let Err(e) =
+            self.api.patch_status(user, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await
+        {
             tracing::warn!(user, error = %e, "recording activity");
         }
     }

@@ -76,7 +76,15 @@ impl AgentClient {
         Ok(Self { http, port })
     }
 
-    pub async fn turn(&self, ip: IpAddr, token: &str, update_id: i64, chat_id: i64, from: i64, text: &str) -> Result<TurnResponse, AgentError> {
+    pub async fn turn(
+        &self,
+        ip: IpAddr,
+        token: &str,
+        update_id: i64,
+        chat_id: i64,
+        from: i64,
+        text: &str,
+    ) -> Result<TurnResponse, AgentError> {
         let body = json!({ "update_id": update_id, "chat_id": chat_id, "from": from, "text": text });
         self.call(ip, token, reqwest::Method::POST, "/v1/turn", Some(&body), None).await
     }
@@ -86,7 +94,9 @@ impl AgentClient {
     pub async fn delivered(&self, ip: IpAddr, token: &str, update_id: i64) -> Result<(), AgentError> {
         let body = json!({});
         let path = format!("/v1/turn/{update_id}/delivered");
-        self.call::<serde_json::Value>(ip, token, reqwest::Method::POST, &path, Some(&body), Some(DELIVERED_TIMEOUT)).await.map(drop)
+        self.call::<serde_json::Value>(ip, token, reqwest::Method::POST, &path, Some(&body), Some(DELIVERED_TIMEOUT))
+            .await
+            .map(drop)
     }
 
     pub async fn reset(&self, ip: IpAddr, token: &str) -> Result<ResetResponse, AgentError> {
@@ -117,7 +127,11 @@ impl AgentClient {
         }
         let response = request.send().await.map_err(|e| {
             // A timeout after connecting is not retried: the agent may still be working on it.
-            if e.is_timeout() && !e.is_connect() { AgentError::TimedOut } else { AgentError::Unreachable(e.to_string()) }
+            if e.is_timeout() && !e.is_connect() {
+                AgentError::TimedOut
+            } else {
+                AgentError::Unreachable(e.to_string())
+            }
         })?;
         let status = response.status().as_u16();
         let bytes = crate::http::read_capped(response, MAX_ANSWER_BYTES).await.map_err(|e| match e {
@@ -158,7 +172,11 @@ mod tests {
     async fn an_endless_answer_is_cut_off_at_the_cap() {
         use axum::body::Body;
         use axum::routing::{get, post};
-        let endless = || Body::from_stream(futures::stream::repeat_with(|| Ok::<_, std::io::Error>(axum::body::Bytes::from(vec![b' '; 64 * 1024]))));
+        let endless = || {
+            Body::from_stream(futures::stream::repeat_with(|| {
+                Ok::<_, std::io::Error>(axum::body::Bytes::from(vec![b' '; 64 * 1024]))
+            }))
+        };
         let app = axum::Router::new()
             .route("/v1/turn", post(move || async move { endless() }))
             .route("/v1/reset", post(|| async { vec![b' '; MAX_ANSWER_BYTES + 1] }))

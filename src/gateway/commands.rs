@@ -136,7 +136,8 @@ pub fn refusal_text(id: i64) -> String {
     )
 }
 
-pub const QUEUE_FULL: &str = "You have many messages waiting already. Please wait for the answers, then send this one again.";
+pub const QUEUE_FULL: &str =
+    "You have many messages waiting already. Please wait for the answers, then send this one again.";
 pub const STARTING: &str = "Your assistant is starting up; your message will be answered in a moment.";
 pub const NOT_STARTED: &str = "Your assistant could not be started just now. Please try again in a few minutes.";
 pub const UNREACHABLE: &str = "Your assistant is not answering just now. Please try again in a few minutes.";
@@ -203,7 +204,10 @@ mod tests {
         assert_eq!(decide(&msg("hi", false), agent(), true, None), forward(Work::Turn("hi".into())));
         assert_eq!(decide(&msg("/reset", true), agent(), false, None), forward(Work::Reset));
         assert_eq!(decide(&msg("/status", true), agent(), false, None), forward(Work::Status));
-        assert!(matches!(decide(&msg("/help", true), agent(), false, None), Action::Reply { outcome: Outcome::Command, .. }));
+        assert!(matches!(
+            decide(&msg("/help", true), agent(), false, None),
+            Action::Reply { outcome: Outcome::Command, .. }
+        ));
         assert_eq!(decide(&msg("hi", true), Route::Unknown, false, None), Action::Refuse);
         let whoami = decide(&msg("/whoami", true), Route::Unknown, false, None);
         assert!(matches!(&whoami, Action::Reply { text, .. } if text.contains('7')), "{whoami:?}");

@@ -103,9 +103,17 @@ impl GatewayArgs {
         if self.telegram_mode == TelegramMode::Polling {
             return Ok(None);
         }
-        let url = self.webhook_url.clone().ok_or_else(|| WebhookConfigError("--webhook-url (MOLTMATE_WEBHOOK_URL) is required".into()))?;
-        let secret = load_secret("webhook secret", self.webhook_secret_file.as_deref(), "MOLTMATE_WEBHOOK_SECRET", "webhook-secret-file")
-            .map_err(|e| WebhookConfigError(e.to_string()))?;
+        let url = self
+            .webhook_url
+            .clone()
+            .ok_or_else(|| WebhookConfigError("--webhook-url (MOLTMATE_WEBHOOK_URL) is required".into()))?;
+        let secret = load_secret(
+            "webhook secret",
+            self.webhook_secret_file.as_deref(),
+            "MOLTMATE_WEBHOOK_SECRET",
+            "webhook-secret-file",
+        )
+        .map_err(|e| WebhookConfigError(e.to_string()))?;
         validate_secret(&secret).map_err(WebhookConfigError)?;
         validate_path(&self.webhook_path).map_err(WebhookConfigError)?;
         Ok(Some(WebhookConfig { addr: self.webhook_addr, path: self.webhook_path.clone(), url, secret }))
@@ -123,9 +131,16 @@ pub enum SecretError {
 }
 
 /// A secret from `file` if given, else from the environment variable `env`; trimmed.
-pub fn load_secret(what: &'static str, file: Option<&Path>, env: &'static str, flag: &'static str) -> Result<String, SecretError> {
+pub fn load_secret(
+    what: &'static str,
+    file: Option<&Path>,
+    env: &'static str,
+    flag: &'static str,
+) -> Result<String, SecretError> {
     let raw = match file {
-        Some(path) => std::fs::read_to_string(path).map_err(|source| SecretError::Read { what, path: path.into(), source })?,
+        Some(path) => {
+            std::fs::read_to_string(path).map_err(|source| SecretError::Read { what, path: path.into(), source })?
+        }
         None => std::env::var(env).map_err(|_| SecretError::Missing { what, env, flag })?,
     };
     let value = raw.trim().to_string();
@@ -145,10 +160,16 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("token");
         std::fs::write(&path, "123:abc\n").unwrap();
-        assert_eq!(load_secret("bot token", Some(&path), "MOLTMATE_TEST_UNSET_VAR", "bot-token-file").unwrap(), "123:abc");
+        assert_eq!(
+            load_secret("bot token", Some(&path), "MOLTMATE_TEST_UNSET_VAR", "bot-token-file").unwrap(),
+            "123:abc"
+        );
         std::fs::write(&path, "  \n").unwrap();
         assert!(matches!(load_secret("bot token", Some(&path), "X", "f"), Err(SecretError::Empty { .. })));
-        assert!(matches!(load_secret("k", None, "MOLTMATE_TEST_SURELY_UNSET_VAR", "f"), Err(SecretError::Missing { .. })));
+        assert!(matches!(
+            load_secret("k", None, "MOLTMATE_TEST_SURELY_UNSET_VAR", "f"),
+            Err(SecretError::Missing { .. })
+        ));
         let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -25,7 +25,8 @@ pub enum Route {
 /// The MoltmateUser that owns `telegram_id`: the oldest one, as the operator decides, so
 /// that a second object claiming the same id never receives its messages.
 pub fn route(telegram_id: i64, users: &[Arc<MoltmateUser>]) -> Route {
-    let claimants = users.iter().filter(|u| u.spec.telegram.user_id == telegram_id && u.metadata.deletion_timestamp.is_none());
+    let claimants =
+        users.iter().filter(|u| u.spec.telegram.user_id == telegram_id && u.metadata.deletion_timestamp.is_none());
     let Some(owner) = claimants.clone().find(|u| telegram_id_holder(u, users).is_none()) else {
         return Route::Unknown;
     };
@@ -34,7 +35,9 @@ pub fn route(telegram_id: i64, users: &[Arc<MoltmateUser>]) -> Route {
         return Route::Paused { user, reason: "Your assistant is paused by the administrator." };
     }
     match owner.status.as_ref().and_then(|s| s.phase) {
-        Some(Phase::Failed) => Route::Paused { user, reason: "Your assistant is not set up correctly; the administrator has been told." },
+        Some(Phase::Failed) => {
+            Route::Paused { user, reason: "Your assistant is not set up correctly; the administrator has been told." }
+        }
         _ => Route::Agent { user, uid: owner.uid().unwrap_or_default() },
     }
 }
@@ -50,7 +53,9 @@ pub fn agent_address(user: &str, pods: &[Arc<Pod>]) -> Option<IpAddr> {
         .filter(|p| p.metadata.deletion_timestamp.is_none())
         .filter(|p| {
             let status = p.status.as_ref();
-            let ready = status.and_then(|s| s.conditions.as_ref()).is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+            let ready = status
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
             ready && status.and_then(|s| s.phase.as_deref()) == Some("Running")
         })
         .find_map(|p| p.status.as_ref()?.pod_ip.as_deref()?.parse().ok())
@@ -111,7 +116,11 @@ mod tests {
         p.status = Some(PodStatus {
             phase: Some(phase.into()),
             pod_ip: Some(ip.into()),
-            conditions: Some(vec![PodCondition { type_: "Ready".into(), status: if ready { "True" } else { "False" }.into(), ..Default::default() }]),
+            conditions: Some(vec![PodCondition {
+                type_: "Ready".into(),
+                status: if ready { "True" } else { "False" }.into(),
+                ..Default::default()
+            }]),
             ..Default::default()
         });
         Arc::new(p)

@@ -26,8 +26,8 @@ use rustls::pki_types::CertificateDer;
 
 pub use address::{AddressClass, AddressDenied, Embedding, address_allowed};
 pub use error::{FetchError, SetupError};
-pub use policy::{MAX_URL_LEN, Target, check_url, host_allowed, normalize_domain};
 use policy::check_target;
+pub use policy::{MAX_URL_LEN, Target, check_url, host_allowed, normalize_domain};
 pub use resolve::{Lookup, SystemLookup};
 
 use crate::profile::WebFetchPolicy;
@@ -183,14 +183,21 @@ impl Fetcher {
         result
     }
 
-    async fn fetch_checked(&self, user: &str, policy: &WebFetchPolicy, url: &str, deadline: Instant) -> Result<FetchedPage, FetchError> {
+    async fn fetch_checked(
+        &self,
+        user: &str,
+        policy: &WebFetchPolicy,
+        url: &str,
+        deadline: Instant,
+    ) -> Result<FetchedPage, FetchError> {
         if !policy.enabled {
             return Err(FetchError::Disabled);
         }
         let mut target = check_url(url, policy, &self.config)?;
         let mut redirects = 0;
         loop {
-            let response = self.client.get(target.url.clone()).send().await.map_err(|e| self.request_error(&target, e))?;
+            let response =
+                self.client.get(target.url.clone()).send().await.map_err(|e| self.request_error(&target, e))?;
             let status = response.status();
             let location = response.headers().get(header::LOCATION);
             if !is_redirect(status) || location.is_none() {
@@ -211,11 +218,17 @@ impl Fetcher {
         }
     }
 
-    async fn read_page(&self, target: Target, mut response: reqwest::Response, deadline: Instant) -> Result<FetchedPage, FetchError> {
+    async fn read_page(
+        &self,
+        target: Target,
+        mut response: reqwest::Response,
+        deadline: Instant,
+    ) -> Result<FetchedPage, FetchError> {
         let status = response.status().as_u16();
         let header = |name| response.headers().get(name).and_then(|v: &HeaderValue| v.to_str().ok());
         let content_type = ContentType::parse(header(header::CONTENT_TYPE));
-        let encoding = header(header::CONTENT_ENCODING).filter(|e| !e.eq_ignore_ascii_case("identity")).map(str::to_string);
+        let encoding =
+            header(header::CONTENT_ENCODING).filter(|e| !e.eq_ignore_ascii_case("identity")).map(str::to_string);
         let page = |text, bytes, truncated| FetchedPage {
             final_url: target.url.to_string(),
             status,
@@ -254,14 +267,21 @@ impl Fetcher {
             Kind::Text | Kind::Unknown => text::decode(&body, charset, kind),
         };
         if truncated {
-            text.push_str(&format!("\n\n[truncated: only the first {} of the page were read]", human_size(self.config.max_bytes)));
+            text.push_str(&format!(
+                "\n\n[truncated: only the first {} of the page were read]",
+                human_size(self.config.max_bytes)
+            ));
         }
         Ok(page(text, body.len(), truncated))
     }
 
     /// The body, up to `max_bytes`; `true` if there was more. Stops reading at the cap, so
     /// an endless body costs no more than the cap.
-    async fn read_capped(&self, target: &Target, response: &mut reqwest::Response) -> Result<(Vec<u8>, bool), FetchError> {
+    async fn read_capped(
+        &self,
+        target: &Target,
+        response: &mut reqwest::Response,
+    ) -> Result<(Vec<u8>, bool), FetchError> {
         let max = self.config.max_bytes;
         let expected = response.content_length().map_or(0, |n| n.min(max as u64) as usize);
         let mut body = Vec::with_capacity(expected);
@@ -290,7 +310,11 @@ impl Fetcher {
         }
         let host = target.host.clone();
         if e.is_connect() {
-            let reason = if e.is_timeout() { format!("no connection within {:?}", self.config.connect_timeout) } else { innermost };
+            let reason = if e.is_timeout() {
+                format!("no connection within {:?}", self.config.connect_timeout)
+            } else {
+                innermost
+            };
             FetchError::Connect { host, reason }
         } else {
             FetchError::Request { host, reason: innermost }
@@ -307,8 +331,9 @@ fn is_redirect(status: StatusCode) -> bool {
 /// depend on, never aws-lc-rs: see Cargo.toml); HTTP/1.1, the only protocol our reqwest speaks.
 pub(crate) fn tls_config(extra_roots: &[CertificateDer<'static>]) -> Result<rustls::ClientConfig, SetupError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier = rustls_platform_verifier::Verifier::new_with_extra_roots(extra_roots.iter().cloned(), provider.clone())
-        .map_err(|e| SetupError(e.to_string()))?;
+    let verifier =
+        rustls_platform_verifier::Verifier::new_with_extra_roots(extra_roots.iter().cloned(), provider.clone())
+            .map_err(|e| SetupError(e.to_string()))?;
     let mut tls = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| SetupError(e.to_string()))?

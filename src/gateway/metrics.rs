@@ -45,7 +45,11 @@ impl Metrics {
             repeats_suppressed: Counter::default(),
             last_poll: Gauge::default(),
         };
-        registry.register("moltmate_gateway_messages", "Telegram messages handled, by outcome", metrics.messages.clone());
+        registry.register(
+            "moltmate_gateway_messages",
+            "Telegram messages handled, by outcome",
+            metrics.messages.clone(),
+        );
         registry.register(
             "moltmate_gateway_routing_seconds",
             "From receiving a message to its answer (or refusal) being sent",
@@ -56,7 +60,11 @@ impl Metrics {
             "Messages waiting in a user's queue behind the one being answered (users with a queue on this replica)",
             metrics.queue_depth.clone(),
         );
-        registry.register("moltmate_gateway_unknown_senders", "Messages from senders not on the allowlist", metrics.unknown_senders.clone());
+        registry.register(
+            "moltmate_gateway_unknown_senders",
+            "Messages from senders not on the allowlist",
+            metrics.unknown_senders.clone(),
+        );
         registry.register(
             "moltmate_gateway_users",
             "MoltmateUsers in the gateway's allowlist cache, those being deleted not counted: what it routes from",
@@ -91,7 +99,9 @@ impl Metrics {
     pub fn set_queue_depths(&self, depths: &[(String, usize)]) {
         self.queue_depth.clear();
         for (user, depth) in depths {
-            self.queue_depth.get_or_create(&UserLabel { user: user.clone() }).set(i64::try_from(*depth).unwrap_or(i64::MAX));
+            self.queue_depth
+                .get_or_create(&UserLabel { user: user.clone() })
+                .set(i64::try_from(*depth).unwrap_or(i64::MAX));
         }
     }
 

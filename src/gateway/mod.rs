@@ -1,17 +1,17 @@
 //! The gateway: the broker between the agents' pods and the outside world.
-pub mod delivery;
-pub mod directory;
-pub mod broker;
-pub mod fetch;
-pub mod split;
 pub mod activity;
 pub mod agent_client;
+pub mod broker;
 pub mod commands;
 pub mod config;
+pub mod delivery;
+pub mod directory;
+pub mod fetch;
 pub mod metrics;
 pub mod queues;
 pub mod resets;
 pub mod run;
+pub mod split;
 pub mod telegram;
 pub mod webhook;
 pub mod worker;

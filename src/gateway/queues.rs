@@ -64,18 +64,21 @@ mod tests {
         let gate = Arc::new(Notify::new());
         let seen: Arc<Mutex<Vec<(String, u32)>>> = Arc::default();
         let (spawn_gate, spawn_seen) = (gate.clone(), seen.clone());
-        let queues = Queues::new(2, Box::new(move |user: String, mut rx: mpsc::Receiver<u32>| {
-            let (gate, seen) = (spawn_gate.clone(), spawn_seen.clone());
-            tokio::spawn(async move {
-                // alice's worker is stuck until released; bob's is not.
-                if user == "alice" {
-                    gate.notified().await;
-                }
-                while let Some(job) = rx.recv().await {
-                    seen.lock().unwrap().push((user.clone(), job));
-                }
-            });
-        }));
+        let queues = Queues::new(
+            2,
+            Box::new(move |user: String, mut rx: mpsc::Receiver<u32>| {
+                let (gate, seen) = (spawn_gate.clone(), spawn_seen.clone());
+                tokio::spawn(async move {
+                    // alice's worker is stuck until released; bob's is not.
+                    if user == "alice" {
+                        gate.notified().await;
+                    }
+                    while let Some(job) = rx.recv().await {
+                        seen.lock().unwrap().push((user.clone(), job));
+                    }
+                });
+            }),
+        );
         assert_eq!(queues.push("alice", 1), Ok(()));
         assert_eq!(queues.push("alice", 2), Ok(()));
         assert_eq!(queues.push("alice", 3), Err(3), "bounded at 2");
@@ -101,10 +104,13 @@ mod tests {
 
     #[tokio::test]
     async fn depths_count_what_waits() {
-        let queues = Queues::new(5, Box::new(|_user: String, rx: mpsc::Receiver<u32>| {
-            // A worker that never takes anything: the queue only fills.
-            std::mem::forget(rx);
-        }));
+        let queues = Queues::new(
+            5,
+            Box::new(|_user: String, rx: mpsc::Receiver<u32>| {
+                // A worker that never takes anything: the queue only fills.
+                std::mem::forget(rx);
+            }),
+        );
         assert!(queues.depths().is_empty());
         for job in 0..3 {
             queues.push("carol", job).unwrap();

@@ -100,7 +100,10 @@ mod tests {
     #[test]
     fn one_notice_per_growth_seen_and_none_on_first_sight() {
         let mut resets = Resets::new(jiff::Timestamp::now());
-        assert!(resets.due(&[user("alice", 11, Some(3)), user("bob", 12, None)]).is_empty(), "first sight says nothing");
+        assert!(
+            resets.due(&[user("alice", 11, Some(3)), user("bob", 12, None)]).is_empty(),
+            "first sight says nothing"
+        );
         assert!(resets.due(&[user("alice", 11, Some(3)), user("bob", 12, None)]).is_empty());
         let due = resets.due(&[user("alice", 11, Some(3)), user("bob", 12, Some(1))]);
         assert_eq!(due, vec![Notice { user: "bob".into(), chat_id: 12, generation: 1 }]);
@@ -118,7 +121,11 @@ mod tests {
         let mut resets = Resets::new(jiff::Timestamp::from_second(START).unwrap());
         assert!(resets.due(&[]).is_empty());
         let due = resets.due(&[created_at("rory", 13, Some(1), START + 5), created_at("old", 14, Some(2), START - 5)]);
-        assert_eq!(due, vec![Notice { user: "rory".into(), chat_id: 13, generation: 1 }], "only the user no one can have told");
+        assert_eq!(
+            due,
+            vec![Notice { user: "rory".into(), chat_id: 13, generation: 1 }],
+            "only the user no one can have told"
+        );
         assert!(resets.due(&[created_at("rory", 13, Some(1), START + 5)]).is_empty(), "once");
         // New since the start but never reset: nothing to say.
         assert!(resets.due(&[created_at("nina", 15, None, START + 9)]).is_empty());

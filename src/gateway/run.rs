@@ -102,7 +102,11 @@ impl Handler for Gateway {
             Action::Refuse => {
                 self.metrics.unknown_sender();
                 tracing::info!(telegram_id = message.from_id, "message from an unknown sender refused");
-                let tell = self.refusals.lock().unwrap_or_else(|e| e.into_inner()).allow(message.from_id, std::time::Instant::now());
+                let tell = self
+                    .refusals
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .allow(message.from_id, std::time::Instant::now());
                 if tell {
                     self.answer(message.chat_id, commands::refusal_text(message.from_id), ticket, Outcome::Refused);
                 } else {
@@ -121,9 +125,11 @@ impl Handler for Gateway {
 }
 
 pub async fn run(args: GatewayArgs) -> Result<(), Error> {
-    let master_key = MasterKey::load(args.master_key_file.as_deref(), std::env::var("MOLTMATE_MASTER_KEY").ok().as_deref())?;
+    let master_key =
+        MasterKey::load(args.master_key_file.as_deref(), std::env::var("MOLTMATE_MASTER_KEY").ok().as_deref())?;
     let bot_token = load_secret("bot token", args.bot_token_file.as_deref(), "MOLTMATE_BOT_TOKEN", "bot-token-file")?;
-    let llm_key = load_secret("LLM API key", args.llm_api_key_file.as_deref(), "MOLTMATE_LLM_API_KEY", "llm-api-key-file")?;
+    let llm_key =
+        load_secret("LLM API key", args.llm_api_key_file.as_deref(), "MOLTMATE_LLM_API_KEY", "llm-api-key-file")?;
     let profiles = crate::profile::ProfileDefaults::load(args.profiles_file.as_deref())?;
     let webhook = args.webhook()?;
     let client = Client::try_default().await.map_err(Error::Connect)?;
@@ -143,8 +149,14 @@ pub async fn run(args: GatewayArgs) -> Result<(), Error> {
     let mut broker_config = BrokerConfig::new(provider);
     broker_config.profiles = profiles;
     broker_config.max_output_tokens = (args.llm_max_output_tokens > 0).then_some(args.llm_max_output_tokens);
-    let broker =
-        Arc::new(BrokerState::new(master_key.clone(), users.clone(), broker_config, fetcher, Arc::new(SystemClock), &mut registry)?);
+    let broker = Arc::new(BrokerState::new(
+        master_key.clone(),
+        users.clone(),
+        broker_config,
+        fetcher,
+        Arc::new(SystemClock),
+        &mut registry,
+    )?);
     let bound = http::serve(args.broker_addr, broker::router(broker.clone()))
         .await
         .map_err(|source| Error::Serve { addr: args.broker_addr, source })?;
@@ -161,13 +173,15 @@ pub async fn run(args: GatewayArgs) -> Result<(), Error> {
     let scraped_queues: Arc<OnceLock<Arc<Queues<Job>>>> = Arc::default();
     let (scrape_queues, scrape_metrics, scrape_users) = (scraped_queues.clone(), metrics.clone(), users.clone());
     let before_scrape: http::BeforeScrape = Box::new(move || {
-        scrape_metrics.set_users(scrape_users.state().iter().filter(|u| u.metadata.deletion_timestamp.is_none()).count());
+        scrape_metrics
+            .set_users(scrape_users.state().iter().filter(|u| u.metadata.deletion_timestamp.is_none()).count());
         if let Some(queues) = scrape_queues.get() {
             scrape_metrics.set_queue_depths(&queues.depths());
         }
     });
     let app = http::router(health.clone(), registry, before_scrape);
-    let bound = http::serve(args.http_addr, app).await.map_err(|source| Error::Serve { addr: args.http_addr, source })?;
+    let bound =
+        http::serve(args.http_addr, app).await.map_err(|source| Error::Serve { addr: args.http_addr, source })?;
     info!(addr = %bound, "serving /healthz, /readyz, /metrics");
 
     // A reflector store wakes only one `wait_until_ready` waiter: this task is the one, and
@@ -255,4 +269,3 @@ pub async fn run(args: GatewayArgs) -> Result<(), Error> {
     };
     Ok(leader::while_leading(leadership, registering).await?)
 }
-

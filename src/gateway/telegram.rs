@@ -143,7 +143,8 @@ pub fn incoming(update: &Update) -> Option<Incoming> {
 
 /// The bot's command menu, as users see it in Telegram.
 pub async fn register_commands(bot: &Bot) {
-    let commands: Vec<BotCommand> = COMMANDS.iter().map(|(name, description)| BotCommand::new(*name, *description)).collect();
+    let commands: Vec<BotCommand> =
+        COMMANDS.iter().map(|(name, description)| BotCommand::new(*name, *description)).collect();
     if let Err(e) = bot.set_my_commands(commands).await {
         tracing::warn!(error = %e, "setMyCommands");
     }
@@ -219,7 +220,10 @@ mod tests {
                 "from": { "id": 42, "is_bot": false, "first_name": "A" } }
         }));
         assert!(matches!(private.kind, UpdateKind::Message(_)), "{:?}", private.kind);
-        assert_eq!(incoming(&private), Some(Incoming { update_id: 9, chat_id: 42, from_id: 42, private: true, text: "hi".into() }));
+        assert_eq!(
+            incoming(&private),
+            Some(Incoming { update_id: 9, chat_id: 42, from_id: 42, private: true, text: "hi".into() })
+        );
         let group = update(serde_json::json!({
             "update_id": 10,
             "message": { "message_id": 2, "date": 0, "text": "hi all",

@@ -11,12 +11,12 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
+use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use axum::Router;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use teloxide::prelude::*;
@@ -129,7 +129,8 @@ struct Receiver {
 
 /// The router serving `config.path`.
 pub fn router(config: &WebhookConfig, handler: Arc<dyn Handler>) -> Router {
-    let receiver = Receiver { secret_digest: Sha256::digest(config.secret.as_bytes()).into(), inbox: Arc::default(), handler };
+    let receiver =
+        Receiver { secret_digest: Sha256::digest(config.secret.as_bytes()).into(), inbox: Arc::default(), handler };
     Router::new()
         .route(&config.path, post(receive))
         .layer(axum::extract::DefaultBodyLimit::max(BODY_MAX))

@@ -69,7 +69,13 @@ impl Worker {
                 }
             };
             self.metrics.finished(outcome, received.elapsed().as_secs_f64());
-            tracing::info!(user, telegram_id = job.from_id, update_id = job.ticket.update_id, outcome = outcome.as_str(), "message handled");
+            tracing::info!(
+                user,
+                telegram_id = job.from_id,
+                update_id = job.ticket.update_id,
+                outcome = outcome.as_str(),
+                "message handled"
+            );
             // Dropping the job's ticket marks the update done.
         }
     }
@@ -100,7 +106,9 @@ impl Worker {
                 self.metrics.repeat_suppressed();
                 return Outcome::Answered;
             }
-            Ok(Answer::Text { text, confirm }) => (if text.trim().is_empty() { "(no answer)".to_string() } else { text }, confirm),
+            Ok(Answer::Text { text, confirm }) => {
+                (if text.trim().is_empty() { "(no answer)".to_string() } else { text }, confirm)
+            }
             Err(e) => {
                 tracing::warn!(user, update_id, error = %e, "agent call failed");
                 self.outbox.say(job.chat_id, commands::UNREACHABLE).await;
@@ -130,7 +138,11 @@ impl Worker {
                     TurnStatus::AlreadyDelivered => return Ok(Answer::AlreadyDelivered),
                     // Answered before a restart, not confirmed: sent again, as it may not have arrived.
                     TurnStatus::Duplicate => {
-                        tracing::info!(user, update_id = job.ticket.update_id, "repeated update; sending the stored reply");
+                        tracing::info!(
+                            user,
+                            update_id = job.ticket.update_id,
+                            "repeated update; sending the stored reply"
+                        );
                         true
                     }
                     TurnStatus::Answered => true,
@@ -138,12 +150,13 @@ impl Worker {
                 };
                 Ok(Answer::Text { text: reply.reply, confirm })
             }
-            Work::Reset => self
-                .agents
-                .reset(ip, token)
-                .await
-                .map(|r| Answer::Text { text: format!("New conversation started (session {}).", r.session_id), confirm: false }),
-            Work::Status => self.agents.status(ip, token).await.map(|s| Answer::Text { text: status_text(&s), confirm: false }),
+            Work::Reset => self.agents.reset(ip, token).await.map(|r| Answer::Text {
+                text: format!("New conversation started (session {}).", r.session_id),
+                confirm: false,
+            }),
+            Work::Status => {
+                self.agents.status(ip, token).await.map(|s| Answer::Text { text: status_text(&s), confirm: false })
+            }
         }
     }
 
@@ -191,7 +204,13 @@ mod tests {
     fn status_reads_the_agents_report() {
         let s = serde_json::json!({"profile": {"profile": "family"}, "workspace_bytes": 2048, "turns": 3, "session_id": "000002"});
         let text = status_text(&s);
-        assert!(text.contains("family") && text.contains("2.0 KiB") && text.contains("000002") && text.contains("3 messages"), "{text}");
+        assert!(
+            text.contains("family")
+                && text.contains("2.0 KiB")
+                && text.contains("000002")
+                && text.contains("3 messages"),
+            "{text}"
+        );
         assert!(status_text(&serde_json::json!({})).contains("unknown"));
     }
 }

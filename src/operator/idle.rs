@@ -17,7 +17,12 @@ pub enum Activity {
 
 /// Idle when neither the last message nor the user's creation is within `timeout` of `now`.
 /// An unreadable annotation counts as absent rather than as activity.
-pub fn activity(now: Timestamp, created: Option<Timestamp>, last_activity: Option<&str>, timeout: Duration) -> Activity {
+pub fn activity(
+    now: Timestamp,
+    created: Option<Timestamp>,
+    last_activity: Option<&str>,
+    timeout: Duration,
+) -> Activity {
     let last = last_activity.and_then(|text| text.parse::<Timestamp>().ok());
     let reference = match (created, last) {
         (Some(c), Some(l)) => c.max(l),

@@ -133,7 +133,8 @@ fn owned<K>(
 where
     K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
 {
-    let (store, events) = cache::reflect(Api::all(client.clone()), cache::config().labels(&names::managed_selector()), trim);
+    let (store, events) =
+        cache::reflect(Api::all(client.clone()), cache::config().labels(&names::managed_selector()), trim);
     (store, relisted.watch(events).touched_objects())
 }
 
@@ -181,7 +182,8 @@ fn user_of<K: Resource>(object: K) -> Option<ObjectRef<MoltmateUser>> {
 }
 
 pub async fn run(args: OperatorArgs) -> Result<(), Error> {
-    let master_key = MasterKey::load(args.master_key_file.as_deref(), std::env::var("MOLTMATE_MASTER_KEY").ok().as_deref())?;
+    let master_key =
+        MasterKey::load(args.master_key_file.as_deref(), std::env::var("MOLTMATE_MASTER_KEY").ok().as_deref())?;
     let config = args.cluster_config()?;
     let client = Client::try_default().await.map_err(Error::Connect)?;
     let health = http::Health::new();
@@ -199,7 +201,8 @@ pub async fn run(args: OperatorArgs) -> Result<(), Error> {
     let before_scrape: http::BeforeScrape =
         Box::new(move || scrape_metrics.count_users(scrape_users.state().iter().map(|u| u.as_ref())));
     let app = http::router(health.clone(), registry, before_scrape);
-    let bound = http::serve(args.http_addr, app).await.map_err(|source| Error::Http { addr: args.http_addr, source })?;
+    let bound =
+        http::serve(args.http_addr, app).await.map_err(|source| Error::Http { addr: args.http_addr, source })?;
     info!(addr = %bound, "serving /healthz, /readyz, /metrics");
 
     tokio::spawn(crate::memory::trim_periodically(crate::memory::TRIM_EVERY));
@@ -247,7 +250,10 @@ pub async fn run(args: OperatorArgs) -> Result<(), Error> {
         config,
         master_key,
         caches: caches.clone(),
-        events: Recorder::new(client.clone(), Reporter { controller: names::FIELD_MANAGER.into(), instance: Some(identity.clone()) }),
+        events: Recorder::new(
+            client.clone(),
+            Reporter { controller: names::FIELD_MANAGER.into(), instance: Some(identity.clone()) },
+        ),
         metrics,
         failures: Mutex::new(Default::default()),
         announced: Mutex::new(Default::default()),
@@ -289,7 +295,6 @@ pub async fn run(args: OperatorArgs) -> Result<(), Error> {
 
     Ok(leader::while_leading(leadership, controller).await?)
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -229,7 +229,8 @@ async fn provision(user: &MoltmateUser, ctx: &Context) -> Result<Observation, Er
     let token = ctx.master_key.agent_token(user.uid().as_deref().unwrap_or_default());
     let broker = ctx.caches.broker.state().into_iter().next();
     let broker_ip = broker.as_ref().and_then(|s| s.spec.as_ref()?.cluster_ip.clone()).filter(|ip| ip != "None");
-    let input = BuildInput { profile: &profile, config: &ctx.config, agent_token: &token, broker_ip: broker_ip.as_deref() };
+    let input =
+        BuildInput { profile: &profile, config: &ctx.config, agent_token: &token, broker_ip: broker_ip.as_deref() };
     let mut desired = match builders::build(user, &input) {
         Ok(d) => d,
         Err(e) => return Ok(Observation::new(Phase::Failed, "InvalidSpec", e.to_string())),
@@ -246,7 +247,11 @@ async fn provision(user: &MoltmateUser, ctx: &Context) -> Result<Observation, Er
     apply_guard_rails(user, ctx, &desired).await?;
     if !quota_in_force(ctx, &desired) {
         // Until the quota controller has taken the quota up, what is created is not charged.
-        return Ok(Observation::new(Phase::Provisioning, "WaitingForQuota", "waiting for the ResourceQuota to be in force"));
+        return Ok(Observation::new(
+            Phase::Provisioning,
+            "WaitingForQuota",
+            "waiting for the ResourceQuota to be in force",
+        ));
     }
     apply_workload(user, ctx, &desired).await?;
 
@@ -260,7 +265,10 @@ async fn provision(user: &MoltmateUser, ctx: &Context) -> Result<Observation, Er
         return Ok(Observation::new(
             Phase::Provisioning,
             "WaitingForGateway",
-            format!("Service {}/{} not found; agents reach the broker through it", ctx.config.gateway_namespace, ctx.config.broker_service),
+            format!(
+                "Service {}/{} not found; agents reach the broker through it",
+                ctx.config.gateway_namespace, ctx.config.broker_service
+            ),
         ));
     }
     let idle_in = match profile.idle_timeout {
@@ -272,7 +280,10 @@ async fn provision(user: &MoltmateUser, ctx: &Context) -> Result<Observation, Er
                     if delete_pod(ctx, &namespace).await? {
                         info!(user = %name, "idle: agent pod removed");
                     }
-                    let message = format!("no messages for {}; the next message starts the agent", user.spec.idle_timeout.as_deref().unwrap_or_default());
+                    let message = format!(
+                        "no messages for {}; the next message starts the agent",
+                        user.spec.idle_timeout.as_deref().unwrap_or_default()
+                    );
                     return Ok(Observation::new(Phase::Idle, "Idle", message));
                 }
                 idle::Activity::Active { idle_in } => Some(idle_in),
@@ -303,7 +314,8 @@ async fn keep_workspace_size(user: &MoltmateUser, ctx: &Context, desired: &mut D
     let ns = desired.namespace.metadata.name.clone().unwrap_or_default();
     let Some(live) = lookup(&ctx.caches.workspaces, &ns, names::WORKSPACE_PVC) else { return };
     let Some(live_size) = workspace_size(&live) else { return };
-    let Some(requests) = desired.workspace.spec.as_mut().and_then(|s| s.resources.as_mut()).and_then(|r| r.requests.as_mut())
+    let Some(requests) =
+        desired.workspace.spec.as_mut().and_then(|s| s.resources.as_mut()).and_then(|r| r.requests.as_mut())
     else {
         return;
     };
@@ -421,7 +433,12 @@ async fn apply_workload(user: &MoltmateUser, ctx: &Context, d: &DesiredState) ->
 /// Apply a namespaced child if the cache says it is missing or different.
 async fn ensure<K>(user: &MoltmateUser, ctx: &Context, store: &Store<K>, desired: &K) -> Result<(), Error>
 where
-    K: Resource<DynamicType = (), Scope = NamespaceResourceScope> + Clone + Debug + Serialize + DeserializeOwned + 'static,
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + Debug
+        + Serialize
+        + DeserializeOwned
+        + 'static,
 {
     let ns = desired.meta().namespace.clone().unwrap_or_default();
     let name = desired.meta().name.clone().unwrap_or_default();
@@ -452,8 +469,11 @@ async fn changed(ctx: &Context, user: &MoltmateUser, kind: &str, name: &str, exi
     // Only a user that has been up (Ready, Idle, Suspended) had its children before: during
     // the first provisioning the status is already written (WaitingForQuota, PodStarting),
     // and the workload created then is new, not restored.
-    let provisioned_before =
-        user.status.as_ref().and_then(|s| s.phase).is_some_and(|p| matches!(p, Phase::Ready | Phase::Idle | Phase::Suspended));
+    let provisioned_before = user
+        .status
+        .as_ref()
+        .and_then(|s| s.phase)
+        .is_some_and(|p| matches!(p, Phase::Ready | Phase::Idle | Phase::Suspended));
     let (reason, note) = match (existed, provisioned_before) {
         (true, _) => ("Restored", format!("{kind} {name} differed from its desired state and was put back")),
         (false, true) => ("Restored", format!("{kind} {name} was missing and was re-created")),
@@ -475,7 +495,11 @@ async fn reconcile_pod(user: &MoltmateUser, ctx: &Context, desired: &Pod) -> Res
         return Ok(Observation::new(Phase::Provisioning, "PodStarting", "agent pod created"));
     };
     if live.metadata.deletion_timestamp.is_some() {
-        return Ok(Observation::new(Phase::Provisioning, "PodTerminating", "waiting for the previous agent pod to stop"));
+        return Ok(Observation::new(
+            Phase::Provisioning,
+            "PodTerminating",
+            "waiting for the previous agent pod to stop",
+        ));
     }
     let hash = |meta: &ObjectMeta| meta.annotations.as_ref().and_then(|a| a.get(names::ANNOTATION_SPEC_HASH).cloned());
     let pod_phase = live.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_default();
@@ -483,7 +507,8 @@ async fn reconcile_pod(user: &MoltmateUser, ctx: &Context, desired: &Pod) -> Res
     if hash(&live.metadata) != hash(&desired.metadata) || finished {
         delete_pod(ctx, &ns).await?;
         let why = if finished { format!("agent pod ended ({pod_phase})") } else { "pod spec changed".to_string() };
-        event(ctx, user, EventType::Normal, "Replaced", &format!("{why}; replacing the agent pod (workspace kept)")).await;
+        event(ctx, user, EventType::Normal, "Replaced", &format!("{why}; replacing the agent pod (workspace kept)"))
+            .await;
         return Ok(Observation::new(Phase::Provisioning, "PodReplacing", why));
     }
     let ready = live
@@ -494,7 +519,11 @@ async fn reconcile_pod(user: &MoltmateUser, ctx: &Context, desired: &Pod) -> Res
     Ok(if ready {
         Observation::new(Phase::Ready, "AgentReady", "agent pod is running and ready")
     } else {
-        Observation::new(Phase::Provisioning, "PodStarting", format!("agent pod is {}", if pod_phase.is_empty() { "Pending" } else { &pod_phase }))
+        Observation::new(
+            Phase::Provisioning,
+            "PodStarting",
+            format!("agent pod is {}", if pod_phase.is_empty() { "Pending" } else { &pod_phase }),
+        )
     })
 }
 
@@ -531,8 +560,11 @@ async fn record_status(user: &MoltmateUser, ctx: &Context, observation: &Observa
     if previous == Some(&status) {
         return Ok(());
     }
-    if let Some(generation) = status.reset_generation.filter(|g| Some(*g) != previous.and_then(|s| s.reset_generation)) {
-        let note = format!("the agent started with reset generation {generation} and wiped its workspace (files, memory, sessions)");
+    if let Some(generation) = status.reset_generation.filter(|g| Some(*g) != previous.and_then(|s| s.reset_generation))
+    {
+        let note = format!(
+            "the agent started with reset generation {generation} and wiped its workspace (files, memory, sessions)"
+        );
         event(ctx, user, EventType::Normal, "WorkspaceReset", &note).await;
     }
     let uid = user.uid().unwrap_or_default();
@@ -551,13 +583,20 @@ async fn record_status(user: &MoltmateUser, ctx: &Context, observation: &Observa
         "status": status,
     });
     ctx.metrics.count_write("MoltmateUser/status");
-    api.patch_status(&user.name_any(), &PatchParams::apply(names::FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
+    api.patch_status(&user.name_any(), &PatchParams::apply(names::FIELD_MANAGER).force(), &Patch::Apply(&patch))
+        .await?;
     Ok(())
 }
 
 async fn event(ctx: &Context, user: &MoltmateUser, type_: EventType, reason: &str, note: &str) {
     // Events are best effort: failing to publish one must not fail the reconcile.
-    let event = Event { type_, reason: reason.into(), note: Some(note.chars().take(1024).collect()), action: "Reconcile".into(), secondary: None };
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note.chars().take(1024).collect()),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
     if let Err(e) = ctx.events.publish(&event, &user.object_ref(&())).await {
         warn!(user = %user.name_any(), error = %e, "could not publish event");
     }
@@ -576,7 +615,8 @@ async fn cleanup(user: &MoltmateUser, ctx: &Context) -> Result<Action, Error> {
     // Only a namespace we made for this user is ours to clean up (never a foreign one, nor
     // another person's retained workspace this user was refused).
     let ours = ctx.caches.namespaces.get(&ObjectRef::new(&ns)).is_some_and(|n| {
-        n.labels().get(names::LABEL_USER) == Some(&name) && another_persons_workspace(Some(&n), user.spec.telegram.user_id).is_none()
+        n.labels().get(names::LABEL_USER) == Some(&name)
+            && another_persons_workspace(Some(&n), user.spec.telegram.user_id).is_none()
     });
     if !ours {
         return Ok(Action::await_change());
@@ -612,7 +652,10 @@ async fn retain(ctx: &Context, user_name: &str, ns: &str) -> Result<(), Error> {
         ns_labels.insert(names::LABEL_POD_SECURITY_ENFORCE.into(), "restricted".into());
         ns_labels.insert("pod-security.kubernetes.io/enforce-version".into(), "latest".into());
         // The owner record stays: leaving it out of this apply would remove it.
-        let owner = live.annotations().get(names::ANNOTATION_OWNER_TELEGRAM_ID).map(|id| (names::ANNOTATION_OWNER_TELEGRAM_ID.to_string(), id.clone()));
+        let owner = live
+            .annotations()
+            .get(names::ANNOTATION_OWNER_TELEGRAM_ID)
+            .map(|id| (names::ANNOTATION_OWNER_TELEGRAM_ID.to_string(), id.clone()));
         let namespace = Namespace {
             metadata: ObjectMeta {
                 name: live.metadata.name.clone(),
@@ -637,7 +680,10 @@ async fn retain(ctx: &Context, user_name: &str, ns: &str) -> Result<(), Error> {
             spec: Some(k8s_openapi::api::core::v1::PersistentVolumeClaimSpec {
                 access_modes: live_spec.access_modes,
                 storage_class_name: live_spec.storage_class_name,
-                resources: live_spec.resources.map(|r| k8s_openapi::api::core::v1::VolumeResourceRequirements { requests: r.requests, ..Default::default() }),
+                resources: live_spec.resources.map(|r| k8s_openapi::api::core::v1::VolumeResourceRequirements {
+                    requests: r.requests,
+                    ..Default::default()
+                }),
                 ..Default::default()
             }),
             ..PersistentVolumeClaim::default()
@@ -678,14 +724,28 @@ mod tests {
     fn a_retained_workspace_goes_only_to_the_same_person() {
         let owner = names::ANNOTATION_OWNER_TELEGRAM_ID;
         assert!(another_persons_workspace(None, 7).is_none(), "a new namespace");
-        assert!(another_persons_workspace(Some(&namespace(&[(owner, "7")], true)), 7).is_none(), "the same person adopts it");
+        assert!(
+            another_persons_workspace(Some(&namespace(&[(owner, "7")], true)), 7).is_none(),
+            "the same person adopts it"
+        );
         assert!(another_persons_workspace(Some(&namespace(&[(owner, "7")], false)), 7).is_none(), "their own live one");
-        assert!(another_persons_workspace(Some(&namespace(&[], false)), 7).is_none(), "a live one from before the record");
+        assert!(
+            another_persons_workspace(Some(&namespace(&[], false)), 7).is_none(),
+            "a live one from before the record"
+        );
 
         let refused = another_persons_workspace(Some(&namespace(&[(owner, "7")], true)), 8).unwrap();
         assert_eq!((refused.phase, refused.reason), (Phase::Failed, "WorkspaceOfAnotherPerson"));
-        assert!(refused.message.contains("of Telegram user 7") && refused.message.contains("not handed to Telegram user 8"), "{}", refused.message);
-        assert!(refused.message.contains("kubectl annotate namespace moltmate-keeper moltmate.io/owner-telegram-id=8 --overwrite"));
+        assert!(
+            refused.message.contains("of Telegram user 7") && refused.message.contains("not handed to Telegram user 8"),
+            "{}",
+            refused.message
+        );
+        assert!(
+            refused
+                .message
+                .contains("kubectl annotate namespace moltmate-keeper moltmate.io/owner-telegram-id=8 --overwrite")
+        );
         assert!(refused.message.contains("kubectl delete namespace moltmate-keeper"));
         // Even a live (not retained) namespace recorded for someone else is not taken over.
         assert!(another_persons_workspace(Some(&namespace(&[(owner, "7")], false)), 8).is_some());
@@ -731,7 +791,10 @@ mod tests {
         let refusal = |code: u16, message: &str| {
             Error::Kube(kube::Error::Api(Box::new(kube::core::Status::failure(message, "Forbidden").with_code(code))))
         };
-        let quota = refusal(403, "pods \"agent\" is forbidden: exceeded quota: agent-quota, requested: pods=1, used: pods=1, limited: pods=1");
+        let quota = refusal(
+            403,
+            "pods \"agent\" is forbidden: exceeded quota: agent-quota, requested: pods=1, used: pods=1, limited: pods=1",
+        );
         assert!(is_quota_exceeded(&quota));
         let in_apply = Error::Finalizer(Box::new(finalizer::Error::ApplyFailed(quota)));
         assert!(is_quota_exceeded(&in_apply), "as the finalizer helper returns it");

@@ -126,7 +126,11 @@ mod tests {
         ];
         for (observation, wanted, applied, read_only, (reason, recorded)) in cases {
             let o = account_reset(observation, wanted, applied, read_only);
-            assert_eq!((o.reason, o.reset_applied), (reason, recorded), "wanted {wanted}, applied {applied}, ro {read_only}");
+            assert_eq!(
+                (o.reason, o.reset_applied),
+                (reason, recorded),
+                "wanted {wanted}, applied {applied}, ro {read_only}"
+            );
             assert_eq!(o.phase == Phase::Ready, reason != "PodStarting");
         }
     }

@@ -75,7 +75,8 @@ impl ProfileDefaults {
         }
         let mut unknown = Vec::new();
         let by_profile: BTreeMap<Profile, Defaults> =
-            serde_ignored::deserialize(value, |path| unknown.push(path.to_string().replace(".?", ""))).map_err(|e| e.to_string())?;
+            serde_ignored::deserialize(value, |path| unknown.push(path.to_string().replace(".?", "")))
+                .map_err(|e| e.to_string())?;
         if !unknown.is_empty() {
             return Err(format!("unknown field(s): {}", unknown.join(", ")));
         }
@@ -92,7 +93,8 @@ impl ProfileDefaults {
     pub fn load(path: Option<&Path>) -> Result<Self, DefaultsError> {
         let Some(path) = path else { return Ok(Self::default()) };
         let shown = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| DefaultsError::Read { path: shown.clone(), source })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| DefaultsError::Read { path: shown.clone(), source })?;
         Self::parse(&text).map_err(|message| DefaultsError::Invalid { path: shown, message })
     }
 

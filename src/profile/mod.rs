@@ -210,14 +210,49 @@ mod tests {
         // (profile, exec, network, fetch enabled, workspace, cpu, memory, storage)
         let table = [
             (Profile::Personal, ExecSecurity::Full, NetworkMode::Full, true, WorkspaceAccess::Rw, "2", "2Gi", "10Gi"),
-            (Profile::Family, ExecSecurity::Allowlist, NetworkMode::Limited, true, WorkspaceAccess::Rw, "1", "1Gi", "5Gi"),
-            (Profile::Public, ExecSecurity::Allowlist, NetworkMode::None, false, WorkspaceAccess::Rw, "500m", "512Mi", "1Gi"),
-            (Profile::HighSecurity, ExecSecurity::Allowlist, NetworkMode::None, false, WorkspaceAccess::Ro, "250m", "256Mi", "512Mi"),
+            (
+                Profile::Family,
+                ExecSecurity::Allowlist,
+                NetworkMode::Limited,
+                true,
+                WorkspaceAccess::Rw,
+                "1",
+                "1Gi",
+                "5Gi",
+            ),
+            (
+                Profile::Public,
+                ExecSecurity::Allowlist,
+                NetworkMode::None,
+                false,
+                WorkspaceAccess::Rw,
+                "500m",
+                "512Mi",
+                "1Gi",
+            ),
+            (
+                Profile::HighSecurity,
+                ExecSecurity::Allowlist,
+                NetworkMode::None,
+                false,
+                WorkspaceAccess::Ro,
+                "250m",
+                "256Mi",
+                "512Mi",
+            ),
         ];
         for (profile, exec, network, fetch, access, cpu, memory, storage) in table {
             let r = resolve(&spec(profile)).unwrap();
             assert_eq!(
-                (r.exec_security, r.network, r.web_fetch.enabled, r.workspace_access, r.cpu.as_str(), r.memory.as_str(), r.storage.as_str()),
+                (
+                    r.exec_security,
+                    r.network,
+                    r.web_fetch.enabled,
+                    r.workspace_access,
+                    r.cpu.as_str(),
+                    r.memory.as_str(),
+                    r.storage.as_str()
+                ),
                 (exec, network, fetch, access, cpu, memory, storage),
                 "{profile:?}"
             );
@@ -263,8 +298,11 @@ mod tests {
             workspace_access: Some(WorkspaceAccess::Rw),
         });
         s.exec = Some(ExecSpec { security: Some(ExecSecurity::Blocklist), safe_bins: Some(vec!["jq".into()]) });
-        s.web = Some(WebSpec { fetch: Some(WebFetchSpec { enabled: Some(true), allowed_domains: Some(vec!["example.org".into()]) }) });
-        s.resources = Some(ResourcesSpec { cpu: Some("3".into()), memory: Some("3Gi".into()), storage: Some("30Gi".into()) });
+        s.web = Some(WebSpec {
+            fetch: Some(WebFetchSpec { enabled: Some(true), allowed_domains: Some(vec!["example.org".into()]) }),
+        });
+        s.resources =
+            Some(ResourcesSpec { cpu: Some("3".into()), memory: Some("3Gi".into()), storage: Some("30Gi".into()) });
         s.idle_timeout = Some("1h30m".into());
         s.workspace = Some(WorkspaceSpec { deletion_policy: DeletionPolicy::Delete });
         let r = resolve(&s).unwrap();

@@ -64,7 +64,8 @@ pub struct ResetArgs {
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
-    let parsed: kube::core::Duration = text.trim().parse().map_err(|_| format!("{text:?} is not a duration such as 90s or 5m"))?;
+    let parsed: kube::core::Duration =
+        text.trim().parse().map_err(|_| format!("{text:?} is not a duration such as 90s or 5m"))?;
     Ok(Duration::from(parsed))
 }
 
@@ -80,7 +81,9 @@ pub enum Error {
     Plan(#[from] reset::PlanError),
     #[error("MoltmateUser {0} kept changing while it was being reset; try again")]
     Contended(String),
-    #[error("{user}: the reset to generation {generation} was asked for, but it was not done within {timeout:?}; `kubectl describe mmu {user}` says why")]
+    #[error(
+        "{user}: the reset to generation {generation} was asked for, but it was not done within {timeout:?}; `kubectl describe mmu {user}` says why"
+    )]
     Timeout { user: String, generation: i64, timeout: Duration },
 }
 

@@ -69,7 +69,9 @@ pub fn next_steps(plan: &Plan, user: &MoltmateUser) -> String {
             others.join(", ")
         );
     }
-    text += &format!("Done when `moltmate users` shows RESET {to}/{to} (kubectl get mmu {name} -o jsonpath='{{.status.resetGeneration}}').\n");
+    text += &format!(
+        "Done when `moltmate users` shows RESET {to}/{to} (kubectl get mmu {name} -o jsonpath='{{.status.resetGeneration}}').\n"
+    );
     text
 }
 
@@ -85,7 +87,9 @@ pub fn other_managers(user: &MoltmateUser) -> Vec<String> {
         .managed_fields()
         .iter()
         .filter(|m| m.manager.as_deref() != Some(FIELD_MANAGER))
-        .filter(|m| m.fields_v1.as_ref().is_some_and(|f| f.0.get("f:spec").and_then(|s| s.get("f:resetGeneration")).is_some()))
+        .filter(|m| {
+            m.fields_v1.as_ref().is_some_and(|f| f.0.get("f:spec").and_then(|s| s.get("f:resetGeneration")).is_some())
+        })
         .filter_map(|m| m.manager.clone())
         .collect();
     let last_applied = user.annotations().get("kubectl.kubernetes.io/last-applied-configuration");
@@ -123,7 +127,10 @@ mod tests {
 
         u.metadata.deletion_timestamp = Some(Time(jiff::Timestamp::now()));
         assert_eq!(plan(&u), Err(PlanError::Deleting("alice".into())));
-        assert!(matches!(plan(&MoltmateUser::new("x", MoltmateUserSpec::new(5, Profile::Public))), Err(PlanError::Unread(_))));
+        assert!(matches!(
+            plan(&MoltmateUser::new("x", MoltmateUserSpec::new(5, Profile::Public))),
+            Err(PlanError::Unread(_))
+        ));
     }
 
     #[test]

@@ -46,7 +46,8 @@ pub fn rows(
     claims: &[PersistentVolumeClaim],
     queues: Option<&BTreeMap<String, u64>>,
 ) -> Vec<Row> {
-    let of_user = |labels: &BTreeMap<String, String>, user: &str| labels.get(names::LABEL_USER).map(String::as_str) == Some(user);
+    let of_user =
+        |labels: &BTreeMap<String, String>, user: &str| labels.get(names::LABEL_USER).map(String::as_str) == Some(user);
     let mut rows: Vec<Row> = users
         .iter()
         .map(|user| {
@@ -57,7 +58,10 @@ pub fn rows(
             let annotation = user.annotations().get(names::ANNOTATION_LAST_ACTIVITY).cloned();
             Row {
                 telegram_id: user.spec.telegram.user_id,
-                profile: serde_json::to_value(user.spec.profile).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(),
+                profile: serde_json::to_value(user.spec.profile)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default(),
                 phase: status.and_then(|s| s.phase).map(|p| p.as_str().to_string()),
                 pod: pod.map(pod_state),
                 // The operator copies the stamp into the status; the stamp itself if it has not yet.
@@ -84,7 +88,9 @@ fn pod_state(pod: &Pod) -> String {
     }
     let status = pod.status.as_ref();
     let phase = status.and_then(|s| s.phase.clone()).unwrap_or_else(|| "Pending".into());
-    let ready = status.and_then(|s| s.conditions.as_ref()).is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+    let ready = status
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
     if phase == "Running" && !ready { "Running/NotReady".into() } else { phase }
 }
 
@@ -125,7 +131,8 @@ pub fn render_table(rows: &[Row], now: Timestamp) -> String {
             row.queue.map_or_else(dash, |q| q.to_string()),
         ]);
     }
-    let widths: Vec<usize> = (0..header.len()).map(|i| lines.iter().map(|l| l[i].chars().count()).max().unwrap_or(0)).collect();
+    let widths: Vec<usize> =
+        (0..header.len()).map(|i| lines.iter().map(|l| l[i].chars().count()).max().unwrap_or(0)).collect();
     let mut out = String::new();
     for line in lines {
         let cells: Vec<String> = line.iter().zip(&widths).map(|(cell, width)| format!("{cell:<width$}")).collect();
@@ -153,7 +160,9 @@ pub fn queue_depths(metrics: &str) -> BTreeMap<String, u64> {
 mod tests {
     use super::*;
     use crate::crd::{MoltmateUserSpec, MoltmateUserStatus, Phase, Profile};
-    use k8s_openapi::api::core::v1::{PersistentVolumeClaimSpec, PersistentVolumeClaimStatus, PodCondition, PodStatus, VolumeResourceRequirements};
+    use k8s_openapi::api::core::v1::{
+        PersistentVolumeClaimSpec, PersistentVolumeClaimStatus, PodCondition, PodStatus, VolumeResourceRequirements,
+    };
     use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
@@ -170,7 +179,11 @@ mod tests {
     fn pod(user: &str, phase: &str, ready: bool) -> Pod {
         let status = PodStatus {
             phase: Some(phase.into()),
-            conditions: Some(vec![PodCondition { type_: "Ready".into(), status: if ready { "True" } else { "False" }.into(), ..Default::default() }]),
+            conditions: Some(vec![PodCondition {
+                type_: "Ready".into(),
+                status: if ready { "True" } else { "False" }.into(),
+                ..Default::default()
+            }]),
             ..Default::default()
         };
         labelled(Pod { status: Some(status), ..Default::default() }, user, "agent")
@@ -201,7 +214,8 @@ mod tests {
             ..Default::default()
         });
         let mut bob = user("bob", 1002, Profile::HighSecurity);
-        bob.metadata.annotations = Some(BTreeMap::from([(names::ANNOTATION_LAST_ACTIVITY.to_string(), "2025-02-27T12:00:00Z".to_string())]));
+        bob.metadata.annotations =
+            Some(BTreeMap::from([(names::ANNOTATION_LAST_ACTIVITY.to_string(), "2025-02-27T12:00:00Z".to_string())]));
         let mut leaving = pod("bob", "Running", true);
         leaving.metadata.deletion_timestamp = Some(Time(now()));
         let users = [bob, alice, user("carol", 1003, Profile::Public)];
@@ -212,30 +226,57 @@ mod tests {
         let rows = rows(&users, &pods, &claims, Some(&queues));
         assert_eq!(rows.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(), ["alice", "bob", "carol"]);
         let alice = &rows[0];
-        assert_eq!((alice.telegram_id, alice.profile.as_str(), alice.phase.as_deref()), (1001, "family", Some("Ready")));
-        assert_eq!((alice.pod.as_deref(), alice.volume.as_deref(), alice.queue), (Some("Running"), Some("5Gi"), Some(3)));
+        assert_eq!(
+            (alice.telegram_id, alice.profile.as_str(), alice.phase.as_deref()),
+            (1001, "family", Some("Ready"))
+        );
+        assert_eq!(
+            (alice.pod.as_deref(), alice.volume.as_deref(), alice.queue),
+            (Some("Running"), Some("5Gi"), Some(3))
+        );
         assert_eq!(alice.reset_generation, ResetGeneration { spec: 2, status: 1 });
         let bob = &rows[1];
-        assert_eq!((bob.profile.as_str(), bob.pod.as_deref(), bob.volume.as_deref()), ("high-security", Some("Terminating"), Some("512Mi")));
-        assert_eq!(bob.last_activity.as_deref(), Some("2025-02-27T12:00:00Z"), "the stamp when the status has none yet");
+        assert_eq!(
+            (bob.profile.as_str(), bob.pod.as_deref(), bob.volume.as_deref()),
+            ("high-security", Some("Terminating"), Some("512Mi"))
+        );
+        assert_eq!(
+            bob.last_activity.as_deref(),
+            Some("2025-02-27T12:00:00Z"),
+            "the stamp when the status has none yet"
+        );
         assert_eq!((rows[2].pod.as_deref(), rows[2].queue, rows[2].phase.as_deref()), (None, Some(0), None));
 
         let table = render_table(&rows, now());
         let lines: Vec<&str> = table.lines().collect();
         assert!(lines[0].starts_with("NAME ") && lines[0].ends_with("RESET   QUEUE"), "{table}");
-        let cells = |line: &str| line.split("   ").map(str::trim).filter(|c| !c.is_empty()).map(str::to_string).collect::<Vec<_>>();
-        assert_eq!(cells(lines[1]), ["alice", "1001", "family", "Ready", "Running", "3m ago", "5Gi", "2/1", "3"], "{table}");
-        assert_eq!(cells(lines[2]), ["bob", "1002", "high-security", "-", "Terminating", "2d ago", "512Mi", "-", "0"], "{table}");
+        let cells = |line: &str| {
+            line.split("   ").map(str::trim).filter(|c| !c.is_empty()).map(str::to_string).collect::<Vec<_>>()
+        };
+        assert_eq!(
+            cells(lines[1]),
+            ["alice", "1001", "family", "Ready", "Running", "3m ago", "5Gi", "2/1", "3"],
+            "{table}"
+        );
+        assert_eq!(
+            cells(lines[2]),
+            ["bob", "1002", "high-security", "-", "Terminating", "2d ago", "512Mi", "-", "0"],
+            "{table}"
+        );
         assert_eq!(cells(lines[3]), ["carol", "1003", "public", "-", "none", "-", "-", "-", "0"], "{table}");
         // Columns line up.
-        let at = |line: &str| line.find(" family").or_else(|| line.find(" high-security")).or_else(|| line.find(" public"));
+        let at =
+            |line: &str| line.find(" family").or_else(|| line.find(" high-security")).or_else(|| line.find(" public"));
         assert_eq!(at(lines[1]), at(lines[2]));
 
         let json: serde_json::Value = serde_json::to_value(&rows).unwrap();
         assert_eq!(json[0]["resetGeneration"], serde_json::json!({"spec": 2, "status": 1}));
         assert_eq!(json[0]["telegramId"], 1001);
         assert_eq!(json[2]["pod"], serde_json::Value::Null);
-        assert!(super::rows(&users, &pods, &claims, None).iter().all(|r| r.queue.is_none()), "no gateway asked: no queue");
+        assert!(
+            super::rows(&users, &pods, &claims, None).iter().all(|r| r.queue.is_none()),
+            "no gateway asked: no queue"
+        );
     }
 
     #[test]
@@ -247,7 +288,12 @@ mod tests {
 
     #[test]
     fn ages_read_like_kubectl() {
-        let cases = [("2025-03-01T11:59:15Z", "45s"), ("2025-03-01T11:48:00Z", "12m"), ("2025-03-01T09:00:00Z", "3h"), ("2025-02-20T12:00:00Z", "9d")];
+        let cases = [
+            ("2025-03-01T11:59:15Z", "45s"),
+            ("2025-03-01T11:48:00Z", "12m"),
+            ("2025-03-01T09:00:00Z", "3h"),
+            ("2025-02-20T12:00:00Z", "9d"),
+        ];
         for (then, want) in cases {
             assert_eq!(age(then, now()).as_deref(), Some(want), "{then}");
         }

@@ -51,7 +51,8 @@ fn alive(pid: u32) -> bool {
 impl ApiServer {
     /// The running API server among the processes `DIR/pids` lists.
     pub fn find(dir: &Path) -> Result<ApiServer, String> {
-        let pids = std::fs::read_to_string(dir.join("pids")).map_err(|e| format!("reading {}/pids: {e}", dir.display()))?;
+        let pids =
+            std::fs::read_to_string(dir.join("pids")).map_err(|e| format!("reading {}/pids: {e}", dir.display()))?;
         let dir_text = dir.to_string_lossy();
         for pid in pids.lines().filter_map(|l| l.split_whitespace().next()?.parse::<u32>().ok()) {
             let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else { continue };
@@ -60,7 +61,8 @@ impl ApiServer {
             if !alive(pid) || !is_apiserver_of(&argv, &dir_text) {
                 continue;
             }
-            let environ = std::fs::read(format!("/proc/{pid}/environ")).map_err(|e| format!("reading the environment of kube-apiserver {pid}: {e}"))?;
+            let environ = std::fs::read(format!("/proc/{pid}/environ"))
+                .map_err(|e| format!("reading the environment of kube-apiserver {pid}: {e}"))?;
             return Ok(ApiServer {
                 dir: dir.to_path_buf(),
                 argv: fields.into_iter().map(OsString::from_vec).collect(),
@@ -94,7 +96,10 @@ impl ApiServer {
                 let _ = kill(pid, Signal::SIGKILL);
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 if self.running() {
-                    return Err(format!("kube-apiserver {} still running {timeout:?} after SIGTERM and a SIGKILL", self.pid));
+                    return Err(format!(
+                        "kube-apiserver {} still running {timeout:?} after SIGTERM and a SIGKILL",
+                        self.pid
+                    ));
                 }
                 break;
             }
@@ -110,7 +115,11 @@ impl ApiServer {
         use std::io::Write;
         use std::os::unix::process::CommandExt;
         let log_path = self.dir.join("logs").join("kube-apiserver.log");
-        let log = std::fs::File::options().create(true).append(true).open(&log_path).map_err(|e| format!("{}: {e}", log_path.display()))?;
+        let log = std::fs::File::options()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(|e| format!("{}: {e}", log_path.display()))?;
         let child = Command::new(&self.argv[0])
             .args(&self.argv[1..])
             .env_clear()

@@ -90,8 +90,15 @@ impl TestEnv {
 
         let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
         let crd: CustomResourceDefinition =
-            serde_saphyr::from_str(&std::fs::read_to_string(format!("{REPO}/crds/moltmateuser.yaml")).unwrap()).unwrap();
-        crds.patch("moltmateusers.moltmate.io", &apply, &Patch::Apply(typed(&crd, "apiextensions.k8s.io/v1", "CustomResourceDefinition"))).await.unwrap();
+            serde_saphyr::from_str(&std::fs::read_to_string(format!("{REPO}/crds/moltmateuser.yaml")).unwrap())
+                .unwrap();
+        crds.patch(
+            "moltmateusers.moltmate.io",
+            &apply,
+            &Patch::Apply(typed(&crd, "apiextensions.k8s.io/v1", "CustomResourceDefinition")),
+        )
+        .await
+        .unwrap();
         wait_until("CRD established", Duration::from_secs(30), || async {
             let crd = crds.get("moltmateusers.moltmate.io").await.ok()?;
             crd.status?.conditions?.iter().any(|c| c.type_ == "Established" && c.status == "True").then_some(())
@@ -102,13 +109,19 @@ impl TestEnv {
         Api::<Namespace>::all(client.clone()).patch(SYSTEM_NS, &apply, &Patch::Apply(&ns)).await.unwrap();
         bind_cluster_role(&client, "operator").await;
         let sa = json!({ "apiVersion": "v1", "kind": "ServiceAccount", "metadata": { "name": "moltmate-operator", "namespace": SYSTEM_NS } });
-        Api::<ServiceAccount>::namespaced(client.clone(), SYSTEM_NS).patch("moltmate-operator", &apply, &Patch::Apply(&sa)).await.unwrap();
+        Api::<ServiceAccount>::namespaced(client.clone(), SYSTEM_NS)
+            .patch("moltmate-operator", &apply, &Patch::Apply(&sa))
+            .await
+            .unwrap();
         let broker = json!({
             "apiVersion": "v1", "kind": "Service",
             "metadata": { "name": "moltmate-broker", "namespace": SYSTEM_NS },
             "spec": { "selector": { "app.kubernetes.io/name": "moltmate-gateway" }, "ports": [{ "name": "broker", "port": 8081, "protocol": "TCP" }] },
         });
-        Api::<Service>::namespaced(client, SYSTEM_NS).patch("moltmate-broker", &apply, &Patch::Apply(&broker)).await.unwrap();
+        Api::<Service>::namespaced(client, SYSTEM_NS)
+            .patch("moltmate-broker", &apply, &Patch::Apply(&broker))
+            .await
+            .unwrap();
     }
 
     /// Run `moltmate ARGS` as a background process with this env's kubeconfig `kubeconfig`.
@@ -133,10 +146,14 @@ impl TestEnv {
             .expect("spawn moltmate");
         // The testenv watchdog stops what DIR/pids lists once this test process is gone.
         let line = format!("{} {log_name}\n", child.id());
-        std::fs::OpenOptions::new().append(true).open(self.dir.join("pids")).and_then(|mut f| {
-            use std::io::Write;
-            f.write_all(line.as_bytes())
-        }).unwrap();
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.dir.join("pids"))
+            .and_then(|mut f| {
+                use std::io::Write;
+                f.write_all(line.as_bytes())
+            })
+            .unwrap();
         Proc { child, log: log_path }
     }
 
@@ -150,7 +167,16 @@ impl TestEnv {
     pub fn spawn_node_with(&self, extra: &[&str]) -> Proc {
         let data = self.dir.join("node");
         let network = pod_network(&self.dir);
-        let mut args = vec!["dev", "node", "--data-dir", data.to_str().unwrap(), "--storage-class", STORAGE_CLASS, "--pod-network", &network];
+        let mut args = vec![
+            "dev",
+            "node",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--storage-class",
+            STORAGE_CLASS,
+            "--pod-network",
+            &network,
+        ];
         args.extend_from_slice(extra);
         self.spawn("node", &self.admin_kubeconfig(), &args)
     }
@@ -165,16 +191,30 @@ impl TestEnv {
     pub fn spawn_operator(&self, name: &str, http_port: u16) -> Proc {
         let key = self.dir.join("master.key");
         let addr = format!("127.0.0.1:{http_port}");
-        self.spawn(name, &self.operator_kubeconfig(), &[
-            "operator", "--storage-class", STORAGE_CLASS, "--http-addr", &addr,
-            "--master-key-file", key.to_str().unwrap(), "--lease-namespace", SYSTEM_NS, "--identity", name,
-        ])
+        self.spawn(
+            name,
+            &self.operator_kubeconfig(),
+            &[
+                "operator",
+                "--storage-class",
+                STORAGE_CLASS,
+                "--http-addr",
+                &addr,
+                "--master-key-file",
+                key.to_str().unwrap(),
+                "--lease-namespace",
+                SYSTEM_NS,
+                "--identity",
+                name,
+            ],
+        )
     }
 
     pub fn kubectl(&self, args: &[&str]) -> std::process::Output {
         let bindir = self.dir.join("env");
         let env = std::fs::read_to_string(bindir).unwrap();
-        let bin = env.lines().find_map(|l| l.strip_prefix("BINDIR=")).expect("BINDIR in env").trim_matches('"').to_string();
+        let bin =
+            env.lines().find_map(|l| l.strip_prefix("BINDIR=")).expect("BINDIR in env").trim_matches('"').to_string();
         Command::new(format!("{bin}/kubectl"))
             .arg("--kubeconfig")
             .arg(self.admin_kubeconfig())
@@ -186,7 +226,8 @@ impl TestEnv {
 
 impl Drop for TestEnv {
     fn drop(&mut self) {
-        let _ = Command::new(format!("{REPO}/scripts/testenv")).arg("down").arg(&self.dir).stderr(Stdio::null()).status();
+        let _ =
+            Command::new(format!("{REPO}/scripts/testenv")).arg("down").arg(&self.dir).stderr(Stdio::null()).status();
     }
 }
 
@@ -225,7 +266,11 @@ fn remove_stale_dirs(root: &Path) {
         let name = entry.file_name().to_string_lossy().to_string();
         let pid = name.rsplit('-').next().and_then(|p| p.parse::<u32>().ok());
         if pid.is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists()) {
-            let _ = Command::new(format!("{REPO}/scripts/testenv")).arg("down").arg(entry.path()).stderr(Stdio::null()).status();
+            let _ = Command::new(format!("{REPO}/scripts/testenv"))
+                .arg("down")
+                .arg(entry.path())
+                .stderr(Stdio::null())
+                .status();
             let _ = std::fs::remove_dir_all(entry.path());
         }
     }
@@ -271,7 +316,12 @@ pub fn texts(tg: &moltmates::dev::telegram::TelegramStandIn, chat: i64) -> Vec<S
 }
 
 /// Wait until a message to `chat` contains `needle`; returns all messages of the chat.
-pub async fn wait_text(tg: &moltmates::dev::telegram::TelegramStandIn, chat: i64, needle: &str, timeout: Duration) -> Vec<String> {
+pub async fn wait_text(
+    tg: &moltmates::dev::telegram::TelegramStandIn,
+    chat: i64,
+    needle: &str,
+    timeout: Duration,
+) -> Vec<String> {
     wait_until(&format!("a message to {chat} containing {needle:?}"), timeout, || async {
         let all = texts(tg, chat);
         all.iter().any(|t| t.contains(needle)).then_some(all)
@@ -482,7 +532,13 @@ impl Proc {
 impl TestEnv {
     /// Like `spawn`, but the process sees exactly `vars` plus KUBECONFIG and RUST_LOG, nothing
     /// inherited from the test: to run a component with the environment its manifest gives it.
-    pub fn spawn_with_env(&self, log_name: &str, kubeconfig: &Path, args: &[String], vars: &[(String, String)]) -> Proc {
+    pub fn spawn_with_env(
+        &self,
+        log_name: &str,
+        kubeconfig: &Path,
+        args: &[String],
+        vars: &[(String, String)],
+    ) -> Proc {
         let mut command = Command::new(MOLTMATE);
         command.args(args).env_clear().envs(vars.iter().map(|(k, v)| (k, v)));
         self.launch(log_name, kubeconfig, command)

@@ -126,19 +126,22 @@ impl PolicyArgs {
 
 pub async fn run(command: ExecPolicyCommand) -> Result<ExitCode, Box<dyn std::error::Error>> {
     match command {
-        ExecPolicyCommand::Check(args) => match check(&args.policy.policy(), &args.policy.workspace()?, &args.command) {
-            Ok(_) => {
-                println!("ALLOW");
-                Ok(ExitCode::SUCCESS)
+        ExecPolicyCommand::Check(args) => {
+            match check(&args.policy.policy(), &args.policy.workspace()?, &args.command) {
+                Ok(_) => {
+                    println!("ALLOW");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(denied) => {
+                    println!("DENY: {denied}");
+                    Ok(ExitCode::FAILURE)
+                }
             }
-            Err(denied) => {
-                println!("DENY: {denied}");
-                Ok(ExitCode::FAILURE)
-            }
-        },
+        }
         ExecPolicyCommand::Run(args) => {
             let limits = ExecLimits { timeout: args.timeout, ..ExecLimits::default() };
-            let outcome = match execute(&args.policy.policy(), &args.policy.workspace()?, &args.command, &limits).await {
+            let outcome = match execute(&args.policy.policy(), &args.policy.workspace()?, &args.command, &limits).await
+            {
                 Ok(outcome) => outcome,
                 Err(super::ExecError::Denied(denied)) => {
                     eprintln!("DENY: {denied}");
@@ -149,7 +152,10 @@ pub async fn run(command: ExecPolicyCommand) -> Result<ExitCode, Box<dyn std::er
             std::io::stdout().write_all(outcome.stdout.as_bytes())?;
             std::io::stderr().write_all(outcome.stderr.as_bytes())?;
             if outcome.timed_out {
-                eprintln!("moltmate: the command timed out after {} and was killed", humantime::format_duration(args.timeout));
+                eprintln!(
+                    "moltmate: the command timed out after {} and was killed",
+                    humantime::format_duration(args.timeout)
+                );
                 return Ok(ExitCode::from(124));
             }
             // Killed by a signal: 1, like a failure (the signal is not in ExecOutcome).

@@ -137,7 +137,9 @@ fn plan(policy: &ExecPolicy, workspace: &Path, command_line: &str) -> Result<(Ap
     let workspace = paths::Workspace::open(workspace).map_err(deny)?;
 
     let read_only = policy.workspace_access == WorkspaceAccess::Ro;
-    if read_only && let Some(writer) = [name.as_str(), program.canonical_name()].into_iter().find(|n| catalog::writes(n)) {
+    if read_only
+        && let Some(writer) = [name.as_str(), program.canonical_name()].into_iter().find(|n| catalog::writes(n))
+    {
         return Err(Denied(format!("`{writer}` writes files, but the workspace is read-only")));
     }
     for file in &plan.files {
@@ -151,7 +153,12 @@ fn plan(policy: &ExecPolicy, workspace: &Path, command_line: &str) -> Result<(Ap
 
 /// Check, then run under the limits (working directory `workspace/files`, created if
 /// missing).
-pub async fn execute(policy: &ExecPolicy, workspace: &Path, command_line: &str, limits: &ExecLimits) -> Result<ExecOutcome, ExecError> {
+pub async fn execute(
+    policy: &ExecPolicy,
+    workspace: &Path,
+    command_line: &str,
+    limits: &ExecLimits,
+) -> Result<ExecOutcome, ExecError> {
     let (approved, workspace) = plan(policy, workspace, command_line)?;
     match tokio::fs::create_dir(workspace.cwd()).await {
         Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {

@@ -18,7 +18,9 @@ pub enum PathError {
     Outside(String),
     #[error("`{0}` leads outside files/ through a symbolic link")]
     Symlink(String),
-    #[error("`{0}` looks like a URI or a descriptor (`scheme:`), which some programs open themselves; name a file in files/ without a colon before any '/'")]
+    #[error(
+        "`{0}` looks like a URI or a descriptor (`scheme:`), which some programs open themselves; name a file in files/ without a colon before any '/'"
+    )]
     Uri(String),
     #[error("`{0}` cannot be resolved (a broken symbolic link, or a file used as a directory)")]
     Unresolvable(String),
@@ -86,7 +88,8 @@ fn looks_like_uri(arg: &str) -> bool {
     let head = arg.split('/').next().unwrap_or_default();
     let Some((scheme, _)) = head.split_once(':') else { return false };
     let mut chars = scheme.chars();
-    chars.next().is_some_and(|c| c.is_ascii_alphabetic()) && chars.all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
 }
 
 /// Canonicalize the longest existing ancestor (following every symlink in it), then append
@@ -148,7 +151,18 @@ mod tests {
         symlink(outside.path().join("new"), files.join("dangling")).unwrap();
         let w = Workspace::open(&ws).unwrap();
 
-        for ok in ["a.txt", "./a.txt", "sub/../a.txt", "new-file", "sub/new/deeper", ".", "", "inside-link", "sub/a:b", "notes 10:30"] {
+        for ok in [
+            "a.txt",
+            "./a.txt",
+            "sub/../a.txt",
+            "new-file",
+            "sub/new/deeper",
+            ".",
+            "",
+            "inside-link",
+            "sub/a:b",
+            "notes 10:30",
+        ] {
             assert!(w.confine(ok).is_ok(), "{ok}: {:?}", w.confine(ok));
         }
         let abs_inside = files.join("a.txt").display().to_string();

@@ -5,8 +5,8 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 
-use super::catalog;
 use super::ExecPolicy;
+use super::catalog;
 use crate::crd::ExecSecurity;
 
 /// Where programs come from, in lookup order.
@@ -72,7 +72,9 @@ fn permitted(policy: &ExecPolicy, name: &str) -> Result<(), ProgramError> {
     let danger = catalog::danger(name);
     match policy.security {
         ExecSecurity::Allowlist => match danger {
-            Some(d) if d.escapes_allowlist() => Err(ProgramError::EscapesAllowlist { name: name.into(), why: d.describe() }),
+            Some(d) if d.escapes_allowlist() => {
+                Err(ProgramError::EscapesAllowlist { name: name.into(), why: d.describe() })
+            }
             _ => Ok(()),
         },
         // Fail closed: a program nobody classified may run others (`setarch` does).

@@ -12,16 +12,16 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 use tracing::info;
 
+use super::disk::DiskLimit;
 use super::files::{self, FileError, Kind};
 use super::history::{ToolCall, truncate};
 use super::llm::ToolSpec;
 use super::metrics::Metrics;
-use super::disk::DiskLimit;
-use crate::unicode::escape_invisible;
 use super::prompt::{exec_summary, web_summary};
 use super::workspace::Workspace;
 use crate::agent::exec::{ExecError, ExecLimits, ExecOutcome, ExecPolicy, execute};
 use crate::profile::ResolvedProfile;
+use crate::unicode::escape_invisible;
 use web::{FetchError, WebFetcher, check_url};
 
 pub const EXEC: &str = "exec";
@@ -104,18 +104,21 @@ pub fn known(name: &str) -> &'static str {
 /// (and refused if called anyway).
 pub fn specs(profile: &ResolvedProfile, writable: bool) -> Vec<ToolSpec> {
     let string = |description: &str| json!({"type": "string", "description": description});
-    let object = |properties: serde_json::Value, required: &[&str]| {
-        json!({"type": "object", "properties": properties, "required": required, "additionalProperties": false})
-    };
+    let object = |properties: serde_json::Value, required: &[&str]| json!({"type": "object", "properties": properties, "required": required, "additionalProperties": false});
     let mut out = vec![
         ToolSpec {
             name: EXEC,
             description: exec_summary(profile),
-            parameters: object(json!({"command": string("the program and its arguments, e.g. `wc -l notes.txt`")}), &["command"]),
+            parameters: object(
+                json!({"command": string("the program and its arguments, e.g. `wc -l notes.txt`")}),
+                &["command"],
+            ),
         },
         ToolSpec {
             name: READ_FILE,
-            description: format!("Read a text file in files/ (at most {READ_MAX} bytes per call; pass offset to read on)."),
+            description: format!(
+                "Read a text file in files/ (at most {READ_MAX} bytes per call; pass offset to read on)."
+            ),
             parameters: object(
                 json!({"path": string("path relative to files/"), "offset": {"type": "integer", "minimum": 0, "description": "byte offset to start at"}}),
                 &["path"],
@@ -219,7 +222,11 @@ impl ToolRunner for Tools {
             LIST_FILES => self.list_files(&call.arguments).await,
             REMEMBER => self.remember(&call.arguments).await,
             WEB_FETCH => self.web_fetch(&call.arguments).await,
-            _ => ToolResult::error(format!("there is no tool named {:?}; the tools are: {}", truncate(&call.name, 64).0, ALL.join(", "))),
+            _ => ToolResult::error(format!(
+                "there is no tool named {:?}; the tools are: {}",
+                truncate(&call.name, 64).0,
+                ALL.join(", ")
+            )),
         };
         let (content, cut) = truncate(&result.content, RESULT_MAX);
         if cut {
@@ -258,7 +265,10 @@ impl Tools {
     }
 
     /// Blocking work on the workspace's `files/` directory, opened without following links.
-    async fn in_files(&self, work: impl FnOnce(std::os::fd::BorrowedFd<'_>) -> ToolResult + Send + 'static) -> ToolResult {
+    async fn in_files(
+        &self,
+        work: impl FnOnce(std::os::fd::BorrowedFd<'_>) -> ToolResult + Send + 'static,
+    ) -> ToolResult {
         self.blocking(move |ws| match ws.files_dir() {
             Ok(dir) => work(std::os::fd::AsFd::as_fd(&dir)),
             Err(e) => e.into(),
@@ -426,7 +436,8 @@ fn format_read(path: &str, out: &files::ReadOut) -> ToolResult {
     let mut content = String::from_utf8_lossy(&out.bytes).into_owned();
     let end = out.offset + bytes as u64;
     if end < out.size {
-        content.push_str(&format!("\n(showing bytes {}..{end} of {}; read on with offset {end})", out.offset, out.size));
+        content
+            .push_str(&format!("\n(showing bytes {}..{end} of {}; read on with offset {end})", out.offset, out.size));
     }
     ToolResult::allowed(content, bytes)
 }

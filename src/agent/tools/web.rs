@@ -82,7 +82,12 @@ pub struct WebFetcher {
 }
 
 impl WebFetcher {
-    pub fn new(endpoint: String, token: Secret, policy: WebFetchPolicy, timeout: Duration) -> Result<Self, reqwest::Error> {
+    pub fn new(
+        endpoint: String,
+        token: Secret,
+        policy: WebFetchPolicy,
+        timeout: Duration,
+    ) -> Result<Self, reqwest::Error> {
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(10)))
@@ -102,7 +107,13 @@ impl WebFetcher {
             .body(body)
             .send()
             .await
-            .map_err(|e| FetchError::Failed(if e.is_timeout() { "timed out".into() } else { "the broker cannot be reached".into() }))?;
+            .map_err(|e| {
+                FetchError::Failed(if e.is_timeout() {
+                    "timed out".into()
+                } else {
+                    "the broker cannot be reached".into()
+                })
+            })?;
         let status = response.status();
         let bytes = crate::http::read_capped(response, MAX_BROKER_BODY).await.map_err(|e| match e {
             CappedRead::TooLarge => FetchError::Failed(format!("the answer is larger than {MAX_BROKER_BODY} bytes")),
@@ -117,7 +128,8 @@ impl WebFetcher {
             crate::agent::history::truncate(&reason, 300).0
         };
         match status.as_u16() {
-            200 => serde_json::from_slice(&bytes).map_err(|e| FetchError::Failed(format!("the broker's answer is not a fetch result: {e}"))),
+            200 => serde_json::from_slice(&bytes)
+                .map_err(|e| FetchError::Failed(format!("the broker's answer is not a fetch result: {e}"))),
             403 => Err(FetchError::Refused(text())),
             other => Err(FetchError::Failed(format!("the broker answered {other}: {}", text()))),
         }

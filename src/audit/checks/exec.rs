@@ -106,7 +106,11 @@ fn exec_security(what: &str, name: &str, p: &ResolvedProfile) -> Finding {
     let profile = profile_name(p.profile);
     match (p.exec_security, p.profile) {
         (ExecSecurity::Allowlist, _) => Finding::pass(SECURITY, what, format!("allowlist ({profile})")),
-        (_, Profile::Personal) => Finding::pass(SECURITY, what, format!("{level}: allowed for the personal profile (the operator's own agent)")),
+        (_, Profile::Personal) => Finding::pass(
+            SECURITY,
+            what,
+            format!("{level}: allowed for the personal profile (the operator's own agent)"),
+        ),
         (_, _) => Finding::fail(
             SECURITY,
             what,
@@ -163,12 +167,42 @@ mod tests {
     #[test]
     fn dangerous_programs_by_class() {
         for bin in [
-            "sh", "bash", "zsh", "dash", "busybox", // shells
-            "python", "python3.11", "perl", "ruby", "node", "php", "lua5.4", // interpreters
-            "curl", "wget", "nc", "ssh", "scp", "rsync", "ftp", "telnet", "socat", // network
-            "rm", "dd", "mkfs.ext4", "shred", "chown", "mv", "chmod", // destructive
-            "env", "xargs", "sudo", "su", "timeout", "nice", // run other programs
-            "kill", "ps", // other processes
+            "sh",
+            "bash",
+            "zsh",
+            "dash",
+            "busybox", // shells
+            "python",
+            "python3.11",
+            "perl",
+            "ruby",
+            "node",
+            "php",
+            "lua5.4", // interpreters
+            "curl",
+            "wget",
+            "nc",
+            "ssh",
+            "scp",
+            "rsync",
+            "ftp",
+            "telnet",
+            "socat", // network
+            "rm",
+            "dd",
+            "mkfs.ext4",
+            "shred",
+            "chown",
+            "mv",
+            "chmod", // destructive
+            "env",
+            "xargs",
+            "sudo",
+            "su",
+            "timeout",
+            "nice", // run other programs
+            "kill",
+            "ps",       // other processes
             "/bin/cat", // a path
         ] {
             assert!(matches!(classify(bin), Verdict::Dangerous(_)), "{bin}");

@@ -66,13 +66,15 @@ fn services(snap: &Snapshot, namespaces: &[String], out: &mut Vec<Finding>) {
 /// `(service, port)` of every backend of an Ingress; `None` for a non-Service backend.
 fn backends(ingress: &Ingress) -> Vec<Option<(String, String)>> {
     let spec = ingress.spec.clone().unwrap_or_default();
-    let rules = spec.rules.into_iter().flatten().flat_map(|r| r.http.map(|h| h.paths).unwrap_or_default()).map(|p| p.backend);
+    let rules =
+        spec.rules.into_iter().flatten().flat_map(|r| r.http.map(|h| h.paths).unwrap_or_default()).map(|p| p.backend);
     spec.default_backend
         .into_iter()
         .chain(rules)
         .map(|b| {
             b.service.map(|s| {
-                let port = s.port.map(|p| p.name.unwrap_or_else(|| p.number.unwrap_or(0).to_string())).unwrap_or_default();
+                let port =
+                    s.port.map(|p| p.name.unwrap_or_else(|| p.number.unwrap_or(0).to_string())).unwrap_or_default();
                 (s.name, port)
             })
         })
@@ -88,7 +90,9 @@ fn is_webhook_backend(snap: &Snapshot, gateway: &Component, name: &str, port: &s
     let webhook_port = port_of_addr(gateway.value("webhook-addr", "MOLTMATE_WEBHOOK_ADDR"), DEFAULT_WEBHOOK_PORT);
     let Some(service) = find(&snap.services, &gateway.namespace(), name) else { return false };
     let ports = service.spec.as_ref().and_then(|s| s.ports.clone()).unwrap_or_default();
-    let Some(sp) = ports.iter().find(|p| p.name.as_deref() == Some(port) || p.port.to_string() == port) else { return false };
+    let Some(sp) = ports.iter().find(|p| p.name.as_deref() == Some(port) || p.port.to_string() == port) else {
+        return false;
+    };
     match &sp.target_port {
         None => sp.port == i32::from(webhook_port),
         Some(IntOrString::Int(n)) => *n == i32::from(webhook_port),
@@ -152,7 +156,8 @@ fn ingresses(snap: &Snapshot, install: &Install, namespaces: &[String], out: &mu
 
 /// Every peer allowed by `selector` carries the label the operator puts on agent namespaces.
 fn only_agent_namespaces(selector: &LabelSelector) -> bool {
-    let managed = selector.match_labels.as_ref().and_then(|l| l.get(names::LABEL_MANAGED_BY)).map(String::as_str) == Some(names::MANAGED_BY);
+    let managed = selector.match_labels.as_ref().and_then(|l| l.get(names::LABEL_MANAGED_BY)).map(String::as_str)
+        == Some(names::MANAGED_BY);
     let per_user = selector.match_labels.as_ref().is_some_and(|l| l.contains_key(names::LABEL_USER));
     let expressed = selector.match_expressions.iter().flatten().any(|e| match e.operator.as_str() {
         "In" => {
@@ -213,7 +218,10 @@ fn describe_peer(peer: &NetworkPolicyPeer, ns: &str) -> Option<String> {
     match &peer.namespace_selector {
         None => Some(format!("from pods of namespace {ns}")),
         Some(sel) if only_agent_namespaces(sel) => None,
-        Some(sel) if sel.match_labels.as_ref().is_none_or(|l| l.is_empty()) && sel.match_expressions.as_ref().is_none_or(|e| e.is_empty()) => {
+        Some(sel)
+            if sel.match_labels.as_ref().is_none_or(|l| l.is_empty())
+                && sel.match_expressions.as_ref().is_none_or(|e| e.is_empty()) =>
+        {
             Some("from every namespace".into())
         }
         Some(_) => Some("from namespaces that are not only agents'".into()),
@@ -225,15 +233,28 @@ fn broker_access(snap: &Snapshot, gateway: &Component) -> Vec<Finding> {
     let ns = gateway.namespace();
     let labels = gateway.pod_labels();
     let port = port_of_addr(gateway.value("broker-addr", "MOLTMATE_BROKER_ADDR"), DEFAULT_BROKER_PORT);
-    let port_name = gateway.container.ports.iter().flatten().find(|p| p.container_port == i32::from(port)).and_then(|p| p.name.clone());
+    let port_name = gateway
+        .container
+        .ports
+        .iter()
+        .flatten()
+        .find(|p| p.container_port == i32::from(port))
+        .and_then(|p| p.name.clone());
     let policies: Vec<&NetworkPolicy> = in_namespace(&snap.network_policies, &ns)
-        .filter(|p| restricts_ingress(p) && p.spec.as_ref().is_some_and(|s| selects(s.pod_selector.as_ref().unwrap_or(&LabelSelector::default()), &labels)))
+        .filter(|p| {
+            restricts_ingress(p)
+                && p.spec
+                    .as_ref()
+                    .is_some_and(|s| selects(s.pod_selector.as_ref().unwrap_or(&LabelSelector::default()), &labels))
+        })
         .collect();
     if policies.is_empty() {
         return vec![Finding::fail(
             BROKER,
             gateway.object(),
-            format!("no NetworkPolicy limits who reaches the gateway pods: any pod in the cluster can call the broker (port {port})"),
+            format!(
+                "no NetworkPolicy limits who reaches the gateway pods: any pod in the cluster can call the broker (port {port})"
+            ),
             "enable the chart's networkPolicy (networkPolicy.enabled=true), or admit the broker port only from namespaces labelled app.kubernetes.io/managed-by=moltmate-operator",
         )];
     }
@@ -310,11 +331,18 @@ mod tests {
 
     #[test]
     fn peers_that_are_only_agents() {
-        let agents = json!({"namespaceSelector": {"matchLabels": {"app.kubernetes.io/managed-by": "moltmate-operator"}}});
+        let agents =
+            json!({"namespaceSelector": {"matchLabels": {"app.kubernetes.io/managed-by": "moltmate-operator"}}});
         let peer = |v: serde_json::Value| -> NetworkPolicyPeer { serde_json::from_value(v).unwrap() };
         assert_eq!(describe_peer(&peer(agents), "sys"), None);
-        assert_eq!(describe_peer(&peer(json!({"namespaceSelector": {}})), "sys").as_deref(), Some("from every namespace"));
-        assert_eq!(describe_peer(&peer(json!({"podSelector": {}})), "sys").as_deref(), Some("from pods of namespace sys"));
+        assert_eq!(
+            describe_peer(&peer(json!({"namespaceSelector": {}})), "sys").as_deref(),
+            Some("from every namespace")
+        );
+        assert_eq!(
+            describe_peer(&peer(json!({"podSelector": {}})), "sys").as_deref(),
+            Some("from pods of namespace sys")
+        );
         assert!(describe_peer(&peer(json!({"ipBlock": {"cidr": "0.0.0.0/0"}})), "sys").unwrap().contains("0.0.0.0/0"));
         let other = json!({"namespaceSelector": {"matchLabels": {"team": "a"}}});
         assert!(describe_peer(&peer(other), "sys").is_some());

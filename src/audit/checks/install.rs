@@ -113,7 +113,11 @@ fn profiles_of(snap: &Snapshot, op: &Component, out: &mut Vec<Finding>) -> Profi
     };
     match ProfileDefaults::parse(&text) {
         Ok(defaults) => {
-            out.push(Finding::pass(CHECK, object("ConfigMap", Some(&ns), &name), format!("the operator's profile defaults ({key})")));
+            out.push(Finding::pass(
+                CHECK,
+                object("ConfigMap", Some(&ns), &name),
+                format!("the operator's profile defaults ({key})"),
+            ));
             defaults
         }
         Err(e) => unreadable(format!("(ConfigMap {ns}/{name}) does not parse: {e}")),

@@ -18,7 +18,11 @@ pub fn check(snap: &Snapshot, out: &mut Vec<Finding>) {
             let what = object("Pod", Some(&ns), &pod.name_any());
             let problems = pod.spec.as_ref().map(problems).unwrap_or_else(|| vec!["has no spec".into()]);
             if problems.is_empty() {
-                out.push(Finding::pass(AGENT_POD, what, "no service-account token, non-root, read-only root filesystem, no privileges"));
+                out.push(Finding::pass(
+                    AGENT_POD,
+                    what,
+                    "no service-account token, non-root, read-only root filesystem, no privileges",
+                ));
             } else {
                 out.push(Finding::fail(
                     AGENT_POD,
@@ -60,7 +64,11 @@ fn problems(spec: &PodSpec) -> Vec<String> {
         let non_root = sc.run_as_non_root.or(pod_sc.run_as_non_root) == Some(true);
         let uid = sc.run_as_user.or(pod_sc.run_as_user);
         if !non_root || uid == Some(0) {
-            p.push(format!("container {} may run as root (runAsNonRoot is not true{})", c.name, if uid == Some(0) { ", runAsUser 0" } else { "" }));
+            p.push(format!(
+                "container {} may run as root (runAsNonRoot is not true{})",
+                c.name,
+                if uid == Some(0) { ", runAsUser 0" } else { "" }
+            ));
         }
         if sc.read_only_root_filesystem != Some(true) {
             p.push(format!("container {} has a writable root filesystem", c.name));
@@ -108,7 +116,8 @@ fn image_finding(what: String, image: &str, fix: &str) -> Finding {
 }
 
 pub fn images(snap: &Snapshot, install: &Install, out: &mut Vec<Finding>) {
-    let release_fix = "pin a version: helm upgrade ... --set image.tag=<version> (or an image@sha256 digest in your manifests)";
+    let release_fix =
+        "pin a version: helm upgrade ... --set image.tag=<version> (or an image@sha256 digest in your manifests)";
     for component in [install.operator, install.gateway].into_iter().flatten() {
         let spec = component.pod;
         for c in containers(spec) {
@@ -127,7 +136,11 @@ pub fn images(snap: &Snapshot, install: &Install, out: &mut Vec<Finding>) {
         let image = profile::resolve_with(&user.spec, &install.cluster.profiles).ok().and_then(|p| p.image);
         if let Some(image) = image {
             let name = user.name_any();
-            out.push(image_finding(object("MoltmateUser", None, &name), &image, &format!("set spec.sandbox.image to a versioned image: kubectl edit mmu {name}")));
+            out.push(image_finding(
+                object("MoltmateUser", None, &name),
+                &image,
+                &format!("set spec.sandbox.image to a versioned image: kubectl edit mmu {name}"),
+            ));
         }
     }
     for ns in snap.sandbox_namespaces() {
@@ -150,7 +163,12 @@ mod tests {
 
     #[test]
     fn image_references() {
-        for ok in ["moltmates/moltmate:0.1.0", "host:5000/moltmates/moltmate:1", "moltmates/moltmate@sha256:abc", "a:latest@sha256:abc"] {
+        for ok in [
+            "moltmates/moltmate:0.1.0",
+            "host:5000/moltmates/moltmate:1",
+            "moltmates/moltmate@sha256:abc",
+            "a:latest@sha256:abc",
+        ] {
             assert!(pinned(ok).is_ok(), "{ok}");
         }
         for bad in ["moltmates/moltmate", "moltmates/moltmate:latest", "host:5000/moltmates/moltmate", ""] {
@@ -166,9 +184,18 @@ mod tests {
             let pod = build_for(&user("alice", profile)).pod;
             assert_eq!(problems(pod.spec.as_ref().unwrap()), Vec::<String>::new(), "{profile:?}");
         }
-        let plain: k8s_openapi::api::core::v1::Pod = serde_json::from_value(serde_json::json!({"spec": {"containers": [{"name": "c", "image": "x:1"}]}})).unwrap();
+        let plain: k8s_openapi::api::core::v1::Pod =
+            serde_json::from_value(serde_json::json!({"spec": {"containers": [{"name": "c", "image": "x:1"}]}}))
+                .unwrap();
         let found = problems(plain.spec.as_ref().unwrap()).join("\n");
-        for expected in ["service-account token", "may run as root", "writable root filesystem", "privilege escalation", "capabilities", "seccomp"] {
+        for expected in [
+            "service-account token",
+            "may run as root",
+            "writable root filesystem",
+            "privilege escalation",
+            "capabilities",
+            "seccomp",
+        ] {
             assert!(found.contains(expected), "{expected} not in {found}");
         }
     }

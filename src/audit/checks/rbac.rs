@@ -31,7 +31,11 @@ pub fn check(snap: &Snapshot, out: &mut Vec<Finding>) {
     for ns in &sandboxes {
         let bindings: Vec<&RoleBinding> = in_namespace(&snap.role_bindings, ns).collect();
         if bindings.is_empty() {
-            out.push(Finding::pass(CHECK, object("Namespace", None, ns), "no RoleBinding: nothing there may use the Kubernetes API"));
+            out.push(Finding::pass(
+                CHECK,
+                object("Namespace", None, ns),
+                "no RoleBinding: nothing there may use the Kubernetes API",
+            ));
         }
         for binding in bindings {
             out.push(Finding::fail(
@@ -47,7 +51,10 @@ pub fn check(snap: &Snapshot, out: &mut Vec<Finding>) {
         }
     }
     let into_a_sandbox = |b: &&ClusterRoleBinding| {
-        b.subjects.iter().flatten().any(|s| s.kind == "ServiceAccount" && s.namespace.as_ref().is_some_and(|ns| sandboxes.contains(ns)))
+        b.subjects
+            .iter()
+            .flatten()
+            .any(|s| s.kind == "ServiceAccount" && s.namespace.as_ref().is_some_and(|ns| sandboxes.contains(ns)))
     };
     for binding in snap.cluster_role_bindings.iter().filter(into_a_sandbox) {
         out.push(Finding::fail(

@@ -14,8 +14,11 @@ use crate::names;
 pub const CHECK: &str = "retained-workspace";
 
 pub fn check(snap: &Snapshot, config: &AuditConfig, out: &mut Vec<Finding>) {
-    let mut pvcs: Vec<&PersistentVolumeClaim> =
-        snap.pvcs.iter().filter(|p| p.labels().get(names::LABEL_RETAINED).map(String::as_str) == Some("true")).collect();
+    let mut pvcs: Vec<&PersistentVolumeClaim> = snap
+        .pvcs
+        .iter()
+        .filter(|p| p.labels().get(names::LABEL_RETAINED).map(String::as_str) == Some("true"))
+        .collect();
     pvcs.sort_by_key(|p| (p.namespace(), p.name_any()));
     for pvc in pvcs {
         let ns = pvc.namespace().unwrap_or_default();
@@ -26,11 +29,20 @@ pub fn check(snap: &Snapshot, config: &AuditConfig, out: &mut Vec<Finding>) {
             .cloned()
             .unwrap_or_else(|| ns.strip_prefix(names::NAMESPACE_PREFIX).unwrap_or(&ns).to_string());
         if snap.user(&user).is_some() {
-            out.push(Finding::pass(CHECK, what, format!("MoltmateUser {user} exists again; the operator adopts the workspace")));
+            out.push(Finding::pass(
+                CHECK,
+                what,
+                format!("MoltmateUser {user} exists again; the operator adopts the workspace"),
+            ));
             continue;
         }
         let Some(since) = retained_since(pvc) else {
-            out.push(Finding::warn(CHECK, what, format!("workspace of deleted user {user}; when it was retained is unknown"), fix(&ns, &user)));
+            out.push(Finding::warn(
+                CHECK,
+                what,
+                format!("workspace of deleted user {user}; when it was retained is unknown"),
+                fix(&ns, &user),
+            ));
             continue;
         };
         let age = Duration::from_secs(u64::try_from(config.now.duration_since(since).as_secs()).unwrap_or(0));
@@ -44,13 +56,19 @@ pub fn check(snap: &Snapshot, config: &AuditConfig, out: &mut Vec<Finding>) {
                 fix(&ns, &user),
             ));
         } else {
-            out.push(Finding::pass(CHECK, what, format!("workspace of deleted user {user}, retained for {age_text} (limit {limit})")));
+            out.push(Finding::pass(
+                CHECK,
+                what,
+                format!("workspace of deleted user {user}, retained for {age_text} (limit {limit})"),
+            ));
         }
     }
 }
 
 fn fix(ns: &str, user: &str) -> String {
-    format!("if the data is no longer needed: kubectl delete namespace {ns} (deletes the workspace); to give it back, re-create MoltmateUser {user}")
+    format!(
+        "if the data is no longer needed: kubectl delete namespace {ns} (deletes the workspace); to give it back, re-create MoltmateUser {user}"
+    )
 }
 
 fn days(age: Duration) -> String {

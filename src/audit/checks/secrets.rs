@@ -26,12 +26,24 @@ pub struct SecretSetting {
     pub value_env: &'static str,
 }
 
-pub const BOT_TOKEN: SecretSetting =
-    SecretSetting { label: "bot token", flag: "bot-token-file", file_env: "MOLTMATE_BOT_TOKEN_FILE", value_env: "MOLTMATE_BOT_TOKEN" };
-pub const LLM_KEY: SecretSetting =
-    SecretSetting { label: "LLM API key", flag: "llm-api-key-file", file_env: "MOLTMATE_LLM_API_KEY_FILE", value_env: "MOLTMATE_LLM_API_KEY" };
-pub const MASTER: SecretSetting =
-    SecretSetting { label: "master key", flag: "master-key-file", file_env: "MOLTMATE_MASTER_KEY_FILE", value_env: "MOLTMATE_MASTER_KEY" };
+pub const BOT_TOKEN: SecretSetting = SecretSetting {
+    label: "bot token",
+    flag: "bot-token-file",
+    file_env: "MOLTMATE_BOT_TOKEN_FILE",
+    value_env: "MOLTMATE_BOT_TOKEN",
+};
+pub const LLM_KEY: SecretSetting = SecretSetting {
+    label: "LLM API key",
+    flag: "llm-api-key-file",
+    file_env: "MOLTMATE_LLM_API_KEY_FILE",
+    value_env: "MOLTMATE_LLM_API_KEY",
+};
+pub const MASTER: SecretSetting = SecretSetting {
+    label: "master key",
+    flag: "master-key-file",
+    file_env: "MOLTMATE_MASTER_KEY_FILE",
+    value_env: "MOLTMATE_MASTER_KEY",
+};
 pub const WEBHOOK: SecretSetting = SecretSetting {
     label: "webhook secret token",
     flag: "webhook-secret-file",
@@ -42,9 +54,15 @@ pub const WEBHOOK: SecretSetting = SecretSetting {
 /// Where a component gets a secret from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
-    Secret { name: String, key: String },
+    Secret {
+        name: String,
+        key: String,
+    },
     /// A literal env value: its variable and length (never the value).
-    Literal { var: String, len: usize },
+    Literal {
+        var: String,
+        len: usize,
+    },
     /// From something that is not a Secret; says what.
     NotSecret(String),
     /// Cannot tell; says why.
@@ -57,7 +75,9 @@ pub fn source(c: &Component, s: &SecretSetting) -> Source {
     match c.setting(s.flag, s.file_env) {
         Some(Setting::Arg(path)) => from_file(c, &path),
         Some(Setting::Env { value, .. }) => from_file(c, value),
-        Some(Setting::EnvFrom { name, .. }) => Source::Unknown(format!("the file's path comes from env {name} (valueFrom)")),
+        Some(Setting::EnvFrom { name, .. }) => {
+            Source::Unknown(format!("the file's path comes from env {name} (valueFrom)"))
+        }
         None => match env_setting(c.container, s.value_env) {
             Some(Setting::Env { name, value }) => Source::Literal { var: name.to_string(), len: value.trim().len() },
             Some(Setting::EnvFrom { name, source }) => {
@@ -78,8 +98,12 @@ fn from_file(c: &Component, path: &str) -> Source {
     match file_source(c.pod, c.container, path) {
         FileSource::Secret { name, key } => Source::Secret { name, key },
         FileSource::ConfigMap { name, .. } => Source::NotSecret(format!("the file {path} comes from ConfigMap {name}")),
-        FileSource::Volume { volume, kind } => Source::NotSecret(format!("the file {path} is on the {kind} volume {volume}")),
-        FileSource::Image => Source::NotSecret(format!("no volume is mounted at {path}, so the file would be part of the image")),
+        FileSource::Volume { volume, kind } => {
+            Source::NotSecret(format!("the file {path} is on the {kind} volume {volume}"))
+        }
+        FileSource::Image => {
+            Source::NotSecret(format!("no volume is mounted at {path}, so the file would be part of the image"))
+        }
         FileSource::Absent { volume } => Source::Unknown(format!("volume {volume} has no file at {path}")),
     }
 }
@@ -170,7 +194,10 @@ fn source_finding(snap: &Snapshot, c: &Component, ns: &str, s: &SecretSetting, s
             Some(secret) if !secret.lengths.contains_key(key) => Finding::warn(
                 SOURCE,
                 c.object(),
-                format!("the {} comes from Secret {ns}/{name}, which has no key {key}: the {role} cannot start", s.label),
+                format!(
+                    "the {} comes from Secret {ns}/{name}, which has no key {key}: the {role} cannot start",
+                    s.label
+                ),
                 format!("add the key {key} to Secret {ns}/{name}"),
             ),
             Some(_) => Finding::pass(SOURCE, c.object(), format!("{} from Secret {ns}/{name} (key {key})", s.label)),
@@ -184,7 +211,9 @@ fn source_finding(snap: &Snapshot, c: &Component, ns: &str, s: &SecretSetting, s
             ),
             move_fix,
         ),
-        Source::NotSecret(why) => Finding::fail(SOURCE, c.object(), format!("the {}: {why}, not from a Secret", s.label), move_fix),
+        Source::NotSecret(why) => {
+            Finding::fail(SOURCE, c.object(), format!("the {}: {why}, not from a Secret", s.label), move_fix)
+        }
         Source::Unknown(why) => Finding::warn(
             SOURCE,
             c.object(),
@@ -214,7 +243,12 @@ fn literal_lookalikes(c: &Component, reported: &BTreeSet<String>) -> Vec<Finding
     for var in c.container.env.iter().flatten() {
         let literal = var.value.as_ref().is_some_and(|v| !v.is_empty()) && var.value_from.is_none();
         if literal && looks_secret(&var.name) && !reported.contains(&var.name) {
-            out.push(Finding::fail(SOURCE, c.object(), format!("env {} holds a literal value that looks like a secret", var.name), fix));
+            out.push(Finding::fail(
+                SOURCE,
+                c.object(),
+                format!("env {} holds a literal value that looks like a secret", var.name),
+                fix,
+            ));
         }
     }
     for arg in argv(c.container) {
@@ -222,7 +256,12 @@ fn literal_lookalikes(c: &Component, reported: &BTreeSet<String>) -> Vec<Finding
             && looks_secret(flag)
             && !value.is_empty()
         {
-            out.push(Finding::fail(SOURCE, c.object(), format!("argument --{flag} holds a literal value that looks like a secret"), fix));
+            out.push(Finding::fail(
+                SOURCE,
+                c.object(),
+                format!("argument --{flag} holds a literal value that looks like a secret"),
+                fix,
+            ));
         }
     }
     out
@@ -266,7 +305,10 @@ fn master_keys(snap: &Snapshot, components: &[Component], out: &mut Vec<Finding>
         out.push(Finding::warn(
             MASTER_KEY,
             "operator and gateway",
-            format!("they read different master keys ({}): the gateway would refuse every agent's token", list.join(", ")),
+            format!(
+                "they read different master keys ({}): the gateway would refuse every agent's token",
+                list.join(", ")
+            ),
             "point both at the same Secret key",
         ));
     }
@@ -278,10 +320,24 @@ mod tests {
 
     #[test]
     fn names_that_look_secret() {
-        for name in ["MOLTMATE_LLM_API_KEY", "OPENAI_API_KEY", "BOT_TOKEN", "db-password", "webhook-secret", "AWS_SECRET_ACCESS_KEY"] {
+        for name in [
+            "MOLTMATE_LLM_API_KEY",
+            "OPENAI_API_KEY",
+            "BOT_TOKEN",
+            "db-password",
+            "webhook-secret",
+            "AWS_SECRET_ACCESS_KEY",
+        ] {
             assert!(looks_secret(name), "{name}");
         }
-        for name in ["MOLTMATE_MASTER_KEY_FILE", "llm-api-key-file", "POD_NAME", "RUST_LOG", "MOLTMATE_LLM_BASE_URL", "telegram-mode"] {
+        for name in [
+            "MOLTMATE_MASTER_KEY_FILE",
+            "llm-api-key-file",
+            "POD_NAME",
+            "RUST_LOG",
+            "MOLTMATE_LLM_BASE_URL",
+            "telegram-mode",
+        ] {
             assert!(!looks_secret(name), "{name}");
         }
     }

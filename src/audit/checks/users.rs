@@ -56,12 +56,22 @@ fn provisioned(snap: &Snapshot, user: &MoltmateUser) -> Finding {
         return Finding::fail(PROVISIONED, what, format!("phase Failed ({why})"), describe);
     }
     match snap.namespace(&ns) {
-        None => return Finding::fail(PROVISIONED, what, format!("namespace {ns} does not exist: the user has no sandbox"), describe),
+        None => {
+            return Finding::fail(
+                PROVISIONED,
+                what,
+                format!("namespace {ns} does not exist: the user has no sandbox"),
+                describe,
+            );
+        }
         Some(n) if n.labels().get(names::LABEL_USER) != Some(&name) => {
             return Finding::fail(
                 PROVISIONED,
                 what,
-                format!("namespace {ns} is not the operator's (no label {}={name}): the user has no sandbox of its own", names::LABEL_USER),
+                format!(
+                    "namespace {ns} is not the operator's (no label {}={name}): the user has no sandbox of its own",
+                    names::LABEL_USER
+                ),
                 "rename the namespace's owner or the user; the operator never takes over a foreign namespace",
             );
         }
@@ -72,12 +82,18 @@ fn provisioned(snap: &Snapshot, user: &MoltmateUser) -> Finding {
         return Finding::warn(
             PROVISIONED,
             what,
-            format!("the operator has not processed the current spec (generation {}, observed {})", user.metadata.generation.unwrap_or(0), seen.unwrap_or(0)),
+            format!(
+                "the operator has not processed the current spec (generation {}, observed {})",
+                user.metadata.generation.unwrap_or(0),
+                seen.unwrap_or(0)
+            ),
             "check that the operator is running (kubectl get pods -n <release namespace>)",
         );
     }
     match phase {
-        Some(p @ (Phase::Ready | Phase::Idle | Phase::Suspended)) => Finding::pass(PROVISIONED, what, format!("{} in {ns}", p.as_str())),
+        Some(p @ (Phase::Ready | Phase::Idle | Phase::Suspended)) => {
+            Finding::pass(PROVISIONED, what, format!("{} in {ns}", p.as_str()))
+        }
         other => Finding::warn(
             PROVISIONED,
             what,
@@ -109,15 +125,29 @@ fn compare(snap: &Snapshot, d: &DesiredState) -> Vec<Finding> {
             "missing: nothing fences the sandbox in; its pods can reach and be reached by anything",
             restore_fix("networkpolicy"),
         ),
-        Some(live) => match differences(&d.network_policy.spec, &live.spec, &["podSelector", "policyTypes", "ingress", "egress"]) {
-            diffs if diffs.is_empty() => Finding::pass(NETWORK_POLICY, what, "as the operator builds it (default deny; only the gateway in, only the broker out)"),
-            diffs => Finding::fail(NETWORK_POLICY, what, format!("modified: {} differ from what the operator builds", diffs.join(", ")), restore_fix("networkpolicy")),
-        },
+        Some(live) => {
+            match differences(&d.network_policy.spec, &live.spec, &["podSelector", "policyTypes", "ingress", "egress"])
+            {
+                diffs if diffs.is_empty() => Finding::pass(
+                    NETWORK_POLICY,
+                    what,
+                    "as the operator builds it (default deny; only the gateway in, only the broker out)",
+                ),
+                diffs => Finding::fail(
+                    NETWORK_POLICY,
+                    what,
+                    format!("modified: {} differ from what the operator builds", diffs.join(", ")),
+                    restore_fix("networkpolicy"),
+                ),
+            }
+        }
     });
 
     let what = object("ResourceQuota", Some(ns), names::RESOURCE_QUOTA);
     out.push(match find(&snap.quotas, ns, names::RESOURCE_QUOTA) {
-        None => Finding::fail(QUOTA, what, "missing: nothing caps what the sandbox may use", restore_fix("resourcequota")),
+        None => {
+            Finding::fail(QUOTA, what, "missing: nothing caps what the sandbox may use", restore_fix("resourcequota"))
+        }
         Some(live) => {
             let want = d.quota.spec.as_ref().and_then(|s| s.hard.clone()).unwrap_or_default();
             let spec = live.spec.clone().unwrap_or_default();
@@ -126,7 +156,9 @@ fn compare(snap: &Snapshot, d: &DesiredState) -> Vec<Finding> {
             for (key, value) in &want {
                 match have.get(key) {
                     None => diffs.push(format!("{key} removed")),
-                    Some(h) if !same(&json(value), &json(h)) => diffs.push(format!("{key} is {} (the operator sets {})", h.0, value.0)),
+                    Some(h) if !same(&json(value), &json(h)) => {
+                        diffs.push(format!("{key} is {} (the operator sets {})", h.0, value.0))
+                    }
                     Some(_) => {}
                 }
             }
@@ -144,7 +176,12 @@ fn compare(snap: &Snapshot, d: &DesiredState) -> Vec<Finding> {
 
     let what = object("LimitRange", Some(ns), names::LIMIT_RANGE);
     out.push(match find(&snap.limit_ranges, ns, names::LIMIT_RANGE) {
-        None => Finding::fail(LIMITS, what, "missing: containers get no default or maximum limits", restore_fix("limitrange")),
+        None => Finding::fail(
+            LIMITS,
+            what,
+            "missing: containers get no default or maximum limits",
+            restore_fix("limitrange"),
+        ),
         Some(live) => match limit_differences(&d.limit_range.spec, &live.spec) {
             diffs if diffs.is_empty() => Finding::pass(LIMITS, what, "as the operator builds it"),
             diffs => Finding::fail(LIMITS, what, format!("modified: {}", diffs.join(", ")), restore_fix("limitrange")),
@@ -165,7 +202,10 @@ fn extra_network_policies(snap: &Snapshot) -> Vec<Finding> {
                 out.push(Finding::fail(
                     NETWORK_POLICY,
                     object("NetworkPolicy", Some(&ns), &np.name_any()),
-                    format!("an extra policy in a sandbox namespace: policies add up, so its rules open what {} closes", names::NETWORK_POLICY),
+                    format!(
+                        "an extra policy in a sandbox namespace: policies add up, so its rules open what {} closes",
+                        names::NETWORK_POLICY
+                    ),
                     format!("kubectl delete networkpolicy -n {ns} {}", np.name_any()),
                 ));
             }
@@ -183,8 +223,15 @@ pub fn pod_security(snap: &Snapshot, out: &mut Vec<Finding>) {
             other => out.push(Finding::fail(
                 POD_SECURITY,
                 what,
-                format!("Pod Security `restricted` is not enforced ({}={})", names::LABEL_POD_SECURITY_ENFORCE, other.unwrap_or("unset")),
-                format!("kubectl label namespace {ns} {}=restricted --overwrite (a running operator restores it)", names::LABEL_POD_SECURITY_ENFORCE),
+                format!(
+                    "Pod Security `restricted` is not enforced ({}={})",
+                    names::LABEL_POD_SECURITY_ENFORCE,
+                    other.unwrap_or("unset")
+                ),
+                format!(
+                    "kubectl label namespace {ns} {}=restricted --overwrite (a running operator restores it)",
+                    names::LABEL_POD_SECURITY_ENFORCE
+                ),
             )),
         }
     }
@@ -227,9 +274,14 @@ fn limit_differences(desired: &Option<LimitRangeSpec>, live: &Option<LimitRangeS
             continue;
         }
         let (wj, hj) = (json(w), json(h));
-        let fields: BTreeSet<&String> = wj.as_object().into_iter().chain(hj.as_object()).flat_map(|o| o.keys()).filter(|k| *k != "type").collect();
+        let fields: BTreeSet<&String> =
+            wj.as_object().into_iter().chain(hj.as_object()).flat_map(|o| o.keys()).filter(|k| *k != "type").collect();
         for field in fields {
-            let resources: BTreeSet<&String> = [&wj[field.as_str()], &hj[field.as_str()]].into_iter().filter_map(Value::as_object).flat_map(|o| o.keys()).collect();
+            let resources: BTreeSet<&String> = [&wj[field.as_str()], &hj[field.as_str()]]
+                .into_iter()
+                .filter_map(Value::as_object)
+                .flat_map(|o| o.keys())
+                .collect();
             for r in resources {
                 let (wv, hv) = (&wj[field.as_str()][r.as_str()], &hj[field.as_str()][r.as_str()]);
                 if !same(wv, hv) {

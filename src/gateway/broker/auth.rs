@@ -198,9 +198,13 @@ mod tests {
         assert_eq!(admit(&ok, &ProfileDefaults::default()).unwrap().profile, Profile::Family);
         let mut s = ok.clone();
         s.spec.suspend = true;
-        assert_eq!(admit(&s, &ProfileDefaults::default()).unwrap_err().to_string(), "user alice is suspended (spec.suspend)");
+        assert_eq!(
+            admit(&s, &ProfileDefaults::default()).unwrap_err().to_string(),
+            "user alice is suspended (spec.suspend)"
+        );
         let mut d = ok.clone();
-        d.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::UNIX_EPOCH));
+        d.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::UNIX_EPOCH));
         assert_eq!(admit(&d, &ProfileDefaults::default()).unwrap_err(), Inadmissible::Deleting("alice".into()));
         let mut bad = ok.clone();
         bad.spec.resources = Some(ResourcesSpec { cpu: Some("0".into()), ..Default::default() });

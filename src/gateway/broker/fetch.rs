@@ -64,7 +64,10 @@ pub(super) async fn fetch(State(state): State<Arc<BrokerState>>, headers: Header
 
     // A budget per user, as for the LLM: every fetch is a request out of the cluster on the
     // installation's behalf.
-    let limits = crate::profile::LlmLimits { requests_per_minute: state.config.fetches_per_minute, tokens_per_day: state.config.fetches_per_day };
+    let limits = crate::profile::LlmLimits {
+        requests_per_minute: state.config.fetches_per_minute,
+        tokens_per_day: state.config.fetches_per_day,
+    };
     let admitted = {
         let now = state.clock.now_ms();
         let mut fetch_limiter = state.fetch_limiter.lock().unwrap_or_else(|e| e.into_inner());
@@ -79,13 +82,18 @@ pub(super) async fn fetch(State(state): State<Arc<BrokerState>>, headers: Header
             Limited::Rate { per_minute, retry_after_secs } => {
                 format!("at most {per_minute} fetches per minute; try again in {retry_after_secs} s")
             }
-            Limited::Budget { per_day, .. } => format!("the daily budget of {per_day} fetches is used up; it resets at 00:00 UTC"),
+            Limited::Budget { per_day, .. } => {
+                format!("the daily budget of {per_day} fetches is used up; it resets at 00:00 UTC")
+            }
         };
         return answer(outcome(Decision::Limited, bytes.len()), StatusCode::TOO_MANY_REQUESTS, message);
     }
     let user_slots = state.user_fetch_slots(&caller.name);
     let Ok(_user_slot) = user_slots.try_acquire_owned() else {
-        let message = format!("at most {} fetches at a time per user; wait for the others to finish", state.config.fetches_per_user);
+        let message = format!(
+            "at most {} fetches at a time per user; wait for the others to finish",
+            state.config.fetches_per_user
+        );
         return answer(outcome(Decision::Limited, bytes.len()), StatusCode::TOO_MANY_REQUESTS, message);
     };
     let wait = state.fetcher.config().timeout;
@@ -110,7 +118,9 @@ pub(super) async fn fetch(State(state): State<Arc<BrokerState>>, headers: Header
             };
             state.finish(FETCH, started, o, axum::Json(response).into_response())
         }
-        Err(e) if e.is_refusal() => answer(outcome(Decision::Refused, bytes.len()), StatusCode::FORBIDDEN, e.to_string()),
+        Err(e) if e.is_refusal() => {
+            answer(outcome(Decision::Refused, bytes.len()), StatusCode::FORBIDDEN, e.to_string())
+        }
         Err(e) => answer(outcome(Decision::Error, bytes.len()), StatusCode::BAD_GATEWAY, e.to_string()),
     }
 }

@@ -178,8 +178,14 @@ mod tests {
     #[test]
     fn zero_limits_admit_nothing() {
         let mut l = Limiter::new();
-        assert!(matches!(l.admit("a", LlmLimits { requests_per_minute: 0, tokens_per_day: 10 }, NOON), Err(Limited::Rate { .. })));
-        assert!(matches!(l.admit("a", LlmLimits { requests_per_minute: 5, tokens_per_day: 0 }, NOON), Err(Limited::Budget { .. })));
+        assert!(matches!(
+            l.admit("a", LlmLimits { requests_per_minute: 0, tokens_per_day: 10 }, NOON),
+            Err(Limited::Rate { .. })
+        ));
+        assert!(matches!(
+            l.admit("a", LlmLimits { requests_per_minute: 5, tokens_per_day: 0 }, NOON),
+            Err(Limited::Budget { .. })
+        ));
     }
 
     #[test]

@@ -23,8 +23,8 @@ use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
 use super::shape::{Shape, shape};
-use crate::http::CappedRead;
 use super::{BrokerState, Caller, Decision, Outcome, ProviderConfig, openai_error, read_body};
+use crate::http::CappedRead;
 
 pub(super) const CHAT: &str = "chat_completions";
 pub(super) const MODELS: &str = "models";
@@ -43,7 +43,11 @@ pub(super) fn provider_client(config: &ProviderConfig) -> Result<reqwest::Client
         .map_err(|e| e.to_string())
 }
 
-pub(super) async fn chat_completions(State(state): State<Arc<BrokerState>>, headers: HeaderMap, body: Body) -> Response {
+pub(super) async fn chat_completions(
+    State(state): State<Arc<BrokerState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let started = Instant::now();
     let caller = match state.authenticate(&headers) {
         Ok(caller) => caller,
@@ -65,14 +69,17 @@ pub(super) async fn chat_completions(State(state): State<Arc<BrokerState>>, head
     let Some(fields) = request.as_object_mut().map(std::mem::take) else {
         return refuse(StatusCode::BAD_REQUEST, "the request body must be a JSON object".into(), bytes.len());
     };
-    let rules = Shape { model: state.config.provider.default_model.clone(), max_output_tokens: state.config.max_output_tokens };
+    let rules =
+        Shape { model: state.config.provider.default_model.clone(), max_output_tokens: state.config.max_output_tokens };
     let request = match shape(fields, &rules) {
         Ok(fields) => Value::Object(fields),
         Err(reason) => return refuse(StatusCode::BAD_REQUEST, reason, bytes.len()),
     };
     let body = match serde_json::to_vec(&request) {
         Ok(body) => body,
-        Err(e) => return refuse(StatusCode::BAD_REQUEST, format!("the request could not be re-encoded: {e}"), bytes.len()),
+        Err(e) => {
+            return refuse(StatusCode::BAD_REQUEST, format!("the request could not be re-encoded: {e}"), bytes.len());
+        }
     };
     if let Some(limited) = admit(&state, &caller, CHAT, started) {
         return limited;
@@ -85,7 +92,8 @@ pub(super) async fn chat_completions(State(state): State<Arc<BrokerState>>, head
 /// provider reports its usage: the prompt (about four bytes a token) and the longest answer
 /// it may get.
 fn estimated_tokens(request: &Value, body_bytes: usize) -> u64 {
-    let answer = ["max_tokens", "max_completion_tokens"].iter().filter_map(|k| request.get(*k).and_then(Value::as_u64)).max();
+    let answer =
+        ["max_tokens", "max_completion_tokens"].iter().filter_map(|k| request.get(*k).and_then(Value::as_u64)).max();
     (body_bytes as u64).div_ceil(4) + answer.unwrap_or(0)
 }
 
@@ -161,12 +169,20 @@ async fn forward(
     let upstream = match request.send().await {
         Ok(response) => response,
         Err(e) if e.is_timeout() => {
-            return fail(outcome, StatusCode::GATEWAY_TIMEOUT, format!("the model provider did not answer within {:?}", provider.timeout));
+            return fail(
+                outcome,
+                StatusCode::GATEWAY_TIMEOUT,
+                format!("the model provider did not answer within {:?}", provider.timeout),
+            );
         }
         Err(e) => {
             // Nothing reached the provider.
             tokens(super::limits::Limiter::release_tokens, estimate);
-            return fail(outcome, StatusCode::BAD_GATEWAY, format!("the model provider cannot be reached: {}", innermost(&e)));
+            return fail(
+                outcome,
+                StatusCode::BAD_GATEWAY,
+                format!("the model provider cannot be reached: {}", innermost(&e)),
+            );
         }
     };
     let status = upstream.status();
@@ -174,7 +190,8 @@ async fn forward(
     let bytes = match crate::http::read_capped(upstream, state.config.max_response_bytes).await {
         Ok(bytes) => bytes,
         Err(CappedRead::TooLarge) => {
-            let message = format!("the model provider's answer is larger than {} bytes", state.config.max_response_bytes);
+            let message =
+                format!("the model provider's answer is larger than {} bytes", state.config.max_response_bytes);
             return fail(outcome, StatusCode::BAD_GATEWAY, message);
         }
         Err(CappedRead::Failed(e)) if e.is_timeout() => {
@@ -182,7 +199,11 @@ async fn forward(
             return fail(outcome, StatusCode::GATEWAY_TIMEOUT, message);
         }
         Err(CappedRead::Failed(e)) => {
-            return fail(outcome, StatusCode::BAD_GATEWAY, format!("reading the model provider's answer: {}", innermost(&e)));
+            return fail(
+                outcome,
+                StatusCode::BAD_GATEWAY,
+                format!("reading the model provider's answer: {}", innermost(&e)),
+            );
         }
     };
     outcome.bytes_out = bytes.len();
@@ -206,13 +227,18 @@ async fn forward(
     tokens(super::limits::Limiter::release_tokens, estimate);
     let provider_message = parsed
         .as_ref()
-        .and_then(|v| v.pointer("/error/message").and_then(Value::as_str).or_else(|| v.get("error").and_then(Value::as_str)))
+        .and_then(|v| {
+            v.pointer("/error/message").and_then(Value::as_str).or_else(|| v.get("error").and_then(Value::as_str))
+        })
         .map(str::to_string)
         .unwrap_or_else(|| crate::agent::history::truncate(String::from_utf8_lossy(&bytes).trim(), 300).0);
     if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
         // Logged for the admin, not passed on: it is about the broker's key.
         tracing::error!(user = %caller.name, endpoint, status = status.as_u16(), provider_message = %provider_message, "the model provider refused the broker's API key");
-        let message = format!("the model provider refused the broker's credentials ({}); tell the administrator", status.as_u16());
+        let message = format!(
+            "the model provider refused the broker's credentials ({}); tell the administrator",
+            status.as_u16()
+        );
         return fail(outcome, StatusCode::BAD_GATEWAY, message);
     }
     if status == StatusCode::TOO_MANY_REQUESTS {

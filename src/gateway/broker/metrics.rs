@@ -38,9 +38,21 @@ impl Metrics {
             duration: Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.001, 2.0, 19))),
         };
         let r = registry.sub_registry_with_prefix("moltmate_broker");
-        r.register("requests", "Broker requests by endpoint and decision (allowed, refused, limited, error)", metrics.requests.clone());
-        r.register("llm_tokens", "LLM tokens (prompt plus completion) the provider reported, all users", metrics.llm_tokens.clone());
-        r.register("request_duration_seconds", "Time to answer a broker request, by endpoint", metrics.duration.clone());
+        r.register(
+            "requests",
+            "Broker requests by endpoint and decision (allowed, refused, limited, error)",
+            metrics.requests.clone(),
+        );
+        r.register(
+            "llm_tokens",
+            "LLM tokens (prompt plus completion) the provider reported, all users",
+            metrics.llm_tokens.clone(),
+        );
+        r.register(
+            "request_duration_seconds",
+            "Time to answer a broker request, by endpoint",
+            metrics.duration.clone(),
+        );
         metrics
     }
 

@@ -252,7 +252,12 @@ impl BrokerState {
         let name = kube::ResourceExt::name_any(user.as_ref());
         match auth::admit(&user, &self.config.profiles) {
             Ok(profile) => Ok(Caller { name, profile }),
-            Err(e) => Err(Refusal { status: StatusCode::FORBIDDEN, user: Some(name), message: e.to_string(), kind: "permission_error" }),
+            Err(e) => Err(Refusal {
+                status: StatusCode::FORBIDDEN,
+                user: Some(name),
+                message: e.to_string(),
+                kind: "permission_error",
+            }),
         }
     }
 
@@ -272,12 +277,28 @@ impl BrokerState {
         let reason = outcome.reason.as_deref().unwrap_or("");
         match outcome.decision {
             Decision::Allowed => tracing::info!(
-                user, telegram_id, endpoint, decision, status, bytes_in = outcome.bytes_in, bytes_out = outcome.bytes_out,
-                tokens = outcome.tokens, elapsed_ms, "broker request"
+                user,
+                telegram_id,
+                endpoint,
+                decision,
+                status,
+                bytes_in = outcome.bytes_in,
+                bytes_out = outcome.bytes_out,
+                tokens = outcome.tokens,
+                elapsed_ms,
+                "broker request"
             ),
             _ => tracing::warn!(
-                user, telegram_id, endpoint, decision, status, bytes_in = outcome.bytes_in, bytes_out = outcome.bytes_out,
-                elapsed_ms, reason, "broker request"
+                user,
+                telegram_id,
+                endpoint,
+                decision,
+                status,
+                bytes_in = outcome.bytes_in,
+                bytes_out = outcome.bytes_out,
+                elapsed_ms,
+                reason,
+                "broker request"
             ),
         }
         self.metrics.request(endpoint, decision, took);
@@ -350,7 +371,12 @@ pub(crate) struct Refusal {
 
 impl Refusal {
     fn unauthenticated(message: &str) -> Self {
-        Self { status: StatusCode::UNAUTHORIZED, user: None, message: message.to_string(), kind: "invalid_request_error" }
+        Self {
+            status: StatusCode::UNAUTHORIZED,
+            user: None,
+            message: message.to_string(),
+            kind: "invalid_request_error",
+        }
     }
 
     fn outcome(&self) -> Outcome {
@@ -415,6 +441,8 @@ pub fn router(state: Arc<BrokerState>) -> Router {
         .route("/v1/chat/completions", post(llm::chat_completions))
         .route("/v1/models", get(llm::models))
         .route("/v1/fetch", post(fetch::fetch))
-        .fallback(|| async { openai_error(StatusCode::NOT_FOUND, "no such broker endpoint", "invalid_request_error", None) })
+        .fallback(|| async {
+            openai_error(StatusCode::NOT_FOUND, "no such broker endpoint", "invalid_request_error", None)
+        })
         .with_state(state)
 }

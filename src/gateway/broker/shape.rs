@@ -10,8 +10,22 @@ use serde_json::{Map, Value};
 
 /// Fields forwarded as sent (after the checks below).
 const ALLOWED: &[&str] = &[
-    "model", "messages", "tools", "tool_choice", "parallel_tool_calls", "temperature", "top_p", "stop",
-    "presence_penalty", "frequency_penalty", "seed", "response_format", "max_tokens", "max_completion_tokens", "n", "stream",
+    "model",
+    "messages",
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
+    "temperature",
+    "top_p",
+    "stop",
+    "presence_penalty",
+    "frequency_penalty",
+    "seed",
+    "response_format",
+    "max_tokens",
+    "max_completion_tokens",
+    "n",
+    "stream",
 ];
 
 /// The broker's rules for chat requests.
@@ -32,7 +46,11 @@ pub fn shape(mut fields: Map<String, Value>, rules: &Shape) -> Result<Map<String
     let mut unknown: Vec<&str> = fields.keys().map(String::as_str).filter(|k| !ALLOWED.contains(k)).collect();
     if !unknown.is_empty() {
         unknown.sort_unstable();
-        return Err(format!("the broker does not forward the field(s) {}; send only {}", unknown.join(", "), ALLOWED.join(", ")));
+        return Err(format!(
+            "the broker does not forward the field(s) {}; send only {}",
+            unknown.join(", "),
+            ALLOWED.join(", ")
+        ));
     }
     if !matches!(fields.get("stream"), None | Some(Value::Null) | Some(Value::Bool(false))) {
         return Err("streaming is not supported by the broker: send the request without \"stream\": true".into());
@@ -44,7 +62,11 @@ pub fn shape(mut fields: Map<String, Value>, rules: &Shape) -> Result<Map<String
         match fields.get("model") {
             None | Some(Value::Null) => {}
             Some(Value::String(asked)) if asked == "default" || asked == served => {}
-            Some(other) => return Err(format!("this installation serves the model {served:?} only, not {other}; ask for \"default\"")),
+            Some(other) => {
+                return Err(format!(
+                    "this installation serves the model {served:?} only, not {other}; ask for \"default\""
+                ));
+            }
         }
         fields.insert("model".into(), Value::String(served.clone()));
     }
@@ -54,7 +76,9 @@ pub fn shape(mut fields: Map<String, Value>, rules: &Shape) -> Result<Map<String
             match fields.get(key) {
                 None | Some(Value::Null) => {}
                 Some(value) => {
-                    let asked = value.as_u64().ok_or_else(|| format!("\"{key}\" must be a positive whole number, not {value}"))?;
+                    let asked = value
+                        .as_u64()
+                        .ok_or_else(|| format!("\"{key}\" must be a positive whole number, not {value}"))?;
                     fields.insert(key.into(), Value::from(asked.min(cap)));
                     capped = true;
                 }
@@ -92,12 +116,22 @@ mod tests {
         // Smaller caps stay; larger ones are lowered; both spellings.
         let asked = json!({"messages": [], "max_tokens": 100, "max_completion_tokens": 1_000_000});
         let forwarded = run(asked, &rules()).unwrap();
-        assert_eq!((forwarded["max_tokens"].as_u64(), forwarded["max_completion_tokens"].as_u64()), (Some(100), Some(4096)));
+        assert_eq!(
+            (forwarded["max_tokens"].as_u64(), forwarded["max_completion_tokens"].as_u64()),
+            (Some(100), Some(4096))
+        );
         assert_eq!(run(json!({"messages": [], "n": 1}), &rules()).unwrap()["n"], 1);
-        assert_eq!(run(json!({"messages": [], "store": null}), &rules()).unwrap().get("store"), None, "null is not sent");
+        assert_eq!(
+            run(json!({"messages": [], "store": null}), &rules()).unwrap().get("store"),
+            None,
+            "null is not sent"
+        );
         // Without rules, the request goes as sent.
         let open = Shape { model: None, max_output_tokens: None };
-        assert_eq!(run(json!({"model": "other", "messages": []}), &open).unwrap(), json!({"model": "other", "messages": []}));
+        assert_eq!(
+            run(json!({"model": "other", "messages": []}), &open).unwrap(),
+            json!({"model": "other", "messages": []})
+        );
     }
 
     #[test]

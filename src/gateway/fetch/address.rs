@@ -141,7 +141,7 @@ const fn v6(a: u16, b: u16, c: u16) -> u128 {
 }
 
 const V6_RANGES: &[(u128, u8, AddressClass)] = &[
-    (v6(0x100, 0, 0), 64, AddressClass::Reserved), // discard-only
+    (v6(0x100, 0, 0), 64, AddressClass::Reserved),     // discard-only
     (v6(0x64, 0xff9b, 1), 48, AddressClass::Reserved), // local-use NAT64
     (v6(0x2001, 2, 0), 48, AddressClass::Benchmarking),
     (v6(0x2001, 0xdb8, 0), 32, AddressClass::Documentation),
@@ -289,7 +289,7 @@ mod tests {
         ("2002:a00:1::", Some(Private)),
         ("2002:7f00:1::1", Some(Loopback)),
         ("2001:0:4136:e378:8000:63bf:f5ff:fffe", Some(Private)), // Teredo client 10.0.0.1
-        ("2001:0:4136:e378:8000:63bf:f7f7:f7f7", None),         // Teredo client 8.8.8.8
+        ("2001:0:4136:e378:8000:63bf:f7f7:f7f7", None),          // Teredo client 8.8.8.8
     ];
 
     #[test]
@@ -308,7 +308,10 @@ mod tests {
         let reason = |s: &str| address_allowed(s.parse().unwrap(), &config).unwrap_err().to_string();
         assert_eq!(reason("127.0.0.1"), "127.0.0.1 is a loopback address");
         assert_eq!(reason("169.254.169.254"), "169.254.169.254 is the cloud metadata address (link-local)");
-        assert_eq!(reason("::ffff:169.254.169.254"), "::ffff:169.254.169.254 embeds 169.254.169.254 (IPv4-mapped), the cloud metadata address (link-local)");
+        assert_eq!(
+            reason("::ffff:169.254.169.254"),
+            "::ffff:169.254.169.254 embeds 169.254.169.254 (IPv4-mapped), the cloud metadata address (link-local)"
+        );
         assert_eq!(reason("10.1.2.3"), "10.1.2.3 is a private (RFC 1918) address");
         assert_eq!(reason("fd00::1"), "fd00::1 is a unique-local (fc00::/7) address");
     }

@@ -62,7 +62,12 @@ impl FetchError {
     pub fn is_refusal(&self) -> bool {
         !matches!(
             self,
-            Self::Dns { .. } | Self::NoAddress(_) | Self::Connect { .. } | Self::Request { .. } | Self::Timeout(_) | Self::Convert(_)
+            Self::Dns { .. }
+                | Self::NoAddress(_)
+                | Self::Connect { .. }
+                | Self::Request { .. }
+                | Self::Timeout(_)
+                | Self::Convert(_)
         )
     }
 }
@@ -74,7 +79,6 @@ fn join(ports: &[u16]) -> String {
 fn seconds(d: &Duration) -> String {
     if d.subsec_millis() == 0 { format!("{} s", d.as_secs()) } else { format!("{} ms", d.as_millis()) }
 }
-
 
 /// The fetcher could not be built (TLS set-up).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -33,7 +33,8 @@ pub fn normalize_domain(name: &str) -> Option<String> {
     let name = name.strip_suffix('.').unwrap_or(name);
     let Ok(Host::Domain(ascii)) = Host::parse(name) else { return None };
     let ascii = ascii.to_ascii_lowercase();
-    let ldh = |label: &str| !label.is_empty() && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    let ldh =
+        |label: &str| !label.is_empty() && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
     ascii.split('.').all(ldh).then_some(ascii)
 }
 
@@ -42,9 +43,10 @@ pub fn normalize_domain(name: &str) -> Option<String> {
 /// matches nothing.
 pub fn host_allowed(host: &str, allowed: &[String]) -> bool {
     let Some(host) = normalize_domain(host) else { return false };
-    allowed.iter().filter_map(|entry| normalize_domain(entry)).any(|domain| {
-        host == domain || host.strip_suffix(&domain).is_some_and(|prefix| prefix.ends_with('.'))
-    })
+    allowed
+        .iter()
+        .filter_map(|entry| normalize_domain(entry))
+        .any(|domain| host == domain || host.strip_suffix(&domain).is_some_and(|prefix| prefix.ends_with('.')))
 }
 
 /// Parse `raw` and check it as `check_target` does.
@@ -179,7 +181,11 @@ mod tests {
             ("https://wiki%70edia.org/", &family, Ok("wikipedia.org")),
             ("https://example.org:443/", &any, Ok("example.org")),
             ("  https://example.org/  ", &any, Ok("example.org")),
-            ("https://example.org/", &family, Err("example.org is not in allowedDomains (wikipedia.org, docs.python.org)")),
+            (
+                "https://example.org/",
+                &family,
+                Err("example.org is not in allowedDomains (wikipedia.org, docs.python.org)"),
+            ),
             ("https://wikipedia.org.evil.com/", &family, Err("wikipedia.org.evil.com is not in allowedDomains")),
             ("https://evil.com\\@wikipedia.org/", &family, Err("evil.com is not in allowedDomains")), // `\` is `/`
             ("https://evil.com\\.wikipedia.org/", &family, Err("evil.com is not in allowedDomains")),
@@ -240,11 +246,20 @@ mod tests {
         for ok in ["http://127.0.0.2:8080/", "http://127.0.0.2/", "https://8.8.8.8/", "http://example.org:8080/"] {
             assert!(check_url(ok, &any, &local).is_ok(), "{ok}");
         }
-        for bad in ["http://127.0.0.1:8080/", "http://169.254.169.254/", "http://10.0.0.1/", "http://127.0.0.2:8081/", "http://[::ffff:127.0.0.2]/"] {
+        for bad in [
+            "http://127.0.0.1:8080/",
+            "http://169.254.169.254/",
+            "http://10.0.0.1/",
+            "http://127.0.0.2:8081/",
+            "http://[::ffff:127.0.0.2]/",
+        ] {
             assert!(check_url(bad, &any, &local).is_err(), "{bad}");
         }
         // allowedDomains still applies to IP literals.
         let family = policy(Some(&["wikipedia.org"]));
-        assert!(matches!(check_url("http://127.0.0.2:8080/", &family, &local), Err(FetchError::DomainNotAllowed { .. })));
+        assert!(matches!(
+            check_url("http://127.0.0.2:8080/", &family, &local),
+            Err(FetchError::DomainNotAllowed { .. })
+        ));
     }
 }

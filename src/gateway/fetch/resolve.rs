@@ -54,13 +54,16 @@ impl Resolve for CheckedResolver {
 }
 
 /// Every address `host` resolves to, if all of them are allowed.
-pub(super) async fn checked_addresses(lookup: &dyn Lookup, config: &FetchConfig, host: &str) -> Result<Vec<IpAddr>, FetchError> {
-    let mut addrs = lookup
-        .lookup(host)
-        .await
-        .map_err(|e| FetchError::Dns { host: host.to_string(), reason: e.to_string() })?;
+pub(super) async fn checked_addresses(
+    lookup: &dyn Lookup,
+    config: &FetchConfig,
+    host: &str,
+) -> Result<Vec<IpAddr>, FetchError> {
+    let mut addrs =
+        lookup.lookup(host).await.map_err(|e| FetchError::Dns { host: host.to_string(), reason: e.to_string() })?;
     for ip in &addrs {
-        address_allowed(*ip, config).map_err(|denied| FetchError::ResolvedAddress { host: host.to_string(), denied })?;
+        address_allowed(*ip, config)
+            .map_err(|denied| FetchError::ResolvedAddress { host: host.to_string(), denied })?;
     }
     let mut seen = std::collections::HashSet::new();
     addrs.retain(|ip| seen.insert(*ip));
@@ -95,11 +98,18 @@ mod tests {
             ("mapped.test", ips(&["::ffff:127.0.0.1"])),
             ("empty.test", vec![]),
         ]);
-        let config = FetchConfig { allowed_private_networks: vec!["127.0.0.2/32".parse().unwrap()], ..FetchConfig::default() };
+        let config =
+            FetchConfig { allowed_private_networks: vec!["127.0.0.2/32".parse().unwrap()], ..FetchConfig::default() };
         assert_eq!(checked_addresses(&table, &config, "good.test").await, Ok(ips(&["127.0.0.2"])));
         let err = checked_addresses(&table, &config, "mixed.test").await.unwrap_err();
-        assert_eq!(err.to_string(), "mixed.test resolves to a forbidden address: 10.0.0.1 is a private (RFC 1918) address");
-        assert!(matches!(checked_addresses(&table, &config, "mapped.test").await, Err(FetchError::ResolvedAddress { .. })));
+        assert_eq!(
+            err.to_string(),
+            "mixed.test resolves to a forbidden address: 10.0.0.1 is a private (RFC 1918) address"
+        );
+        assert!(matches!(
+            checked_addresses(&table, &config, "mapped.test").await,
+            Err(FetchError::ResolvedAddress { .. })
+        ));
         assert!(matches!(checked_addresses(&table, &config, "empty.test").await, Err(FetchError::NoAddress(_))));
         assert!(matches!(checked_addresses(&table, &config, "missing.test").await, Err(FetchError::Dns { .. })));
     }

@@ -45,7 +45,11 @@ impl ContentType {
             "" => Kind::Unknown,
             "text/html" | "application/xhtml+xml" => Kind::Html,
             _ if e.starts_with("text/") => Kind::Text,
-            "application/json" | "application/xml" | "application/javascript" | "application/yaml" | "application/x-yaml"
+            "application/json"
+            | "application/xml"
+            | "application/javascript"
+            | "application/yaml"
+            | "application/x-yaml"
             | "application/toml" => Kind::Text,
             _ if e.ends_with("+json") || e.ends_with("+xml") => Kind::Text,
             _ => Kind::Binary,
@@ -126,7 +130,9 @@ fn tame(root: &Handle) -> bool {
     let mut stack = vec![(root.clone(), 0)];
     while let Some((node, depth)) = stack.pop() {
         if let Element { attrs, .. } = &node.data {
-            attrs.borrow_mut().retain(|a| a.name.local != local_name!("colspan") && a.name.local != local_name!("rowspan"));
+            attrs
+                .borrow_mut()
+                .retain(|a| a.name.local != local_name!("colspan") && a.name.local != local_name!("rowspan"));
         }
         let mut children = node.children.borrow_mut();
         if depth >= MAX_DEPTH {
@@ -200,7 +206,10 @@ mod tests {
         assert_eq!(sniff(b"hello"), Kind::Text);
         assert_eq!(sniff(b"\x89PNG\r\n\x1a\n\0\0"), Kind::Binary);
         assert_eq!(decode(b"caf\xe9", Some("iso-8859-1"), Kind::Text), "café");
-        assert_eq!(decode(b"<meta charset=\"windows-1252\">caf\xe9", None, Kind::Html), "<meta charset=\"windows-1252\">café");
+        assert_eq!(
+            decode(b"<meta charset=\"windows-1252\">caf\xe9", None, Kind::Html),
+            "<meta charset=\"windows-1252\">café"
+        );
         assert_eq!(decode("café".as_bytes(), None, Kind::Text), "café");
         // Cut in the middle of a character, as at the size cap.
         assert_eq!(decode(&"é".as_bytes()[..1], None, Kind::Text), "\u{fffd}");

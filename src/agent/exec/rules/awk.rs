@@ -66,7 +66,8 @@ fn assignment_name(text: &str) -> Option<&str> {
     let (name, _) = text.split_once('=')?;
     let mut chars = name.chars();
     let first = chars.next()?;
-    ((first == '_' || first.is_ascii_alphabetic()) && chars.all(|c| c == '_' || c.is_ascii_alphanumeric())).then_some(name)
+    ((first == '_' || first.is_ascii_alphabetic()) && chars.all(|c| c == '_' || c.is_ascii_alphanumeric()))
+        .then_some(name)
 }
 
 fn check_assignment(text: &str) -> Result<(), String> {

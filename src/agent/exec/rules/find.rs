@@ -6,16 +6,74 @@ use super::{Access, FileArg, Plan, RuleError};
 
 /// Primaries without an argument (operators included).
 const NULLARY: &[&str] = &[
-    "-print", "-print0", "-ls", "-prune", "-quit", "-true", "-false", "-empty", "-readable", "-writable",
-    "-executable", "-nouser", "-nogroup", "-depth", "-d", "-xdev", "-mount", "-noleaf", "-daystart", "-not", "-a",
-    "-and", "-o", "-or", "!", "(", ")", ",", "-ignore_readdir_race", "-noignore_readdir_race", "-nowarn", "-warn",
+    "-print",
+    "-print0",
+    "-ls",
+    "-prune",
+    "-quit",
+    "-true",
+    "-false",
+    "-empty",
+    "-readable",
+    "-writable",
+    "-executable",
+    "-nouser",
+    "-nogroup",
+    "-depth",
+    "-d",
+    "-xdev",
+    "-mount",
+    "-noleaf",
+    "-daystart",
+    "-not",
+    "-a",
+    "-and",
+    "-o",
+    "-or",
+    "!",
+    "(",
+    ")",
+    ",",
+    "-ignore_readdir_race",
+    "-noignore_readdir_race",
+    "-nowarn",
+    "-warn",
 ];
 
 /// Primaries with one argument that is not a file.
 const UNARY: &[&str] = &[
-    "-name", "-iname", "-path", "-ipath", "-wholename", "-iwholename", "-regex", "-iregex", "-lname", "-ilname",
-    "-type", "-xtype", "-size", "-perm", "-user", "-group", "-uid", "-gid", "-links", "-inum", "-mtime", "-mmin",
-    "-atime", "-amin", "-ctime", "-cmin", "-maxdepth", "-mindepth", "-regextype", "-printf", "-used", "-fstype",
+    "-name",
+    "-iname",
+    "-path",
+    "-ipath",
+    "-wholename",
+    "-iwholename",
+    "-regex",
+    "-iregex",
+    "-lname",
+    "-ilname",
+    "-type",
+    "-xtype",
+    "-size",
+    "-perm",
+    "-user",
+    "-group",
+    "-uid",
+    "-gid",
+    "-links",
+    "-inum",
+    "-mtime",
+    "-mmin",
+    "-atime",
+    "-amin",
+    "-ctime",
+    "-cmin",
+    "-maxdepth",
+    "-mindepth",
+    "-regextype",
+    "-printf",
+    "-used",
+    "-fstype",
     "-context",
 ];
 
@@ -80,7 +138,9 @@ pub fn analyze(args: &[String]) -> Result<Plan, RuleError> {
         match option.as_str() {
             "-H" | "-P" | "-O0" | "-O1" | "-O2" | "-O3" => {}
             "-L" => return Err(forbidden("-L", FOLLOWS)),
-            other => return Err(RuleError::Unknown { program: "find".into(), option: other.into(), hint: String::new() }),
+            other => {
+                return Err(RuleError::Unknown { program: "find".into(), option: other.into(), hint: String::new() });
+            }
         }
     }
     // Start points: everything up to the first primary or operator.
@@ -88,8 +148,11 @@ pub fn analyze(args: &[String]) -> Result<Plan, RuleError> {
         files.push(FileArg { path: start.clone(), access: Access::Read });
     }
     while let Some(primary) = rest.next() {
-        let kind = classify(primary)
-            .ok_or_else(|| RuleError::Unknown { program: "find".into(), option: primary.clone(), hint: String::new() })?;
+        let kind = classify(primary).ok_or_else(|| RuleError::Unknown {
+            program: "find".into(),
+            option: primary.clone(),
+            hint: String::new(),
+        })?;
         let operand = match kind {
             Primary::Nullary => continue,
             Primary::Denied(why) => return Err(forbidden(primary, why)),

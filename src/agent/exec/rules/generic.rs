@@ -34,7 +34,9 @@ pub fn analyze(program: &str, args: &[String]) -> Result<Plan, RuleError> {
             path(arg);
         } else if let Some(long) = arg.strip_prefix("--") {
             let (name, value) = long.split_once('=').map_or((long, None), |(n, v)| (n, Some(v)));
-            if let Some((option, why)) = FORBIDDEN_LONG.iter().find(|(option, _)| !name.is_empty() && option.starts_with(name)) {
+            if let Some((option, why)) =
+                FORBIDDEN_LONG.iter().find(|(option, _)| !name.is_empty() && option.starts_with(name))
+            {
                 return Err(RuleError::Forbidden { program: program.into(), option: format!("--{option}"), why });
             }
             value.into_iter().for_each(&mut path);

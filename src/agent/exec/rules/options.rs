@@ -135,10 +135,10 @@ impl Parser<'_> {
             Arg::Val(kind) => {
                 let value = match attached {
                     Some(v) => v.to_string(),
-                    None => rest
-                        .next()
-                        .cloned()
-                        .ok_or_else(|| RuleError::MissingValue { program: self.program.into(), option: option.into() })?,
+                    None => rest.next().cloned().ok_or_else(|| RuleError::MissingValue {
+                        program: self.program.into(),
+                        option: option.into(),
+                    })?,
                 };
                 self.record(option, kind, value)
             }
@@ -192,7 +192,10 @@ pub fn parse(program: &str, spec: &Spec, args: &[String]) -> Result<Parsed, Rule
                 // `-5` is a count; the obsolete `-5f` / `-5c` forms mean other things per
                 // program (tail's `f` is follow), so only pure digits are accepted.
                 if !body.chars().all(|c| c.is_ascii_digit()) {
-                    return Err(p.forbidden(arg, "mixes a count with other options (an obsolete form); write them separately, e.g. `-n 5`"));
+                    return Err(p.forbidden(
+                        arg,
+                        "mixes a count with other options (an obsolete form); write them separately, e.g. `-n 5`",
+                    ));
                 }
                 p.parsed.options.push((arg.clone(), None));
                 continue;
@@ -228,7 +231,13 @@ mod tests {
 
     const SPEC: Spec = Spec::gnu(
         &[('n', Val(Num)), ('r', Flag), ('o', Val(Write)), ('x', Deny("is bad")), ('i', Opt(Text))],
-        &[("lines", Val(Num)), ("output", Val(Write)), ("reverse", Flag), ("color", Opt(Text)), ("compress-program", Deny("runs a program"))],
+        &[
+            ("lines", Val(Num)),
+            ("output", Val(Write)),
+            ("reverse", Flag),
+            ("color", Opt(Text)),
+            ("compress-program", Deny("runs a program")),
+        ],
     )
     .with_digits();
 
@@ -238,7 +247,12 @@ mod tests {
 
     #[test]
     fn parses_gnu_style() {
-        let p = parse("t", &SPEC, &args(&["-rn5", "a", "--lines", "7", "-o", "out", "b", "--color=auto", "-i.bak", "-3", "--", "-r"])).unwrap();
+        let p = parse(
+            "t",
+            &SPEC,
+            &args(&["-rn5", "a", "--lines", "7", "-o", "out", "b", "--color=auto", "-i.bak", "-3", "--", "-r"]),
+        )
+        .unwrap();
         assert_eq!(p.operands, args(&["a", "b", "-r"]));
         assert_eq!(p.values(&["-n", "--lines"]).collect::<Vec<_>>(), ["5", "7"]);
         assert_eq!(p.files, vec![FileArg { path: "out".into(), access: Access::Write }]);

@@ -14,14 +14,29 @@ use super::{Access, FileArg, Plan, RuleError};
 
 const SPEC: Spec = Spec::gnu(
     &[
-        ('n', Flag), ('E', Flag), ('r', Flag), ('s', Flag), ('u', Flag), ('z', Flag),
-        ('e', Val(Text)), ('l', Val(Num)), ('i', Opt(Text)),
+        ('n', Flag),
+        ('E', Flag),
+        ('r', Flag),
+        ('s', Flag),
+        ('u', Flag),
+        ('z', Flag),
+        ('e', Val(Text)),
+        ('l', Val(Num)),
+        ('i', Opt(Text)),
         ('f', Deny("reads the script from a file the policy cannot see; put the script on the command line")),
     ],
     &[
-        ("quiet", Flag), ("silent", Flag), ("regexp-extended", Flag), ("separate", Flag), ("unbuffered", Flag),
-        ("null-data", Flag), ("debug", Flag), ("sandbox", Flag),
-        ("expression", Val(Text)), ("line-length", Val(Num)), ("in-place", Opt(Text)),
+        ("quiet", Flag),
+        ("silent", Flag),
+        ("regexp-extended", Flag),
+        ("separate", Flag),
+        ("unbuffered", Flag),
+        ("null-data", Flag),
+        ("debug", Flag),
+        ("sandbox", Flag),
+        ("expression", Val(Text)),
+        ("line-length", Val(Num)),
+        ("in-place", Opt(Text)),
         ("file", Deny("reads the script from a file the policy cannot see; put the script on the command line")),
         ("posix", Deny("changes how the script is parsed")),
         ("follow-symlinks", Deny("follows symbolic links when editing in place")),
@@ -46,7 +61,12 @@ pub fn analyze(program: &str, gnu: bool, args: &[String]) -> Result<Plan, RuleEr
     // GNU sed appends `*`-expanded suffixes to the file's path; a `/` in the suffix puts
     // the backup in another directory (`--in-place=/tmp/*`).
     if let Some(suffix) = parsed.values(&["-i", "--in-place"]).find(|s| s.contains('/')) {
-        return Err(script_error(program, format!("the in-place backup suffix `{suffix}` contains `/`, which would put the backup in another directory")));
+        return Err(script_error(
+            program,
+            format!(
+                "the in-place backup suffix `{suffix}` contains `/`, which would put the backup in another directory"
+            ),
+        ));
     }
     let in_place = parsed.has(&["-i", "--in-place"]);
     let access = if in_place { Access::Write } else { Access::Read };
@@ -122,11 +142,11 @@ pub fn check_script(script: &str) -> Result<(), String> {
         }
         match ch {
             // A comment runs to the end of the line.
-            '#' => {
-                while !matches!(c.next(), None | Some('\n')) {}
-            }
+            '#' => while !matches!(c.next(), None | Some('\n')) {},
             '{' => {}
-            '}' | '=' | 'd' | 'D' | 'F' | 'g' | 'G' | 'h' | 'H' | 'n' | 'N' | 'p' | 'P' | 'z' | 'x' => end_of_command(&mut c, ch)?,
+            '}' | '=' | 'd' | 'D' | 'F' | 'g' | 'G' | 'h' | 'H' | 'n' | 'N' | 'p' | 'P' | 'z' | 'x' => {
+                end_of_command(&mut c, ch)?
+            }
             'l' | 'L' | 'q' | 'Q' => {
                 c.skip_blanks();
                 c.digits();
@@ -148,7 +168,9 @@ pub fn check_script(script: &str) -> Result<(), String> {
                 ));
             }
             'w' | 'W' => {
-                return Err(format!("the `{ch}` command writes to a file named in the script; the output comes back to you without it"));
+                return Err(format!(
+                    "the `{ch}` command writes to a file named in the script; the output comes back to you without it"
+                ));
             }
             other => return Err(format!("unknown command `{other}`")),
         }
@@ -270,7 +292,10 @@ fn substitute(c: &mut Cursor) -> Result<(), String> {
             Some('g' | 'p' | 'i' | 'I' | 'm' | 'M' | '0'..='9') => c.pos += 1,
             Some('e') => return Err("the `e` flag of `s` runs the pattern space as a shell command".into()),
             Some('w') => {
-                return Err("the `w` flag of `s` writes to a file named in the script; the output comes back to you without it".into());
+                return Err(
+                    "the `w` flag of `s` writes to a file named in the script; the output comes back to you without it"
+                        .into(),
+                );
             }
             None | Some(';' | '}' | '#' | '\n') => return Ok(()),
             Some(other) => return Err(format!("unknown `s` flag `{other}`")),
