@@ -94,11 +94,15 @@ pub struct MoltmateUserSpec {
     pub workspace: Option<WorkspaceSpec>,
 
     /// Bump to wipe the workspace (files, memory, conversation history); also from GitOps.
-    /// The operator replaces the agent pod, and the new agent empties its workspace before
-    /// it serves; `status.resetGeneration` follows once it has. `moltmate users reset NAME`
-    /// adds one. Lowering it wipes nothing.
+    /// The operator deletes the agent pod and the workspace volume and makes a new, empty
+    /// volume; `status.resetGeneration` follows once it exists. `moltmate users reset NAME`
+    /// adds one. It cannot go down.
     #[serde(default, skip_serializing_if = "is_zero")]
     #[schemars(range(min = 0))]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "self >= oldSelf",
+        "message": "spec.resetGeneration cannot go down: the workspace was reset for the higher value already; to reset again, set a higher one",
+    }]))]
     pub reset_generation: i64,
 }
 
@@ -299,8 +303,8 @@ pub struct MoltmateUserStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
 
-    /// The highest `spec.resetGeneration` an agent has started with and served: its
-    /// workspace was wiped then. Absent until the first reset.
+    /// The `spec.resetGeneration` the workspace volume was made for: it was new and empty
+    /// then. Absent until the first reset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reset_generation: Option<i64>,
 

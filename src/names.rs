@@ -18,6 +18,8 @@ pub const ANNOTATION_SPEC_HASH: &str = "moltmate.io/spec-hash";
 pub const ANNOTATION_LAST_ACTIVITY: &str = "moltmate.io/last-activity";
 /// On a user's namespace: the Telegram id of the person whose workspace it holds.
 pub const ANNOTATION_OWNER_TELEGRAM_ID: &str = "moltmate.io/owner-telegram-id";
+/// On a workspace claim: the `spec.resetGeneration` its (empty) volume was made for.
+pub const ANNOTATION_RESET_GENERATION: &str = "moltmate.io/reset-generation";
 
 pub const SERVICE_ACCOUNT: &str = "agent";
 pub const WORKSPACE_PVC: &str = "workspace";

@@ -1,10 +1,11 @@
 //! `moltmate users` and `moltmate users reset` against a real control plane, the real
 //! operator and gateway, real agent processes (the node stand-in), and the Telegram and LLM
-//! stand-ins: a user who chatted is listed, reset (workspace wiped inside their own sandbox,
-//! the MoltmateUser kept), told once, and answered by a fresh agent.
+//! stand-ins: a user who chatted is listed, reset (a new, empty workspace volume, the
+//! MoltmateUser kept), told once, and answered by a fresh agent.
 
 mod support;
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -161,10 +162,16 @@ async fn users_are_listed_and_a_reset_wipes_the_workspace_and_keeps_the_user() {
         before.contains("marmalade") && before.contains("dear diary") && before.contains("apples from alice"),
         "{before}"
     );
-    // A link the model could have planted, pointing out of the workspace.
+    // What anything in the sandbox could leave to survive a reset: a link out of the
+    // workspace, a forged reset record, a directory it cannot be emptied of.
     let outside = tempfile::tempdir().unwrap();
     std::fs::write(outside.path().join("precious.txt"), "not the agent's").unwrap();
     std::os::unix::fs::symlink(outside.path(), workspace.join("files/escape")).unwrap();
+    std::fs::create_dir_all(workspace.join(".moltmate")).unwrap();
+    std::fs::write(workspace.join(".moltmate/reset-generation"), "99 forged\n").unwrap();
+    std::fs::create_dir(workspace.join("files/locked")).unwrap();
+    std::fs::write(workspace.join("files/locked/apples-kept.txt"), "apples").unwrap();
+    std::fs::set_permissions(workspace.join("files/locked"), std::fs::Permissions::from_mode(0o500)).unwrap();
 
     // A slow turn holds alice's worker; two more messages wait in her queue.
     let requests = llm.requests().len();
@@ -220,20 +227,26 @@ async fn users_are_listed_and_a_reset_wipes_the_workspace_and_keeps_the_user() {
     })
     .await;
     eprintln!("reset done {:?} after `moltmate users reset`", asked.elapsed());
-    assert_eq!(status.phase.map(|p| p.as_str()), Some("Ready"));
+    assert_ne!(status.phase.map(|p| p.as_str()), Some("Failed"));
+    wait_phase(&client, "alice", "Ready", Duration::from_secs(30)).await;
     let new_pod = agent_pod_uid(&client, "alice").await.expect("a new agent pod");
     assert_ne!(new_pod, old_pod, "the agent pod was replaced");
     assert_eq!(agent_pod_uid(&client, "bob").await.as_deref(), Some(bob_pod.as_str()), "bob's agent is untouched");
-    assert_eq!(volume_dir(&client, "alice").await, workspace, "same volume, same MoltmateUser");
+    let claim =
+        Api::<PersistentVolumeClaim>::namespaced(client.clone(), "moltmate-alice").get("workspace").await.unwrap();
+    assert_eq!(claim.annotations().get("moltmate.io/reset-generation").map(String::as_str), Some("1"));
 
-    // The workspace was emptied by the new agent, then laid out afresh.
-    let after = all_text(&workspace);
-    for gone in ["marmalade", "dear diary", "apples", "queued"] {
+    // A new volume, laid out afresh by the new agent; nothing of the old one is in it.
+    let fresh_volume = volume_dir(&client, "alice").await;
+    assert_ne!(fresh_volume, workspace, "a new volume");
+    let after = all_text(&fresh_volume);
+    for gone in ["marmalade", "dear diary", "apples", "queued", "forged"] {
         assert!(!after.contains(gone), "{gone:?} survived the reset:\n{after}");
     }
-    assert_eq!(entries(&workspace), [".moltmate", "SOUL.md", "files", "sessions"]);
-    assert!(entries(&workspace.join("files")).is_empty());
-    assert_eq!(entries(outside.path()), ["precious.txt"], "the link was removed, not followed");
+    assert_eq!(entries(&fresh_volume), ["SOUL.md", "files", "sessions"]);
+    assert!(entries(&fresh_volume.join("files")).is_empty());
+    assert_eq!(entries(outside.path()), ["precious.txt"], "nothing followed the link");
+    let workspace = fresh_volume;
 
     // Told once; then a fresh agent answers, with nothing of before in what it sends the model.
     wait_text(&tg, ALICE, RESET_NOTICE, Duration::from_secs(30)).await;
@@ -253,7 +266,9 @@ async fn users_are_listed_and_a_reset_wipes_the_workspace_and_keeps_the_user() {
     std::fs::write(workspace.join("files/new.txt"), "written after the first reset").unwrap();
     let (ok, out, err) = users_cli(&env, &["reset", "alice", "--wait", "--timeout", "60s"]);
     assert!(ok && out.contains("1 -> 2") && out.contains("reset done"), "{out}{err}");
-    assert!(!workspace.join("files/new.txt").exists());
+    let third_volume = volume_dir(&client, "alice").await;
+    assert_ne!(third_volume, workspace);
+    assert!(!third_volume.join("files/new.txt").exists());
     wait_until("the second notice", Duration::from_secs(10), || async { (notices(&tg, ALICE) == 2).then_some(()) })
         .await;
     let rows = json_rows(&env, &[]);
@@ -262,7 +277,15 @@ async fn users_are_listed_and_a_reset_wipes_the_workspace_and_keeps_the_user() {
     let (ok, _, err) = users_cli(&env, &["reset", "nobody"]);
     assert!(!ok && err.contains("MoltmateUser nobody not found"), "{err}");
 
-    // A read-only workspace cannot be wiped by its agent: reported, not pretended.
+    // The generation cannot go down (a lowered value would wipe nothing and hide the record).
+    let lower = json!({ "spec": { "resetGeneration": 1 } });
+    let refused = Api::<MoltmateUser>::all(client.clone())
+        .patch("alice", &PatchParams::default(), &Patch::Merge(&lower))
+        .await
+        .expect_err("a lower reset generation is refused");
+    assert!(refused.to_string().contains("spec.resetGeneration cannot go down"), "{refused}");
+
+    // A read-only workspace needs no agent to wipe it: reset all the same.
     apply_user(&client, &user_manifest("rory", RORY, json!({ "profile": "high-security" }))).await.unwrap();
     wait_phase(&client, "rory", "Ready", Duration::from_secs(30)).await;
     let rory_ws = volume_dir(&client, "rory").await;
@@ -270,25 +293,11 @@ async fn users_are_listed_and_a_reset_wipes_the_workspace_and_keeps_the_user() {
     // A bot can only write to people who have written to it.
     tg.inject_text(RORY, "hello").unwrap();
     wait_text(&tg, RORY, "You said: hello", Duration::from_secs(30)).await;
-    let (ok, out, err) = users_cli(&env, &["reset", "rory"]);
-    assert!(ok && out.contains("read-only"), "{out}{err}");
-    let reason = wait_until("ResetNotApplied", Duration::from_secs(30), || async {
-        let status = status_of(&client, "rory").await;
-        let reason = status.conditions.first()?.reason.clone();
-        (reason == "ResetNotApplied").then_some(status)
-    })
-    .await;
-    assert_eq!(reason.reset_generation, None);
-    assert!(reason.conditions[0].message.contains("workspaceAccess"), "{}", reason.conditions[0].message);
-    assert!(rory_ws.join("MEMORY.md").exists());
-    // Writable for a moment: the reset goes through.
-    let rw = json!({ "spec": { "sandbox": { "workspaceAccess": "rw" } } });
-    Api::<MoltmateUser>::all(client.clone()).patch("rory", &PatchParams::default(), &Patch::Merge(&rw)).await.unwrap();
-    wait_until("rory reset", Duration::from_secs(30), || async {
-        (status_of(&client, "rory").await.reset_generation == Some(1)).then_some(())
-    })
-    .await;
-    assert!(!rory_ws.join("MEMORY.md").exists());
+    let (ok, out, err) = users_cli(&env, &["reset", "rory", "--wait", "--timeout", "60s"]);
+    assert!(ok && out.contains("reset done"), "{out}{err}");
+    let rory_fresh = volume_dir(&client, "rory").await;
+    assert!(rory_fresh != rory_ws && !rory_fresh.join("MEMORY.md").exists());
+    wait_phase(&client, "rory", "Ready", Duration::from_secs(30)).await;
     wait_text(&tg, RORY, RESET_NOTICE, Duration::from_secs(30)).await;
     eprintln!("users test took {:?}", started.elapsed());
 }

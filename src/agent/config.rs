@@ -57,9 +57,6 @@ pub struct AgentArgs {
     /// Timeout of one web_fetch tool call.
     #[arg(long, env = "MOLTMATE_WEB_FETCH_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub web_fetch_timeout: Duration,
-    /// The user's `spec.resetGeneration`: newer than the workspace's record, the workspace is wiped at start.
-    #[arg(long, env = "MOLTMATE_RESET_GENERATION", default_value_t = 0)]
-    pub reset_generation: u64,
 }
 
 /// The token, kept out of `Debug` output and logs.
@@ -95,7 +92,6 @@ pub struct Config {
     pub history_budget: usize,
     pub exec_timeout: Duration,
     pub web_fetch_timeout: Duration,
-    pub reset_generation: u64,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -169,7 +165,6 @@ impl Config {
             history_budget: args.history_budget,
             exec_timeout: args.exec_timeout,
             web_fetch_timeout: args.web_fetch_timeout,
-            reset_generation: args.reset_generation,
             telegram_id: args.telegram_id,
         })
     }
@@ -242,7 +237,6 @@ pub(crate) mod tests {
             history_budget: 48_000,
             exec_timeout: Duration::from_secs(10),
             web_fetch_timeout: Duration::from_secs(30),
-            reset_generation: 0,
         }
     }
 
@@ -256,14 +250,6 @@ pub(crate) mod tests {
         let mut a = args();
         a.broker_url = Some("http://127.0.0.1:9/".into());
         assert_eq!(Config::from_args(a).unwrap().llm_base(), "http://127.0.0.1:9/v1");
-    }
-
-    #[test]
-    fn the_reset_generation_is_read_from_what_the_operator_sets() {
-        use clap::Args;
-        let command = AgentArgs::augment_args(clap::Command::new("agent"));
-        let arg = command.get_arguments().find(|a| a.get_id() == "reset_generation").unwrap();
-        assert_eq!(arg.get_env().and_then(|e| e.to_str()), Some(crate::builders::RESET_GENERATION_ENV));
     }
 
     #[test]

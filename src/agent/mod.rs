@@ -13,7 +13,6 @@ pub mod history;
 pub mod llm;
 pub mod metrics;
 pub mod prompt;
-pub mod reset;
 pub mod server;
 pub mod service;
 pub mod session;
@@ -27,7 +26,7 @@ use std::sync::Arc;
 
 use prometheus_client::registry::Registry;
 use tracing::Instrument;
-use tracing::{error, info, warn};
+use tracing::info;
 
 pub use config::AgentArgs;
 use config::{Config, ConfigError};
@@ -52,8 +51,6 @@ pub enum Error {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Workspace(#[from] WorkspaceError),
-    #[error(transparent)]
-    Reset(#[from] reset::ResetError),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("building the HTTP client: {0}")]
@@ -87,8 +84,6 @@ async fn serve(config: Config) -> Result<(), Error> {
     let _ = rustls::crypto::ring::default_provider().install_default();
 
     let writable = config.profile.workspace_access == WorkspaceAccess::Rw;
-    // Before anything reads the workspace: a reset must not let the old memory through.
-    reset_if_asked(&config, writable)?;
     let workspace = Workspace::open(&config.workspace, writable)?;
     // The in-memory window holds a few budgets' worth of history to trim from.
     let store = SessionStore::open(&workspace.sessions_dir(), writable, config.history_budget.saturating_mul(4))?;
@@ -135,30 +130,6 @@ async fn serve(config: Config) -> Result<(), Error> {
     info!(user = %user, addr = %addr, session = %session, profile = ?profile, persistent = writable, "agent listening");
     axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await.map_err(Error::Serve)?;
     info!(user = %user, "agent stopped");
-    Ok(())
-}
-
-/// Wipe the workspace if `spec.resetGeneration` asks for it (see `reset`). A wipe that fails
-/// stops the agent: serving the old memory after an administrator asked for it gone is worse
-/// than not serving.
-fn reset_if_asked(config: &Config, writable: bool) -> Result<(), reset::ResetError> {
-    let user = config.user.as_str();
-    match reset::apply(&config.workspace, config.reset_generation, writable, config.token.expose().as_bytes())? {
-        reset::Outcome::UpToDate => {}
-        reset::Outcome::Wiped { generation, removed, kept } => {
-            info!(user, generation, removed, "workspace wiped for reset (files, memory, sessions)");
-            if !kept.is_empty() {
-                warn!(user, generation, ?kept, "left in the workspace: not the agent's to remove");
-            }
-        }
-        reset::Outcome::ReadOnly { wanted, recorded } => error!(
-            user,
-            generation = wanted,
-            recorded,
-            "reset asked for, but the workspace is read-only (workspaceAccess: ro): nothing was wiped; \
-             set workspaceAccess: rw until the reset is applied"
-        ),
-    }
     Ok(())
 }
 

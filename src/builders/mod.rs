@@ -19,7 +19,7 @@ use crate::names;
 use crate::profile::{ProfileDefaults, ResolvedProfile};
 
 pub use network::{BLOCKED_EGRESS_V4, BLOCKED_EGRESS_V6};
-pub use workload::RESET_GENERATION_ENV;
+pub use workload::stamp_reset_generation;
 
 /// Cluster-wide settings the operator is started with.
 #[derive(Debug, Clone)]
@@ -123,7 +123,7 @@ struct Ctx<'a> {
     telegram_id: i64,
     namespace: &'a str,
     owner: &'a OwnerReference,
-    /// `spec.resetGeneration`: the agent wipes its workspace when this is newer than its record.
+    /// `spec.resetGeneration`: what a new workspace claim is made for.
     reset_generation: i64,
     input: &'a BuildInput<'a>,
 }

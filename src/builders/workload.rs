@@ -22,8 +22,6 @@ use crate::quantity::min_quantity;
 /// The agent runs as this uid/gid, never root.
 pub const AGENT_UID: i64 = 10001;
 pub const WORKSPACE_MOUNT: &str = "/workspace";
-/// `spec.resetGeneration`, for the agent (see `agent::reset`).
-pub const RESET_GENERATION_ENV: &str = "MOLTMATE_RESET_GENERATION";
 
 /// What the agent asks the scheduler for: a little, capped by its limits.
 pub(super) fn requests(profile: &ResolvedProfile) -> (&str, &str) {
@@ -31,7 +29,7 @@ pub(super) fn requests(profile: &ResolvedProfile) -> (&str, &str) {
 }
 
 pub(super) fn workspace(ctx: &Ctx) -> PersistentVolumeClaim {
-    PersistentVolumeClaim {
+    let mut claim = PersistentVolumeClaim {
         metadata: ctx.meta(names::WORKSPACE_PVC),
         spec: Some(PersistentVolumeClaimSpec {
             access_modes: Some(vec!["ReadWriteOnce".into()]),
@@ -43,6 +41,22 @@ pub(super) fn workspace(ctx: &Ctx) -> PersistentVolumeClaim {
             ..PersistentVolumeClaimSpec::default()
         }),
         ..PersistentVolumeClaim::default()
+    };
+    stamp_reset_generation(&mut claim, ctx.reset_generation);
+    claim
+}
+
+/// Record on a workspace claim the reset generation its volume was made for. Only once a
+/// user has been reset: claims of users who never were stay as they were made.
+pub fn stamp_reset_generation(claim: &mut PersistentVolumeClaim, generation: i64) {
+    let annotations = claim.metadata.annotations.get_or_insert_with(BTreeMap::new);
+    if generation > 0 {
+        annotations.insert(names::ANNOTATION_RESET_GENERATION.into(), generation.to_string());
+    } else {
+        annotations.remove(names::ANNOTATION_RESET_GENERATION);
+    }
+    if annotations.is_empty() {
+        claim.metadata.annotations = None;
     }
 }
 
@@ -109,7 +123,7 @@ pub(super) fn pod(ctx: &Ctx) -> Pod {
     let (cpu_request, memory_request) = requests(profile);
     let image = profile.image.clone().unwrap_or_else(|| config.default_image.clone());
     let profile_json = serde_json::to_string(profile).expect("a resolved profile always serializes");
-    let mut env_vars = vec![
+    let env_vars = vec![
         env("MOLTMATE_USER", ctx.user_name),
         env("MOLTMATE_TELEGRAM_ID", ctx.telegram_id.to_string()),
         env("MOLTMATE_WORKSPACE", WORKSPACE_MOUNT),
@@ -129,11 +143,6 @@ pub(super) fn pod(ctx: &Ctx) -> Pod {
             ..EnvVar::default()
         },
     ];
-    // Only once a user has been reset: a pod without it is a pod of generation 0, so users
-    // who never were keep their pods (and spec hashes) across operator upgrades.
-    if ctx.reset_generation > 0 {
-        env_vars.push(env(RESET_GENERATION_ENV, ctx.reset_generation.to_string()));
-    }
 
     let container = Container {
         name: names::AGENT_CONTAINER.into(),
@@ -350,21 +359,17 @@ mod tests {
     }
 
     #[test]
-    fn a_reset_generation_reaches_the_agent_and_replaces_the_pod() {
-        let env_of = |p: &k8s_openapi::api::core::v1::Pod| p.spec.as_ref().unwrap().containers[0].env.clone().unwrap();
-        let base = build_for(&user("alice", Profile::Public)).pod;
-        assert!(
-            env_of(&base).iter().all(|e| e.name != super::RESET_GENERATION_ENV),
-            "never reset: no variable, same pod as before"
-        );
+    fn a_reset_generation_is_recorded_on_the_claim_and_leaves_the_pod_alone() {
+        let generation = |c: &k8s_openapi::api::core::v1::PersistentVolumeClaim| {
+            c.metadata.annotations.as_ref().and_then(|a| a.get(names::ANNOTATION_RESET_GENERATION).cloned())
+        };
+        let base = build_for(&user("alice", Profile::Public));
+        assert_eq!(generation(&base.workspace), None, "never reset: the claim is as it always was");
         let mut u = user("alice", Profile::Public);
         u.spec.reset_generation = 2;
-        let reset = build_for(&u).pod;
-        let var = env_of(&reset).into_iter().find(|e| e.name == super::RESET_GENERATION_ENV).unwrap();
-        assert_eq!(var.value.as_deref(), Some("2"));
-        let hash = |p: &k8s_openapi::api::core::v1::Pod| {
-            p.metadata.annotations.as_ref().unwrap()[names::ANNOTATION_SPEC_HASH].clone()
-        };
-        assert_ne!(hash(&base), hash(&reset), "a bump replaces the pod");
+        let reset = build_for(&u);
+        assert_eq!(generation(&reset.workspace).as_deref(), Some("2"));
+        // The operator replaces the pod itself, with the volume; the pod's spec does not change.
+        assert_eq!(reset.pod, base.pod);
     }
 }

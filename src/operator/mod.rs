@@ -4,6 +4,7 @@ mod diff;
 mod idle;
 mod metrics;
 mod reconcile;
+mod reset;
 mod status;
 
 use std::collections::BTreeMap;

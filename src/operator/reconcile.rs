@@ -24,9 +24,10 @@ use tracing::{Instrument, debug, info, warn};
 use super::diff::needs_apply;
 use super::idle;
 use super::metrics::Metrics;
-use super::status::{Observation, account_reset, next_status};
+use super::reset::{self, WorkspaceStep};
+use super::status::{Observation, next_status};
 use crate::builders::{self, BuildInput, ClusterConfig, DesiredState};
-use crate::crd::{DeletionPolicy, MoltmateUser, MoltmateUserStatus, Phase, WorkspaceAccess};
+use crate::crd::{DeletionPolicy, MoltmateUser, MoltmateUserStatus, Phase};
 use crate::names;
 use crate::profile;
 use crate::token::MasterKey;
@@ -253,7 +254,56 @@ async fn provision(user: &MoltmateUser, ctx: &Context) -> Result<Observation, Er
             "waiting for the ResourceQuota to be in force",
         ));
     }
+    let applied = user.status.as_ref().and_then(|s| s.reset_generation).unwrap_or(0);
+    let live_claim = lookup(&ctx.caches.workspaces, &namespace, names::WORKSPACE_PVC);
+    let generation = match reset::workspace_step(live_claim.as_deref(), user.spec.reset_generation, applied) {
+        WorkspaceStep::Keep { generation } => generation,
+        WorkspaceStep::Replace { from, to } => {
+            replace_workspace(ctx, &namespace).await?;
+            let note = format!(
+                "reset generation {to}: the agent pod and the workspace volume (of generation {from}) are being \
+                 deleted; an empty volume replaces it"
+            );
+            event(ctx, user, EventType::Normal, "Resetting", &note).await;
+            return Ok(Observation::new(Phase::Provisioning, "Resetting", note).recheck_after(Some(RESET_RECHECK)));
+        }
+        WorkspaceStep::AwaitRelease { to } => {
+            delete_pod(ctx, &namespace).await?;
+            let message = format!(
+                "reset generation {to}: waiting for the old workspace volume to be released (its agent pod must stop first)"
+            );
+            return Ok(Observation::new(Phase::Provisioning, "Resetting", message).recheck_after(Some(RESET_RECHECK)));
+        }
+    };
+    builders::stamp_reset_generation(&mut desired.workspace, generation);
     apply_workload(user, ctx, &desired).await?;
+    let observation = run_agent(user, ctx, &desired, &profile, broker_ip.as_deref()).await?;
+    Ok(Observation { reset_applied: (generation > 0).then_some(generation), ..observation })
+}
+
+/// How soon to look again while a reset replaces the volume (the claim's own watch events
+/// usually come first).
+const RESET_RECHECK: Duration = Duration::from_secs(5);
+
+/// Delete the agent pod and the workspace claim; the claim goes once no pod uses it.
+async fn replace_workspace(ctx: &Context, ns: &str) -> Result<(), Error> {
+    delete_pod(ctx, ns).await?;
+    ctx.metrics.count_write("PersistentVolumeClaim");
+    let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), ns);
+    delete_ignoring_absent(&api, names::WORKSPACE_PVC).await?;
+    Ok(())
+}
+
+/// With the sandbox in place: pause, idle or run the agent.
+async fn run_agent(
+    user: &MoltmateUser,
+    ctx: &Context,
+    desired: &DesiredState,
+    profile: &profile::ResolvedProfile,
+    broker_ip: Option<&str>,
+) -> Result<Observation, Error> {
+    let name = user.name_any();
+    let namespace = desired.namespace.metadata.name.clone().unwrap_or_default();
 
     if user.spec.suspend {
         if delete_pod(ctx, &namespace).await? {
@@ -290,10 +340,7 @@ async fn provision(user: &MoltmateUser, ctx: &Context) -> Result<Observation, Er
             }
         }
     };
-    let served = reconcile_pod(user, ctx, &desired.pod).await?;
-    let applied = user.status.as_ref().and_then(|s| s.reset_generation).unwrap_or(0);
-    let read_only = profile.workspace_access == WorkspaceAccess::Ro;
-    Ok(account_reset(served, user.spec.reset_generation, applied, read_only).recheck_after(idle_in))
+    Ok(reconcile_pod(user, ctx, &desired.pod).await?.recheck_after(idle_in))
 }
 
 /// The older MoltmateUser (by creation time, then name) holding the same Telegram id, if any.
@@ -563,7 +610,7 @@ async fn record_status(user: &MoltmateUser, ctx: &Context, observation: &Observa
     if let Some(generation) = status.reset_generation.filter(|g| Some(*g) != previous.and_then(|s| s.reset_generation))
     {
         let note = format!(
-            "the agent started with reset generation {generation} and wiped its workspace (files, memory, sessions)"
+            "reset generation {generation}: the workspace volume is new and empty (files, memory, conversation history)"
         );
         event(ctx, user, EventType::Normal, "WorkspaceReset", &note).await;
     }
@@ -669,8 +716,9 @@ async fn retain(ctx: &Context, user_name: &str, ns: &str) -> Result<(), Error> {
     }
     if let Some(live) = lookup(&ctx.caches.workspaces, ns, names::WORKSPACE_PVC) {
         // Repeat the spec fields we own: leaving them out would ask the server to clear them.
+        // The reset record stays too, so a user who adopts the workspace is not reset again.
         let live_spec = live.spec.clone().unwrap_or_default();
-        let pvc = PersistentVolumeClaim {
+        let mut pvc = PersistentVolumeClaim {
             metadata: ObjectMeta {
                 name: Some(names::WORKSPACE_PVC.into()),
                 namespace: Some(ns.into()),
@@ -688,6 +736,7 @@ async fn retain(ctx: &Context, user_name: &str, ns: &str) -> Result<(), Error> {
             }),
             ..PersistentVolumeClaim::default()
         };
+        builders::stamp_reset_generation(&mut pvc, reset::volume_generation(&live, 0));
         server_side_apply(&Api::<PersistentVolumeClaim>::namespaced(ctx.client.clone(), ns), &pvc).await?;
     }
     Ok(())

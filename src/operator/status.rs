@@ -12,7 +12,7 @@ pub struct Observation {
     pub message: String,
     /// Look again after this long even if nothing changes (e.g. when the user goes idle).
     pub recheck_after: Option<std::time::Duration>,
-    /// The reset generation of the agent found serving: its workspace was wiped for it.
+    /// The reset generation the workspace volume was made for (only once a user was reset).
     pub reset_applied: Option<i64>,
 }
 
@@ -25,23 +25,6 @@ impl Observation {
         self.recheck_after = after;
         self
     }
-}
-
-/// Account for `spec.resetGeneration` (`wanted`) once the agent serves: an agent started
-/// with a newer generation than `status.resetGeneration` (`applied`) wiped its workspace
-/// before it became ready, unless the workspace is mounted read-only, which it cannot wipe.
-pub fn account_reset(observation: Observation, wanted: i64, applied: i64, read_only: bool) -> Observation {
-    if observation.phase != Phase::Ready || wanted <= applied {
-        return observation;
-    }
-    if read_only {
-        let message = format!(
-            "agent pod is running and ready, but reset generation {wanted} did not wipe the workspace: it is read-only \
-             (workspaceAccess: ro); set spec.sandbox.workspaceAccess to rw until status.resetGeneration is {wanted}"
-        );
-        return Observation { reason: "ResetNotApplied", message, ..observation };
-    }
-    Observation { reset_applied: Some(wanted), ..observation }
 }
 
 /// The status to write, keeping `lastTransitionTime` while the condition's status holds.
@@ -108,31 +91,6 @@ mod tests {
         let suspended = Observation::new(Phase::Suspended, "Suspended", "y");
         let second = next_status(Some(&first), Some(2), None, &suspended, at(99));
         assert_eq!(second.conditions[0].last_transition_time, at(10), "still False");
-    }
-
-    #[test]
-    fn a_reset_counts_once_the_new_agent_serves() {
-        let ready = || Observation::new(Phase::Ready, "AgentReady", "serving");
-        let starting = Observation::new(Phase::Provisioning, "PodStarting", "starting");
-        // (observation, wanted, applied, read-only) -> (reason, generation recorded)
-        let cases = [
-            (ready(), 0, 0, false, ("AgentReady", None)),
-            (ready(), 2, 1, false, ("AgentReady", Some(2))),
-            (ready(), 2, 2, false, ("AgentReady", None)),
-            (ready(), 1, 3, false, ("AgentReady", None)),
-            (starting.clone(), 2, 1, false, ("PodStarting", None)),
-            (ready(), 2, 1, true, ("ResetNotApplied", None)),
-            (ready(), 1, 1, true, ("AgentReady", None)),
-        ];
-        for (observation, wanted, applied, read_only, (reason, recorded)) in cases {
-            let o = account_reset(observation, wanted, applied, read_only);
-            assert_eq!(
-                (o.reason, o.reset_applied),
-                (reason, recorded),
-                "wanted {wanted}, applied {applied}, ro {read_only}"
-            );
-            assert_eq!(o.phase == Phase::Ready, reason != "PodStarting");
-        }
     }
 
     #[test]

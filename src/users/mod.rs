@@ -2,7 +2,7 @@
 //!
 //! `moltmate users` lists every MoltmateUser with what the cluster knows about it (and, with
 //! `--gateway-metrics`, the gateway's queue); `moltmate users reset NAME` wipes a user's
-//! workspace by bumping `spec.resetGeneration` (see `agent::reset` for the wipe itself).
+//! workspace by bumping `spec.resetGeneration` (the operator replaces the volume).
 //! The rows and the reset plan are built by pure functions (`table`, `reset`); this module
 //! reads and writes.
 
@@ -155,7 +155,7 @@ async fn reset_user(client: &Client, args: &ResetArgs) -> Result<(), Error> {
     loop {
         let user = api.get_opt(&args.name).await?.ok_or_else(|| Error::NotFound(args.name.clone()))?;
         if user.status.as_ref().and_then(|s| s.reset_generation).is_some_and(|g| g >= generation) {
-            println!("{}: reset done; a fresh agent serves.", user.name_any());
+            println!("{}: reset done; the workspace is new and empty.", user.name_any());
             return Ok(());
         }
         if Instant::now() >= deadline {

@@ -4,7 +4,7 @@
 use kube::ResourceExt;
 use serde_json::{Value, json};
 
-use crate::crd::{MoltmateUser, Phase, WorkspaceAccess};
+use crate::crd::{MoltmateUser, Phase};
 
 /// The field manager of the CLI's patch, as it shows in `managedFields`.
 pub const FIELD_MANAGER: &str = "moltmate-users";
@@ -45,21 +45,12 @@ pub fn next_steps(plan: &Plan, user: &MoltmateUser) -> String {
     let Plan { user: name, from, to, .. } = plan;
     let mut text = format!(
         "{name}: spec.resetGeneration {from} -> {to}.\n\
-         The operator replaces the agent pod; the new agent empties the workspace (files, memory,\n\
-         conversation history) before it serves, and the person is told their assistant was reset.\n\
-         The MoltmateUser, its settings and its volume stay.\n"
+         The operator deletes the agent pod and the workspace volume (files, memory, conversation\n\
+         history) and makes a new, empty volume; the person is told their assistant was reset.\n\
+         The MoltmateUser and its settings stay.\n"
     );
-    let phase = user.status.as_ref().and_then(|s| s.phase);
-    if user.spec.suspend {
-        text += "Note: the user is suspended; the wipe happens when the agent next starts (spec.suspend: false).\n";
-    } else if phase == Some(Phase::Idle) {
-        text += "Note: the user is idle; the wipe happens when the agent next starts, at their next message.\n";
-    } else if phase == Some(Phase::Failed) {
-        text += "Note: the user is Failed (see `kubectl describe mmu`); the wipe happens once an agent runs.\n";
-    }
-    if read_only(user) {
-        text += "Warning: the workspace is read-only (workspaceAccess: ro) and cannot be wiped by its agent;\n\
-                 set spec.sandbox.workspaceAccess: rw until the reset is done (the Ready reason says ResetNotApplied meanwhile).\n";
+    if user.status.as_ref().and_then(|s| s.phase) == Some(Phase::Failed) {
+        text += "Note: the user is Failed (see `kubectl describe mmu`); the reset happens once that is fixed.\n";
     }
     let others = other_managers(user);
     if !others.is_empty() {
@@ -73,11 +64,6 @@ pub fn next_steps(plan: &Plan, user: &MoltmateUser) -> String {
         "Done when `moltmate users` shows RESET {to}/{to} (kubectl get mmu {name} -o jsonpath='{{.status.resetGeneration}}').\n"
     );
     text
-}
-
-/// Read-only under the built-in presets (an installation's profiles file may differ).
-fn read_only(user: &MoltmateUser) -> bool {
-    crate::profile::resolve(&user.spec).is_ok_and(|p| p.workspace_access == WorkspaceAccess::Ro)
 }
 
 /// Field managers other than this CLI that own `spec.resetGeneration` (Argo CD or Flux
@@ -135,14 +121,14 @@ mod tests {
 
     #[test]
     fn the_administrator_is_told_what_stands_in_the_way() {
-        let mut suspended = read("sam", Profile::Public);
-        suspended.spec.suspend = true;
-        assert!(next_steps(&plan(&suspended).unwrap(), &suspended).contains("suspended"));
-        let mut idle = read("ida", Profile::Public);
+        let mut failed = read("fay", Profile::Public);
+        failed.status = Some(MoltmateUserStatus { phase: Some(Phase::Failed), ..Default::default() });
+        assert!(next_steps(&plan(&failed).unwrap(), &failed).contains("Failed"));
+        // Nothing needs an agent running: idle, suspended and read-only users are reset at once.
+        let mut idle = read("ida", Profile::HighSecurity);
+        idle.spec.suspend = true;
         idle.status = Some(MoltmateUserStatus { phase: Some(Phase::Idle), ..Default::default() });
-        assert!(next_steps(&plan(&idle).unwrap(), &idle).contains("idle"));
-        let ro = read("rory", Profile::HighSecurity);
-        assert!(next_steps(&plan(&ro).unwrap(), &ro).contains("workspaceAccess: rw"));
+        assert!(!next_steps(&plan(&idle).unwrap(), &idle).contains("Note"));
 
         let mut synced = read("gita", Profile::Public);
         let owns = |manager: &str, fields: Value| ManagedFieldsEntry {
