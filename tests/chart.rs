@@ -450,7 +450,18 @@ fn cluster_roles_are_the_files() {
             .map(|c| json!({"kind": "ServiceAccount", "name": format!("moltmate-{c}"), "namespace": NS}))
     );
     assert_eq!(binding["subjects"], subjects);
-    assert_eq!((rendered.all("Role").len(), rendered.all("RoleBinding").len()), (1, 1));
+    // The gateway's usage record: one ConfigMap by name, in the release namespace, for the gateway.
+    let mut file: Value =
+        serde_saphyr::from_str(&std::fs::read_to_string(format!("{CHART}/files/gateway-role.yaml")).unwrap()).unwrap();
+    file["metadata"]["namespace"] = NS.into();
+    assert_eq!(rendered.get("Role", "moltmate-gateway"), &file);
+    let binding = rendered.get("RoleBinding", "moltmate-gateway");
+    assert_eq!(
+        (binding["metadata"]["namespace"].as_str(), binding["roleRef"]["name"].as_str()),
+        (Some(NS), Some("moltmate-gateway"))
+    );
+    assert_eq!(binding["subjects"], json!([{"kind": "ServiceAccount", "name": "moltmate-gateway", "namespace": NS}]));
+    assert_eq!((rendered.all("Role").len(), rendered.all("RoleBinding").len()), (2, 2));
 }
 
 #[test]

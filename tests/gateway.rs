@@ -67,6 +67,18 @@ impl Gateway {
         Self { args: args.iter().map(|a| a.to_string()).collect() }
     }
 
+    /// The same gateway under another replica name (its own identity in the Lease).
+    fn replica(&self, identity: &str, broker_port: u16) -> Self {
+        let mut args = self.args.clone();
+        for (flag, value) in
+            [("--identity", identity.to_string()), ("--broker-addr", format!("127.0.0.1:{broker_port}"))]
+        {
+            let at = args.iter().position(|a| a == flag).expect("flag present") + 1;
+            args[at] = value;
+        }
+        Self { args }
+    }
+
     fn with(&self, extra: &[&str]) -> Self {
         Self { args: self.args.iter().cloned().chain(extra.iter().map(|a| a.to_string())).collect() }
     }
@@ -499,4 +511,85 @@ async fn everything_rides_out_an_api_server_restart() {
     for (name, proc) in [("node", &mut node.0), ("operator", &mut operator), ("gateway", &mut gateway)] {
         assert!(proc.is_running(), "the {name} exited:\n{}", proc.log_tail());
     }
+}
+
+/// One chat completion through the broker at `port` as the holder of `token`: (status, body).
+async fn ask_broker(port: u16, token: &str) -> Option<(u16, serde_json::Value)> {
+    let response = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{port}/v1/chat/completions"))
+        .bearer_auth(token)
+        .json(&json!({ "model": "default", "messages": [{ "role": "user", "content": "hi" }] }))
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .ok()?;
+    let status = response.status().as_u16();
+    Some((status, response.json().await.unwrap_or_default()))
+}
+
+fn out_of_budget(answer: &Option<(u16, serde_json::Value)>) -> bool {
+    matches!(answer, Some((429, body)) if body["error"]["code"] == "insufficient_quota")
+}
+
+#[tokio::test]
+async fn the_daily_token_budget_survives_a_restart_and_is_shared_by_replicas() {
+    let env = TestEnv::up("budgets");
+    env.install().await;
+    env.install_gateway_rbac().await;
+    let client = env.admin().await;
+    let llm = LlmStandIn::start("127.0.0.1:0".parse().unwrap(), Some(LLM_KEY.into())).await.unwrap();
+    let tg = TelegramStandIn::start("127.0.0.1:0".parse().unwrap(), BOT_TOKEN).await.unwrap();
+    let profiles = env.dir.join("profiles.yaml");
+    std::fs::write(&profiles, "public:\n  llm: { tokensPerDay: 1000 }\n").unwrap();
+    let alice = apply_user(&client, &user_manifest("alice", ALICE, json!({ "profile": "public" }))).await.unwrap();
+    let token = moltmates::token::MasterKey::new(MASTER_KEY).unwrap().agent_token(&alice.metadata.uid.unwrap());
+    let first = Gateway::new(&env, &tg, &llm, free_port()).with(&[
+        "--profiles-file",
+        profiles.to_str().unwrap(),
+        "--usage-sync-interval",
+        "1s",
+    ]);
+    let (port_a, port_b, port_c) = (free_port(), free_port(), free_port());
+    let (mut replica_a, _) = first.replica("gateway-a", port_a).spawn(&env);
+    let (mut replica_b, _) = first.replica("gateway-b", port_b).spawn(&env);
+
+    // Replica A spends the day's 1000 tokens: two answers of 600.
+    llm.script([600, 600].map(|n| Scripted::Reply { content: "ok".into(), total_tokens: Some(n) }));
+    wait_until("replica A answers", Duration::from_secs(30), || async {
+        ask_broker(port_a, &token).await.filter(|(status, _)| *status == 200)
+    })
+    .await;
+    assert_eq!(ask_broker(port_a, &token).await.map(|a| a.0), Some(200));
+    assert!(out_of_budget(&ask_broker(port_a, &token).await), "1200 of 1000 tokens used on A");
+
+    // Replica B learns it from the record within a few seconds. Meanwhile each answer costs 1
+    // token: B could never reach 1000 on its own count.
+    llm.script((0..300).map(|_| Scripted::Reply { content: "ok".into(), total_tokens: Some(1) }));
+    wait_until("replica B refuses too", Duration::from_secs(15), || async {
+        out_of_budget(&ask_broker(port_b, &token).await).then_some(())
+    })
+    .await;
+    let record = wait_until("the usage record", Duration::from_secs(10), || async {
+        let cm = Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(client.clone(), SYSTEM_NS)
+            .get_opt("moltmate-usage")
+            .await
+            .ok()??;
+        let used: u64 = cm.data.as_ref()?.get("llm-tokens.alice")?.parse().ok()?;
+        (used >= 1200).then_some(cm)
+    })
+    .await;
+    assert_eq!(
+        record.data.unwrap()["day"],
+        jiff::Timestamp::now().to_zoned(jiff::tz::TimeZone::UTC).date().to_string()
+    );
+
+    // Every gateway gone and a new one started: the day is not begun afresh.
+    replica_a.kill();
+    replica_b.kill();
+    let (_replica_c, _) = first.replica("gateway-c", port_c).spawn(&env);
+    let answer = wait_until("the new gateway's broker", Duration::from_secs(30), || async {
+        ask_broker(port_c, &token).await.filter(|(status, _)| *status != 401)
+    })
+    .await;
+    assert!(out_of_budget(&Some(answer.clone())), "the first request after the restart: {answer:?}");
 }

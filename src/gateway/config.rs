@@ -76,7 +76,11 @@ pub struct GatewayArgs {
     /// Elect a leader on a Lease so that only one replica polls Telegram.
     #[arg(long, env = "MOLTMATE_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
     pub leader_elect: bool,
-    /// Namespace of the Lease (the release namespace).
+    /// How often this replica writes its LLM and fetch counts to the shared usage record (a
+    /// ConfigMap beside the Lease) and reads the other replicas' back.
+    #[arg(long, env = "MOLTMATE_USAGE_SYNC_INTERVAL", default_value = "5s", value_parser = parse_interval)]
+    pub usage_sync_interval: Duration,
+    /// Namespace of the Lease and of the usage record (the release namespace).
     #[arg(long, env = "MOLTMATE_LEASE_NAMESPACE", default_value = "moltmate-system")]
     pub lease_namespace: String,
     /// This replica's name in the Lease (default: POD_NAME, else the host name).
@@ -85,6 +89,15 @@ pub struct GatewayArgs {
     /// YAML file of per-profile defaults, the same file the operator reads.
     #[arg(long, env = "MOLTMATE_PROFILES_FILE")]
     pub profiles_file: Option<PathBuf>,
+}
+
+/// A duration that is not zero (it paces a loop).
+fn parse_interval(text: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(text) {
+        Ok(d) if d.is_zero() => Err("must be longer than zero".into()),
+        Ok(d) => Ok(d),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]

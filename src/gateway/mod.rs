@@ -13,6 +13,7 @@ pub mod resets;
 pub mod run;
 pub mod split;
 pub mod telegram;
+pub mod usage_sync;
 pub mod webhook;
 pub mod worker;
 

@@ -5,13 +5,13 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource};
 use prometheus_client::registry::Registry;
 use teloxide::prelude::*;
-use tracing::info;
+use tracing::{info, warn};
 
 use super::activity::Activity;
 use super::agent_client::{AgentClient, AgentError};
@@ -24,6 +24,7 @@ use super::metrics::Metrics;
 use super::queues::Queues;
 use super::resets;
 use super::telegram::{self, Handler, Outbox, Ticket, Tracker};
+use super::usage_sync;
 use super::webhook;
 use super::worker::{Job, Worker};
 use crate::cache;
@@ -31,6 +32,9 @@ use crate::crd::MoltmateUser;
 use crate::names;
 use crate::token::{MasterKey, MasterKeyError};
 use crate::{http, leader};
+
+/// How long the start waits for the usage record before serving without it.
+const USAGE_LOAD_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -157,6 +161,18 @@ pub async fn run(args: GatewayArgs) -> Result<(), Error> {
         Arc::new(SystemClock),
         &mut registry,
     )?);
+    // The day's counts so far (this or an earlier gateway's, any replica's), before serving.
+    let usage_record: Api<ConfigMap> = Api::namespaced(client.clone(), &args.lease_namespace);
+    match tokio::time::timeout(USAGE_LOAD_TIMEOUT, usage_sync::load(&usage_record, &broker)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            warn!(error = %e, "cannot read the usage record; today's budgets start from what this gateway counts")
+        }
+        Err(_) => warn!(
+            "no answer from the API server for the usage record; today's budgets start from what this gateway counts"
+        ),
+    }
+    tokio::spawn(usage_sync::run(usage_record, broker.clone(), args.usage_sync_interval));
     let bound = http::serve(args.broker_addr, broker::router(broker.clone()))
         .await
         .map_err(|source| Error::Serve { addr: args.broker_addr, source })?;

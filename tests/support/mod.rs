@@ -488,12 +488,18 @@ async fn bind_cluster_role(client: &Client, component: &str) {
     Api::<ClusterRoleBinding>::all(client.clone()).patch(&name, &apply, &Patch::Apply(&binding)).await.unwrap();
 }
 
-/// `charts/moltmates/files/leader-election-role.yaml` in the release namespace, bound to the
-/// operator's and the gateway's ServiceAccounts (the chart's RoleBinding).
+/// The chart's Roles in the release namespace, bound as the chart binds them: the
+/// leader-election Role to the operator and the gateway, the gateway's Role to the gateway.
 async fn bind_leader_election(client: &Client) {
+    bind_role(client, "leader-election-role.yaml", &["operator", "gateway"]).await;
+    bind_role(client, "gateway-role.yaml", &["gateway"]).await;
+}
+
+/// `charts/moltmates/files/FILE` in the release namespace, bound to `components`' ServiceAccounts.
+async fn bind_role(client: &Client, file: &str, components: &[&str]) {
     use k8s_openapi::api::rbac::v1::Role;
     let apply = PatchParams::apply("moltmate-tests").force();
-    let file = format!("{REPO}/charts/moltmates/files/leader-election-role.yaml");
+    let file = format!("{REPO}/charts/moltmates/files/{file}");
     let mut role: Role = serde_saphyr::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
     role.metadata.namespace = Some(SYSTEM_NS.into());
     let name = role.metadata.name.clone().unwrap();
@@ -506,7 +512,7 @@ async fn bind_leader_election(client: &Client) {
         "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
         "metadata": { "name": name, "namespace": SYSTEM_NS },
         "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name },
-        "subjects": [subject("operator"), subject("gateway")],
+        "subjects": components.iter().map(|c| subject(c)).collect::<Vec<_>>(),
     });
     Api::<k8s_openapi::api::rbac::v1::RoleBinding>::namespaced(client.clone(), SYSTEM_NS)
         .patch(&name, &apply, &Patch::Apply(&binding))

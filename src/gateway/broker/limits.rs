@@ -2,11 +2,13 @@
 //! every call takes the time explicitly (milliseconds since the Unix epoch), so tests need
 //! no clock.
 //!
-//! The state lives in memory in one gateway process: a restarted gateway starts every user
-//! afresh, and with several replicas each enforces the limits on its own share of the
-//! requests. (The gateway runs as one replica; a shared store would be needed otherwise.)
+//! The day's counts are shared through a record in the cluster (see `usage`): what this
+//! process counted since it last wrote there is `unsynced`, taken by the writer and settled
+//! with the record's totals, so a restart keeps the day and replicas share one budget. The
+//! minute window stays in each process: with N replicas a user may make up to N times the
+//! per-minute rate, never more than the day's budget.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use crate::profile::LlmLimits;
 
@@ -43,7 +45,10 @@ struct Usage {
     window: VecDeque<i64>,
     /// The UTC day (days since the epoch) `tokens` belongs to.
     day: i64,
+    /// Today's count: the shared record's, plus what this process counted since.
     tokens: u64,
+    /// What this process counted (estimates taken back included) not yet in the shared record.
+    unsynced: i64,
 }
 
 impl Usage {
@@ -51,12 +56,25 @@ impl Usage {
         while self.window.front().is_some_and(|&t| t <= now_ms - MINUTE_MS) {
             self.window.pop_front();
         }
-        let today = now_ms.div_euclid(DAY_MS);
+        let today = day_of(now_ms);
         if today != self.day {
             self.day = today;
             self.tokens = 0;
+            self.unsynced = 0;
         }
     }
+}
+
+/// The UTC day of a time, in days since the epoch.
+pub fn day_of(now_ms: i64) -> i64 {
+    now_ms.div_euclid(DAY_MS)
+}
+
+/// Counts of one day not yet in the shared record, by user.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Unsynced {
+    pub day: i64,
+    pub counts: BTreeMap<String, i64>,
 }
 
 /// The limiter of all users, keyed by user name.
@@ -95,6 +113,7 @@ impl Limiter {
         let usage = self.users.entry(user.to_string()).or_default();
         usage.roll(now_ms);
         usage.tokens = usage.tokens.saturating_add(tokens);
+        usage.unsynced = usage.unsynced.saturating_add_unsigned(tokens);
     }
 
     /// Take back an estimate charged with `record_tokens`: the provider reported what the
@@ -102,7 +121,50 @@ impl Limiter {
     pub fn release_tokens(&mut self, user: &str, tokens: u64, now_ms: i64) {
         let usage = self.users.entry(user.to_string()).or_default();
         usage.roll(now_ms);
-        usage.tokens = usage.tokens.saturating_sub(tokens);
+        let taken = usage.tokens.min(tokens);
+        usage.tokens -= taken;
+        usage.unsynced = usage.unsynced.saturating_sub_unsigned(taken);
+    }
+
+    /// Today's counts not yet in the shared record, cleared here: the caller writes them, then
+    /// hands the record's totals to `settle`, or gives them back with `restore`.
+    pub fn take_unsynced(&mut self, now_ms: i64) -> Unsynced {
+        let day = day_of(now_ms);
+        let mut counts = BTreeMap::new();
+        for (user, usage) in &mut self.users {
+            usage.roll(now_ms);
+            if usage.unsynced != 0 {
+                counts.insert(user.clone(), std::mem::take(&mut usage.unsynced));
+            }
+        }
+        Unsynced { day, counts }
+    }
+
+    /// Counts taken but not written (the record could not be updated): unsynced again.
+    pub fn restore(&mut self, taken: Unsynced, now_ms: i64) {
+        for (user, count) in taken.counts {
+            let usage = self.users.entry(user).or_default();
+            usage.roll(now_ms);
+            if usage.day == taken.day {
+                usage.unsynced = usage.unsynced.saturating_add(count);
+            }
+        }
+    }
+
+    /// The shared record's totals of `day` (every process's counts, this one's up to its last
+    /// `take_unsynced`): today's count becomes those plus what was counted here since.
+    pub fn settle(&mut self, day: i64, totals: &BTreeMap<String, u64>, now_ms: i64) {
+        if day != day_of(now_ms) {
+            return;
+        }
+        for user in totals.keys() {
+            self.users.entry(user.clone()).or_default();
+        }
+        for (user, usage) in &mut self.users {
+            usage.roll(now_ms);
+            let total = totals.get(user).copied().unwrap_or(0);
+            usage.tokens = total.saturating_add_signed(usage.unsynced);
+        }
     }
 
     /// (requests in the last minute, tokens used today) of `user`.
@@ -198,6 +260,51 @@ mod tests {
             Limited::Budget { per_day: 100000, used: 100020 }.message("public"),
             "daily token budget of 100000 used up; resets at 00:00 UTC"
         );
+    }
+
+    #[test]
+    fn counts_are_shared_through_the_record_and_nothing_is_counted_twice() {
+        let (mut here, mut there) = (Limiter::new(), Limiter::new());
+        let limits = LlmLimits { requests_per_minute: 100, tokens_per_day: 1000 };
+        here.record_tokens("a", 600, NOON);
+        // The estimate charged before forwarding, settled after.
+        here.record_tokens("a", 300, NOON);
+        here.release_tokens("a", 300, NOON + 1);
+        let taken = here.take_unsynced(NOON + 2);
+        assert_eq!(taken, Unsynced { day: day_of(NOON), counts: BTreeMap::from([("a".to_string(), 600)]) });
+        assert_eq!(here.take_unsynced(NOON + 2).counts, BTreeMap::new(), "taken once");
+        // Written to the record; meanwhile 50 more here.
+        let record = BTreeMap::from([("a".to_string(), 600), ("b".to_string(), 7)]);
+        here.record_tokens("a", 50, NOON + 3);
+        here.settle(day_of(NOON), &record, NOON + 4);
+        assert_eq!(here.usage("a", NOON + 4).1, 650);
+        assert_eq!(here.usage("b", NOON + 4).1, 7, "another replica's user");
+        // Another replica (or this one after a restart) reads the record: the day is not reset.
+        there.settle(day_of(NOON), &record, NOON + 5);
+        there.record_tokens("a", 400, NOON + 6);
+        assert_eq!(there.admit("a", limits, NOON + 7), Err(Limited::Budget { per_day: 1000, used: 1000 }));
+        // A record of another day counts for nothing today.
+        let mut fresh = Limiter::new();
+        fresh.settle(day_of(NOON) - 1, &record, NOON);
+        assert_eq!(fresh.usage("a", NOON).1, 0);
+    }
+
+    #[test]
+    fn counts_that_could_not_be_written_are_written_later() {
+        let mut l = Limiter::new();
+        l.record_tokens("a", 100, NOON);
+        let taken = l.take_unsynced(NOON + 1);
+        l.record_tokens("a", 5, NOON + 2);
+        l.restore(taken.clone(), NOON + 3);
+        assert_eq!(l.take_unsynced(NOON + 4).counts["a"], 105);
+        // Restored after midnight: yesterday's counts are gone with yesterday.
+        l.restore(taken, NOON + DAY_MS);
+        assert_eq!(l.take_unsynced(NOON + DAY_MS).counts, BTreeMap::new());
+        // An estimate given back after its charge was written is written as a negative count.
+        l.record_tokens("b", 300, NOON + DAY_MS);
+        l.take_unsynced(NOON + DAY_MS);
+        l.release_tokens("b", 300, NOON + DAY_MS);
+        assert_eq!(l.take_unsynced(NOON + DAY_MS).counts["b"], -300);
     }
 
     #[test]

@@ -10,7 +10,8 @@
 //! Every request: the bearer token names the user ([`auth`]); an unknown or missing token is
 //! answered 401 before the body is read, and nothing is forwarded. A user being deleted,
 //! suspended or with an invalid profile gets 403 with the reason. Then the profile's limits
-//! ([`limits`]; in memory, per gateway process) and the endpoint's own checks. Every request is
+//! ([`limits`]; the day's counts shared by every replica through [`usage`]) and the endpoint's
+//! own checks. Every request is
 //! logged once (`user`, `endpoint`, `decision`, `status`, bytes, duration) and counted in
 //! `moltmate_broker_requests_total{endpoint,decision}` ([`metrics`]).
 //!
@@ -46,6 +47,7 @@ pub mod limits;
 pub mod llm;
 pub mod metrics;
 pub mod shape;
+pub mod usage;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -67,8 +69,9 @@ use crate::gateway::fetch::Fetcher;
 use crate::profile::{ProfileDefaults, ResolvedProfile};
 use crate::token::MasterKey;
 use auth::{CachedIndex, bearer};
-use limits::Limiter;
+use limits::{Limiter, Unsynced};
 use metrics::Metrics;
+use usage::UsageRecord;
 
 /// The provider's API key. Never logged, never sent anywhere but the provider.
 #[derive(Clone)]
@@ -230,6 +233,29 @@ impl BrokerState {
     pub fn usage(&self, user: &str) -> (usize, u64) {
         let now = self.clock.now_ms();
         self.limiter.lock().unwrap_or_else(|e| e.into_inner()).usage(user, now)
+    }
+
+    /// Today's LLM token and fetch counts not yet in the shared record, cleared here (see
+    /// `usage`): write them, then `settle` with the record, or `restore` them.
+    pub fn take_unsynced(&self) -> (Unsynced, Unsynced) {
+        let now = self.clock.now_ms();
+        let llm = self.limiter.lock().unwrap_or_else(|e| e.into_inner()).take_unsynced(now);
+        let fetches = self.fetch_limiter.lock().unwrap_or_else(|e| e.into_inner()).take_unsynced(now);
+        (llm, fetches)
+    }
+
+    /// Counts taken but not written: they go with the next write.
+    pub fn restore(&self, llm: Unsynced, fetches: Unsynced) {
+        let now = self.clock.now_ms();
+        self.limiter.lock().unwrap_or_else(|e| e.into_inner()).restore(llm, now);
+        self.fetch_limiter.lock().unwrap_or_else(|e| e.into_inner()).restore(fetches, now);
+    }
+
+    /// The shared record's totals (every replica's counts) as today's.
+    pub fn settle(&self, record: &UsageRecord) {
+        let now = self.clock.now_ms();
+        self.limiter.lock().unwrap_or_else(|e| e.into_inner()).settle(record.day, &record.llm_tokens, now);
+        self.fetch_limiter.lock().unwrap_or_else(|e| e.into_inner()).settle(record.day, &record.fetches, now);
     }
 
     /// Forget per-user limiter and fetch state of users no longer in the store.

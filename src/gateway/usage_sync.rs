@@ -1,0 +1,109 @@
+//! Keeping the broker's budgets in the cluster: every few seconds this replica adds what it
+//! counted to the shared usage record (`broker::usage`) and takes the record's totals, which
+//! include every other replica's, as the day's counts. One read and at most one write per
+//! interval, whatever the traffic; a write that races another replica's is retried on the
+//! fresh record (optimistic concurrency on its resourceVersion), never lost or counted twice.
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{Api, PostParams};
+use tracing::{info, warn};
+
+use super::broker::BrokerState;
+use super::broker::limits::Unsynced;
+use super::broker::usage::{RECORD_NAME, UsageRecord};
+
+/// How often counts are written and the other replicas' read: the most a budget can be
+/// overrun by is what all replicas admit in this long.
+pub const SYNC_INTERVAL: Duration = Duration::from_secs(5);
+const FIELD_MANAGER: &str = "moltmate-gateway";
+/// Writes lost to another replica's in a row before this round gives up (its counts wait
+/// for the next one).
+const CONFLICT_RETRIES: usize = 5;
+
+/// Take the day's counts from the record at start, so a restarted gateway does not begin the
+/// day afresh.
+pub async fn load(api: &Api<ConfigMap>, broker: &BrokerState) -> Result<(), kube::Error> {
+    let live = api.get_opt(RECORD_NAME).await?;
+    broker.settle(&UsageRecord::from_data(live.as_ref().and_then(|c| c.data.as_ref())));
+    Ok(())
+}
+
+/// Write and read the record every `every`, for ever. Failures are logged once until the
+/// record is written again; the counts wait in memory meanwhile.
+pub async fn run(api: Api<ConfigMap>, broker: std::sync::Arc<BrokerState>, every: Duration) {
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
+    loop {
+        ticks.tick().await;
+        match sync(&api, &broker).await {
+            Ok(()) if failing => {
+                failing = false;
+                info!(record = RECORD_NAME, "usage record written again");
+            }
+            Ok(()) => {}
+            Err(e) if !failing => {
+                failing = true;
+                warn!(record = RECORD_NAME, error = %e, "cannot update the usage record; budgets are enforced from memory until it can be");
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+/// One round: the counts taken from the broker go into the record, or back to the broker.
+pub async fn sync(api: &Api<ConfigMap>, broker: &BrokerState) -> Result<(), kube::Error> {
+    let (llm, fetches) = broker.take_unsynced();
+    match write(api, &llm, &fetches).await {
+        Ok(record) => {
+            broker.settle(&record);
+            Ok(())
+        }
+        Err(e) => {
+            broker.restore(llm, fetches);
+            Err(e)
+        }
+    }
+}
+
+/// Add the counts to the live record (nothing to add: just read it); the record as written.
+async fn write(api: &Api<ConfigMap>, llm: &Unsynced, fetches: &Unsynced) -> Result<UsageRecord, kube::Error> {
+    let params = PostParams { field_manager: Some(FIELD_MANAGER.into()), ..PostParams::default() };
+    let mut attempt = 0;
+    loop {
+        let live = api.get_opt(RECORD_NAME).await?;
+        let record = UsageRecord::from_data(live.as_ref().and_then(|c| c.data.as_ref()));
+        if llm.counts.is_empty() && fetches.counts.is_empty() {
+            return Ok(record);
+        }
+        let next = record.add(llm, fetches);
+        let result = match live {
+            Some(mut live) => {
+                live.metadata.managed_fields = None;
+                live.data = Some(next.to_data());
+                // The resourceVersion read makes this fail if another replica wrote since.
+                api.replace(RECORD_NAME, &params, &live).await
+            }
+            None => {
+                let record = ConfigMap {
+                    metadata: ObjectMeta {
+                        name: Some(RECORD_NAME.into()),
+                        labels: Some([("app.kubernetes.io/part-of".to_string(), "moltmates".to_string())].into()),
+                        ..ObjectMeta::default()
+                    },
+                    data: Some(next.to_data()),
+                    ..ConfigMap::default()
+                };
+                api.create(&params, &record).await
+            }
+        };
+        match result {
+            Ok(_) => return Ok(next),
+            Err(kube::Error::Api(status)) if (status.code == 409) && attempt < CONFLICT_RETRIES => attempt += 1,
+            Err(e) => return Err(e),
+        }
+    }
+}
