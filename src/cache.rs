@@ -6,7 +6,7 @@ use std::fmt::Debug;
 use std::time::Duration;
 
 use futures::{Stream, StreamExt, future};
-use k8s_openapi::api::core::v1::{Pod, PodStatus};
+use k8s_openapi::api::core::v1::{Node, NodeStatus, Pod, PodStatus};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::utils::Backoff;
 use kube::runtime::{WatchStreamExt, watcher};
@@ -142,6 +142,17 @@ pub fn trim_user(user: &mut MoltmateUser) {
 }
 
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// What the operator reads of a node: its addresses (see `builders::network`). A node's
+/// status is mostly images and conditions, none of which matter here.
+pub fn trim_node(node: &mut Node) {
+    node.spec = None;
+    node.metadata.labels = None;
+    node.metadata.annotations = None;
+    if let Some(status) = node.status.take() {
+        node.status = Some(NodeStatus { addresses: status.addresses, ..Default::default() });
+    }
+}
 
 /// What the operator and the gateway read of an agent pod: its metadata (labels, the spec
 /// hash, the deletion mark) and its phase, conditions and address. The operator compares specs

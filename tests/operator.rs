@@ -769,3 +769,50 @@ async fn an_idle_user_loses_the_pod_and_a_message_brings_it_back() {
     wait_phase(&client, name, "Ready", Duration::from_secs(10)).await;
     assert!(get::<Pod>(&client, &ns, "agent").await.is_some());
 }
+
+#[tokio::test]
+async fn full_network_policies_except_every_nodes_own_public_address() {
+    use k8s_openapi::api::core::v1::Node;
+    let client = admin().await;
+    let nodes: Api<Node> = Api::all(client.clone());
+    // A node with a public address (a rented server); nothing is ever scheduled on it here.
+    let node = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": { "name": "edge-node" },
+        "spec": { "unschedulable": true, "taints": [{ "key": "moltmate.test/no-pods", "effect": "NoSchedule" }] },
+    }))
+    .unwrap();
+    nodes.create(&Default::default(), &node).await.unwrap();
+    let set_addresses = |external: &'static str| {
+        let nodes = nodes.clone();
+        async move {
+            let status = json!({ "status": { "addresses": [
+                { "type": "ExternalIP", "address": external },
+                { "type": "InternalIP", "address": "10.1.2.3" },
+                { "type": "Hostname", "address": "edge-node" },
+            ] } });
+            nodes.patch_status("edge-node", &PatchParams::default(), &Patch::Merge(&status)).await.unwrap();
+        }
+    };
+    set_addresses("203.0.113.9").await;
+    apply_user(&client, &user_manifest("nora", 1090, json!({ "profile": "personal" }))).await.unwrap();
+    let excepts = || async {
+        let policy = get::<NetworkPolicy>(&client, &ns_of("nora"), "moltmate-isolation").await?;
+        let spec = policy.spec?;
+        let blocks = spec.egress?.into_iter().flat_map(|r| r.to.unwrap_or_default()).filter_map(|p| p.ip_block);
+        Some(blocks.flat_map(|b| b.except.unwrap_or_default()).collect::<Vec<String>>())
+    };
+    eventually("the node's address excepted", || async {
+        excepts().await.filter(|e| e.contains(&"203.0.113.9/32".to_string()))
+    })
+    .await;
+    // The node's address changes: every full policy follows.
+    set_addresses("203.0.113.10").await;
+    let now = eventually("the new address excepted", || async {
+        excepts().await.filter(|e| e.contains(&"203.0.113.10/32".to_string()))
+    })
+    .await;
+    assert!(!now.contains(&"203.0.113.9/32".to_string()), "{now:?}");
+    assert!(!now.iter().any(|e| e.starts_with("10.1.2.3")), "private addresses are covered by 10.0.0.0/8: {now:?}");
+    nodes.delete("edge-node", &DeleteParams::default()).await.unwrap();
+}

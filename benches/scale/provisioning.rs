@@ -341,6 +341,7 @@ async fn guard_rails(i: usize, s: &Shared<'_>) -> Result<DesiredState, String> {
         config: s.config,
         agent_token: BASELINE_AGENT_TOKEN,
         broker_ip: Some(s.broker_ip),
+        node_addresses: &[],
     };
     let d = builders::build(&user, &input).map_err(|e| e.to_string())?;
     apply(Api::all(s.client.clone()), &d.namespace).await?;

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{
-    ConfigMap, LimitRange, Namespace, PersistentVolumeClaim, Pod, ResourceQuota, Secret, Service,
+    ConfigMap, LimitRange, Namespace, Node, PersistentVolumeClaim, Pod, ResourceQuota, Secret, Service,
 };
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding};
@@ -67,6 +67,8 @@ pub struct Snapshot {
     pub secrets: Vec<SecretInfo>,
     /// The release namespace's only (profile defaults).
     pub config_maps: Vec<ConfigMap>,
+    /// Every node: their addresses belong in `network: full` policies' exceptions.
+    pub nodes: Vec<Node>,
 }
 
 impl Snapshot {
@@ -129,9 +131,10 @@ pub async fn collect(client: &Client, release_namespace: &str) -> Result<Snapsho
         list::<MoltmateUser>(Api::all(client.clone()), "MoltmateUsers"),
         list::<Namespace>(Api::all(client.clone()), "Namespaces"),
     )?;
-    let (role_bindings, cluster_role_bindings) = futures::try_join!(
+    let (role_bindings, cluster_role_bindings, nodes) = futures::try_join!(
         list::<RoleBinding>(Api::all(client.clone()), "RoleBindings"),
         list::<ClusterRoleBinding>(Api::all(client.clone()), "ClusterRoleBindings"),
+        list::<Node>(Api::all(client.clone()), "Nodes"),
     )?;
     let (network_policies, quotas, limit_ranges, pods, pvcs, services, ingresses) = futures::try_join!(
         list::<NetworkPolicy>(Api::all(client.clone()), "NetworkPolicies"),
@@ -157,6 +160,7 @@ pub async fn collect(client: &Client, release_namespace: &str) -> Result<Snapsho
         // Values are dropped here, before anything else sees them.
         secrets: secrets.iter().map(SecretInfo::of).collect(),
         cluster_role_bindings,
+        nodes,
         ..Snapshot::default()
     };
     let mut relevant = snapshot.sandbox_namespaces();

@@ -6,6 +6,7 @@ mod network;
 mod workload;
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 
 use k8s_openapi::api::core::v1::{
     LimitRange, Namespace, PersistentVolumeClaim, Pod, ResourceQuota, Secret, Service, ServiceAccount,
@@ -18,6 +19,7 @@ use crate::MoltmateUser;
 use crate::names;
 use crate::profile::{ProfileDefaults, ResolvedProfile};
 
+pub use network::node_addresses;
 pub use network::{BLOCKED_EGRESS_V4, BLOCKED_EGRESS_V6};
 pub use workload::stamp_reset_generation;
 
@@ -66,6 +68,8 @@ pub struct BuildInput<'a> {
     pub agent_token: &'a str,
     /// ClusterIP of the broker Service, pinned in the pod by hostAliases; `None` if unknown.
     pub broker_ip: Option<&'a str>,
+    /// The nodes' own addresses (InternalIP, ExternalIP), which `network: full` never reaches.
+    pub node_addresses: &'a [IpAddr],
 }
 
 /// The sandbox of one user, as it should be.
@@ -158,7 +162,13 @@ pub(crate) mod tests {
         let config = ClusterConfig::default();
         build(
             user,
-            &BuildInput { profile: &profile, config: &config, agent_token: "t0ken", broker_ip: Some("10.96.0.10") },
+            &BuildInput {
+                profile: &profile,
+                config: &config,
+                agent_token: "t0ken",
+                broker_ip: Some("10.96.0.10"),
+                node_addresses: &[],
+            },
         )
         .unwrap()
     }
@@ -190,8 +200,11 @@ pub(crate) mod tests {
         let u = user(&"x".repeat(60), Profile::Public);
         let profile = resolve(&u.spec).unwrap();
         let config = ClusterConfig::default();
-        let err = build(&u, &BuildInput { profile: &profile, config: &config, agent_token: "t", broker_ip: None })
-            .unwrap_err();
+        let err = build(
+            &u,
+            &BuildInput { profile: &profile, config: &config, agent_token: "t", broker_ip: None, node_addresses: &[] },
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("63"), "{err}");
     }
 

@@ -1,7 +1,11 @@
 //! The NetworkPolicy: agents talk to the gateway and (for `full`) the public internet only.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 
+use ipnet::IpNet;
+
+use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::api::networking::v1::{
     IPBlock, NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort,
     NetworkPolicySpec,
@@ -61,11 +65,42 @@ fn tcp(port: u16) -> NetworkPolicyPort {
     }
 }
 
-fn public_internet(cidr: &str, except: &[&str]) -> NetworkPolicyPeer {
+fn public_internet(cidr: &str, except: Vec<String>) -> NetworkPolicyPeer {
     NetworkPolicyPeer {
-        ip_block: Some(IPBlock { cidr: cidr.into(), except: Some(except.iter().map(|s| s.to_string()).collect()) }),
+        ip_block: Some(IPBlock { cidr: cidr.into(), except: Some(except) }),
         ..NetworkPolicyPeer::default()
     }
+}
+
+/// A node's own addresses (InternalIP and ExternalIP; host names are not addresses).
+pub fn node_addresses(node: &Node) -> impl Iterator<Item = IpAddr> + '_ {
+    let addresses = node.status.as_ref().and_then(|s| s.addresses.as_ref());
+    addresses
+        .into_iter()
+        .flatten()
+        .filter(|a| a.type_ == "InternalIP" || a.type_ == "ExternalIP")
+        .filter_map(|a| a.address.trim().parse().ok())
+}
+
+/// The exceptions of `0.0.0.0/0` and `::/0` for `network: full`: the blocked ranges, then each
+/// node address they do not cover. A node with a public address (a rented server, a port
+/// forward) serves its kubelet, NodePorts and, on k3s, the API server there.
+pub fn full_egress_excepts(node_addresses: &[IpAddr]) -> (Vec<String>, Vec<String>) {
+    let blocked = |list: &[&str]| list.iter().filter_map(|c| c.parse::<IpNet>().ok()).collect::<Vec<_>>();
+    let (blocked_v4, blocked_v6) = (blocked(BLOCKED_EGRESS_V4), blocked(BLOCKED_EGRESS_V6));
+    let mut v4: Vec<String> = BLOCKED_EGRESS_V4.iter().map(|c| c.to_string()).collect();
+    let mut v6: Vec<String> = BLOCKED_EGRESS_V6.iter().map(|c| c.to_string()).collect();
+    let mut nodes: Vec<IpAddr> = node_addresses.iter().map(|ip| ip.to_canonical()).collect();
+    nodes.sort();
+    nodes.dedup();
+    for ip in nodes {
+        match ip {
+            IpAddr::V4(_) if !blocked_v4.iter().any(|net| net.contains(&ip)) => v4.push(format!("{ip}/32")),
+            IpAddr::V6(_) if !blocked_v6.iter().any(|net| net.contains(&ip)) => v6.push(format!("{ip}/128")),
+            _ => {}
+        }
+    }
+    (v4, v6)
 }
 
 /// Cluster DNS (kube-system pods labelled k8s-app=kube-dns), for `network: full` only.
@@ -100,8 +135,9 @@ pub(super) fn network_policy(ctx: &Ctx) -> NetworkPolicy {
     let mut egress =
         vec![NetworkPolicyEgressRule { to: Some(vec![gateway_peer(ctx)]), ports: Some(vec![tcp(config.broker_port)]) }];
     if ctx.input.profile.network == NetworkMode::Full {
+        let (v4, v6) = full_egress_excepts(ctx.input.node_addresses);
         egress.push(NetworkPolicyEgressRule {
-            to: Some(vec![public_internet("0.0.0.0/0", BLOCKED_EGRESS_V4), public_internet("::/0", BLOCKED_EGRESS_V6)]),
+            to: Some(vec![public_internet("0.0.0.0/0", v4), public_internet("::/0", v6)]),
             ports: None,
         });
         egress.push(cluster_dns());
@@ -191,5 +227,46 @@ mod tests {
             .filter(|p| p.port == Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(53)))
             .collect();
         assert_eq!(dns_ports.len(), 2, "DNS over UDP and TCP");
+    }
+
+    #[test]
+    fn full_network_never_reaches_the_nodes_own_public_addresses() {
+        let nodes: Vec<std::net::IpAddr> =
+            ["203.0.113.7", "10.0.0.5", "2001:db8::1", "2a01:4f8::9", "203.0.113.7", "::ffff:198.51.100.2"]
+                .iter()
+                .map(|a| a.parse().unwrap())
+                .collect();
+        let (v4, v6) = super::full_egress_excepts(&nodes);
+        let added_v4 = &v4[super::BLOCKED_EGRESS_V4.len()..];
+        let added_v6 = &v6[super::BLOCKED_EGRESS_V6.len()..];
+        // A private node address is covered already; 2001:db8::/32 lies in the blocked 2001::/32.
+        assert_eq!(added_v4, ["198.51.100.2/32", "203.0.113.7/32"]);
+        assert_eq!(added_v6, ["2a01:4f8::9/128"]);
+        // In the policy itself.
+        let u = user("alice", Profile::Personal);
+        let profile = crate::profile::resolve(&u.spec).unwrap();
+        let config = crate::builders::ClusterConfig::default();
+        let input = crate::builders::BuildInput {
+            profile: &profile,
+            config: &config,
+            agent_token: "t",
+            broker_ip: None,
+            node_addresses: &nodes,
+        };
+        let spec = crate::builders::build(&u, &input).unwrap().network_policy.spec.unwrap();
+        let except = |cidr: &str| {
+            spec.egress
+                .iter()
+                .flatten()
+                .flat_map(|r| r.to.iter().flatten())
+                .filter_map(|p| p.ip_block.as_ref())
+                .find(|b| b.cidr == cidr)
+                .unwrap()
+                .except
+                .clone()
+                .unwrap()
+        };
+        assert!(except("0.0.0.0/0").contains(&"203.0.113.7/32".to_string()));
+        assert!(except("::/0").contains(&"2a01:4f8::9/128".to_string()));
     }
 }

@@ -345,6 +345,7 @@ mod tests {
             config: &config,
             agent_token: "rotated",
             broker_ip: Some("10.96.0.10"),
+            node_addresses: &[],
         };
         assert_ne!(
             hash(&base),

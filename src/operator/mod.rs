@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 
 use futures::{Stream, StreamExt, future};
 use k8s_openapi::api::core::v1::{
-    LimitRange, Namespace, PersistentVolumeClaim, Pod, ResourceQuota, Secret, Service, ServiceAccount,
+    LimitRange, Namespace, Node, PersistentVolumeClaim, Pod, ResourceQuota, Secret, Service, ServiceAccount,
 };
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::runtime::events::{Recorder, Reporter};
@@ -29,7 +29,7 @@ use tracing::{info, warn};
 pub use diff::{is_subset, needs_apply};
 pub use reconcile::{Caches, Context, telegram_id_holder};
 
-use crate::builders::ClusterConfig;
+use crate::builders::{self, ClusterConfig};
 use crate::cache;
 use crate::crd::MoltmateUser;
 use crate::names;
@@ -177,6 +177,14 @@ impl Relisted {
     }
 }
 
+/// A node's addresses as one number, so that only a change of them passes the filter.
+fn node_addresses_hash(node: &Node) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    builders::node_addresses(node).collect::<Vec<_>>().hash(&mut hasher);
+    Some(hasher.finish())
+}
+
 /// Children name their user in a label; retained namespaces have no owner reference left.
 fn user_of<K: Resource>(object: K) -> Option<ObjectRef<MoltmateUser>> {
     object.labels().get(names::LABEL_USER).map(|name| ObjectRef::new(name))
@@ -230,6 +238,12 @@ pub async fn run(args: OperatorArgs) -> Result<(), Error> {
     let broker_config = cache::config().fields(&format!("metadata.name={}", args.broker_service));
     let (broker, broker_events) = cache::reflect(broker_api, broker_config, cache::keep_all);
     let broker_changes = broker_events.touched_objects().filter_map(|r| future::ready(r.ok().map(|_| ())));
+    // A node's addresses are in every `network: full` policy: a change there is a change for all.
+    let (nodes, node_events) = cache::reflect(Api::<Node>::all(client.clone()), cache::config(), cache::trim_node);
+    let node_changes = node_events
+        .applied_objects()
+        .predicate_filter(node_addresses_hash, Default::default())
+        .filter_map(|r| future::ready(r.ok().map(|_| ())));
 
     let (ready_tx, ready) = tokio::sync::watch::channel(false);
     let caches = Caches {
@@ -244,6 +258,7 @@ pub async fn run(args: OperatorArgs) -> Result<(), Error> {
         services,
         pods,
         broker,
+        nodes,
         ready,
     };
     let ctx = Arc::new(Context {
@@ -280,6 +295,7 @@ pub async fn run(args: OperatorArgs) -> Result<(), Error> {
         .watches_stream(service_events, user_of)
         .watches_stream(pod_events, user_of)
         .reconcile_all_on(broker_changes)
+        .reconcile_all_on(node_changes)
         .reconcile_all_on(relists)
         .shutdown_on_signal()
         .run(reconcile::reconcile, reconcile::error_policy, ctx)

@@ -2,12 +2,13 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Debug;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::core::v1::{
-    LimitRange, Namespace, PersistentVolumeClaim, Pod, ResourceQuota, Secret, Service, ServiceAccount,
+    LimitRange, Namespace, Node, PersistentVolumeClaim, Pod, ResourceQuota, Secret, Service, ServiceAccount,
 };
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
@@ -62,6 +63,8 @@ pub struct Caches {
     pub pods: Store<Pod>,
     /// The gateway's broker Service (one object at most).
     pub broker: Store<Service>,
+    /// The nodes, trimmed to their addresses (excepted from `network: full` egress).
+    pub nodes: Store<Node>,
     /// Turns true once `wait_until_ready` has resolved; any number of tasks may wait on it.
     pub ready: tokio::sync::watch::Receiver<bool>,
 }
@@ -85,6 +88,7 @@ impl Caches {
             self.services.wait_until_ready(),
             self.pods.wait_until_ready(),
             self.broker.wait_until_ready(),
+            self.nodes.wait_until_ready(),
         );
     }
 }
@@ -230,8 +234,15 @@ async fn provision(user: &MoltmateUser, ctx: &Context) -> Result<Observation, Er
     let token = ctx.master_key.agent_token(user.uid().as_deref().unwrap_or_default());
     let broker = ctx.caches.broker.state().into_iter().next();
     let broker_ip = broker.as_ref().and_then(|s| s.spec.as_ref()?.cluster_ip.clone()).filter(|ip| ip != "None");
-    let input =
-        BuildInput { profile: &profile, config: &ctx.config, agent_token: &token, broker_ip: broker_ip.as_deref() };
+    let nodes: Vec<IpAddr> =
+        ctx.caches.nodes.state().iter().flat_map(|n| builders::node_addresses(n).collect::<Vec<_>>()).collect();
+    let input = BuildInput {
+        profile: &profile,
+        config: &ctx.config,
+        agent_token: &token,
+        broker_ip: broker_ip.as_deref(),
+        node_addresses: &nodes,
+    };
     let mut desired = match builders::build(user, &input) {
         Ok(d) => d,
         Err(e) => return Ok(Observation::new(Phase::Failed, "InvalidSpec", e.to_string())),

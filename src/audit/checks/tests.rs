@@ -64,7 +64,13 @@ fn add_user(snap: &mut Snapshot, u: MoltmateUser) {
     let resolved = profile::resolve_with(&u.spec, &cluster.profiles).unwrap();
     let d = builders::build(
         &u,
-        &BuildInput { profile: &resolved, config: &cluster, agent_token: "t", broker_ip: Some("10.0.0.1") },
+        &BuildInput {
+            profile: &resolved,
+            config: &cluster,
+            agent_token: "t",
+            broker_ip: Some("10.0.0.1"),
+            node_addresses: &[],
+        },
     )
     .unwrap();
     snap.namespaces.push(d.namespace);
@@ -281,6 +287,22 @@ fn weakenings() -> Vec<(&'static str, Weaken, &'static str, Status, &'static str
                 for block in blocks.filter_map(|peer| peer.ip_block.as_mut()) {
                     block.except.get_or_insert_with(Vec::new).retain(|e| e != "64:ff9b::/96");
                 }
+            },
+            "network-policy",
+            Status::Fail,
+            "NetworkPolicy moltmate-cat/moltmate-isolation",
+        ),
+        (
+            "a node with a public address that a full user's NetworkPolicy does not except",
+            |s| {
+                add_user(s, user("cat", Profile::Personal));
+                s.nodes.push(
+                    serde_json::from_value(json!({
+                        "metadata": { "name": "vps-1" },
+                        "status": { "addresses": [{ "type": "ExternalIP", "address": "203.0.113.9" }] },
+                    }))
+                    .unwrap(),
+                );
             },
             "network-policy",
             Status::Fail,

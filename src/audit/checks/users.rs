@@ -109,7 +109,14 @@ fn desired(snap: &Snapshot, install: &Install, user: &MoltmateUser) -> Option<De
     snap.namespace(&ns)?;
     let resolved = profile::resolve_with(&user.spec, &install.cluster.profiles).ok()?;
     // Token and broker address only shape the Secret and the pod, which are not compared here.
-    let input = BuildInput { profile: &resolved, config: &install.cluster, agent_token: "", broker_ip: None };
+    let nodes: Vec<_> = snap.nodes.iter().flat_map(builders::node_addresses).collect();
+    let input = BuildInput {
+        profile: &resolved,
+        config: &install.cluster,
+        agent_token: "",
+        broker_ip: None,
+        node_addresses: &nodes,
+    };
     builders::build(user, &input).ok()
 }
 
