@@ -232,14 +232,14 @@ mod tests {
     #[test]
     fn full_network_never_reaches_the_nodes_own_public_addresses() {
         let nodes: Vec<std::net::IpAddr> =
-            ["203.0.113.7", "10.0.0.5", "2001:db8::1", "2a01:4f8::9", "203.0.113.7", "::ffff:198.51.100.2"]
+            ["203.0.113.7", "10.0.0.5", "2001:0:5ef5:79fd::1", "2a01:4f8::9", "203.0.113.7", "::ffff:198.51.100.2"]
                 .iter()
                 .map(|a| a.parse().unwrap())
                 .collect();
         let (v4, v6) = super::full_egress_excepts(&nodes);
         let added_v4 = &v4[super::BLOCKED_EGRESS_V4.len()..];
         let added_v6 = &v6[super::BLOCKED_EGRESS_V6.len()..];
-        // A private node address is covered already; 2001:db8::/32 lies in the blocked 2001::/32.
+        // A private node address is covered already, and so is a Teredo one (2001::/32).
         assert_eq!(added_v4, ["198.51.100.2/32", "203.0.113.7/32"]);
         assert_eq!(added_v6, ["2a01:4f8::9/128"]);
         // In the policy itself.
