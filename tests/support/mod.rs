@@ -29,17 +29,29 @@ pub const OPERATOR_USER: &str = "system:serviceaccount:moltmate-system:moltmate-
 /// One control plane; `down` runs when this is dropped, or when the test process dies.
 pub struct TestEnv {
     pub dir: PathBuf,
+    /// Started by `scripts/node` (a real node in network namespaces), which also stops it.
+    real_node: bool,
 }
 
 impl TestEnv {
     /// Start a fresh control plane in its own directory.
     pub fn up(name: &str) -> TestEnv {
+        Self::start(name, "testenv")
+    }
+
+    /// A control plane and a real node (`scripts/node`): kubelet, containerd, kube-proxy,
+    /// kube-router and local-path, sealed in network namespaces.
+    pub fn up_real_node(name: &str) -> TestEnv {
+        Self::start(name, "node")
+    }
+
+    fn start(name: &str, script: &str) -> TestEnv {
         let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("testenv");
         remove_stale_dirs(&root);
         let dir = root.join(format!("{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("create test env dir");
-        let output = Command::new(format!("{REPO}/scripts/testenv"))
+        let output = Command::new(format!("{REPO}/scripts/{script}"))
             .arg("up")
             .arg(&dir)
             .env("TESTENV_WATCH_PID", std::process::id().to_string())
@@ -48,11 +60,11 @@ impl TestEnv {
             .expect("run scripts/testenv up");
         assert!(
             output.status.success(),
-            "scripts/testenv up failed (run `scripts/testenv install` first):\n{}",
+            "scripts/{script} up failed (run `scripts/{script} install` first):\n{}",
             String::from_utf8_lossy(&output.stderr)
         );
         std::fs::write(dir.join("master.key"), MASTER_KEY).unwrap();
-        TestEnv { dir }
+        TestEnv { dir, real_node: script == "node" }
     }
 
     /// A control plane as installed, with the node stand-in running; returns an admin client.
@@ -226,8 +238,9 @@ impl TestEnv {
 
 impl Drop for TestEnv {
     fn drop(&mut self) {
+        let script = if self.real_node { "node" } else { "testenv" };
         let _ =
-            Command::new(format!("{REPO}/scripts/testenv")).arg("down").arg(&self.dir).stderr(Stdio::null()).status();
+            Command::new(format!("{REPO}/scripts/{script}")).arg("down").arg(&self.dir).stderr(Stdio::null()).status();
     }
 }
 

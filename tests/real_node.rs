@@ -1,0 +1,171 @@
+//! The operator's sandboxes on a real node (`scripts/node`): kubelet and containerd run the
+//! pods, kube-router enforces the NetworkPolicies, k3s's local-path provisions the volumes.
+//! The agent image is the node's probe (it answers the agent's port and carries busybox), so
+//! every "cannot reach" is a connection tried with packets from inside an agent's container.
+//! Nothing here can leave the machine: the node's namespaces have no route off it.
+
+mod support;
+
+use std::net::TcpListener;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Pod, Service};
+use kube::Client;
+use kube::api::{Api, DeleteParams, PostParams};
+use serde_json::json;
+use support::*;
+
+/// What the node's environment file says (`scripts/node up` writes it).
+fn node_env(env: &TestEnv, key: &str) -> String {
+    let text = std::fs::read_to_string(env.dir.join("env")).unwrap();
+    let prefix = format!("{key}=");
+    text.lines().find_map(|l| l.strip_prefix(&prefix)).unwrap_or_else(|| panic!("{key} in env")).to_string()
+}
+
+/// Whether a TCP connection from inside `namespace`/`pod` to `address`:`port` is accepted.
+/// Panics if the attempt itself could not be made (the pod gone, exec refused).
+fn connects(env: &TestEnv, namespace: &str, pod: &str, address: &str, port: u16) -> bool {
+    let port = port.to_string();
+    let out = env.kubectl(&["exec", "-n", namespace, pod, "--", "/bin/busybox", "nc", "-w", "2", address, &port]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if out.status.success() {
+        return true;
+    }
+    assert!(stderr.contains("nc: "), "could not try {address}:{port} from {namespace}/{pod}: {stderr}");
+    false
+}
+
+/// A pod standing in for the gateway in the release namespace: the broker's peer.
+async fn gateway_stand_in(client: &Client, image: &str) -> String {
+    let pod = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": { "name": "gateway", "namespace": SYSTEM_NS, "labels": { "app.kubernetes.io/name": "moltmate-gateway" } },
+        "spec": {
+            "containers": [{ "name": "gateway", "image": image, "imagePullPolicy": "Never",
+                "securityContext": { "runAsNonRoot": true, "runAsUser": 65534, "allowPrivilegeEscalation": false,
+                    "capabilities": { "drop": ["ALL"] }, "seccompProfile": { "type": "RuntimeDefault" } } }],
+        },
+    }))
+    .unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), SYSTEM_NS);
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    wait_until("the gateway stand-in running", Duration::from_secs(60), || async {
+        let pod = pods.get("gateway").await.ok()?;
+        let ready = pod.status.as_ref()?.conditions.as_ref()?.iter().any(|c| c.type_ == "Ready" && c.status == "True");
+        ready.then(|| pod.status?.pod_ip).flatten()
+    })
+    .await
+}
+
+async fn pod_ip(client: &Client, namespace: &str, name: &str) -> String {
+    let pod = Api::<Pod>::namespaced(client.clone(), namespace).get(name).await.unwrap();
+    pod.status.and_then(|s| s.pod_ip).unwrap_or_else(|| panic!("{namespace}/{name} has no address"))
+}
+
+async fn cluster_ip(client: &Client, namespace: &str, name: &str) -> String {
+    let service = Api::<Service>::namespaced(client.clone(), namespace).get(name).await.unwrap();
+    service.spec.and_then(|s| s.cluster_ip).unwrap_or_else(|| panic!("{namespace}/{name} has no ClusterIP"))
+}
+
+#[tokio::test]
+async fn agents_on_a_real_node_reach_only_what_their_policy_allows() {
+    let started = Instant::now();
+    let env = TestEnv::up_real_node("real-node");
+    env.install().await;
+    let client = env.admin().await;
+    let probe = node_env(&env, "PROBE_IMAGE");
+    let (node_ip, host_ip) = (node_env(&env, "NODE_IP"), node_env(&env, "HOST_IP"));
+    let (world_ip, metadata_ip) = (node_env(&env, "WORLD_IP"), node_env(&env, "METADATA_IP"));
+    let api_port: u16 = node_env(&env, "APISERVER_PORT").parse().unwrap();
+    // A service on this host, where the Telegram and LLM stand-ins would listen.
+    let host_service = TcpListener::bind((host_ip.as_str(), 0)).unwrap();
+    let host_port = host_service.local_addr().unwrap().port();
+
+    let gateway_ip = gateway_stand_in(&client, &probe).await;
+    let key = env.dir.join("master.key");
+    let _operator = env.spawn(
+        "operator",
+        &env.operator_kubeconfig(),
+        &[
+            "operator",
+            "--sandbox-image",
+            &probe,
+            "--http-addr",
+            "127.0.0.1:0",
+            "--master-key-file",
+            key.to_str().unwrap(),
+            "--lease-namespace",
+            SYSTEM_NS,
+        ],
+    );
+    // No network, and the whole internet.
+    apply_user(&client, &user_manifest("nell", 5001, json!({ "profile": "public" }))).await.unwrap();
+    apply_user(&client, &user_manifest("fay", 5002, json!({ "profile": "personal" }))).await.unwrap();
+    for user in ["nell", "fay"] {
+        wait_phase(&client, user, "Ready", Duration::from_secs(120)).await;
+    }
+    eprintln!("two agents Ready on the real node after {:?}", started.elapsed());
+
+    // The container runs as the operator says: uid 10001, read-only root, a writable workspace.
+    let id = env.kubectl(&["exec", "-n", "moltmate-nell", "agent", "--", "/bin/busybox", "id", "-u"]);
+    assert_eq!(String::from_utf8_lossy(&id.stdout).trim(), "10001", "{}", String::from_utf8_lossy(&id.stderr));
+    let root = env.kubectl(&["exec", "-n", "moltmate-nell", "agent", "--", "/bin/busybox", "touch", "/x"]);
+    assert!(!root.status.success(), "the root filesystem is read-only");
+    let workspace =
+        env.kubectl(&["exec", "-n", "moltmate-nell", "agent", "--", "/bin/busybox", "touch", "/workspace/x"]);
+    assert!(workspace.status.success(), "{}", String::from_utf8_lossy(&workspace.stderr));
+
+    let broker_ip = cluster_ip(&client, SYSTEM_NS, "moltmate-broker").await;
+    let (fay_ip, fay_service) =
+        (pod_ip(&client, "moltmate-fay", "agent").await, cluster_ip(&client, "moltmate-fay", "agent").await);
+    let nell = |address: &str, port: u16| connects(&env, "moltmate-nell", "agent", address, port);
+    let fay = |address: &str, port: u16| connects(&env, "moltmate-fay", "agent", address, port);
+
+    // network: none reaches the broker and nothing else.
+    assert!(nell(&gateway_ip, 8081), "the broker's pod");
+    assert!(nell(&broker_ip, 8081), "the broker's Service");
+    let unreachable = [
+        (fay_ip.as_str(), 8080, "another user's agent"),
+        (fay_service.as_str(), 8080, "another user's Service"),
+        (gateway_ip.as_str(), 9090, "the gateway's other ports"),
+        ("10.96.0.1", 443, "the API server's Service"),
+        (node_ip.as_str(), api_port, "the API server"),
+        (node_ip.as_str(), 10250, "the kubelet"),
+        (host_ip.as_str(), host_port, "this host"),
+        (world_ip.as_str(), 80, "the internet"),
+        (world_ip.as_str(), 53, "a DNS server"),
+        (metadata_ip.as_str(), 80, "the metadata endpoint"),
+    ];
+    for (address, port, what) in unreachable {
+        assert!(!nell(address, port), "network none reached {what} at {address}:{port}");
+    }
+
+    // network: full reaches the internet, never the cluster, this host or the metadata endpoint.
+    assert!(fay(&world_ip, 80), "full reaches the internet");
+    assert!(fay(&broker_ip, 8081), "and the broker");
+    for (address, port, what) in [
+        (metadata_ip.as_str(), 80, "the metadata endpoint"),
+        (node_ip.as_str(), 10250, "the kubelet"),
+        (node_ip.as_str(), api_port, "the API server"),
+        (host_ip.as_str(), host_port, "this host"),
+        (gateway_ip.as_str(), 9090, "the gateway's other ports"),
+    ] {
+        assert!(!fay(address, port), "network full reached {what} at {address}:{port}");
+    }
+
+    // The fence is the policy: with one more policy that lets everything out (policies add up),
+    // the same container reaches the internet; without it, not again.
+    let policies = Api::<k8s_openapi::api::networking::v1::NetworkPolicy>::namespaced(client.clone(), "moltmate-nell");
+    let open = serde_json::from_value(json!({
+        "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": { "name": "let-everything-out" },
+        "spec": { "podSelector": {}, "policyTypes": ["Egress"], "egress": [{}] },
+    }))
+    .unwrap();
+    policies.create(&PostParams::default(), &open).await.unwrap();
+    wait_until("the loosened policy enforced", Duration::from_secs(30), || async { nell(&world_ip, 80).then_some(()) })
+        .await;
+    policies.delete("let-everything-out", &DeleteParams::default()).await.unwrap();
+    wait_until("the fence back", Duration::from_secs(30), || async { (!nell(&world_ip, 80)).then_some(()) }).await;
+    eprintln!("real node test took {:?}", started.elapsed());
+}
