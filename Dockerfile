@@ -49,13 +49,10 @@ LABEL org.opencontainers.image.title="moltmate" \
       org.opencontainers.image.licenses="Apache-2.0"
 # Root CAs for outbound HTTPS (Telegram, LLM providers, web fetch): the platform verifier reads them.
 COPY --from=build /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
-# The one account, so that tools can map the uid to a name.
-COPY <<EOF /etc/passwd
-nonroot:x:65532:65532:nonroot:/nonexistent:/sbin/nologin
-EOF
-COPY <<EOF /etc/group
-nonroot:x:65532:
-EOF
+# The one account, so that tools can map the uid to a name. (Files, not here-documents:
+# Debian's buildah and podman do not read those.)
+COPY images/passwd /etc/passwd
+COPY images/group /etc/group
 COPY --from=build /moltmate /moltmate
 USER 65532:65532
 # 9090: /healthz, /readyz, /metrics (both subcommands); 8081: the gateway's broker for agents.

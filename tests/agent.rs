@@ -171,6 +171,9 @@ fn agent_command(workspace: &Path, broker: SocketAddr, profile: &ResolvedProfile
         .env("MOLTMATE_LLM_RETRIES", "2")
         .env("MOLTMATE_LOG_FORMAT", "json")
         .env("RUST_LOG", "info")
+        // As in the sandbox image, which has no CA certificates (the agent needs none).
+        .env("SSL_CERT_FILE", "/nonexistent/ca-certificates.crt")
+        .env("SSL_CERT_DIR", "/nonexistent/certs")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());

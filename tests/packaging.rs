@@ -153,8 +153,11 @@ fn each_image_runs_as_a_numeric_non_root_user() {
         assert!(uid != 0 && gid != 0, "{name}: USER {user} is root");
         // An image that brings its own /etc/passwd names that user in it.
         for copy in last.copies().into_iter().filter(|c| c.dest == "/etc/passwd") {
-            let passwd =
-                copy.heredoc.as_deref().unwrap_or_else(|| panic!("{name}: /etc/passwd comes from {:?}", copy.sources));
+            let passwd = match (&copy.heredoc, copy.from.as_deref(), copy.sources.as_slice()) {
+                (Some(text), _, _) => text.clone(),
+                (None, None, [file]) => std::fs::read_to_string(Path::new(REPO).join(file)).unwrap(),
+                _ => panic!("{name}: /etc/passwd comes from {:?}", copy.sources),
+            };
             let ids: Vec<(u32, u32)> = passwd
                 .lines()
                 .filter_map(|l| {

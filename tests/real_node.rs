@@ -7,6 +7,8 @@
 mod support;
 
 use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Pod, Service};
@@ -168,4 +170,131 @@ async fn agents_on_a_real_node_reach_only_what_their_policy_allows() {
     policies.delete("let-everything-out", &DeleteParams::default()).await.unwrap();
     wait_until("the fence back", Duration::from_secs(30), || async { (!nell(&world_ip, 80)).then_some(()) }).await;
     eprintln!("real node test took {:?}", started.elapsed());
+}
+
+/// The images `scripts/images` built (scripts/test builds them first), into the node's containerd.
+fn load_images(env: &TestEnv) -> String {
+    let cache = std::env::var("MOLTMATES_CACHE").map(PathBuf::from).unwrap_or_else(|_| {
+        let home = std::env::var("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").expect("HOME")).join(".cache"));
+        home.join("moltmates")
+    });
+    let socket = node_env(env, "CONTAINERD_SOCKET");
+    for image in ["moltmate", "sandbox"] {
+        let archive = cache.join("images").join(format!("{image}.tar"));
+        assert!(archive.exists(), "{} missing: run scripts/images first", archive.display());
+        let out = Command::new("ctr")
+            .args(["-a", &socket, "-n", "k8s.io", "images", "import"])
+            .arg(&archive)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "importing {}: {}", archive.display(), String::from_utf8_lossy(&out.stderr));
+    }
+    env!("CARGO_PKG_VERSION").to_string()
+}
+
+#[tokio::test]
+async fn the_chart_on_a_real_node_answers_through_the_agents_container_and_a_reset_wipes_its_volume() {
+    use moltmates::dev::llm::LlmStandIn;
+    use moltmates::dev::telegram::TelegramStandIn;
+    use moltmates::gateway::resets::RESET_NOTICE;
+    const BOT_TOKEN: &str = "123456:real-node-token";
+    const ALICE: i64 = 6001;
+
+    let started = Instant::now();
+    let env = TestEnv::up_real_node("real-chart");
+    let tag = load_images(&env);
+    let host_ip = node_env(&env, "HOST_IP");
+    // The stand-ins listen where a pod can reach this host: the gateway's way out.
+    let tg = TelegramStandIn::start(format!("{host_ip}:0").parse().unwrap(), BOT_TOKEN).await.unwrap();
+    let llm = LlmStandIn::start(format!("{host_ip}:0").parse().unwrap(), Some("sk-real-node".into())).await.unwrap();
+
+    // As the README installs it: the release namespace under Pod Security `restricted`.
+    let kubectl_ok = |args: &[&str]| {
+        let out = env.kubectl(args);
+        assert!(out.status.success(), "kubectl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    kubectl_ok(&["create", "namespace", SYSTEM_NS]);
+    kubectl_ok(&["label", "namespace", SYSTEM_NS, "pod-security.kubernetes.io/enforce=restricted"]);
+    let kubeconfig = env.admin_kubeconfig();
+    let sets = [
+        "image.repository=localhost/moltmates/moltmate".to_string(),
+        format!("image.tag={tag}"),
+        "image.pullPolicy=Never".to_string(),
+        format!("sandbox.image=localhost/moltmates/sandbox:{tag}"),
+        format!("telegram.apiUrl={}", tg.url()),
+        format!("telegram.botToken={BOT_TOKEN}"),
+        "telegram.pollTimeout=5s".to_string(),
+        format!("llm.baseUrl={}", llm.url()),
+        "llm.apiKey=sk-real-node".to_string(),
+    ];
+    let mut args: Vec<String> =
+        ["install", "moltmates", concat!(env!("CARGO_MANIFEST_DIR"), "/charts/moltmates")].map(String::from).to_vec();
+    args.extend([
+        "--kubeconfig".into(),
+        kubeconfig.to_string_lossy().into_owned(),
+        "--namespace".into(),
+        SYSTEM_NS.into(),
+    ]);
+    for set in &sets {
+        args.extend(["--set".to_string(), set.clone()]);
+    }
+    helm_ok(&args);
+    for deployment in ["moltmate-operator", "moltmate-gateway"] {
+        kubectl_ok(&["rollout", "status", "-n", SYSTEM_NS, &format!("deployment/{deployment}"), "--timeout=120s"]);
+    }
+    eprintln!("operator and gateway containers Ready after {:?}", started.elapsed());
+
+    let client = env.admin().await;
+    apply_user(&client, &user_manifest("alice", ALICE, json!({ "profile": "family" }))).await.unwrap();
+    wait_phase(&client, "alice", "Ready", Duration::from_secs(120)).await;
+    eprintln!("alice's agent container Ready after {:?}", started.elapsed());
+    let uid = env.kubectl(&[
+        "get",
+        "pod",
+        "-n",
+        "moltmate-alice",
+        "agent",
+        "-o",
+        "jsonpath={.spec.securityContext.runAsUser}",
+    ]);
+    assert_eq!(String::from_utf8_lossy(&uid.stdout), "10001");
+
+    // Telegram -> gateway pod -> agent pod -> broker -> the LLM stand-in, and back.
+    tg.inject_text(ALICE, "/tool write_file diary.txt dear diary, from the real node").unwrap();
+    tg.inject_text(ALICE, "hello from a real container").unwrap();
+    wait_text(&tg, ALICE, "You said: hello from a real container", Duration::from_secs(60)).await;
+    let volume_of = || {
+        let out =
+            env.kubectl(&["get", "pvc", "-n", "moltmate-alice", "workspace", "-o", "jsonpath={.spec.volumeName}"]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let old_volume = volume_of();
+    let volumes = env.dir.join("node/volumes");
+    let old_dir = std::fs::read_dir(&volumes)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.to_string_lossy().contains(&old_volume))
+        .expect("the workspace's folder on the node");
+    assert!(old_dir.join("files/diary.txt").exists(), "the agent wrote into its volume");
+
+    // A reset: a new volume; local-path deletes the old one's folder.
+    let reset = Command::new(MOLTMATE)
+        .args(["users", "reset", "alice", "--wait", "--timeout", "120s"])
+        .env("KUBECONFIG", &kubeconfig)
+        .output()
+        .unwrap();
+    assert!(reset.status.success(), "{}", String::from_utf8_lossy(&reset.stderr));
+    wait_text(&tg, ALICE, RESET_NOTICE, Duration::from_secs(60)).await;
+    wait_phase(&client, "alice", "Ready", Duration::from_secs(120)).await;
+    assert_ne!(volume_of(), old_volume, "a new volume");
+    wait_until("the old volume's folder deleted", Duration::from_secs(60), || async {
+        (!old_dir.exists()).then_some(())
+    })
+    .await;
+    tg.inject_text(ALICE, "still there?").unwrap();
+    wait_text(&tg, ALICE, "You said: still there?", Duration::from_secs(60)).await;
+    eprintln!("real chart test took {:?}", started.elapsed());
 }

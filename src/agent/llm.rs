@@ -122,10 +122,7 @@ pub struct LlmClient {
 
 impl LlmClient {
     pub fn new(config: &Config) -> Result<Self, reqwest::Error> {
-        let http = reqwest::Client::builder()
-            .timeout(config.llm_timeout)
-            .connect_timeout(config.llm_timeout.min(Duration::from_secs(10)))
-            .build()?;
+        let http = super::broker_client::builder(config.llm_timeout).build()?;
         let openai = OpenAIConfig::new()
             .with_api_base(config.llm_base())
             .with_api_key(config.token.expose())

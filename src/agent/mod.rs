@@ -5,6 +5,7 @@
 //! in the workspace (workspace, store, session) and cut to a budget (history, prompt).
 
 pub mod api;
+pub mod broker_client;
 pub mod config;
 pub mod disk;
 pub mod exec;

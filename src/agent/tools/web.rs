@@ -88,9 +88,7 @@ impl WebFetcher {
         policy: WebFetchPolicy,
         timeout: Duration,
     ) -> Result<Self, reqwest::Error> {
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout.min(Duration::from_secs(10)))
+        let http = crate::agent::broker_client::builder(timeout)
             // The broker is the only peer; a redirect would lead somewhere else.
             .redirect(reqwest::redirect::Policy::none())
             .build()?;
