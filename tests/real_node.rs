@@ -201,6 +201,7 @@ async fn the_chart_on_a_real_node_answers_through_the_agents_container_and_a_res
     use moltmates::gateway::resets::RESET_NOTICE;
     const BOT_TOKEN: &str = "123456:real-node-token";
     const ALICE: i64 = 6001;
+    const BOB: i64 = 6002;
 
     let started = Instant::now();
     let env = TestEnv::up_real_node("real-chart");
@@ -248,8 +249,11 @@ async fn the_chart_on_a_real_node_answers_through_the_agents_container_and_a_res
 
     let client = env.admin().await;
     apply_user(&client, &user_manifest("alice", ALICE, json!({ "profile": "family" }))).await.unwrap();
-    wait_phase(&client, "alice", "Ready", Duration::from_secs(120)).await;
-    eprintln!("alice's agent container Ready after {:?}", started.elapsed());
+    apply_user(&client, &user_manifest("bob", BOB, json!({ "profile": "public" }))).await.unwrap();
+    for user in ["alice", "bob"] {
+        wait_phase(&client, user, "Ready", Duration::from_secs(120)).await;
+    }
+    eprintln!("two agent containers Ready after {:?}", started.elapsed());
     let uid = env.kubectl(&[
         "get",
         "pod",
@@ -260,11 +264,24 @@ async fn the_chart_on_a_real_node_answers_through_the_agents_container_and_a_res
         "jsonpath={.spec.securityContext.runAsUser}",
     ]);
     assert_eq!(String::from_utf8_lossy(&uid.stdout), "10001");
+    // The keys stay in the gateway: the agent's container holds its own token and neither the
+    // bot token nor the provider's key.
+    let environment = env.kubectl(&["exec", "-n", "moltmate-alice", "agent", "--", "/usr/bin/env"]);
+    let environment = String::from_utf8_lossy(&environment.stdout).into_owned();
+    assert!(environment.contains("MOLTMATE_AGENT_TOKEN="), "{environment}");
+    for secret in [BOT_TOKEN, "sk-real-node"] {
+        assert!(!environment.contains(secret), "{secret} in the agent's environment");
+    }
 
     // Telegram -> gateway pod -> agent pod -> broker -> the LLM stand-in, and back.
     tg.inject_text(ALICE, "/tool write_file diary.txt dear diary, from the real node").unwrap();
     tg.inject_text(ALICE, "hello from a real container").unwrap();
+    tg.inject_text(BOB, "bob here").unwrap();
     wait_text(&tg, ALICE, "You said: hello from a real container", Duration::from_secs(60)).await;
+    // Each person's messages reach their own agent, whose answer reaches them only.
+    wait_text(&tg, BOB, "You said: bob here", Duration::from_secs(60)).await;
+    assert!(!texts(&tg, ALICE).iter().any(|t| t.contains("bob here")), "{:?}", texts(&tg, ALICE));
+    assert!(!texts(&tg, BOB).iter().any(|t| t.contains("real container")), "{:?}", texts(&tg, BOB));
     let volume_of = || {
         let out =
             env.kubectl(&["get", "pvc", "-n", "moltmate-alice", "workspace", "-o", "jsonpath={.spec.volumeName}"]);
