@@ -483,7 +483,7 @@ impl TestEnv {
 /// test environment's token identities carry; and the leader-election Role there, as the chart
 /// binds it.
 async fn bind_cluster_role(client: &Client, component: &str) {
-    bind_leader_election(client).await;
+    bind_release_roles(client).await;
     let apply = PatchParams::apply("moltmate-tests").force();
     let name = format!("moltmate-{component}");
     let file = format!("{REPO}/charts/moltmates/files/{component}-clusterrole.yaml");
@@ -503,7 +503,7 @@ async fn bind_cluster_role(client: &Client, component: &str) {
 
 /// The chart's Roles in the release namespace, bound as the chart binds them: the
 /// leader-election Role to the operator and the gateway, the gateway's Role to the gateway.
-async fn bind_leader_election(client: &Client) {
+async fn bind_release_roles(client: &Client) {
     bind_role(client, "leader-election-role.yaml", &["operator", "gateway"]).await;
     bind_role(client, "gateway-role.yaml", &["gateway"]).await;
 }

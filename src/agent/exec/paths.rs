@@ -1,6 +1,6 @@
 //! Path confinement: every file argument must resolve, symlinks followed, inside the
 //! workspace's `files/`, the working directory, exactly as for the file tools. The rest of
-//! the workspace is the agent's own state (SOUL.md, MEMORY.md, sessions/, .moltmate/): a
+//! the workspace is the agent's own state (SOUL.md, MEMORY.md, sessions/): a
 //! command that could write there could rewrite the persona or plant a reply.
 
 use std::io::ErrorKind;
