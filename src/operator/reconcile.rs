@@ -336,7 +336,8 @@ async fn run_agent(
         None => None,
         Some(timeout) => {
             let created = user.metadata.creation_timestamp.as_ref().map(|t| t.0);
-            match idle::activity(jiff::Timestamp::now(), created, last_activity(user).as_deref(), timeout) {
+            let agent = idle_view(lookup(&ctx.caches.pods, &namespace, names::AGENT_POD).as_deref());
+            match idle::activity(jiff::Timestamp::now(), created, last_activity(user).as_deref(), agent, timeout) {
                 idle::Activity::Idle => {
                     if delete_pod(ctx, &namespace).await? {
                         info!(user = %name, "idle: agent pod removed");
@@ -544,6 +545,23 @@ async fn changed(ctx: &Context, user: &MoltmateUser, kind: &str, name: &str, exi
 }
 
 /// Create, keep or replace the agent pod; report whether it serves.
+/// The agent pod as idling sees it: absent, starting, or Ready since when.
+fn idle_view(pod: Option<&Pod>) -> idle::Agent {
+    let Some(pod) = pod.filter(|p| p.metadata.deletion_timestamp.is_none()) else {
+        return idle::Agent::Absent;
+    };
+    let ready = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready" && c.status == "True"));
+    match ready {
+        // A Ready pod without a transition time counts from now on rather than never.
+        Some(c) => idle::Agent::ReadySince(c.last_transition_time.as_ref().map_or_else(jiff::Timestamp::now, |t| t.0)),
+        None => idle::Agent::Starting,
+    }
+}
+
 async fn reconcile_pod(user: &MoltmateUser, ctx: &Context, desired: &Pod) -> Result<Observation, Error> {
     let ns = desired.metadata.namespace.clone().unwrap_or_default();
     let Some(live) = lookup(&ctx.caches.pods, &ns, names::AGENT_POD) else {
