@@ -100,13 +100,14 @@ async fn agents_on_a_real_node_reach_only_what_their_policy_allows() {
             SYSTEM_NS,
         ],
     );
-    // No network, and the whole internet.
+    // No network, the web through the broker only, and the whole internet.
     apply_user(&client, &user_manifest("nell", 5001, json!({ "profile": "public" }))).await.unwrap();
+    apply_user(&client, &user_manifest("lin", 5003, json!({ "profile": "family" }))).await.unwrap();
     apply_user(&client, &user_manifest("fay", 5002, json!({ "profile": "personal" }))).await.unwrap();
-    for user in ["nell", "fay"] {
+    for user in ["nell", "lin", "fay"] {
         wait_phase(&client, user, "Ready", Duration::from_secs(120)).await;
     }
-    eprintln!("two agents Ready on the real node after {:?}", started.elapsed());
+    eprintln!("three agents Ready on the real node after {:?}", started.elapsed());
 
     // The container runs as the operator says: uid 10001, read-only root, a writable workspace.
     let id = env.kubectl(&["exec", "-n", "moltmate-nell", "agent", "--", "/bin/busybox", "id", "-u"]);
@@ -116,6 +117,23 @@ async fn agents_on_a_real_node_reach_only_what_their_policy_allows() {
     let workspace =
         env.kubectl(&["exec", "-n", "moltmate-nell", "agent", "--", "/bin/busybox", "touch", "/workspace/x"]);
     assert!(workspace.status.success(), "{}", String::from_utf8_lossy(&workspace.stderr));
+    // The kernel holds the container to its profile's memory (public: 512Mi): a process that
+    // fills a 768 MiB buffer is killed, where the same on this host would not be.
+    let hog = env.kubectl(&[
+        "exec",
+        "-n",
+        "moltmate-nell",
+        "agent",
+        "--",
+        "/bin/busybox",
+        "dd",
+        "if=/dev/zero",
+        "of=/dev/null",
+        "bs=768M",
+        "count=1",
+    ]);
+    let hog_err = String::from_utf8_lossy(&hog.stderr);
+    assert!(hog_err.contains("exit code 137"), "a 768 MiB buffer in a 512Mi container: {hog_err}");
 
     let broker_ip = cluster_ip(&client, SYSTEM_NS, "moltmate-broker").await;
     let (fay_ip, fay_service) =
@@ -123,9 +141,8 @@ async fn agents_on_a_real_node_reach_only_what_their_policy_allows() {
     let nell = |address: &str, port: u16| connects(&env, "moltmate-nell", "agent", address, port);
     let fay = |address: &str, port: u16| connects(&env, "moltmate-fay", "agent", address, port);
 
-    // network: none reaches the broker and nothing else.
-    assert!(nell(&gateway_ip, 8081), "the broker's pod");
-    assert!(nell(&broker_ip, 8081), "the broker's Service");
+    // network: none and limited reach the broker and nothing else (limited's web goes
+    // through the broker).
     let unreachable = [
         (fay_ip.as_str(), 8080, "another user's agent"),
         (fay_service.as_str(), 8080, "another user's Service"),
@@ -138,8 +155,14 @@ async fn agents_on_a_real_node_reach_only_what_their_policy_allows() {
         (world_ip.as_str(), 53, "a DNS server"),
         (metadata_ip.as_str(), 80, "the metadata endpoint"),
     ];
-    for (address, port, what) in unreachable {
-        assert!(!nell(address, port), "network none reached {what} at {address}:{port}");
+    for (user, network) in [("nell", "none"), ("lin", "limited")] {
+        let namespace = format!("moltmate-{user}");
+        let reaches = |address: &str, port: u16| connects(&env, &namespace, "agent", address, port);
+        assert!(reaches(&gateway_ip, 8081), "network {network}: the broker's pod");
+        assert!(reaches(&broker_ip, 8081), "network {network}: the broker's Service");
+        for (address, port, what) in unreachable {
+            assert!(!reaches(address, port), "network {network} reached {what} at {address}:{port}");
+        }
     }
 
     // network: full reaches the internet, never the cluster, this host or the metadata endpoint.
@@ -249,11 +272,10 @@ async fn the_chart_on_a_real_node_answers_through_the_agents_container_and_a_res
 
     let client = env.admin().await;
     apply_user(&client, &user_manifest("alice", ALICE, json!({ "profile": "family" }))).await.unwrap();
-    apply_user(&client, &user_manifest("bob", BOB, json!({ "profile": "public" }))).await.unwrap();
-    for user in ["alice", "bob"] {
-        wait_phase(&client, user, "Ready", Duration::from_secs(120)).await;
-    }
-    eprintln!("two agent containers Ready after {:?}", started.elapsed());
+    // Bob's agent goes idle soon after each answer; his next message must start it again.
+    apply_user(&client, &user_manifest("bob", BOB, json!({ "profile": "public", "idleTimeout": "5s" }))).await.unwrap();
+    wait_phase(&client, "alice", "Ready", Duration::from_secs(120)).await;
+    eprintln!("an agent container Ready after {:?}", started.elapsed());
     let uid = env.kubectl(&[
         "get",
         "pod",
@@ -279,9 +301,30 @@ async fn the_chart_on_a_real_node_answers_through_the_agents_container_and_a_res
     tg.inject_text(BOB, "bob here").unwrap();
     wait_text(&tg, ALICE, "You said: hello from a real container", Duration::from_secs(60)).await;
     // Each person's messages reach their own agent, whose answer reaches them only.
-    wait_text(&tg, BOB, "You said: bob here", Duration::from_secs(60)).await;
+    wait_text(&tg, BOB, "You said: bob here", Duration::from_secs(120)).await;
     assert!(!texts(&tg, ALICE).iter().any(|t| t.contains("bob here")), "{:?}", texts(&tg, ALICE));
     assert!(!texts(&tg, BOB).iter().any(|t| t.contains("real container")), "{:?}", texts(&tg, BOB));
+
+    // The exec tool in the sandbox image: an allowlisted program runs on the workspace's
+    // file; a path out of `files/` is refused before anything runs.
+    tg.inject_text(ALICE, "/tool exec cat diary.txt").unwrap();
+    wait_text(&tg, ALICE, "dear diary, from the real node", Duration::from_secs(60)).await;
+    tg.inject_text(ALICE, "/tool exec cat /etc/passwd").unwrap();
+    let replies = wait_text(&tg, ALICE, "denied", Duration::from_secs(60)).await;
+    assert!(!replies.iter().any(|t| t.contains("root:x:0")), "{replies:?}");
+
+    // An idle user: the operator removes the pod; a message starts a container again.
+    wait_phase(&client, "bob", "Idle", Duration::from_secs(60)).await;
+    wait_until("bob's agent pod gone", Duration::from_secs(60), || async {
+        let out = env.kubectl(&["get", "pod", "-n", "moltmate-bob", "agent", "--ignore-not-found", "-o", "name"]);
+        out.stdout.is_empty().then_some(())
+    })
+    .await;
+    let woken = Instant::now();
+    tg.inject_text(BOB, "wake up").unwrap();
+    wait_text(&tg, BOB, "You said: wake up", Duration::from_secs(60)).await;
+    eprintln!("an idle user's message answered by a new container after {:?}", woken.elapsed());
+
     let volume_of = || {
         let out =
             env.kubectl(&["get", "pvc", "-n", "moltmate-alice", "workspace", "-o", "jsonpath={.spec.volumeName}"]);
@@ -314,4 +357,36 @@ async fn the_chart_on_a_real_node_answers_through_the_agents_container_and_a_res
     tg.inject_text(ALICE, "still there?").unwrap();
     wait_text(&tg, ALICE, "You said: still there?", Duration::from_secs(60)).await;
     eprintln!("real chart test took {:?}", started.elapsed());
+}
+
+#[test]
+fn make_dev_cluster_chats_with_each_users_agent_in_its_container_and_leaves_nothing_running() {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("dev-cluster-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let started = Instant::now();
+    let mut chat = Command::new(format!("{REPO}/scripts/dev"))
+        .arg("--real-node")
+        .env("DEV_STACK_DIR", &dir)
+        .env("MOLTMATE_BIN", MOLTMATE)
+        .env("TESTENV_WATCH_PID", std::process::id().to_string())
+        .env_remove("MOLTMATE_LLM_BASE_URL")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    chat.stdin.take().unwrap().write_all(b"grandma: hello from a container\nvisitor: /status\n").unwrap();
+    let out = chat.wait_with_output().unwrap();
+    let (transcript, said) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "scripts/dev --real-node failed:\n{transcript}\n{said}");
+    eprintln!("make dev-cluster took {:?}", started.elapsed());
+    assert!(said.contains("each behind its own"), "the banner says where agents run: {said}");
+    for want in ["grandma> hello from a container", "bot> You said: hello from a container", "bot> Profile: public"] {
+        assert!(transcript.lines().any(|l| l == want), "{want:?} missing in:\n{transcript}");
+    }
+    // Stopped whole: the node's network namespace is gone with everything in it.
+    let env = std::fs::read_to_string(dir.join("env")).unwrap();
+    let netns = env.lines().find_map(|l| l.strip_prefix("NETNS_NODE=")).expect("NETNS_NODE in env");
+    assert!(!std::path::Path::new("/run/netns").join(netns).exists(), "{netns} left behind");
 }
