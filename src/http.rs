@@ -66,6 +66,24 @@ async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     }
 }
 
+/// Bind and serve in the background until `shutdown`; then stop accepting, and end (the
+/// returned task) once the requests under way are answered. Returns the bound address too.
+pub async fn serve_until(
+    addr: SocketAddr,
+    app: Router,
+    shutdown: crate::shutdown::Shutdown,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    let serving = tokio::spawn(async move {
+        let stopping = async move { shutdown.requested().await };
+        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stopping).await {
+            tracing::error!(error = %e, addr = %bound, "server stopped");
+        }
+    });
+    Ok((bound, serving))
+}
+
 /// Bind and serve in the background; returns the bound address (port 0 picks a free one).
 pub async fn serve(addr: SocketAddr, app: Router) -> std::io::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(addr).await?;

@@ -13,6 +13,7 @@ pub mod names;
 pub mod operator;
 pub mod profile;
 pub mod quantity;
+pub mod shutdown;
 pub mod telemetry;
 pub mod token;
 pub mod unicode;

@@ -22,6 +22,8 @@ use moltmates::profile::{ResolvedProfile, preset, resolve};
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 
+mod support;
+
 const TOKEN: &str = "test-agent-token-0123456789abcdef";
 const DEADLINE: Duration = Duration::from_secs(30);
 
@@ -180,6 +182,23 @@ fn agent_command(workspace: &Path, broker: SocketAddr, profile: &ResolvedProfile
     cmd
 }
 
+/// The kubelet stops a pod with SIGTERM to its PID 1, which ignores signals it has no handler
+/// for: the agent handles it, stops listening and exits 0, rather than wait out the grace
+/// period for SIGKILL (which every idle timeout and reset would).
+#[tokio::test]
+async fn the_agent_as_pid_1_exits_on_sigterm() {
+    let (addr, _broker) = broker().await;
+    let workspace = workspace();
+    let command = agent_command(workspace.path(), addr, &profile(Profile::Personal));
+    let mut agent = Agent::launch(support::as_pid1(&command)).await;
+    let asked = Instant::now();
+    support::sigterm(support::pid1_of(agent.child.id()));
+    let status = support::exit_within(&mut agent.child, Duration::from_secs(10)).await;
+    let logs = agent.logs.lock().unwrap().join("\n");
+    assert!(status.is_some_and(|s| s.success()), "exit {status:?}:\n{logs}");
+    eprintln!("the agent stopped {:?} after SIGTERM", asked.elapsed());
+}
+
 /// A process of the agent's own uid (as every exec child is) cannot read the agent's
 /// environment, where its token is: the agent is not dumpable.
 #[tokio::test]
@@ -246,6 +265,12 @@ impl Agent {
     ) -> Agent {
         let mut command = agent_command(workspace, broker, profile);
         command.envs(env.iter().copied());
+        Self::launch(command).await
+    }
+
+    /// Start `command` (the agent, perhaps wrapped) and wait until it is ready.
+    async fn launch(mut command: Command) -> Agent {
+        command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
         let mut child = command.spawn().expect("start moltmate agent");
         let logs = Arc::new(Mutex::new(Vec::new()));
         let stderr = child.stderr.take().unwrap();

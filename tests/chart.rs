@@ -337,6 +337,7 @@ fn gateway_command_line() {
             "--queue-size=20",
             "--agent-port=8080",
             "--agent-timeout=180s",
+            "--drain-timeout=190s",
             "--wake-timeout=60s",
             "--broker-addr=0.0.0.0:8081",
             "--http-addr=0.0.0.0:9090",
@@ -379,6 +380,13 @@ fn gateway_command_line() {
     assert_eq!(ports, ["http", "broker", "webhook"]);
 
     assert_eq!(render(&["gateway.replicas=2"]).get("Deployment", "moltmate-gateway")["spec"]["replicas"], 2);
+
+    // A stopping gateway finishes its messages within the pod's grace period, 10 s kept for the exit.
+    let pod_spec = |r: &Rendered| r.get("Deployment", "moltmate-gateway")["spec"]["template"]["spec"].clone();
+    assert_eq!(pod_spec(&rendered)["terminationGracePeriodSeconds"], 200);
+    let longer = render(&["gateway.terminationGracePeriodSeconds=400"]);
+    assert_eq!(pod_spec(&longer)["terminationGracePeriodSeconds"], 400);
+    assert_eq!(flag(&longer.args("gateway"), "drain-timeout"), Some("390s"));
 }
 
 #[test]
@@ -689,6 +697,7 @@ fn bad_values_are_refused_naming_the_field() {
         (&["masterKey.value=short"], "/masterKey/value"),
         (&["logFormat=yaml"], "/logFormat"),
         (&["telegram.pollTimeout=soon"], "/telegram/pollTimeout"),
+        (&["gateway.terminationGracePeriodSeconds=5"], "/gateway/terminationGracePeriodSeconds"),
     ];
     for (sets, expected) in cases {
         let error = render_error(&[REQUIRED, *sets].concat());

@@ -687,7 +687,15 @@ async fn the_poll_loop_stamps_each_successful_get_updates() {
     let tg = TelegramStandIn::start("127.0.0.1:0".parse().unwrap(), BOT_TOKEN).await.unwrap();
     let bot = Bot::new(BOT_TOKEN).set_api_url(reqwest::Url::parse(&tg.url()).unwrap());
     let before = unix_now();
-    let polling = tokio::spawn(telegram::poll(bot, Arc::new(Tracker::default()), recorder, Duration::from_secs(1)));
+    let (_stop, shutdown) = moltmates::shutdown::Shutdown::manual();
+    let polling = tokio::spawn(telegram::poll(
+        bot,
+        Arc::new(Tracker::default()),
+        recorder,
+        Duration::from_secs(1),
+        shutdown,
+        Duration::from_secs(1),
+    ));
     let stamped = wait_until("the last-poll gauge moves", Duration::from_secs(10), || async {
         sample(&encode(&registry), "moltmate_gateway_last_poll_timestamp_seconds").filter(|&t| t >= before)
     })

@@ -93,6 +93,63 @@ impl Gateway {
     }
 }
 
+impl Gateway {
+    /// The gateway as PID 1 of its own PID namespace, as in its container.
+    fn spawn_pid1(&self, env: &TestEnv) -> Proc {
+        let mut args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        let http = format!("127.0.0.1:{}", free_port());
+        args.extend(["--http-addr", &http]);
+        env.spawn_pid1("gateway", &env.gateway_kubeconfig(), &args)
+    }
+}
+
+/// A rollout as the kubelet does it: SIGTERM to the gateway, PID 1 of its container. The
+/// turn under way is answered, nothing new is taken, the Lease is handed on at once and the
+/// process exits 0; the next gateway answers what came meanwhile, and nothing twice.
+#[tokio::test]
+async fn the_gateway_as_pid_1_finishes_the_turn_in_flight_on_sigterm_and_hands_on_the_rest() {
+    let env = TestEnv::up("gateway-sigterm");
+    env.install().await;
+    env.install_gateway_rbac().await;
+    let client = env.admin().await;
+    let llm = LlmStandIn::start("127.0.0.1:0".parse().unwrap(), Some(LLM_KEY.into())).await.unwrap();
+    let tg = TelegramStandIn::start("127.0.0.1:0".parse().unwrap(), BOT_TOKEN).await.unwrap();
+    let broker_port = free_port();
+    let _node = env.spawn_agent_node(&format!("http://127.0.0.1:{broker_port}"));
+    let _operator = env.spawn_operator("operator", free_port());
+    apply_user(&client, &user_manifest("alice", ALICE, json!({ "profile": "personal" }))).await.unwrap();
+    let gateway = Gateway::new(&env, &tg, &llm, broker_port);
+    let mut first = gateway.spawn_pid1(&env);
+    wait_phase(&client, "alice", "Ready", Duration::from_secs(30)).await;
+    tg.inject_text(ALICE, "hello").unwrap();
+    wait_text(&tg, ALICE, "You said: hello", Duration::from_secs(30)).await;
+
+    // A turn in flight: the model takes 4 s.
+    tg.inject_text(ALICE, "/slow 4000 still answered").unwrap();
+    wait_until("the slow turn at the model", Duration::from_secs(20), || async {
+        llm.requests().iter().any(|r| r.body.to_string().contains("still answered")).then_some(())
+    })
+    .await;
+    let stopping = Instant::now();
+    sigterm(pid1_of(first.child.id()));
+    tg.inject_text(ALICE, "sent while it stops").unwrap();
+    let status = exit_within(&mut first.child, Duration::from_secs(30)).await;
+    assert!(status.is_some_and(|s| s.success()), "exit {status:?}:\n{}", first.log_tail());
+    eprintln!("the gateway stopped {:?} after SIGTERM", stopping.elapsed());
+    assert!(texts(&tg, ALICE).iter().any(|t| t == "You said: still answered"), "{:?}", texts(&tg, ALICE));
+    assert!(!texts(&tg, ALICE).iter().any(|t| t.contains("sent while it stops")), "taken after SIGTERM");
+    assert_eq!(lease_holder(&client, SYSTEM_NS, "moltmate-gateway").await, None, "the Lease handed on");
+
+    // The next gateway (on the broker's address, where the agents reach it).
+    let (_next, _) = gateway.spawn(&env);
+    wait_text(&tg, ALICE, "You said: sent while it stops", Duration::from_secs(30)).await;
+    wait_drained(&tg).await;
+    let answers = texts(&tg, ALICE);
+    for text in ["You said: still answered", "You said: sent while it stops"] {
+        assert_eq!(answers.iter().filter(|t| *t == text).count(), 1, "{text:?} in {answers:?}");
+    }
+}
+
 /// A pod in `default`, labelled as `user`'s agent the way the operator labels one, Running and
 /// Ready (its status written by the test: its node does not exist), at an address where a
 /// listener counts every request on the agents' port.

@@ -103,3 +103,30 @@ async fn killing_the_leader_mid_provisioning_converges_without_duplicates() {
     let volumes = Api::<PersistentVolume>::all(client.clone()).list(&Default::default()).await.unwrap().items;
     assert_eq!(volumes.len(), USERS, "one volume per workspace");
 }
+
+/// A rollout as the kubelet does it: SIGTERM to each replica, PID 1 of its container. The
+/// standby, still waiting for the Lease, exits at once; the leader exits 0 and releases the
+/// Lease, so the replica after it leads at once instead of after the Lease expires.
+#[tokio::test]
+async fn operators_as_pid_1_exit_on_sigterm_and_the_leader_hands_the_lease_on() {
+    let (env, client, _node) = TestEnv::up_installed("operator-sigterm").await;
+    let a = env.spawn_operator_pid1("operator-a", free_port());
+    let b = env.spawn_operator_pid1("operator-b", free_port());
+    let leaders = wait_until("a leader", Duration::from_secs(30), || async {
+        let leaders = leader_of(&[&a, &b]);
+        (!leaders.is_empty()).then_some(leaders)
+    })
+    .await;
+    let (mut leader, mut standby) = if leaders[0] == 0 { (a, b) } else { (b, a) };
+    apply_user(&client, &user_manifest("tess", 7301, json!({}))).await.unwrap();
+    wait_phase(&client, "tess", "Ready", Duration::from_secs(30)).await;
+
+    for (what, proc) in [("the standby", &mut standby), ("the leader", &mut leader)] {
+        let asked = std::time::Instant::now();
+        sigterm(pid1_of(proc.child.id()));
+        let status = exit_within(&mut proc.child, Duration::from_secs(20)).await;
+        assert!(status.is_some_and(|s| s.success()), "{what} exit {status:?}:\n{}", proc.log_tail());
+        eprintln!("{what} stopped {:?} after SIGTERM", asked.elapsed());
+    }
+    assert_eq!(lease_holder(&client, SYSTEM_NS, "moltmate-operator").await, None, "the Lease handed on");
+}

@@ -60,11 +60,15 @@ pub enum Error {
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error("serving HTTP: {0}")]
     Serve(std::io::Error),
+    #[error("installing the SIGTERM handler: {0}")]
+    Signals(#[source] std::io::Error),
     #[error("making the agent non-dumpable (prctl PR_SET_DUMPABLE): {0}")]
     Harden(String),
 }
 
 pub async fn run(args: AgentArgs) -> Result<(), Error> {
+    // SIGTERM (the kubelet) or Ctrl-C: stop accepting, let running turns finish.
+    let shutdown = crate::shutdown::Shutdown::on_signals().map_err(Error::Signals)?;
     // The agent's token is in its environment, and exec children run under the same uid: as a
     // non-dumpable process its /proc/PID/environ and memory are root's alone, so no child
     // (whatever program the policy let through) can read the token there.
@@ -76,10 +80,10 @@ pub async fn run(args: AgentArgs) -> Result<(), Error> {
     if let Some(id) = config.telegram_id {
         span.record("telegram_id", id);
     }
-    serve(config).instrument(span).await
+    serve(config, shutdown).instrument(span).await
 }
 
-async fn serve(config: Config) -> Result<(), Error> {
+async fn serve(config: Config, shutdown: crate::shutdown::Shutdown) -> Result<(), Error> {
     // reqwest is built without a default crypto provider (see Cargo.toml); ring is the one
     // the rest of the binary uses. An error means one is installed already: fine.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -129,29 +133,10 @@ async fn serve(config: Config) -> Result<(), Error> {
     let addr = listener.local_addr().map_err(|source| Error::Bind { addr: listen, source })?;
     health.set_ready(true);
     info!(user = %user, addr = %addr, session = %session, profile = ?profile, persistent = writable, "agent listening");
-    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await.map_err(Error::Serve)?;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.requested().await })
+        .await
+        .map_err(Error::Serve)?;
     info!(user = %user, "agent stopped");
     Ok(())
-}
-
-/// SIGTERM (the kubelet) or Ctrl-C: stop accepting, let running turns finish.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
-    }
 }

@@ -47,6 +47,11 @@ pub struct GatewayArgs {
     /// For one agent turn (the agent runs the model and tools meanwhile).
     #[arg(long, env = "MOLTMATE_AGENT_TIMEOUT", default_value = "180s", value_parser = humantime::parse_duration)]
     pub agent_timeout: Duration,
+    /// At SIGTERM: how long the messages in flight may take to finish before the gateway
+    /// exits anyway (those left are answered by the next gateway). Keep the pod's
+    /// terminationGracePeriodSeconds longer.
+    #[arg(long, env = "MOLTMATE_DRAIN_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub drain_timeout: Duration,
     /// How long a message to an idle user waits for its agent to start.
     #[arg(long, env = "MOLTMATE_WAKE_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
     pub wake_timeout: Duration,

@@ -30,6 +30,7 @@ use super::worker::{Job, Worker};
 use crate::cache;
 use crate::crd::MoltmateUser;
 use crate::names;
+use crate::shutdown::Shutdown;
 use crate::token::{MasterKey, MasterKeyError};
 use crate::{http, leader};
 
@@ -58,6 +59,8 @@ pub enum Error {
     Agent(#[from] AgentError),
     #[error(transparent)]
     Leader(#[from] leader::LeaderError),
+    #[error("installing the SIGTERM handler: {0}")]
+    Signals(#[source] std::io::Error),
 }
 
 /// A cache of `api` objects matching `config`, kept up to date in the background.
@@ -129,6 +132,7 @@ impl Handler for Gateway {
 }
 
 pub async fn run(args: GatewayArgs) -> Result<(), Error> {
+    let shutdown = Shutdown::on_signals().map_err(Error::Signals)?;
     let master_key =
         MasterKey::load(args.master_key_file.as_deref(), std::env::var("MOLTMATE_MASTER_KEY").ok().as_deref())?;
     let bot_token = load_secret("bot token", args.bot_token_file.as_deref(), "MOLTMATE_BOT_TOKEN", "bot-token-file")?;
@@ -172,7 +176,18 @@ pub async fn run(args: GatewayArgs) -> Result<(), Error> {
             "no answer from the API server for the usage record; today's budgets start from what this gateway counts"
         ),
     }
-    tokio::spawn(usage_sync::run(usage_record, broker.clone(), args.usage_sync_interval));
+    tokio::spawn(usage_sync::run(usage_record.clone(), broker.clone(), args.usage_sync_interval));
+    // At exit, after the last turn: this replica's counts since its last sync.
+    let settle_usage = {
+        let broker = broker.clone();
+        move || async move {
+            match tokio::time::timeout(USAGE_LOAD_TIMEOUT, usage_sync::sync(&usage_record, &broker)).await {
+                Ok(Ok(())) => info!("usage record written"),
+                Ok(Err(e)) => warn!(error = %e, "writing the usage record at exit failed"),
+                Err(_) => warn!("no answer from the API server for the usage record at exit"),
+            }
+        }
+    };
     let bound = http::serve(args.broker_addr, broker::router(broker.clone()))
         .await
         .map_err(|source| Error::Serve { addr: args.broker_addr, source })?;
@@ -213,14 +228,34 @@ pub async fn run(args: GatewayArgs) -> Result<(), Error> {
         info!("caches synced; gateway ready");
     });
 
+    // Asked to stop: not ready any more (no new webhooks from the Service), work in flight goes on.
+    let (stopping, stopping_health) = (shutdown.clone(), health.clone());
+    tokio::spawn(async move {
+        stopping.requested().await;
+        stopping_health.set_ready(false);
+    });
+
     let leadership = if args.leader_elect {
         let identity = args.identity.clone().unwrap_or_else(|| leader::default_identity("moltmate-gateway"));
-        Some(leader::acquire(client.clone(), &args.lease_namespace, "moltmate-gateway", &identity).await?)
+        match leader::acquire(client.clone(), &args.lease_namespace, "moltmate-gateway", &identity, &shutdown).await? {
+            Some(leadership) => Some(leadership),
+            None => {
+                settle_usage().await;
+                return Ok(());
+            }
+        }
     } else {
         None
     };
     // Route only from synced caches: an empty cache would refuse every user.
-    let _ = synced.wait_for(|synced| *synced).await;
+    tokio::select! {
+        _ = synced.wait_for(|synced| *synced) => {}
+        () = shutdown.requested() => {
+            leader::while_leading(leadership, async {}).await?;
+            settle_usage().await;
+            return Ok(());
+        }
+    }
 
     let bot = Bot::new(bot_token).set_api_url(args.telegram_api_url.clone());
     let bot_username = match bot.get_me().await {
@@ -261,14 +296,21 @@ pub async fn run(args: GatewayArgs) -> Result<(), Error> {
     });
     let Some(webhook) = webhook else {
         info!(api = %args.telegram_api_url, "polling Telegram");
-        let polling = telegram::poll(bot, Arc::new(Tracker::default()), gateway, args.poll_timeout);
+        let tracker = Arc::new(Tracker::default());
+        let polling = telegram::poll(bot, tracker, gateway, args.poll_timeout, shutdown.clone(), args.drain_timeout);
+        // Announcing ends with the polling, which ends once a stop is requested and drained.
         let leading = async move {
-            tokio::join!(polling, announcing);
+            tokio::select! {
+                () = polling => {}
+                () = announcing => {}
+            }
         };
-        return Ok(leader::while_leading(leadership, leading).await?);
+        let outcome = leader::while_leading(leadership, leading).await;
+        settle_usage().await;
+        return Ok(outcome?);
     };
     // Every replica receives; the Lease holder (re)registers the webhook when it takes over.
-    let bound = http::serve(webhook.addr, webhook::router(&webhook, gateway))
+    let (bound, serving) = http::serve_until(webhook.addr, webhook::router(&webhook, gateway), shutdown.clone())
         .await
         .map_err(|source| Error::Serve { addr: webhook.addr, source })?;
     info!(addr = %bound, path = %webhook.path, url = %webhook.url, "serving the Telegram webhook");
@@ -283,5 +325,22 @@ pub async fn run(args: GatewayArgs) -> Result<(), Error> {
         info!(url = %webhook.url, "webhook registered with Telegram");
         announcing.await
     };
-    Ok(leader::while_leading(leadership, registering).await?)
+    // Once asked to stop, the server takes no new requests; each one under way is answered
+    // when its update is handled, so its end is the drain.
+    let drain = args.drain_timeout;
+    let draining = async move {
+        shutdown.requested().await;
+        if tokio::time::timeout(drain, serving).await.is_err() {
+            warn!("stopping with webhook updates unfinished; Telegram sends them again");
+        }
+    };
+    let work = async move {
+        tokio::select! {
+            () = registering => {}
+            () = draining => {}
+        }
+    };
+    let outcome = leader::while_leading(leadership, work).await;
+    settle_usage().await;
+    Ok(outcome?)
 }

@@ -16,6 +16,7 @@ use tokio::sync::Notify;
 use super::commands::{COMMANDS, Incoming};
 use super::delivery::Confirmations;
 use super::split::{TELEGRAM_MAX_MESSAGE, split_message};
+use crate::shutdown::Shutdown;
 
 /// How long to wait for a finished update before polling again while some are in flight.
 const IN_FLIGHT_REPOLL: Duration = Duration::from_millis(300);
@@ -150,13 +151,55 @@ pub async fn register_commands(bot: &Bot) {
     }
 }
 
-/// Poll for updates and hand them to `handler`, until the process ends.
-pub async fn poll(bot: Bot, tracker: Arc<Tracker>, handler: Arc<dyn Handler>, long_poll: Duration) {
+/// Poll for updates and hand them to `handler` until a stop is requested; then let the
+/// updates in flight finish, for at most `drain`, and confirm the finished ones to Telegram.
+/// Whatever is still unfinished then is not confirmed: Telegram hands it to the next poller.
+pub async fn poll(
+    bot: Bot,
+    tracker: Arc<Tracker>,
+    handler: Arc<dyn Handler>,
+    long_poll: Duration,
+    shutdown: Shutdown,
+    drain: Duration,
+) {
+    take_updates(&bot, &tracker, handler, long_poll, &shutdown).await;
+    let deadline = Instant::now() + drain;
+    loop {
+        let in_flight = tracker.lock().in_flight();
+        if in_flight == 0 {
+            break;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            tracing::warn!(in_flight, "stopping with updates unfinished; Telegram hands them to the next poller");
+            break;
+        }
+        tracing::info!(in_flight, "no new updates taken; finishing those in flight");
+        let _ = tokio::time::timeout(left.min(Duration::from_secs(5)), tracker.finished.notified()).await;
+    }
+    let offset = tracker.lock().offset();
+    if let Some(offset) = offset.and_then(|o| i32::try_from(o).ok()) {
+        // An offset confirms every update below it; what this returns is left for the next poller.
+        let confirm = bot.get_updates().offset(offset).limit(1).timeout(0).allowed_updates([AllowedUpdate::Message]);
+        if let Err(e) = tokio::time::timeout(Duration::from_secs(5), confirm.send()).await.unwrap_or(Ok(Vec::new())) {
+            tracing::warn!(error = %e, "confirming the finished updates failed; the next poller skips them as repeats");
+        }
+    }
+}
+
+/// The getUpdates loop, until a stop is requested.
+async fn take_updates(
+    bot: &Bot,
+    tracker: &Arc<Tracker>,
+    handler: Arc<dyn Handler>,
+    long_poll: Duration,
+    shutdown: &Shutdown,
+) {
     // A webhook set earlier makes getUpdates fail; polling is the mode we run in.
     if let Err(e) = bot.delete_webhook().await {
         tracing::warn!(error = %e, "deleteWebhook");
     }
-    register_commands(&bot).await;
+    register_commands(bot).await;
     let mut failures = 0u32;
     loop {
         let (offset, in_flight) = {
@@ -169,7 +212,11 @@ pub async fn poll(bot: Bot, tracker: Arc<Tracker>, handler: Arc<dyn Handler>, lo
         if let Some(offset) = offset.and_then(|o| i32::try_from(o).ok()) {
             request = request.offset(offset);
         }
-        let updates = match request.await {
+        let answer = tokio::select! {
+            answer = request.send() => answer,
+            () = shutdown.requested() => return,
+        };
+        let updates = match answer {
             Ok(updates) => {
                 failures = 0;
                 handler.polled();
@@ -183,8 +230,10 @@ pub async fn poll(bot: Bot, tracker: Arc<Tracker>, handler: Arc<dyn Handler>, lo
                 };
                 failures = failures.saturating_add(1);
                 tracing::warn!(error = %e, pause = ?pause, "getUpdates failed");
-                tokio::time::sleep(pause).await;
-                continue;
+                tokio::select! {
+                    () = tokio::time::sleep(pause) => continue,
+                    () = shutdown.requested() => return,
+                }
             }
         };
         let mut new = 0;

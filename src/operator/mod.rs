@@ -34,6 +34,7 @@ use crate::cache;
 use crate::crd::MoltmateUser;
 use crate::names;
 use crate::profile::{DefaultsError as ProfileDefaultsError, ProfileDefaults};
+use crate::shutdown::Shutdown;
 use crate::token::{MasterKey, MasterKeyError};
 use crate::{http, leader};
 
@@ -118,6 +119,8 @@ pub enum Error {
     Http { addr: SocketAddr, source: std::io::Error },
     #[error(transparent)]
     Leader(#[from] leader::LeaderError),
+    #[error("installing the SIGTERM handler: {0}")]
+    Signals(#[source] std::io::Error),
 }
 
 /// Users reconciled at once. Each reconcile holds a user's built objects, their JSON and the
@@ -191,6 +194,7 @@ fn user_of<K: Resource>(object: K) -> Option<ObjectRef<MoltmateUser>> {
 }
 
 pub async fn run(args: OperatorArgs) -> Result<(), Error> {
+    let shutdown = Shutdown::on_signals().map_err(Error::Signals)?;
     let master_key =
         MasterKey::load(args.master_key_file.as_deref(), std::env::var("MOLTMATE_MASTER_KEY").ok().as_deref())?;
     let config = args.cluster_config()?;
@@ -219,7 +223,10 @@ pub async fn run(args: OperatorArgs) -> Result<(), Error> {
     let identity = args.identity.clone().unwrap_or_else(|| leader::default_identity("moltmate-operator"));
     let leadership = if args.leader_elect {
         let lease_ns = args.lease_namespace.clone().unwrap_or_else(|| args.gateway_namespace.clone());
-        Some(leader::acquire(client.clone(), &lease_ns, "moltmate-operator", &identity).await?)
+        match leader::acquire(client.clone(), &lease_ns, "moltmate-operator", &identity, &shutdown).await? {
+            Some(leadership) => Some(leadership),
+            None => return Ok(()),
+        }
     } else {
         None
     };
@@ -297,7 +304,8 @@ pub async fn run(args: OperatorArgs) -> Result<(), Error> {
         .reconcile_all_on(broker_changes)
         .reconcile_all_on(node_changes)
         .reconcile_all_on(relists)
-        .shutdown_on_signal()
+        // Reconciles under way finish; then the Lease is released (`while_leading`).
+        .graceful_shutdown_on(async move { shutdown.requested().await })
         .run(reconcile::reconcile, reconcile::error_policy, ctx)
         .for_each(|result| async move {
             match result {

@@ -143,6 +143,13 @@ impl TestEnv {
         self.launch(log_name, kubeconfig, command)
     }
 
+    /// `moltmate ARGS` as PID 1 of a PID namespace of its own, as in a container (see [`as_pid1`]).
+    pub fn spawn_pid1(&self, log_name: &str, kubeconfig: &Path, args: &[&str]) -> Proc {
+        let mut command = Command::new(MOLTMATE);
+        command.args(args);
+        self.launch(log_name, kubeconfig, as_pid1(&command))
+    }
+
     /// Start `command` logging to DIR/logs/LOG_NAME.log, registered for the testenv watchdog.
     fn launch(&self, log_name: &str, kubeconfig: &Path, mut command: Command) -> Proc {
         std::fs::create_dir_all(self.dir.join("logs")).unwrap();
@@ -201,25 +208,33 @@ impl TestEnv {
 
     /// The operator, under its own identity bound to the chart's ClusterRole.
     pub fn spawn_operator(&self, name: &str, http_port: u16) -> Proc {
+        let args = self.operator_args(name, http_port);
+        self.spawn(name, &self.operator_kubeconfig(), &args.iter().map(String::as_str).collect::<Vec<_>>())
+    }
+
+    /// The operator as PID 1 of its own PID namespace, as in its container.
+    pub fn spawn_operator_pid1(&self, name: &str, http_port: u16) -> Proc {
+        let args = self.operator_args(name, http_port);
+        self.spawn_pid1(name, &self.operator_kubeconfig(), &args.iter().map(String::as_str).collect::<Vec<_>>())
+    }
+
+    fn operator_args(&self, name: &str, http_port: u16) -> Vec<String> {
         let key = self.dir.join("master.key");
-        let addr = format!("127.0.0.1:{http_port}");
-        self.spawn(
+        [
+            "operator",
+            "--storage-class",
+            STORAGE_CLASS,
+            "--http-addr",
+            &format!("127.0.0.1:{http_port}"),
+            "--master-key-file",
+            key.to_str().unwrap(),
+            "--lease-namespace",
+            SYSTEM_NS,
+            "--identity",
             name,
-            &self.operator_kubeconfig(),
-            &[
-                "operator",
-                "--storage-class",
-                STORAGE_CLASS,
-                "--http-addr",
-                &addr,
-                "--master-key-file",
-                key.to_str().unwrap(),
-                "--lease-namespace",
-                SYSTEM_NS,
-                "--identity",
-                name,
-            ],
-        )
+        ]
+        .map(String::from)
+        .to_vec()
     }
 
     pub fn kubectl(&self, args: &[&str]) -> std::process::Output {
@@ -269,6 +284,65 @@ impl Drop for Proc {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// `command` run as PID 1 of a PID namespace of its own, as a container's process is: the
+/// kernel then delivers it no signal it has no handler for (SIGKILL aside). `unshare` forks it,
+/// waits for it, exits as it does, and (`--kill-child`) takes it along if killed itself.
+pub fn as_pid1(command: &Command) -> Command {
+    let mut wrapped = Command::new("unshare");
+    wrapped.args(["--pid", "--fork", "--kill-child", "--"]).arg(command.get_program()).args(command.get_args());
+    for (key, value) in command.get_envs() {
+        match value {
+            Some(value) => wrapped.env(key, value),
+            None => wrapped.env_remove(key),
+        };
+    }
+    if let Some(dir) = command.get_current_dir() {
+        wrapped.current_dir(dir);
+    }
+    wrapped
+}
+
+/// This host's pid of the PID 1 that `unshare` (pid `unshare`) started.
+pub fn pid1_of(unshare: u32) -> u32 {
+    let children = format!("/proc/{unshare}/task/{unshare}/children");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(&children).unwrap_or_default();
+        if let Some(pid) = text.split_whitespace().next().and_then(|p| p.parse().ok()) {
+            return pid;
+        }
+        assert!(Instant::now() < deadline, "unshare {unshare} started no process");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Send SIGTERM to `pid`, as the kubelet does to a container's PID 1.
+pub fn sigterm(pid: u32) {
+    let status = Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
+    assert!(status.success(), "kill -TERM {pid}");
+}
+
+/// `child`'s exit status, or `None` if it still runs after `timeout`.
+pub async fn exit_within(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Who holds the Lease `namespace/name` now (`None`: nobody, e.g. released).
+pub async fn lease_holder(client: &Client, namespace: &str, name: &str) -> Option<String> {
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(client.clone(), namespace);
+    let lease = leases.get(name).await.unwrap();
+    lease.spec.and_then(|s| s.holder_identity).filter(|h| !h.is_empty())
 }
 
 /// Directories of earlier runs whose test process is gone; kept until the next run so that
