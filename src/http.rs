@@ -1,8 +1,8 @@
 //! `/healthz`, `/readyz` and `/metrics`, served by every long-running subcommand.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::extract::State;
@@ -14,9 +14,12 @@ use prometheus_client::registry::Registry;
 /// Called before each scrape to refresh gauges computed from caches.
 pub type BeforeScrape = Box<dyn Fn() + Send + Sync>;
 
+/// Readiness, and lines of detail that `/readyz` shows under it (a dependency's state, for
+/// the admin reading it; they do not change the answer's status).
 #[derive(Clone)]
 pub struct Health {
     ready: Arc<AtomicBool>,
+    details: Arc<Mutex<std::collections::BTreeMap<&'static str, String>>>,
 }
 
 impl Default for Health {
@@ -27,7 +30,15 @@ impl Default for Health {
 
 impl Health {
     pub fn new() -> Self {
-        Self { ready: Arc::new(AtomicBool::new(false)) }
+        Self { ready: Arc::new(AtomicBool::new(false)), details: Arc::default() }
+    }
+    /// Show `text` as the line `name: text` of `/readyz`.
+    pub fn set_detail(&self, name: &'static str, text: String) {
+        self.details.lock().unwrap_or_else(|e| e.into_inner()).insert(name, text);
+    }
+    fn details(&self) -> String {
+        let details = self.details.lock().unwrap_or_else(|e| e.into_inner());
+        details.iter().map(|(name, text)| format!("{name}: {text}\n")).collect()
     }
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::Relaxed);
@@ -53,7 +64,12 @@ pub fn router(health: Health, registry: Registry, before_scrape: BeforeScrape) -
 }
 
 async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
-    if state.health.is_ready() { (StatusCode::OK, "ready\n") } else { (StatusCode::SERVICE_UNAVAILABLE, "not ready\n") }
+    let details = state.health.details();
+    if state.health.is_ready() {
+        (StatusCode::OK, format!("ready\n{details}"))
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, format!("not ready\n{details}"))
+    }
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {

@@ -167,7 +167,14 @@ async fn env_with(tweak: impl FnOnce(&mut BrokerConfig)) -> Env {
     };
     let fetcher = Arc::new(Fetcher::with_lookup(fetch_config, dns()).unwrap());
 
-    let llm = LlmStandIn::start("127.0.0.1:0".parse().unwrap(), Some(REAL_KEY.into())).await.unwrap();
+    // A provider serving one model, refusing others as OpenAI does.
+    let llm = LlmStandIn::start_serving(
+        "127.0.0.1:0".parse().unwrap(),
+        Some(REAL_KEY.into()),
+        Some(vec![DEFAULT_MODEL.into()]),
+    )
+    .await
+    .unwrap();
     let mut provider = ProviderConfig::new(llm.url(), ApiKey::new(REAL_KEY));
     provider.default_model = Some(DEFAULT_MODEL.into());
     provider.timeout = WAIT;
@@ -608,6 +615,37 @@ async fn streaming_bad_bodies_and_oversized_bodies_are_refused() {
     assert!(env.llm.requests().is_empty());
 }
 
+/// An installation naming a model its provider does not serve: the provider is asked for that
+/// model (never the agents' placeholder), and its refusal reaches the agent with its own code
+/// and the setting to fix, once (no retries), as the person's reply and the admin's log say.
+/// The gateway's start check says the same on `/readyz`.
+#[tokio::test]
+async fn a_model_the_provider_does_not_serve_is_named_with_the_setting_to_fix() {
+    let env = env_with(|c| c.provider.default_model = Some("gpt-typo".into())).await;
+    let err = agent_client(&env, "alice")
+        .chat()
+        .create(build_request("default", "sys", &[Message::User { text: "hi".into() }], &[]))
+        .await
+        .unwrap_err();
+    let err = LlmError::from(err);
+    let LlmError::ModelNotServed(message) = &err else { panic!("{err:?}") };
+    assert!(message.contains("\"gpt-typo\"") && message.contains("llm.defaultModel"), "{message}");
+    assert!(err.user_reply().contains("tell the administrator"), "{}", err.user_reply());
+    let asked: Vec<Value> = env.llm.requests().iter().map(|r| r.body["model"].clone()).collect();
+    assert_eq!(asked, [json!("gpt-typo")], "one request, for the configured model");
+
+    let mut provider = ProviderConfig::new(env.llm.url(), ApiKey::new(REAL_KEY));
+    provider.default_model = Some("gpt-typo".into());
+    let health = moltmates::http::Health::new();
+    moltmates::gateway::broker::provider_check::report(provider, health.clone()).await;
+    let addr = serve("127.0.0.1", moltmates::http::router(health, Registry::default(), Box::new(|| {}))).await;
+    let readyz = env.http.get(format!("http://{addr}/readyz")).send().await.unwrap().text().await.unwrap();
+    assert!(
+        readyz.contains("llm: the provider does not list the model \"gpt-typo\"") && readyz.contains(DEFAULT_MODEL),
+        "{readyz}"
+    );
+}
+
 /// The agent's own client: async-openai with its retry layer, the agent's request builder
 /// and response parser, the agent token as API key and the broker's `/v1` as base URL.
 fn agent_client(env: &Env, name: &str) -> Client<OpenAIConfig> {
@@ -786,4 +824,22 @@ async fn concurrent_fetches_are_capped_per_user() {
         assert_eq!((status, body["text"].as_str()), (StatusCode::OK, Some("released")));
     }
     assert_eq!(env.fetch("alice", &format!("{}/page", env.allowed)).await.0, StatusCode::OK);
+}
+
+/// The gateway does not start without a model, nor with the agents' placeholder as one.
+#[test]
+fn the_gateway_refuses_to_start_without_a_model() {
+    for model in [None, Some("default"), Some(" ")] {
+        let mut gateway = std::process::Command::new(env!("CARGO_BIN_EXE_moltmate"));
+        gateway
+            .args(["gateway", "--llm-base-url", "https://llm.example.org/v1"])
+            .env_remove("MOLTMATE_LLM_DEFAULT_MODEL");
+        if let Some(model) = model {
+            gateway.args(["--llm-default-model", model]);
+        }
+        let out = gateway.output().unwrap();
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{model:?}: {said}");
+        assert!(said.contains("--llm-default-model"), "{model:?}: {said}");
+    }
 }

@@ -15,8 +15,12 @@ const NS: &str = "moltmate-system";
 const RELEASE: &str = "moltmates";
 const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/moltmates");
 /// The values a minimal install needs.
-const REQUIRED: &[&str] =
-    &["llm.baseUrl=https://llm.example.org/v1", "telegram.botToken=123:abc", "llm.apiKey=sk-test"];
+const REQUIRED: &[&str] = &[
+    "llm.baseUrl=https://llm.example.org/v1",
+    "llm.defaultModel=gpt-4o-mini",
+    "telegram.botToken=123:abc",
+    "llm.apiKey=sk-test",
+];
 const REGENERATE: &str = "scripts/render-install > manifests/install.yaml";
 
 // ---------------------------------------------------------------------------------------------
@@ -137,7 +141,8 @@ const WEBHOOK: &[&str] = &[
     "ingress.tls[0].secretName=bot-tls",
     "ingress.tls[0].hosts[0]=bot.example.org",
 ];
-const EXISTING_SECRET: &[&str] = &["llm.baseUrl=https://llm.example.org/v1", "secrets.existingSecret=moltmates"];
+const EXISTING_SECRET: &[&str] =
+    &["llm.baseUrl=https://llm.example.org/v1", "llm.defaultModel=gpt-4o-mini", "secrets.existingSecret=moltmates"];
 const PROFILES_YAML: &str = "profiles:
   family:
     exec: {safeBins: [cat, ls, pdftotext]}
@@ -343,6 +348,7 @@ fn gateway_command_line() {
             "--http-addr=0.0.0.0:9090",
             "--llm-base-url=https://llm.example.org/v1",
             "--llm-api-key-file=/etc/moltmate/secrets/llm-api-key",
+            "--llm-default-model=gpt-4o-mini",
             "--master-key-file=/etc/moltmate/secrets/master-key",
             "--leader-elect=true",
             "--lease-namespace=moltmate-system",
@@ -359,12 +365,12 @@ fn gateway_command_line() {
     assert_eq!(ports, ["http", "broker"]);
 
     let optional = render(&[
-        "llm.defaultModel=gpt-4o-mini",
+        "llm.defaultModel=gpt-4o",
         "telegram.apiUrl=http://bot-api.bots.svc:8081",
         "telegram.allowGroups=true",
     ]);
     let args = optional.args("gateway");
-    assert_eq!(flag(&args, "llm-default-model"), Some("gpt-4o-mini"));
+    assert_eq!(flag(&args, "llm-default-model"), Some("gpt-4o"));
     assert_eq!(flag(&args, "telegram-api-url"), Some("http://bot-api.bots.svc:8081"));
     assert_eq!(flag(&args, "allow-groups"), Some("true"));
 
@@ -704,9 +710,15 @@ fn bad_values_are_refused_naming_the_field() {
         assert!(error.contains(expected), "{sets:?}: expected {expected:?} in:\n{error}");
         assert!(error.starts_with("Error: "), "{error}");
     }
-    let missing_url = render_error(&["telegram.botToken=1:a", "llm.apiKey=k"]);
+    let missing_url = render_error(&["telegram.botToken=1:a", "llm.apiKey=k", "llm.defaultModel=m"]);
     assert!(missing_url.contains("/llm/baseUrl"), "{missing_url}");
-    let no_token = render_error(&["llm.baseUrl=https://llm.example.org/v1", "llm.apiKey=k"]);
+    // No model: no request may reach a provider asking for the agents' placeholder.
+    for model in [&[][..], &["llm.defaultModel=default"][..]] {
+        let sets = [&["telegram.botToken=1:a", "llm.apiKey=k", "llm.baseUrl=https://llm.example.org/v1"][..], model];
+        let no_model = render_error(&sets.concat());
+        assert!(no_model.contains("/llm/defaultModel"), "{model:?}: {no_model}");
+    }
+    let no_token = render_error(&["llm.baseUrl=https://llm.example.org/v1", "llm.defaultModel=m", "llm.apiKey=k"]);
     assert!(no_token.contains("telegram.botToken is required"), "{no_token}");
     let both = render_error(&[REQUIRED, &["secrets.existingSecret=moltmates"]].concat());
     assert!(both.contains("set one of them"), "{both}");

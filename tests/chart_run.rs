@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Pod, ResourceQuota};
 use kube::Api;
-use moltmates::dev::llm::LlmStandIn;
+use moltmates::dev::llm::{LlmStandIn, MODEL};
 use moltmates::dev::telegram::TelegramStandIn;
 use moltmates::names;
 use serde_json::Value;
@@ -37,6 +37,7 @@ fn values_yaml() -> String {
 llm:
   baseUrl: http://ollama.ollama.svc:11434/v1
   apiKey: {LLM_KEY}
+  defaultModel: {MODEL}
 storageClass: {STORAGE_CLASS}
 profiles:
   family:

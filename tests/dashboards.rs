@@ -21,8 +21,12 @@ const NS: &str = "moltmate-system";
 const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/moltmates");
 const DASHBOARD: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/moltmates/dashboards/moltmates.json");
 /// The values a minimal install needs.
-const REQUIRED: &[&str] =
-    &["llm.baseUrl=https://llm.example.org/v1", "telegram.botToken=123:abc", "llm.apiKey=sk-test"];
+const REQUIRED: &[&str] = &[
+    "llm.baseUrl=https://llm.example.org/v1",
+    "llm.defaultModel=m",
+    "telegram.botToken=123:abc",
+    "llm.apiKey=sk-test",
+];
 const ON: &[&str] = &["dashboards.enabled=true", "alerts.enabled=true"];
 const ALERTS: [&str; 3] = ["MoltmateReconcileErrors", "MoltmateGatewayNotPolling", "MoltmateBrokerDenialsSpiking"];
 /// Labels a Prometheus scrape adds to every series (a ServiceMonitor's target labels).
@@ -753,6 +757,8 @@ async fn every_query_names_only_what_the_binaries_serve() {
             &path(&token_file),
             "--llm-base-url",
             "http://127.0.0.1:9/v1",
+            "--llm-default-model",
+            "m",
             "--llm-api-key-file",
             &path(&key_file),
             "--master-key-file",

@@ -259,7 +259,9 @@ async fn scripts_dev_chats_non_interactively_and_stops_everything() {
     let asked = model.requests();
     assert!(asked.len() >= 2, "{asked:?}");
     assert!(asked.iter().all(|r| r.authorization.as_deref() == Some("Bearer real-model-key")), "{asked:?}");
-    assert!(asked.iter().all(|r| r.body["model"] == "the-real-one"), "{asked:?}");
+    let chats: Vec<_> = asked.iter().filter(|r| r.path.ends_with("/chat/completions")).collect();
+    assert!(chats.iter().all(|r| r.body["model"] == "the-real-one"), "{chats:?}");
+    assert!(asked.iter().any(|r| r.method == "GET" && r.path.ends_with("/models")), "the start check: {asked:?}");
     let pids = std::fs::read_to_string(dir.join("pids")).unwrap();
     assert!(!pids.contains(" llm"), "no LLM stand-in with a real model: {pids}");
     assert!(pids.contains(" gateway") && pids.contains(" node"), "{pids}");

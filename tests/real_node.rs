@@ -251,6 +251,7 @@ async fn the_chart_on_a_real_node_answers_through_the_agents_container_and_a_res
         format!("telegram.botToken={BOT_TOKEN}"),
         "telegram.pollTimeout=5s".to_string(),
         format!("llm.baseUrl={}", llm.url()),
+        format!("llm.defaultModel={}", moltmates::dev::llm::MODEL),
         "llm.apiKey=sk-real-node".to_string(),
     ];
     let mut args: Vec<String> =

@@ -131,6 +131,8 @@ async fn users_are_listed_and_a_reset_wipes_the_workspace_and_keeps_the_user() {
             token_file.to_str().unwrap(),
             "--llm-base-url",
             &llm.url(),
+            "--llm-default-model",
+            moltmates::dev::llm::MODEL,
             "--llm-api-key-file",
             llm_key_file.to_str().unwrap(),
             "--master-key-file",

@@ -45,6 +45,8 @@ impl Gateway {
             &path(&token_file),
             "--llm-base-url",
             &llm.url(),
+            "--llm-default-model",
+            moltmates::dev::llm::MODEL,
             "--llm-api-key-file",
             &path(&llm_key_file),
             "--master-key-file",

@@ -395,6 +395,8 @@ impl Stack {
             &p("bot.token"),
             "--llm-base-url",
             &llm.url(),
+            "--llm-default-model",
+            moltmates::dev::llm::MODEL,
             "--llm-api-key-file",
             &p("llm.key"),
             "--master-key-file",

@@ -53,6 +53,9 @@ pub enum LlmError {
     Decode(String),
     #[error("the model request could not be made: {0}")]
     Request(String),
+    /// The installation names a model its provider does not serve: only the admin can fix it.
+    #[error("the installation's model is not served by its provider: {0}")]
+    ModelNotServed(String),
 }
 
 impl LlmError {
@@ -65,12 +68,19 @@ impl LlmError {
             LlmError::Status { .. } => "status",
             LlmError::Decode(_) => "decode",
             LlmError::Request(_) => "request",
+            LlmError::ModelNotServed(_) => "model_not_served",
         }
     }
 
     /// What the person reads instead of an answer.
     pub fn user_reply(&self) -> String {
         let why = match self {
+            LlmError::ModelNotServed(_) => {
+                return "Sorry, I cannot answer: the language model this installation is set up with is \
+                        not offered by its provider. Please tell the administrator (the gateway's log says \
+                        which setting to fix). Your message is saved."
+                    .to_string();
+            }
             LlmError::Timeout => "it took too long to answer",
             LlmError::Unreachable(_) => "it cannot be reached",
             LlmError::Status { status: 429, .. } => "it is rate limited",
@@ -95,6 +105,11 @@ impl From<OpenAIError> for LlmError {
             OpenAIError::Reqwest(e) if e.is_timeout() => LlmError::Timeout,
             OpenAIError::Reqwest(e) if e.is_connect() => LlmError::Unreachable(short(&e.to_string())),
             OpenAIError::Reqwest(e) => LlmError::Unreachable(short(&e.to_string())),
+            OpenAIError::ApiError(e)
+                if e.api_error.code.as_deref() == Some(crate::gateway::broker::llm::MODEL_NOT_SERVED) =>
+            {
+                LlmError::ModelNotServed(short(&e.api_error.message))
+            }
             OpenAIError::ApiError(e) => {
                 LlmError::Status { status: e.status_code.as_u16(), message: short(&e.api_error.message) }
             }

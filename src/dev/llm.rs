@@ -45,7 +45,7 @@ use tokio::task::JoinHandle;
 
 use crate::agent::tools::{EXEC, LIST_FILES, READ_FILE, REMEMBER, WEB_FETCH, WRITE_FILE};
 
-/// The model name `GET /v1/models` lists.
+/// The model name `GET /v1/models` lists when no `--model` is given.
 pub const MODEL: &str = "moltmates-dev";
 
 #[derive(clap::Args, Debug, Clone)]
@@ -56,11 +56,16 @@ pub struct LlmArgs {
     /// Require this API key (`Authorization: Bearer <key>`) on `/v1/` requests.
     #[arg(long, env = "MOLTMATE_DEV_LLM_API_KEY")]
     pub api_key: Option<String>,
+    /// Serve only this model (repeat for several), and refuse requests for any other as a
+    /// provider does (404 `model_not_found`). Without it, any model is answered.
+    #[arg(long = "model")]
+    pub models: Vec<String>,
 }
 
 /// Serve until SIGINT or SIGTERM. Prints the base URL (`http://ADDR/v1`) once listening.
 pub async fn run(args: LlmArgs) -> std::io::Result<()> {
-    let standin = LlmStandIn::start(args.listen, args.api_key).await?;
+    let models = (!args.models.is_empty()).then_some(args.models);
+    let standin = LlmStandIn::start_serving(args.listen, args.api_key, models).await?;
     println!("{}", standin.url());
     tracing::info!(url = %standin.url(), "LLM stand-in listening");
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -128,6 +133,8 @@ pub struct WaitTimeout(pub Duration);
 
 struct Shared {
     api_key: Option<String>,
+    /// The models served; `None`: any.
+    models: Option<Vec<String>>,
     script: Mutex<VecDeque<Scripted>>,
     requests: Mutex<Vec<RecordedRequest>>,
     fail: Mutex<Option<FailNext>>,
@@ -175,10 +182,21 @@ impl Drop for LlmStandIn {
 impl LlmStandIn {
     /// Serve on `addr` (port 0 picks a free port); with `api_key`, `/v1/` requires it.
     pub async fn start(addr: SocketAddr, api_key: Option<String>) -> std::io::Result<Self> {
+        Self::start_serving(addr, api_key, None).await
+    }
+
+    /// The same, serving only `models` (when given): a request for another is refused as
+    /// OpenAI refuses it.
+    pub async fn start_serving(
+        addr: SocketAddr,
+        api_key: Option<String>,
+        models: Option<Vec<String>>,
+    ) -> std::io::Result<Self> {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
             api_key: api_key.filter(|k| !k.is_empty()),
+            models,
             script: Mutex::new(VecDeque::new()),
             requests: Mutex::new(Vec::new()),
             fail: Mutex::new(None),
@@ -285,8 +303,10 @@ async fn models(State(shared): State<Arc<Shared>>, method: Method, uri: Uri, hea
     if receive(&shared, &method, &uri, &headers, &[]).is_none() {
         return unauthorized();
     }
-    Json(json!({"object": "list", "data": [{"id": MODEL, "object": "model", "created": 0, "owned_by": "moltmates"}]}))
-        .into_response()
+    let served = shared.models.clone().unwrap_or_else(|| vec![MODEL.to_string()]);
+    let data: Vec<Value> =
+        served.iter().map(|id| json!({"id": id, "object": "model", "created": 0, "owned_by": "moltmates"})).collect();
+    Json(json!({"object": "list", "data": data})).into_response()
 }
 
 async fn chat(
@@ -326,6 +346,17 @@ async fn chat(
     }
     if request.get("stream").and_then(Value::as_bool) == Some(true) {
         return openai_error(StatusCode::BAD_REQUEST, "the stand-in does not stream", "invalid_request_error", None);
+    }
+    if let Some(served) = &shared.models {
+        let asked = request.get("model").and_then(Value::as_str).unwrap_or_default();
+        if !served.iter().any(|m| m == asked) {
+            return openai_error(
+                StatusCode::NOT_FOUND,
+                &format!("The model `{asked}` does not exist or you do not have access to it."),
+                "invalid_request_error",
+                Some("model_not_found"),
+            );
+        }
     }
     let id = shared.ids.fetch_add(1, Ordering::Relaxed);
     if let Some(delay) = slow_delay(&request) {

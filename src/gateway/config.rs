@@ -67,10 +67,11 @@ pub struct GatewayArgs {
     /// File holding the provider API key (else env MOLTMATE_LLM_API_KEY).
     #[arg(long, env = "MOLTMATE_LLM_API_KEY_FILE")]
     pub llm_api_key_file: Option<PathBuf>,
-    /// The model every agent request uses (an agent asks for `default`; any other model is
-    /// refused). Unset: the model is forwarded as the agent sent it.
-    #[arg(long, env = "MOLTMATE_LLM_DEFAULT_MODEL")]
-    pub llm_default_model: Option<String>,
+    /// The model every agent request uses, as the provider names it (e.g. gpt-4o-mini). Agents
+    /// ask for `default`, which no provider serves, and the broker puts this in its place; any
+    /// other model is refused.
+    #[arg(long, env = "MOLTMATE_LLM_DEFAULT_MODEL", value_parser = parse_model)]
+    pub llm_default_model: String,
     /// The longest answer an agent may ask the model for, in tokens (larger `max_tokens` are
     /// lowered, and requests without one get it); 0: no cap.
     #[arg(long, env = "MOLTMATE_LLM_MAX_OUTPUT_TOKENS", default_value_t = crate::gateway::broker::DEFAULT_MAX_OUTPUT_TOKENS)]
@@ -94,6 +95,17 @@ pub struct GatewayArgs {
     /// YAML file of per-profile defaults, the same file the operator reads.
     #[arg(long, env = "MOLTMATE_PROFILES_FILE")]
     pub profiles_file: Option<PathBuf>,
+}
+
+/// A model name: not empty, and not the placeholder agents ask for.
+fn parse_model(text: &str) -> Result<String, String> {
+    match text.trim() {
+        "" => Err("must name the provider's model, e.g. gpt-4o-mini".into()),
+        crate::gateway::broker::shape::PLACEHOLDER_MODEL => {
+            Err("\"default\" is what agents ask for; name the provider's model, e.g. gpt-4o-mini".into())
+        }
+        model => Ok(model.to_string()),
+    }
 }
 
 /// A duration that is not zero (it paces a loop).

@@ -152,7 +152,9 @@ pub async fn run(args: GatewayArgs) -> Result<(), Error> {
 
     // The broker serves on every replica: agents reach whichever the Service picks.
     let mut provider = ProviderConfig::new(args.llm_base_url.clone(), ApiKey::new(llm_key));
-    provider.default_model = args.llm_default_model.clone();
+    provider.default_model = Some(args.llm_default_model.clone());
+    // Whether the provider serves the model, for the log and /readyz; serving goes on either way.
+    tokio::spawn(super::broker::provider_check::report(provider.clone(), health.clone()));
     let fetcher = Arc::new(Fetcher::new(FetchConfig::default()).map_err(|e| Error::Fetch(e.to_string()))?);
     let mut broker_config = BrokerConfig::new(provider);
     broker_config.profiles = profiles;

@@ -31,7 +31,7 @@ pub(super) const MODELS: &str = "models";
 
 /// The HTTP client for the provider: the gateway's TLS set-up (ring, the platform's root
 /// store), no redirects (the API key must not follow one elsewhere).
-pub(super) fn provider_client(config: &ProviderConfig) -> Result<reqwest::Client, String> {
+pub(crate) fn provider_client(config: &ProviderConfig) -> Result<reqwest::Client, String> {
     let tls = crate::gateway::fetch::tls_config(&[]).map_err(|e| e.0)?;
     reqwest::Client::builder()
         .tls_backend_preconfigured(tls)
@@ -86,6 +86,26 @@ pub(super) async fn chat_completions(
     }
     let estimate = estimated_tokens(&request, body.len());
     forward(&state, &caller, CHAT, Method::POST, "chat/completions", Some(body), bytes.len(), estimate, started).await
+}
+
+/// The error code the broker answers when the provider does not serve the configured model.
+pub const MODEL_NOT_SERVED: &str = "model_not_served";
+
+/// Whether a provider's refusal is about the model itself (unknown, not available), as
+/// OpenAI (404 `model_not_found`), Ollama (404 "model ... not found") and others word it;
+/// not a 400 that merely mentions the model, such as a context-length error.
+fn refuses_the_model(status: StatusCode, code: Option<&str>, message: &str) -> bool {
+    if !matches!(status, StatusCode::NOT_FOUND | StatusCode::BAD_REQUEST) {
+        return false;
+    }
+    if code == Some("model_not_found") {
+        return true;
+    }
+    let message = message.to_lowercase();
+    message.contains("model")
+        && ["not found", "does not exist", "not a valid model", "invalid model", "unknown model", "no such model"]
+            .iter()
+            .any(|phrase| message.contains(phrase))
 }
 
 /// What a request may cost at most, charged before it is forwarded and settled once the
@@ -241,6 +261,20 @@ async fn forward(
         );
         return fail(outcome, StatusCode::BAD_GATEWAY, message);
     }
+    let provider_code = parsed.as_ref().and_then(|v| v.pointer("/error/code")).and_then(Value::as_str);
+    if refuses_the_model(status, provider_code, &provider_message) {
+        // A setting of this installation, not the user's doing: said to the admin in the log
+        // and to the agent with its own code, so the person is told who can fix it.
+        let model = provider.default_model.as_deref().unwrap_or("(as the agent sent it)");
+        tracing::error!(user = %caller.name, model, status = status.as_u16(), provider_message = %provider_message, "the model provider does not serve the configured model; set --llm-default-model (the chart's llm.defaultModel) to one it serves");
+        let message = format!(
+            "the model provider does not serve the model {model:?} ({}: {provider_message}); the administrator must set the gateway's --llm-default-model (the chart's llm.defaultModel) to a model it serves",
+            status.as_u16()
+        );
+        // 424, not a 5xx: clients retry those, and asking again cannot help.
+        let response = openai_error(StatusCode::FAILED_DEPENDENCY, &message, "upstream_error", Some(MODEL_NOT_SERVED));
+        return state.finish(endpoint, started, outcome.reason(message.clone()), response);
+    }
     if status == StatusCode::TOO_MANY_REQUESTS {
         outcome.decision = Decision::Limited;
     }
@@ -268,4 +302,32 @@ fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
         source = err.source();
     }
     message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refusal_of_the_model_is_told_from_other_refusals() {
+        let table = [
+            (
+                404,
+                Some("model_not_found"),
+                "The model `gpt-typo` does not exist or you do not have access to it.",
+                true,
+            ),
+            (404, None, "model \"llama9\" not found, try pulling it first", true),
+            (400, None, "gpt-typo is not a valid model ID", true),
+            (400, Some("invalid_request_error"), "Unknown model: gpt-typo", true),
+            (400, None, "This model's maximum context length is 8192 tokens.", false),
+            (404, None, "Not Found", false),
+            (500, Some("model_not_found"), "internal", false),
+            (429, None, "model gpt-4 not found in your rate tier", false),
+        ];
+        for (status, code, message, expected) in table {
+            let status = StatusCode::from_u16(status).unwrap();
+            assert_eq!(refuses_the_model(status, code, message), expected, "{status} {code:?} {message}");
+        }
+    }
 }

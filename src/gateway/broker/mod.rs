@@ -46,6 +46,7 @@ pub mod fetch;
 pub mod limits;
 pub mod llm;
 pub mod metrics;
+pub mod provider_check;
 pub mod shape;
 pub mod usage;
 
@@ -109,7 +110,7 @@ impl ProviderConfig {
         Self { base_url: base_url.into(), api_key, default_model: None, timeout: Duration::from_secs(120) }
     }
 
-    fn endpoint(&self, path: &str) -> String {
+    pub(crate) fn endpoint(&self, path: &str) -> String {
         format!("{}/{path}", self.base_url.trim_end_matches('/'))
     }
 }

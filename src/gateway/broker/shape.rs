@@ -28,11 +28,17 @@ const ALLOWED: &[&str] = &[
     "stream",
 ];
 
+/// The model agents ask for: whatever the installation serves.
+pub const PLACEHOLDER_MODEL: &str = "default";
+
+/// Why a request for the placeholder is refused when no model is configured.
+pub const NO_MODEL: &str = "no model is configured: set the gateway's --llm-default-model (the chart's llm.defaultModel) to a model the provider serves";
+
 /// The broker's rules for chat requests.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Shape {
-    /// Every request uses this model (`default` or no model asks for it); `None` forwards the
-    /// model as sent.
+    /// Every request uses this model (`default` or no model asks for it); `None` forwards a
+    /// model named by the request, and refuses `default`, which no provider serves.
     pub model: Option<String>,
     /// The longest answer, in tokens: a larger `max_tokens`/`max_completion_tokens` is lowered
     /// to it, and a request with neither gets `max_tokens` set to it. `None`: no cap.
@@ -61,7 +67,7 @@ pub fn shape(mut fields: Map<String, Value>, rules: &Shape) -> Result<Map<String
     if let Some(served) = &rules.model {
         match fields.get("model") {
             None | Some(Value::Null) => {}
-            Some(Value::String(asked)) if asked == "default" || asked == served => {}
+            Some(Value::String(asked)) if asked == PLACEHOLDER_MODEL || asked == served => {}
             Some(other) => {
                 return Err(format!(
                     "this installation serves the model {served:?} only, not {other}; ask for \"default\""
@@ -69,6 +75,10 @@ pub fn shape(mut fields: Map<String, Value>, rules: &Shape) -> Result<Map<String
             }
         }
         fields.insert("model".into(), Value::String(served.clone()));
+    } else if matches!(fields.get("model"), None | Some(Value::Null))
+        || fields.get("model").and_then(Value::as_str) == Some(PLACEHOLDER_MODEL)
+    {
+        return Err(NO_MODEL.into());
     }
     if let Some(cap) = rules.max_output_tokens {
         let mut capped = false;
@@ -132,6 +142,10 @@ mod tests {
             run(json!({"model": "other", "messages": []}), &open).unwrap(),
             json!({"model": "other", "messages": []})
         );
+        // Nothing asks a provider for the placeholder: without a configured model it is refused.
+        for placeholder in [json!({"model": "default", "messages": []}), json!({"messages": []})] {
+            assert_eq!(run(placeholder, &open).unwrap_err(), NO_MODEL);
+        }
     }
 
     #[test]
