@@ -36,10 +36,18 @@ pub const DURATION_PATTERN: &str = r"^(([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+)?$";
     shortname = "mmu",
     status = "MoltmateUserStatus",
     doc = "One allowlisted Telegram user and the isolated sandbox their AI agent runs in.",
-    printcolumn(name = "Telegram ID", type_ = "integer", json_path = ".spec.telegram.userId"),
+    category = "moltmates",
+    selectable = ".spec.telegram.userId",
     printcolumn(name = "Profile", type_ = "string", json_path = ".spec.profile"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason",
+        description = "Why the user is where it is (the Ready condition's reason)"
+    ),
+    printcolumn(name = "Telegram ID", type_ = "integer", json_path = ".spec.telegram.userId", priority = "1"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     // The user's namespace is `moltmate-<name>`, and a namespace name is a DNS label of at
     // most 63 characters.
@@ -246,22 +254,31 @@ pub struct WebFetchSpec {
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ResourcesSpec {
-    /// CPU limit of the agent, e.g. `500m` or `2`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = QUANTITY_PATTERN))]
-    #[schemars(extend("x-kubernetes-validations" = [{ "rule": "quantity(self).isGreaterThan(quantity('0'))", "message": "must be greater than zero" }]))]
+    /// CPU limit of the agent, e.g. `500m` or `2` (a string or a whole number).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::quantity::int_or_string::deserialize"
+    )]
+    #[schemars(schema_with = "crate::quantity::int_or_string_schema")]
     pub cpu: Option<String>,
 
     /// Memory limit of the agent, e.g. `512Mi` or `2Gi`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = QUANTITY_PATTERN))]
-    #[schemars(extend("x-kubernetes-validations" = [{ "rule": "quantity(self).isGreaterThan(quantity('0'))", "message": "must be greater than zero" }]))]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::quantity::int_or_string::deserialize"
+    )]
+    #[schemars(schema_with = "crate::quantity::int_or_string_schema")]
     pub memory: Option<String>,
 
     /// Size of the workspace volume, e.g. `1Gi`. It can grow later, never shrink.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = QUANTITY_PATTERN))]
-    #[schemars(extend("x-kubernetes-validations" = [{ "rule": "quantity(self).isGreaterThan(quantity('0'))", "message": "must be greater than zero" }]))]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::quantity::int_or_string::deserialize"
+    )]
+    #[schemars(schema_with = "crate::quantity::int_or_string_schema")]
     pub storage: Option<String>,
 }
 

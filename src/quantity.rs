@@ -80,6 +80,42 @@ pub fn min_quantity<'a>(a: &'a str, b: &'a str) -> &'a str {
     }
 }
 
+/// Serde for an optional quantity written as Kubernetes takes it: a string (`500m`, `2Gi`) or
+/// a whole number (`cpu: 1`, as YAML writes it unquoted), kept as its text.
+pub mod int_or_string {
+    use serde::{Deserialize, Deserializer};
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Written {
+        Text(String),
+        Whole(u64),
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+        Ok(Option::<Written>::deserialize(deserializer)?.map(|written| match written {
+            Written::Text(text) => text,
+            Written::Whole(number) => number.to_string(),
+        }))
+    }
+}
+
+/// The CRD schema of such a quantity: a string or an integer (`x-kubernetes-int-or-string`),
+/// checked by the API server: a string must be a quantity, and either must be above zero.
+pub fn int_or_string_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let pattern = crate::crd::QUANTITY_PATTERN;
+    let rule = format!(
+        "type(self) == int ? self > 0 : (self.matches(r'{pattern}') && quantity(self).isGreaterThan(quantity('0')))"
+    );
+    schemars::json_schema!({
+        "x-kubernetes-int-or-string": true,
+        "anyOf": [{ "type": "integer" }, { "type": "string" }],
+        "x-kubernetes-validations": [
+            { "rule": rule, "message": "must be a quantity above zero, such as 500m, 2, 512Mi or 10Gi" }
+        ],
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

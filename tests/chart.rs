@@ -695,6 +695,7 @@ fn bad_values_are_refused_naming_the_field() {
         (&["profiles.guest.idleTimeout=1m"], "'guest' not allowed"),
         (&["profiles.family.exec.security=deny"], "/profiles/family/exec/security"),
         (&["profiles.family.resources.memory=lots"], "/profiles/family/resources/memory"),
+        (&["profiles.family.resources.cpu=0"], "/profiles/family/resources/cpu"),
         (&["profiles.family.safeBins[0]=cat"], "'safeBins' not allowed"),
         (&["telegram.mode=webhook"], "/telegram/webhook/url"),
         (&["telegram.mode=webhook", "telegram.webhook.url=http://bot.example.org/telegram"], "/telegram/webhook/url"),

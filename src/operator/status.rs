@@ -1,10 +1,18 @@
-//! The status a user sees in `kubectl get mmu`: phase and a kstatus-style `Ready` condition.
+//! The status a user sees in `kubectl get mmu`: the phase, and conditions by the kstatus rules
+//! that GitOps tools read (Flux's `wait`, Argo CD's health, `kubectl wait`):
+//!
+//! | phase | Ready | AgentReady | Reconciling | Stalled |
+//! |---|---|---|---|---|
+//! | Pending, Provisioning | False | False | True | False |
+//! | Ready | True | True | False | False |
+//! | Idle, Suspended | True (settled as asked) | False | False | False |
+//! | Failed | False | False | False | True |
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use crate::crd::{MoltmateUserStatus, Phase};
 
-/// Why a user is where it is; becomes the `Ready` condition.
+/// Why a user is where it is; the reason and message of every condition.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Observation {
     pub phase: Phase,
@@ -27,7 +35,24 @@ impl Observation {
     }
 }
 
-/// The status to write, keeping `lastTransitionTime` while the condition's status holds.
+/// The condition types, `Ready` first.
+pub const READY: &str = "Ready";
+pub const AGENT_READY: &str = "AgentReady";
+pub const RECONCILING: &str = "Reconciling";
+pub const STALLED: &str = "Stalled";
+
+/// Each condition's status in `phase`.
+pub fn condition_states(phase: Phase) -> [(&'static str, bool); 4] {
+    let settled = matches!(phase, Phase::Ready | Phase::Idle | Phase::Suspended);
+    [
+        (READY, settled),
+        (AGENT_READY, phase == Phase::Ready),
+        (RECONCILING, matches!(phase, Phase::Pending | Phase::Provisioning)),
+        (STALLED, phase == Phase::Failed),
+    ]
+}
+
+/// The status to write, keeping each condition's `lastTransitionTime` while its status holds.
 /// `lastActivity` is the gateway's field: carried over as it is, so that comparing with the
 /// previous status sees no change there, and left out of what the operator applies.
 pub fn next_status(
@@ -37,24 +62,30 @@ pub fn next_status(
     observation: &Observation,
     now: Time,
 ) -> MoltmateUserStatus {
-    let ready = if observation.phase == Phase::Ready { "True" } else { "False" };
-    let previous_ready = previous.and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"));
-    let last_transition_time = match previous_ready {
-        Some(c) if c.status == ready => c.last_transition_time.clone(),
-        _ => now,
-    };
+    let conditions = condition_states(observation.phase)
+        .into_iter()
+        .map(|(type_, holds)| {
+            let status = if holds { "True" } else { "False" };
+            let previous = previous.and_then(|s| s.conditions.iter().find(|c| c.type_ == type_));
+            let last_transition_time = match previous {
+                Some(c) if c.status == status => c.last_transition_time.clone(),
+                _ => now.clone(),
+            };
+            Condition {
+                type_: type_.into(),
+                status: status.into(),
+                reason: observation.reason.into(),
+                message: observation.message.clone(),
+                observed_generation: generation,
+                last_transition_time,
+            }
+        })
+        .collect();
     MoltmateUserStatus {
         observed_generation: generation,
         phase: Some(observation.phase),
         namespace,
-        conditions: vec![Condition {
-            type_: "Ready".into(),
-            status: ready.into(),
-            reason: observation.reason.into(),
-            message: observation.message.clone(),
-            observed_generation: generation,
-            last_transition_time,
-        }],
+        conditions,
         // Never goes back: a lowered spec wipes nothing, so the highest applied one stands.
         reset_generation: observation.reset_applied.max(previous.and_then(|s| s.reset_generation)),
         last_activity: previous.and_then(|s| s.last_activity.clone()),
@@ -67,6 +98,46 @@ mod tests {
 
     fn at(seconds: i64) -> Time {
         Time(jiff::Timestamp::from_second(seconds).unwrap())
+    }
+
+    fn condition<'a>(status: &'a MoltmateUserStatus, type_: &str) -> &'a Condition {
+        status.conditions.iter().find(|c| c.type_ == type_).unwrap()
+    }
+
+    /// What GitOps tools make of a status: kstatus's rules as cli-utils computes them for a
+    /// custom resource (a stale observedGeneration or `Reconciling` True is InProgress,
+    /// `Stalled` True is Failed), and Flux's, which also waits for `Ready` True.
+    fn kstatus(status: &MoltmateUserStatus, generation: i64) -> &'static str {
+        let holds = |type_: &str| status.conditions.iter().any(|c| c.type_ == type_ && c.status == "True");
+        if status.observed_generation.is_none_or(|g| g < generation) {
+            return "InProgress";
+        }
+        if holds(STALLED) {
+            return "Failed";
+        }
+        if holds(RECONCILING) || !holds(READY) {
+            return "InProgress";
+        }
+        "Current"
+    }
+
+    #[test]
+    fn gitops_tools_see_settled_users_as_current_and_failed_ones_as_failed() {
+        let cases = [
+            (Phase::Pending, "InProgress"),
+            (Phase::Provisioning, "InProgress"),
+            (Phase::Ready, "Current"),
+            (Phase::Idle, "Current"),
+            (Phase::Suspended, "Current"),
+            (Phase::Failed, "Failed"),
+        ];
+        for (phase, expected) in cases {
+            let status = next_status(None, Some(2), None, &Observation::new(phase, "Why", "because"), at(10));
+            assert_eq!(kstatus(&status, 2), expected, "{phase:?}");
+            assert_eq!(kstatus(&status, 3), "InProgress", "{phase:?} not yet observed");
+            assert_eq!(condition(&status, AGENT_READY).status == "True", phase == Phase::Ready, "{phase:?}");
+            assert_eq!(status.conditions[0].type_, READY, "Ready first");
+        }
     }
 
     #[test]
@@ -88,9 +159,11 @@ mod tests {
     fn transition_time_holds_while_status_holds() {
         let provisioning = Observation::new(Phase::Provisioning, "WaitingForPod", "x");
         let first = next_status(None, Some(1), None, &provisioning, at(10));
-        let suspended = Observation::new(Phase::Suspended, "Suspended", "y");
-        let second = next_status(Some(&first), Some(2), None, &suspended, at(99));
-        assert_eq!(second.conditions[0].last_transition_time, at(10), "still False");
+        let failed = Observation::new(Phase::Failed, "NamespaceConflict", "y");
+        let second = next_status(Some(&first), Some(2), None, &failed, at(99));
+        assert_eq!(condition(&second, READY).last_transition_time, at(10), "still False");
+        assert_eq!(condition(&second, STALLED).last_transition_time, at(99), "now True");
+        assert_eq!(condition(&second, RECONCILING).last_transition_time, at(99), "now False");
     }
 
     #[test]

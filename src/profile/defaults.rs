@@ -181,6 +181,11 @@ mod tests {
         assert!(profile.contains("friends"), "{profile}");
         let value = ProfileDefaults::parse("public:\n  resources: { cpu: \"0\" }\n").unwrap_err();
         assert!(value.contains("public") && value.contains("cpu"), "{value}");
+        let zero = ProfileDefaults::parse("public:\n  resources: { cpu: 0 }\n").unwrap_err();
+        assert!(zero.contains("public") && zero.contains("cpu"), "{zero}");
+        // Unquoted whole numbers, as Kubernetes takes them.
+        let whole = ProfileDefaults::parse("public:\n  resources: { cpu: 2, memory: 1Gi }\n").unwrap();
+        assert_eq!(whole.get(Profile::Public).unwrap().resources.as_ref().unwrap().cpu.as_deref(), Some("2"));
         let duration = ProfileDefaults::parse("public:\n  idleTimeout: soon\n").unwrap_err();
         assert!(duration.contains("idleTimeout"), "{duration}");
         let missing = ProfileDefaults::load(Some(Path::new("/nonexistent/profiles.yaml"))).unwrap_err();

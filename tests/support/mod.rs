@@ -242,9 +242,13 @@ impl TestEnv {
         let env = std::fs::read_to_string(bindir).unwrap();
         let bin =
             env.lines().find_map(|l| l.strip_prefix("BINDIR=")).expect("BINDIR in env").trim_matches('"').to_string();
+        // Discovery cached per environment: a cache shared with an earlier control plane on the
+        // same address would hide kinds and categories installed since.
         Command::new(format!("{bin}/kubectl"))
             .arg("--kubeconfig")
             .arg(self.admin_kubeconfig())
+            .arg("--cache-dir")
+            .arg(self.dir.join("kubectl-cache"))
             .args(args)
             .output()
             .expect("run kubectl")
