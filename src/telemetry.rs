@@ -1,6 +1,17 @@
 //! Logging set-up: human-readable by default, JSON lines for log pipelines.
 
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 use tracing_subscriber::EnvFilter;
+
+/// `moltmate_build_info{component, version} 1`: which build runs where, and, by its absence,
+/// which component is not scraped (the operator-down alert).
+pub fn register_build_info(registry: &mut Registry, component: &'static str) {
+    let info = Family::<Vec<(&'static str, &'static str)>, Gauge>::default();
+    info.get_or_create(&vec![("component", component), ("version", env!("CARGO_PKG_VERSION"))]).set(1);
+    registry.register("moltmate_build_info", "The running build: component and version (always 1)", info);
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {

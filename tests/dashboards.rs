@@ -28,7 +28,14 @@ const REQUIRED: &[&str] = &[
     "llm.apiKey=sk-test",
 ];
 const ON: &[&str] = &["dashboards.enabled=true", "alerts.enabled=true"];
-const ALERTS: [&str; 3] = ["MoltmateReconcileErrors", "MoltmateGatewayNotPolling", "MoltmateBrokerDenialsSpiking"];
+const RUNBOOKS: &str = include_str!("../docs/alerts.md");
+const ALERTS: [&str; 5] = [
+    "MoltmateOperatorDown",
+    "MoltmateUsersFailed",
+    "MoltmateReconcileErrors",
+    "MoltmateGatewayNotPolling",
+    "MoltmateBrokerDenialsSpiking",
+];
 /// Labels a Prometheus scrape adds to every series (a ServiceMonitor's target labels).
 const TARGET_LABELS: &[&str] = &["namespace", "job", "instance", "pod", "service", "endpoint", "container"];
 
@@ -484,6 +491,7 @@ fn the_prometheus_rule_has_the_alerts_and_the_labels_from_values() {
             "alerts.gatewayNotPolling.severity=page",
             "alerts.brokerDenials.threshold=0.5",
             "alerts.brokerDenials.decisions={refused,limited}",
+            "alerts.runbookBaseUrl=https://docs.example.org/moltmates/alerts.md",
         ],
     );
     let object = get(&docs, "PrometheusRule", "moltmates");
@@ -495,6 +503,14 @@ fn the_prometheus_rule_has_the_alerts_and_the_labels_from_values() {
         assert_eq!(rule["labels"]["team"], "home", "{name}");
         assert!(rule["annotations"]["summary"].as_str().is_some_and(|s| !s.is_empty()), "{name}");
         assert!(rule["annotations"]["description"].as_str().is_some_and(|s| s.contains("home-bots")), "{name}");
+        // Each runbook is a section of docs/alerts.md, under the anchor GitHub gives its title.
+        let anchor = name.to_lowercase();
+        assert_eq!(
+            rule["annotations"]["runbook_url"],
+            format!("https://docs.example.org/moltmates/alerts.md#{anchor}"),
+            "{name}"
+        );
+        assert!(RUNBOOKS.contains(&format!("\n## {name}\n")), "docs/alerts.md has no section {name}");
         // Every selector is confined to the release's namespace.
         for (metric, matchers) in parse_promql(rule["expr"].as_str().unwrap()).unwrap().selectors {
             assert!(
@@ -512,6 +528,11 @@ fn the_prometheus_rule_has_the_alerts_and_the_labels_from_values() {
         reconcile["annotations"]["description"].as_str().unwrap().starts_with("{{ $value"),
         "Prometheus templates reach Prometheus"
     );
+    let down = &rendered["MoltmateOperatorDown"];
+    assert_eq!((down["for"].as_str(), down["labels"]["severity"].as_str()), (Some("5m"), Some("critical")));
+    assert!(down["expr"].as_str().unwrap().starts_with("absent(moltmate_build_info{"), "{down}");
+    let failed = &rendered["MoltmateUsersFailed"];
+    assert!(failed["expr"].as_str().unwrap().contains(r#"phase="Failed""#), "{failed}");
     let polling = &rendered["MoltmateGatewayNotPolling"];
     assert_eq!(polling["for"], "1m");
     assert_eq!(polling["labels"]["severity"], "page");
@@ -529,10 +550,17 @@ fn the_prometheus_rule_has_the_alerts_and_the_labels_from_values() {
         "telegram.webhook.url=https://bot.example.org/telegram",
     ]);
     assert!(!rules(&webhook).contains_key("MoltmateGatewayNotPolling"));
-    assert_eq!(rules(&webhook).len(), 2);
-    let fewer =
-        render(&["alerts.enabled=true", "alerts.brokerDenials.enabled=false", "alerts.reconcileErrors.enabled=false"]);
+    assert_eq!(rules(&webhook).len(), 4);
+    let fewer = render(&[
+        "alerts.enabled=true",
+        "alerts.brokerDenials.enabled=false",
+        "alerts.reconcileErrors.enabled=false",
+        "alerts.operatorDown.enabled=false",
+        "alerts.usersFailed.enabled=false",
+    ]);
     assert_eq!(rules(&fewer).keys().collect::<Vec<_>>(), ["MoltmateGatewayNotPolling"]);
+    // Without a base URL, no runbook_url.
+    assert!(rules(&render(&["alerts.enabled=true"])).values().all(|r| r["annotations"].get("runbook_url").is_none()));
 }
 
 #[test]

@@ -95,6 +95,7 @@ async fn serve(config: Config, shutdown: crate::shutdown::Shutdown) -> Result<()
 
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
+    crate::telemetry::register_build_info(&mut registry, "agent");
     let model = LlmClient::new(&config)?;
     let web = WebFetcher::new(
         config.fetch_url(),

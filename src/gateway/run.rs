@@ -144,6 +144,7 @@ pub async fn run(args: GatewayArgs) -> Result<(), Error> {
     let health = http::Health::new();
     let mut registry = Registry::default();
     let metrics = Arc::new(Metrics::register(&mut registry));
+    crate::telemetry::register_build_info(&mut registry, "gateway");
 
     let users: Store<MoltmateUser> = cached(Api::all(client.clone()), cache::config(), cache::trim_user);
     // Only pods the operator made and labelled as agents (the routing checks their namespace).

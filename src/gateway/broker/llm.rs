@@ -237,6 +237,11 @@ async fn forward(
         tokens(super::limits::Limiter::release_tokens, estimate);
         tokens(super::limits::Limiter::record_tokens, used);
         state.metrics.llm_tokens.inc_by(used);
+        state
+            .metrics
+            .user_llm_tokens
+            .get_or_create(&super::metrics::UserLabel { user: caller.name.clone() })
+            .inc_by(used);
         outcome.tokens = used;
         outcome.decision = Decision::Allowed;
         let response = ([(header::CONTENT_TYPE, "application/json")], bytes).into_response();

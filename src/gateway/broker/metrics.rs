@@ -1,5 +1,7 @@
-//! Prometheus metrics of the broker. No user label anywhere: the number of users is not
-//! bounded by us, so per-user numbers go to the logs (every request is logged with its user).
+//! Prometheus metrics of the broker. A user label only on the token counter, and only for
+//! callers with a valid agent token: users are the allowlist the admin keeps, never
+//! strangers, so its series are as many as the MoltmateUsers. Everything else per user goes to
+//! the logs (every request is logged with its user).
 
 use std::time::Duration;
 
@@ -18,6 +20,12 @@ pub struct RequestLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UserLabel {
+    /// The MoltmateUser's name.
+    pub user: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct EndpointLabel {
     pub endpoint: &'static str,
 }
@@ -26,6 +34,7 @@ pub struct EndpointLabel {
 pub struct Metrics {
     pub requests: Family<RequestLabel, Counter>,
     pub llm_tokens: Counter,
+    pub user_llm_tokens: Family<UserLabel, Counter>,
     pub duration: Family<EndpointLabel, Histogram>,
 }
 
@@ -34,6 +43,7 @@ impl Metrics {
         let metrics = Self {
             requests: Family::default(),
             llm_tokens: Counter::default(),
+            user_llm_tokens: Family::default(),
             // 1 ms .. ~4.5 min: a refusal is instant, a completion may take a minute.
             duration: Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.001, 2.0, 19))),
         };
@@ -47,6 +57,11 @@ impl Metrics {
             "llm_tokens",
             "LLM tokens (prompt plus completion) the provider reported, all users",
             metrics.llm_tokens.clone(),
+        );
+        r.register(
+            "user_llm_tokens",
+            "LLM tokens (prompt plus completion) the provider reported, by user",
+            metrics.user_llm_tokens.clone(),
         );
         r.register(
             "request_duration_seconds",
