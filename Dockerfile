@@ -2,7 +2,7 @@
 # The operator and gateway image: one static `moltmate` (musl, rustls with ring, no OpenSSL)
 # on an empty base, running as uid 65532; the Deployment picks `operator` or `gateway`.
 #   docker buildx build --platform linux/amd64,linux/arm64 -t <your-registry>/moltmate:0.1.0 --push .
-# The chart's default is moltmates/moltmate:0.1.0 (the agent image: Dockerfile.sandbox).
+# `make images` builds localhost/moltmates/moltmate:0.1.0 (and the agent image, Dockerfile.sandbox).
 #
 # The Rust build runs on the build machine's own platform and cross-compiles to each
 # target's musl triple, so a two-platform build needs no emulation.

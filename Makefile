@@ -1,5 +1,5 @@
 # The entry points; the scripts do the work (and document their options).
-.PHONY: dev dev-cluster test
+.PHONY: dev dev-cluster images test
 
 # The local stack, one command: build, start everything, chat as two example users.
 # `make dev < messages.txt` runs a scripted chat. Ctrl-C stops every process it started.
@@ -10,6 +10,11 @@ dev:
 # Dockerfiles, installed with the chart, each agent in its own container.
 dev-cluster:
 	scripts/dev --real-node
+
+# Both images from the Dockerfiles with buildah (no Docker engine, no registry), as
+# localhost/moltmates/{moltmate,sandbox}:VERSION and OCI archives for `k3s ctr images import`.
+images:
+	scripts/images
 
 # Every test: unit tests and tests against a real control plane (scripts/test).
 test:

@@ -16,6 +16,7 @@ const RELEASE: &str = "moltmates";
 const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/moltmates");
 /// The values a minimal install needs.
 const REQUIRED: &[&str] = &[
+    "image.repository=localhost/moltmates/moltmate",
     "llm.baseUrl=https://llm.example.org/v1",
     "llm.defaultModel=gpt-4o-mini",
     "telegram.botToken=123:abc",
@@ -141,8 +142,12 @@ const WEBHOOK: &[&str] = &[
     "ingress.tls[0].secretName=bot-tls",
     "ingress.tls[0].hosts[0]=bot.example.org",
 ];
-const EXISTING_SECRET: &[&str] =
-    &["llm.baseUrl=https://llm.example.org/v1", "llm.defaultModel=gpt-4o-mini", "secrets.existingSecret=moltmates"];
+const EXISTING_SECRET: &[&str] = &[
+    "image.repository=localhost/moltmates/moltmate",
+    "llm.baseUrl=https://llm.example.org/v1",
+    "llm.defaultModel=gpt-4o-mini",
+    "secrets.existingSecret=moltmates",
+];
 const PROFILES_YAML: &str = "profiles:
   family:
     exec: {safeBins: [cat, ls, pdftotext]}
@@ -289,13 +294,13 @@ fn every_pod_runs_restricted_with_secrets_as_files() {
 fn operator_command_line() {
     let rendered = render(&[]);
     let container = rendered.container("operator");
-    assert_eq!(container["image"], "moltmates/moltmate:0.1.0", "the appVersion, no registry host");
+    assert_eq!(container["image"], "localhost/moltmates/moltmate:0.1.0", "the appVersion");
     assert_eq!(
         rendered.args("operator"),
         [
             "operator",
             "--log-format=json",
-            "--sandbox-image=moltmates/sandbox:0.1.0",
+            "--sandbox-image=localhost/moltmates/sandbox:0.1.0",
             "--gateway-namespace=moltmate-system",
             "--gateway-pod-labels=app.kubernetes.io/name=moltmate-gateway,app.kubernetes.io/instance=moltmates",
             "--broker-service=moltmate-broker",
@@ -407,11 +412,11 @@ fn defaults_match_the_binary() {
     };
     let values: Value =
         serde_saphyr::from_str(&std::fs::read_to_string(format!("{CHART}/values.yaml")).unwrap()).unwrap();
-    assert_eq!(
-        values["sandbox"]["image"],
-        default_of("sandbox-image"),
-        "values.yaml sandbox.image vs the operator's default"
-    );
+    // The chart's agent image beside its own, as the operator's default is beside the image
+    // `make images` builds.
+    assert_eq!(values["sandbox"]["image"], "", "empty: beside image.repository");
+    let local = render(&[]);
+    assert_eq!(flag(&local.args("operator"), "sandbox-image"), Some(default_of("sandbox-image").as_str()));
     let args = render(&[]).args("operator");
     assert_eq!(flag(&args, "broker-service").unwrap(), default_of("broker-service"));
     assert_eq!(flag(&args, "broker-port").unwrap(), default_of("broker-port"));
@@ -420,7 +425,10 @@ fn defaults_match_the_binary() {
     let chart: Value =
         serde_saphyr::from_str(&std::fs::read_to_string(format!("{CHART}/Chart.yaml")).unwrap()).unwrap();
     assert_eq!(chart["appVersion"], env!("CARGO_PKG_VERSION"));
-    assert_eq!(values["image"]["repository"], "moltmates/moltmate");
+    assert_eq!(values["image"]["repository"], "", "no default image: nobody publishes one for the user");
+    // The agents' image follows the operator's: beside it, with the same tag.
+    let elsewhere = render(&["image.repository=localhost:5000/home/moltmate", "image.tag=0.2.0"]);
+    assert_eq!(flag(&elsewhere.args("operator"), "sandbox-image"), Some("localhost:5000/home/sandbox:0.2.0"));
     assert_eq!(values["image"]["tag"], "", "the tag follows appVersion");
 }
 
@@ -719,8 +727,17 @@ fn bad_values_are_refused_naming_the_field() {
         let no_model = render_error(&sets.concat());
         assert!(no_model.contains("/llm/defaultModel"), "{model:?}: {no_model}");
     }
-    let no_token = render_error(&["llm.baseUrl=https://llm.example.org/v1", "llm.defaultModel=m", "llm.apiKey=k"]);
+    let no_token = render_error(&[
+        "image.repository=localhost/moltmates/moltmate",
+        "llm.baseUrl=https://llm.example.org/v1",
+        "llm.defaultModel=m",
+        "llm.apiKey=k",
+    ]);
     assert!(no_token.contains("telegram.botToken is required"), "{no_token}");
+    // No image named: the install stops and says how to build them.
+    let no_image: Vec<&str> = REQUIRED.iter().copied().filter(|s| !s.starts_with("image.repository")).collect();
+    let no_image = render_error(&no_image);
+    assert!(no_image.contains("image.repository is required") && no_image.contains("make images"), "{no_image}");
     let both = render_error(&[REQUIRED, &["secrets.existingSecret=moltmates"]].concat());
     assert!(both.contains("set one of them"), "{both}");
 

@@ -31,7 +31,9 @@ const FAMILY_MEMORY: &str = "1536Mi";
 /// LLM, the cluster's storage class (the node stand-in's), and one profile default.
 fn values_yaml() -> String {
     format!(
-        "telegram:
+        "image:
+  repository: localhost/moltmates/moltmate
+telegram:
   botToken: \"{BOT_TOKEN}\"
   apiUrl: http://telegram-bot-api.bots.svc:8081
 llm:

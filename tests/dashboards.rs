@@ -22,6 +22,7 @@ const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/moltmates");
 const DASHBOARD: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/moltmates/dashboards/moltmates.json");
 /// The values a minimal install needs.
 const REQUIRED: &[&str] = &[
+    "image.repository=localhost/moltmates/moltmate",
     "llm.baseUrl=https://llm.example.org/v1",
     "llm.defaultModel=m",
     "telegram.botToken=123:abc",

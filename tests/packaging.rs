@@ -203,10 +203,10 @@ fn the_image_names_agree_with_the_operator_and_the_crate_version() {
         .and_then(|rest| rest.split(']').next())
         .unwrap_or_else(|| panic!("`moltmate operator --help` shows no default for --sandbox-image:\n{help}"))
         .to_string();
-    assert_eq!(sandbox_default, format!("moltmates/sandbox:{version}"));
+    assert_eq!(sandbox_default, format!("localhost/moltmates/sandbox:{version}"));
 
     for (name, default_image, repository) in [
-        ("Dockerfile", format!("moltmates/moltmate:{version}"), "moltmate"),
+        ("Dockerfile", format!("localhost/moltmates/moltmate:{version}"), "moltmate"),
         ("Dockerfile.sandbox", sandbox_default.clone(), "sandbox"),
     ] {
         let file = load(name);

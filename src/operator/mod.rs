@@ -41,7 +41,7 @@ use crate::{http, leader};
 #[derive(clap::Args, Debug, Clone)]
 pub struct OperatorArgs {
     /// Agent image for users whose spec names none.
-    #[arg(long, env = "MOLTMATE_SANDBOX_IMAGE", default_value = "moltmates/sandbox:0.1.0")]
+    #[arg(long, env = "MOLTMATE_SANDBOX_IMAGE", default_value = concat!("localhost/moltmates/sandbox:", env!("CARGO_PKG_VERSION")))]
     pub sandbox_image: String,
     /// StorageClass for workspace volumes (default: the cluster's default class).
     #[arg(long, env = "MOLTMATE_STORAGE_CLASS")]

@@ -15,7 +15,21 @@ the operator finds the broker by the fixed Service name `moltmate-broker`.
 {{- define "moltmates.profilesFile" -}}/etc/moltmate/profiles/profiles.yaml{{- end }}
 
 {{- define "moltmates.image" -}}
-{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
+{{ include "moltmates.repository" . }}:{{ .Values.image.tag | default .Chart.AppVersion }}
+{{- end }}
+
+{{/* image.repository, or the install stops saying how to build the images. */}}
+{{- define "moltmates.repository" -}}
+{{- required "image.repository is required: build the images from this repository (make images; see the README's Quick start) and name where they are, e.g. --set image.repository=localhost/moltmates/moltmate after `k3s ctr images import`" .Values.image.repository }}
+{{- end }}
+
+{{/* The agents' default image: sandbox.image, else `sandbox` beside image.repository. */}}
+{{- define "moltmates.sandboxImage" -}}
+{{- if .Values.sandbox.image }}
+{{- .Values.sandbox.image }}
+{{- else }}
+{{- printf "%s/sandbox:%s" (dir (include "moltmates.repository" .)) (.Values.image.tag | default .Chart.AppVersion) }}
+{{- end }}
 {{- end }}
 
 {{/* Labels on every object of the chart. */}}
