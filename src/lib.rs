@@ -3,6 +3,7 @@ pub mod agent;
 pub mod audit;
 pub mod builders;
 pub mod cache;
+pub mod cluster;
 pub mod crd;
 pub mod dev;
 pub mod gateway;

@@ -39,6 +39,11 @@ enum Command {
     /// Development stand-ins for a local control plane.
     #[command(subcommand)]
     Dev(DevCommand),
+    /// Print shell completions, e.g. `moltmate completions bash > /etc/bash_completion.d/moltmate`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -70,7 +75,16 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> ExitCode {
     telemetry::init(cli.log_format);
+    // A server's error goes to its log (JSON for log pipelines); a command's to the terminal,
+    // once.
+    let server = matches!(cli.command, Command::Operator(_) | Command::Gateway(_) | Command::Agent(_));
     let result: Result<(), Box<dyn std::error::Error>> = match cli.command {
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "moltmate", &mut script);
+            std::io::Write::write_all(&mut std::io::stdout(), &script).map_err(Into::into)
+        }
         Command::Crd => {
             print!("{}", moltmates::crd::crd_yaml());
             Ok(())
@@ -94,8 +108,11 @@ async fn run(cli: Cli) -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
+        Err(e) if server => {
             tracing::error!(error = %e, "exiting");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
             eprintln!("moltmate: {e}");
             ExitCode::FAILURE
         }

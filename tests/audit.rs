@@ -85,6 +85,12 @@ impl Auditor<'_> {
         let report: Value = serde_json::from_str(&json_run.stdout)
             .unwrap_or_else(|e| panic!("-o json does not parse ({e}):\n{}", json_run.stdout));
         assert_eq!(table_rows(&text.stdout), json_rows(&report), "the table and -o json disagree:\n{}", text.stdout);
+        let yaml_run = self.run(&[extra, &["-o", "yaml"]].concat());
+        let yaml: Value = serde_saphyr::from_str(&yaml_run.stdout)
+            .unwrap_or_else(|e| panic!("-o yaml does not parse ({e}):\n{}", yaml_run.stdout));
+        // Two runs: the same rows and summary (messages may name an age that moved on).
+        assert_eq!(json_rows(&yaml), json_rows(&report), "-o yaml and -o json disagree");
+        assert_eq!(yaml["summary"], report["summary"], "-o yaml and -o json disagree");
         (text, report)
     }
 
@@ -492,9 +498,9 @@ fn usage_and_connection_errors_exit_2() {
     assert_eq!(missing.code, 2);
     assert!(missing.stderr.contains("kubeconfig: /nonexistent/kubeconfig"), "{}", missing.stderr);
 
-    let usage = audit_with(&kubeconfig, &["-o", "yaml"]);
+    let usage = audit_with(&kubeconfig, &["-o", "xml"]);
     assert_eq!(usage.code, 2);
-    assert!(usage.stderr.contains("invalid value 'yaml'"), "{}", usage.stderr);
+    assert!(usage.stderr.contains("invalid value 'xml'"), "{}", usage.stderr);
 
     let profiles = audit_with(&kubeconfig, &["--profiles-file", "/nonexistent/profiles.yaml"]);
     assert_eq!(profiles.code, 2);

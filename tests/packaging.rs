@@ -922,3 +922,16 @@ mod dockerignore {
         }
     }
 }
+
+/// Shell completions for every subcommand and flag, from the binary itself.
+#[test]
+fn the_binary_prints_shell_completions() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = Command::new(MOLTMATE).args(["completions", shell]).output().unwrap();
+        let script = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{shell}: {}", String::from_utf8_lossy(&out.stderr));
+        for word in ["users", "audit", "reset", "kubeconfig", "context"] {
+            assert!(script.contains(word), "{shell} completions lack {word}");
+        }
+    }
+}

@@ -274,6 +274,23 @@ async fn users_are_listed_and_a_reset_wipes_the_workspace_and_keeps_the_user() {
     wait_until("the second notice", Duration::from_secs(10), || async { (notices(&tg, ALICE) == 2).then_some(()) })
         .await;
     let rows = json_rows(&env, &[]);
+    // The same rows in YAML, and through --kubeconfig instead of $KUBECONFIG.
+    let kubeconfig = env.admin_kubeconfig();
+    let yaml = Command::new(MOLTMATE)
+        .args(["users", "-o", "yaml", "--kubeconfig"])
+        .arg(&kubeconfig)
+        .env_remove("KUBECONFIG")
+        .output()
+        .unwrap();
+    assert!(yaml.status.success(), "{}", String::from_utf8_lossy(&yaml.stderr));
+    let yaml: Vec<Value> = serde_saphyr::from_str(&String::from_utf8_lossy(&yaml.stdout)).unwrap();
+    assert_eq!(yaml, rows);
+    // A wrong kubeconfig: one line that names it, exit 1.
+    let missing = Command::new(MOLTMATE).args(["users", "--kubeconfig", "/nonexistent/kubeconfig"]).output().unwrap();
+    let said = String::from_utf8_lossy(&missing.stderr);
+    assert_eq!(missing.status.code(), Some(1), "{said}");
+    assert_eq!(said.lines().count(), 1, "the error once: {said}");
+    assert!(said.contains("/nonexistent/kubeconfig"), "{said}");
     assert_eq!(row(&rows, "alice")["resetGeneration"], json!({ "spec": 2, "status": 2 }));
     assert!(row(&rows, "alice")["queue"].is_null(), "no gateway asked");
     let (ok, _, err) = users_cli(&env, &["reset", "nobody"]);

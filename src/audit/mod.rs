@@ -16,8 +16,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Client, Config};
+use kube::Client;
+
+use crate::cluster::ClusterArgs;
 
 pub use checks::checks;
 pub use finding::{AuditConfig, Finding, Status, Summary};
@@ -29,6 +30,7 @@ use crate::profile::ProfileDefaults;
 pub enum OutputFormat {
     Text,
     Json,
+    Yaml,
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -36,7 +38,7 @@ pub struct AuditArgs {
     /// The release namespace (where the operator, the gateway and their Secrets are).
     #[arg(long, short = 'n', default_value = "moltmate-system")]
     pub namespace: String,
-    /// `text`: a table for people; `json`: every finding, for machines.
+    /// `text`: a table for people; `json` or `yaml`: every finding, for machines.
     #[arg(long, short = 'o', value_enum, default_value = "text")]
     pub output: OutputFormat,
     /// Report workspaces of deleted users retained longer than this (e.g. 30d, 12h).
@@ -48,12 +50,8 @@ pub struct AuditArgs {
     /// List every PASS row (by default many PASS rows of one check are folded into one).
     #[arg(long, short = 'v')]
     pub verbose: bool,
-    /// Kubeconfig file (default: $KUBECONFIG, ~/.kube/config, or in-cluster).
-    #[arg(long)]
-    pub kubeconfig: Option<PathBuf>,
-    /// Kubeconfig context (default: the current context).
-    #[arg(long)]
-    pub context: Option<String>,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +73,7 @@ pub async fn run(args: AuditArgs) -> ExitCode {
             let report = match args.output {
                 OutputFormat::Text => render::text(&findings, args.verbose),
                 OutputFormat::Json => render::json(&findings),
+                OutputFormat::Yaml => render::yaml(&findings),
             };
             print!("{report}");
             if findings.iter().any(|f| f.status == Status::Fail) { ExitCode::from(1) } else { ExitCode::SUCCESS }
@@ -94,7 +93,7 @@ pub async fn audit(args: &AuditArgs) -> Result<Vec<Finding>, AuditError> {
         let defaults = ProfileDefaults::load(Some(path))?;
         config.profiles = Some((defaults, format!("--profiles-file {}", path.display())));
     }
-    let client_config = kube_config(args).await?;
+    let client_config = args.cluster.config().await.map_err(|e| AuditError::Kubeconfig(e.0))?;
     let url = client_config.cluster_url.to_string();
     let client = Client::try_from(client_config).map_err(|e| AuditError::Kubeconfig(e.to_string()))?;
     let snapshot = collect(&client, &args.namespace).await.map_err(|e| match e {
@@ -105,27 +104,6 @@ pub async fn audit(args: &AuditArgs) -> Result<Vec<Finding>, AuditError> {
     })?;
     config.now = jiff::Timestamp::now();
     Ok(checks(&snapshot, &config))
-}
-
-async fn kube_config(args: &AuditArgs) -> Result<Config, AuditError> {
-    let options = KubeConfigOptions { context: args.context.clone(), ..KubeConfigOptions::default() };
-    let mut config = match (&args.kubeconfig, &args.context) {
-        (Some(path), _) => {
-            let kubeconfig =
-                Kubeconfig::read_from(path).map_err(|e| AuditError::Kubeconfig(format!("{}: {e}", path.display())))?;
-            Config::from_custom_kubeconfig(kubeconfig, &options)
-                .await
-                .map_err(|e| AuditError::Kubeconfig(e.to_string()))?
-        }
-        (None, Some(_)) => {
-            Config::from_kubeconfig(&options).await.map_err(|e| AuditError::Kubeconfig(e.to_string()))?
-        }
-        (None, None) => Config::infer().await.map_err(|e| AuditError::Kubeconfig(e.to_string()))?,
-    };
-    // A one-shot command: fail fast rather than wait out the client's long defaults.
-    config.connect_timeout = Some(Duration::from_secs(10));
-    config.read_timeout = Some(Duration::from_secs(60));
-    Ok(config)
 }
 
 /// The innermost error message (`connection refused` rather than a chain of wrappers).

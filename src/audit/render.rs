@@ -65,6 +65,12 @@ struct Report<'a> {
     findings: &'a [Finding],
 }
 
+/// The same report as `json`, in YAML.
+pub fn yaml(findings: &[Finding]) -> String {
+    let report = Report { summary: Summary::of(findings), findings };
+    serde_saphyr::to_string(&report).expect("findings serialize")
+}
+
 /// `{"summary": {"pass", "warn", "fail"}, "findings": [{check, status, object, message, fix}]}`,
 /// every finding, none folded.
 pub fn json(findings: &[Finding]) -> String {

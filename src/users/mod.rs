@@ -25,6 +25,8 @@ pub struct UsersArgs {
     pub command: Option<UsersCommand>,
     #[command(flatten)]
     pub list: ListArgs,
+    #[command(flatten)]
+    pub cluster: crate::cluster::ClusterArgs,
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -49,6 +51,7 @@ pub struct ListArgs {
 pub enum Output {
     Table,
     Json,
+    Yaml,
 }
 
 #[derive(clap::Args, Debug)]
@@ -71,8 +74,8 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("connecting to Kubernetes: {0}")]
-    Connect(#[source] kube::Error),
+    #[error(transparent)]
+    Kubeconfig(#[from] crate::cluster::KubeconfigError),
     #[error("Kubernetes API: {0}")]
     Kube(#[from] kube::Error),
     #[error("MoltmateUser {0} not found (`moltmate users` lists them)")]
@@ -88,7 +91,7 @@ pub enum Error {
 }
 
 pub async fn run(args: UsersArgs) -> Result<(), Error> {
-    let client = Client::try_default().await.map_err(Error::Connect)?;
+    let client = args.cluster.client().await?;
     match args.command {
         Some(UsersCommand::Reset(reset)) => reset_user(&client, &reset).await,
         None => list(&client, &args.list).await,
@@ -118,6 +121,7 @@ async fn list(client: &Client, args: &ListArgs) -> Result<(), Error> {
     match args.output {
         Output::Table => print!("{}", table::render_table(&rows, jiff::Timestamp::now())),
         Output::Json => println!("{}", serde_json::to_string_pretty(&rows).expect("rows always serialize")),
+        Output::Yaml => print!("{}", serde_saphyr::to_string(&rows).expect("rows always serialize")),
     }
     Ok(())
 }
