@@ -305,6 +305,14 @@ async fn the_chart_on_a_real_node_answers_through_the_agents_container_and_a_res
     wait_text(&tg, BOB, "You said: bob here", Duration::from_secs(120)).await;
     assert!(!texts(&tg, ALICE).iter().any(|t| t.contains("bob here")), "{:?}", texts(&tg, ALICE));
     assert!(!texts(&tg, BOB).iter().any(|t| t.contains("real container")), "{:?}", texts(&tg, BOB));
+    // One person's trail across the containers' logs, as the runtime keeps them: the same
+    // `user` and `telegram_id` in the gateway's and the agent's JSON lines.
+    for (namespace, target) in [(SYSTEM_NS, "deploy/moltmate-gateway"), ("moltmate-alice", "pod/agent")] {
+        let logs = env.kubectl(&["logs", "-n", namespace, target]);
+        let logs = String::from_utf8_lossy(&logs.stdout);
+        let trail = logs.lines().filter(|l| l.contains(r#""user":"alice""#) && l.contains(r#""telegram_id":6001"#));
+        assert!(trail.count() > 0, "no line of alice's in {target}'s log:\n{logs}");
+    }
 
     // The exec tool in the sandbox image: an allowlisted program runs on the workspace's
     // file; a path out of `files/` is refused before anything runs.
