@@ -89,7 +89,10 @@ async fn run(cli: Cli) -> ExitCode {
             print!("{}", moltmates::crd::crd_yaml());
             Ok(())
         }
-        Command::Operator(args) => moltmates::operator::run(args).await.map_err(Into::into),
+        Command::Operator(mut args) => {
+            args.log_format = cli.log_format;
+            moltmates::operator::run(args).await.map_err(Into::into)
+        }
         Command::Gateway(args) => moltmates::gateway::run(*args).await.map_err(Into::into),
         Command::Dev(DevCommand::Node(args)) => moltmates::dev::node::run(args).await.map_err(Into::into),
         Command::Dev(DevCommand::Telegram(args)) => moltmates::dev::telegram::run(args).await.map_err(Into::into),

@@ -19,6 +19,16 @@ pub enum LogFormat {
     Json,
 }
 
+impl LogFormat {
+    /// As `--log-format` and `MOLTMATE_LOG_FORMAT` take it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        }
+    }
+}
+
 /// `RUST_LOG` filters as usual (default `info`).
 pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));

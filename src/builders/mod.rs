@@ -42,12 +42,14 @@ pub struct ClusterConfig {
     pub broker_service: String,
     /// The installation's per-profile defaults (`--profiles-file`).
     pub profiles: ProfileDefaults,
+    /// How agents log: as the operator does, so one pipeline reads every component's lines.
+    pub log_format: crate::telemetry::LogFormat,
 }
 
 impl Default for ClusterConfig {
     fn default() -> Self {
         Self {
-            default_image: "moltmates/sandbox:0.1.0".into(),
+            default_image: concat!("localhost/moltmates/sandbox:", env!("CARGO_PKG_VERSION")).into(),
             storage_class: None,
             gateway_namespace: "moltmate-system".into(),
             gateway_pod_labels: BTreeMap::from([("app.kubernetes.io/name".into(), "moltmate-gateway".into())]),
@@ -55,6 +57,7 @@ impl Default for ClusterConfig {
             broker_port: 8081,
             broker_service: "moltmate-broker".into(),
             profiles: ProfileDefaults::default(),
+            log_format: crate::telemetry::LogFormat::Text,
         }
     }
 }

@@ -130,6 +130,7 @@ pub(super) fn pod(ctx: &Ctx) -> Pod {
         env("MOLTMATE_LISTEN", format!("0.0.0.0:{}", config.agent_port)),
         env("MOLTMATE_BROKER_URL", format!("http://{}:{}", names::BROKER_HOSTNAME, config.broker_port)),
         env("MOLTMATE_PROFILE", profile_json),
+        env("MOLTMATE_LOG_FORMAT", config.log_format.as_str()),
         EnvVar {
             name: "MOLTMATE_AGENT_TOKEN".into(),
             value_from: Some(EnvVarSource {
@@ -292,6 +293,7 @@ mod tests {
         let profile: ResolvedProfile = serde_json::from_str(&value("MOLTMATE_PROFILE").unwrap()).unwrap();
         assert_eq!(profile.profile, Profile::Family);
         assert_eq!(value("MOLTMATE_BROKER_URL").as_deref(), Some("http://moltmate-broker:8081"));
+        assert_eq!(value("MOLTMATE_LOG_FORMAT").as_deref(), Some("text"), "as the operator logs");
         let token = env.iter().find(|e| e.name == "MOLTMATE_AGENT_TOKEN").unwrap();
         assert!(token.value.is_none(), "the token comes from the Secret, not a literal");
         assert_eq!(token.value_from.as_ref().unwrap().secret_key_ref.as_ref().unwrap().name, "agent-token");

@@ -40,6 +40,9 @@ use crate::{http, leader};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct OperatorArgs {
+    /// The process's own `--log-format` (a global flag), handed on to the agents it makes.
+    #[arg(skip = crate::telemetry::LogFormat::Text)]
+    pub log_format: crate::telemetry::LogFormat,
     /// Agent image for users whose spec names none.
     #[arg(long, env = "MOLTMATE_SANDBOX_IMAGE", default_value = concat!("localhost/moltmates/sandbox:", env!("CARGO_PKG_VERSION")))]
     pub sandbox_image: String,
@@ -103,6 +106,7 @@ impl OperatorArgs {
             broker_port: self.broker_port,
             broker_service: self.broker_service.clone(),
             profiles: ProfileDefaults::load(self.profiles_file.as_deref())?,
+            log_format: self.log_format,
         })
     }
 }
