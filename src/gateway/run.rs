@@ -238,112 +238,114 @@ pub async fn run(args: GatewayArgs) -> Result<(), Error> {
         stopping_health.set_ready(false);
     });
 
-    let leadership = if args.leader_elect {
-        let identity = args.identity.clone().unwrap_or_else(|| leader::default_identity("moltmate-gateway"));
-        match leader::acquire(client.clone(), &args.lease_namespace, "moltmate-gateway", &identity, &shutdown).await? {
-            Some(leadership) => Some(leadership),
-            None => {
-                settle_usage().await;
+    // Every way out of serving Telegram, a stop included, ends by writing the usage counts.
+    let serving = async move {
+        let leadership = if args.leader_elect {
+            let identity = args.identity.clone().unwrap_or_else(|| leader::default_identity("moltmate-gateway"));
+            let lease = "moltmate-gateway";
+            match leader::acquire(client.clone(), &args.lease_namespace, lease, &identity, &shutdown).await? {
+                Some(leadership) => Some(leadership),
+                None => return Ok(()),
+            }
+        } else {
+            None
+        };
+        // Route only from synced caches: an empty cache would refuse every user.
+        tokio::select! {
+            _ = synced.wait_for(|synced| *synced) => {}
+            () = shutdown.requested() => {
+                if let Some(leadership) = leadership {
+                    leadership.release().await;
+                }
                 return Ok(());
             }
         }
-    } else {
-        None
-    };
-    // Route only from synced caches: an empty cache would refuse every user.
-    tokio::select! {
-        _ = synced.wait_for(|synced| *synced) => {}
-        () = shutdown.requested() => {
-            leader::while_leading(leadership, async {}).await?;
-            settle_usage().await;
-            return Ok(());
-        }
-    }
 
-    let bot = Bot::new(bot_token).set_api_url(args.telegram_api_url.clone());
-    let bot_username = match bot.get_me().await {
-        Ok(me) => me.user.username.clone(),
-        Err(e) => {
-            tracing::warn!(error = %e, "getMe failed; commands addressed to @bots are not told apart");
-            None
-        }
-    };
-    let outbox = Outbox::new(bot.clone());
-    let worker = Arc::new(Worker {
-        outbox: outbox.clone(),
-        agents: AgentClient::new(args.agent_port, args.agent_timeout)?,
-        pods,
-        master_key,
-        activity: Activity::new(client.clone()),
-        metrics: metrics.clone(),
-        wake_timeout: args.wake_timeout,
-        starting_notice_after: Duration::from_secs(3),
-    });
-    let queues = Arc::new(Queues::new(
-        args.queue_size,
-        Box::new(move |user, jobs| {
-            tokio::spawn(worker.clone().run(user, jobs));
-        }),
-    ));
-    let _ = scraped_queues.set(queues.clone());
-    // Beside the poller (or the webhook registration), on the Lease holder only.
-    let announcing = resets::announce(users.clone(), outbox.clone(), Duration::from_secs(1));
-    let gateway = Arc::new(Gateway {
-        users,
-        queues,
-        outbox,
-        refusals: Mutex::new(Refusals::new(Duration::from_secs(600))),
-        metrics,
-        allow_groups: args.allow_groups,
-        bot_username,
-    });
-    let Some(webhook) = webhook else {
-        info!(api = %args.telegram_api_url, "polling Telegram");
-        let tracker = Arc::new(Tracker::default());
-        let polling = telegram::poll(bot, tracker, gateway, args.poll_timeout, shutdown.clone(), args.drain_timeout);
-        // Announcing ends with the polling, which ends once a stop is requested and drained.
-        let leading = async move {
-            tokio::select! {
-                () = polling => {}
-                () = announcing => {}
+        let bot = Bot::new(bot_token).set_api_url(args.telegram_api_url.clone());
+        let bot_username = match bot.get_me().await {
+            Ok(me) => me.user.username.clone(),
+            Err(e) => {
+                tracing::warn!(error = %e, "getMe failed; commands addressed to @bots are not told apart");
+                None
             }
         };
-        let outcome = leader::while_leading(leadership, leading).await;
-        settle_usage().await;
-        return Ok(outcome?);
+        let outbox = Outbox::new(bot.clone());
+        let worker = Arc::new(Worker {
+            outbox: outbox.clone(),
+            agents: AgentClient::new(args.agent_port, args.agent_timeout)?,
+            pods,
+            master_key,
+            activity: Activity::new(client.clone()),
+            metrics: metrics.clone(),
+            wake_timeout: args.wake_timeout,
+            starting_notice_after: Duration::from_secs(3),
+        });
+        let queues = Arc::new(Queues::new(
+            args.queue_size,
+            Box::new(move |user, jobs| {
+                tokio::spawn(worker.clone().run(user, jobs));
+            }),
+        ));
+        let _ = scraped_queues.set(queues.clone());
+        // Beside the poller (or the webhook registration), on the Lease holder only.
+        let announcing = resets::announce(users.clone(), outbox.clone(), Duration::from_secs(1));
+        let gateway = Arc::new(Gateway {
+            users,
+            queues,
+            outbox,
+            refusals: Mutex::new(Refusals::new(Duration::from_secs(600))),
+            metrics,
+            allow_groups: args.allow_groups,
+            bot_username,
+        });
+        let Some(webhook) = webhook else {
+            info!(api = %args.telegram_api_url, "polling Telegram");
+            let tracker = Arc::new(Tracker::default());
+            let polling =
+                telegram::poll(bot, tracker, gateway, args.poll_timeout, shutdown.clone(), args.drain_timeout);
+            // Announcing ends with the polling, which ends once a stop is requested and drained.
+            let leading = async move {
+                tokio::select! {
+                    () = polling => {}
+                    () = announcing => {}
+                }
+            };
+            return Ok(leader::while_leading(leadership, leading).await?);
+        };
+        // Every replica receives; the Lease holder (re)registers the webhook when it takes over.
+        let (bound, serving) = http::serve_until(webhook.addr, webhook::router(&webhook, gateway), shutdown.clone())
+            .await
+            .map_err(|source| Error::Serve { addr: webhook.addr, source })?;
+        info!(addr = %bound, path = %webhook.path, url = %webhook.url, "serving the Telegram webhook");
+        let registering = async move {
+            let mut failures = 0;
+            while let Err(e) = webhook::register(&bot, &webhook).await {
+                let pause = super::agent_client::backoff(failures);
+                tracing::warn!(error = %e, pause = ?pause, "setWebhook failed");
+                tokio::time::sleep(pause).await;
+                failures += 1;
+            }
+            info!(url = %webhook.url, "webhook registered with Telegram");
+            announcing.await
+        };
+        // Once asked to stop, the server takes no new requests; each one under way is answered
+        // when its update is handled, so its end is the drain.
+        let drain = args.drain_timeout;
+        let draining = async move {
+            shutdown.requested().await;
+            if tokio::time::timeout(drain, serving).await.is_err() {
+                warn!("stopping with webhook updates unfinished; Telegram sends them again");
+            }
+        };
+        let work = async move {
+            tokio::select! {
+                () = registering => {}
+                () = draining => {}
+            }
+        };
+        Ok(leader::while_leading(leadership, work).await?)
     };
-    // Every replica receives; the Lease holder (re)registers the webhook when it takes over.
-    let (bound, serving) = http::serve_until(webhook.addr, webhook::router(&webhook, gateway), shutdown.clone())
-        .await
-        .map_err(|source| Error::Serve { addr: webhook.addr, source })?;
-    info!(addr = %bound, path = %webhook.path, url = %webhook.url, "serving the Telegram webhook");
-    let registering = async move {
-        let mut failures = 0;
-        while let Err(e) = webhook::register(&bot, &webhook).await {
-            let pause = super::agent_client::backoff(failures);
-            tracing::warn!(error = %e, pause = ?pause, "setWebhook failed");
-            tokio::time::sleep(pause).await;
-            failures += 1;
-        }
-        info!(url = %webhook.url, "webhook registered with Telegram");
-        announcing.await
-    };
-    // Once asked to stop, the server takes no new requests; each one under way is answered
-    // when its update is handled, so its end is the drain.
-    let drain = args.drain_timeout;
-    let draining = async move {
-        shutdown.requested().await;
-        if tokio::time::timeout(drain, serving).await.is_err() {
-            warn!("stopping with webhook updates unfinished; Telegram sends them again");
-        }
-    };
-    let work = async move {
-        tokio::select! {
-            () = registering => {}
-            () = draining => {}
-        }
-    };
-    let outcome = leader::while_leading(leadership, work).await;
+    let outcome: Result<(), Error> = serving.await;
     settle_usage().await;
-    Ok(outcome?)
+    outcome
 }
