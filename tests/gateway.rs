@@ -87,21 +87,20 @@ impl Gateway {
 
     /// The gateway process and its /metrics port.
     fn spawn(&self, env: &TestEnv) -> (Proc, u16) {
-        let mut args: Vec<&str> = self.args.iter().map(String::as_str).collect();
         let port = free_port();
-        let http = format!("127.0.0.1:{port}");
-        args.extend(["--http-addr", &http]);
-        (env.spawn("gateway", &env.gateway_kubeconfig(), &args), port)
+        let args = self.serving_on(port);
+        (env.spawn("gateway", &env.gateway_kubeconfig(), &args.iter().map(String::as_str).collect::<Vec<_>>()), port)
     }
-}
 
-impl Gateway {
     /// The gateway as PID 1 of its own PID namespace, as in its container.
     fn spawn_pid1(&self, env: &TestEnv) -> Proc {
-        let mut args: Vec<&str> = self.args.iter().map(String::as_str).collect();
-        let http = format!("127.0.0.1:{}", free_port());
-        args.extend(["--http-addr", &http]);
-        env.spawn_pid1("gateway", &env.gateway_kubeconfig(), &args)
+        let args = self.serving_on(free_port());
+        env.spawn_pid1("gateway", &env.gateway_kubeconfig(), &args.iter().map(String::as_str).collect::<Vec<_>>())
+    }
+
+    /// Its arguments, with /healthz, /readyz and /metrics on `port`.
+    fn serving_on(&self, port: u16) -> Vec<String> {
+        self.with(&["--http-addr", &format!("127.0.0.1:{port}")]).args
     }
 }
 
