@@ -935,3 +935,349 @@ fn the_binary_prints_shell_completions() {
         }
     }
 }
+
+// ------------------------------------------------------------------------------------------
+// The release workflow (.github/workflows/release.yml)
+// ------------------------------------------------------------------------------------------
+
+const RELEASE_WORKFLOW: &str = ".github/workflows/release.yml";
+
+/// `$MOLTMATES_CACHE`, or the scripts' default beside it.
+fn tool_cache() -> PathBuf {
+    std::env::var("MOLTMATES_CACHE").map(PathBuf::from).unwrap_or_else(|_| {
+        let cache = std::env::var("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").expect("HOME")).join(".cache"));
+        cache.join("moltmates")
+    })
+}
+
+/// The actionlint scripts/test builds, at the version it pins.
+fn actionlint() -> PathBuf {
+    let script = read("scripts/test");
+    let version = script
+        .lines()
+        .find_map(|l| l.strip_prefix("ACTIONLINT_VERSION="))
+        .expect("scripts/test pins ACTIONLINT_VERSION");
+    let binary = tool_cache().join(format!("actionlint-{version}")).join("actionlint");
+    assert!(binary.exists(), "{} missing: scripts/test builds it", binary.display());
+    binary
+}
+
+fn run_actionlint(files: &[PathBuf]) -> (bool, String) {
+    let out = Command::new(actionlint()).arg("-no-color").args(files).current_dir(REPO).output().unwrap();
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+#[test]
+fn every_workflow_passes_actionlint() {
+    let workflows = yaml_files(&Path::new(REPO).join(".github/workflows"));
+    assert!(workflows.iter().any(|f| relative(f) == RELEASE_WORKFLOW), "{workflows:?}");
+    let (ok, report) = run_actionlint(&workflows);
+    assert!(ok, "actionlint:\n{report}");
+
+    // The linter reads expressions and the `run:` scripts: a misspelt context is an error.
+    let broken = tempfile::Builder::new().suffix(".yml").tempfile().unwrap();
+    std::fs::write(broken.path(), read(RELEASE_WORKFLOW).replace("matrix.target }}", "matrix.targets }}")).unwrap();
+    let (ok, report) = run_actionlint(&[broken.path().to_path_buf()]);
+    assert!(!ok && report.contains("targets"), "a broken workflow passes actionlint:\n{report}");
+}
+
+/// The workflow as JSON, and the expression resolver for one job's `env`, `matrix` entries
+/// and the workflow's `env`.
+struct Workflow(Value);
+
+impl Workflow {
+    fn load() -> Workflow {
+        let docs = yaml_documents(&read(RELEASE_WORKFLOW), RELEASE_WORKFLOW);
+        Workflow(docs.into_iter().next().expect("one document"))
+    }
+
+    fn job(&self, name: &str) -> &Value {
+        let job = &self.0["jobs"][name];
+        assert!(job.is_object(), "{RELEASE_WORKFLOW}: no job {name}");
+        job
+    }
+
+    fn jobs(&self) -> impl Iterator<Item = (&String, &Value)> {
+        self.0["jobs"].as_object().expect("jobs").iter()
+    }
+
+    /// Each matrix combination of a job (`include` entries, or one axis), as name -> value.
+    fn matrix(job: &Value) -> Vec<BTreeMap<String, String>> {
+        let matrix = &job["strategy"]["matrix"];
+        if let Some(include) = matrix["include"].as_array() {
+            return include
+                .iter()
+                .map(|e| e.as_object().unwrap().iter().map(|(k, v)| (k.clone(), v.as_str().unwrap().into())).collect())
+                .collect();
+        }
+        let Some(axes) = matrix.as_object() else { return vec![BTreeMap::new()] };
+        assert!(axes.len() <= 1, "one axis: {matrix}");
+        axes.iter()
+            .flat_map(|(k, values)| {
+                values.as_array().unwrap().iter().map(|v| BTreeMap::from([(k.clone(), v.as_str().unwrap().into())]))
+            })
+            .collect()
+    }
+
+    /// `${{ matrix.X }}`, `${{ env.X }}` and `${{ github.ref_name }}` replaced; `vars` and
+    /// `secrets` left as written (they are the repository's settings).
+    fn resolve(&self, job: &Value, matrix: &BTreeMap<String, String>, text: &str, tag: &str) -> String {
+        let mut out = String::new();
+        let mut rest = text;
+        while let Some(start) = rest.find("${{") {
+            out.push_str(&rest[..start]);
+            let end = rest[start..].find("}}").expect("an expression ends") + start;
+            let expr = rest[start + 3..end].trim();
+            let value = if let Some(name) = expr.strip_prefix("matrix.") {
+                matrix.get(name).unwrap_or_else(|| panic!("no matrix.{name}")).clone()
+            } else if let Some(name) = expr.strip_prefix("env.") {
+                let raw = job["env"][name]
+                    .as_str()
+                    .or_else(|| self.0["env"][name].as_str())
+                    .unwrap_or_else(|| panic!("no env.{name}"));
+                self.resolve(job, matrix, raw, tag)
+            } else if expr == "github.ref_name" {
+                tag.to_string()
+            } else {
+                format!("${{{{ {expr} }}}}")
+            };
+            out.push_str(&value);
+            rest = &rest[end + 2..];
+        }
+        out.push_str(rest);
+        out
+    }
+
+    /// The steps of a job that use an action (`owner/name@ref`, by owner/name).
+    fn uses<'a>(job: &'a Value, action: &str) -> Vec<&'a Value> {
+        Self::steps(job)
+            .iter()
+            .filter(|s| s["uses"].as_str().is_some_and(|u| u.split('@').next() == Some(action)))
+            .collect()
+    }
+
+    fn steps(job: &Value) -> &Vec<Value> {
+        job["steps"].as_array().expect("steps")
+    }
+
+    /// Every `run:` script of a job, joined.
+    fn scripts(job: &Value) -> String {
+        Self::steps(job).iter().filter_map(|s| s["run"].as_str()).collect::<Vec<_>>().join("\n")
+    }
+}
+
+/// Host names a text spells out where an image or chart reference could take them: a first
+/// path segment with a dot or a port, as `registry_host` reads one, after any `scheme://`.
+/// `${{ ... }}` expressions are left out (they are where the hosts come from).
+fn hosts_named(text: &str) -> BTreeSet<String> {
+    let mut plain = String::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("${{") {
+        plain.push_str(&rest[..start]);
+        plain.push(' ');
+        rest = rest[start..].find("}}").map_or("", |end| &rest[start + end + 2..]);
+    }
+    plain.push_str(rest);
+    let mut hosts = BTreeSet::new();
+    for word in plain.split(|c: char| c.is_whitespace() || "\"'`()<>[],=|;".contains(c)) {
+        let word = word.split_once("://").map_or(word, |(_, after)| after);
+        let Some((first, path)) = word.split_once('/') else { continue };
+        let name = first.split(':').next().unwrap();
+        let labels: Vec<&str> = name.split('.').collect();
+        let domain = labels.len() >= 2
+            && labels.iter().all(|l| !l.is_empty() && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
+            && labels.last().unwrap().chars().all(|c| c.is_ascii_alphabetic());
+        let port = first.split_once(':').is_some_and(|(_, p)| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()));
+        if !path.is_empty() && (domain || port || name == "localhost") {
+            hosts.insert(first.to_string());
+        }
+    }
+    hosts
+}
+
+#[test]
+fn hosts_named_finds_registry_hosts_and_not_paths() {
+    let text = "uses: actions/checkout@v4\nrun: tar -C target/$T/release x\nfile: Dockerfile.sandbox\n\
+                tags: ${{ vars.REGISTRY }}/ns/x:1 # .github/scripts/x\n\
+                image: registry.example/ns/x:1 and oci://host.example:5000/charts, localhost:5000/a";
+    let hosts: Vec<_> = hosts_named(text).into_iter().collect();
+    assert_eq!(hosts, ["host.example:5000", "localhost:5000", "registry.example"]);
+}
+
+#[test]
+fn the_release_workflow_publishes_signed_multi_arch_images_chart_and_binaries_from_a_tag() {
+    let workflow = Workflow::load();
+    let w = &workflow.0;
+    let tag = format!("v{}", cargo_package("version"));
+
+    // Only a pushed tag v* starts it.
+    assert_eq!(w["on"], serde_json::json!({ "push": { "tags": ["v*"] } }), "{RELEASE_WORKFLOW}: on:");
+
+    // Least privilege: nothing by default; writes only where a job needs them.
+    assert_eq!(w["permissions"], serde_json::json!({}), "top-level permissions: {{}}");
+    for (name, job) in workflow.jobs() {
+        let permissions = job["permissions"].as_object().unwrap_or_else(|| panic!("job {name}: no permissions"));
+        let scripts = Workflow::scripts(job);
+        for (scope, level) in permissions {
+            if level != "write" {
+                continue;
+            }
+            let needed = match scope.as_str() {
+                "id-token" => scripts.contains("cosign "),
+                "contents" => scripts.contains("gh release "),
+                _ => false,
+            };
+            assert!(needed, "job {name}: {scope}: write without a use for it");
+        }
+        if scripts.contains("cosign ") {
+            assert_eq!(permissions.get("id-token"), Some(&Value::from("write")), "job {name}: cosign keyless");
+            assert!(!Workflow::uses(job, "sigstore/cosign-installer").is_empty(), "job {name}: installs cosign");
+        }
+        // Everything waits for the version check.
+        if name != "version" {
+            let needs = match &job["needs"] {
+                Value::String(one) => vec![one.clone()],
+                Value::Array(many) => many.iter().map(|n| n.as_str().unwrap().to_string()).collect(),
+                other => panic!("job {name}: needs {other}"),
+            };
+            assert!(
+                needs.iter().any(|n| n == "version" || workflow.job(n)["needs"] == "version"),
+                "job {name} runs before the version check"
+            );
+        }
+    }
+    assert!(
+        Workflow::scripts(workflow.job("version")).contains(".github/scripts/release-version \"$GITHUB_REF_NAME\"")
+    );
+
+    // Every action pinned: a major version at least, or a commit.
+    for (name, job) in workflow.jobs() {
+        for step in Workflow::steps(job) {
+            let Some(uses) = step["uses"].as_str() else { continue };
+            let (_, pin) = uses.split_once('@').unwrap_or_else(|| panic!("job {name}: {uses} unpinned"));
+            let major = pin.strip_prefix('v').is_some_and(|v| v.split('.').next().unwrap().parse::<u32>().is_ok());
+            let commit = pin.len() == 40 && pin.chars().all(|c| c.is_ascii_hexdigit());
+            assert!(major || commit, "job {name}: {uses}: pin a version (vN) or a commit");
+        }
+    }
+
+    // Both Dockerfiles, both platforms, pushed with provenance and SBOM attestations, signed.
+    let images = workflow.job("images");
+    let build = Workflow::uses(images, "docker/build-push-action");
+    let [build] = build.as_slice() else { panic!("images: one build-push-action step") };
+    for action in ["docker/setup-qemu-action", "docker/setup-buildx-action", "docker/login-action"] {
+        assert!(!Workflow::uses(images, action).is_empty(), "images: uses {action}");
+    }
+    let mut built = BTreeSet::new();
+    for matrix in Workflow::matrix(images) {
+        let with = |key: &str| workflow.resolve(images, &matrix, build["with"][key].as_str().unwrap_or(""), &tag);
+        built.insert(with("file"));
+        assert_eq!(with("platforms"), PLATFORMS, "{matrix:?}");
+        assert_eq!(build["with"]["push"], true);
+        assert_eq!(build["with"]["sbom"], true);
+        assert!(with("provenance").starts_with("mode="), "provenance attestation: {}", with("provenance"));
+        let image = format!("${{{{ vars.REGISTRY }}}}/${{{{ vars.IMAGE_NAMESPACE }}}}/{}", matrix["image"]);
+        assert_eq!(with("tags"), format!("{image}:${{{{ needs.version.outputs.version }}}}"));
+    }
+    assert_eq!(built, BTreeSet::from(DOCKERFILES.map(String::from)), "images built");
+    let login = &Workflow::uses(images, "docker/login-action")[0]["with"];
+    assert_eq!(login["registry"], "${{ vars.REGISTRY }}");
+    assert!(login["password"].as_str().unwrap().starts_with("${{ secrets."), "the registry password is a secret");
+    let scripts = Workflow::scripts(images);
+    assert!(scripts.contains("cosign sign --yes \"$IMAGE@$DIGEST\""), "images signed by digest: {scripts}");
+    assert!(!Workflow::uses(images, "anchore/sbom-action").is_empty(), "an SPDX SBOM of each image");
+
+    // The chart: packaged at the tag's version, pushed to an OCI registry, signed.
+    let chart = workflow.job("chart");
+    let scripts = Workflow::scripts(chart);
+    assert!(scripts.contains("helm package charts/moltmates --version \"$VERSION\" --app-version \"$VERSION\""));
+    assert!(scripts.contains("helm push ") && scripts.contains("\"oci://$CHARTS\""), "{scripts}");
+    assert!(scripts.contains("cosign sign --yes \"$CHARTS/moltmates@$DIGEST\""), "{scripts}");
+    assert!(chart["env"]["CHARTS"].as_str().unwrap().starts_with("${{ vars.REGISTRY }}/"));
+
+    // Binaries: the Dockerfiles' toolchain, both musl targets; the release carries them,
+    // an SBOM, checksums and their signature.
+    let rust = load("Dockerfile").stage("build").unwrap().from.image.clone();
+    assert_eq!(format!("rust:{}-bookworm", w["env"]["RUST_VERSION"].as_str().unwrap()), rust);
+    let targets: BTreeSet<String> =
+        Workflow::matrix(workflow.job("binaries")).into_iter().map(|m| m["target"].clone()).collect();
+    assert_eq!(targets, BTreeSet::from(["x86_64-unknown-linux-musl".into(), "aarch64-unknown-linux-musl".into()]));
+    let release = workflow.job("release");
+    assert!(!Workflow::uses(release, "anchore/sbom-action").is_empty());
+    let scripts = Workflow::scripts(release);
+    for expected in ["sha256sum", "cosign sign-blob", "gh release create"] {
+        assert!(scripts.contains(expected), "release: {expected}: {scripts}");
+    }
+    let helm = read("scripts/testenv").lines().find_map(|l| l.strip_prefix("HELM_VERSION=").map(String::from));
+    assert_eq!(w["env"]["HELM_VERSION"].as_str(), helm.as_deref(), "the Helm the tests use");
+
+    // No registry host: only the repository's variables say where anything goes.
+    let hosts = hosts_named(&read(RELEASE_WORKFLOW));
+    assert!(hosts.is_empty(), "{RELEASE_WORKFLOW} names hosts {hosts:?}: use ${{{{ vars.REGISTRY }}}}");
+    for (name, job) in workflow.jobs() {
+        for (key, value) in job["env"].as_object().into_iter().flatten() {
+            let value = value.as_str().unwrap_or_default();
+            if key.contains("IMAGE") || key == "CHARTS" || key == "REGISTRY" {
+                assert!(value.starts_with("${{ vars.REGISTRY }}"), "job {name}: {key}={value}");
+            }
+        }
+    }
+}
+
+/// The tag, the crate and the chart must agree, or nothing is published.
+#[test]
+fn the_release_version_check_names_what_disagrees() {
+    let script = format!("{REPO}/.github/scripts/release-version");
+    let version = cargo_package("version");
+    let run = |tag: &str, root: &Path| {
+        let out = Command::new(&script).arg(tag).arg(root).output().unwrap();
+        (out.status.success(), String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap())
+    };
+    let (ok, stdout, stderr) = run(&format!("v{version}"), Path::new(REPO));
+    assert!(ok, "the repo's own versions disagree: {stderr}");
+    assert_eq!(stdout, format!("version={version}\n"));
+
+    let (ok, _, stderr) = run("v99.0.0", Path::new(REPO));
+    assert!(!ok && stderr.contains("::error::") && stderr.contains("Cargo.toml"), "{stderr}");
+    let (ok, _, stderr) = run(&version, Path::new(REPO));
+    assert!(!ok && stderr.contains("is not v<semver>"), "{stderr}");
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("charts/moltmates")).unwrap();
+    std::fs::write(dir.path().join("Cargo.toml"), "[package]\nname = \"x\"\nversion = \"1.2.3\"\n").unwrap();
+    let chart = |version: &str, app: &str| {
+        let text = format!("apiVersion: v2\nname: moltmates\nversion: {version}\nappVersion: \"{app}\"\n");
+        std::fs::write(dir.path().join("charts/moltmates/Chart.yaml"), text).unwrap();
+    };
+    chart("1.2.3", "1.2.3");
+    assert_eq!(run("v1.2.3", dir.path()).1, "version=1.2.3\n");
+    chart("1.2.4", "1.2.3");
+    let (ok, _, stderr) = run("v1.2.3", dir.path());
+    assert!(!ok && stderr.contains("Chart.yaml's version is 1.2.4"), "{stderr}");
+    chart("1.2.3", "1.2.0");
+    let (ok, _, stderr) = run("v1.2.3", dir.path());
+    assert!(!ok && stderr.contains("appVersion is 1.2.0"), "{stderr}");
+}
+
+/// docs/release.md tells a maintainer every repository setting the workflow reads, and names
+/// no registry (only where the signatures come from).
+#[test]
+fn the_release_docs_list_every_setting_and_name_no_registry() {
+    let docs = read("docs/release.md");
+    let workflow = read(RELEASE_WORKFLOW);
+    let mut settings = BTreeSet::new();
+    for context in ["vars.", "secrets."] {
+        for rest in workflow.split(context).skip(1) {
+            let name: String = rest.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+            settings.insert(name);
+        }
+    }
+    assert!(settings.len() >= 4, "{settings:?}");
+    for name in &settings {
+        assert!(docs.contains(&format!("`{name}`")), "docs/release.md does not explain {name}");
+    }
+    let hosts = hosts_named(&docs);
+    assert!(hosts.iter().all(|h| h == "github.com" || h == "localhost"), "docs/release.md names {hosts:?}");
+}
