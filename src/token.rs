@@ -9,6 +9,9 @@ use sha2::Sha256;
 /// Fewer bytes than this make the token guessable; refuse to start with them.
 pub const MIN_MASTER_KEY_BYTES: usize = 32;
 
+/// The key of a Secret holding the master key (the chart's, the operator's, one made by hand).
+pub const SECRET_DATA_KEY: &str = "master-key";
+
 #[derive(Debug, thiserror::Error)]
 pub enum MasterKeyError {
     #[error("master key is {0} bytes; at least {MIN_MASTER_KEY_BYTES} are required (e.g. `openssl rand -hex 32`)")]

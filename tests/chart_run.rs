@@ -286,23 +286,43 @@ async fn chart_rendered_operator_and_gateway_serve_an_example_user() {
     let llm = LlmStandIn::start("127.0.0.1:0".parse().unwrap(), Some(LLM_KEY.into())).await.unwrap();
     let tg = TelegramStandIn::start("127.0.0.1:0".parse().unwrap(), BOT_TOKEN).await.unwrap();
     let (tg_url, llm_url) = (tg.url(), llm.url());
-    let both = ["--master-key-file", "--profiles-file", "--http-addr", "$POD_NAME"];
+    let both = ["--profiles-file", "--http-addr", "$POD_NAME"];
     let (operator_args, operator_env) = prepare(&docs, "operator", &root, &tg_url, &llm_url, &both);
-    let gateway_changes = [
-        &both[..],
-        &["--bot-token-file", "--llm-api-key-file", "--broker-addr", "--telegram-api-url", "--llm-base-url"],
-    ]
-    .concat();
-    let (gateway_args, gateway_env) = prepare(&docs, "gateway", &root, &tg_url, &llm_url, &gateway_changes);
     let profiles = std::fs::read_to_string(flag(&operator_args, "profiles-file")).unwrap();
     assert!(profiles.contains(FAMILY_MEMORY), "the profiles ConfigMap carries the override: {profiles}");
 
     env.install().await;
     env.install_gateway_rbac().await;
     let client = env.admin().await;
+    let mut operator = env.spawn_with_env("operator", &env.operator_kubeconfig(), &operator_args, &operator_env);
+
+    // The chart renders no master key: the operator generates it into a Secret on its first
+    // start, and the gateway's volume (kubelet's part, here) mounts it from the cluster.
+    let secret_name = flag(&operator_args, "master-key-secret").to_string();
+    let namespace = flag(&operator_args, "gateway-namespace").to_string();
+    let generated: Value = wait_until("the operator's master key Secret", Duration::from_secs(30), || async {
+        let out = env.kubectl(&["get", "secret", "-n", &namespace, &secret_name, "-o", "json"]);
+        out.status.success().then(|| serde_json::from_slice(&out.stdout).unwrap())
+    })
+    .await;
+    assert_eq!(generated["metadata"]["labels"]["app.kubernetes.io/managed-by"], "moltmate-operator");
+    let mut docs = docs;
+    docs.push(generated);
+    let gateway_changes = [
+        &both[..],
+        &[
+            "--master-key-file",
+            "--bot-token-file",
+            "--llm-api-key-file",
+            "--broker-addr",
+            "--telegram-api-url",
+            "--llm-base-url",
+        ],
+    ]
+    .concat();
+    let (gateway_args, gateway_env) = prepare(&docs, "gateway", &root, &tg_url, &llm_url, &gateway_changes);
     let broker_url = format!("http://127.0.0.1:{}", port_of(flag(&gateway_args, "broker-addr")));
     let _node = env.spawn_agent_node(&broker_url);
-    let mut operator = env.spawn_with_env("operator", &env.operator_kubeconfig(), &operator_args, &operator_env);
     let mut gateway = env.spawn_with_env("gateway", &env.gateway_kubeconfig(), &gateway_args, &gateway_env);
 
     // The chart's readiness probes (/readyz on the http port) pass.

@@ -841,3 +841,38 @@ async fn full_network_policies_except_every_nodes_own_public_address() {
     assert!(!now.iter().any(|e| e.starts_with("10.1.2.3")), "private addresses are covered by 10.0.0.0/8: {now:?}");
     nodes.delete("edge-node", &DeleteParams::default()).await.unwrap();
 }
+
+/// Operator replicas starting together agree on one generated master key, and an existing key
+/// (made by hand or by an older chart) is used as it is, never replaced.
+#[tokio::test]
+async fn replicas_starting_together_generate_one_master_key_and_keep_an_existing_one() {
+    use k8s_openapi::api::core::v1::Secret;
+    use moltmates::operator::master_key::{self, get_or_create};
+
+    let client = admin().await;
+    let ns = "default";
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let name = "master-key-race";
+    let tokens = futures::future::join_all((0..4).map(|_| {
+        let secrets = secrets.clone();
+        async move { get_or_create(&secrets, ns, name).await.unwrap().agent_token("uid") }
+    }))
+    .await;
+    assert!(tokens.windows(2).all(|pair| pair[0] == pair[1]), "replicas disagree: {tokens:?}");
+    let stored = secrets.get(name).await.unwrap();
+    let key = master_key::read(ns, name, &stored).unwrap();
+    assert_eq!(key.agent_token("uid"), tokens[0], "the key in use is the stored one");
+
+    // A key someone made is used as it is; a short or missing one is refused naming the Secret.
+    let given = "given-master-key-0123456789abcdef0123456789";
+    let own = master_key::secret(ns, "master-key-given", given.into());
+    secrets.create(&Default::default(), &own).await.unwrap();
+    let read = get_or_create(&secrets, ns, "master-key-given").await.unwrap();
+    assert_eq!(read.agent_token("uid"), moltmates::token::MasterKey::new(given).unwrap().agent_token("uid"));
+    let short = master_key::secret(ns, "master-key-short", "short".into());
+    let before = secrets.create(&Default::default(), &short).await.unwrap();
+    let refused = get_or_create(&secrets, ns, "master-key-short").await.unwrap_err().to_string();
+    assert!(refused.contains("default/master-key-short") && refused.contains("at least 32"), "{refused}");
+    let after = secrets.get("master-key-short").await.unwrap();
+    assert_eq!(after.metadata.resource_version, before.metadata.resource_version, "never rewritten");
+}

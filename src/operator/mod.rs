@@ -2,6 +2,7 @@
 
 mod diff;
 mod idle;
+pub mod master_key;
 mod metrics;
 mod reconcile;
 mod reset;
@@ -67,6 +68,10 @@ pub struct OperatorArgs {
     /// File holding the master key agent tokens are derived from (else env MOLTMATE_MASTER_KEY).
     #[arg(long, env = "MOLTMATE_MASTER_KEY_FILE")]
     pub master_key_file: Option<String>,
+    /// Instead of a file: the Secret in the gateway namespace holding the master key (key
+    /// `master-key`), created with a random key on first start if it does not exist.
+    #[arg(long, env = "MOLTMATE_MASTER_KEY_SECRET", conflicts_with = "master_key_file")]
+    pub master_key_secret: Option<String>,
     /// Address of /healthz, /readyz and /metrics.
     #[arg(long, env = "MOLTMATE_HTTP_ADDR", default_value = "0.0.0.0:9090")]
     pub http_addr: SocketAddr,
@@ -115,6 +120,8 @@ impl OperatorArgs {
 pub enum Error {
     #[error(transparent)]
     MasterKey(#[from] MasterKeyError),
+    #[error(transparent)]
+    MasterKeySecret(#[from] master_key::Error),
     #[error(transparent)]
     Profiles(#[from] ProfileDefaultsError),
     #[error("connecting to Kubernetes: {0}")]
@@ -199,10 +206,19 @@ fn user_of<K: Resource>(object: K) -> Option<ObjectRef<MoltmateUser>> {
 
 pub async fn run(args: OperatorArgs) -> Result<(), Error> {
     let shutdown = Shutdown::on_signals().map_err(Error::Signals)?;
-    let master_key =
-        MasterKey::load(args.master_key_file.as_deref(), std::env::var("MOLTMATE_MASTER_KEY").ok().as_deref())?;
     let config = args.cluster_config()?;
     let client = Client::try_default().await.map_err(Error::Connect)?;
+    let master_key = match &args.master_key_secret {
+        Some(name) => {
+            let namespace = &args.gateway_namespace;
+            let secrets = Api::namespaced(client.clone(), namespace);
+            match master_key::get_or_create_patiently(&secrets, namespace, name, &shutdown).await {
+                Err(master_key::Error::Stopped) => return Ok(()),
+                found => found?,
+            }
+        }
+        None => MasterKey::load(args.master_key_file.as_deref(), std::env::var("MOLTMATE_MASTER_KEY").ok().as_deref())?,
+    };
     let health = http::Health::new();
     let mut registry = Registry::default();
     let metrics = Arc::new(metrics::Metrics::register(&mut registry));

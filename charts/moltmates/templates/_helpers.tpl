@@ -74,6 +74,11 @@ Secret for everything), else the Secret this chart manages.
 {{- define "moltmates.masterKeySecret" -}}
 {{ .Values.masterKey.existingSecret | default .Values.secrets.existingSecret | default "moltmate-master-key" }}
 {{- end }}
+{{- /* Neither a value nor a Secret given: the operator generates the key into the Secret
+once (a chart-generated one would change on every `helm template`, as under Argo CD). */ -}}
+{{- define "moltmates.operatorMakesMasterKey" -}}
+{{- if not (or .Values.masterKey.value .Values.masterKey.existingSecret .Values.secrets.existingSecret) }}true{{ end }}
+{{- end }}
 {{- define "moltmates.webhookSecret" -}}
 {{ .Values.telegram.webhook.existingSecret | default .Values.secrets.existingSecret | default "moltmate-webhook" }}
 {{- end }}

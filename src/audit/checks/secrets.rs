@@ -7,7 +7,7 @@ use super::install::Install;
 use crate::audit::finding::{Finding, object};
 use crate::audit::snapshot::Snapshot;
 use crate::audit::workload::{Component, FileSource, Setting, argv, env_setting, file_source};
-use crate::token::MIN_MASTER_KEY_BYTES;
+use crate::token::{MIN_MASTER_KEY_BYTES, SECRET_DATA_KEY};
 
 pub const SOURCE: &str = "secret-source";
 pub const MASTER_KEY: &str = "master-key";
@@ -24,6 +24,8 @@ pub struct SecretSetting {
     pub flag: &'static str,
     pub file_env: &'static str,
     pub value_env: &'static str,
+    /// A flag and its env var naming a Secret the binary reads through the API instead.
+    pub secret_flag: Option<(&'static str, &'static str)>,
 }
 
 pub const BOT_TOKEN: SecretSetting = SecretSetting {
@@ -31,24 +33,29 @@ pub const BOT_TOKEN: SecretSetting = SecretSetting {
     flag: "bot-token-file",
     file_env: "MOLTMATE_BOT_TOKEN_FILE",
     value_env: "MOLTMATE_BOT_TOKEN",
+    secret_flag: None,
 };
 pub const LLM_KEY: SecretSetting = SecretSetting {
     label: "LLM API key",
     flag: "llm-api-key-file",
     file_env: "MOLTMATE_LLM_API_KEY_FILE",
     value_env: "MOLTMATE_LLM_API_KEY",
+    secret_flag: None,
 };
 pub const MASTER: SecretSetting = SecretSetting {
     label: "master key",
     flag: "master-key-file",
     file_env: "MOLTMATE_MASTER_KEY_FILE",
     value_env: "MOLTMATE_MASTER_KEY",
+    // The operator generates the key into this Secret (in its own namespace) when missing.
+    secret_flag: Some(("master-key-secret", "MOLTMATE_MASTER_KEY_SECRET")),
 };
 pub const WEBHOOK: SecretSetting = SecretSetting {
     label: "webhook secret token",
     flag: "webhook-secret-file",
     file_env: "MOLTMATE_WEBHOOK_SECRET_FILE",
     value_env: "MOLTMATE_WEBHOOK_SECRET",
+    secret_flag: None,
 };
 
 /// Where a component gets a secret from.
@@ -72,6 +79,18 @@ pub enum Source {
 
 /// The file flag (or its env var) wins over the value's env var, as in the binaries.
 pub fn source(c: &Component, s: &SecretSetting) -> Source {
+    if let Some((flag, env)) = s.secret_flag {
+        match c.setting(flag, env) {
+            Some(Setting::Arg(name)) => return Source::Secret { name, key: SECRET_DATA_KEY.into() },
+            Some(Setting::Env { value, .. }) => {
+                return Source::Secret { name: value.to_string(), key: SECRET_DATA_KEY.into() };
+            }
+            Some(Setting::EnvFrom { name, .. }) => {
+                return Source::Unknown(format!("the Secret's name comes from env {name} (valueFrom)"));
+            }
+            None => {}
+        }
+    }
     match c.setting(s.flag, s.file_env) {
         Some(Setting::Arg(path)) => from_file(c, &path),
         Some(Setting::Env { value, .. }) => from_file(c, value),
@@ -317,6 +336,24 @@ fn master_keys(snap: &Snapshot, components: &[Component], out: &mut Vec<Finding>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_operator_that_keeps_its_key_in_a_secret_reads_that_secret() {
+        use k8s_openapi::api::apps::v1::Deployment;
+        use k8s_openapi::api::core::v1::PodSpec;
+        let pod: PodSpec = serde_json::from_value(serde_json::json!({"containers": [{
+            "name": "operator",
+            "args": ["operator", "--master-key-secret=moltmate-master-key"],
+        }]}))
+        .unwrap();
+        let deployment = Deployment::default();
+        let c = Component { role: "operator", deployment: &deployment, pod: &pod, container: &pod.containers[0] };
+        assert_eq!(
+            source(&c, &MASTER),
+            Source::Secret { name: "moltmate-master-key".into(), key: SECRET_DATA_KEY.into() }
+        );
+        assert_eq!(source(&c, &BOT_TOKEN), Source::Missing, "only the master key has a Secret flag");
+    }
 
     #[test]
     fn names_that_look_secret() {
