@@ -22,7 +22,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Reconcile every MoltmateUser into an isolated namespace.
-    Operator(moltmates::operator::OperatorArgs),
+    Operator(Box<moltmates::operator::OperatorArgs>),
     /// Telegram in and out, routing to each user's agent, and the agents' egress broker.
     Gateway(Box<moltmates::gateway::GatewayArgs>),
     /// Print the MoltmateUser CustomResourceDefinition (as committed in crds/).
@@ -91,7 +91,7 @@ async fn run(cli: Cli) -> ExitCode {
         }
         Command::Operator(mut args) => {
             args.log_format = cli.log_format;
-            moltmates::operator::run(args).await.map_err(Into::into)
+            moltmates::operator::run(*args).await.map_err(Into::into)
         }
         Command::Gateway(args) => moltmates::gateway::run(*args).await.map_err(Into::into),
         Command::Dev(DevCommand::Node(args)) => moltmates::dev::node::run(args).await.map_err(Into::into),

@@ -28,6 +28,8 @@ pub const LIMIT_RANGE: &str = "moltmate-limits";
 pub const NETWORK_POLICY: &str = "moltmate-isolation";
 pub const TOKEN_SECRET: &str = "agent-token";
 pub const TOKEN_SECRET_KEY: &str = "token";
+/// The Secrets a user namespace holds of ours; a copied pull Secret may not take these names.
+pub const USER_NAMESPACE_OBJECTS: [&str; 1] = [TOKEN_SECRET];
 pub const AGENT_SERVICE: &str = "agent";
 pub const AGENT_POD: &str = "agent";
 pub const AGENT_CONTAINER: &str = "agent";

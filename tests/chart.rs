@@ -337,6 +337,31 @@ fn operator_command_line() {
     assert_eq!(flag(&args, "sandbox-image"), Some("moltmates/sandbox:0.2.0"));
     assert_eq!(flag(&args, "log-format"), Some("text"));
     assert_eq!(flag(&rendered.args("operator"), "storage-class"), None, "empty storageClass: the cluster default");
+
+    // The agent pods' settings reach the operator as one flag it parses (or none at all).
+    assert_eq!(flag(&rendered.args("operator"), "agent-pod"), None);
+    let placed = render(&[
+        "imagePullSecrets[0].name=regcred",
+        "sandbox.runtimeClassName=gvisor",
+        "sandbox.nodeSelector.pool=agents",
+        "sandbox.tolerations[0].key=dedicated",
+        "sandbox.tolerations[0].operator=Exists",
+        "sandbox.affinity.nodeAffinity.preferredDuringSchedulingIgnoredDuringExecution[0].weight=1",
+        "sandbox.affinity.nodeAffinity.preferredDuringSchedulingIgnoredDuringExecution[0].preference.matchExpressions[0].key=ssd",
+        "sandbox.affinity.nodeAffinity.preferredDuringSchedulingIgnoredDuringExecution[0].preference.matchExpressions[0].operator=Exists",
+        "sandbox.priorityClassName=agents",
+    ]);
+    let settings = moltmates::builders::AgentPodSettings::parse(flag(&placed.args("operator"), "agent-pod").unwrap())
+        .expect("the operator accepts what the chart renders");
+    assert_eq!(settings.image_pull_secrets, ["regcred"]);
+    assert_eq!(settings.runtime_class_name.as_deref(), Some("gvisor"));
+    assert_eq!(settings.node_selector["pool"], "agents");
+    assert_eq!(settings.tolerations[0].operator.as_deref(), Some("Exists"));
+    assert!(settings.affinity.and_then(|a| a.node_affinity).is_some());
+    assert_eq!(settings.priority_class_name.as_deref(), Some("agents"));
+    assert!(
+        render_error(&[REQUIRED, &["sandbox.runtimeClassName=Not_A_Name"][..]].concat()).contains("runtimeClassName")
+    );
 }
 
 #[test]

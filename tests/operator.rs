@@ -876,3 +876,70 @@ async fn replicas_starting_together_generate_one_master_key_and_keep_an_existing
     let after = secrets.get("master-key-short").await.unwrap();
     assert_eq!(after.metadata.resource_version, before.metadata.resource_version, "never rewritten");
 }
+
+/// The installation's agent-pod settings reach every agent pod: the pull Secret is copied from
+/// the gateway namespace into the user's (a pod can name only its own namespace's Secrets), the
+/// runtime class and scheduling are the pod's; a pull Secret not yet created is named in the
+/// user's status until it is.
+#[tokio::test]
+async fn agent_pods_get_the_installations_runtime_class_scheduling_and_pull_secrets() {
+    let (env, client, _node) = TestEnv::up_installed("agent-pod").await;
+    let kubectl_ok = |args: &[&str]| {
+        let out = env.kubectl(args);
+        assert!(out.status.success(), "kubectl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    // What a cluster with gVisor and a dedicated node pool has.
+    let objects = json!({"apiVersion": "v1", "kind": "List", "items": [
+        {"apiVersion": "node.k8s.io/v1", "kind": "RuntimeClass", "metadata": {"name": "gvisor"}, "handler": "runsc"},
+        {"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass", "metadata": {"name": "agents"}, "value": 100},
+    ]});
+    let file = env.dir.join("cluster-objects.json");
+    std::fs::write(&file, objects.to_string()).unwrap();
+    kubectl_ok(&["create", "-f", file.to_str().unwrap()]);
+    kubectl_ok(&["label", "nodes", "--all", "pool=agents"]);
+
+    let settings = json!({
+        "imagePullSecrets": ["regcred"],
+        "runtimeClassName": "gvisor",
+        "nodeSelector": {"pool": "agents"},
+        "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "agents", "effect": "NoSchedule"}],
+        "priorityClassName": "agents",
+    });
+    let flag = format!("--agent-pod={settings}");
+    let _operator = env.spawn_operator_with("operator", free_port(), &[flag.as_str()]);
+
+    apply_user(&client, &user_manifest("dora", 7001, json!({"profile": "family"}))).await.unwrap();
+    let waiting = wait_phase(&client, "dora", "Failed", Duration::from_secs(30)).await;
+    let status = waiting.status.unwrap();
+    let ready = status.conditions.iter().find(|c| c.type_ == "Ready").expect("a Ready condition");
+    assert_eq!(ready.reason, "ImagePullSecretMissing");
+    assert!(ready.message.contains("regcred") && ready.message.contains(SYSTEM_NS), "{ready:?}");
+
+    let dockerconfig = r#"{"auths":{"registry.invalid":{"auth":"dTpw"}}}"#;
+    let file = env.dir.join("dockerconfig.json");
+    std::fs::write(&file, dockerconfig).unwrap();
+    kubectl_ok(&[
+        "create",
+        "secret",
+        "generic",
+        "regcred",
+        "-n",
+        SYSTEM_NS,
+        "--type=kubernetes.io/dockerconfigjson",
+        &format!("--from-file=.dockerconfigjson={}", file.display()),
+    ]);
+    wait_phase(&client, "dora", "Ready", Duration::from_secs(60)).await;
+
+    let copy = Api::<Secret>::namespaced(client.clone(), "moltmate-dora").get("regcred").await.unwrap();
+    assert_eq!(copy.type_.as_deref(), Some("kubernetes.io/dockerconfigjson"));
+    assert_eq!(copy.data.unwrap()[".dockerconfigjson"].0, dockerconfig.as_bytes());
+    assert_eq!(copy.metadata.owner_references.unwrap()[0].name, "dora", "goes with the user");
+    let pod = Api::<Pod>::namespaced(client.clone(), "moltmate-dora").get("agent").await.unwrap();
+    let spec = pod.spec.unwrap();
+    assert_eq!(spec.image_pull_secrets.unwrap()[0].name, "regcred");
+    assert_eq!(spec.runtime_class_name.as_deref(), Some("gvisor"));
+    assert_eq!(spec.node_selector.unwrap()["pool"], "agents");
+    assert_eq!(spec.tolerations.unwrap()[0].key.as_deref(), Some("dedicated"));
+    assert_eq!(spec.priority_class_name.as_deref(), Some("agents"));
+    assert_eq!(spec.priority, Some(100), "the API server resolved the PriorityClass");
+}

@@ -342,6 +342,7 @@ async fn guard_rails(i: usize, s: &Shared<'_>) -> Result<DesiredState, String> {
         agent_token: BASELINE_AGENT_TOKEN,
         broker_ip: Some(s.broker_ip),
         node_addresses: &[],
+        pull_secrets: &[],
     };
     let d = builders::build(&user, &input).map_err(|e| e.to_string())?;
     apply(Api::all(s.client.clone()), &d.namespace).await?;

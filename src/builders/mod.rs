@@ -3,6 +3,7 @@
 
 mod namespace;
 mod network;
+mod placement;
 mod workload;
 
 use std::collections::BTreeMap;
@@ -21,6 +22,7 @@ use crate::profile::{ProfileDefaults, ResolvedProfile};
 
 pub use network::node_addresses;
 pub use network::{BLOCKED_EGRESS_V4, BLOCKED_EGRESS_V6};
+pub use placement::AgentPodSettings;
 pub use workload::stamp_reset_generation;
 
 /// Cluster-wide settings the operator is started with.
@@ -44,6 +46,8 @@ pub struct ClusterConfig {
     pub profiles: ProfileDefaults,
     /// How agents log: as the operator does, so one pipeline reads every component's lines.
     pub log_format: crate::telemetry::LogFormat,
+    /// Scheduling, runtime class and pull Secrets of every agent pod (`--agent-pod`).
+    pub agent_pod: AgentPodSettings,
 }
 
 impl Default for ClusterConfig {
@@ -58,6 +62,7 @@ impl Default for ClusterConfig {
             broker_service: "moltmate-broker".into(),
             profiles: ProfileDefaults::default(),
             log_format: crate::telemetry::LogFormat::Text,
+            agent_pod: AgentPodSettings::default(),
         }
     }
 }
@@ -73,6 +78,8 @@ pub struct BuildInput<'a> {
     pub broker_ip: Option<&'a str>,
     /// The nodes' own addresses (InternalIP, ExternalIP), which `network: full` never reaches.
     pub node_addresses: &'a [IpAddr],
+    /// The pull Secrets `config.agent_pod` names, as read from the gateway namespace.
+    pub pull_secrets: &'a [Secret],
 }
 
 /// The sandbox of one user, as it should be.
@@ -86,6 +93,8 @@ pub struct DesiredState {
     pub network_policy: NetworkPolicy,
     pub token_secret: Secret,
     pub service: Service,
+    /// Copies of the installation's pull Secrets, which the pod names.
+    pub pull_secrets: Vec<Secret>,
     pub pod: Pod,
 }
 
@@ -119,6 +128,7 @@ pub fn build(user: &MoltmateUser, input: &BuildInput) -> Result<DesiredState, Bu
         network_policy: network::network_policy(&ctx),
         token_secret: workload::token_secret(&ctx),
         service: workload::service(&ctx),
+        pull_secrets: input.pull_secrets.iter().map(|source| placement::pull_secret_copy(&ctx, source)).collect(),
         pod: workload::pod(&ctx),
     })
 }
@@ -171,6 +181,7 @@ pub(crate) mod tests {
                 agent_token: "t0ken",
                 broker_ip: Some("10.96.0.10"),
                 node_addresses: &[],
+                pull_secrets: &[],
             },
         )
         .unwrap()
@@ -205,7 +216,14 @@ pub(crate) mod tests {
         let config = ClusterConfig::default();
         let err = build(
             &u,
-            &BuildInput { profile: &profile, config: &config, agent_token: "t", broker_ip: None, node_addresses: &[] },
+            &BuildInput {
+                profile: &profile,
+                config: &config,
+                agent_token: "t",
+                broker_ip: None,
+                node_addresses: &[],
+                pull_secrets: &[],
+            },
         )
         .unwrap_err();
         assert!(err.to_string().contains("63"), "{err}");

@@ -252,6 +252,7 @@ mod tests {
             agent_token: "t",
             broker_ip: None,
             node_addresses: &nodes,
+            pull_secrets: &[],
         };
         let spec = crate::builders::build(&u, &input).unwrap().network_policy.spec.unwrap();
         let except = |cidr: &str| {

@@ -196,7 +196,7 @@ pub(super) fn pod(ctx: &Ctx) -> Pod {
         ),
     };
 
-    let spec = PodSpec {
+    let mut spec = PodSpec {
         service_account_name: Some(names::SERVICE_ACCOUNT.into()),
         automount_service_account_token: Some(false),
         enable_service_links: Some(false),
@@ -236,6 +236,7 @@ pub(super) fn pod(ctx: &Ctx) -> Pod {
         ]),
         ..PodSpec::default()
     };
+    ctx.input.config.agent_pod.apply(&mut spec);
 
     let mut metadata = ctx.meta(names::AGENT_POD);
     metadata.labels = Some(names::agent_labels(ctx.user_name));
@@ -348,6 +349,7 @@ mod tests {
             agent_token: "rotated",
             broker_ip: Some("10.96.0.10"),
             node_addresses: &[],
+            pull_secrets: &[],
         };
         assert_ne!(
             hash(&base),

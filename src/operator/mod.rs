@@ -30,7 +30,7 @@ use tracing::{info, warn};
 pub use diff::{is_subset, needs_apply};
 pub use reconcile::{Caches, Context, telegram_id_holder};
 
-use crate::builders::{self, ClusterConfig};
+use crate::builders::{self, AgentPodSettings, ClusterConfig};
 use crate::cache;
 use crate::crd::MoltmateUser;
 use crate::names;
@@ -72,6 +72,11 @@ pub struct OperatorArgs {
     /// `master-key`), created with a random key on first start if it does not exist.
     #[arg(long, env = "MOLTMATE_MASTER_KEY_SECRET", conflicts_with = "master_key_file")]
     pub master_key_secret: Option<String>,
+    /// Scheduling, runtime class and pull Secrets of every agent pod, as JSON or YAML:
+    /// imagePullSecrets (Secrets of the gateway namespace, copied into each user namespace),
+    /// runtimeClassName, nodeSelector, tolerations, affinity, priorityClassName.
+    #[arg(long, env = "MOLTMATE_AGENT_POD", value_parser = AgentPodSettings::parse, default_value = "{}")]
+    pub agent_pod: AgentPodSettings,
     /// Address of /healthz, /readyz and /metrics.
     #[arg(long, env = "MOLTMATE_HTTP_ADDR", default_value = "0.0.0.0:9090")]
     pub http_addr: SocketAddr,
@@ -112,6 +117,7 @@ impl OperatorArgs {
             broker_service: self.broker_service.clone(),
             profiles: ProfileDefaults::load(self.profiles_file.as_deref())?,
             log_format: self.log_format,
+            agent_pod: self.agent_pod.clone(),
         })
     }
 }

@@ -236,12 +236,25 @@ async fn provision(user: &MoltmateUser, ctx: &Context) -> Result<Observation, Er
     let broker_ip = broker.as_ref().and_then(|s| s.spec.as_ref()?.cluster_ip.clone()).filter(|ip| ip != "None");
     let nodes: Vec<IpAddr> =
         ctx.caches.nodes.state().iter().flat_map(|n| builders::node_addresses(n).collect::<Vec<_>>()).collect();
+    let pull_secrets = match read_pull_secrets(ctx).await? {
+        Ok(secrets) => secrets,
+        Err(missing) => {
+            let message = format!(
+                "image pull Secret {missing} (operator --agent-pod, chart value sandbox.imagePullSecrets) does not \
+                 exist in namespace {}: create it there",
+                ctx.config.gateway_namespace
+            );
+            return Ok(Observation::new(Phase::Failed, "ImagePullSecretMissing", message)
+                .recheck_after(Some(PULL_SECRET_RECHECK)));
+        }
+    };
     let input = BuildInput {
         profile: &profile,
         config: &ctx.config,
         agent_token: &token,
         broker_ip: broker_ip.as_deref(),
         node_addresses: &nodes,
+        pull_secrets: &pull_secrets,
     };
     let mut desired = match builders::build(user, &input) {
         Ok(d) => d,
@@ -290,6 +303,28 @@ async fn provision(user: &MoltmateUser, ctx: &Context) -> Result<Observation, Er
     apply_workload(user, ctx, &desired).await?;
     let observation = run_agent(user, ctx, &desired, &profile, broker_ip.as_deref()).await?;
     Ok(Observation { reset_applied: (generation > 0).then_some(generation), ..observation })
+}
+
+/// How soon to look again for a pull Secret the administrator has yet to create (nothing
+/// watches the gateway namespace's Secrets: the operator keeps none of them in memory).
+const PULL_SECRET_RECHECK: Duration = Duration::from_secs(10);
+
+/// The installation's pull Secrets, read from the gateway namespace at each reconcile (so a
+/// rotated one reaches the copies), or the name of the first that does not exist.
+async fn read_pull_secrets(ctx: &Context) -> Result<Result<Vec<Secret>, String>, Error> {
+    let names = &ctx.config.agent_pod.image_pull_secrets;
+    if names.is_empty() {
+        return Ok(Ok(Vec::new()));
+    }
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ctx.config.gateway_namespace);
+    let mut found = Vec::with_capacity(names.len());
+    for name in names {
+        match api.get_opt(name).await? {
+            Some(secret) => found.push(secret),
+            None => return Ok(Err(name.clone())),
+        }
+    }
+    Ok(Ok(found))
 }
 
 /// How soon to look again while a reset replaces the volume (the claim's own watch events
@@ -484,6 +519,9 @@ async fn apply_workload(user: &MoltmateUser, ctx: &Context, d: &DesiredState) ->
     let c = &ctx.caches;
     ensure(user, ctx, &c.service_accounts, &d.service_account).await?;
     ensure(user, ctx, &c.secrets, &d.token_secret).await?;
+    for pull_secret in &d.pull_secrets {
+        ensure(user, ctx, &c.secrets, pull_secret).await?;
+    }
     ensure(user, ctx, &c.services, &d.service).await?;
     ensure(user, ctx, &c.workspaces, &d.workspace).await?;
     Ok(())

@@ -208,7 +208,13 @@ impl TestEnv {
 
     /// The operator, under its own identity bound to the chart's ClusterRole.
     pub fn spawn_operator(&self, name: &str, http_port: u16) -> Proc {
-        let args = self.operator_args(name, http_port);
+        self.spawn_operator_with(name, http_port, &[])
+    }
+
+    /// The operator with extra flags, e.g. `--agent-pod=...`.
+    pub fn spawn_operator_with(&self, name: &str, http_port: u16, extra: &[&str]) -> Proc {
+        let mut args = self.operator_args(name, http_port);
+        args.extend(extra.iter().map(|a| a.to_string()));
         self.spawn(name, &self.operator_kubeconfig(), &args.iter().map(String::as_str).collect::<Vec<_>>())
     }
 

@@ -192,3 +192,18 @@ matchLabels:
   kubernetes.io/metadata.name: {{ .Release.Namespace }}
 {{- end -}}
 {{- end }}
+
+{{/* The operator's --agent-pod: the agent pods' pull Secrets, runtime class and scheduling,
+as JSON with only the settings given; empty when none is. */}}
+{{- define "moltmates.agentPod" -}}
+{{- $pod := dict -}}
+{{- $names := list -}}
+{{- range .Values.imagePullSecrets }}{{ $names = append $names .name }}{{ end -}}
+{{- if $names }}{{ $_ := set $pod "imagePullSecrets" $names }}{{ end -}}
+{{- with .Values.sandbox.runtimeClassName }}{{ $_ := set $pod "runtimeClassName" . }}{{ end -}}
+{{- with .Values.sandbox.nodeSelector }}{{ $_ := set $pod "nodeSelector" . }}{{ end -}}
+{{- with .Values.sandbox.tolerations }}{{ $_ := set $pod "tolerations" . }}{{ end -}}
+{{- with .Values.sandbox.affinity }}{{ $_ := set $pod "affinity" . }}{{ end -}}
+{{- with .Values.sandbox.priorityClassName }}{{ $_ := set $pod "priorityClassName" . }}{{ end -}}
+{{- if $pod }}{{ toJson $pod }}{{ end -}}
+{{- end }}

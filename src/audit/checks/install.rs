@@ -67,6 +67,12 @@ fn operator_flags(op: &Component, cluster: &mut ClusterConfig, out: &mut Vec<Fin
             Err(e) => bad.push(format!("--gateway-pod-labels: {e}")),
         }
     }
+    if let Some(text) = op.value("agent-pod", "MOLTMATE_AGENT_POD") {
+        match crate::builders::AgentPodSettings::parse(&text) {
+            Ok(settings) => cluster.agent_pod = settings,
+            Err(e) => bad.push(e),
+        }
+    }
     for (flag, env, field) in [
         ("broker-port", "MOLTMATE_BROKER_PORT", &mut cluster.broker_port),
         ("agent-port", "MOLTMATE_AGENT_PORT", &mut cluster.agent_port),

@@ -70,6 +70,7 @@ fn add_user(snap: &mut Snapshot, u: MoltmateUser) {
             agent_token: "t",
             broker_ip: Some("10.0.0.1"),
             node_addresses: &[],
+            pull_secrets: &[],
         },
     )
     .unwrap();

@@ -116,6 +116,7 @@ fn desired(snap: &Snapshot, install: &Install, user: &MoltmateUser) -> Option<De
         agent_token: "",
         broker_ip: None,
         node_addresses: &nodes,
+        pull_secrets: &[],
     };
     builders::build(user, &input).ok()
 }
