@@ -16,6 +16,7 @@ pub const TRIM_EVERY: Duration = Duration::from_secs(5);
 pub fn one_malloc_arena() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only sets an allocator parameter; no other thread exists yet.
+    #[allow(unsafe_code)]
     unsafe {
         nix::libc::mallopt(nix::libc::M_ARENA_MAX, 1);
     }
@@ -30,6 +31,7 @@ pub async fn trim_periodically(period: Duration) {
         every.tick().await;
         #[cfg(all(target_os = "linux", target_env = "gnu"))]
         // SAFETY: malloc_trim is thread-safe and only releases unused pages.
+        #[allow(unsafe_code)]
         unsafe {
             nix::libc::malloc_trim(0);
         }

@@ -71,6 +71,7 @@ impl AgentLauncher {
         // SAFETY: runs in the forked child before exec and makes one async-signal-safe call.
         // An agent must not outlive its node, even one killed with SIGKILL: it would keep
         // its pod's address and answer for a pod that no longer exists.
+        #[allow(unsafe_code)]
         unsafe {
             command.pre_exec(|| {
                 nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)?;

@@ -135,6 +135,7 @@ pub async fn run(approved: &Approved, cwd: &Path, limits: &ExecLimits) -> std::i
     // SAFETY: runs in the forked child before exec. It only makes async-signal-safe system
     // calls (prctl, setrlimit, sigaction) on values computed before the fork, and allocates
     // nothing.
+    #[allow(unsafe_code)]
     unsafe {
         command.pre_exec(move || {
             nix::sys::prctl::set_no_new_privs()?;
