@@ -1,4 +1,4 @@
-//! The benchmarks of issue 7 on the test control plane: `scripts/bench --help`.
+//! The benchmarks on the test control plane: `scripts/bench --help`.
 //!
 //! A plain binary (`harness = false`), never run by `cargo test` or CI. It prints a table of
 //! every figure with its target, and writes `report.json` and SVG plots to `--out`. The chaos

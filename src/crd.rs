@@ -66,7 +66,7 @@ pub struct MoltmateUserSpec {
     #[schemars(length(max = 128))]
     pub display_name: Option<String>,
 
-    /// Trust level preset (the seed's trust-level table): personal, family, public or
+    /// Trust level preset (see the README's profiles table): personal, family, public or
     /// high-security. Every other field of the spec overrides its preset value.
     #[serde(default)]
     pub profile: Profile,

@@ -1,4 +1,4 @@
-//! The chaos runs of issue 7 (`--chaos`, or `--only chaos`): the same harness, with faults
+//! The chaos runs (`--chaos`, or `--only chaos`): the same harness, with faults
 //! injected at seeded random moments.
 //!
 //! - `chaos-operator` (`chaos_operator`): the operator SIGKILLed again and again while users

@@ -16,7 +16,7 @@ const DEFAULT_MEMORY_USERS: usize = 1000;
 #[derive(clap::Parser, Debug)]
 #[command(
     name = "scale",
-    about = "Moltmates benchmarks on the test control plane (issue 7): provisioning speed against a \
+    about = "Moltmates benchmarks on the test control plane: provisioning speed against a \
              direct-client baseline, steady-state writes, operator and gateway memory, gateway routing \
              latency under load, the wake of an idle user"
 )]

@@ -1,6 +1,6 @@
 //! Trust-level presets and their resolution against a user's explicit spec.
 //!
-//! The seed's "Comparison: Trust Levels" table, as data. `resolve` is the one place that
+//! The trust levels (personal, family, public, high-security) as data. `resolve` is the one place that
 //! decides what a user may do; the operator, the agent and the gateway all read its output.
 
 mod defaults;

@@ -28,12 +28,12 @@ pub enum Verdict {
     Fine,
 }
 
-/// Beyond the agent's catalog, the seed's "DANGEROUS" list calls these destructive. The agent
+/// Beyond the agent's catalog, these are destructive (the security model lists them as dangerous). The agent
 /// lets them run under `allowlist` (they only touch the workspace), but in a multi-user
 /// install they let a prompt-injected agent wreck its person's data.
 const DESTRUCTIVE: &[(&str, &str)] = &[
     // Renames over any file: replaces SOUL.md or MEMORY.md, buries the session history.
-    ("mv", "moves files over others (the seed lists it as destructive)"),
+    ("mv", "moves files over others (the security model lists it as destructive)"),
     // Makes workspace files unreadable or unwritable to the agent itself (its memory, history).
     ("chmod", "changes file permissions"),
 ];
