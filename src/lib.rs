@@ -8,6 +8,7 @@ pub mod crd;
 pub mod dev;
 pub mod gateway;
 pub mod http;
+pub mod k8s;
 pub mod leader;
 pub mod memory;
 pub mod names;

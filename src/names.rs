@@ -13,6 +13,7 @@ pub const LABEL_COMPONENT: &str = "app.kubernetes.io/component";
 pub const LABEL_NAME: &str = "app.kubernetes.io/name";
 pub const LABEL_RETAINED: &str = "moltmate.io/retained";
 pub const LABEL_POD_SECURITY_ENFORCE: &str = "pod-security.kubernetes.io/enforce";
+pub const LABEL_POD_SECURITY_ENFORCE_VERSION: &str = "pod-security.kubernetes.io/enforce-version";
 pub const ANNOTATION_SPEC_HASH: &str = "moltmate.io/spec-hash";
 /// On a MoltmateUser: when its person last sent a message (RFC 3339), stamped by the gateway.
 pub const ANNOTATION_LAST_ACTIVITY: &str = "moltmate.io/last-activity";

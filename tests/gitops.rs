@@ -5,16 +5,6 @@
 
 mod support;
 
-// The operator's own status code, compiled in here as its module is private to the crate
-// (its unit tests run here too).
-#[allow(dead_code)]
-#[path = "../src/operator/status.rs"]
-mod status;
-/// What status.rs imports as `crate::crd`.
-mod crd {
-    pub use moltmates::crd::*;
-}
-
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -25,8 +15,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::Resource;
 use moltmates::MoltmateUser;
 use moltmates::crd::{MoltmateUserStatus, Phase};
+use moltmates::operator::status::{self, Observation, Reason, next_status};
 use serde_json::{Value, json};
-use status::{Observation, next_status};
 use support::{REPO, helm_ok};
 
 const GITOPS: &str = "manifests/examples/gitops";
@@ -96,7 +86,7 @@ fn live_user(generation: i64, status: Option<MoltmateUserStatus>) -> Value {
 
 /// What the operator writes for a user in `phase`, for spec generation `observed`.
 fn written(phase: Phase, observed: i64) -> MoltmateUserStatus {
-    let observation = Observation::new(phase, "Because", format!("what {} means", phase.as_str()));
+    let observation = Observation::new(phase, Reason::InvalidSpec, format!("what {} means", phase.as_str()));
     let now = Time(jiff::Timestamp::from_second(1_700_000_000).unwrap());
     next_status(None, Some(observed), Some("moltmate-alice".into()), &observation, now)
 }

@@ -4,6 +4,7 @@
 mod namespace;
 mod network;
 mod placement;
+pub mod retained;
 mod workload;
 
 use std::collections::BTreeMap;

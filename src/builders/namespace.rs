@@ -11,10 +11,17 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use super::Ctx;
 use crate::names;
 
+/// Pod Security admission holds every pod of a user namespace to `restricted`.
+pub(super) fn pod_security_labels() -> [(String, String); 2] {
+    [
+        (names::LABEL_POD_SECURITY_ENFORCE.into(), "restricted".into()),
+        (names::LABEL_POD_SECURITY_ENFORCE_VERSION.into(), "latest".into()),
+    ]
+}
+
 pub(super) fn namespace(ctx: &Ctx) -> Namespace {
     let mut labels = names::user_labels(ctx.user_name);
-    labels.insert(names::LABEL_POD_SECURITY_ENFORCE.into(), "restricted".into());
-    labels.insert("pod-security.kubernetes.io/enforce-version".into(), "latest".into());
+    labels.extend(pod_security_labels());
     Namespace {
         metadata: ObjectMeta {
             name: Some(ctx.namespace.to_string()),

@@ -52,11 +52,7 @@ pub fn agent_address(user: &str, pods: &[Arc<Pod>]) -> Option<IpAddr> {
         .filter(|p| p.labels().get(names::LABEL_USER).map(String::as_str) == Some(user))
         .filter(|p| p.metadata.deletion_timestamp.is_none())
         .filter(|p| {
-            let status = p.status.as_ref();
-            let ready = status
-                .and_then(|s| s.conditions.as_ref())
-                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
-            ready && status.and_then(|s| s.phase.as_deref()) == Some("Running")
+            crate::k8s::pod_is_ready(p) && p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
         })
         .find_map(|p| p.status.as_ref()?.pod_ip.as_deref()?.parse().ok())
 }

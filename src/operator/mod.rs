@@ -4,9 +4,10 @@ mod diff;
 mod idle;
 pub mod master_key;
 mod metrics;
+mod pod;
 mod reconcile;
 mod reset;
-mod status;
+pub mod status;
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;

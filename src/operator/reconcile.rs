@@ -1,6 +1,6 @@
 //! The reconciler: read caches, call the pure builders, apply only what differs.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fmt::Debug;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::{
     LimitRange, Namespace, Node, PersistentVolumeClaim, Pod, ResourceQuota, Secret, Service, ServiceAccount,
 };
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder};
@@ -25,8 +25,9 @@ use tracing::{Instrument, debug, info, warn};
 use super::diff::needs_apply;
 use super::idle;
 use super::metrics::Metrics;
+use super::pod::{self, PodStep};
 use super::reset::{self, WorkspaceStep};
-use super::status::{Observation, next_status};
+use super::status::{Observation, Reason, next_status};
 use crate::builders::{self, BuildInput, ClusterConfig, DesiredState};
 use crate::crd::{DeletionPolicy, MoltmateUser, MoltmateUserStatus, Phase};
 use crate::names;
@@ -194,7 +195,7 @@ async fn apply(user: &MoltmateUser, ctx: &Context) -> Result<Action, Error> {
     let observation = match provision(user, ctx).await {
         Ok(observation) => observation,
         Err(error) => {
-            let observation = Observation::new(Phase::Failed, "ApplyFailed", error.to_string());
+            let observation = Observation::new(Phase::Failed, Reason::ApplyFailed, error.to_string());
             record_status(user, ctx, &observation).await?;
             return Err(error);
         }
@@ -203,7 +204,7 @@ async fn apply(user: &MoltmateUser, ctx: &Context) -> Result<Action, Error> {
     ctx.failures.lock().expect("failure map lock").remove(&name);
     let routine = match observation.phase {
         // Look again soon: the holder of the Telegram id may go away.
-        _ if observation.reason == "DuplicateTelegramId" => Duration::from_secs(5),
+        _ if observation.reason == Reason::DuplicateTelegramId => Duration::from_secs(5),
         Phase::Ready | Phase::Suspended | Phase::Idle => Duration::from_secs(600),
         Phase::Provisioning | Phase::Pending => Duration::from_secs(30),
         Phase::Failed => Duration::from_secs(60),
@@ -216,20 +217,20 @@ async fn provision(user: &MoltmateUser, ctx: &Context) -> Result<Observation, Er
     let name = user.name_any();
     let namespace = match names::user_namespace(&name) {
         Ok(ns) => ns,
-        Err(e) => return Ok(Observation::new(Phase::Failed, "InvalidName", e.to_string())),
+        Err(e) => return Ok(Observation::new(Phase::Failed, Reason::InvalidName, e.to_string())),
     };
     if let Some(holder) = telegram_id_holder(user, &ctx.caches.users.state()) {
         // No sandbox for the newcomer; an agent it already had stops serving.
         delete_pod(ctx, &namespace).await?;
         return Ok(Observation::new(
             Phase::Failed,
-            "DuplicateTelegramId",
+            Reason::DuplicateTelegramId,
             format!("Telegram user id {} already belongs to MoltmateUser {holder:?}", user.spec.telegram.user_id),
         ));
     }
     let profile = match profile::resolve_with(&user.spec, &ctx.config.profiles) {
         Ok(p) => p,
-        Err(e) => return Ok(Observation::new(Phase::Failed, "InvalidSpec", e.to_string())),
+        Err(e) => return Ok(Observation::new(Phase::Failed, Reason::InvalidSpec, e.to_string())),
     };
     let token = ctx.master_key.agent_token(user.uid().as_deref().unwrap_or_default());
     let broker = ctx.caches.broker.state().into_iter().next();
@@ -240,11 +241,11 @@ async fn provision(user: &MoltmateUser, ctx: &Context) -> Result<Observation, Er
         Ok(secrets) => secrets,
         Err(missing) => {
             let message = format!(
-                "image pull Secret {missing} (operator --agent-pod, chart value sandbox.imagePullSecrets) does not \
+                "image pull Secret {missing} (operator --agent-pod, chart value imagePullSecrets) does not \
                  exist in namespace {}: create it there",
                 ctx.config.gateway_namespace
             );
-            return Ok(Observation::new(Phase::Failed, "ImagePullSecretMissing", message)
+            return Ok(Observation::new(Phase::Failed, Reason::ImagePullSecretMissing, message)
                 .recheck_after(Some(PULL_SECRET_RECHECK)));
         }
     };
@@ -258,7 +259,7 @@ async fn provision(user: &MoltmateUser, ctx: &Context) -> Result<Observation, Er
     };
     let mut desired = match builders::build(user, &input) {
         Ok(d) => d,
-        Err(e) => return Ok(Observation::new(Phase::Failed, "InvalidSpec", e.to_string())),
+        Err(e) => return Ok(Observation::new(Phase::Failed, Reason::InvalidSpec, e.to_string())),
     };
     keep_workspace_size(user, ctx, &mut desired).await;
     if let Some(conflict) = foreign_namespace(ctx, &namespace).await? {
@@ -274,7 +275,7 @@ async fn provision(user: &MoltmateUser, ctx: &Context) -> Result<Observation, Er
         // Until the quota controller has taken the quota up, what is created is not charged.
         return Ok(Observation::new(
             Phase::Provisioning,
-            "WaitingForQuota",
+            Reason::WaitingForQuota,
             "waiting for the ResourceQuota to be in force",
         ));
     }
@@ -289,14 +290,18 @@ async fn provision(user: &MoltmateUser, ctx: &Context) -> Result<Observation, Er
                  deleted; an empty volume replaces it"
             );
             event(ctx, user, EventType::Normal, "Resetting", &note).await;
-            return Ok(Observation::new(Phase::Provisioning, "Resetting", note).recheck_after(Some(RESET_RECHECK)));
+            return Ok(
+                Observation::new(Phase::Provisioning, Reason::Resetting, note).recheck_after(Some(RESET_RECHECK))
+            );
         }
         WorkspaceStep::AwaitRelease { to } => {
             delete_pod(ctx, &namespace).await?;
             let message = format!(
                 "reset generation {to}: waiting for the old workspace volume to be released (its agent pod must stop first)"
             );
-            return Ok(Observation::new(Phase::Provisioning, "Resetting", message).recheck_after(Some(RESET_RECHECK)));
+            return Ok(
+                Observation::new(Phase::Provisioning, Reason::Resetting, message).recheck_after(Some(RESET_RECHECK))
+            );
         }
     };
     builders::stamp_reset_generation(&mut desired.workspace, generation);
@@ -355,12 +360,12 @@ async fn run_agent(
         if delete_pod(ctx, &namespace).await? {
             event(ctx, user, EventType::Normal, "Suspended", "agent pod removed; workspace kept").await;
         }
-        return Ok(Observation::new(Phase::Suspended, "Suspended", "spec.suspend is true; the agent is paused"));
+        return Ok(Observation::new(Phase::Suspended, Reason::Suspended, "spec.suspend is true; the agent is paused"));
     }
     if broker_ip.is_none() {
         return Ok(Observation::new(
             Phase::Provisioning,
-            "WaitingForGateway",
+            Reason::WaitingForGateway,
             format!(
                 "Service {}/{} not found; agents reach the broker through it",
                 ctx.config.gateway_namespace, ctx.config.broker_service
@@ -371,7 +376,7 @@ async fn run_agent(
         None => None,
         Some(timeout) => {
             let created = user.metadata.creation_timestamp.as_ref().map(|t| t.0);
-            let agent = idle_view(lookup(&ctx.caches.pods, &namespace, names::AGENT_POD).as_deref());
+            let agent = pod::idle_view(lookup(&ctx.caches.pods, &namespace, names::AGENT_POD).as_deref());
             match idle::activity(jiff::Timestamp::now(), created, last_activity(user).as_deref(), agent, timeout) {
                 idle::Activity::Idle => {
                     if delete_pod(ctx, &namespace).await? {
@@ -381,7 +386,7 @@ async fn run_agent(
                         "no messages for {}; the next message starts the agent",
                         user.spec.idle_timeout.as_deref().unwrap_or_default()
                     );
-                    return Ok(Observation::new(Phase::Idle, "Idle", message));
+                    return Ok(Observation::new(Phase::Idle, Reason::Idle, message));
                 }
                 idle::Activity::Active { idle_in } => Some(idle_in),
             }
@@ -443,7 +448,7 @@ async fn foreign_namespace(ctx: &Context, ns: &str) -> Result<Option<Observation
     Ok(existing.filter(|n| !ours(n)).map(|_| {
         Observation::new(
             Phase::Failed,
-            "NamespaceConflict",
+            Reason::NamespaceConflict,
             format!("namespace {ns} already exists and is not managed by moltmates; rename the MoltmateUser"),
         )
     }))
@@ -479,7 +484,7 @@ pub fn another_persons_workspace(live: Option<&Namespace>, telegram_id: i64) -> 
     let ns = live.name_any();
     Some(Observation::new(
         Phase::Failed,
-        "WorkspaceOfAnotherPerson",
+        Reason::WorkspaceOfAnotherPerson,
         format!(
             "namespace {ns} holds the workspace (memory, history, files) {whose}, kept when that MoltmateUser was deleted; it is not handed to Telegram user {telegram_id}. To give it to this user: kubectl annotate namespace {ns} {}={telegram_id} --overwrite. To wipe it and start afresh: kubectl delete namespace {ns}",
             names::ANNOTATION_OWNER_TELEGRAM_ID
@@ -583,62 +588,24 @@ async fn changed(ctx: &Context, user: &MoltmateUser, kind: &str, name: &str, exi
 }
 
 /// Create, keep or replace the agent pod; report whether it serves.
-/// The agent pod as idling sees it: absent, starting, or Ready since when.
-fn idle_view(pod: Option<&Pod>) -> idle::Agent {
-    let Some(pod) = pod.filter(|p| p.metadata.deletion_timestamp.is_none()) else {
-        return idle::Agent::Absent;
-    };
-    let ready = pod
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready" && c.status == "True"));
-    match ready {
-        // A Ready pod without a transition time counts from now on rather than never.
-        Some(c) => idle::Agent::ReadySince(c.last_transition_time.as_ref().map_or_else(jiff::Timestamp::now, |t| t.0)),
-        None => idle::Agent::Starting,
-    }
-}
-
 async fn reconcile_pod(user: &MoltmateUser, ctx: &Context, desired: &Pod) -> Result<Observation, Error> {
     let ns = desired.metadata.namespace.clone().unwrap_or_default();
-    let Some(live) = lookup(&ctx.caches.pods, &ns, names::AGENT_POD) else {
-        let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
-        server_side_apply(&api, desired).await?;
-        changed(ctx, user, "Pod", names::AGENT_POD, false).await;
-        return Ok(Observation::new(Phase::Provisioning, "PodStarting", "agent pod created"));
-    };
-    if live.metadata.deletion_timestamp.is_some() {
-        return Ok(Observation::new(
-            Phase::Provisioning,
-            "PodTerminating",
-            "waiting for the previous agent pod to stop",
-        ));
+    let live = lookup(&ctx.caches.pods, &ns, names::AGENT_POD);
+    let step = pod::step(live.as_deref(), desired);
+    match &step {
+        PodStep::Create => {
+            let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+            server_side_apply(&api, desired).await?;
+            changed(ctx, user, "Pod", names::AGENT_POD, false).await;
+        }
+        PodStep::Replace { why } => {
+            delete_pod(ctx, &ns).await?;
+            let note = format!("{why}; replacing the agent pod (workspace kept)");
+            event(ctx, user, EventType::Normal, "Replaced", &note).await;
+        }
+        PodStep::AwaitTermination | PodStep::AwaitReady { .. } | PodStep::Serving => {}
     }
-    let hash = |meta: &ObjectMeta| meta.annotations.as_ref().and_then(|a| a.get(names::ANNOTATION_SPEC_HASH).cloned());
-    let pod_phase = live.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_default();
-    let finished = pod_phase == "Failed" || pod_phase == "Succeeded";
-    if hash(&live.metadata) != hash(&desired.metadata) || finished {
-        delete_pod(ctx, &ns).await?;
-        let why = if finished { format!("agent pod ended ({pod_phase})") } else { "pod spec changed".to_string() };
-        event(ctx, user, EventType::Normal, "Replaced", &format!("{why}; replacing the agent pod (workspace kept)"))
-            .await;
-        return Ok(Observation::new(Phase::Provisioning, "PodReplacing", why));
-    }
-    let ready = live
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
-    Ok(if ready {
-        Observation::new(Phase::Ready, "AgentReady", "agent pod is running and ready")
-    } else {
-        Observation::new(
-            Phase::Provisioning,
-            "PodStarting",
-            format!("agent pod is {}", if pod_phase.is_empty() { "Pending" } else { &pod_phase }),
-        )
-    })
+    Ok(step.observation())
 }
 
 /// Delete the agent pod if the cache has one; true if a delete was sent.
@@ -683,10 +650,11 @@ async fn record_status(user: &MoltmateUser, ctx: &Context, observation: &Observa
     }
     let uid = user.uid().unwrap_or_default();
     let previous_reason = previous.and_then(|s| s.conditions.first()).map(|c| c.reason.clone());
-    let announced = ctx.announced.lock().expect("announced lock").insert(uid, observation.reason.to_string());
-    if previous_reason.as_deref() != Some(observation.reason) && announced.as_deref() != Some(observation.reason) {
+    let reason = observation.reason.as_str();
+    let announced = ctx.announced.lock().expect("announced lock").insert(uid, reason.to_string());
+    if previous_reason.as_deref() != Some(reason) && announced.as_deref() != Some(reason) {
         let kind = if observation.phase == Phase::Failed { EventType::Warning } else { EventType::Normal };
-        event(ctx, user, kind, observation.reason, &observation.message).await;
+        event(ctx, user, kind, reason, &observation.message).await;
     }
     let api: Api<MoltmateUser> = Api::all(ctx.client.clone());
     // The gateway's field stays the gateway's: not in what the operator applies.
@@ -759,51 +727,12 @@ async fn cleanup(user: &MoltmateUser, ctx: &Context) -> Result<Action, Error> {
 /// them, and label them retained. Applied by the same field manager, so a later adoption
 /// removes the label again.
 async fn retain(ctx: &Context, user_name: &str, ns: &str) -> Result<(), Error> {
-    let mut labels = names::user_labels(user_name);
-    labels.insert(names::LABEL_RETAINED.into(), "true".into());
     if let Some(live) = ctx.caches.namespaces.get(&ObjectRef::new(ns)) {
-        let mut ns_labels = labels.clone();
-        ns_labels.insert(names::LABEL_POD_SECURITY_ENFORCE.into(), "restricted".into());
-        ns_labels.insert("pod-security.kubernetes.io/enforce-version".into(), "latest".into());
-        // The owner record stays: leaving it out of this apply would remove it.
-        let owner = live
-            .annotations()
-            .get(names::ANNOTATION_OWNER_TELEGRAM_ID)
-            .map(|id| (names::ANNOTATION_OWNER_TELEGRAM_ID.to_string(), id.clone()));
-        let namespace = Namespace {
-            metadata: ObjectMeta {
-                name: live.metadata.name.clone(),
-                labels: Some(ns_labels),
-                annotations: owner.map(|pair| BTreeMap::from([pair])),
-                ..ObjectMeta::default()
-            },
-            ..Namespace::default()
-        };
+        let namespace = builders::retained::namespace(user_name, &live);
         server_side_apply(&Api::<Namespace>::all(ctx.client.clone()), &namespace).await?;
     }
     if let Some(live) = lookup(&ctx.caches.workspaces, ns, names::WORKSPACE_PVC) {
-        // Repeat the spec fields we own: leaving them out would ask the server to clear them.
-        // The reset record stays too, so a user who adopts the workspace is not reset again.
-        let live_spec = live.spec.clone().unwrap_or_default();
-        let mut pvc = PersistentVolumeClaim {
-            metadata: ObjectMeta {
-                name: Some(names::WORKSPACE_PVC.into()),
-                namespace: Some(ns.into()),
-                labels: Some(labels),
-                ..ObjectMeta::default()
-            },
-            spec: Some(k8s_openapi::api::core::v1::PersistentVolumeClaimSpec {
-                access_modes: live_spec.access_modes,
-                storage_class_name: live_spec.storage_class_name,
-                resources: live_spec.resources.map(|r| k8s_openapi::api::core::v1::VolumeResourceRequirements {
-                    requests: r.requests,
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..PersistentVolumeClaim::default()
-        };
-        builders::stamp_reset_generation(&mut pvc, reset::volume_generation(&live, 0));
+        let pvc = builders::retained::workspace(user_name, &live, reset::volume_generation(&live, 0));
         server_side_apply(&Api::<PersistentVolumeClaim>::namespaced(ctx.client.clone(), ns), &pvc).await?;
     }
     Ok(())
@@ -814,7 +743,7 @@ mod tests {
     use super::*;
     use crate::builders::tests::user;
     use crate::crd::Profile;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 
     fn at(user: &mut MoltmateUser, seconds: i64) {
         user.metadata.creation_timestamp = Some(Time(jiff::Timestamp::from_second(seconds).unwrap()));
@@ -851,7 +780,7 @@ mod tests {
         );
 
         let refused = another_persons_workspace(Some(&namespace(&[(owner, "7")], true)), 8).unwrap();
-        assert_eq!((refused.phase, refused.reason), (Phase::Failed, "WorkspaceOfAnotherPerson"));
+        assert_eq!((refused.phase, refused.reason), (Phase::Failed, Reason::WorkspaceOfAnotherPerson));
         assert!(
             refused.message.contains("of Telegram user 7") && refused.message.contains("not handed to Telegram user 8"),
             "{}",

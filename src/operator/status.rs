@@ -12,11 +12,89 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use crate::crd::{MoltmateUserStatus, Phase};
 
+/// Why a user is where it is: the `reason` of every condition and of the event that
+/// announces it, as `kubectl get mmu` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// Ready: the agent pod runs and is ready.
+    AgentReady,
+    PodStarting,
+    /// The pod's spec changed, or it ended: it is being replaced (the workspace is kept).
+    PodReplacing,
+    PodTerminating,
+    /// The ResourceQuota is not yet in force; nothing runs uncharged meanwhile.
+    WaitingForQuota,
+    /// The broker Service does not exist yet.
+    WaitingForGateway,
+    Resetting,
+    Suspended,
+    Idle,
+    InvalidName,
+    InvalidSpec,
+    /// An older MoltmateUser holds the same Telegram id.
+    DuplicateTelegramId,
+    /// The namespace exists and is not ours.
+    NamespaceConflict,
+    /// A retained namespace belongs to another Telegram id.
+    WorkspaceOfAnotherPerson,
+    ImagePullSecretMissing,
+    /// An API call failed; retried with backoff.
+    ApplyFailed,
+}
+
+impl Reason {
+    pub const ALL: [Reason; 16] = [
+        Reason::AgentReady,
+        Reason::PodStarting,
+        Reason::PodReplacing,
+        Reason::PodTerminating,
+        Reason::WaitingForQuota,
+        Reason::WaitingForGateway,
+        Reason::Resetting,
+        Reason::Suspended,
+        Reason::Idle,
+        Reason::InvalidName,
+        Reason::InvalidSpec,
+        Reason::DuplicateTelegramId,
+        Reason::NamespaceConflict,
+        Reason::WorkspaceOfAnotherPerson,
+        Reason::ImagePullSecretMissing,
+        Reason::ApplyFailed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::AgentReady => "AgentReady",
+            Reason::PodStarting => "PodStarting",
+            Reason::PodReplacing => "PodReplacing",
+            Reason::PodTerminating => "PodTerminating",
+            Reason::WaitingForQuota => "WaitingForQuota",
+            Reason::WaitingForGateway => "WaitingForGateway",
+            Reason::Resetting => "Resetting",
+            Reason::Suspended => "Suspended",
+            Reason::Idle => "Idle",
+            Reason::InvalidName => "InvalidName",
+            Reason::InvalidSpec => "InvalidSpec",
+            Reason::DuplicateTelegramId => "DuplicateTelegramId",
+            Reason::NamespaceConflict => "NamespaceConflict",
+            Reason::WorkspaceOfAnotherPerson => "WorkspaceOfAnotherPerson",
+            Reason::ImagePullSecretMissing => "ImagePullSecretMissing",
+            Reason::ApplyFailed => "ApplyFailed",
+        }
+    }
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Why a user is where it is; the reason and message of every condition.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Observation {
     pub phase: Phase,
-    pub reason: &'static str,
+    pub reason: Reason,
     pub message: String,
     /// Look again after this long even if nothing changes (e.g. when the user goes idle).
     pub recheck_after: Option<std::time::Duration>,
@@ -25,7 +103,7 @@ pub struct Observation {
 }
 
 impl Observation {
-    pub fn new(phase: Phase, reason: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(phase: Phase, reason: Reason, message: impl Into<String>) -> Self {
         Self { phase, reason, message: message.into(), recheck_after: None, reset_applied: None }
     }
 
@@ -74,7 +152,7 @@ pub fn next_status(
             Condition {
                 type_: type_.into(),
                 status: status.into(),
-                reason: observation.reason.into(),
+                reason: observation.reason.as_str().into(),
                 message: observation.message.clone(),
                 observed_generation: generation,
                 last_transition_time,
@@ -132,7 +210,8 @@ mod tests {
             (Phase::Failed, "Failed"),
         ];
         for (phase, expected) in cases {
-            let status = next_status(None, Some(2), None, &Observation::new(phase, "Why", "because"), at(10));
+            let status =
+                next_status(None, Some(2), None, &Observation::new(phase, Reason::InvalidSpec, "because"), at(10));
             assert_eq!(kstatus(&status, 2), expected, "{phase:?}");
             assert_eq!(kstatus(&status, 3), "InProgress", "{phase:?} not yet observed");
             assert_eq!(condition(&status, AGENT_READY).status == "True", phase == Phase::Ready, "{phase:?}");
@@ -142,14 +221,14 @@ mod tests {
 
     #[test]
     fn ready_condition_mirrors_the_phase() {
-        let obs = Observation::new(Phase::Ready, "AgentReady", "agent pod is serving");
+        let obs = Observation::new(Phase::Ready, Reason::AgentReady, "agent pod is serving");
         let s = next_status(None, Some(3), Some("moltmate-a".into()), &obs, at(10));
         assert_eq!(s.phase, Some(Phase::Ready));
         assert_eq!(s.observed_generation, Some(3));
         let c = &s.conditions[0];
         assert_eq!((c.type_.as_str(), c.status.as_str(), c.reason.as_str()), ("Ready", "True", "AgentReady"));
 
-        let failed = Observation::new(Phase::Failed, "DuplicateTelegramId", "taken");
+        let failed = Observation::new(Phase::Failed, Reason::DuplicateTelegramId, "taken");
         let s2 = next_status(Some(&s), Some(4), None, &failed, at(20));
         assert_eq!(s2.conditions[0].status, "False");
         assert_eq!(s2.conditions[0].last_transition_time, at(20));
@@ -157,9 +236,9 @@ mod tests {
 
     #[test]
     fn transition_time_holds_while_status_holds() {
-        let provisioning = Observation::new(Phase::Provisioning, "WaitingForPod", "x");
+        let provisioning = Observation::new(Phase::Provisioning, Reason::PodStarting, "x");
         let first = next_status(None, Some(1), None, &provisioning, at(10));
-        let failed = Observation::new(Phase::Failed, "NamespaceConflict", "y");
+        let failed = Observation::new(Phase::Failed, Reason::NamespaceConflict, "y");
         let second = next_status(Some(&first), Some(2), None, &failed, at(99));
         assert_eq!(condition(&second, READY).last_transition_time, at(10), "still False");
         assert_eq!(condition(&second, STALLED).last_transition_time, at(99), "now True");
@@ -168,16 +247,18 @@ mod tests {
 
     #[test]
     fn reset_generation_never_goes_back_and_the_gateways_activity_is_carried_over() {
-        let applied = Observation { reset_applied: Some(2), ..Observation::new(Phase::Ready, "AgentReady", "serving") };
+        let applied =
+            Observation { reset_applied: Some(2), ..Observation::new(Phase::Ready, Reason::AgentReady, "serving") };
         let first = next_status(None, Some(1), None, &applied, at(10));
         assert_eq!(first.reset_generation, Some(2));
         assert_eq!(first.last_activity, None);
         let stamped = MoltmateUserStatus { last_activity: Some("2025-03-01T10:00:00Z".into()), ..first.clone() };
-        let later = Observation::new(Phase::Idle, "Idle", "no messages");
+        let later = Observation::new(Phase::Idle, Reason::Idle, "no messages");
         let second = next_status(Some(&stamped), Some(1), None, &later, at(20));
         assert_eq!(second.reset_generation, Some(2), "kept while no agent serves");
         assert_eq!(second.last_activity.as_deref(), Some("2025-03-01T10:00:00Z"), "the gateway's field, as it was");
-        let lower = Observation { reset_applied: Some(1), ..Observation::new(Phase::Ready, "AgentReady", "serving") };
+        let lower =
+            Observation { reset_applied: Some(1), ..Observation::new(Phase::Ready, Reason::AgentReady, "serving") };
         assert_eq!(next_status(Some(&first), Some(2), None, &lower, at(30)).reset_generation, Some(2));
         // Unchanged inputs give an unchanged status: nothing to write in steady state.
         assert_eq!(next_status(Some(&stamped), Some(1), None, &applied, at(99)), stamped);

@@ -88,9 +88,7 @@ fn pod_state(pod: &Pod) -> String {
     }
     let status = pod.status.as_ref();
     let phase = status.and_then(|s| s.phase.clone()).unwrap_or_else(|| "Pending".into());
-    let ready = status
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+    let ready = crate::k8s::pod_is_ready(pod);
     if phase == "Running" && !ready { "Running/NotReady".into() } else { phase }
 }
 
