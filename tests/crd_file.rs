@@ -43,3 +43,13 @@ fn moltmate_help_lists_the_subcommands() {
         assert!(help.contains(sub), "{sub} missing from:\n{help}");
     }
 }
+
+/// Every reason the operator writes is explained where users look them up.
+#[test]
+fn every_status_reason_is_in_the_users_guide() {
+    let guide = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/users.md")).unwrap();
+    for reason in moltmates::operator::status::Reason::ALL {
+        let row = format!("| `{reason}` |");
+        assert!(guide.contains(&row), "docs/users.md has no row for {reason}");
+    }
+}
