@@ -11,6 +11,7 @@ pub mod disk;
 pub mod exec;
 pub mod files;
 pub mod history;
+pub mod isolation;
 pub mod llm;
 pub mod metrics;
 pub mod prompt;
@@ -132,7 +133,14 @@ async fn serve(config: Config, shutdown: crate::shutdown::Shutdown) -> Result<()
     let listener =
         tokio::net::TcpListener::bind(listen).await.map_err(|source| Error::Bind { addr: listen, source })?;
     let addr = listener.local_addr().map_err(|source| Error::Bind { addr: listen, source })?;
-    health.set_ready(true);
+    let probe = isolation::probe_target(
+        std::env::var("KUBERNETES_SERVICE_HOST").ok().as_deref(),
+        std::env::var("KUBERNETES_SERVICE_PORT").ok().as_deref(),
+    );
+    match probe {
+        Some(target) => drop(tokio::spawn(isolation::guard(target, health.clone(), shutdown.clone()))),
+        None => health.set_ready(true),
+    }
     info!(user = %user, addr = %addr, session = %session, profile = ?profile, persistent = writable, "agent listening");
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.requested().await })

@@ -104,17 +104,22 @@ fn runtime_default_seccomp() -> SeccompProfile {
     SeccompProfile { type_: "RuntimeDefault".into(), ..SeccompProfile::default() }
 }
 
-fn probe(path: &str) -> Probe {
+fn probe(path: &str, period_seconds: i32) -> Probe {
     Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.into()),
             port: IntOrString::String("http".into()),
             ..HTTPGetAction::default()
         }),
-        period_seconds: Some(10),
+        period_seconds: Some(period_seconds),
         ..Probe::default()
     }
 }
+
+/// The agent turns Ready only once it has found its egress blocked, which may be a moment
+/// after it listens; a woken user's message waits for Ready, so the kubelet looks often.
+const READINESS_PERIOD_SECONDS: i32 = 1;
+const LIVENESS_PERIOD_SECONDS: i32 = 10;
 
 pub(super) fn pod(ctx: &Ctx) -> Pod {
     let profile = ctx.input.profile;
@@ -181,8 +186,8 @@ pub(super) fn pod(ctx: &Ctx) -> Pod {
             },
             VolumeMount { name: "tmp".into(), mount_path: "/tmp".into(), ..VolumeMount::default() },
         ]),
-        readiness_probe: Some(probe("/readyz")),
-        liveness_probe: Some(probe("/healthz")),
+        readiness_probe: Some(probe("/readyz", READINESS_PERIOD_SECONDS)),
+        liveness_probe: Some(probe("/healthz", LIVENESS_PERIOD_SECONDS)),
         ..Container::default()
     };
 
