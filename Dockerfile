@@ -35,11 +35,12 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 # Cache mounts keep the crates and compiled dependencies between builds; both Dockerfiles share
-# them, so building the two images compiles each architecture once.
+# them, so building the two images compiles each architecture once. No default features: the
+# development stand-ins (`moltmate dev`) stay out of the images.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     target="$(cat /rust-arch)-unknown-linux-musl" \
- && cargo build --release --locked --bin moltmate --target "$target" \
+ && cargo build --release --locked --no-default-features --bin moltmate --target "$target" \
  && cp "target/$target/release/moltmate" /moltmate
 # --- end of the build stage ---
 

@@ -5,6 +5,7 @@ pub mod builders;
 pub mod cache;
 pub mod cluster;
 pub mod crd;
+#[cfg(feature = "dev")]
 pub mod dev;
 pub mod gateway;
 pub mod http;

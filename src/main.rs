@@ -37,6 +37,7 @@ enum Command {
     #[command(subcommand)]
     ExecPolicy(moltmates::agent::exec::cli::ExecPolicyCommand),
     /// Development stand-ins for a local control plane.
+    #[cfg(feature = "dev")]
     #[command(subcommand)]
     Dev(DevCommand),
     /// Print shell completions, e.g. `moltmate completions bash > /etc/bash_completion.d/moltmate`.
@@ -46,6 +47,7 @@ enum Command {
     },
 }
 
+#[cfg(feature = "dev")]
 #[derive(Subcommand, Debug)]
 enum DevCommand {
     /// A local node that plays kubelet: registers a Node, runs its pods' status, provisions local volumes.
@@ -56,6 +58,17 @@ enum DevCommand {
     Llm(moltmates::dev::llm::LlmArgs),
     /// Type as a user of the local stack (via the Telegram stand-in) and read their agent's replies.
     Chat(moltmates::dev::chat::ChatArgs),
+}
+
+#[cfg(feature = "dev")]
+async fn run_dev(command: DevCommand) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    match command {
+        DevCommand::Node(args) => moltmates::dev::node::run(args).await?,
+        DevCommand::Telegram(args) => moltmates::dev::telegram::run(args).await?,
+        DevCommand::Llm(args) => moltmates::dev::llm::run(args).await?,
+        DevCommand::Chat(args) => return Ok(moltmates::dev::chat::run(args).await?),
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn main() -> ExitCode {
@@ -94,12 +107,10 @@ async fn run(cli: Cli) -> ExitCode {
             moltmates::operator::run(*args).await.map_err(Into::into)
         }
         Command::Gateway(args) => moltmates::gateway::run(*args).await.map_err(Into::into),
-        Command::Dev(DevCommand::Node(args)) => moltmates::dev::node::run(args).await.map_err(Into::into),
-        Command::Dev(DevCommand::Telegram(args)) => moltmates::dev::telegram::run(args).await.map_err(Into::into),
-        Command::Dev(DevCommand::Llm(args)) => moltmates::dev::llm::run(args).await.map_err(Into::into),
-        Command::Dev(DevCommand::Chat(args)) => match moltmates::dev::chat::run(args).await {
+        #[cfg(feature = "dev")]
+        Command::Dev(command) => match run_dev(command).await {
             Ok(code) => return code,
-            Err(e) => Err(e.into()),
+            Err(e) => Err(e),
         },
         Command::Users(args) => moltmates::users::run(args).await.map_err(Into::into),
         Command::Agent(args) => moltmates::agent::run(args).await.map_err(Into::into),

@@ -126,7 +126,8 @@ fn each_image_runs_the_crates_binary_built_static_for_musl() {
             "{name}: builds `{}`, which is no [[bin]] of Cargo.toml ({bins:?})",
             built.bin
         );
-        for flag in ["--release", "--locked"] {
+        // Without default features: no development stand-ins in an image.
+        for flag in ["--release", "--locked", "--no-default-features"] {
             assert!(built.command.contains(flag), "{name}: cargo build without {flag}: {}", built.command);
         }
         assert!(
