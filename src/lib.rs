@@ -1,6 +1,7 @@
 //! Moltmates: one Telegram bot, many people, each with their own sandboxed agent.
 pub mod agent;
 pub mod audit;
+pub mod backoff;
 pub mod builders;
 pub mod cache;
 pub mod cluster;

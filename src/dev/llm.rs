@@ -64,16 +64,12 @@ pub struct LlmArgs {
 
 /// Serve until SIGINT or SIGTERM. Prints the base URL (`http://ADDR/v1`) once listening.
 pub async fn run(args: LlmArgs) -> std::io::Result<()> {
+    let shutdown = crate::shutdown::Shutdown::on_signals()?;
     let models = (!args.models.is_empty()).then_some(args.models);
     let standin = LlmStandIn::start_serving(args.listen, args.api_key, models).await?;
     println!("{}", standin.url());
     tracing::info!(url = %standin.url(), "LLM stand-in listening");
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate.recv() => {}
-    }
-    tracing::info!("shutting down");
+    shutdown.requested().await;
     Ok(())
 }
 

@@ -75,7 +75,9 @@ pub enum Error {
 const FIELD_MANAGER: &str = "moltmate-dev-node";
 const HEARTBEAT: Duration = Duration::from_secs(10);
 
+/// Until SIGINT or SIGTERM; returning drops the agent supervisors, which stops their processes.
 pub async fn run(args: NodeArgs) -> Result<(), Error> {
+    let shutdown = crate::shutdown::Shutdown::on_signals()?;
     let client = Client::try_default().await?;
     std::fs::create_dir_all(args.data_dir.join("volumes"))?;
     register(&client, &args.name).await?;
@@ -107,19 +109,7 @@ pub async fn run(args: NodeArgs) -> Result<(), Error> {
         r = run_pods(client.clone(), args.name.clone(), launcher, args.pod_network) => r,
         r = run_volumes(client.clone(), args.clone()) => r,
         _ = heartbeat => Ok(()),
-        _ = shutdown_signal() => Ok(()),
-    }
-}
-
-/// SIGINT or SIGTERM; returning drops the agent supervisors, which stops their processes.
-async fn shutdown_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(term) => term,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+        () = shutdown.requested() => Ok(()),
     }
 }
 
@@ -353,8 +343,9 @@ async fn supervise(client: Client, launcher: AgentLauncher, pod: Pod, ip: Ipv4Ad
     }
 }
 
+/// As a kubelet's CrashLoopBackOff, shorter: 0.25 s doubling, at most 32 s.
 fn backoff(restarts: i32) -> Duration {
-    Duration::from_millis(250u64.saturating_mul(1 << restarts.clamp(0, 7)))
+    crate::backoff::Backoff::new(Duration::from_millis(250), Duration::from_secs(32)).delay(restarts.max(0) as u32)
 }
 
 /// SIGTERM, then SIGKILL after a grace period, as a kubelet stops a container.

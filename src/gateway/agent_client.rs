@@ -40,7 +40,7 @@ impl AgentError {
 
 /// The pause before try number `attempt + 1`: 0.5 s doubling, at most 8 s.
 pub fn backoff(attempt: u32) -> Duration {
-    Duration::from_millis(500u64.saturating_mul(1u64 << attempt.min(4)))
+    crate::backoff::Backoff::new(Duration::from_millis(500), Duration::from_secs(8)).delay(attempt)
 }
 
 /// For the delivery confirmation: the agent only appends a line, under its turn lock.

@@ -186,8 +186,9 @@ fn api_error(error: &Error) -> Option<&kube::Error> {
     }
 }
 
+/// A failing user's next try: 1 s doubling, at most 5 minutes.
 pub fn backoff(failures: u32) -> Duration {
-    Duration::from_secs(2u64.saturating_pow(failures.min(9)).min(300))
+    crate::backoff::Backoff::new(Duration::from_secs(1), Duration::from_secs(300)).delay(failures)
 }
 
 async fn apply(user: &MoltmateUser, ctx: &Context) -> Result<Action, Error> {

@@ -46,18 +46,16 @@ pub struct TelegramArgs {
 
 /// Serve until SIGINT or SIGTERM. Prints the Bot API base URL on stdout once listening.
 pub async fn run(args: TelegramArgs) -> Result<(), StandInError> {
+    let shutdown = crate::shutdown::Shutdown::on_signals()?;
     let mut config = StandInConfig::new(args.token);
     config.bot_username = args.bot_username;
     let mut standin = TelegramStandIn::start_with(args.listen, config).await?;
     println!("{}", standin.url());
     tracing::info!(url = %standin.url(), "Telegram stand-in listening");
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate.recv() => {}
+        () = shutdown.requested() => {}
         _ = standin.stopped() => return Ok(()),
     }
-    tracing::info!("shutting down");
     standin.shutdown().await;
     Ok(())
 }

@@ -37,8 +37,7 @@ impl Default for Backoff {
 impl Backoff {
     /// Delay before retry number `failures` (1 = after the first failure): doubling, capped.
     pub fn delay(&self, failures: u32) -> Duration {
-        let factor = 2u32.saturating_pow(failures.saturating_sub(1).min(16));
-        self.initial.saturating_mul(factor).min(self.max)
+        crate::backoff::Backoff::new(self.initial, self.max).delay(failures.saturating_sub(1))
     }
 }
 
