@@ -163,6 +163,8 @@ impl Drop for Agent {
 fn agent_command(workspace: &Path, broker: SocketAddr, profile: &ResolvedProfile) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_moltmate"));
     cmd.arg("agent")
+        // Not in a pod here, even when the tests themselves run in one: no isolation probe.
+        .env_remove("KUBERNETES_SERVICE_HOST")
         .env("MOLTMATE_USER", "alice")
         .env("MOLTMATE_WORKSPACE", workspace)
         .env("MOLTMATE_LISTEN", "127.0.0.1:0")
