@@ -8,18 +8,17 @@
 //! allowed, 503 when the broker as a whole does.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
+use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 
 use super::limits::Limited;
-use super::{BrokerState, Decision, Outcome, fetch_error, read_body};
+use super::{BrokerState, Caller, Decision, ErrorShape, Outcome, RequestError, read_body};
 
-const FETCH: &str = "fetch";
+pub(super) const FETCH: &str = "fetch";
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -36,31 +35,23 @@ pub struct FetchResponse {
     pub truncated: bool,
 }
 
-pub(super) async fn fetch(State(state): State<Arc<BrokerState>>, headers: HeaderMap, body: Body) -> Response {
-    let started = Instant::now();
-    let caller = match state.authenticate(&headers) {
-        Ok(caller) => caller,
-        Err(r) => return state.finish(FETCH, started, r.outcome(), fetch_error(r.status, &r.message)),
+pub(super) async fn fetch(
+    State(state): State<Arc<BrokerState>>,
+    caller: Caller,
+    body: Body,
+) -> Result<(Extension<Outcome>, Json<FetchResponse>), RequestError> {
+    let fail = |decision: Decision, bytes_in: usize, status: StatusCode, message: String| {
+        caller.outcome(decision, bytes_in).fail(status, ErrorShape::Fetch, message)
     };
-    let outcome = |decision: Decision, bytes_in: usize| {
-        let mut o = Outcome::new(Some(caller.name.clone()), decision);
-        o.bytes_in = bytes_in;
-        o
-    };
-    let answer = |outcome: Outcome, status: StatusCode, message: String| {
-        state.finish(FETCH, started, outcome.reason(message.clone()), fetch_error(status, &message))
-    };
-    let bytes = match read_body(body, state.config.max_fetch_request_bytes, state.config.body_timeout).await {
-        Ok(bytes) => bytes,
-        Err(e) => return answer(outcome(Decision::Refused, 0), e.status(), e.message()),
-    };
-    let request: FetchRequest = match serde_json::from_slice(&bytes) {
-        Ok(request) => request,
-        Err(e) => {
-            let message = format!("the request body must be {{\"url\": \"...\"}}: {e}");
-            return answer(outcome(Decision::Refused, bytes.len()), StatusCode::BAD_REQUEST, message);
-        }
-    };
+    let bytes = read_body(body, state.config.max_fetch_request_bytes, state.config.body_timeout)
+        .await
+        .map_err(|e| fail(Decision::Refused, 0, e.status(), e.message()))?;
+    let bytes_in = bytes.len();
+    let request: FetchRequest = serde_json::from_slice(&bytes).map_err(|e| {
+        let message = format!("the request body must be {{\"url\": \"...\"}}: {e}");
+        fail(Decision::Refused, bytes_in, StatusCode::BAD_REQUEST, message)
+    })?;
+    let limited = |status: StatusCode, message: String| fail(Decision::Limited, bytes_in, status, message);
 
     // A budget per user, as for the LLM: every fetch is a request out of the cluster on the
     // installation's behalf.
@@ -77,8 +68,8 @@ pub(super) async fn fetch(State(state): State<Arc<BrokerState>>, headers: Header
         }
         admitted
     };
-    if let Err(limited) = admitted {
-        let message = match limited {
+    if let Err(over) = admitted {
+        let message = match over {
             Limited::Rate { per_minute, retry_after_secs } => {
                 format!("at most {per_minute} fetches per minute; try again in {retry_after_secs} s")
             }
@@ -86,7 +77,7 @@ pub(super) async fn fetch(State(state): State<Arc<BrokerState>>, headers: Header
                 format!("the daily budget of {per_day} fetches is used up; it resets at 00:00 UTC")
             }
         };
-        return answer(outcome(Decision::Limited, bytes.len()), StatusCode::TOO_MANY_REQUESTS, message);
+        return Err(limited(StatusCode::TOO_MANY_REQUESTS, message));
     }
     let user_slots = state.user_fetch_slots(&caller.name);
     let Ok(_user_slot) = user_slots.try_acquire_owned() else {
@@ -94,33 +85,31 @@ pub(super) async fn fetch(State(state): State<Arc<BrokerState>>, headers: Header
             "at most {} fetches at a time per user; wait for the others to finish",
             state.config.fetches_per_user
         );
-        return answer(outcome(Decision::Limited, bytes.len()), StatusCode::TOO_MANY_REQUESTS, message);
+        return Err(limited(StatusCode::TOO_MANY_REQUESTS, message));
     };
     let wait = state.fetcher.config().timeout;
     let _slot = match tokio::time::timeout(wait, state.fetch_slots.clone().acquire_owned()).await {
         Ok(Ok(slot)) => slot,
         _ => {
             let message = format!("the broker is busy with {} fetches; try again later", state.config.fetches_at_once);
-            return answer(outcome(Decision::Limited, bytes.len()), StatusCode::SERVICE_UNAVAILABLE, message);
+            return Err(limited(StatusCode::SERVICE_UNAVAILABLE, message));
         }
     };
 
-    match state.fetcher.fetch(&caller.name, &caller.profile.web_fetch, &request.url).await {
-        Ok(page) => {
-            let mut o = outcome(Decision::Allowed, bytes.len());
-            o.bytes_out = page.bytes;
-            let response = FetchResponse {
-                status: page.status,
-                content_type: page.content_type,
-                text: page.text,
-                final_url: page.final_url,
-                truncated: page.truncated,
-            };
-            state.finish(FETCH, started, o, axum::Json(response).into_response())
-        }
+    let page = match state.fetcher.fetch(&caller.name, &caller.profile.web_fetch, &request.url).await {
+        Ok(page) => page,
         Err(e) if e.is_refusal() => {
-            answer(outcome(Decision::Refused, bytes.len()), StatusCode::FORBIDDEN, e.to_string())
+            return Err(fail(Decision::Refused, bytes_in, StatusCode::FORBIDDEN, e.to_string()));
         }
-        Err(e) => answer(outcome(Decision::Error, bytes.len()), StatusCode::BAD_GATEWAY, e.to_string()),
-    }
+        Err(e) => return Err(fail(Decision::Error, bytes_in, StatusCode::BAD_GATEWAY, e.to_string())),
+    };
+    let outcome = Outcome { bytes_out: page.bytes, ..caller.outcome(Decision::Allowed, bytes_in) };
+    let response = FetchResponse {
+        status: page.status,
+        content_type: page.content_type,
+        text: page.text,
+        final_url: page.final_url,
+        truncated: page.truncated,
+    };
+    Ok((Extension(outcome), Json(response)))
 }

@@ -14,20 +14,23 @@
 //! whole answer to count its `usage.total_tokens` against the user's daily budget.
 
 use std::sync::Arc;
-use std::time::Instant;
 
+use axum::Extension;
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
 use super::shape::{Shape, shape};
-use super::{BrokerState, Caller, Decision, Outcome, ProviderConfig, openai_error, read_body};
+use super::{BrokerState, Caller, Decision, ErrorShape, ProviderConfig, RequestError, read_body};
 use crate::http::CappedRead;
 
 pub(super) const CHAT: &str = "chat_completions";
 pub(super) const MODELS: &str = "models";
+
+/// A provider failure, told to the agent as the broker's own.
+const UPSTREAM: ErrorShape = ErrorShape::OpenAi { kind: "upstream_error", code: None };
 
 /// The HTTP client for the provider: the gateway's TLS set-up (ring, the platform's root
 /// store), no redirects (the API key must not follow one elsewhere).
@@ -45,47 +48,28 @@ pub(crate) fn provider_client(config: &ProviderConfig) -> Result<reqwest::Client
 
 pub(super) async fn chat_completions(
     State(state): State<Arc<BrokerState>>,
-    headers: HeaderMap,
+    caller: Caller,
     body: Body,
-) -> Response {
-    let started = Instant::now();
-    let caller = match state.authenticate(&headers) {
-        Ok(caller) => caller,
-        Err(r) => return state.finish(CHAT, started, r.outcome(), openai_error(r.status, &r.message, r.kind, None)),
-    };
+) -> Result<Response, RequestError> {
     let refuse = |status: StatusCode, message: String, bytes_in: usize| {
-        let mut outcome = Outcome::new(Some(caller.name.clone()), Decision::Refused).reason(message.clone());
-        outcome.bytes_in = bytes_in;
-        state.finish(CHAT, started, outcome, openai_error(status, &message, "invalid_request_error", None))
+        caller.outcome(Decision::Refused, bytes_in).fail(status, ErrorShape::INVALID_REQUEST, message)
     };
-    let bytes = match read_body(body, state.config.max_request_bytes, state.config.body_timeout).await {
-        Ok(bytes) => bytes,
-        Err(e) => return refuse(e.status(), e.message(), 0),
-    };
-    let mut request: Value = match serde_json::from_slice(&bytes) {
-        Ok(value) => value,
-        Err(e) => return refuse(StatusCode::BAD_REQUEST, format!("the request body is not JSON: {e}"), bytes.len()),
-    };
+    let bytes = read_body(body, state.config.max_request_bytes, state.config.body_timeout)
+        .await
+        .map_err(|e| refuse(e.status(), e.message(), 0))?;
+    let bad = |message: String| refuse(StatusCode::BAD_REQUEST, message, bytes.len());
+    let mut request: Value =
+        serde_json::from_slice(&bytes).map_err(|e| bad(format!("the request body is not JSON: {e}")))?;
     let Some(fields) = request.as_object_mut().map(std::mem::take) else {
-        return refuse(StatusCode::BAD_REQUEST, "the request body must be a JSON object".into(), bytes.len());
+        return Err(bad("the request body must be a JSON object".into()));
     };
     let rules =
         Shape { model: state.config.provider.default_model.clone(), max_output_tokens: state.config.max_output_tokens };
-    let request = match shape(fields, &rules) {
-        Ok(fields) => Value::Object(fields),
-        Err(reason) => return refuse(StatusCode::BAD_REQUEST, reason, bytes.len()),
-    };
-    let body = match serde_json::to_vec(&request) {
-        Ok(body) => body,
-        Err(e) => {
-            return refuse(StatusCode::BAD_REQUEST, format!("the request could not be re-encoded: {e}"), bytes.len());
-        }
-    };
-    if let Some(limited) = admit(&state, &caller, CHAT, started) {
-        return limited;
-    }
+    let request = Value::Object(shape(fields, &rules).map_err(bad)?);
+    let body = serde_json::to_vec(&request).map_err(|e| bad(format!("the request could not be re-encoded: {e}")))?;
+    admit(&state, &caller)?;
     let estimate = estimated_tokens(&request, body.len());
-    forward(&state, &caller, CHAT, Method::POST, "chat/completions", Some(body), bytes.len(), estimate, started).await
+    forward(&state, &caller, CHAT, Method::POST, "chat/completions", Some(body), bytes.len(), estimate).await
 }
 
 /// The error code the broker answers when the provider does not serve the configured model.
@@ -117,40 +101,33 @@ fn estimated_tokens(request: &Value, body_bytes: usize) -> u64 {
     (body_bytes as u64).div_ceil(4) + answer.unwrap_or(0)
 }
 
-pub(super) async fn models(State(state): State<Arc<BrokerState>>, headers: HeaderMap) -> Response {
-    let started = Instant::now();
-    let caller = match state.authenticate(&headers) {
-        Ok(caller) => caller,
-        Err(r) => return state.finish(MODELS, started, r.outcome(), openai_error(r.status, &r.message, r.kind, None)),
-    };
+pub(super) async fn models(State(state): State<Arc<BrokerState>>, caller: Caller) -> Result<Response, RequestError> {
     // Counted like a completion: it costs no tokens, but a flood of them reaches the provider.
-    if let Some(limited) = admit(&state, &caller, MODELS, started) {
-        return limited;
-    }
-    forward(&state, &caller, MODELS, Method::GET, "models", None, 0, 0, started).await
+    admit(&state, &caller)?;
+    forward(&state, &caller, MODELS, Method::GET, "models", None, 0, 0).await
 }
 
-/// The user's per-minute and per-day limits: `None` if admitted, else the 429 (OpenAI's
-/// shape) to send. The daily
-/// budget's error type is `insufficient_quota`, which OpenAI clients do not retry.
-fn admit(state: &BrokerState, caller: &Caller, endpoint: &'static str, started: Instant) -> Option<Response> {
+/// The user's per-minute and per-day limits: the 429 (OpenAI's shape) to send if over them.
+/// The daily budget's error type is `insufficient_quota`, which OpenAI clients do not retry.
+fn admit(state: &BrokerState, caller: &Caller) -> Result<(), RequestError> {
     let now = state.clock.now_ms();
     let result = state.limiter.lock().unwrap_or_else(|e| e.into_inner()).admit(&caller.name, caller.profile.llm, now);
-    let Err(limited) = result else { return None };
+    let Err(limited) = result else { return Ok(()) };
     let message = limited.message(&caller.profile_name());
-    let mut response = match limited {
+    let outcome = caller.outcome(Decision::Limited, 0);
+    let error = match limited {
         super::limits::Limited::Rate { retry_after_secs, .. } => {
-            let mut r = openai_error(StatusCode::TOO_MANY_REQUESTS, &message, "requests", Some("rate_limit_exceeded"));
-            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
-            r
+            let shape = ErrorShape::OpenAi { kind: "requests", code: Some("rate_limit_exceeded") };
+            outcome
+                .fail(StatusCode::TOO_MANY_REQUESTS, shape, message)
+                .header(header::RETRY_AFTER, HeaderValue::from(retry_after_secs))
         }
         super::limits::Limited::Budget { .. } => {
-            openai_error(StatusCode::TOO_MANY_REQUESTS, &message, "insufficient_quota", Some("insufficient_quota"))
+            let shape = ErrorShape::OpenAi { kind: "insufficient_quota", code: Some("insufficient_quota") };
+            outcome.fail(StatusCode::TOO_MANY_REQUESTS, shape, message)
         }
     };
-    response.headers_mut().insert("x-moltmate-limit", HeaderValue::from_static("broker"));
-    let outcome = Outcome::new(Some(caller.name.clone()), Decision::Limited).reason(message);
-    Some(state.finish(endpoint, started, outcome, response))
+    Err(error.header(HeaderName::from_static("x-moltmate-limit"), HeaderValue::from_static("broker")))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -163,8 +140,7 @@ async fn forward(
     body: Option<Vec<u8>>,
     bytes_in: usize,
     estimate: u64,
-    started: Instant,
-) -> Response {
+) -> Result<Response, RequestError> {
     let provider = &state.config.provider;
     let tokens = |charge: fn(&mut super::limits::Limiter, &str, u64, i64), amount: u64| {
         if amount > 0 {
@@ -179,30 +155,25 @@ async fn forward(
     if let Some(body) = body {
         request = request.header(header::CONTENT_TYPE, "application/json").body(body);
     }
-    let mut outcome = Outcome::new(Some(caller.name.clone()), Decision::Error);
-    outcome.bytes_in = bytes_in;
-    let fail = |outcome: Outcome, status: StatusCode, message: String| {
-        let response = openai_error(status, &message, "upstream_error", None);
-        state.finish(endpoint, started, outcome.reason(message), response)
-    };
+    let mut outcome = caller.outcome(Decision::Error, bytes_in);
 
     let upstream = match request.send().await {
         Ok(response) => response,
         Err(e) if e.is_timeout() => {
-            return fail(
-                outcome,
+            return Err(outcome.fail(
                 StatusCode::GATEWAY_TIMEOUT,
+                UPSTREAM,
                 format!("the model provider did not answer within {:?}", provider.timeout),
-            );
+            ));
         }
         Err(e) => {
             // Nothing reached the provider.
             tokens(super::limits::Limiter::release_tokens, estimate);
-            return fail(
-                outcome,
+            return Err(outcome.fail(
                 StatusCode::BAD_GATEWAY,
+                UPSTREAM,
                 format!("the model provider cannot be reached: {}", innermost(&e)),
-            );
+            ));
         }
     };
     let status = upstream.status();
@@ -212,18 +183,18 @@ async fn forward(
         Err(CappedRead::TooLarge) => {
             let message =
                 format!("the model provider's answer is larger than {} bytes", state.config.max_response_bytes);
-            return fail(outcome, StatusCode::BAD_GATEWAY, message);
+            return Err(outcome.fail(StatusCode::BAD_GATEWAY, UPSTREAM, message));
         }
         Err(CappedRead::Failed(e)) if e.is_timeout() => {
             let message = format!("the model provider did not finish its answer within {:?}", provider.timeout);
-            return fail(outcome, StatusCode::GATEWAY_TIMEOUT, message);
+            return Err(outcome.fail(StatusCode::GATEWAY_TIMEOUT, UPSTREAM, message));
         }
         Err(CappedRead::Failed(e)) => {
-            return fail(
-                outcome,
+            return Err(outcome.fail(
                 StatusCode::BAD_GATEWAY,
+                UPSTREAM,
                 format!("reading the model provider's answer: {}", innermost(&e)),
-            );
+            ));
         }
     };
     outcome.bytes_out = bytes.len();
@@ -231,7 +202,7 @@ async fn forward(
 
     if status.is_success() {
         let Some(parsed) = parsed else {
-            return fail(outcome, StatusCode::BAD_GATEWAY, "the model provider's answer is not JSON".into());
+            return Err(outcome.fail(StatusCode::BAD_GATEWAY, UPSTREAM, "the model provider's answer is not JSON"));
         };
         let used = parsed.pointer("/usage/total_tokens").and_then(Value::as_u64).unwrap_or(0);
         tokens(super::limits::Limiter::release_tokens, estimate);
@@ -244,8 +215,7 @@ async fn forward(
             .inc_by(used);
         outcome.tokens = used;
         outcome.decision = Decision::Allowed;
-        let response = ([(header::CONTENT_TYPE, "application/json")], bytes).into_response();
-        return state.finish(endpoint, started, outcome, response);
+        return Ok((Extension(outcome), [(header::CONTENT_TYPE, "application/json")], bytes).into_response());
     }
 
     // The provider refused the request: nothing to bill.
@@ -264,7 +234,7 @@ async fn forward(
             "the model provider refused the broker's credentials ({}); tell the administrator",
             status.as_u16()
         );
-        return fail(outcome, StatusCode::BAD_GATEWAY, message);
+        return Err(outcome.fail(StatusCode::BAD_GATEWAY, UPSTREAM, message));
     }
     let provider_code = parsed.as_ref().and_then(|v| v.pointer("/error/code")).and_then(Value::as_str);
     if refuses_the_model(status, provider_code, &provider_message) {
@@ -277,25 +247,25 @@ async fn forward(
             status.as_u16()
         );
         // 424, not a 5xx: clients retry those, and asking again cannot help.
-        let response = openai_error(StatusCode::FAILED_DEPENDENCY, &message, "upstream_error", Some(MODEL_NOT_SERVED));
-        return state.finish(endpoint, started, outcome.reason(message.clone()), response);
+        let shape = ErrorShape::OpenAi { kind: "upstream_error", code: Some(MODEL_NOT_SERVED) };
+        return Err(outcome.fail(StatusCode::FAILED_DEPENDENCY, shape, message));
     }
     if status == StatusCode::TOO_MANY_REQUESTS {
         outcome.decision = Decision::Limited;
     }
     let openai_shaped = parsed.as_ref().is_some_and(|v| v.pointer("/error/message").is_some_and(Value::is_string));
+    let message = format!("the model provider answered {}: {provider_message}", status.as_u16());
     let mut response = if openai_shaped {
-        (status, [(header::CONTENT_TYPE, "application/json")], bytes).into_response()
+        let outcome = Extension(outcome.reason(message));
+        (status, outcome, [(header::CONTENT_TYPE, "application/json")], bytes).into_response()
     } else {
         let kind = if status.is_server_error() { "server_error" } else { "upstream_error" };
-        let message = format!("the model provider answered {}: {provider_message}", status.as_u16());
-        openai_error(status, &message, kind, None)
+        outcome.fail(status, ErrorShape::OpenAi { kind, code: None }, message).into_response()
     };
     if let Some(value) = retry_after.filter(|_| matches!(status.as_u16(), 429 | 503)) {
         response.headers_mut().insert(header::RETRY_AFTER, value);
     }
-    let reason = format!("the model provider answered {}: {provider_message}", status.as_u16());
-    state.finish(endpoint, started, outcome.reason(reason), response)
+    Ok(response)
 }
 
 /// The innermost cause: reqwest's own message is only "error sending request".

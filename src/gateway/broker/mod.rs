@@ -56,7 +56,10 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use http_body_util::{BodyExt, LengthLimitError, Limited as LimitedBody};
@@ -292,44 +295,66 @@ impl BrokerState {
         let mut slots = self.user_fetch_slots.lock().unwrap_or_else(|e| e.into_inner());
         slots.entry(user.to_string()).or_insert_with(|| Arc::new(Semaphore::new(self.config.fetches_per_user))).clone()
     }
+}
 
-    /// Log one finished request and count it.
-    fn finish(&self, endpoint: &'static str, started: Instant, outcome: Outcome, response: Response) -> Response {
-        let took = started.elapsed();
-        let status = response.status().as_u16();
-        let user = outcome.user.as_deref().unwrap_or("-");
-        let telegram_id = outcome.user.as_deref().and_then(|name| self.index.telegram_id(name));
-        let elapsed_ms = took.as_millis() as u64;
-        let decision = outcome.decision.as_str();
-        let reason = outcome.reason.as_deref().unwrap_or("");
-        match outcome.decision {
-            Decision::Allowed => tracing::info!(
-                user,
-                telegram_id,
-                endpoint,
-                decision,
-                status,
-                bytes_in = outcome.bytes_in,
-                bytes_out = outcome.bytes_out,
-                tokens = outcome.tokens,
-                elapsed_ms,
-                "broker request"
-            ),
-            _ => tracing::warn!(
-                user,
-                telegram_id,
-                endpoint,
-                decision,
-                status,
-                bytes_in = outcome.bytes_in,
-                bytes_out = outcome.bytes_out,
-                elapsed_ms,
-                reason,
-                "broker request"
-            ),
-        }
-        self.metrics.request(endpoint, decision, took);
-        response
+/// Times every request to a route, then logs it once and counts it, from the [`Outcome`] its
+/// handler (or the [`Caller`] extractor's refusal) left in the response's extensions.
+async fn observe(State(state): State<Arc<BrokerState>>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let endpoint = endpoint(request.uri().path());
+    let response = next.run(request).await;
+    let took = started.elapsed();
+    // No outcome: axum answered by itself (405), which was never logged nor counted.
+    let (Some(endpoint), Some(outcome)) = (endpoint, response.extensions().get::<Outcome>()) else {
+        return response;
+    };
+    let status = response.status().as_u16();
+    let user = outcome.user.as_deref().unwrap_or("-");
+    let telegram_id = outcome.user.as_deref().and_then(|name| state.index.telegram_id(name));
+    let elapsed_ms = took.as_millis() as u64;
+    let decision = outcome.decision.as_str();
+    let reason = outcome.reason.as_deref().unwrap_or("");
+    match outcome.decision {
+        Decision::Allowed => tracing::info!(
+            user,
+            telegram_id,
+            endpoint,
+            decision,
+            status,
+            bytes_in = outcome.bytes_in,
+            bytes_out = outcome.bytes_out,
+            tokens = outcome.tokens,
+            elapsed_ms,
+            "broker request"
+        ),
+        _ => tracing::warn!(
+            user,
+            telegram_id,
+            endpoint,
+            decision,
+            status,
+            bytes_in = outcome.bytes_in,
+            bytes_out = outcome.bytes_out,
+            elapsed_ms,
+            reason,
+            "broker request"
+        ),
+    }
+    state.metrics.request(endpoint, decision, took);
+    response
+}
+
+const CHAT_PATH: &str = "/v1/chat/completions";
+const MODELS_PATH: &str = "/v1/models";
+const FETCH_PATH: &str = "/v1/fetch";
+
+/// The `endpoint` label (logs, metrics) of a route's path.
+fn endpoint(path: &str) -> Option<&'static str> {
+    match path {
+        CHAT_PATH => Some(llm::CHAT),
+        MODELS_PATH => Some(llm::MODELS),
+        FETCH_PATH => Some(fetch::FETCH),
+        _ => None,
     }
 }
 
@@ -343,6 +368,27 @@ impl Caller {
     /// The profile's name as in the spec (`public`, `high-security`).
     pub fn profile_name(&self) -> String {
         serde_json::to_value(self.profile.profile).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+    }
+
+    /// The log line of this caller's request so far.
+    fn outcome(&self, decision: Decision, bytes_in: usize) -> Outcome {
+        Outcome { bytes_in, ..Outcome::new(Some(self.name.clone()), decision) }
+    }
+}
+
+/// Runs before the body is read, so a stranger's body never is. The refusal is in the shape
+/// of the route's other errors.
+impl FromRequestParts<Arc<BrokerState>> for Caller {
+    type Rejection = RequestError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<BrokerState>) -> Result<Self, RequestError> {
+        state.authenticate(&parts.headers).map_err(|r| {
+            let shape = match endpoint(parts.uri.path()) {
+                Some(fetch::FETCH) => ErrorShape::Fetch,
+                _ => ErrorShape::OpenAi { kind: r.kind, code: None },
+            };
+            Outcome::new(r.user, Decision::Refused).fail(r.status, shape, r.message)
+        })
     }
 }
 
@@ -365,7 +411,8 @@ impl Decision {
     }
 }
 
-/// What the request log line says besides endpoint and status.
+/// What the request log line says besides endpoint and status; handlers put it in the
+/// response's extensions for [`observe`].
 #[derive(Debug, Clone)]
 pub(crate) struct Outcome {
     pub user: Option<String>,
@@ -383,6 +430,10 @@ impl Outcome {
     fn reason(mut self, reason: impl Into<String>) -> Self {
         self.reason = Some(reason.into());
         self
+    }
+    /// The request answered `status` with `message` (also the log line's reason).
+    fn fail(self, status: StatusCode, shape: ErrorShape, message: impl Into<String>) -> RequestError {
+        RequestError { status, shape, message: message.into(), outcome: Box::new(self), headers: Vec::new() }
     }
 }
 
@@ -405,29 +456,63 @@ impl Refusal {
             kind: "invalid_request_error",
         }
     }
+}
 
-    fn outcome(&self) -> Outcome {
-        Outcome::new(self.user.clone(), Decision::Refused).reason(self.message.clone())
+/// How an endpoint words its errors.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum ErrorShape {
+    /// OpenAI's `{"error": {"message", "type", "param", "code"}}`, which OpenAI clients parse.
+    OpenAi { kind: &'static str, code: Option<&'static str> },
+    /// `/v1/fetch`'s `{"error": "reason"}`.
+    Fetch,
+}
+
+impl ErrorShape {
+    const INVALID_REQUEST: Self = Self::OpenAi { kind: "invalid_request_error", code: None };
+
+    fn response(self, status: StatusCode, message: &str) -> Response {
+        let body = match self {
+            Self::OpenAi { kind, code } => {
+                json!({"error": {"message": message, "type": kind, "param": null, "code": code}})
+            }
+            Self::Fetch => json!({"error": message}),
+        };
+        let mut response = (status, axum::Json(body)).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
     }
 }
 
-/// An error in OpenAI's shape.
-pub(crate) fn openai_error(status: StatusCode, message: &str, kind: &str, code: Option<&str>) -> Response {
-    let body = json!({"error": {"message": message, "type": kind, "param": null, "code": code}});
-    let mut response = (status, axum::Json(body)).into_response();
-    if status == StatusCode::UNAUTHORIZED {
-        response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-    }
-    response
+/// A request answered with an error: its status and message in the endpoint's shape, extra
+/// headers, and the log line (the message is its reason).
+#[derive(Debug)]
+pub(crate) struct RequestError {
+    status: StatusCode,
+    shape: ErrorShape,
+    message: String,
+    // Boxed, with the headers in a Vec, to keep `Result<_, RequestError>` small.
+    outcome: Box<Outcome>,
+    headers: Vec<(HeaderName, HeaderValue)>,
 }
 
-/// An error of `/v1/fetch`: `{"error": "reason"}`.
-pub(crate) fn fetch_error(status: StatusCode, message: &str) -> Response {
-    let mut response = (status, axum::Json(json!({"error": message}))).into_response();
-    if status == StatusCode::UNAUTHORIZED {
-        response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+impl RequestError {
+    fn header(mut self, name: HeaderName, value: HeaderValue) -> Self {
+        self.headers.push((name, value));
+        self
     }
-    response
+}
+
+impl IntoResponse for RequestError {
+    fn into_response(self) -> Response {
+        let mut response = self.shape.response(self.status, &self.message);
+        for (name, value) in self.headers {
+            response.headers_mut().insert(name, value);
+        }
+        response.extensions_mut().insert(self.outcome.reason(self.message));
+        response
+    }
 }
 
 #[derive(Debug)]
@@ -465,11 +550,11 @@ pub(crate) async fn read_body(body: Body, max: usize, timeout: Duration) -> Resu
 /// The broker's routes. Serve them on the address the agents' NetworkPolicy allows.
 pub fn router(state: Arc<BrokerState>) -> Router {
     Router::new()
-        .route("/v1/chat/completions", post(llm::chat_completions))
-        .route("/v1/models", get(llm::models))
-        .route("/v1/fetch", post(fetch::fetch))
-        .fallback(|| async {
-            openai_error(StatusCode::NOT_FOUND, "no such broker endpoint", "invalid_request_error", None)
-        })
+        .route(CHAT_PATH, post(llm::chat_completions))
+        .route(MODELS_PATH, get(llm::models))
+        .route(FETCH_PATH, post(fetch::fetch))
+        // The routes only: an unknown path is answered 404 and neither logged nor counted.
+        .route_layer(middleware::from_fn_with_state(state.clone(), observe))
+        .fallback(|| async { ErrorShape::INVALID_REQUEST.response(StatusCode::NOT_FOUND, "no such broker endpoint") })
         .with_state(state)
 }
