@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use moltmates::dev::telegram::TelegramStandIn;
 use moltmates::gateway::commands::Incoming;
-use moltmates::gateway::metrics::Metrics;
+use moltmates::gateway::metrics::GatewayMetrics;
 use moltmates::gateway::telegram::{self, Handler, Ticket, Tracker};
 use serde_json::{Value, json};
 use support::*;
@@ -693,7 +693,7 @@ fn sample(page: &str, name: &str) -> Option<f64> {
     page.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
-struct PollRecorder(Metrics);
+struct PollRecorder(GatewayMetrics);
 
 impl Handler for PollRecorder {
     fn handle(&self, _message: Incoming, _ticket: Ticket) {}
@@ -705,7 +705,7 @@ impl Handler for PollRecorder {
 #[tokio::test]
 async fn the_poll_loop_stamps_each_successful_get_updates() {
     let mut registry = prometheus_client::registry::Registry::default();
-    let recorder = Arc::new(PollRecorder(Metrics::register(&mut registry)));
+    let recorder = Arc::new(PollRecorder(GatewayMetrics::register(&mut registry)));
     let encode = |registry: &prometheus_client::registry::Registry| {
         let mut page = String::new();
         prometheus_client::encoding::text::encode(&mut page, registry).unwrap();
@@ -844,7 +844,7 @@ async fn every_query_names_only_what_the_binaries_serve() {
 
     // The gateway has been polling all along: its last-poll stamp is recent, so
     // MoltmateGatewayNotPolling stays quiet (and fires when the stamp ages).
-    let what = "a recent last-poll stamp from the gateway (its Handler::polled calls Metrics::polled)";
+    let what = "a recent last-poll stamp from the gateway (its Handler::polled calls GatewayMetrics::polled)";
     let stamp = wait_until(what, Duration::from_secs(20), || async {
         let (_, page) = http_get(http_port, "/metrics").await?;
         sample(&page, "moltmate_gateway_last_poll_timestamp_seconds").filter(|&t| unix_now() - t < 30.0)

@@ -26,14 +26,14 @@ pub struct KindLabel {
 }
 
 #[derive(Clone)]
-pub struct Metrics {
+pub struct AgentMetrics {
     pub turns: Family<OutcomeLabel, Counter>,
     pub tool_calls: Family<ToolLabel, Counter>,
     pub llm_errors: Family<KindLabel, Counter>,
     pub turn_duration: Histogram,
 }
 
-impl Metrics {
+impl AgentMetrics {
     pub fn register(registry: &mut Registry) -> Self {
         let metrics = Self {
             turns: Family::default(),

@@ -34,7 +34,7 @@ pub use config::AgentArgs;
 use config::{Config, ConfigError};
 use exec::{ExecLimits, ExecPolicy};
 use llm::LlmClient;
-use metrics::Metrics;
+use metrics::AgentMetrics;
 use service::Agent;
 use store::{SessionStore, StoreError};
 use tools::Tools;
@@ -95,7 +95,7 @@ async fn serve(config: Config, shutdown: crate::shutdown::Shutdown) -> Result<()
     let store = SessionStore::open(&workspace.sessions_dir(), writable, config.history_budget.saturating_mul(4))?;
 
     let mut registry = Registry::default();
-    let metrics = Metrics::register(&mut registry);
+    let metrics = AgentMetrics::register(&mut registry);
     crate::telemetry::register_build_info(&mut registry, "agent");
     let model = LlmClient::new(&config)?;
     let web = WebFetcher::new(

@@ -9,7 +9,7 @@ use tracing::{info, warn};
 use super::api::{ResetResponse, StatusResponse, TurnRequest, TurnResponse, TurnStatus};
 use super::config::Config;
 use super::llm::LlmClient;
-use super::metrics::Metrics;
+use super::metrics::AgentMetrics;
 use super::prompt::{PromptInput, system_prompt};
 use super::session::Record;
 use super::store::{SessionStore, StoreError};
@@ -28,7 +28,7 @@ pub struct Agent {
     pub workspace: Workspace,
     pub tools: Tools,
     pub model: LlmClient,
-    pub metrics: Metrics,
+    pub metrics: AgentMetrics,
     /// The turn lock: tokio's mutex is fair (FIFO), so turns run in the order they queued.
     pub session: Arc<Mutex<SessionStore>>,
     /// Session id and turn count, readable while a turn holds the lock.
@@ -41,7 +41,7 @@ impl Agent {
         workspace: Workspace,
         tools: Tools,
         model: LlmClient,
-        metrics: Metrics,
+        metrics: AgentMetrics,
         store: SessionStore,
     ) -> Self {
         let snapshot = std::sync::Mutex::new((store.session_id(), store.window.turns));

@@ -140,7 +140,7 @@ mod tests {
     use super::*;
     use crate::agent::history::Message;
     use crate::agent::llm::ModelReply;
-    use crate::agent::tools::Decision;
+    use crate::agent::tools::ToolDecision;
 
     /// A model that answers from a script and keeps what it was shown.
     struct Scripted {
@@ -174,7 +174,7 @@ mod tests {
         async fn call(&self, call: &ToolCall) -> ToolResult {
             ToolResult {
                 content: format!("ran {}", call.arguments),
-                decision: Decision::Allowed,
+                decision: ToolDecision::Allowed,
                 exit_code: Some(0),
                 bytes: 0,
             }

@@ -40,12 +40,12 @@ impl Throttle {
     }
 }
 
-pub struct Activity {
+pub struct ActivityRecorder {
     api: Api<MoltmateUser>,
     throttle: Mutex<Throttle>,
 }
 
-impl Activity {
+impl ActivityRecorder {
     pub fn new(client: Client) -> Self {
         Self { api: Api::all(client), throttle: Mutex::new(Throttle::new(Duration::from_secs(60))) }
     }

@@ -68,7 +68,7 @@ pub enum Action {
     /// Not for us (a group chat, when groups are off).
     Ignore,
     /// Answer at once with this text, nothing forwarded.
-    Reply { text: String, outcome: Outcome },
+    Reply { text: String, outcome: MessageOutcome },
     /// Not on the allowlist: a refusal, if this sender was not refused recently.
     Refuse,
     /// Into the user's queue.
@@ -77,7 +77,7 @@ pub enum Action {
 
 /// How a message ended, for metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Outcome {
+pub enum MessageOutcome {
     Answered,
     Command,
     Refused,
@@ -87,16 +87,16 @@ pub enum Outcome {
     AgentUnavailable,
 }
 
-impl Outcome {
+impl MessageOutcome {
     pub fn as_str(self) -> &'static str {
         match self {
-            Outcome::Answered => "answered",
-            Outcome::Command => "command",
-            Outcome::Refused => "refused",
-            Outcome::Paused => "paused",
-            Outcome::Ignored => "ignored",
-            Outcome::QueueFull => "queue_full",
-            Outcome::AgentUnavailable => "agent_unavailable",
+            MessageOutcome::Answered => "answered",
+            MessageOutcome::Command => "command",
+            MessageOutcome::Refused => "refused",
+            MessageOutcome::Paused => "paused",
+            MessageOutcome::Ignored => "ignored",
+            MessageOutcome::QueueFull => "queue_full",
+            MessageOutcome::AgentUnavailable => "agent_unavailable",
         }
     }
 }
@@ -108,13 +108,15 @@ pub fn decide(message: &Incoming, route: Route, allow_groups: bool, bot_username
     let command = parse_command(&message.text, bot_username);
     // Anyone may ask who they are: that is how a new person gets onto the allowlist.
     if command == Some(Command::WhoAmI) {
-        return Action::Reply { text: whoami_text(message.from_id), outcome: Outcome::Command };
+        return Action::Reply { text: whoami_text(message.from_id), outcome: MessageOutcome::Command };
     }
     match route {
         Route::Unknown => Action::Refuse,
-        Route::Paused { reason, .. } => Action::Reply { text: reason.to_string(), outcome: Outcome::Paused },
+        Route::Paused { reason, .. } => Action::Reply { text: reason.to_string(), outcome: MessageOutcome::Paused },
         Route::Agent { user, uid } => match command {
-            Some(Command::Start | Command::Help) => Action::Reply { text: HELP.to_string(), outcome: Outcome::Command },
+            Some(Command::Start | Command::Help) => {
+                Action::Reply { text: HELP.to_string(), outcome: MessageOutcome::Command }
+            }
             Some(Command::Reset) => Action::Forward { user, uid, work: Work::Reset },
             Some(Command::Status) => Action::Forward { user, uid, work: Work::Status },
             Some(Command::WhoAmI) | None => Action::Forward { user, uid, work: Work::Turn(message.text.clone()) },
@@ -206,13 +208,13 @@ mod tests {
         assert_eq!(decide(&msg("/status", true), agent(), false, None), forward(Work::Status));
         assert!(matches!(
             decide(&msg("/help", true), agent(), false, None),
-            Action::Reply { outcome: Outcome::Command, .. }
+            Action::Reply { outcome: MessageOutcome::Command, .. }
         ));
         assert_eq!(decide(&msg("hi", true), Route::Unknown, false, None), Action::Refuse);
         let whoami = decide(&msg("/whoami", true), Route::Unknown, false, None);
         assert!(matches!(&whoami, Action::Reply { text, .. } if text.contains('7')), "{whoami:?}");
         let paused = decide(&msg("hi", true), Route::Paused { user: "al".into(), reason: "paused!" }, false, None);
-        assert_eq!(paused, Action::Reply { text: "paused!".into(), outcome: Outcome::Paused });
+        assert_eq!(paused, Action::Reply { text: "paused!".into(), outcome: MessageOutcome::Paused });
     }
 
     #[test]

@@ -10,7 +10,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use super::commands::Outcome;
+use super::commands::MessageOutcome;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabel {
@@ -22,7 +22,7 @@ pub struct UserLabel {
     pub user: String,
 }
 
-pub struct Metrics {
+pub struct GatewayMetrics {
     messages: Family<OutcomeLabel, Counter>,
     queue_depth: Family<UserLabel, Gauge>,
     latency: Histogram,
@@ -33,7 +33,7 @@ pub struct Metrics {
     last_poll: Gauge<f64, AtomicU64>,
 }
 
-impl Metrics {
+impl GatewayMetrics {
     pub fn register(registry: &mut Registry) -> Self {
         let metrics = Self {
             messages: Family::default(),
@@ -90,7 +90,7 @@ impl Metrics {
         metrics
     }
 
-    pub fn finished(&self, outcome: Outcome, seconds: f64) {
+    pub fn finished(&self, outcome: MessageOutcome, seconds: f64) {
         self.messages.get_or_create(&OutcomeLabel { outcome: outcome.as_str() }).inc();
         self.latency.observe(seconds);
     }

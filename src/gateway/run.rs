@@ -13,14 +13,14 @@ use prometheus_client::registry::Registry;
 use teloxide::prelude::*;
 use tracing::{info, warn};
 
-use super::activity::Activity;
+use super::activity::ActivityRecorder;
 use super::agent_client::{AgentClient, AgentError};
 use super::broker::{self, ApiKey, BrokerConfig, BrokerError, BrokerState, ProviderConfig, SystemClock};
-use super::commands::{self, Action, Incoming, Outcome, Refusals};
+use super::commands::{self, Action, Incoming, MessageOutcome, Refusals};
 use super::config::{GatewayArgs, SecretError, load_secret};
 use super::directory::route;
 use super::fetch::{FetchConfig, Fetcher};
-use super::metrics::Metrics;
+use super::metrics::GatewayMetrics;
 use super::queues::Queues;
 use super::resets;
 use super::telegram::{self, Handler, Outbox, Ticket, Tracker};
@@ -79,14 +79,14 @@ struct Gateway {
     queues: Arc<Queues<Job>>,
     outbox: Outbox,
     refusals: Mutex<Refusals>,
-    metrics: Arc<Metrics>,
+    metrics: Arc<GatewayMetrics>,
     allow_groups: bool,
     bot_username: Option<String>,
 }
 
 impl Gateway {
     /// Send `text`, then finish the update.
-    fn answer(&self, chat_id: i64, text: String, ticket: Ticket, outcome: Outcome) {
+    fn answer(&self, chat_id: i64, text: String, ticket: Ticket, outcome: MessageOutcome) {
         let (outbox, metrics) = (self.outbox.clone(), self.metrics.clone());
         tokio::spawn(async move {
             outbox.say(chat_id, &text).await;
@@ -104,7 +104,7 @@ impl Handler for Gateway {
     fn handle(&self, message: Incoming, ticket: Ticket) {
         let route = route(message.from_id, &self.users.state());
         match commands::decide(&message, route, self.allow_groups, self.bot_username.as_deref()) {
-            Action::Ignore => self.metrics.finished(Outcome::Ignored, 0.0),
+            Action::Ignore => self.metrics.finished(MessageOutcome::Ignored, 0.0),
             Action::Reply { text, outcome } => self.answer(message.chat_id, text, ticket, outcome),
             Action::Refuse => {
                 self.metrics.unknown_sender();
@@ -115,16 +115,21 @@ impl Handler for Gateway {
                     .unwrap_or_else(|e| e.into_inner())
                     .allow(message.from_id, std::time::Instant::now());
                 if tell {
-                    self.answer(message.chat_id, commands::refusal_text(message.from_id), ticket, Outcome::Refused);
+                    self.answer(
+                        message.chat_id,
+                        commands::refusal_text(message.from_id),
+                        ticket,
+                        MessageOutcome::Refused,
+                    );
                 } else {
-                    self.metrics.finished(Outcome::Refused, 0.0);
+                    self.metrics.finished(MessageOutcome::Refused, 0.0);
                 }
             }
             Action::Forward { user, uid, work } => {
                 let job = Job { ticket, chat_id: message.chat_id, from_id: message.from_id, uid, work };
                 if let Err(job) = self.queues.push(&user, job) {
                     tracing::warn!(user, telegram_id = job.from_id, update_id = job.ticket.update_id, "queue full");
-                    self.answer(job.chat_id, commands::QUEUE_FULL.to_string(), job.ticket, Outcome::QueueFull);
+                    self.answer(job.chat_id, commands::QUEUE_FULL.to_string(), job.ticket, MessageOutcome::QueueFull);
                 }
             }
         }
@@ -143,7 +148,7 @@ pub async fn run(args: GatewayArgs) -> Result<(), Error> {
     let client = Client::try_default().await.map_err(Error::Connect)?;
     let health = http::Health::new();
     let mut registry = Registry::default();
-    let metrics = Arc::new(Metrics::register(&mut registry));
+    let metrics = Arc::new(GatewayMetrics::register(&mut registry));
     crate::telemetry::register_build_info(&mut registry, "gateway");
 
     let users: Store<MoltmateUser> = cached(Api::all(client.clone()), cache::config(), cache::trim_user);
@@ -275,7 +280,7 @@ pub async fn run(args: GatewayArgs) -> Result<(), Error> {
             agents: AgentClient::new(args.agent_port, args.agent_timeout)?,
             pods,
             master_key,
-            activity: Activity::new(client.clone()),
+            activity: ActivityRecorder::new(client.clone()),
             metrics: metrics.clone(),
             wake_timeout: args.wake_timeout,
             starting_notice_after: Duration::from_secs(3),

@@ -10,11 +10,11 @@ use kube::runtime::reflector::Store;
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
-use super::activity::Activity;
+use super::activity::ActivityRecorder;
 use super::agent_client::{AgentClient, AgentError, backoff};
-use super::commands::{self, Outcome, Work};
+use super::commands::{self, MessageOutcome, Work};
 use super::directory::agent_address;
-use super::metrics::Metrics;
+use super::metrics::GatewayMetrics;
 use super::telegram::{Outbox, Ticket};
 use crate::agent::api::TurnStatus;
 use crate::token::MasterKey;
@@ -47,8 +47,8 @@ pub struct Worker {
     pub agents: AgentClient,
     pub pods: Store<Pod>,
     pub master_key: MasterKey,
-    pub activity: Activity,
-    pub metrics: Arc<Metrics>,
+    pub activity: ActivityRecorder,
+    pub metrics: Arc<GatewayMetrics>,
     pub wake_timeout: Duration,
     /// Tell the user their assistant is starting if waking takes longer than this.
     pub starting_notice_after: Duration,
@@ -80,7 +80,7 @@ impl Worker {
         }
     }
 
-    async fn serve(&self, user: &str, job: &Job) -> Outcome {
+    async fn serve(&self, user: &str, job: &Job) -> MessageOutcome {
         self.activity.touch(user, false).await;
         let token = self.master_key.agent_token(&job.uid);
         let update_id = job.ticket.update_id;
@@ -89,7 +89,7 @@ impl Worker {
             // Looked up on every try: a replaced pod comes back on a new address.
             let Some(ip) = self.wake(user, job.chat_id).await else {
                 self.outbox.say(job.chat_id, commands::NOT_STARTED).await;
-                return Outcome::AgentUnavailable;
+                return MessageOutcome::AgentUnavailable;
             };
             match self.ask(user, ip, &token, job).await {
                 Err(e) if e.is_retryable() && attempt + 1 < AGENT_ATTEMPTS => {
@@ -104,7 +104,7 @@ impl Worker {
             Ok(Answer::AlreadyDelivered) => {
                 tracing::info!(user, update_id, "repeated update whose reply was delivered before: nothing sent");
                 self.metrics.repeat_suppressed();
-                return Outcome::Answered;
+                return MessageOutcome::Answered;
             }
             Ok(Answer::Text { text, confirm }) => {
                 (if text.trim().is_empty() { "(no answer)".to_string() } else { text }, confirm)
@@ -112,7 +112,7 @@ impl Worker {
             Err(e) => {
                 tracing::warn!(user, update_id, error = %e, "agent call failed");
                 self.outbox.say(job.chat_id, commands::UNREACHABLE).await;
-                return Outcome::AgentUnavailable;
+                return MessageOutcome::AgentUnavailable;
             }
         };
         match self.outbox.send_text(job.chat_id, &text).await {
@@ -125,7 +125,7 @@ impl Worker {
             Ok(()) => {}
             Err(e) => tracing::warn!(user, update_id, chat_id = job.chat_id, error = %e, "sending the reply failed"),
         }
-        Outcome::Answered
+        MessageOutcome::Answered
     }
 
     /// One call to the agent; what to tell the user.

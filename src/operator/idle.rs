@@ -8,7 +8,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Activity {
+pub enum IdleState {
     /// Keep the agent; look again after `idle_in`.
     Active { idle_in: Duration },
     /// No activity for longer than the timeout.
@@ -36,9 +36,9 @@ pub fn activity(
     last_activity: Option<&str>,
     agent: Agent,
     timeout: Duration,
-) -> Activity {
+) -> IdleState {
     let ready_since = match agent {
-        Agent::Starting => return Activity::Active { idle_in: timeout },
+        Agent::Starting => return IdleState::Active { idle_in: timeout },
         Agent::ReadySince(at) => Some(at),
         Agent::Absent => None,
     };
@@ -47,10 +47,10 @@ pub fn activity(
     let elapsed = now.duration_since(reference);
     let timeout_signed = jiff::SignedDuration::try_from(timeout).unwrap_or(jiff::SignedDuration::MAX);
     if elapsed >= timeout_signed {
-        Activity::Idle
+        IdleState::Idle
     } else {
         let remaining = timeout_signed - elapsed.max(jiff::SignedDuration::ZERO);
-        Activity::Active { idle_in: Duration::try_from(remaining).unwrap_or(timeout) }
+        IdleState::Active { idle_in: Duration::try_from(remaining).unwrap_or(timeout) }
     }
 }
 
@@ -65,15 +65,15 @@ mod tests {
     #[test]
     fn idle_decisions() {
         let min = Duration::from_secs(60);
-        let active = |s: u64| Activity::Active { idle_in: Duration::from_secs(s) };
+        let active = |s: u64| IdleState::Active { idle_in: Duration::from_secs(s) };
         let stamp = |s: i64| t(s).to_string();
         let cases = [
             // (now, created, last activity, agent, expected)
             (t(30), Some(t(0)), None, Agent::Absent, active(30)),
-            (t(60), Some(t(0)), None, Agent::Absent, Activity::Idle),
+            (t(60), Some(t(0)), None, Agent::Absent, IdleState::Idle),
             (t(100), Some(t(0)), Some(stamp(90)), Agent::Absent, active(50)),
-            (t(200), Some(t(0)), Some(stamp(90)), Agent::Absent, Activity::Idle),
-            (t(100), Some(t(0)), Some("yesterday".to_string()), Agent::Absent, Activity::Idle),
+            (t(200), Some(t(0)), Some(stamp(90)), Agent::Absent, IdleState::Idle),
+            (t(100), Some(t(0)), Some("yesterday".to_string()), Agent::Absent, IdleState::Idle),
             // A clock ahead of ours never makes the wait longer than the timeout.
             (t(100), Some(t(0)), Some(stamp(500)), Agent::Absent, active(60)),
             (t(10), None, None, Agent::Absent, active(60)),
@@ -81,7 +81,7 @@ mod tests {
             // agent is waiting for it, and the countdown runs from the moment it is Ready.
             (t(200), Some(t(0)), Some(stamp(90)), Agent::Starting, active(60)),
             (t(200), Some(t(0)), Some(stamp(90)), Agent::ReadySince(t(180)), active(40)),
-            (t(300), Some(t(0)), Some(stamp(90)), Agent::ReadySince(t(180)), Activity::Idle),
+            (t(300), Some(t(0)), Some(stamp(90)), Agent::ReadySince(t(180)), IdleState::Idle),
             (t(200), Some(t(0)), Some(stamp(190)), Agent::ReadySince(t(100)), active(50)),
         ];
         for (now, created, last, agent, expected) in cases {

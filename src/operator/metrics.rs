@@ -26,14 +26,14 @@ pub struct PhaseLabel {
     pub phase: &'static str,
 }
 
-pub struct Metrics {
+pub struct OperatorMetrics {
     pub reconciles: Family<ResultLabel, Counter>,
     pub reconcile_duration: Histogram,
     pub writes: Family<KindLabel, Counter>,
     pub users: Family<PhaseLabel, Gauge>,
 }
 
-impl Metrics {
+impl OperatorMetrics {
     pub fn register(registry: &mut Registry) -> Self {
         let metrics = Self {
             reconciles: Family::default(),

@@ -228,7 +228,7 @@ pub async fn run(args: OperatorArgs) -> Result<(), Error> {
     };
     let health = http::Health::new();
     let mut registry = Registry::default();
-    let metrics = Arc::new(metrics::Metrics::register(&mut registry));
+    let metrics = Arc::new(metrics::OperatorMetrics::register(&mut registry));
     crate::telemetry::register_build_info(&mut registry, "operator");
 
     let users_api: Api<MoltmateUser> = Api::all(client.clone());

@@ -24,7 +24,7 @@ use tracing::{Instrument, debug, info, warn};
 
 use super::diff::needs_apply;
 use super::idle;
-use super::metrics::Metrics;
+use super::metrics::OperatorMetrics;
 use super::pod::{self, PodStep};
 use super::reset::{self, WorkspaceStep};
 use super::status::{Observation, Reason, next_status};
@@ -101,7 +101,7 @@ pub struct Context {
     pub master_key: MasterKey,
     pub caches: Caches,
     pub events: Recorder,
-    pub metrics: Arc<Metrics>,
+    pub metrics: Arc<OperatorMetrics>,
     /// Consecutive failures per user, for the error backoff.
     pub failures: Mutex<HashMap<String, u32>>,
     /// The `Ready` reason last announced per user uid, so a stale cache cannot repeat an event.
@@ -379,7 +379,7 @@ async fn run_agent(
             let created = user.metadata.creation_timestamp.as_ref().map(|t| t.0);
             let agent = pod::idle_view(lookup(&ctx.caches.pods, &namespace, names::AGENT_POD).as_deref());
             match idle::activity(jiff::Timestamp::now(), created, last_activity(user).as_deref(), agent, timeout) {
-                idle::Activity::Idle => {
+                idle::IdleState::Idle => {
                     if delete_pod(ctx, &namespace).await? {
                         info!(user = %name, "idle: agent pod removed");
                     }
@@ -389,7 +389,7 @@ async fn run_agent(
                     );
                     return Ok(Observation::new(Phase::Idle, Reason::Idle, message));
                 }
-                idle::Activity::Active { idle_in } => Some(idle_in),
+                idle::IdleState::Active { idle_in } => Some(idle_in),
             }
         }
     };

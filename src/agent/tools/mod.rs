@@ -16,7 +16,7 @@ use super::disk::DiskLimit;
 use super::files::{self, FileError, Kind};
 use super::history::{ToolCall, truncate};
 use super::llm::ToolSpec;
-use super::metrics::Metrics;
+use super::metrics::AgentMetrics;
 use super::prompt::{exec_summary, web_summary};
 use super::workspace::Workspace;
 use crate::agent::exec::{ExecError, ExecLimits, ExecOutcome, ExecPolicy, execute};
@@ -43,18 +43,18 @@ pub const LIST_MAX: usize = 200;
 pub const COMMAND_MAX: usize = 4096;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Decision {
+pub enum ToolDecision {
     Allowed,
     Denied,
     Error,
 }
 
-impl Decision {
+impl ToolDecision {
     pub fn as_str(self) -> &'static str {
         match self {
-            Decision::Allowed => "allowed",
-            Decision::Denied => "denied",
-            Decision::Error => "error",
+            ToolDecision::Allowed => "allowed",
+            ToolDecision::Denied => "denied",
+            ToolDecision::Error => "error",
         }
     }
 }
@@ -62,7 +62,7 @@ impl Decision {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ToolResult {
     pub content: String,
-    pub decision: Decision,
+    pub decision: ToolDecision,
     pub exit_code: Option<i32>,
     /// Payload size: bytes read, written, fetched or printed.
     pub bytes: usize,
@@ -70,13 +70,13 @@ pub struct ToolResult {
 
 impl ToolResult {
     fn allowed(content: String, bytes: usize) -> Self {
-        Self { content, decision: Decision::Allowed, exit_code: None, bytes }
+        Self { content, decision: ToolDecision::Allowed, exit_code: None, bytes }
     }
     pub fn denied(reason: impl std::fmt::Display) -> Self {
-        Self { content: format!("denied: {reason}"), decision: Decision::Denied, exit_code: None, bytes: 0 }
+        Self { content: format!("denied: {reason}"), decision: ToolDecision::Denied, exit_code: None, bytes: 0 }
     }
     pub fn error(message: impl std::fmt::Display) -> Self {
-        Self { content: format!("error: {message}"), decision: Decision::Error, exit_code: None, bytes: 0 }
+        Self { content: format!("error: {message}"), decision: ToolDecision::Error, exit_code: None, bytes: 0 }
     }
 }
 
@@ -204,7 +204,7 @@ pub struct Tools {
     /// The workspace's size, which the agent enforces itself (the volume may not).
     pub disk: Option<DiskLimit>,
     pub web: WebFetcher,
-    pub metrics: Metrics,
+    pub metrics: AgentMetrics,
 }
 
 impl ToolRunner for Tools {
@@ -242,7 +242,7 @@ impl ToolRunner for Tools {
             exit_code = %result.exit_code.map_or_else(|| "-".to_string(), |c| c.to_string()),
             duration_ms = took.as_millis() as u64,
             bytes = result.bytes,
-            reason = %escape_invisible(if result.decision == Decision::Allowed { "" } else { result.content.as_str() }),
+            reason = %escape_invisible(if result.decision == ToolDecision::Allowed { "" } else { result.content.as_str() }),
             "tool call"
         );
         result
@@ -303,7 +303,7 @@ impl Tools {
                 {
                     content.push_str(&format!("\n{note}"));
                 }
-                ToolResult { content, decision: Decision::Allowed, exit_code: outcome.exit_code, bytes }
+                ToolResult { content, decision: ToolDecision::Allowed, exit_code: outcome.exit_code, bytes }
             }
             Err(ExecError::Denied(reason)) => ToolResult::denied(reason),
             Err(e @ ExecError::Io(_)) => ToolResult::error(e),
@@ -488,12 +488,12 @@ mod tests {
     #[test]
     fn bad_arguments_become_tool_errors() {
         let r = parse::<ExecArgs>(EXEC, "{not json").err().unwrap();
-        assert_eq!(r.decision, Decision::Error);
+        assert_eq!(r.decision, ToolDecision::Error);
         assert!(r.content.starts_with("error: invalid arguments for exec"));
         let r = parse::<ExecArgs>(EXEC, "{}").err().unwrap();
         assert!(r.content.contains("missing field `command`"));
         let r = parse::<ExecArgs>(EXEC, &"x".repeat(ARGUMENTS_MAX + 1)).err().unwrap();
-        assert_eq!(r.decision, Decision::Denied);
+        assert_eq!(r.decision, ToolDecision::Denied);
         assert!(parse::<ListArgs>(LIST_FILES, "").is_ok(), "no arguments at all is an empty object");
         assert_eq!(known("rm_rf"), "unknown");
     }

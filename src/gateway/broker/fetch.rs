@@ -16,7 +16,7 @@ use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 
 use super::limits::Limited;
-use super::{BrokerState, Caller, Decision, ErrorShape, Outcome, RequestError, read_body};
+use super::{BrokerState, Caller, ErrorShape, RequestDecision, RequestError, RequestLog, read_body};
 
 pub(super) const FETCH: &str = "fetch";
 
@@ -39,19 +39,19 @@ pub(super) async fn fetch(
     State(state): State<Arc<BrokerState>>,
     caller: Caller,
     body: Body,
-) -> Result<(Extension<Outcome>, Json<FetchResponse>), RequestError> {
-    let fail = |decision: Decision, bytes_in: usize, status: StatusCode, message: String| {
+) -> Result<(Extension<RequestLog>, Json<FetchResponse>), RequestError> {
+    let fail = |decision: RequestDecision, bytes_in: usize, status: StatusCode, message: String| {
         caller.outcome(decision, bytes_in).fail(status, ErrorShape::Fetch, message)
     };
     let bytes = read_body(body, state.config.max_fetch_request_bytes, state.config.body_timeout)
         .await
-        .map_err(|e| fail(Decision::Refused, 0, e.status(), e.message()))?;
+        .map_err(|e| fail(RequestDecision::Refused, 0, e.status(), e.message()))?;
     let bytes_in = bytes.len();
     let request: FetchRequest = serde_json::from_slice(&bytes).map_err(|e| {
         let message = format!("the request body must be {{\"url\": \"...\"}}: {e}");
-        fail(Decision::Refused, bytes_in, StatusCode::BAD_REQUEST, message)
+        fail(RequestDecision::Refused, bytes_in, StatusCode::BAD_REQUEST, message)
     })?;
-    let limited = |status: StatusCode, message: String| fail(Decision::Limited, bytes_in, status, message);
+    let limited = |status: StatusCode, message: String| fail(RequestDecision::Limited, bytes_in, status, message);
 
     // A budget per user, as for the LLM: every fetch is a request out of the cluster on the
     // installation's behalf.
@@ -99,11 +99,11 @@ pub(super) async fn fetch(
     let page = match state.fetcher.fetch(&caller.name, &caller.profile.web_fetch, &request.url).await {
         Ok(page) => page,
         Err(e) if e.is_refusal() => {
-            return Err(fail(Decision::Refused, bytes_in, StatusCode::FORBIDDEN, e.to_string()));
+            return Err(fail(RequestDecision::Refused, bytes_in, StatusCode::FORBIDDEN, e.to_string()));
         }
-        Err(e) => return Err(fail(Decision::Error, bytes_in, StatusCode::BAD_GATEWAY, e.to_string())),
+        Err(e) => return Err(fail(RequestDecision::Error, bytes_in, StatusCode::BAD_GATEWAY, e.to_string())),
     };
-    let outcome = Outcome { bytes_out: page.bytes, ..caller.outcome(Decision::Allowed, bytes_in) };
+    let outcome = RequestLog { bytes_out: page.bytes, ..caller.outcome(RequestDecision::Allowed, bytes_in) };
     let response = FetchResponse {
         status: page.status,
         content_type: page.content_type,

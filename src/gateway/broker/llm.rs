@@ -23,7 +23,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
 use super::shape::{Shape, shape};
-use super::{BrokerState, Caller, Decision, ErrorShape, ProviderConfig, RequestError, read_body};
+use super::{BrokerState, Caller, ErrorShape, ProviderConfig, RequestDecision, RequestError, read_body};
 use crate::http::CappedRead;
 
 pub(super) const CHAT: &str = "chat_completions";
@@ -52,7 +52,7 @@ pub(super) async fn chat_completions(
     body: Body,
 ) -> Result<Response, RequestError> {
     let refuse = |status: StatusCode, message: String, bytes_in: usize| {
-        caller.outcome(Decision::Refused, bytes_in).fail(status, ErrorShape::INVALID_REQUEST, message)
+        caller.outcome(RequestDecision::Refused, bytes_in).fail(status, ErrorShape::INVALID_REQUEST, message)
     };
     let bytes = read_body(body, state.config.max_request_bytes, state.config.body_timeout)
         .await
@@ -114,7 +114,7 @@ fn admit(state: &BrokerState, caller: &Caller) -> Result<(), RequestError> {
     let result = state.limiter.lock().unwrap_or_else(|e| e.into_inner()).admit(&caller.name, caller.profile.llm, now);
     let Err(limited) = result else { return Ok(()) };
     let message = limited.message(&caller.profile_name());
-    let outcome = caller.outcome(Decision::Limited, 0);
+    let outcome = caller.outcome(RequestDecision::Limited, 0);
     let error = match limited {
         super::limits::Limited::Rate { retry_after_secs, .. } => {
             let shape = ErrorShape::OpenAi { kind: "requests", code: Some("rate_limit_exceeded") };
@@ -155,7 +155,7 @@ async fn forward(
     if let Some(body) = body {
         request = request.header(header::CONTENT_TYPE, "application/json").body(body);
     }
-    let mut outcome = caller.outcome(Decision::Error, bytes_in);
+    let mut outcome = caller.outcome(RequestDecision::Error, bytes_in);
 
     let upstream = match request.send().await {
         Ok(response) => response,
@@ -214,7 +214,7 @@ async fn forward(
             .get_or_create(&super::metrics::UserLabel { user: caller.name.clone() })
             .inc_by(used);
         outcome.tokens = used;
-        outcome.decision = Decision::Allowed;
+        outcome.decision = RequestDecision::Allowed;
         return Ok((Extension(outcome), [(header::CONTENT_TYPE, "application/json")], bytes).into_response());
     }
 
@@ -251,7 +251,7 @@ async fn forward(
         return Err(outcome.fail(StatusCode::FAILED_DEPENDENCY, shape, message));
     }
     if status == StatusCode::TOO_MANY_REQUESTS {
-        outcome.decision = Decision::Limited;
+        outcome.decision = RequestDecision::Limited;
     }
     let openai_shaped = parsed.as_ref().is_some_and(|v| v.pointer("/error/message").is_some_and(Value::is_string));
     let message = format!("the model provider answered {}: {provider_message}", status.as_u16());

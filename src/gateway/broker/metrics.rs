@@ -31,14 +31,14 @@ pub struct EndpointLabel {
 }
 
 #[derive(Clone)]
-pub struct Metrics {
+pub struct BrokerMetrics {
     pub requests: Family<RequestLabel, Counter>,
     pub llm_tokens: Counter,
     pub user_llm_tokens: Family<UserLabel, Counter>,
     pub duration: Family<EndpointLabel, Histogram>,
 }
 
-impl Metrics {
+impl BrokerMetrics {
     pub fn register(registry: &mut Registry) -> Self {
         let metrics = Self {
             requests: Family::default(),

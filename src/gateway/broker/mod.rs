@@ -74,7 +74,7 @@ use crate::profile::{ProfileDefaults, ResolvedProfile};
 use crate::token::MasterKey;
 use auth::{CachedIndex, bearer};
 use limits::{Limiter, Unsynced};
-use metrics::Metrics;
+use metrics::BrokerMetrics;
 use usage::UsageRecord;
 
 /// The provider's API key. Never logged, never sent anywhere but the provider.
@@ -197,7 +197,7 @@ pub struct BrokerState {
     fetch_limiter: Mutex<Limiter>,
     fetch_slots: Arc<Semaphore>,
     user_fetch_slots: Mutex<HashMap<String, Arc<Semaphore>>>,
-    metrics: Metrics,
+    metrics: BrokerMetrics,
 }
 
 impl BrokerState {
@@ -225,7 +225,7 @@ impl BrokerState {
             limiter: Mutex::new(Limiter::new()),
             fetch_limiter: Mutex::new(Limiter::new()),
             user_fetch_slots: Mutex::new(HashMap::new()),
-            metrics: Metrics::register(registry),
+            metrics: BrokerMetrics::register(registry),
         })
     }
 
@@ -297,7 +297,7 @@ impl BrokerState {
     }
 }
 
-/// Times every request to a route, then logs it once and counts it, from the [`Outcome`] its
+/// Times every request to a route, then logs it once and counts it, from the [`RequestLog`] its
 /// handler (or the [`Caller`] extractor's refusal) left in the response's extensions.
 async fn observe(State(state): State<Arc<BrokerState>>, request: Request, next: Next) -> Response {
     let started = Instant::now();
@@ -305,7 +305,7 @@ async fn observe(State(state): State<Arc<BrokerState>>, request: Request, next: 
     let response = next.run(request).await;
     let took = started.elapsed();
     // No outcome: axum answered by itself (405), which was never logged nor counted.
-    let (Some(endpoint), Some(outcome)) = (endpoint, response.extensions().get::<Outcome>()) else {
+    let (Some(endpoint), Some(outcome)) = (endpoint, response.extensions().get::<RequestLog>()) else {
         return response;
     };
     let status = response.status().as_u16();
@@ -315,7 +315,7 @@ async fn observe(State(state): State<Arc<BrokerState>>, request: Request, next: 
     let decision = outcome.decision.as_str();
     let reason = outcome.reason.as_deref().unwrap_or("");
     match outcome.decision {
-        Decision::Allowed => tracing::info!(
+        RequestDecision::Allowed => tracing::info!(
             user,
             telegram_id,
             endpoint,
@@ -371,8 +371,8 @@ impl Caller {
     }
 
     /// The log line of this caller's request so far.
-    fn outcome(&self, decision: Decision, bytes_in: usize) -> Outcome {
-        Outcome { bytes_in, ..Outcome::new(Some(self.name.clone()), decision) }
+    fn outcome(&self, decision: RequestDecision, bytes_in: usize) -> RequestLog {
+        RequestLog { bytes_in, ..RequestLog::new(Some(self.name.clone()), decision) }
     }
 }
 
@@ -387,26 +387,26 @@ impl FromRequestParts<Arc<BrokerState>> for Caller {
                 Some(fetch::FETCH) => ErrorShape::Fetch,
                 _ => ErrorShape::OpenAi { kind: r.kind, code: None },
             };
-            Outcome::new(r.user, Decision::Refused).fail(r.status, shape, r.message)
+            RequestLog::new(r.user, RequestDecision::Refused).fail(r.status, shape, r.message)
         })
     }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Decision {
+pub(crate) enum RequestDecision {
     Allowed,
     Refused,
     Limited,
     Error,
 }
 
-impl Decision {
+impl RequestDecision {
     pub fn as_str(self) -> &'static str {
         match self {
-            Decision::Allowed => "allowed",
-            Decision::Refused => "refused",
-            Decision::Limited => "limited",
-            Decision::Error => "error",
+            RequestDecision::Allowed => "allowed",
+            RequestDecision::Refused => "refused",
+            RequestDecision::Limited => "limited",
+            RequestDecision::Error => "error",
         }
     }
 }
@@ -414,17 +414,17 @@ impl Decision {
 /// What the request log line says besides endpoint and status; handlers put it in the
 /// response's extensions for [`observe`].
 #[derive(Debug, Clone)]
-pub(crate) struct Outcome {
+pub(crate) struct RequestLog {
     pub user: Option<String>,
-    pub decision: Decision,
+    pub decision: RequestDecision,
     pub reason: Option<String>,
     pub bytes_in: usize,
     pub bytes_out: usize,
     pub tokens: u64,
 }
 
-impl Outcome {
-    fn new(user: Option<String>, decision: Decision) -> Self {
+impl RequestLog {
+    fn new(user: Option<String>, decision: RequestDecision) -> Self {
         Self { user, decision, reason: None, bytes_in: 0, bytes_out: 0, tokens: 0 }
     }
     fn reason(mut self, reason: impl Into<String>) -> Self {
@@ -493,7 +493,7 @@ pub(crate) struct RequestError {
     shape: ErrorShape,
     message: String,
     // Boxed, with the headers in a Vec, to keep `Result<_, RequestError>` small.
-    outcome: Box<Outcome>,
+    outcome: Box<RequestLog>,
     headers: Vec<(HeaderName, HeaderValue)>,
 }
 
