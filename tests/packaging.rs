@@ -1282,3 +1282,97 @@ fn the_release_docs_list_every_setting_and_name_no_registry() {
     let hosts = hosts_named(&docs);
     assert!(hosts.iter().all(|h| h == "github.com" || h == "localhost"), "docs/release.md names {hosts:?}");
 }
+
+// ------------------------------------------------------------------------------------------
+// scripts/images: the multi-arch plan (a real arm64 build takes ~10 minutes more than CI has
+// to spare; `--dry-run` prints the buildah commands instead)
+// ------------------------------------------------------------------------------------------
+
+/// The commands `scripts/images --dry-run ARGS` prints, with the cache in a fresh folder,
+/// which it leaves empty.
+fn images_plan(args: &[&str], env: &[(&str, &str)]) -> (Vec<String>, PathBuf) {
+    let cache = tempfile::tempdir().unwrap();
+    let out = Command::new(format!("{REPO}/scripts/images"))
+        .arg("--dry-run")
+        .args(args)
+        .env("MOLTMATES_CACHE", cache.path())
+        .env_remove("PLATFORMS")
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "scripts/images --dry-run {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let left: Vec<_> = std::fs::read_dir(cache.path()).unwrap().collect();
+    assert!(left.is_empty(), "a dry run wrote to the cache: {left:?}");
+    let root = cache.path().to_path_buf();
+    (String::from_utf8(out.stdout).unwrap().lines().map(String::from).collect(), root)
+}
+
+fn plan_line<'a>(plan: &'a [String], what: &str, words: &[String]) -> (usize, &'a String) {
+    plan.iter()
+        .enumerate()
+        .find(|(_, l)| words.iter().all(|w| l.split(' ').any(|word| word == w)))
+        .unwrap_or_else(|| panic!("no {what} with {words:?} in the plan:\n{}", plan.join("\n")))
+}
+
+#[test]
+fn scripts_images_plans_each_dockerfile_for_both_platforms_as_a_multi_arch_archive() {
+    let version = cargo_package("version");
+    let (plan, cache) = images_plan(&["--platform", PLATFORMS], &[]);
+    let cache = cache.display().to_string();
+    let (same, _) = images_plan(&[], &[("PLATFORMS", PLATFORMS)]);
+    assert_eq!(plan.len(), same.len(), "PLATFORMS=... plans as --platform does");
+
+    for (file, name) in [("Dockerfile", "moltmate"), ("Dockerfile.sandbox", "sandbox")] {
+        let image = format!("localhost/moltmates/{name}:{version}");
+        let words = |list: &[&str]| list.iter().map(|w| w.to_string()).collect::<Vec<_>>();
+        let (built, build) = plan_line(
+            &plan,
+            "buildah build",
+            &words(&["build", "--platform", PLATFORMS, "-f", &format!("{REPO}/{file}"), "--manifest", &image]),
+        );
+        // Its own storage: the default build's images and bases stay as they are.
+        assert!(build.contains(&format!("--root {cache}/buildah-multiarch/storage ")), "{build}");
+        // buildah 1.28 would apply the build stage's --platform=$BUILDPLATFORM to the final
+        // stage too (an amd64 Debian in the arm64 image): scripts/images leaves it unset.
+        assert!(!build.contains("BUILDPLATFORM"), "{build}");
+        let archive = format!("oci-archive:{cache}/images/{name}-amd64-arm64.tar:{image}");
+        let (pushed, push) =
+            plan_line(&plan, "buildah manifest push", &words(&["manifest", "push", "--all", &image, &archive]));
+        assert!(push.contains("--format oci"), "an OCI index, as `ctr images import` takes it: {push}");
+        assert!(built < pushed, "{name}: pushed before it is built");
+        // A list left from an earlier build is dropped first, or it would keep its images.
+        let (dropped, _) = plan_line(&plan, "buildah manifest rm", &words(&["manifest", "rm", &image]));
+        assert!(dropped < built);
+    }
+}
+
+/// Without a platform the plan is the one other tests depend on: this machine's platform,
+/// localhost/moltmates/NAME:VERSION, archives NAME.tar.
+#[test]
+fn scripts_images_default_plan_is_unchanged() {
+    let version = cargo_package("version");
+    let (plan, cache) = images_plan(&[], &[]);
+    let cache = cache.display().to_string();
+    assert_eq!(plan.len(), 4, "{plan:#?}");
+    for (file, name) in [("Dockerfile", "moltmate"), ("Dockerfile.sandbox", "sandbox")] {
+        let image = format!("localhost/moltmates/{name}:{version}");
+        let store =
+            format!("buildah --root {cache}/buildah/storage --runroot {cache}/buildah/run --storage-driver overlay");
+        assert!(
+            plan.contains(&format!(
+                "{store} bud --quiet --layers --network host --build-arg TARGETARCH=amd64 \
+                 -v /etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro \
+                 -f {REPO}/{file} -t {image} {REPO}"
+            )),
+            "{plan:#?}"
+        );
+        assert!(plan.contains(&format!("{store} push -q {image} oci-archive:{cache}/images/{name}.tar:{image}")));
+    }
+    let out = Command::new(format!("{REPO}/scripts/images"))
+        .args(["--dry-run", "--platform", "linux/s390x"])
+        .env("MOLTMATES_CACHE", tempfile::tempdir().unwrap().path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("unsupported architecture 's390x'"), "{stderr}");
+}
