@@ -1376,3 +1376,158 @@ fn scripts_images_default_plan_is_unchanged() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && stderr.contains("unsupported architecture 's390x'"), "{stderr}");
 }
+
+// ------------------------------------------------------------------------------------------
+// The krew manifest (plugins/krew/moltmate.yaml)
+// ------------------------------------------------------------------------------------------
+
+const KREW_MANIFEST: &str = "plugins/krew/moltmate.yaml";
+
+/// krew's (os, arch) for a Rust target triple.
+fn krew_platform(target: &str) -> (String, String) {
+    let arch = match target.split('-').next().unwrap() {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => panic!("{target}: no krew arch for {other}"),
+    };
+    let os = if target.contains("-linux-") { "linux" } else { panic!("{target}: not linux") };
+    (os.to_string(), arch.to_string())
+}
+
+/// The release's archives, as the workflow's binaries job names them, per krew platform.
+fn release_archives(tag: &str) -> BTreeMap<(String, String), String> {
+    let workflow = Workflow::load();
+    let job = workflow.job("binaries");
+    Workflow::matrix(job)
+        .into_iter()
+        .map(|m| (krew_platform(&m["target"]), workflow.resolve(job, &m, job["env"]["ARCHIVE"].as_str().unwrap(), tag)))
+        .collect()
+}
+
+#[test]
+fn the_krew_manifest_is_a_plugin_named_moltmate_for_the_releases_platforms() {
+    let docs = yaml_documents(&read(KREW_MANIFEST), KREW_MANIFEST);
+    let [plugin] = docs.as_slice() else { panic!("{KREW_MANIFEST}: one document") };
+    assert_eq!(plugin["apiVersion"], "krew.googlecontainertools.github.com/v1alpha2");
+    assert_eq!(plugin["kind"], "Plugin");
+    assert_eq!(plugin["metadata"]["name"], "moltmate", "kubectl moltmate");
+    let spec = &plugin["spec"];
+    assert_eq!(spec["version"], "{{ .TagName }}");
+    assert!(spec["homepage"].as_str().is_some_and(|h| h.starts_with("https://")), "homepage");
+    // krew-index asks for a short one.
+    let short = spec["shortDescription"].as_str().expect("shortDescription");
+    assert!(!short.is_empty() && short.len() <= 50, "shortDescription: {short:?}");
+    for field in ["description", "caveats"] {
+        let text = spec[field].as_str().unwrap_or_else(|| panic!("spec.{field}"));
+        for usage in ["kubectl moltmate audit", "kubectl moltmate users"] {
+            assert!(text.contains(usage), "spec.{field} does not say {usage}");
+        }
+    }
+
+    let platforms = spec["platforms"].as_array().expect("platforms");
+    let mut seen = BTreeSet::new();
+    for platform in platforms {
+        let labels = &platform["selector"]["matchLabels"];
+        let key = (labels["os"].as_str().unwrap().to_string(), labels["arch"].as_str().unwrap().to_string());
+        assert!(seen.insert(key.clone()), "{key:?} twice");
+        assert_eq!(platform["sha256"], "{{ .Sha256 }}", "{key:?}: the workflow fills in sha256");
+        assert!(platform["uri"].as_str().is_some_and(|u| u.starts_with("https://")), "{key:?}: uri");
+        // krew links `bin` into its PATH as kubectl-moltmate.
+        assert_eq!(platform["bin"], "moltmate", "{key:?}");
+        let files: Vec<(&str, &str)> = platform["files"]
+            .as_array()
+            .expect("files")
+            .iter()
+            .map(|f| (f["from"].as_str().unwrap(), f["to"].as_str().unwrap()))
+            .collect();
+        assert!(files.contains(&("moltmate", ".")), "{key:?}: files {files:?}");
+        // Every file krew takes is one the workflow puts in the archive.
+        let archive = Workflow::scripts(Workflow::load().job("binaries"));
+        for (from, _) in &files {
+            assert!(archive.split_whitespace().any(|w| w == *from), "{key:?}: the archive has no {from}: {archive}");
+        }
+    }
+    let released: BTreeSet<_> = release_archives("v0.0.0").into_keys().collect();
+    assert_eq!(seen, released, "krew's platforms are the release's binaries");
+}
+
+/// Rendered for a tag, the manifest points at exactly the archives the workflow uploads, with
+/// their sha256; the release job renders it before the checksums are made.
+#[test]
+fn the_rendered_krew_manifest_names_the_release_archives_and_their_sha256() {
+    let tag = format!("v{}", cargo_package("version"));
+    let archives = release_archives(&tag);
+    let dist = tempfile::tempdir().unwrap();
+    for name in archives.values() {
+        std::fs::write(dist.path().join(name), format!("the archive {name}")).unwrap();
+    }
+    let render = |dir: &Path| {
+        Command::new(format!("{REPO}/plugins/krew/render")).args([&tag, "owner/moltmates"]).arg(dir).output().unwrap()
+    };
+    let out = render(dist.path());
+    assert!(out.status.success(), "render: {}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(!text.contains("{{"), "{text}");
+    let plugin = &yaml_documents(&text, "the rendered manifest")[0];
+    assert_eq!(plugin["spec"]["version"], Value::from(tag.clone()));
+    for platform in plugin["spec"]["platforms"].as_array().unwrap() {
+        let labels = &platform["selector"]["matchLabels"];
+        let key = (labels["os"].as_str().unwrap().to_string(), labels["arch"].as_str().unwrap().to_string());
+        let name = &archives[&key];
+        assert_eq!(
+            platform["uri"],
+            Value::from(format!("https://github.com/owner/moltmates/releases/download/{tag}/{name}")),
+            "{key:?}"
+        );
+        let sum = Command::new("sha256sum").arg(dist.path().join(name)).output().unwrap();
+        let sum = String::from_utf8(sum.stdout).unwrap();
+        assert_eq!(platform["sha256"], Value::from(sum.split(' ').next().unwrap()), "{key:?}");
+    }
+
+    // An archive missing from the release is an error, not a manifest without a checksum.
+    let empty = tempfile::tempdir().unwrap();
+    let out = render(empty.path());
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("no such file"));
+
+    let workflow = Workflow::load();
+    let steps = Workflow::steps(workflow.job("release"));
+    let position = |needle: &str| {
+        steps
+            .iter()
+            .position(|s| s["run"].as_str().is_some_and(|r| r.contains(needle)))
+            .unwrap_or_else(|| panic!("release: no step runs {needle}"))
+    };
+    assert!(
+        position("plugins/krew/render \"$GITHUB_REF_NAME\" \"$GITHUB_REPOSITORY\" dist >dist/moltmate.yaml")
+            < position("sha256sum"),
+        "the manifest is rendered, then checksummed with the rest"
+    );
+}
+
+/// krew runs the binary as kubectl-moltmate: called by that name it is the plugin.
+#[test]
+fn the_binary_called_kubectl_moltmate_is_the_kubectl_plugin() {
+    let dir = tempfile::tempdir().unwrap();
+    let link = dir.path().join("kubectl-moltmate");
+    std::os::unix::fs::symlink(MOLTMATE, &link).unwrap();
+    let out = Command::new(&link).arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && help.contains("Usage: kubectl moltmate"), "{help}");
+    for command in ["audit", "users"] {
+        assert!(help.contains(command), "kubectl moltmate --help lists no {command}: {help}");
+    }
+}
+
+/// The release's binaries are compiled as the images compile theirs: the same cargo flags.
+#[test]
+fn the_release_binaries_are_built_as_the_images_build_theirs() {
+    let flags = |command: &str| -> BTreeSet<String> {
+        command.split_whitespace().filter(|w| w.starts_with("--") && *w != "--target").map(String::from).collect()
+    };
+    let workflow = Workflow::load();
+    let scripts = Workflow::scripts(workflow.job("binaries"));
+    let release = scripts.lines().find(|l| l.trim_start().starts_with("cargo build")).expect("binaries: cargo build");
+    let image = load("Dockerfile").stage("build").unwrap().cargo_build_copied_to("/moltmate").unwrap().command;
+    let image = image.split("&&").find(|c| c.contains("cargo build")).unwrap();
+    assert_eq!(flags(release), flags(image), "release: {release}\nimage: {image}");
+}
