@@ -977,7 +977,7 @@ fn the_sandbox_image_holds_every_allowed_program_and_no_shell() {
     assert!(
         build
             .iter()
-            .any(|i| i.contains("cargo build --release --locked --bin moltmate") && i.contains("unknown-linux-musl"))
+            .any(|i| i.contains("cargo build --release --locked --no-default-features --bin moltmate") && i.contains("unknown-linux-musl"))
     );
     let stage = &all[final_from..];
 
