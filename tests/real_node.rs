@@ -12,6 +12,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::Client;
 use kube::api::{Api, DeleteParams, PostParams};
 use serde_json::json;
@@ -57,6 +58,17 @@ async fn gateway_stand_in(client: &Client, image: &str) -> String {
         ready.then(|| pod.status?.pod_ip).flatten()
     })
     .await
+}
+
+/// One more policy for a namespace's pods that lets all their egress out (policies add up):
+/// what a careless or hostile edit of a live install would add.
+fn let_everything_out() -> NetworkPolicy {
+    serde_json::from_value(json!({
+        "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": { "name": "let-everything-out" },
+        "spec": { "podSelector": {}, "policyTypes": ["Egress"], "egress": [{}] },
+    }))
+    .unwrap()
 }
 
 async fn pod_ip(client: &Client, namespace: &str, name: &str) -> String {
@@ -180,14 +192,8 @@ async fn agents_on_a_real_node_reach_only_what_their_policy_allows() {
 
     // The fence is the policy: with one more policy that lets everything out (policies add up),
     // the same container reaches the internet; without it, not again.
-    let policies = Api::<k8s_openapi::api::networking::v1::NetworkPolicy>::namespaced(client.clone(), "moltmate-nell");
-    let open = serde_json::from_value(json!({
-        "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
-        "metadata": { "name": "let-everything-out" },
-        "spec": { "podSelector": {}, "policyTypes": ["Egress"], "egress": [{}] },
-    }))
-    .unwrap();
-    policies.create(&PostParams::default(), &open).await.unwrap();
+    let policies = Api::<NetworkPolicy>::namespaced(client.clone(), "moltmate-nell");
+    policies.create(&PostParams::default(), &let_everything_out()).await.unwrap();
     wait_until("the loosened policy enforced", Duration::from_secs(30), || async { nell(&world_ip, 80).then_some(()) })
         .await;
     policies.delete("let-everything-out", &DeleteParams::default()).await.unwrap();
@@ -337,14 +343,8 @@ async fn the_chart_on_a_real_node_answers_through_the_agents_container_and_a_res
         ]);
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
-    let policies = Api::<k8s_openapi::api::networking::v1::NetworkPolicy>::namespaced(client.clone(), "moltmate-alice");
-    let open = serde_json::from_value(json!({
-        "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
-        "metadata": { "name": "let-everything-out" },
-        "spec": { "podSelector": {}, "policyTypes": ["Egress"], "egress": [{}] },
-    }))
-    .unwrap();
-    policies.create(&PostParams::default(), &open).await.unwrap();
+    let policies = Api::<NetworkPolicy>::namespaced(client.clone(), "moltmate-alice");
+    policies.create(&PostParams::default(), &let_everything_out()).await.unwrap();
     wait_until("alice's agent not Ready with its egress open", Duration::from_secs(60), || async {
         (ready_condition() == "False").then_some(())
     })
