@@ -66,7 +66,6 @@ pub fn read(namespace: &str, name: &str, secret: &Secret) -> Result<MasterKey, E
         .as_ref()
         .and_then(|data| data.get(DATA_KEY))
         .map(|value| value.0.clone())
-        .or_else(|| secret.string_data.as_ref().and_then(|data| data.get(DATA_KEY)).map(|s| s.clone().into_bytes()))
         .ok_or_else(|| Error::NoKey { namespace: namespace.into(), name: name.into() })?;
     MasterKey::new(bytes).map_err(|source| Error::Invalid { namespace: namespace.into(), name: name.into(), source })
 }

@@ -36,7 +36,7 @@ pub fn step(live: Option<&Pod>, desired: &Pod) -> PodStep {
     if spec_hash(&live.metadata) != spec_hash(&desired.metadata) {
         return PodStep::Replace { why: "pod spec changed".into() };
     }
-    if k8s::pod_ready_since(live).is_some() {
+    if k8s::pod_is_ready(live) {
         PodStep::Serving
     } else {
         PodStep::AwaitReady { phase: if phase.is_empty() { "Pending".into() } else { phase } }

@@ -46,7 +46,7 @@ pub struct TelegramArgs {
 
 /// Serve until SIGINT or SIGTERM. Prints the Bot API base URL on stdout once listening.
 pub async fn run(args: TelegramArgs) -> Result<(), StandInError> {
-    let shutdown = crate::shutdown::Shutdown::on_signals()?;
+    let shutdown = crate::shutdown::Shutdown::on_signals().map_err(StandInError::Signals)?;
     let mut config = StandInConfig::new(args.token);
     config.bot_username = args.bot_username;
     let mut standin = TelegramStandIn::start_with(args.listen, config).await?;

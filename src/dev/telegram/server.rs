@@ -57,6 +57,8 @@ impl StandInConfig {
 pub enum StandInError {
     #[error("binding the stand-in: {0}")]
     Bind(#[from] std::io::Error),
+    #[error("installing the SIGTERM handler: {0}")]
+    Signals(#[source] std::io::Error),
 }
 
 /// Ran out of time waiting for a condition.
