@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod crd;
 #[cfg(feature = "dev")]
 pub mod dev;
+pub mod duration;
 pub mod gateway;
 pub mod http;
 pub mod k8s;

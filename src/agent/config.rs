@@ -43,7 +43,7 @@ pub struct AgentArgs {
     #[arg(long, env = "MOLTMATE_MAX_TOOL_ROUNDS", default_value_t = 8)]
     pub max_tool_rounds: u32,
     /// Timeout of one LLM request (each retry gets its own).
-    #[arg(long, env = "MOLTMATE_LLM_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, env = "MOLTMATE_LLM_TIMEOUT", default_value = "60s", value_parser = crate::duration::parse_arg)]
     pub llm_timeout: Duration,
     /// Retries of an LLM request on 429, 5xx and connection errors, with exponential backoff.
     #[arg(long, env = "MOLTMATE_LLM_RETRIES", default_value_t = 3)]
@@ -52,10 +52,10 @@ pub struct AgentArgs {
     #[arg(long, env = "MOLTMATE_HISTORY_BUDGET", default_value_t = 48_000)]
     pub history_budget: usize,
     /// Timeout of one exec tool call.
-    #[arg(long, env = "MOLTMATE_EXEC_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, env = "MOLTMATE_EXEC_TIMEOUT", default_value = "10s", value_parser = crate::duration::parse_arg)]
     pub exec_timeout: Duration,
     /// Timeout of one web_fetch tool call.
-    #[arg(long, env = "MOLTMATE_WEB_FETCH_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, env = "MOLTMATE_WEB_FETCH_TIMEOUT", default_value = "30s", value_parser = crate::duration::parse_arg)]
     pub web_fetch_timeout: Duration,
 }
 
@@ -190,13 +190,6 @@ fn parse_broker(text: &str) -> Result<Url, ConfigError> {
         && url.query().is_none()
         && url.fragment().is_none();
     if plain { Ok(url) } else { Err(bad()) }
-}
-
-/// Go-style durations, as elsewhere in the project: `60s`, `1m30s`, `500ms`.
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    let parsed: kube::core::Duration =
-        text.trim().parse().map_err(|_| format!("{text:?} is not a duration such as 30s or 2m"))?;
-    Ok(Duration::from(parsed))
 }
 
 fn in_range<T: PartialOrd + fmt::Display>(name: &'static str, value: T, min: T, max: T) -> Result<(), ConfigError> {

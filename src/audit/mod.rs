@@ -42,7 +42,7 @@ pub struct AuditArgs {
     #[arg(long, short = 'o', value_enum, default_value = "text")]
     pub output: OutputFormat,
     /// Report workspaces of deleted users retained longer than this (e.g. 30d, 12h).
-    #[arg(long, default_value = "30d", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "30d", value_parser = crate::duration::parse_arg)]
     pub retained_max_age: Duration,
     /// Per-profile defaults the operator runs with (default: read from its ConfigMap).
     #[arg(long)]

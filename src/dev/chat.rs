@@ -38,10 +38,10 @@ pub struct ChatArgs {
     #[arg(long, value_name = "FILE")]
     pub script: Option<PathBuf>,
     /// How long to wait for the first reply to a message.
-    #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "120s", value_parser = crate::duration::parse_arg)]
     pub reply_timeout: Duration,
     /// After a reply, keep printing further ones until none came for this long.
-    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "2s", value_parser = crate::duration::parse_arg)]
     pub quiet: Duration,
 }
 

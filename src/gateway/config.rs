@@ -36,7 +36,7 @@ pub struct GatewayArgs {
     #[arg(long, env = "MOLTMATE_ALLOW_GROUPS", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub allow_groups: bool,
     /// Long-poll timeout of getUpdates.
-    #[arg(long, env = "MOLTMATE_POLL_TIMEOUT", default_value = "25s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "MOLTMATE_POLL_TIMEOUT", default_value = "25s", value_parser = crate::duration::parse_arg)]
     pub poll_timeout: Duration,
     /// Messages waiting per user before they are told to wait.
     #[arg(long, env = "MOLTMATE_QUEUE_SIZE", default_value_t = 20)]
@@ -45,15 +45,15 @@ pub struct GatewayArgs {
     #[arg(long, env = "MOLTMATE_AGENT_PORT", default_value_t = 8080)]
     pub agent_port: u16,
     /// For one agent turn (the agent runs the model and tools meanwhile).
-    #[arg(long, env = "MOLTMATE_AGENT_TIMEOUT", default_value = "180s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "MOLTMATE_AGENT_TIMEOUT", default_value = "180s", value_parser = crate::duration::parse_arg)]
     pub agent_timeout: Duration,
     /// At SIGTERM: how long the messages in flight may take to finish before the gateway
     /// exits anyway (those left are answered by the next gateway). Keep the pod's
     /// terminationGracePeriodSeconds longer.
-    #[arg(long, env = "MOLTMATE_DRAIN_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "MOLTMATE_DRAIN_TIMEOUT", default_value = "30s", value_parser = crate::duration::parse_arg)]
     pub drain_timeout: Duration,
     /// How long a message to an idle user waits for its agent to start.
-    #[arg(long, env = "MOLTMATE_WAKE_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "MOLTMATE_WAKE_TIMEOUT", default_value = "60s", value_parser = crate::duration::parse_arg)]
     pub wake_timeout: Duration,
     /// Address of the broker (agents' LLM and web_fetch endpoint).
     #[arg(long, env = "MOLTMATE_BROKER_ADDR", default_value = "0.0.0.0:8081")]
@@ -110,10 +110,9 @@ fn parse_model(text: &str) -> Result<String, String> {
 
 /// A duration that is not zero (it paces a loop).
 fn parse_interval(text: &str) -> Result<Duration, String> {
-    match humantime::parse_duration(text) {
-        Ok(d) if d.is_zero() => Err("must be longer than zero".into()),
-        Ok(d) => Ok(d),
-        Err(e) => Err(e.to_string()),
+    match crate::duration::parse_arg(text)? {
+        d if d.is_zero() => Err("must be longer than zero".into()),
+        d => Ok(d),
     }
 }
 

@@ -133,8 +133,8 @@ pub fn preset(profile: Profile) -> Preset {
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ProfileError {
-    #[error("spec.idleTimeout {0:?} is not a duration such as 30m or 2h")]
-    IdleTimeout(String),
+    #[error("spec.idleTimeout {0}")]
+    IdleTimeout(crate::duration::DurationError),
     #[error("spec.resources.{field} {value:?} must be greater than zero")]
     ZeroQuantity { field: &'static str, value: String },
 }
@@ -167,10 +167,7 @@ pub fn resolve_with(spec: &MoltmateUserSpec, defaults: &ProfileDefaults) -> Resu
     };
     let idle_timeout = match spec.idle_timeout.as_deref() {
         None | Some("") => None,
-        Some(text) => {
-            let parsed: kube::core::Duration = text.parse().map_err(|_| ProfileError::IdleTimeout(text.to_string()))?;
-            Some(Duration::from(parsed)).filter(|d| !d.is_zero())
-        }
+        Some(text) => Some(crate::duration::parse(text).map_err(ProfileError::IdleTimeout)?).filter(|d| !d.is_zero()),
     };
 
     Ok(ResolvedProfile {
@@ -333,7 +330,7 @@ mod tests {
     fn bad_values_the_schema_lets_through_are_errors() {
         let mut s = spec(Profile::Public);
         s.idle_timeout = Some("5x".into());
-        assert_eq!(resolve(&s), Err(ProfileError::IdleTimeout("5x".into())));
+        assert_eq!(resolve(&s), Err(ProfileError::IdleTimeout(crate::duration::DurationError::Invalid("5x".into()))));
         s.idle_timeout = Some("".into());
         assert_eq!(resolve(&s).unwrap().idle_timeout, None);
         s.resources = Some(ResourcesSpec { cpu: Some("0".into()), ..Default::default() });

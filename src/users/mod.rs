@@ -62,14 +62,8 @@ pub struct ResetArgs {
     #[arg(long)]
     pub wait: bool,
     /// How long `--wait` waits.
-    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    #[arg(long, default_value = "5m", value_parser = crate::duration::parse_arg)]
     pub timeout: Duration,
-}
-
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    let parsed: kube::core::Duration =
-        text.trim().parse().map_err(|_| format!("{text:?} is not a duration such as 90s or 5m"))?;
-    Ok(Duration::from(parsed))
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -53,7 +53,7 @@ pub struct RunArgs {
     #[command(flatten)]
     pub policy: PolicyArgs,
     /// Kill the command (and everything it started) after this long: `10s`, `500ms`.
-    #[arg(long, value_parser = parse_timeout, default_value = "10s")]
+    #[arg(long, value_parser = crate::duration::parse_arg, default_value = "10s")]
     pub timeout: Duration,
     /// The command line, as one argument: `-- 'grep -r foo .'`.
     #[arg(last = true, required = true, value_name = "COMMAND")]
@@ -79,14 +79,6 @@ pub enum SecurityArg {
 pub enum AccessArg {
     Rw,
     Ro,
-}
-
-/// `10s`, `1m`, `500ms`, or plain seconds.
-fn parse_timeout(text: &str) -> Result<Duration, String> {
-    match text.parse::<u64>() {
-        Ok(seconds) => Ok(Duration::from_secs(seconds)),
-        Err(_) => humantime::parse_duration(text).map_err(|e| e.to_string()),
-    }
 }
 
 impl PolicyArgs {
