@@ -18,6 +18,7 @@ pub mod names;
 pub mod operator;
 pub mod profile;
 pub mod quantity;
+pub mod secret;
 pub mod shutdown;
 pub mod telemetry;
 pub mod token;

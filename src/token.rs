@@ -6,6 +6,8 @@
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
+use crate::secret::Secret;
+
 /// Fewer bytes than this make the token guessable; refuse to start with them.
 pub const MIN_MASTER_KEY_BYTES: usize = 32;
 
@@ -22,14 +24,8 @@ pub enum MasterKeyError {
     Read { path: String, source: std::io::Error },
 }
 
-#[derive(Clone)]
-pub struct MasterKey(Vec<u8>);
-
-impl std::fmt::Debug for MasterKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("MasterKey(..)")
-    }
-}
+#[derive(Clone, Debug)]
+pub struct MasterKey(Secret<Vec<u8>>);
 
 impl MasterKey {
     pub fn new(bytes: impl Into<Vec<u8>>) -> Result<Self, MasterKeyError> {
@@ -38,7 +34,7 @@ impl MasterKey {
         if trimmed.len() < MIN_MASTER_KEY_BYTES {
             return Err(MasterKeyError::TooShort(trimmed.len()));
         }
-        Ok(Self(trimmed))
+        Ok(Self(Secret::new(trimmed)))
     }
 
     /// From a file (preferred: a mounted Secret) or else from an inline value.
@@ -56,7 +52,7 @@ impl MasterKey {
 
     /// The bearer token of the agent of the MoltmateUser with this uid.
     pub fn agent_token(&self, user_uid: &str) -> String {
-        let mut mac = Hmac::<Sha256>::new_from_slice(&self.0).expect("HMAC takes keys of any length");
+        let mut mac = Hmac::<Sha256>::new_from_slice(self.0.expose()).expect("HMAC takes keys of any length");
         mac.update(user_uid.as_bytes());
         hex::encode(mac.finalize().into_bytes())
     }

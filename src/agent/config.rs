@@ -9,6 +9,7 @@ use std::time::Duration;
 use reqwest::Url;
 
 use crate::profile::ResolvedProfile;
+use crate::secret::Secret;
 
 /// Shorter tokens are refused at start: the operator's are 64 hex characters.
 pub const MIN_TOKEN_LEN: usize = 16;
@@ -59,22 +60,6 @@ pub struct AgentArgs {
     pub web_fetch_timeout: Duration,
 }
 
-/// The token, kept out of `Debug` output and logs.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(..)")
-    }
-}
-
 #[derive(Debug, Clone)]
 pub struct Config {
     pub user: String,
@@ -84,7 +69,7 @@ pub struct Config {
     /// Broker base without a trailing slash.
     pub broker: Url,
     pub profile: ResolvedProfile,
-    pub token: Secret,
+    pub token: Secret<String>,
     pub model: String,
     pub max_tool_rounds: u32,
     pub llm_timeout: Duration,
@@ -157,7 +142,7 @@ impl Config {
             listen: args.listen,
             broker,
             profile,
-            token: Secret(token.to_string()),
+            token: Secret::new(token),
             model,
             max_tool_rounds: args.max_tool_rounds,
             llm_timeout: args.llm_timeout,

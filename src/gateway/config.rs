@@ -5,6 +5,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::secret::Secret;
+
 use super::webhook::{WebhookConfig, validate_path, validate_secret};
 
 #[derive(clap::Args, Debug, Clone)]
@@ -145,7 +147,12 @@ impl GatewayArgs {
         .map_err(|e| WebhookConfigError(e.to_string()))?;
         validate_secret(&secret).map_err(WebhookConfigError)?;
         validate_path(&self.webhook_path).map_err(WebhookConfigError)?;
-        Ok(Some(WebhookConfig { addr: self.webhook_addr, path: self.webhook_path.clone(), url, secret }))
+        Ok(Some(WebhookConfig {
+            addr: self.webhook_addr,
+            path: self.webhook_path.clone(),
+            url,
+            secret: Secret::new(secret),
+        }))
     }
 }
 

@@ -23,6 +23,8 @@ use teloxide::prelude::*;
 use teloxide::types::AllowedUpdate;
 use tokio::sync::watch;
 
+use crate::secret::Secret;
+
 use super::telegram::{Handler, Ticket, incoming, register_commands};
 
 pub const SECRET_HEADER: &str = "x-telegram-bot-api-secret-token";
@@ -39,7 +41,7 @@ pub struct WebhookConfig {
     pub path: String,
     /// The public https URL Telegram POSTs to (the Ingress in front of `addr` + `path`).
     pub url: url::Url,
-    pub secret: String,
+    pub secret: Secret<String>,
 }
 
 /// Telegram's rule for the secret token: 1-256 of `A-Z a-z 0-9 _ -`. Checked at start, so a
@@ -129,8 +131,11 @@ struct Receiver {
 
 /// The router serving `config.path`.
 pub fn router(config: &WebhookConfig, handler: Arc<dyn Handler>) -> Router {
-    let receiver =
-        Receiver { secret_digest: Sha256::digest(config.secret.as_bytes()).into(), inbox: Arc::default(), handler };
+    let receiver = Receiver {
+        secret_digest: Sha256::digest(config.secret.expose().as_bytes()).into(),
+        inbox: Arc::default(),
+        handler,
+    };
     Router::new()
         .route(&config.path, post(receive))
         .layer(axum::extract::DefaultBodyLimit::max(BODY_MAX))
@@ -172,7 +177,7 @@ async fn receive(State(receiver): State<Receiver>, headers: HeaderMap, body: Byt
 /// Register the webhook with Telegram (the Lease holder does this) and the command menu.
 pub async fn register(bot: &Bot, config: &WebhookConfig) -> Result<(), teloxide::RequestError> {
     bot.set_webhook(config.url.clone())
-        .secret_token(config.secret.clone())
+        .secret_token(config.secret.expose().clone())
         .allowed_updates([AllowedUpdate::Message])
         .max_connections(MAX_CONNECTIONS)
         .await?;

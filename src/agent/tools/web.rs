@@ -11,9 +11,9 @@ use reqwest::Url;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
 use serde::Deserialize;
 
-use crate::agent::config::Secret;
 use crate::http::CappedRead;
 use crate::profile::WebFetchPolicy;
+use crate::secret::Secret;
 
 pub const MAX_URL: usize = 2048;
 /// The broker's answer is read up to this many bytes.
@@ -77,14 +77,14 @@ pub enum FetchError {
 pub struct WebFetcher {
     http: reqwest::Client,
     endpoint: String,
-    token: Secret,
+    token: Secret<String>,
     pub policy: WebFetchPolicy,
 }
 
 impl WebFetcher {
     pub fn new(
         endpoint: String,
-        token: Secret,
+        token: Secret<String>,
         policy: WebFetchPolicy,
         timeout: Duration,
     ) -> Result<Self, reqwest::Error> {

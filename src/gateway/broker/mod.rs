@@ -71,6 +71,7 @@ use tokio::sync::Semaphore;
 use crate::crd::MoltmateUser;
 use crate::gateway::fetch::Fetcher;
 use crate::profile::{ProfileDefaults, ResolvedProfile};
+use crate::secret::Secret;
 use crate::token::MasterKey;
 use auth::{CachedIndex, bearer};
 use limits::{Limiter, Unsynced};
@@ -78,23 +79,7 @@ use metrics::BrokerMetrics;
 use usage::UsageRecord;
 
 /// The provider's API key. Never logged, never sent anywhere but the provider.
-#[derive(Clone)]
-pub struct ApiKey(String);
-
-impl ApiKey {
-    pub fn new(key: impl Into<String>) -> Self {
-        Self(key.into().trim().to_string())
-    }
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for ApiKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ApiKey(..)")
-    }
-}
+pub type ApiKey = Secret<String>;
 
 /// Where LLM requests go.
 #[derive(Debug, Clone)]
