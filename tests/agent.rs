@@ -22,7 +22,7 @@ use moltmates::profile::{ResolvedProfile, preset, resolve};
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 
-mod support;
+use crate::support;
 
 const TOKEN: &str = "test-agent-token-0123456789abcdef";
 const DEADLINE: Duration = Duration::from_secs(30);

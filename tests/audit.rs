@@ -4,18 +4,16 @@
 //! stopped, so nothing is repaired) and each weakening must be a FAIL (or WARN) row naming
 //! the object, in the table and in `-o json` alike.
 
-mod support;
-
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, ResourceQuota};
 use k8s_openapi::api::networking::v1::Ingress;
 use kube::api::{Api, DeleteParams, PostParams};
 use serde_json::{Value, json};
-use support::*;
 
 /// One run of `moltmate audit`.
 struct Run {

@@ -2,14 +2,12 @@
 //! lint, what it renders for several value sets, what its schema refuses, that
 //! `manifests/install.yaml` is its current render, and that both install into a real API server.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::Duration;
 
+use crate::support::{REPO, TestEnv, helm, helm_ok, wait_until};
 use serde_json::{Value, json};
-use support::{REPO, TestEnv, helm, helm_ok, wait_until};
 
 const NS: &str = "moltmate-system";
 const RELEASE: &str = "moltmates";

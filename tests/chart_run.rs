@@ -8,19 +8,17 @@
 //! the test environment's kubeconfigs for the same ServiceAccounts (moltmate-operator and
 //! moltmate-gateway in moltmate-system), bound to the chart's ClusterRoles.
 
-mod support;
-
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use k8s_openapi::api::core::v1::{Pod, ResourceQuota};
 use kube::Api;
 use moltmates::dev::llm::{LlmStandIn, MODEL};
 use moltmates::dev::telegram::TelegramStandIn;
 use moltmates::names;
 use serde_json::Value;
-use support::*;
 
 const BOT_TOKEN: &str = "123456:chart-run-token";
 const LLM_KEY: &str = "chart-run-llm-key";

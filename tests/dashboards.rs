@@ -3,18 +3,16 @@
 //! that every PromQL expression in either names only metrics and labels that the real
 //! operator and gateway serve on /metrics.
 
-mod support;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::support::*;
 use moltmates::dev::telegram::TelegramStandIn;
 use moltmates::gateway::commands::Incoming;
 use moltmates::gateway::metrics::GatewayMetrics;
 use moltmates::gateway::telegram::{self, Handler, Ticket, Tracker};
 use serde_json::{Value, json};
-use support::*;
 use teloxide::prelude::*;
 
 const NS: &str = "moltmate-system";
@@ -682,8 +680,6 @@ fn the_dashboard_is_a_well_formed_grafana_dashboard() {
 // The metric behind MoltmateGatewayNotPolling
 // ---------------------------------------------------------------------------------------------
 
-const BOT_TOKEN: &str = "123456:dashboards-test-token";
-
 fn unix_now() -> f64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64()
 }
@@ -760,50 +756,12 @@ async fn scrape_once_it_has(what: &str, port: u16, wanted: &[&str]) -> String {
 /// one refused broker request, so that labelled families have samples).
 #[tokio::test]
 async fn every_query_names_only_what_the_binaries_serve() {
-    let env = TestEnv::up("dashboards");
-    env.install().await;
-    env.install_gateway_rbac().await;
-    let client = env.admin().await;
+    let stack = Stack::up("dashboards").await;
     let operator_port = free_port();
-    let _operator = env.spawn_operator("operator", operator_port);
-    apply_user(&client, &user_manifest("counted", 4242, json!({ "profile": "personal" }))).await.unwrap();
-
-    let tg = TelegramStandIn::start("127.0.0.1:0".parse().unwrap(), BOT_TOKEN).await.unwrap();
-    let (token_file, key_file) = (env.dir.join("bot.token"), env.dir.join("llm.key"));
-    std::fs::write(&token_file, BOT_TOKEN).unwrap();
-    std::fs::write(&key_file, "llm-key").unwrap();
-    let (http_port, broker_port) = (free_port(), free_port());
-    let path = |p: &std::path::Path| p.to_str().unwrap().to_string();
-    let (http, broker) = (format!("127.0.0.1:{http_port}"), format!("127.0.0.1:{broker_port}"));
-    let _gateway = env.spawn(
-        "gateway",
-        &env.gateway_kubeconfig(),
-        &[
-            "gateway",
-            "--telegram-api-url",
-            &tg.url(),
-            "--bot-token-file",
-            &path(&token_file),
-            "--llm-base-url",
-            "http://127.0.0.1:9/v1",
-            "--llm-default-model",
-            "m",
-            "--llm-api-key-file",
-            &path(&key_file),
-            "--master-key-file",
-            &path(&env.dir.join("master.key")),
-            "--http-addr",
-            &http,
-            "--broker-addr",
-            &broker,
-            "--lease-namespace",
-            SYSTEM_NS,
-            "--identity",
-            "gateway-0",
-            "--poll-timeout",
-            "2s",
-        ],
-    );
+    let _operator = stack.env.spawn_operator("operator", operator_port);
+    apply_user(&stack.client, &user_manifest("counted", 4242, json!({ "profile": "personal" }))).await.unwrap();
+    let (tg, broker_port, http_port) = (&stack.tg, stack.broker_port, free_port());
+    let _gateway = stack.gateway().set("--poll-timeout", "2s").spawn_on(&stack.env, http_port);
     tg.inject_text(7777, "hello?").unwrap();
     let refused = wait_until("the broker refuses a request without a token", Duration::from_secs(30), || async {
         http_get(broker_port, "/v1/models").await.filter(|(code, _)| *code == 401)

@@ -2,15 +2,13 @@
 //! `moltmate dev chat` talks to each user's own agent, and `scripts/dev` (`make dev`) does it
 //! all in one command and leaves no process behind.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::support::{MOLTMATE, REPO};
 use moltmates::dev::llm::LlmStandIn;
-use support::{MOLTMATE, REPO};
 
 /// Two whole stacks at once (each a control plane, operator, gateway and agents) only slow
 /// each other down on a small machine: the stack tests take turns.

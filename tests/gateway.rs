@@ -1,18 +1,14 @@
 //! `moltmate gateway` against a real control plane, the real operator, real agent processes
 //! (the node stand-in), and the Telegram and LLM stand-ins.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
-use moltmates::dev::llm::{LlmStandIn, Scripted};
+use moltmates::dev::llm::Scripted;
 use moltmates::dev::telegram::{InjectMessage, StandInConfig, StatsCondition, TelegramStandIn};
 use serde_json::json;
-use support::*;
 
-const BOT_TOKEN: &str = "123456:gateway-test-token";
-const LLM_KEY: &str = "llm-test-key";
 const ALICE: i64 = 1001;
 const BOB: i64 = 1002;
 const CAROL: i64 = 1003;
@@ -32,94 +28,16 @@ async fn counter(port: u16, name: &str) -> u64 {
     body.lines().find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok()).map_or(0, |v| v as u64)
 }
 
-struct Gateway {
-    args: Vec<String>,
-}
-
-impl Gateway {
-    fn new(env: &TestEnv, tg: &TelegramStandIn, llm: &LlmStandIn, broker_port: u16) -> Self {
-        let token_file = env.dir.join("bot.token");
-        let llm_key_file = env.dir.join("llm.key");
-        std::fs::write(&token_file, BOT_TOKEN).unwrap();
-        std::fs::write(&llm_key_file, LLM_KEY).unwrap();
-        let path = |p: &std::path::Path| p.to_str().unwrap().to_string();
-        let args = [
-            "gateway",
-            "--telegram-api-url",
-            &tg.url(),
-            "--bot-token-file",
-            &path(&token_file),
-            "--llm-base-url",
-            &llm.url(),
-            "--llm-default-model",
-            moltmates::dev::llm::MODEL,
-            "--llm-api-key-file",
-            &path(&llm_key_file),
-            "--master-key-file",
-            &path(&env.dir.join("master.key")),
-            "--broker-addr",
-            &format!("127.0.0.1:{broker_port}"),
-            "--lease-namespace",
-            SYSTEM_NS,
-            "--identity",
-            "gateway-0",
-            "--poll-timeout",
-            "5s",
-        ];
-        Self { args: args.iter().map(|a| a.to_string()).collect() }
-    }
-
-    /// The same gateway under another replica name (its own identity in the Lease).
-    fn replica(&self, identity: &str, broker_port: u16) -> Self {
-        let mut args = self.args.clone();
-        for (flag, value) in
-            [("--identity", identity.to_string()), ("--broker-addr", format!("127.0.0.1:{broker_port}"))]
-        {
-            let at = args.iter().position(|a| a == flag).expect("flag present") + 1;
-            args[at] = value;
-        }
-        Self { args }
-    }
-
-    fn with(&self, extra: &[&str]) -> Self {
-        Self { args: self.args.iter().cloned().chain(extra.iter().map(|a| a.to_string())).collect() }
-    }
-
-    /// The gateway process and its /metrics port.
-    fn spawn(&self, env: &TestEnv) -> (Proc, u16) {
-        let port = free_port();
-        let args = self.serving_on(port);
-        (env.spawn("gateway", &env.gateway_kubeconfig(), &args.iter().map(String::as_str).collect::<Vec<_>>()), port)
-    }
-
-    /// The gateway as PID 1 of its own PID namespace, as in its container.
-    fn spawn_pid1(&self, env: &TestEnv) -> Proc {
-        let args = self.serving_on(free_port());
-        env.spawn_pid1("gateway", &env.gateway_kubeconfig(), &args.iter().map(String::as_str).collect::<Vec<_>>())
-    }
-
-    /// Its arguments, with /healthz, /readyz and /metrics on `port`.
-    fn serving_on(&self, port: u16) -> Vec<String> {
-        self.with(&["--http-addr", &format!("127.0.0.1:{port}")]).args
-    }
-}
-
 /// A rollout as the kubelet does it: SIGTERM to the gateway, PID 1 of its container. The
 /// turn under way is answered, nothing new is taken, the Lease is handed on at once and the
 /// process exits 0; the next gateway answers what came meanwhile, and nothing twice.
 #[tokio::test]
 async fn the_gateway_as_pid_1_finishes_the_turn_in_flight_on_sigterm_and_hands_on_the_rest() {
-    let env = TestEnv::up("gateway-sigterm");
-    env.install().await;
-    env.install_gateway_rbac().await;
-    let client = env.admin().await;
-    let llm = LlmStandIn::start("127.0.0.1:0".parse().unwrap(), Some(LLM_KEY.into())).await.unwrap();
-    let tg = TelegramStandIn::start("127.0.0.1:0".parse().unwrap(), BOT_TOKEN).await.unwrap();
-    let broker_port = free_port();
+    let Stack { env, client, llm, tg, broker_port } = Stack::up("gateway-sigterm").await;
     let _node = env.spawn_agent_node(&format!("http://127.0.0.1:{broker_port}"));
     let _operator = env.spawn_operator("operator", free_port());
     apply_user(&client, &user_manifest("alice", ALICE, json!({ "profile": "personal" }))).await.unwrap();
-    let gateway = Gateway::new(&env, &tg, &llm, broker_port);
+    let gateway = GatewayCommand::against(&env, &tg, &llm, broker_port);
     let mut first = gateway.spawn_pid1(&env);
     wait_phase(&client, "alice", "Ready", Duration::from_secs(30)).await;
     tg.inject_text(ALICE, "hello").unwrap();
@@ -199,13 +117,7 @@ impl Decoy {
 #[tokio::test]
 async fn gateway_routes_each_user_to_their_own_agent() {
     let started = Instant::now();
-    let env = TestEnv::up("gateway");
-    env.install().await;
-    env.install_gateway_rbac().await;
-    let client = env.admin().await;
-    let llm = LlmStandIn::start("127.0.0.1:0".parse().unwrap(), Some(LLM_KEY.into())).await.unwrap();
-    let tg = TelegramStandIn::start("127.0.0.1:0".parse().unwrap(), BOT_TOKEN).await.unwrap();
-    let broker_port = free_port();
+    let Stack { env, client, llm, tg, broker_port } = Stack::up("gateway").await;
     let broker_url = format!("http://127.0.0.1:{broker_port}");
     let _node = env.spawn_agent_node(&broker_url);
     let _operator = env.spawn_operator("operator", free_port());
@@ -216,7 +128,7 @@ async fn gateway_routes_each_user_to_their_own_agent() {
     apply_user(&client, &user_manifest("dave", DAVE, json!({ "profile": "personal", "idleTimeout": "3s" })))
         .await
         .unwrap();
-    let gateway = Gateway::new(&env, &tg, &llm, broker_port);
+    let gateway = GatewayCommand::against(&env, &tg, &llm, broker_port);
     let (mut proc, http_port) = gateway.spawn(&env);
     for name in ["alice", "bob"] {
         wait_phase(&client, name, "Ready", Duration::from_secs(30)).await;
@@ -388,16 +300,10 @@ async fn gateway_routes_each_user_to_their_own_agent() {
 /// gateway killed mid-turn answers nothing, so the update comes again and is answered once.
 #[tokio::test]
 async fn gateway_in_webhook_mode() {
-    let env = TestEnv::up("gateway-webhook");
-    env.install().await;
-    env.install_gateway_rbac().await;
-    let client = env.admin().await;
-    let llm = LlmStandIn::start("127.0.0.1:0".parse().unwrap(), Some(LLM_KEY.into())).await.unwrap();
     let mut config = StandInConfig::new(BOT_TOKEN);
     // Long enough for a slow turn: the gateway answers the webhook once the turn is done.
     config.webhook_backoff.request_timeout = Duration::from_secs(30);
-    let tg = TelegramStandIn::start_with("127.0.0.1:0".parse().unwrap(), config).await.unwrap();
-    let broker_port = free_port();
+    let Stack { env, client, llm, tg, broker_port } = Stack::up_with("gateway-webhook", config).await;
     let _node = env.spawn_agent_node(&format!("http://127.0.0.1:{broker_port}"));
     let (key, op_http) = (env.dir.join("master.key"), format!("127.0.0.1:{}", free_port()));
     let _operator = env.spawn(
@@ -426,7 +332,7 @@ async fn gateway_in_webhook_mode() {
     std::fs::write(&secret_file, format!("{secret}\n")).unwrap();
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}/telegram-hook");
-    let gateway = Gateway::new(&env, &tg, &llm, broker_port).with(&[
+    let gateway = GatewayCommand::against(&env, &tg, &llm, broker_port).with(&[
         "--log-format",
         "json",
         "--telegram-mode",
@@ -528,17 +434,11 @@ fn trail(line: &serde_json::Value) -> (Option<String>, Option<i64>) {
 /// provisioned and answered.
 #[tokio::test]
 async fn everything_rides_out_an_api_server_restart() {
-    let env = TestEnv::up("gateway-apiserver");
-    env.install().await;
-    env.install_gateway_rbac().await;
-    let client = env.admin().await;
-    let llm = LlmStandIn::start("127.0.0.1:0".parse().unwrap(), Some(LLM_KEY.into())).await.unwrap();
-    let tg = TelegramStandIn::start("127.0.0.1:0".parse().unwrap(), BOT_TOKEN).await.unwrap();
-    let broker_port = free_port();
+    let Stack { env, client, llm, tg, broker_port } = Stack::up("gateway-apiserver").await;
     let mut node = env.spawn_agent_node(&format!("http://127.0.0.1:{broker_port}"));
     let mut operator = env.spawn_operator("operator", free_port());
     apply_user(&client, &user_manifest("alice", ALICE, json!({ "profile": "personal" }))).await.unwrap();
-    let (mut gateway, gateway_port) = Gateway::new(&env, &tg, &llm, broker_port).spawn(&env);
+    let (mut gateway, gateway_port) = GatewayCommand::against(&env, &tg, &llm, broker_port).spawn(&env);
     wait_phase(&client, "alice", "Ready", Duration::from_secs(30)).await;
     tg.inject_text(ALICE, "before").unwrap();
     wait_text(&tg, ALICE, "You said: before", Duration::from_secs(30)).await;
@@ -596,17 +496,12 @@ fn out_of_budget(answer: &Option<(u16, serde_json::Value)>) -> bool {
 
 #[tokio::test]
 async fn the_daily_token_budget_survives_a_restart_and_is_shared_by_replicas() {
-    let env = TestEnv::up("budgets");
-    env.install().await;
-    env.install_gateway_rbac().await;
-    let client = env.admin().await;
-    let llm = LlmStandIn::start("127.0.0.1:0".parse().unwrap(), Some(LLM_KEY.into())).await.unwrap();
-    let tg = TelegramStandIn::start("127.0.0.1:0".parse().unwrap(), BOT_TOKEN).await.unwrap();
+    let Stack { env, client, llm, tg, .. } = Stack::up("budgets").await;
     let profiles = env.dir.join("profiles.yaml");
     std::fs::write(&profiles, "public:\n  llm: { tokensPerDay: 1000 }\n").unwrap();
     let alice = apply_user(&client, &user_manifest("alice", ALICE, json!({ "profile": "public" }))).await.unwrap();
     let token = moltmates::token::MasterKey::new(MASTER_KEY).unwrap().agent_token(&alice.metadata.uid.unwrap());
-    let first = Gateway::new(&env, &tg, &llm, free_port()).with(&[
+    let first = GatewayCommand::against(&env, &tg, &llm, free_port()).with(&[
         "--profiles-file",
         profiles.to_str().unwrap(),
         "--usage-sync-interval",

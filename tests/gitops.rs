@@ -3,21 +3,19 @@
 //! statuses the operator's own code writes, and the examples that install the chart with Flux
 //! or Argo CD, their values rendered by the real Helm CLI.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
+use crate::support::{REPO, helm_ok};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::Resource;
 use moltmates::MoltmateUser;
 use moltmates::crd::{MoltmateUserStatus, Phase};
 use moltmates::operator::status::{self, Observation, Reason, next_status};
 use serde_json::{Value, json};
-use support::{REPO, helm_ok};
 
 const GITOPS: &str = "manifests/examples/gitops";
 const HEALTH_LUA: &str = "manifests/examples/gitops/argocd-health.lua";

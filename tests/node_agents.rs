@@ -1,15 +1,13 @@
 //! The local node runs each agent pod as a real `moltmate agent` process, on the pod's own
 //! address, with the claim's directory as its workspace — so data outlives the pod.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::*;
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod, Secret};
 use kube::api::{Api, DeleteParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
-use support::*;
 
 async fn pod_ip(client: &Client, ns: &str) -> String {
     let pod = Api::<Pod>::namespaced(client.clone(), ns).get("agent").await.unwrap();

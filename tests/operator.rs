@@ -1,11 +1,10 @@
 //! The operator against a real kube-apiserver, controller-manager and scheduler, with the
 //! local node stand-in as kubelet. One control plane and one operator for this file.
 
-mod support;
-
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use hmac::{Hmac, Mac};
 use k8s_openapi::api::core::v1::{
     LimitRange, Namespace, PersistentVolume, PersistentVolumeClaim, Pod, ResourceQuota, Secret, Service, ServiceAccount,
@@ -15,7 +14,6 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 use sha2::Sha256;
-use support::*;
 
 struct Shared {
     env: TestEnv,

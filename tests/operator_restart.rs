@@ -1,15 +1,13 @@
 //! Two operator replicas, the leader killed mid-provisioning and started again: one leader
 //! at a time, everything converges, nothing is duplicated.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::*;
 use k8s_openapi::api::core::v1::{Namespace, PersistentVolume, PersistentVolumeClaim, Pod, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, ListParams};
 use serde_json::json;
-use support::*;
 
 const USERS: usize = 12;
 

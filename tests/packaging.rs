@@ -2,14 +2,12 @@
 //! Dockerfiles (parsed here) and their build context, and the GitOps example folder
 //! (rendered by kubectl's kustomize and dry-run applied to a real API server).
 
-mod support;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::support::{MOLTMATE, REPO, TestEnv};
 use serde_json::Value;
-use support::{MOLTMATE, REPO, TestEnv};
 
 use dockerfile::Dockerfile;
 

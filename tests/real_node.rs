@@ -4,19 +4,17 @@
 //! every "cannot reach" is a connection tried with packets from inside an agent's container.
 //! Nothing here can leave the machine: the node's namespaces have no route off it.
 
-mod support;
-
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::Client;
 use kube::api::{Api, DeleteParams, PostParams};
 use serde_json::json;
-use support::*;
 
 /// What the node's environment file says (`scripts/node up` writes it).
 fn node_env(env: &TestEnv, key: &str) -> String {

@@ -1,13 +1,11 @@
 //! Once users are provisioned and nothing changes, the operator writes nothing. Measured
 //! from the API server's own audit log, by the operator's identity.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::support::*;
 use serde_json::{Value, json};
-use support::*;
 
 const USERS: usize = 20;
 const QUIET: Duration = Duration::from_secs(30);

@@ -3,25 +3,20 @@
 //! stand-ins: a user who chatted is listed, reset (a new, empty workspace volume, the
 //! MoltmateUser kept), told once, and answered by a fresh agent.
 
-mod support;
-
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod};
 use kube::api::{Api, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use moltmates::MoltmateUser;
-use moltmates::dev::llm::LlmStandIn;
 use moltmates::dev::telegram::{StatsCondition, TelegramStandIn};
 use moltmates::gateway::resets::RESET_NOTICE;
 use serde_json::{Value, json};
-use support::*;
 
-const BOT_TOKEN: &str = "123456:users-test-token";
-const LLM_KEY: &str = "llm-test-key";
 const ALICE: i64 = 3001;
 const BOB: i64 = 3002;
 const RORY: i64 = 3003;
@@ -98,13 +93,7 @@ async fn status_of(client: &Client, user: &str) -> moltmates::crd::MoltmateUserS
 #[tokio::test]
 async fn users_are_listed_and_a_reset_wipes_the_workspace_and_keeps_the_user() {
     let started = Instant::now();
-    let env = TestEnv::up("users");
-    env.install().await;
-    env.install_gateway_rbac().await;
-    let client = env.admin().await;
-    let llm = LlmStandIn::start("127.0.0.1:0".parse().unwrap(), Some(LLM_KEY.into())).await.unwrap();
-    let tg = TelegramStandIn::start("127.0.0.1:0".parse().unwrap(), BOT_TOKEN).await.unwrap();
-    let broker_port = free_port();
+    let Stack { env, client, llm, tg, broker_port } = Stack::up("users").await;
     let _node = env.spawn_agent_node(&format!("http://127.0.0.1:{broker_port}"));
     let _operator = env.spawn_operator("operator", free_port());
     apply_user(&client, &user_manifest("alice", ALICE, json!({ "profile": "family" }))).await.unwrap();
@@ -114,41 +103,9 @@ async fn users_are_listed_and_a_reset_wipes_the_workspace_and_keeps_the_user() {
         .expect_err("a negative reset generation is refused");
     assert!(refused.to_string().contains("spec.resetGeneration"), "{refused}");
 
-    let token_file = env.dir.join("bot.token");
-    let llm_key_file = env.dir.join("llm.key");
-    std::fs::write(&token_file, BOT_TOKEN).unwrap();
-    std::fs::write(&llm_key_file, LLM_KEY).unwrap();
     let http_port = free_port();
     let metrics_url = format!("http://127.0.0.1:{http_port}/metrics");
-    let _gateway = env.spawn(
-        "gateway",
-        &env.gateway_kubeconfig(),
-        &[
-            "gateway",
-            "--telegram-api-url",
-            &tg.url(),
-            "--bot-token-file",
-            token_file.to_str().unwrap(),
-            "--llm-base-url",
-            &llm.url(),
-            "--llm-default-model",
-            moltmates::dev::llm::MODEL,
-            "--llm-api-key-file",
-            llm_key_file.to_str().unwrap(),
-            "--master-key-file",
-            env.dir.join("master.key").to_str().unwrap(),
-            "--broker-addr",
-            &format!("127.0.0.1:{broker_port}"),
-            "--http-addr",
-            &format!("127.0.0.1:{http_port}"),
-            "--lease-namespace",
-            SYSTEM_NS,
-            "--identity",
-            "gateway-0",
-            "--poll-timeout",
-            "5s",
-        ],
-    );
+    let _gateway = GatewayCommand::against(&env, &tg, &llm, broker_port).spawn_on(&env, http_port);
     for name in ["alice", "bob"] {
         wait_phase(&client, name, "Ready", Duration::from_secs(30)).await;
     }

@@ -1,15 +1,13 @@
 //! `moltmate gateway` as a real process against the control plane, with the Telegram and LLM
-//! stand-ins in this process (the arguments of tests/gateway.rs).
+//! stand-ins in this process (the command line of `support::GatewayCommand`).
 
 use std::time::{Duration, Instant};
 
 use moltmates::dev::llm::LlmStandIn;
 use moltmates::dev::telegram::TelegramStandIn;
 
-use crate::support::{Proc, SYSTEM_NS, TestEnv, free_port, http_get};
-
-const BOT_TOKEN: &str = "123456:bench-token";
-const LLM_KEY: &str = "bench-llm-key";
+use crate::support::stack::LLM_KEY;
+use crate::support::{BOT_TOKEN, GatewayCommand, Proc, TestEnv, free_port, http_get};
 
 /// The stand-ins and ports are here for benchmarks that send traffic (4 and 5).
 #[allow(dead_code)]
@@ -31,43 +29,8 @@ impl Gateway {
         let any = "127.0.0.1:0".parse().map_err(|e| format!("{e}"))?;
         let llm = LlmStandIn::start(any, Some(LLM_KEY.into())).await.map_err(|e| format!("LLM stand-in: {e}"))?;
         let telegram = TelegramStandIn::start(any, BOT_TOKEN).await.map_err(|e| format!("Telegram stand-in: {e}"))?;
-        let token_file = env.dir.join("bot.token");
-        let llm_key_file = env.dir.join("llm.key");
-        std::fs::write(&token_file, BOT_TOKEN).map_err(|e| e.to_string())?;
-        std::fs::write(&llm_key_file, LLM_KEY).map_err(|e| e.to_string())?;
         let (http_port, broker_port) = (free_port(), free_port());
-        let path = |p: &std::path::Path| p.to_string_lossy().to_string();
-        let mut args: Vec<String> = [
-            "gateway",
-            "--telegram-api-url",
-            &telegram.url(),
-            "--bot-token-file",
-            &path(&token_file),
-            "--llm-base-url",
-            &llm.url(),
-            "--llm-default-model",
-            moltmates::dev::llm::MODEL,
-            "--llm-api-key-file",
-            &path(&llm_key_file),
-            "--master-key-file",
-            &path(&env.dir.join("master.key")),
-            "--broker-addr",
-            &format!("127.0.0.1:{broker_port}"),
-            "--http-addr",
-            &format!("127.0.0.1:{http_port}"),
-            "--lease-namespace",
-            SYSTEM_NS,
-            "--identity",
-            "gateway-0",
-            "--poll-timeout",
-            "5s",
-        ]
-        .iter()
-        .map(|a| a.to_string())
-        .collect();
-        args.extend(extra.iter().map(|a| a.to_string()));
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let proc = env.spawn("gateway", &env.gateway_kubeconfig(), &args);
+        let proc = GatewayCommand::against(env, &telegram, &llm, broker_port).with(extra).spawn_on(env, http_port);
         Ok(Gateway { proc, http_port, broker_port, telegram, llm })
     }
 

@@ -34,11 +34,12 @@ use serde_json::{Value, json};
 
 use crate::options::Options;
 use crate::report::Report;
-use crate::support::{AgentNode, Proc, SYSTEM_NS, TestEnv, apply_user, free_port, http_get, user_manifest};
+use crate::support::stack::LLM_KEY;
+use crate::support::{
+    AgentNode, BOT_TOKEN, GatewayCommand, Proc, TestEnv, apply_user, free_port, http_get, user_manifest,
+};
 use crate::{cpu, stats, svg};
 
-const BOT_TOKEN: &str = "123456:bench-token";
-const LLM_KEY: &str = "bench-llm-key";
 /// Telegram ids of the load users: LOAD_BASE + index.
 pub const LOAD_BASE: i64 = 5_000_000;
 /// Target of benchmark 4: routing overhead p99, in milliseconds.
@@ -383,41 +384,16 @@ impl Stack {
         let lifted = "{ llm: { requestsPerMinute: 1000000, tokensPerDay: 1000000000000 } }";
         let text = ["personal", "family", "public", "high-security"].map(|p| format!("{p}: {lifted}\n")).concat();
         std::fs::write(&profiles, text).map_err(|e| e.to_string())?;
-        std::fs::write(env.dir.join("bot.token"), BOT_TOKEN).map_err(|e| e.to_string())?;
-        std::fs::write(env.dir.join("llm.key"), LLM_KEY).map_err(|e| e.to_string())?;
         let gateway_http = free_port();
-        let p = |f: &str| env.dir.join(f).to_string_lossy().to_string();
-        let args = [
-            "gateway",
-            "--telegram-api-url",
-            &proxy_url,
-            "--bot-token-file",
-            &p("bot.token"),
-            "--llm-base-url",
-            &llm.url(),
-            "--llm-default-model",
-            moltmates::dev::llm::MODEL,
-            "--llm-api-key-file",
-            &p("llm.key"),
-            "--master-key-file",
-            &p("master.key"),
-            "--profiles-file",
-            &p("profiles.yaml"),
-            "--broker-addr",
-            &format!("127.0.0.1:{broker_port}"),
-            "--http-addr",
-            &format!("127.0.0.1:{gateway_http}"),
-            "--lease-namespace",
-            SYSTEM_NS,
-            "--identity",
-            "gateway-0",
-            "--poll-timeout",
-            "5s",
-        ];
-        let gateway = env.spawn("gateway", &env.gateway_kubeconfig(), &args);
+        let profiles = profiles.to_string_lossy();
+        let args = GatewayCommand::new(&env, &proxy_url, &llm.url(), broker_port)
+            .with(&["--profiles-file", &profiles])
+            .serving_on(gateway_http);
+        let gateway =
+            env.spawn("gateway", &env.gateway_kubeconfig(), &args.iter().map(String::as_str).collect::<Vec<_>>());
         let stack = Stack {
             gateway: Mutex::new(gateway),
-            gateway_args: args.iter().map(|a| a.to_string()).collect(),
+            gateway_args: args,
             gateway_http,
             operator: Mutex::new(operator),
             operator_http,

@@ -18,6 +18,10 @@ use kube::{Client, Config};
 use serde_json::json;
 
 pub mod apiserver;
+pub mod stack;
+
+#[allow(unused_imports)] // the benchmarks use only some
+pub use stack::{BOT_TOKEN, GatewayCommand, Stack};
 
 pub const REPO: &str = env!("CARGO_MANIFEST_DIR");
 pub const MOLTMATE: &str = env!("CARGO_BIN_EXE_moltmate");

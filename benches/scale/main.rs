@@ -8,42 +8,25 @@
 //! `async fn run(&Options, &mut Report)` (reusing `cluster`, `gateway`, `rss`, `cpu`, `audit`,
 //! `stats`, `svg`), and a line in `run` below.
 
-#[path = "../tests/support/mod.rs"]
+#[path = "../../tests/support/mod.rs"]
 mod support;
 
-#[path = "scale/audit.rs"]
 mod audit;
-#[path = "scale/census.rs"]
 mod census;
-#[path = "scale/chaos.rs"]
 mod chaos;
-#[path = "scale/chaos_gateway.rs"]
 mod chaos_gateway;
-#[path = "scale/chaos_operator.rs"]
 mod chaos_operator;
-#[path = "scale/cluster.rs"]
 mod cluster;
-#[path = "scale/cpu.rs"]
 mod cpu;
-#[path = "scale/gateway.rs"]
 mod gateway;
-#[path = "scale/gateway_load.rs"]
 mod gateway_load;
-#[path = "scale/operator_suite.rs"]
 mod operator_suite;
-#[path = "scale/options.rs"]
 mod options;
-#[path = "scale/provisioning.rs"]
 mod provisioning;
-#[path = "scale/report.rs"]
 mod report;
-#[path = "scale/rss.rs"]
 mod rss;
-#[path = "scale/stats.rs"]
 mod stats;
-#[path = "scale/svg.rs"]
 mod svg;
-#[path = "scale/wake.rs"]
 mod wake;
 
 use std::path::Path;
