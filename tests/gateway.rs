@@ -57,7 +57,8 @@ async fn the_gateway_as_pid_1_finishes_the_turn_in_flight_on_sigterm_and_hands_o
     eprintln!("the gateway stopped {:?} after SIGTERM", stopping.elapsed());
     assert!(texts(&tg, ALICE).iter().any(|t| t == "You said: still answered"), "{:?}", texts(&tg, ALICE));
     assert!(!texts(&tg, ALICE).iter().any(|t| t.contains("sent while it stops")), "taken after SIGTERM");
-    assert_eq!(lease_holder(&client, SYSTEM_NS, "moltmate-gateway").await, None, "the Lease handed on");
+    let holder = lease_holder(&client, SYSTEM_NS, "moltmate-gateway").await;
+    assert_eq!(holder, None, "the Lease handed on:\n{}", first.log_tail());
 
     // The next gateway (on the broker's address, where the agents reach it).
     let (_next, _) = gateway.spawn(&env);
