@@ -3,10 +3,12 @@
 //! Derived rather than random so the gateway can verify an agent's token without
 //! reading Secrets, and so a re-created Secret always holds the same value.
 
+use std::path::Path;
+
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use crate::secret::Secret;
+use crate::secret::{Secret, SecretError, SecretSource};
 
 /// Fewer bytes than this make the token guessable; refuse to start with them.
 pub const MIN_MASTER_KEY_BYTES: usize = 32;
@@ -14,14 +16,14 @@ pub const MIN_MASTER_KEY_BYTES: usize = 32;
 /// The key of a Secret holding the master key (the chart's, the operator's, one made by hand).
 pub const SECRET_DATA_KEY: &str = "master-key";
 
+/// The master key's file flag and variable, the same for the operator and the gateway.
+pub const MASTER_KEY: SecretSource =
+    SecretSource { what: "master key", flag: "master-key-file", env: "MOLTMATE_MASTER_KEY" };
+
 #[derive(Debug, thiserror::Error)]
 pub enum MasterKeyError {
     #[error("master key is {0} bytes; at least {MIN_MASTER_KEY_BYTES} are required (e.g. `openssl rand -hex 32`)")]
     TooShort(usize),
-    #[error("no master key: set MOLTMATE_MASTER_KEY or --master-key-file")]
-    Missing,
-    #[error("reading master key file {path}: {source}")]
-    Read { path: String, source: std::io::Error },
 }
 
 #[derive(Clone, Debug)]
@@ -37,17 +39,9 @@ impl MasterKey {
         Ok(Self(Secret::new(trimmed)))
     }
 
-    /// From a file (preferred: a mounted Secret) or else from an inline value.
-    pub fn load(file: Option<&str>, inline: Option<&str>) -> Result<Self, MasterKeyError> {
-        match (file, inline) {
-            (Some(path), _) => {
-                let bytes =
-                    std::fs::read(path).map_err(|source| MasterKeyError::Read { path: path.to_string(), source })?;
-                Self::new(bytes)
-            }
-            (None, Some(value)) => Self::new(value.as_bytes()),
-            (None, None) => Err(MasterKeyError::Missing),
-        }
+    /// From `file` (preferred: a mounted Secret), else from env MOLTMATE_MASTER_KEY.
+    pub fn load(file: Option<&Path>) -> Result<Self, SecretError> {
+        MASTER_KEY.parse(file, |bytes| Self::new(bytes).map_err(|e| e.to_string()))
     }
 
     /// The bearer token of the agent of the MoltmateUser with this uid.
@@ -78,6 +72,11 @@ mod tests {
     #[test]
     fn short_keys_are_refused() {
         assert!(matches!(MasterKey::new("short"), Err(MasterKeyError::TooShort(5))));
-        assert!(matches!(MasterKey::load(None, None), Err(MasterKeyError::Missing)));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("master-key");
+        std::fs::write(&path, "short\n").unwrap();
+        let refused = MasterKey::load(Some(&path)).unwrap_err().to_string();
+        let named = format!("the master key in {} (--master-key-file): master key is 5 bytes", path.display());
+        assert!(refused.starts_with(&named), "{refused}");
     }
 }

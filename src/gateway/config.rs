@@ -2,12 +2,20 @@
 //! environment, never from flag values, so they stay out of process listings.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::secret::Secret;
+use crate::secret::{Secret, SecretSource};
 
 use super::webhook::{WebhookConfig, validate_path, validate_secret};
+
+/// The gateway's secrets: each from the file its flag names, else from the variable.
+pub const BOT_TOKEN: SecretSource =
+    SecretSource { what: "bot token", flag: "bot-token-file", env: "MOLTMATE_BOT_TOKEN" };
+pub const LLM_API_KEY: SecretSource =
+    SecretSource { what: "LLM API key", flag: "llm-api-key-file", env: "MOLTMATE_LLM_API_KEY" };
+pub const WEBHOOK_SECRET: SecretSource =
+    SecretSource { what: "webhook secret", flag: "webhook-secret-file", env: "MOLTMATE_WEBHOOK_SECRET" };
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct GatewayArgs {
@@ -80,7 +88,7 @@ pub struct GatewayArgs {
     pub llm_max_output_tokens: u64,
     /// File holding the master key agent tokens are derived from (else env MOLTMATE_MASTER_KEY).
     #[arg(long, env = "MOLTMATE_MASTER_KEY_FILE")]
-    pub master_key_file: Option<String>,
+    pub master_key_file: Option<PathBuf>,
     /// Elect a leader on a Lease so that only one replica polls Telegram.
     #[arg(long, env = "MOLTMATE_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
     pub leader_elect: bool,
@@ -138,74 +146,14 @@ impl GatewayArgs {
             .webhook_url
             .clone()
             .ok_or_else(|| WebhookConfigError("--webhook-url (MOLTMATE_WEBHOOK_URL) is required".into()))?;
-        let secret = load_secret(
-            "webhook secret",
-            self.webhook_secret_file.as_deref(),
-            "MOLTMATE_WEBHOOK_SECRET",
-            "webhook-secret-file",
-        )
-        .map_err(|e| WebhookConfigError(e.to_string()))?;
-        validate_secret(&secret).map_err(WebhookConfigError)?;
+        let secret = WEBHOOK_SECRET
+            .parse(self.webhook_secret_file.as_deref(), |bytes| {
+                let text = std::str::from_utf8(bytes).map_err(|_| "not UTF-8 text".to_string())?;
+                validate_secret(text)?;
+                Ok(Secret::new(text))
+            })
+            .map_err(|e| WebhookConfigError(e.to_string()))?;
         validate_path(&self.webhook_path).map_err(WebhookConfigError)?;
-        Ok(Some(WebhookConfig {
-            addr: self.webhook_addr,
-            path: self.webhook_path.clone(),
-            url,
-            secret: Secret::new(secret),
-        }))
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum SecretError {
-    #[error("no {what}: set {env} or --{flag}")]
-    Missing { what: &'static str, env: &'static str, flag: &'static str },
-    #[error("reading {what} from {path}: {source}")]
-    Read { what: &'static str, path: PathBuf, source: std::io::Error },
-    #[error("{what} is empty")]
-    Empty { what: &'static str },
-}
-
-/// A secret from `file` if given, else from the environment variable `env`; trimmed.
-pub fn load_secret(
-    what: &'static str,
-    file: Option<&Path>,
-    env: &'static str,
-    flag: &'static str,
-) -> Result<String, SecretError> {
-    let raw = match file {
-        Some(path) => {
-            std::fs::read_to_string(path).map_err(|source| SecretError::Read { what, path: path.into(), source })?
-        }
-        None => std::env::var(env).map_err(|_| SecretError::Missing { what, env, flag })?,
-    };
-    let value = raw.trim().to_string();
-    if value.is_empty() {
-        return Err(SecretError::Empty { what });
-    }
-    Ok(value)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn secrets_come_from_a_file_trimmed() {
-        let dir = std::env::temp_dir().join(format!("moltmate-gw-secret-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("token");
-        std::fs::write(&path, "123:abc\n").unwrap();
-        assert_eq!(
-            load_secret("bot token", Some(&path), "MOLTMATE_TEST_UNSET_VAR", "bot-token-file").unwrap(),
-            "123:abc"
-        );
-        std::fs::write(&path, "  \n").unwrap();
-        assert!(matches!(load_secret("bot token", Some(&path), "X", "f"), Err(SecretError::Empty { .. })));
-        assert!(matches!(
-            load_secret("k", None, "MOLTMATE_TEST_SURELY_UNSET_VAR", "f"),
-            Err(SecretError::Missing { .. })
-        ));
-        let _ = std::fs::remove_dir_all(dir);
+        Ok(Some(WebhookConfig { addr: self.webhook_addr, path: self.webhook_path.clone(), url, secret }))
     }
 }

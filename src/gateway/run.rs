@@ -15,9 +15,9 @@ use tracing::{info, warn};
 
 use super::activity::ActivityRecorder;
 use super::agent_client::{AgentClient, AgentError};
-use super::broker::{self, ApiKey, BrokerConfig, BrokerError, BrokerState, ProviderConfig, SystemClock};
+use super::broker::{self, BrokerConfig, BrokerError, BrokerState, ProviderConfig, SystemClock};
 use super::commands::{self, Action, Incoming, MessageOutcome, Refusals};
-use super::config::{GatewayArgs, SecretError, load_secret};
+use super::config::{BOT_TOKEN, GatewayArgs, LLM_API_KEY};
 use super::directory::route;
 use super::fetch::{FetchConfig, Fetcher};
 use super::metrics::GatewayMetrics;
@@ -30,8 +30,9 @@ use super::worker::{Job, Worker};
 use crate::cache;
 use crate::crd::MoltmateUser;
 use crate::names;
+use crate::secret::SecretError;
 use crate::shutdown::Shutdown;
-use crate::token::{MasterKey, MasterKeyError};
+use crate::token::MasterKey;
 use crate::{http, leader};
 
 /// How long the start waits for the usage record before serving without it.
@@ -39,8 +40,6 @@ const USAGE_LOAD_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error(transparent)]
-    MasterKey(#[from] MasterKeyError),
     #[error(transparent)]
     Secret(#[from] SecretError),
     #[error(transparent)]
@@ -138,11 +137,9 @@ impl Handler for Gateway {
 
 pub async fn run(args: GatewayArgs) -> Result<(), Error> {
     let shutdown = Shutdown::on_signals().map_err(Error::Signals)?;
-    let master_key =
-        MasterKey::load(args.master_key_file.as_deref(), std::env::var("MOLTMATE_MASTER_KEY").ok().as_deref())?;
-    let bot_token = load_secret("bot token", args.bot_token_file.as_deref(), "MOLTMATE_BOT_TOKEN", "bot-token-file")?;
-    let llm_key =
-        load_secret("LLM API key", args.llm_api_key_file.as_deref(), "MOLTMATE_LLM_API_KEY", "llm-api-key-file")?;
+    let master_key = MasterKey::load(args.master_key_file.as_deref())?;
+    let bot_token = BOT_TOKEN.text(args.bot_token_file.as_deref())?;
+    let llm_key = LLM_API_KEY.text(args.llm_api_key_file.as_deref())?;
     let profiles = crate::profile::ProfileDefaults::load(args.profiles_file.as_deref())?;
     let webhook = args.webhook()?;
     let client = Client::try_default().await.map_err(Error::Connect)?;
@@ -157,7 +154,7 @@ pub async fn run(args: GatewayArgs) -> Result<(), Error> {
     let pods: Store<Pod> = cached(Api::all(client.clone()), cache::config().labels(&agent_pods), cache::trim_agent_pod);
 
     // The broker serves on every replica: agents reach whichever the Service picks.
-    let mut provider = ProviderConfig::new(args.llm_base_url.clone(), ApiKey::new(llm_key));
+    let mut provider = ProviderConfig::new(args.llm_base_url.clone(), llm_key);
     provider.default_model = Some(args.llm_default_model.clone());
     // Whether the provider serves the model, for the log and /readyz; serving goes on either way.
     tokio::spawn(super::broker::provider_check::report(provider.clone(), health.clone()));
@@ -266,7 +263,7 @@ pub async fn run(args: GatewayArgs) -> Result<(), Error> {
             }
         }
 
-        let bot = Bot::new(bot_token).set_api_url(args.telegram_api_url.clone());
+        let bot = Bot::new(bot_token.expose()).set_api_url(args.telegram_api_url.clone());
         let bot_username = match bot.get_me().await {
             Ok(me) => me.user.username.clone(),
             Err(e) => {

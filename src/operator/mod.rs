@@ -36,8 +36,9 @@ use crate::cache;
 use crate::crd::MoltmateUser;
 use crate::names;
 use crate::profile::{DefaultsError as ProfileDefaultsError, ProfileDefaults};
+use crate::secret::SecretError;
 use crate::shutdown::Shutdown;
-use crate::token::{MasterKey, MasterKeyError};
+use crate::token::MasterKey;
 use crate::{http, leader};
 
 #[derive(clap::Args, Debug, Clone)]
@@ -68,7 +69,7 @@ pub struct OperatorArgs {
     pub agent_port: u16,
     /// File holding the master key agent tokens are derived from (else env MOLTMATE_MASTER_KEY).
     #[arg(long, env = "MOLTMATE_MASTER_KEY_FILE")]
-    pub master_key_file: Option<String>,
+    pub master_key_file: Option<PathBuf>,
     /// Instead of a file: the Secret in the gateway namespace holding the master key (key
     /// `master-key`), created with a random key on first start if it does not exist.
     #[arg(long, env = "MOLTMATE_MASTER_KEY_SECRET", conflicts_with = "master_key_file")]
@@ -126,7 +127,7 @@ impl OperatorArgs {
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(transparent)]
-    MasterKey(#[from] MasterKeyError),
+    MasterKey(#[from] SecretError),
     #[error(transparent)]
     MasterKeySecret(#[from] master_key::Error),
     #[error(transparent)]
@@ -224,7 +225,7 @@ pub async fn run(args: OperatorArgs) -> Result<(), Error> {
                 found => found?,
             }
         }
-        None => MasterKey::load(args.master_key_file.as_deref(), std::env::var("MOLTMATE_MASTER_KEY").ok().as_deref())?,
+        None => MasterKey::load(args.master_key_file.as_deref())?,
     };
     let health = http::Health::new();
     let mut registry = Registry::default();
