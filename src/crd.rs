@@ -166,6 +166,20 @@ pub enum Profile {
     HighSecurity,
 }
 
+impl Profile {
+    pub const ALL: [Profile; 4] = [Profile::Personal, Profile::Family, Profile::Public, Profile::HighSecurity];
+
+    /// The name as in the spec: `public`, `high-security`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Profile::Personal => "personal",
+            Profile::Family => "family",
+            Profile::Public => "public",
+            Profile::HighSecurity => "high-security",
+        }
+    }
+}
+
 /// The agent's container sandbox.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -383,5 +397,17 @@ fn drop_nulls(value: &mut serde_json::Value) {
         }
         serde_json::Value::Array(items) => items.iter_mut().for_each(drop_nulls),
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn profile_names_are_the_spec_names() {
+        for profile in Profile::ALL {
+            assert_eq!(serde_json::to_value(profile).unwrap(), profile.as_str());
+        }
     }
 }

@@ -58,10 +58,7 @@ pub fn rows(
             let annotation = user.annotations().get(names::ANNOTATION_LAST_ACTIVITY).cloned();
             Row {
                 telegram_id: user.spec.telegram.user_id,
-                profile: serde_json::to_value(user.spec.profile)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_string))
-                    .unwrap_or_default(),
+                profile: user.spec.profile.as_str().to_string(),
                 phase: status.and_then(|s| s.phase).map(|p| p.as_str().to_string()),
                 pod: pod.map(pod_state),
                 // The operator copies the stamp into the status; the stamp itself if it has not yet.

@@ -97,13 +97,9 @@ fn security_name(s: ExecSecurity) -> &'static str {
     }
 }
 
-fn profile_name(p: Profile) -> String {
-    serde_json::to_value(p).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
-}
-
 fn exec_security(what: &str, name: &str, p: &ResolvedProfile) -> Finding {
     let level = security_name(p.exec_security);
-    let profile = profile_name(p.profile);
+    let profile = p.profile.as_str();
     match (p.exec_security, p.profile) {
         (ExecSecurity::Allowlist, _) => Finding::pass(SECURITY, what, format!("allowlist ({profile})")),
         (_, Profile::Personal) => Finding::pass(

@@ -180,7 +180,7 @@ mod tests {
     fn the_operators_agent_pod_is_hardened_and_a_plain_pod_is_not() {
         use crate::builders::tests::{build_for, user};
         use crate::crd::Profile;
-        for profile in [Profile::Personal, Profile::Family, Profile::Public, Profile::HighSecurity] {
+        for profile in Profile::ALL {
             let pod = build_for(&user("alice", profile)).pod;
             assert_eq!(problems(pod.spec.as_ref().unwrap()), Vec::<String>::new(), "{profile:?}");
         }

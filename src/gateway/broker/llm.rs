@@ -113,7 +113,7 @@ fn admit(state: &BrokerState, caller: &Caller) -> Result<(), RequestError> {
     let now = state.clock.now_ms();
     let result = state.limiter.lock().unwrap_or_else(|e| e.into_inner()).admit(&caller.name, caller.profile.llm, now);
     let Err(limited) = result else { return Ok(()) };
-    let message = limited.message(&caller.profile_name());
+    let message = limited.message(caller.profile_name());
     let outcome = caller.outcome(RequestDecision::Limited, 0);
     let error = match limited {
         super::limits::Limited::Rate { retry_after_secs, .. } => {

@@ -351,8 +351,8 @@ pub(crate) struct Caller {
 
 impl Caller {
     /// The profile's name as in the spec (`public`, `high-security`).
-    pub fn profile_name(&self) -> String {
-        serde_json::to_value(self.profile.profile).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+    pub fn profile_name(&self) -> &'static str {
+        self.profile.profile.as_str()
     }
 
     /// The log line of this caller's request so far.
