@@ -4,7 +4,8 @@
 //! be Telegram's user object `{"id": 42, ...}`) -> 200 `{"reply": "...", "status":
 //! "answered" | "duplicate" | "already_delivered" | "model_unavailable", "session_id":
 //! "000001"}`. `POST /v1/turn/{update_id}/delivered` -> 200 `{"update_id": 7}` (404 if the
-//! update is unknown): the reply reached the user, never send it again. Errors are
+//! update is unknown): the reply reached the user, never send it again. `GET /v1/status` ->
+//! 200 [`StatusResponse`], the one type the agent writes and the gateway reads. Errors are
 //! `{"error": "..."}` with 401 (token), 400/413/415/422 (request), 503 (history could not be
 //! saved: retry later).
 
@@ -80,7 +81,11 @@ pub struct ResetResponse {
     pub previous_session_id: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// `GET /v1/status`: the agent's report of itself, which the gateway's `/status` shows. Read
+/// leniently, since an agent runs the image its pod was made with and may be older than the
+/// gateway: unknown fields are ignored, missing ones take their defaults.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct StatusResponse {
     pub user: String,
     pub session_id: String,
@@ -89,7 +94,50 @@ pub struct StatusResponse {
     pub workspace_bytes: u64,
     /// False on a read-only workspace: history since start is kept in memory only.
     pub persistent: bool,
-    pub profile: ResolvedProfile,
+    pub profile: ReportedProfile,
+}
+
+impl Default for StatusResponse {
+    fn default() -> Self {
+        Self {
+            user: String::new(),
+            session_id: String::new(),
+            turns: 0,
+            workspace_bytes: 0,
+            persistent: true,
+            profile: ReportedProfile::Named(None),
+        }
+    }
+}
+
+/// The profile in a status report: all of it from an agent of this version, else as much as
+/// can be read of it (its name, when there is one).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum ReportedProfile {
+    Resolved(Box<ResolvedProfile>),
+    Named(Option<String>),
+}
+
+impl ReportedProfile {
+    /// The profile's name as in the spec (`family`), if the report has one.
+    pub fn name(&self) -> Option<&str> {
+        match self {
+            ReportedProfile::Resolved(profile) => Some(profile.profile.as_str()),
+            ReportedProfile::Named(name) => name.as_deref(),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ReportedProfile {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = serde_json::Value::deserialize(deserializer)?;
+        let name = value.get("profile").and_then(serde_json::Value::as_str).map(str::to_string);
+        Ok(match serde_json::from_value(value) {
+            Ok(resolved) => ReportedProfile::Resolved(Box::new(resolved)),
+            Err(_) => ReportedProfile::Named(name),
+        })
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -100,6 +148,7 @@ pub struct ErrorBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::crd::Profile;
 
     #[test]
     fn sender_is_an_id_or_a_user_object() {
@@ -118,6 +167,49 @@ mod tests {
         assert!(r.validate().is_err());
         r.text = "x".repeat(TEXT_MAX + 1);
         assert!(r.validate().is_err());
+    }
+
+    fn report() -> StatusResponse {
+        StatusResponse {
+            user: "alice".into(),
+            session_id: "000002".into(),
+            turns: 3,
+            workspace_bytes: 2048,
+            persistent: false,
+            profile: ReportedProfile::Resolved(Box::new(crate::agent::config::tests::profile(Profile::Family))),
+        }
+    }
+
+    #[test]
+    fn a_status_report_reads_back_as_sent() {
+        let sent = report();
+        let wire = serde_json::to_value(&sent).unwrap();
+        assert_eq!(wire["profile"]["profile"], "family", "the profile is sent whole, as before");
+        assert_eq!(
+            wire["profile"]["safeBins"],
+            serde_json::to_value(&crate::profile::preset(Profile::Family).safe_bins).unwrap()
+        );
+        let read: StatusResponse = serde_json::from_value(wire.clone()).unwrap();
+        assert!(matches!(read.profile, ReportedProfile::Resolved(_)), "{read:?}");
+        // The profile's operator- and broker-only settings are never on the wire.
+        assert_eq!(serde_json::to_value(&read).unwrap(), wire);
+        assert_eq!((read.user, read.turns, read.persistent), (sent.user, sent.turns, sent.persistent));
+    }
+
+    #[test]
+    fn an_older_agents_report_is_read_with_defaults() {
+        // Fewer fields, a profile this version cannot read in full, and one it does not know.
+        let older = r#"{"session_id":"000001","turns":2,"profile":{"profile":"family","cpu":"1"},"uptime":5}"#;
+        let read: StatusResponse = serde_json::from_str(older).unwrap();
+        assert_eq!((read.session_id.as_str(), read.turns, read.workspace_bytes), ("000001", 2, 0));
+        assert!(read.persistent && read.user.is_empty());
+        assert_eq!(read.profile.name(), Some("family"));
+
+        let bare: StatusResponse = serde_json::from_str("{}").unwrap();
+        assert_eq!(bare, StatusResponse::default());
+        assert_eq!(bare.profile.name(), None);
+        let odd: StatusResponse = serde_json::from_str(r#"{"profile":"family","turns":1}"#).unwrap();
+        assert_eq!((odd.profile.name(), odd.turns), (None, 1));
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::time::Instant;
 use tokio::sync::Mutex;
 use tracing::{info, warn};
 
-use super::api::{ResetResponse, StatusResponse, TurnRequest, TurnResponse, TurnStatus};
+use super::api::{ReportedProfile, ResetResponse, StatusResponse, TurnRequest, TurnResponse, TurnStatus};
 use super::config::Config;
 use super::llm::LlmClient;
 use super::metrics::AgentMetrics;
@@ -154,7 +154,7 @@ impl Agent {
             turns,
             workspace_bytes,
             persistent: self.workspace.writable(),
-            profile: self.config.profile.clone(),
+            profile: ReportedProfile::Resolved(Box::new(self.config.profile.clone())),
         }
     }
 }

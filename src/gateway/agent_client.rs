@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
-use crate::agent::api::{ResetResponse, TurnResponse};
+use crate::agent::api::{ResetResponse, StatusResponse, TurnResponse};
 use crate::http::CappedRead;
 
 #[derive(Debug, thiserror::Error)]
@@ -104,7 +104,7 @@ impl AgentClient {
         self.call(ip, token, reqwest::Method::POST, "/v1/reset", Some(&body), None).await
     }
 
-    pub async fn status(&self, ip: IpAddr, token: &str) -> Result<serde_json::Value, AgentError> {
+    pub async fn status(&self, ip: IpAddr, token: &str) -> Result<StatusResponse, AgentError> {
         self.call(ip, token, reqwest::Method::GET, "/v1/status", None, None).await
     }
 
@@ -180,7 +180,7 @@ mod tests {
         let app = axum::Router::new()
             .route("/v1/turn", post(move || async move { endless() }))
             .route("/v1/reset", post(|| async { vec![b' '; MAX_ANSWER_BYTES + 1] }))
-            .route("/v1/status", get(|| async { r#"{"ok":true}"# }));
+            .route("/v1/status", get(|| async { r#"{"turns":4,"ok":true}"# }));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         tokio::spawn(async move { axum::serve(listener, app).await });
@@ -190,6 +190,7 @@ mod tests {
         assert!(matches!(turn, Err(AgentError::TooLarge(MAX_ANSWER_BYTES))), "{turn:?}");
         let reset = client.reset(ip, "token").await;
         assert!(matches!(reset, Err(AgentError::TooLarge(MAX_ANSWER_BYTES))), "{reset:?}");
-        assert_eq!(client.status(ip, "token").await.unwrap(), json!({ "ok": true }));
+        let status = client.status(ip, "token").await.unwrap();
+        assert_eq!(status, StatusResponse { turns: 4, ..StatusResponse::default() }, "typed, unknown fields ignored");
     }
 }

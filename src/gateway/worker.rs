@@ -16,7 +16,7 @@ use super::commands::{self, MessageOutcome, Work};
 use super::directory::agent_address;
 use super::metrics::GatewayMetrics;
 use super::telegram::{Outbox, Ticket};
-use crate::agent::api::TurnStatus;
+use crate::agent::api::{StatusResponse, TurnStatus};
 use crate::token::MasterKey;
 
 /// Tries of one agent call when it is unreachable or busy (about 7.5 s of pauses in all).
@@ -185,14 +185,13 @@ impl Worker {
 }
 
 /// `/status` for the user, from the agent's own report.
-fn status_text(status: &serde_json::Value) -> String {
-    let profile = status["profile"]["profile"].as_str().unwrap_or("unknown");
-    let bytes = status["workspace_bytes"].as_u64().unwrap_or(0);
-    let turns = status["turns"].as_u64().unwrap_or(0);
-    let session = status["session_id"].as_str().unwrap_or("?");
+fn status_text(status: &StatusResponse) -> String {
+    let profile = status.profile.name().unwrap_or("unknown");
+    let session = if status.session_id.is_empty() { "?" } else { &status.session_id };
     format!(
-        "Profile: {profile}\nAssistant: running\nWorkspace: {:.1} KiB used\nConversation: session {session}, {turns} messages",
-        bytes as f64 / 1024.0
+        "Profile: {profile}\nAssistant: running\nWorkspace: {:.1} KiB used\nConversation: session {session}, {} messages",
+        status.workspace_bytes as f64 / 1024.0,
+        status.turns
     )
 }
 
@@ -202,7 +201,7 @@ mod tests {
 
     #[test]
     fn status_reads_the_agents_report() {
-        let s = serde_json::json!({"profile": {"profile": "family"}, "workspace_bytes": 2048, "turns": 3, "session_id": "000002"});
+        let s: StatusResponse = serde_json::from_value(serde_json::json!({"profile": {"profile": "family"}, "workspace_bytes": 2048, "turns": 3, "session_id": "000002"})).unwrap();
         let text = status_text(&s);
         assert!(
             text.contains("family")
@@ -211,6 +210,7 @@ mod tests {
                 && text.contains("3 messages"),
             "{text}"
         );
-        assert!(status_text(&serde_json::json!({})).contains("unknown"));
+        let bare = status_text(&StatusResponse::default());
+        assert!(bare.contains("Profile: unknown") && bare.contains("session ?"), "{bare}");
     }
 }
