@@ -28,7 +28,7 @@ use moltmates::agent::llm::{LlmError, ToolSpec, build_request, parse_response};
 use moltmates::crd::{MoltmateUserSpec, Profile, ResourcesSpec, WebFetchSpec, WebSpec};
 use moltmates::dev::llm::{LlmStandIn, Scripted};
 use moltmates::gateway::broker::{ApiKey, BrokerConfig, BrokerState, Clock, ProviderConfig, router};
-use moltmates::gateway::fetch::{FetchConfig, Fetcher, Lookup};
+use moltmates::gateway::web_fetch::{FetchConfig, Fetcher, Lookup};
 use moltmates::token::MasterKey;
 use prometheus_client::registry::Registry;
 use serde_json::{Value, json};

@@ -19,7 +19,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures::StreamExt;
 use futures::future::BoxFuture;
-use moltmates::gateway::fetch::{FetchConfig, FetchError, FetchedPage, Fetcher, Lookup};
+use moltmates::gateway::web_fetch::{FetchConfig, FetchError, FetchedPage, Fetcher, Lookup};
 use moltmates::profile::WebFetchPolicy;
 use tokio::net::TcpListener;
 

@@ -38,7 +38,7 @@ use metrics::AgentMetrics;
 use service::Agent;
 use store::{SessionStore, StoreError};
 use tools::Tools;
-use tools::web::WebFetcher;
+use tools::web_fetch::WebFetcher;
 use workspace::{Workspace, WorkspaceError};
 
 use crate::crd::WorkspaceAccess;

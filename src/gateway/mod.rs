@@ -6,7 +6,6 @@ pub mod commands;
 pub mod config;
 pub mod delivery;
 pub mod directory;
-pub mod fetch;
 pub mod metrics;
 pub mod queues;
 pub mod resets;
@@ -14,6 +13,7 @@ pub mod run;
 pub mod split;
 pub mod telegram;
 pub mod usage_sync;
+pub mod web_fetch;
 pub mod webhook;
 pub mod worker;
 

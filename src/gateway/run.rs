@@ -19,12 +19,12 @@ use super::broker::{self, BrokerConfig, BrokerError, BrokerState, ProviderConfig
 use super::commands::{self, Action, Incoming, MessageOutcome, Refusals};
 use super::config::{BOT_TOKEN, GatewayArgs, LLM_API_KEY};
 use super::directory::route;
-use super::fetch::{FetchConfig, Fetcher};
 use super::metrics::GatewayMetrics;
 use super::queues::Queues;
 use super::resets;
 use super::telegram::{self, Handler, Outbox, Ticket, Tracker};
 use super::usage_sync;
+use super::web_fetch::{FetchConfig, Fetcher};
 use super::webhook;
 use super::worker::{Job, Worker};
 use crate::cache;

@@ -2,7 +2,7 @@
 //! `web_fetch`. Arguments come from the model and are untrusted: bad JSON, unknown tools and
 //! refusals all become a tool result the model reads, never an error of the turn.
 
-pub mod web;
+pub mod web_fetch;
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -22,7 +22,7 @@ use super::workspace::Workspace;
 use crate::agent::exec::{ExecError, ExecLimits, ExecOutcome, ExecPolicy, execute};
 use crate::profile::ResolvedProfile;
 use crate::unicode::escape_invisible;
-use web::{FetchError, WebFetcher, check_url};
+use web_fetch::{FetchError, WebFetcher, check_url};
 
 pub const EXEC: &str = "exec";
 pub const READ_FILE: &str = "read_file";

@@ -35,7 +35,7 @@ const UPSTREAM: ErrorShape = ErrorShape::OpenAi { kind: "upstream_error", code: 
 /// The HTTP client for the provider: the gateway's TLS set-up (ring, the platform's root
 /// store), no redirects (the API key must not follow one elsewhere).
 pub(crate) fn provider_client(config: &ProviderConfig) -> Result<reqwest::Client, String> {
-    let tls = crate::gateway::fetch::tls_config(&[]).map_err(|e| e.0)?;
+    let tls = crate::gateway::web_fetch::tls_config(&[]).map_err(|e| e.0)?;
     reqwest::Client::builder()
         .tls_backend_preconfigured(tls)
         .redirect(reqwest::redirect::Policy::none())

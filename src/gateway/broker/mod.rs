@@ -42,13 +42,13 @@
 //! Either way the agents keep speaking OpenAI's format to the broker and never see a key.
 
 pub mod auth;
-pub mod fetch;
 pub mod limits;
 pub mod llm;
 pub mod metrics;
 pub mod provider_check;
 pub mod shape;
 pub mod usage;
+pub mod web_fetch_endpoint;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -69,7 +69,7 @@ use serde_json::json;
 use tokio::sync::Semaphore;
 
 use crate::crd::MoltmateUser;
-use crate::gateway::fetch::Fetcher;
+use crate::gateway::web_fetch::Fetcher;
 use crate::profile::{ProfileDefaults, ResolvedProfile};
 use crate::secret::Secret;
 use crate::token::MasterKey;
@@ -338,7 +338,7 @@ fn endpoint(path: &str) -> Option<&'static str> {
     match path {
         CHAT_PATH => Some(llm::CHAT),
         MODELS_PATH => Some(llm::MODELS),
-        FETCH_PATH => Some(fetch::FETCH),
+        FETCH_PATH => Some(web_fetch_endpoint::FETCH),
         _ => None,
     }
 }
@@ -369,7 +369,7 @@ impl FromRequestParts<Arc<BrokerState>> for Caller {
     async fn from_request_parts(parts: &mut Parts, state: &Arc<BrokerState>) -> Result<Self, RequestError> {
         state.authenticate(&parts.headers).map_err(|r| {
             let shape = match endpoint(parts.uri.path()) {
-                Some(fetch::FETCH) => ErrorShape::Fetch,
+                Some(web_fetch_endpoint::FETCH) => ErrorShape::Fetch,
                 _ => ErrorShape::OpenAi { kind: r.kind, code: None },
             };
             RequestLog::new(r.user, RequestDecision::Refused).fail(r.status, shape, r.message)
@@ -537,7 +537,7 @@ pub fn router(state: Arc<BrokerState>) -> Router {
     Router::new()
         .route(CHAT_PATH, post(llm::chat_completions))
         .route(MODELS_PATH, get(llm::models))
-        .route(FETCH_PATH, post(fetch::fetch))
+        .route(FETCH_PATH, post(web_fetch_endpoint::fetch))
         // The routes only: an unknown path is answered 404 and neither logged nor counted.
         .route_layer(middleware::from_fn_with_state(state.clone(), observe))
         .fallback(|| async { ErrorShape::INVALID_REQUEST.response(StatusCode::NOT_FOUND, "no such broker endpoint") })

@@ -1,4 +1,6 @@
-//! `web_fetch` for the broker: a URL in, readable text out, within one user's policy.
+//! The web fetcher behind the broker's `POST /v1/fetch` (served by
+//! `broker::web_fetch_endpoint`, called by the agent's `agent::tools::web_fetch`): a URL in,
+//! readable text out, within one user's policy.
 //!
 //! Every agent is assumed hostile, so this is an SSRF boundary. On the first URL and again
 //! on every redirect:

@@ -1,4 +1,4 @@
-//! `POST /v1/fetch` `{"url": "..."}`: the SSRF-safe [`Fetcher`](crate::gateway::fetch::Fetcher)
+//! `POST /v1/fetch` `{"url": "..."}`: the SSRF-safe [`Fetcher`](crate::gateway::web_fetch::Fetcher)
 //! under the calling user's `web.fetch` policy.
 //!
 //! 200 `{"status", "content_type", "text", "final_url", "truncated"}` (`status` is the

@@ -1,4 +1,5 @@
-//! `web_fetch`: through the broker only. The broker enforces `allowedDomains` and public
+//! The `web_fetch` tool: through the broker only (its `broker::web_fetch_endpoint`, which
+//! fetches with `gateway::web_fetch`). The broker enforces `allowedDomains` and public
 //! addresses; the agent checks the profile first as well, so a refused URL never leaves the pod.
 //!
 //! Broker contract: `POST {broker}/v1/fetch`, bearer token, body `{"url": "..."}`;
