@@ -202,6 +202,18 @@ async fn gateway_routes_each_user_to_their_own_agent() {
     let squash = |s: &str| s.split_whitespace().collect::<String>();
     assert_eq!(squash(&parts.concat()), squash(&long), "nothing lost or reordered");
 
+    // The model's Markdown arrives as formatting; what it wrote as HTML is shown as written.
+    let markdown = "## Tea\n\n**Milk** first, at `5 pm`:\n\n- scones\n- <b>no</b> sugar & jam";
+    llm.script([Scripted::Reply { content: markdown.into(), total_tokens: None }]);
+    let before = tg.sent_to(ALICE).len();
+    tg.inject_text(ALICE, "what about tea?").unwrap();
+    wait_text(&tg, ALICE, "Milk first", Duration::from_secs(20)).await;
+    let sent = tg.sent_to(ALICE)[before..].to_vec();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].parse_mode.as_deref(), Some("HTML"), "{sent:?}");
+    assert_eq!(sent[0].rendered, "Tea\n\nMilk first, at 5 pm:\n\n• scones\n• <b>no</b> sugar & jam");
+    assert!(sent[0].text.starts_with("<b>Tea</b>\n\n<b>Milk</b> first, at <code>5 pm</code>"), "{sent:?}");
+
     // A user added while the gateway runs is served; deleted, refused.
     apply_user(&client, &user_manifest("carol", CAROL, json!({ "profile": "personal" }))).await.unwrap();
     let added = Instant::now();

@@ -6,6 +6,7 @@ pub mod commands;
 pub mod config;
 pub mod delivery;
 pub mod directory;
+pub mod markdown;
 pub mod metrics;
 pub mod queues;
 pub mod resets;

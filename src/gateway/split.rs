@@ -5,6 +5,8 @@
 //! fits, else the last line break, else the last space, else anywhere between characters
 //! (never inside one). Whitespace at a cut is dropped: Telegram trims it anyway.
 
+use std::ops::Range;
+
 /// Telegram's limit on one message's text.
 pub const TELEGRAM_MAX_MESSAGE: usize = 4096;
 
@@ -26,12 +28,19 @@ fn fitting_prefix(text: &str, limit: usize) -> usize {
 
 /// Split `text` into non-empty parts of at most `limit` UTF-16 code units each.
 pub fn split_message(text: &str, limit: usize) -> Vec<String> {
+    split_ranges(text, limit).into_iter().map(|range| text[range].to_string()).collect()
+}
+
+/// Where `split_message` cuts: the byte ranges of `text` that make its parts.
+pub fn split_ranges(text: &str, limit: usize) -> Vec<Range<usize>> {
     let limit = limit.max(1);
     let mut parts = Vec::new();
-    let mut rest = text.trim();
-    while !rest.is_empty() {
+    let mut start = text.len() - text.trim_start().len();
+    let end = text.trim_end().len();
+    while start < end {
+        let rest = &text[start..end];
         if utf16_len(rest) <= limit {
-            parts.push(rest.to_string());
+            parts.push(start..end);
             break;
         }
         // At least one character, so that a limit below one character's width still advances.
@@ -42,12 +51,12 @@ pub fn split_message(text: &str, limit: usize) -> Vec<String> {
             .filter_map(|sep| window.rfind(sep).filter(|&at| at > 0))
             .next()
             .unwrap_or(window.len());
-        let (head, tail) = rest.split_at(cut);
-        let head = head.trim_end();
+        let head = rest[..cut].trim_end();
         if !head.is_empty() {
-            parts.push(head.to_string());
+            parts.push(start..start + head.len());
         }
-        rest = tail.trim_start();
+        let tail = &rest[cut..];
+        start += cut + (tail.len() - tail.trim_start().len());
     }
     parts
 }

@@ -9,12 +9,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use teloxide::prelude::*;
-use teloxide::types::{AllowedUpdate, BotCommand, ChatAction, UpdateKind};
+use teloxide::types::{AllowedUpdate, BotCommand, ChatAction, Message, ParseMode, UpdateKind};
 use teloxide::{ApiError, RequestError};
 use tokio::sync::Notify;
 
 use super::commands::{COMMANDS, Incoming};
 use super::delivery::Confirmations;
+use super::markdown::from_markdown;
 use super::split::{TELEGRAM_MAX_MESSAGE, split_message};
 use crate::shutdown::Shutdown;
 
@@ -86,20 +87,45 @@ impl Outbox {
     /// Send `text` as plain text (no parse mode: nothing in it is markup), split to fit.
     pub async fn send_text(&self, chat_id: i64, text: &str) -> Result<(), RequestError> {
         for part in split_message(text, TELEGRAM_MAX_MESSAGE) {
-            let mut attempt = 0u32;
-            loop {
-                match self.bot.send_message(ChatId(chat_id), &part).await {
-                    Ok(_) => break,
-                    Err(RequestError::RetryAfter(after)) if attempt < 5 => tokio::time::sleep(after.duration()).await,
-                    Err(RequestError::Network(_) | RequestError::Io(_)) if attempt < 5 => {
-                        tokio::time::sleep(super::agent_client::backoff(attempt)).await
-                    }
-                    Err(e) => return Err(e),
+            self.send_with_retries(|| self.bot.send_message(ChatId(chat_id), &part)).await?;
+        }
+        Ok(())
+    }
+
+    /// Send the agent's reply, its Markdown shown as formatting. Should Telegram refuse the
+    /// markup of a part, that part goes again as plain text: the person always gets the words.
+    pub async fn send_reply(&self, chat_id: i64, markdown: &str) -> Result<(), RequestError> {
+        for part in from_markdown(markdown).parts(TELEGRAM_MAX_MESSAGE) {
+            let formatted = self
+                .send_with_retries(|| self.bot.send_message(ChatId(chat_id), &part.html).parse_mode(ParseMode::Html));
+            match formatted.await {
+                Err(RequestError::Api(ApiError::CantParseEntities(reason))) => {
+                    tracing::warn!(chat_id, %reason, "Telegram refused the reply's markup; sending it as plain text");
+                    self.send_with_retries(|| self.bot.send_message(ChatId(chat_id), &part.plain)).await?;
                 }
-                attempt += 1;
+                other => other?,
             }
         }
         Ok(())
+    }
+
+    /// One request, again after flood control's wait or a network error, a few times.
+    async fn send_with_retries<R>(&self, request: impl Fn() -> R) -> Result<(), RequestError>
+    where
+        R: std::future::IntoFuture<Output = Result<Message, RequestError>>,
+    {
+        let mut attempt = 0u32;
+        loop {
+            match request().await {
+                Ok(_) => return Ok(()),
+                Err(RequestError::RetryAfter(after)) if attempt < 5 => tokio::time::sleep(after.duration()).await,
+                Err(RequestError::Network(_) | RequestError::Io(_)) if attempt < 5 => {
+                    tokio::time::sleep(super::agent_client::backoff(attempt)).await
+                }
+                Err(e) => return Err(e),
+            }
+            attempt += 1;
+        }
     }
 
     /// Send, logging rather than returning a failure (the update is finished either way).
@@ -300,5 +326,50 @@ mod tests {
         assert_eq!(tracker.lock().offset(), Some(5));
         drop(first);
         assert_eq!(tracker.lock().offset(), Some(7));
+    }
+}
+
+#[cfg(test)]
+mod reply_tests {
+    use std::sync::{Arc, Mutex};
+
+    use axum::extract::State;
+    use axum::routing::post;
+    use axum::{Json, Router};
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    /// A Bot API that refuses every `parse_mode` as Telegram refuses bad markup, and records
+    /// what it was sent.
+    async fn refusing_markup() -> (String, Arc<Mutex<Vec<Value>>>) {
+        let sent = Arc::new(Mutex::new(Vec::new()));
+        let send = |State(sent): State<Arc<Mutex<Vec<Value>>>>, Json(form): Json<Value>| async move {
+            sent.lock().unwrap().push(form.clone());
+            if form.get("parse_mode").is_some() {
+                return Json(json!({ "ok": false, "error_code": 400,
+                    "description": "Bad Request: can't parse entities: Unsupported start tag \"x\" at byte offset 0" }));
+            }
+            Json(json!({ "ok": true, "result": { "message_id": 1, "date": 0, "text": form["text"],
+                "chat": { "id": 42, "type": "private", "first_name": "A" } } }))
+        };
+        let app = Router::new().fallback(post(send)).with_state(sent.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (url, sent)
+    }
+
+    #[tokio::test]
+    async fn a_reply_whose_markup_telegram_refuses_arrives_as_plain_text() {
+        let (url, sent) = refusing_markup().await;
+        let bot = Bot::new("1:token").set_api_url(reqwest::Url::parse(&url).unwrap());
+        Outbox::new(bot).send_reply(42, "**Tea** at `5`").await.unwrap();
+        let sent = sent.lock().unwrap().clone();
+        assert_eq!(sent.len(), 2, "{sent:?}");
+        assert_eq!(sent[0]["parse_mode"], "HTML");
+        assert_eq!(sent[0]["text"], "<b>Tea</b> at <code>5</code>");
+        assert_eq!(sent[1].get("parse_mode"), None);
+        assert_eq!(sent[1]["text"], "Tea at 5");
     }
 }

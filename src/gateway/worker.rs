@@ -115,7 +115,7 @@ impl Worker {
                 return MessageOutcome::AgentUnavailable;
             }
         };
-        match self.outbox.send_text(job.chat_id, &text).await {
+        match self.outbox.send_reply(job.chat_id, &text).await {
             // Recorded by the agent, so that a redelivery after a crash sends nothing. Only a
             // crash between Telegram's answer and this call can still repeat a reply.
             Ok(()) if confirm => match self.agents.delivered(ip, &token, update_id).await {
