@@ -1,6 +1,7 @@
 //! `moltmate operator`: reconciles every MoltmateUser into an isolated namespace.
 
 mod diff;
+mod gate;
 mod idle;
 pub mod master_key;
 mod metrics;

@@ -23,10 +23,11 @@ use serde::de::DeserializeOwned;
 use tracing::{Instrument, debug, info, warn};
 
 use super::diff::needs_apply;
+use super::gate::{self, Gate, Stage};
 use super::idle;
 use super::metrics::OperatorMetrics;
 use super::pod::{self, PodStep};
-use super::reset::{self, WorkspaceStep};
+use super::reset;
 use super::status::{Observation, Reason, next_status};
 use crate::builders::{self, BuildInput, ClusterConfig, DesiredState};
 use crate::crd::{DeletionPolicy, MoltmateUser, MoltmateUserStatus, Phase};
@@ -213,43 +214,92 @@ async fn apply(user: &MoltmateUser, ctx: &Context) -> Result<Action, Error> {
     Ok(Action::requeue(observation.recheck_after.map_or(routine, |after| after.min(routine))))
 }
 
-/// Bring the user's sandbox to its desired state and say where it stands.
+/// Bring the user's sandbox to its desired state and say where it stands: read, let the gates
+/// decide how far to go (`gate::decide`), write that far, take the gate's own step.
 async fn provision(user: &MoltmateUser, ctx: &Context) -> Result<Observation, Error> {
-    let name = user.name_any();
-    let namespace = match names::user_namespace(&name) {
-        Ok(ns) => ns,
-        Err(e) => return Ok(Observation::new(Phase::Failed, Reason::InvalidName, e.to_string())),
+    let (view, desired) = read(user, ctx).await?;
+    let gate = gate::decide(&view);
+    let namespace = view.namespace.as_str();
+    let stage = gate.stage();
+    let desired = match desired {
+        Some(mut desired) if stage != Stage::Nothing => {
+            keep_workspace_size(user, ctx, &mut desired).await;
+            apply_guard_rails(user, ctx, &desired).await?;
+            if let Stage::Workload { generation } = stage {
+                builders::stamp_reset_generation(&mut desired.workspace, generation);
+                apply_workload(user, ctx, &desired).await?;
+            }
+            Some(desired)
+        }
+        _ => None,
     };
-    if let Some(holder) = telegram_id_holder(user, &ctx.caches.users.state()) {
-        // No sandbox for the newcomer; an agent it already had stops serving.
-        delete_pod(ctx, &namespace).await?;
-        return Ok(Observation::new(
-            Phase::Failed,
-            Reason::DuplicateTelegramId,
-            format!("Telegram user id {} already belongs to MoltmateUser {holder:?}", user.spec.telegram.user_id),
-        ));
+    if let (Gate::Open { generation, idle_in }, Some(desired)) = (&gate, &desired) {
+        let observation = reconcile_pod(user, ctx, &desired.pod).await?.recheck_after(*idle_in);
+        return Ok(gate::with_reset(observation, *generation));
+    }
+    // Every gate but `Open` has an observation of its own, and `Open` always comes with the
+    // desired objects.
+    let observation = gate.observation(&view).unwrap_or_else(|| {
+        Observation::new(Phase::Failed, Reason::InvalidSpec, "the desired objects could not be built")
+    });
+    match gate {
+        Gate::Refused { stop_agent: true, .. } | Gate::AwaitVolumeRelease { .. } => {
+            delete_pod(ctx, namespace).await?;
+        }
+        Gate::ResetWorkspace { .. } => {
+            replace_workspace(ctx, namespace).await?;
+            event(ctx, user, EventType::Normal, "Resetting", &observation.message).await;
+        }
+        Gate::Suspended { .. } => {
+            let removed = delete_pod(ctx, namespace).await?;
+            if removed {
+                event(ctx, user, EventType::Normal, "Suspended", "agent pod removed; workspace kept").await;
+            }
+        }
+        Gate::Idle { .. } => {
+            let removed = delete_pod(ctx, namespace).await?;
+            if removed {
+                info!(user = %user.name_any(), "idle: agent pod removed");
+            }
+        }
+        Gate::Refused { stop_agent: false, .. } | Gate::WaitingForQuota | Gate::WaitingForGateway { .. } => {}
+        Gate::Open { .. } => {}
+    }
+    Ok(observation)
+}
+
+/// What the gates decide on, and the desired objects when the spec builds. Read in the gates'
+/// order, stopping at the first refusal: what it makes moot (an API call or two) is not read.
+async fn read(user: &MoltmateUser, ctx: &Context) -> Result<(gate::View, Option<DesiredState>), Error> {
+    let mut view = gate::View {
+        telegram_id: user.spec.telegram.user_id,
+        suspend: user.spec.suspend,
+        idle_timeout: user.spec.idle_timeout.clone().unwrap_or_default(),
+        gateway_namespace: ctx.config.gateway_namespace.clone(),
+        broker_service: ctx.config.broker_service.clone(),
+        ..gate::View::default()
+    };
+    view.namespace = match names::user_namespace(&user.name_any()) {
+        Ok(ns) => ns,
+        Err(e) => return Ok((gate::View { name_error: Some(e.to_string()), ..view }, None)),
+    };
+    view.telegram_id_holder = telegram_id_holder(user, &ctx.caches.users.state());
+    if view.telegram_id_holder.is_some() {
+        return Ok((view, None));
     }
     let profile = match profile::resolve_with(&user.spec, &ctx.config.profiles) {
         Ok(p) => p,
-        Err(e) => return Ok(Observation::new(Phase::Failed, Reason::InvalidSpec, e.to_string())),
+        Err(e) => return Ok((gate::View { profile_error: Some(e.to_string()), ..view }, None)),
+    };
+    let pull_secrets = match read_pull_secrets(ctx).await? {
+        Ok(secrets) => secrets,
+        Err(missing) => return Ok((gate::View { missing_pull_secret: Some(missing), ..view }, None)),
     };
     let token = ctx.master_key.agent_token(user.uid().as_deref().unwrap_or_default());
     let broker = ctx.caches.broker.state().into_iter().next();
     let broker_ip = broker.as_ref().and_then(|s| s.spec.as_ref()?.cluster_ip.clone()).filter(|ip| ip != "None");
     let nodes: Vec<IpAddr> =
         ctx.caches.nodes.state().iter().flat_map(|n| builders::node_addresses(n).collect::<Vec<_>>()).collect();
-    let pull_secrets = match read_pull_secrets(ctx).await? {
-        Ok(secrets) => secrets,
-        Err(missing) => {
-            let message = format!(
-                "image pull Secret {missing} (operator --agent-pod, chart value imagePullSecrets) does not \
-                 exist in namespace {}: create it there",
-                ctx.config.gateway_namespace
-            );
-            return Ok(Observation::new(Phase::Failed, Reason::ImagePullSecretMissing, message)
-                .recheck_after(Some(PULL_SECRET_RECHECK)));
-        }
-    };
     let input = BuildInput {
         profile: &profile,
         config: &ctx.config,
@@ -258,62 +308,24 @@ async fn provision(user: &MoltmateUser, ctx: &Context) -> Result<Observation, Er
         node_addresses: &nodes,
         pull_secrets: &pull_secrets,
     };
-    let mut desired = match builders::build(user, &input) {
+    let desired = match builders::build(user, &input) {
         Ok(d) => d,
-        Err(e) => return Ok(Observation::new(Phase::Failed, Reason::InvalidSpec, e.to_string())),
+        Err(e) => return Ok((gate::View { build_error: Some(e.to_string()), ..view }, None)),
     };
-    keep_workspace_size(user, ctx, &mut desired).await;
-    if let Some(conflict) = foreign_namespace(ctx, &namespace).await? {
-        return Ok(conflict);
-    }
-    let live_ns = ctx.caches.namespaces.get(&ObjectRef::new(&namespace));
-    if let Some(refusal) = another_persons_workspace(live_ns.as_deref(), user.spec.telegram.user_id) {
-        delete_pod(ctx, &namespace).await?;
-        return Ok(refusal);
-    }
-    apply_guard_rails(user, ctx, &desired).await?;
-    if !quota_in_force(ctx, &desired) {
-        // Until the quota controller has taken the quota up, what is created is not charged.
-        return Ok(Observation::new(
-            Phase::Provisioning,
-            Reason::WaitingForQuota,
-            "waiting for the ResourceQuota to be in force",
-        ));
-    }
+    view.namespace_taken = namespace_taken(ctx, &view.namespace).await?;
+    view.live_namespace = ctx.caches.namespaces.get(&ObjectRef::new(&view.namespace));
+    view.quota_in_force = quota_in_force(ctx, &desired);
     let applied = user.status.as_ref().and_then(|s| s.reset_generation).unwrap_or(0);
-    let live_claim = lookup(&ctx.caches.workspaces, &namespace, names::WORKSPACE_PVC);
-    let generation = match reset::workspace_step(live_claim.as_deref(), user.spec.reset_generation, applied) {
-        WorkspaceStep::Keep { generation } => generation,
-        WorkspaceStep::Replace { from, to } => {
-            replace_workspace(ctx, &namespace).await?;
-            let note = format!(
-                "reset generation {to}: the agent pod and the workspace volume (of generation {from}) are being \
-                 deleted; an empty volume replaces it"
-            );
-            event(ctx, user, EventType::Normal, "Resetting", &note).await;
-            return Ok(
-                Observation::new(Phase::Provisioning, Reason::Resetting, note).recheck_after(Some(RESET_RECHECK))
-            );
-        }
-        WorkspaceStep::AwaitRelease { to } => {
-            delete_pod(ctx, &namespace).await?;
-            let message = format!(
-                "reset generation {to}: waiting for the old workspace volume to be released (its agent pod must stop first)"
-            );
-            return Ok(
-                Observation::new(Phase::Provisioning, Reason::Resetting, message).recheck_after(Some(RESET_RECHECK))
-            );
-        }
-    };
-    builders::stamp_reset_generation(&mut desired.workspace, generation);
-    apply_workload(user, ctx, &desired).await?;
-    let observation = run_agent(user, ctx, &desired, &profile, broker_ip.as_deref()).await?;
-    Ok(Observation { reset_applied: (generation > 0).then_some(generation), ..observation })
+    let live_claim = lookup(&ctx.caches.workspaces, &view.namespace, names::WORKSPACE_PVC);
+    view.workspace = reset::workspace_step(live_claim.as_deref(), user.spec.reset_generation, applied);
+    view.broker_found = broker_ip.is_some();
+    view.idle = profile.idle_timeout.map(|timeout| {
+        let created = user.metadata.creation_timestamp.as_ref().map(|t| t.0);
+        let agent = pod::idle_view(lookup(&ctx.caches.pods, &view.namespace, names::AGENT_POD).as_deref());
+        idle::activity(jiff::Timestamp::now(), created, last_activity(user).as_deref(), agent, timeout)
+    });
+    Ok((view, Some(desired)))
 }
-
-/// How soon to look again for a pull Secret the administrator has yet to create (nothing
-/// watches the gateway namespace's Secrets: the operator keeps none of them in memory).
-const PULL_SECRET_RECHECK: Duration = Duration::from_secs(10);
 
 /// The installation's pull Secrets, read from the gateway namespace at each reconcile (so a
 /// rotated one reaches the copies), or the name of the first that does not exist.
@@ -333,10 +345,6 @@ async fn read_pull_secrets(ctx: &Context) -> Result<Result<Vec<Secret>, String>,
     Ok(Ok(found))
 }
 
-/// How soon to look again while a reset replaces the volume (the claim's own watch events
-/// usually come first).
-const RESET_RECHECK: Duration = Duration::from_secs(5);
-
 /// Delete the agent pod and the workspace claim; the claim goes once no pod uses it.
 async fn replace_workspace(ctx: &Context, ns: &str) -> Result<(), Error> {
     delete_pod(ctx, ns).await?;
@@ -344,56 +352,6 @@ async fn replace_workspace(ctx: &Context, ns: &str) -> Result<(), Error> {
     let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), ns);
     delete_ignoring_absent(&api, names::WORKSPACE_PVC).await?;
     Ok(())
-}
-
-/// With the sandbox in place: pause, idle or run the agent.
-async fn run_agent(
-    user: &MoltmateUser,
-    ctx: &Context,
-    desired: &DesiredState,
-    profile: &profile::ResolvedProfile,
-    broker_ip: Option<&str>,
-) -> Result<Observation, Error> {
-    let name = user.name_any();
-    let namespace = desired.namespace.metadata.name.clone().unwrap_or_default();
-
-    if user.spec.suspend {
-        if delete_pod(ctx, &namespace).await? {
-            event(ctx, user, EventType::Normal, "Suspended", "agent pod removed; workspace kept").await;
-        }
-        return Ok(Observation::new(Phase::Suspended, Reason::Suspended, "spec.suspend is true; the agent is paused"));
-    }
-    if broker_ip.is_none() {
-        return Ok(Observation::new(
-            Phase::Provisioning,
-            Reason::WaitingForGateway,
-            format!(
-                "Service {}/{} not found; agents reach the broker through it",
-                ctx.config.gateway_namespace, ctx.config.broker_service
-            ),
-        ));
-    }
-    let idle_in = match profile.idle_timeout {
-        None => None,
-        Some(timeout) => {
-            let created = user.metadata.creation_timestamp.as_ref().map(|t| t.0);
-            let agent = pod::idle_view(lookup(&ctx.caches.pods, &namespace, names::AGENT_POD).as_deref());
-            match idle::activity(jiff::Timestamp::now(), created, last_activity(user).as_deref(), agent, timeout) {
-                idle::IdleState::Idle => {
-                    if delete_pod(ctx, &namespace).await? {
-                        info!(user = %name, "idle: agent pod removed");
-                    }
-                    let message = format!(
-                        "no messages for {}; the next message starts the agent",
-                        user.spec.idle_timeout.as_deref().unwrap_or_default()
-                    );
-                    return Ok(Observation::new(Phase::Idle, Reason::Idle, message));
-                }
-                idle::IdleState::Active { idle_in } => Some(idle_in),
-            }
-        }
-    };
-    Ok(reconcile_pod(user, ctx, &desired.pod).await?.recheck_after(idle_in))
 }
 
 /// The older MoltmateUser (by creation time, then name) holding the same Telegram id, if any.
@@ -440,19 +398,13 @@ fn workspace_size(pvc: &PersistentVolumeClaim) -> Option<k8s_openapi::apimachine
 /// A namespace of that name that we did not create (say `moltmate-system`, the release
 /// namespace, for a user named `system`) is never adopted: fencing or deleting it would
 /// break whatever lives there. Our watch only sees namespaces we label, so look once.
-async fn foreign_namespace(ctx: &Context, ns: &str) -> Result<Option<Observation>, Error> {
+async fn namespace_taken(ctx: &Context, ns: &str) -> Result<bool, Error> {
     if ctx.caches.namespaces.get(&ObjectRef::new(ns)).is_some() {
-        return Ok(None);
+        return Ok(false);
     }
     let existing = Api::<Namespace>::all(ctx.client.clone()).get_opt(ns).await?;
     let ours = |n: &Namespace| n.labels().get(names::LABEL_MANAGED_BY).map(String::as_str) == Some(names::MANAGED_BY);
-    Ok(existing.filter(|n| !ours(n)).map(|_| {
-        Observation::new(
-            Phase::Failed,
-            Reason::NamespaceConflict,
-            format!("namespace {ns} already exists and is not managed by moltmates; rename the MoltmateUser"),
-        )
-    }))
+    Ok(existing.is_some_and(|n| !ours(&n)))
 }
 
 /// When the person last sent a message: the gateway's `status.lastActivity`, or the
@@ -462,35 +414,6 @@ fn last_activity(user: &MoltmateUser) -> Option<String> {
     let annotation = user.annotations().get(names::ANNOTATION_LAST_ACTIVITY).map(String::as_str);
     let newest = [status, annotation].into_iter().flatten().filter_map(|t| t.parse::<jiff::Timestamp>().ok()).max()?;
     Some(newest.to_string())
-}
-
-/// Whose workspace a namespace of ours holds, as recorded on it.
-fn workspace_owner(ns: &Namespace) -> Option<i64> {
-    ns.annotations().get(names::ANNOTATION_OWNER_TELEGRAM_ID)?.parse().ok()
-}
-
-/// A retained namespace keeps a deleted user's memory, history and files. A new MoltmateUser
-/// of the same name adopts it only if it is the same person (the same Telegram id); otherwise
-/// it gets nothing, and the admin an explicit command to hand the workspace over or wipe it.
-/// A retained namespace without the record (kept before it existed) is nobody's to assume.
-pub fn another_persons_workspace(live: Option<&Namespace>, telegram_id: i64) -> Option<Observation> {
-    let live = live?;
-    let retained = live.labels().get(names::LABEL_RETAINED).map(String::as_str) == Some("true");
-    let whose = match workspace_owner(live) {
-        Some(owner) if owner == telegram_id => return None,
-        Some(owner) => format!("of Telegram user {owner}"),
-        None if retained => "of a deleted user (its Telegram id was not recorded)".to_string(),
-        None => return None,
-    };
-    let ns = live.name_any();
-    Some(Observation::new(
-        Phase::Failed,
-        Reason::WorkspaceOfAnotherPerson,
-        format!(
-            "namespace {ns} holds the workspace (memory, history, files) {whose}, kept when that MoltmateUser was deleted; it is not handed to Telegram user {telegram_id}. To give it to this user: kubectl annotate namespace {ns} {}={telegram_id} --overwrite. To wipe it and start afresh: kubectl delete namespace {ns}",
-            names::ANNOTATION_OWNER_TELEGRAM_ID
-        ),
-    ))
 }
 
 /// The namespace and its fences: nothing runs there before they exist.
@@ -699,7 +622,7 @@ async fn cleanup(user: &MoltmateUser, ctx: &Context) -> Result<Action, Error> {
     // another person's retained workspace this user was refused).
     let ours = ctx.caches.namespaces.get(&ObjectRef::new(&ns)).is_some_and(|n| {
         n.labels().get(names::LABEL_USER) == Some(&name)
-            && another_persons_workspace(Some(&n), user.spec.telegram.user_id).is_none()
+            && gate::another_persons_workspace(Some(&n), user.spec.telegram.user_id).is_none()
     });
     if !ours {
         return Ok(Action::await_change());
@@ -748,57 +671,6 @@ mod tests {
 
     fn at(user: &mut MoltmateUser, seconds: i64) {
         user.metadata.creation_timestamp = Some(Time(jiff::Timestamp::from_second(seconds).unwrap()));
-    }
-
-    fn namespace(annotations: &[(&str, &str)], retained: bool) -> Namespace {
-        let mut labels = names::user_labels("keeper");
-        if retained {
-            labels.insert(names::LABEL_RETAINED.into(), "true".into());
-        }
-        Namespace {
-            metadata: ObjectMeta {
-                name: Some("moltmate-keeper".into()),
-                labels: Some(labels),
-                annotations: Some(annotations.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
-                ..ObjectMeta::default()
-            },
-            ..Namespace::default()
-        }
-    }
-
-    #[test]
-    fn a_retained_workspace_goes_only_to_the_same_person() {
-        let owner = names::ANNOTATION_OWNER_TELEGRAM_ID;
-        assert!(another_persons_workspace(None, 7).is_none(), "a new namespace");
-        assert!(
-            another_persons_workspace(Some(&namespace(&[(owner, "7")], true)), 7).is_none(),
-            "the same person adopts it"
-        );
-        assert!(another_persons_workspace(Some(&namespace(&[(owner, "7")], false)), 7).is_none(), "their own live one");
-        assert!(
-            another_persons_workspace(Some(&namespace(&[], false)), 7).is_none(),
-            "a live one from before the record"
-        );
-
-        let refused = another_persons_workspace(Some(&namespace(&[(owner, "7")], true)), 8).unwrap();
-        assert_eq!((refused.phase, refused.reason), (Phase::Failed, Reason::WorkspaceOfAnotherPerson));
-        assert!(
-            refused.message.contains("of Telegram user 7") && refused.message.contains("not handed to Telegram user 8"),
-            "{}",
-            refused.message
-        );
-        assert!(
-            refused
-                .message
-                .contains("kubectl annotate namespace moltmate-keeper moltmate.io/owner-telegram-id=8 --overwrite")
-        );
-        assert!(refused.message.contains("kubectl delete namespace moltmate-keeper"));
-        // Even a live (not retained) namespace recorded for someone else is not taken over.
-        assert!(another_persons_workspace(Some(&namespace(&[(owner, "7")], false)), 8).is_some());
-        // Retained before owners were recorded: nobody's to assume.
-        let unknown = another_persons_workspace(Some(&namespace(&[], true)), 7).unwrap();
-        assert!(unknown.message.contains("not recorded"), "{}", unknown.message);
-        assert!(another_persons_workspace(Some(&namespace(&[(owner, "not a number")], true)), 7).is_some());
     }
 
     #[test]
