@@ -563,4 +563,18 @@ async fn the_daily_token_budget_survives_a_restart_and_is_shared_by_replicas() {
     })
     .await;
     assert!(out_of_budget(&Some(answer.clone())), "the first request after the restart: {answer:?}");
+
+    // Alice asks what she used: the figures came through the restart, and her sleeping agent
+    // is not needed to say so (there is no node here to run it).
+    tg.inject_text(ALICE, "/usage").unwrap();
+    let texts = wait_text(&tg, ALICE, "Your usage", Duration::from_secs(30)).await;
+    let usage = texts.iter().find(|t| t.starts_with("Your usage")).unwrap();
+    let numbers = |line: &str| -> Vec<u64> {
+        line.split(|c: char| !c.is_ascii_digit() && c != ',').filter_map(|n| n.replace(',', "").parse().ok()).collect()
+    };
+    let line = |start: &str| usage.lines().find(|l| l.starts_with(start)).map(numbers).unwrap_or_default();
+    let (today, month) = (line("Today: "), line("This month: "));
+    assert!(today.len() == 4 && today[0] >= 1200 && today[1] == 1000 && today[2] == 100, "{usage}");
+    assert!(today[3] >= 2, "at least A's two answered requests: {usage}");
+    assert_eq!(month, [today[0], today[3]], "today is all of this month so far: {usage}");
 }

@@ -3,7 +3,9 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use super::broker::usage::UsageFigures;
 use super::directory::Route;
+use crate::profile::LlmLimits;
 
 /// The bot's commands, as registered with setMyCommands.
 pub const COMMANDS: &[(&str, &str)] = &[
@@ -12,6 +14,7 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ("whoami", "Your Telegram id (send it to the admin for access)"),
     ("reset", "Start a new conversation"),
     ("status", "Your assistant's profile and state"),
+    ("usage", "Your usage today and this month"),
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,6 +24,7 @@ pub enum Command {
     WhoAmI,
     Reset,
     Status,
+    Usage,
 }
 
 /// `/cmd`, `/cmd@this_bot` or `/cmd args`; a command addressed to another bot is not ours.
@@ -41,6 +45,7 @@ pub fn parse_command(text: &str, bot_username: Option<&str>) -> Option<Command> 
         "whoami" => Some(Command::WhoAmI),
         "reset" => Some(Command::Reset),
         "status" => Some(Command::Status),
+        "usage" => Some(Command::Usage),
         _ => None,
     }
 }
@@ -73,6 +78,8 @@ pub enum Action {
     Refuse,
     /// Into the user's queue.
     Forward { user: String, uid: String, work: Work },
+    /// The user's usage, answered by the gateway from the broker's counts (no agent woken).
+    Usage { user: String },
 }
 
 /// How a message ended, for metrics.
@@ -119,13 +126,45 @@ pub fn decide(message: &Incoming, route: Route, allow_groups: bool, bot_username
             }
             Some(Command::Reset) => Action::Forward { user, uid, work: Work::Reset },
             Some(Command::Status) => Action::Forward { user, uid, work: Work::Status },
+            Some(Command::Usage) => Action::Usage { user },
             Some(Command::WhoAmI) | None => Action::Forward { user, uid, work: Work::Turn(message.text.clone()) },
         },
     }
 }
 
 pub const HELP: &str = "Hi! I pass your messages to your own AI assistant, which keeps its own notes and files.\n\n\
-/reset starts a new conversation\n/status shows your assistant's profile and state\n/whoami shows your Telegram id";
+/reset starts a new conversation\n/status shows your assistant's profile and state\n/usage shows what you used today and this month\n/whoami shows your Telegram id";
+
+/// `/usage`: the person's figures against their profile's limits.
+pub fn usage_text(figures: &UsageFigures, limits: &LlmLimits) -> String {
+    let share = (figures.tokens_today as f64 * 100.0 / limits.tokens_per_day.max(1) as f64).min(100.0);
+    format!(
+        "Your usage\n\
+         Today: {} of {} tokens ({share:.0}%), {} requests\n\
+         This month: {} tokens, {} requests\n\
+         Limits: {} tokens a day and {} requests a minute; the day starts again at 00:00 UTC.",
+        thousands(figures.tokens_today),
+        thousands(limits.tokens_per_day),
+        thousands(figures.requests_today),
+        thousands(figures.tokens_month),
+        thousands(figures.requests_month),
+        thousands(limits.tokens_per_day),
+        limits.requests_per_minute,
+    )
+}
+
+/// 1234567 as "1,234,567".
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, digit) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(digit);
+    }
+    out
+}
 
 pub fn whoami_text(id: i64) -> String {
     format!("Your Telegram id is {id}.")
@@ -206,6 +245,8 @@ mod tests {
         assert_eq!(decide(&msg("hi", false), agent(), true, None), forward(Work::Turn("hi".into())));
         assert_eq!(decide(&msg("/reset", true), agent(), false, None), forward(Work::Reset));
         assert_eq!(decide(&msg("/status", true), agent(), false, None), forward(Work::Status));
+        assert_eq!(decide(&msg("/usage", true), agent(), false, None), Action::Usage { user: "al".into() });
+        assert_eq!(decide(&msg("/usage", true), Route::Unknown, false, None), Action::Refuse);
         assert!(matches!(
             decide(&msg("/help", true), agent(), false, None),
             Action::Reply { outcome: MessageOutcome::Command, .. }
@@ -215,6 +256,21 @@ mod tests {
         assert!(matches!(&whoami, Action::Reply { text, .. } if text.contains('7')), "{whoami:?}");
         let paused = decide(&msg("hi", true), Route::Paused { user: "al".into(), reason: "paused!" }, false, None);
         assert_eq!(paused, Action::Reply { text: "paused!".into(), outcome: MessageOutcome::Paused });
+    }
+
+    #[test]
+    fn usage_reads_as_figures_against_limits() {
+        let figures =
+            UsageFigures { tokens_today: 12_345, requests_today: 7, tokens_month: 1_234_567, requests_month: 301 };
+        let limits = LlmLimits { requests_per_minute: 60, tokens_per_day: 200_000 };
+        assert_eq!(
+            usage_text(&figures, &limits),
+            "Your usage\nToday: 12,345 of 200,000 tokens (6%), 7 requests\nThis month: 1,234,567 tokens, 301 requests\n\
+             Limits: 200,000 tokens a day and 60 requests a minute; the day starts again at 00:00 UTC."
+        );
+        let over = UsageFigures { tokens_today: 250_000, ..UsageFigures::default() };
+        assert!(usage_text(&over, &limits).contains("(100%)"));
+        assert_eq!([thousands(0), thousands(999), thousands(1000)], ["0", "999", "1,000"]);
     }
 
     #[test]

@@ -288,8 +288,9 @@ impl Writer {
             return;
         }
         if !self.out.text.is_empty() && self.breaks > 0 {
-            // Breaks belong to what encloses both sides, so a block opens on its own text.
-            let common = self.last.iter().zip(&self.styles).take_while(|(a, b)| a == b).count();
+            // Breaks belong to the quotes enclosing both sides: a block opens on its own text,
+            // and no inline style runs on from one block into the next.
+            let common = self.last.iter().zip(&self.styles).take_while(|(a, b)| a == b && **a == Style::Quote).count();
             let styles = self.styles[..common].to_vec();
             self.push("\n".repeat(self.breaks).as_str(), styles);
         }
@@ -362,6 +363,8 @@ mod tests {
         assert_eq!(html("# Title\n\nFirst.\n\nSecond."), "<b>Title</b>\n\nFirst.\n\nSecond.");
         assert_eq!(html("## Sub\ntext"), "<b>Sub</b>\n\ntext");
         assert_eq!(html("line one\nline two"), "line one\nline two");
+        assert_eq!(html("## Tea\n\n**Milk** first"), "<b>Tea</b>\n\n<b>Milk</b> first");
+        assert_eq!(html("**a**\n\n**b**"), "<b>a</b>\n\n<b>b</b>");
     }
 
     #[test]

@@ -75,6 +75,7 @@ where
 /// Routes each new message: answers what needs no agent, queues the rest per user.
 struct Gateway {
     users: Store<MoltmateUser>,
+    broker: Arc<BrokerState>,
     queues: Arc<Queues<Job>>,
     outbox: Outbox,
     refusals: Mutex<Refusals>,
@@ -92,6 +93,15 @@ impl Gateway {
             metrics.finished(outcome, ticket.received.elapsed().as_secs_f64());
             drop(ticket);
         });
+    }
+
+    /// `/usage` of `user`, from the broker's counts and the user's profile.
+    fn usage_text(&self, user: &str) -> String {
+        let found = self.users.state().into_iter().find(|u| u.metadata.name.as_deref() == Some(user));
+        match found.map(|u| broker::auth::admit(&u, &self.broker.config().profiles)) {
+            Some(Ok(profile)) => commands::usage_text(&self.broker.figures(user), &profile.llm),
+            _ => commands::UNREACHABLE.to_string(),
+        }
     }
 }
 
@@ -123,6 +133,10 @@ impl Handler for Gateway {
                 } else {
                     self.metrics.finished(MessageOutcome::Refused, 0.0);
                 }
+            }
+            Action::Usage { user } => {
+                let text = self.usage_text(&user);
+                self.answer(message.chat_id, text, ticket, MessageOutcome::Command);
             }
             Action::Forward { user, uid, work } => {
                 let job = Job { ticket, chat_id: message.chat_id, from_id: message.from_id, uid, work };
@@ -197,11 +211,12 @@ pub async fn run(args: GatewayArgs) -> Result<(), Error> {
         .await
         .map_err(|source| Error::Serve { addr: args.broker_addr, source })?;
     info!(addr = %bound, "broker listening");
+    let pruned = broker.clone();
     tokio::spawn(async move {
         let mut every = tokio::time::interval(Duration::from_secs(60));
         loop {
             every.tick().await;
-            broker.prune();
+            pruned.prune();
         }
     });
 
@@ -293,6 +308,7 @@ pub async fn run(args: GatewayArgs) -> Result<(), Error> {
         let announcing = resets::announce(users.clone(), outbox.clone(), Duration::from_secs(1));
         let gateway = Arc::new(Gateway {
             users,
+            broker,
             queues,
             outbox,
             refusals: Mutex::new(Refusals::new(Duration::from_secs(600))),

@@ -12,8 +12,7 @@ use kube::api::{Api, PostParams};
 use tracing::{info, warn};
 
 use super::broker::BrokerState;
-use super::broker::limits::Unsynced;
-use super::broker::usage::{RECORD_NAME, UsageRecord};
+use super::broker::usage::{Counted, RECORD_NAME, UsageRecord};
 
 /// How often counts are written and the other replicas' read: the most a budget can be
 /// overrun by is what all replicas admit in this long.
@@ -56,30 +55,30 @@ pub async fn run(api: Api<ConfigMap>, broker: std::sync::Arc<BrokerState>, every
 
 /// One round: the counts taken from the broker go into the record, or back to the broker.
 pub async fn sync(api: &Api<ConfigMap>, broker: &BrokerState) -> Result<(), kube::Error> {
-    let (llm, fetches) = broker.take_unsynced();
-    match write(api, &llm, &fetches).await {
+    let counted = broker.take_unsynced();
+    match write(api, &counted).await {
         Ok(record) => {
             broker.settle(&record);
             Ok(())
         }
         Err(e) => {
-            broker.restore(llm, fetches);
+            broker.restore(counted);
             Err(e)
         }
     }
 }
 
 /// Add the counts to the live record (nothing to add: just read it); the record as written.
-async fn write(api: &Api<ConfigMap>, llm: &Unsynced, fetches: &Unsynced) -> Result<UsageRecord, kube::Error> {
+async fn write(api: &Api<ConfigMap>, counted: &Counted) -> Result<UsageRecord, kube::Error> {
     let params = PostParams { field_manager: Some(FIELD_MANAGER.into()), ..PostParams::default() };
     let mut attempt = 0;
     loop {
         let live = api.get_opt(RECORD_NAME).await?;
         let record = UsageRecord::from_data(live.as_ref().and_then(|c| c.data.as_ref()));
-        if llm.counts.is_empty() && fetches.counts.is_empty() {
+        if [&counted.llm_tokens, &counted.llm_requests, &counted.fetches].iter().all(|c| c.counts.is_empty()) {
             return Ok(record);
         }
-        let next = record.add(llm, fetches);
+        let next = record.add(counted);
         let result = match live {
             Some(mut live) => {
                 live.metadata.managed_fields = None;

@@ -112,7 +112,10 @@ pub(super) async fn models(State(state): State<Arc<BrokerState>>, caller: Caller
 fn admit(state: &BrokerState, caller: &Caller) -> Result<(), RequestError> {
     let now = state.clock.now_ms();
     let result = state.limiter.lock().unwrap_or_else(|e| e.into_inner()).admit(&caller.name, caller.profile.llm, now);
-    let Err(limited) = result else { return Ok(()) };
+    let Err(limited) = result else {
+        state.request_counter.lock().unwrap_or_else(|e| e.into_inner()).record_tokens(&caller.name, 1, now);
+        return Ok(());
+    };
     let message = limited.message(caller.profile_name());
     let outcome = caller.outcome(RequestDecision::Limited, 0);
     let error = match limited {

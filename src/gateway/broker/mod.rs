@@ -74,9 +74,9 @@ use crate::profile::{ProfileDefaults, ResolvedProfile};
 use crate::secret::Secret;
 use crate::token::MasterKey;
 use auth::{CachedIndex, bearer};
-use limits::{Limiter, Unsynced};
+use limits::{Limiter, day_of};
 use metrics::BrokerMetrics;
-use usage::UsageRecord;
+use usage::{Counted, UsageFigures, UsageRecord};
 
 /// The provider's API key. Never logged, never sent anywhere but the provider.
 pub type ApiKey = Secret<String>;
@@ -180,6 +180,10 @@ pub struct BrokerState {
     limiter: Mutex<Limiter>,
     /// Fetches per user: the minute window counts requests, the day's "tokens" count fetches.
     fetch_limiter: Mutex<Limiter>,
+    /// LLM requests admitted per user, counted as the day's "tokens" (for `/usage`).
+    request_counter: Mutex<Limiter>,
+    /// The shared record as last read, for the month's figures.
+    usage_record: Mutex<UsageRecord>,
     fetch_slots: Arc<Semaphore>,
     user_fetch_slots: Mutex<HashMap<String, Arc<Semaphore>>>,
     metrics: BrokerMetrics,
@@ -209,6 +213,8 @@ impl BrokerState {
             clock,
             limiter: Mutex::new(Limiter::new()),
             fetch_limiter: Mutex::new(Limiter::new()),
+            request_counter: Mutex::new(Limiter::new()),
+            usage_record: Mutex::new(UsageRecord::default()),
             user_fetch_slots: Mutex::new(HashMap::new()),
             metrics: BrokerMetrics::register(registry),
         })
@@ -224,27 +230,49 @@ impl BrokerState {
         self.limiter.lock().unwrap_or_else(|e| e.into_inner()).usage(user, now)
     }
 
-    /// Today's LLM token and fetch counts not yet in the shared record, cleared here (see
-    /// `usage`): write them, then `settle` with the record, or `restore` them.
-    pub fn take_unsynced(&self) -> (Unsynced, Unsynced) {
+    /// `user`'s LLM usage today and this month: the shared record's (every replica's), with
+    /// what this replica counted since it last wrote there.
+    pub fn figures(&self, user: &str) -> UsageFigures {
         let now = self.clock.now_ms();
-        let llm = self.limiter.lock().unwrap_or_else(|e| e.into_inner()).take_unsynced(now);
-        let fetches = self.fetch_limiter.lock().unwrap_or_else(|e| e.into_inner()).take_unsynced(now);
-        (llm, fetches)
+        let today = day_of(now);
+        let recorded = self.usage_record.lock().unwrap_or_else(|e| e.into_inner()).figures(user, today);
+        let (_, tokens_today) = self.limiter.lock().unwrap_or_else(|e| e.into_inner()).usage(user, now);
+        let (_, requests_today) = self.request_counter.lock().unwrap_or_else(|e| e.into_inner()).usage(user, now);
+        // The limiters hold the day's totals; the month adds what they have beyond the record.
+        UsageFigures {
+            tokens_today,
+            requests_today,
+            tokens_month: recorded.tokens_month + tokens_today.saturating_sub(recorded.tokens_today),
+            requests_month: recorded.requests_month + requests_today.saturating_sub(recorded.requests_today),
+        }
+    }
+
+    /// Today's counts not yet in the shared record, cleared here (see `usage`): write them,
+    /// then `settle` with the record, or `restore` them.
+    pub fn take_unsynced(&self) -> Counted {
+        let now = self.clock.now_ms();
+        Counted {
+            llm_tokens: self.limiter.lock().unwrap_or_else(|e| e.into_inner()).take_unsynced(now),
+            llm_requests: self.request_counter.lock().unwrap_or_else(|e| e.into_inner()).take_unsynced(now),
+            fetches: self.fetch_limiter.lock().unwrap_or_else(|e| e.into_inner()).take_unsynced(now),
+        }
     }
 
     /// Counts taken but not written: they go with the next write.
-    pub fn restore(&self, llm: Unsynced, fetches: Unsynced) {
+    pub fn restore(&self, counted: Counted) {
         let now = self.clock.now_ms();
-        self.limiter.lock().unwrap_or_else(|e| e.into_inner()).restore(llm, now);
-        self.fetch_limiter.lock().unwrap_or_else(|e| e.into_inner()).restore(fetches, now);
+        self.limiter.lock().unwrap_or_else(|e| e.into_inner()).restore(counted.llm_tokens, now);
+        self.request_counter.lock().unwrap_or_else(|e| e.into_inner()).restore(counted.llm_requests, now);
+        self.fetch_limiter.lock().unwrap_or_else(|e| e.into_inner()).restore(counted.fetches, now);
     }
 
     /// The shared record's totals (every replica's counts) as today's.
     pub fn settle(&self, record: &UsageRecord) {
         let now = self.clock.now_ms();
         self.limiter.lock().unwrap_or_else(|e| e.into_inner()).settle(record.day, &record.llm_tokens, now);
+        self.request_counter.lock().unwrap_or_else(|e| e.into_inner()).settle(record.day, &record.llm_requests, now);
         self.fetch_limiter.lock().unwrap_or_else(|e| e.into_inner()).settle(record.day, &record.fetches, now);
+        *self.usage_record.lock().unwrap_or_else(|e| e.into_inner()) = record.clone();
     }
 
     /// Forget per-user limiter and fetch state of users no longer in the store.
@@ -252,6 +280,7 @@ impl BrokerState {
         let names: std::collections::HashSet<String> = self.index.names().into_iter().collect();
         self.limiter.lock().unwrap_or_else(|e| e.into_inner()).retain(|n| names.contains(n));
         self.fetch_limiter.lock().unwrap_or_else(|e| e.into_inner()).retain(|n| names.contains(n));
+        self.request_counter.lock().unwrap_or_else(|e| e.into_inner()).retain(|n| names.contains(n));
         self.user_fetch_slots.lock().unwrap_or_else(|e| e.into_inner()).retain(|n, _| names.contains(n));
     }
 
