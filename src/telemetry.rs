@@ -1,9 +1,16 @@
-//! Logging set-up: human-readable by default, JSON lines for log pipelines.
+//! Logging set-up: human-readable by default, JSON lines for log pipelines; and what every
+//! component's metrics share.
 
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
 use tracing_subscriber::EnvFilter;
+
+/// `metric`, registered as `name`: each metric is made and registered in one expression.
+pub fn registered<M: Metric + Clone>(registry: &mut Registry, name: &str, help: &str, metric: M) -> M {
+    registry.register(name, help, metric.clone());
+    metric
+}
 
 /// `moltmate_build_info{component, version} 1`: which build runs where, and, by its absence,
 /// which component is not scraped (the operator-down alert).

@@ -8,6 +8,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::telemetry::registered;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabel {
     pub outcome: &'static str,
@@ -35,23 +37,29 @@ pub struct AgentMetrics {
 
 impl AgentMetrics {
     pub fn register(registry: &mut Registry) -> Self {
-        let metrics = Self {
-            turns: Family::default(),
-            tool_calls: Family::default(),
-            llm_errors: Family::default(),
-            // 10 ms .. ~80 min: a turn is a few LLM calls and tools.
-            turn_duration: Histogram::new(exponential_buckets(0.01, 2.0, 19)),
-        };
         let r = registry.sub_registry_with_prefix("moltmate_agent");
-        r.register("turns", "Turns by outcome (answered, duplicate, model_unavailable, error)", metrics.turns.clone());
-        r.register(
-            "tool_calls",
-            "Tool calls by tool and decision (allowed, denied, error)",
-            metrics.tool_calls.clone(),
-        );
-        r.register("llm_errors", "Failed LLM requests (after retries) by kind", metrics.llm_errors.clone());
-        r.register("turn_duration_seconds", "Time from a turn's start to its reply", metrics.turn_duration.clone());
-        metrics
+        Self {
+            turns: registered(
+                r,
+                "turns",
+                "Turns by outcome (answered, duplicate, model_unavailable, error)",
+                Family::default(),
+            ),
+            tool_calls: registered(
+                r,
+                "tool_calls",
+                "Tool calls by tool and decision (allowed, denied, error)",
+                Family::default(),
+            ),
+            llm_errors: registered(r, "llm_errors", "Failed LLM requests (after retries) by kind", Family::default()),
+            // 10 ms .. ~80 min: a turn is a few LLM calls and tools.
+            turn_duration: registered(
+                r,
+                "turn_duration_seconds",
+                "Time from a turn's start to its reply",
+                Histogram::new(exponential_buckets(0.01, 2.0, 19)),
+            ),
+        }
     }
 
     pub fn turn(&self, outcome: &'static str, took: Duration) {

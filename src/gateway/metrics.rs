@@ -11,6 +11,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use super::commands::MessageOutcome;
+use crate::telemetry::registered;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabel {
@@ -35,59 +36,54 @@ pub struct GatewayMetrics {
 
 impl GatewayMetrics {
     pub fn register(registry: &mut Registry) -> Self {
-        let metrics = Self {
-            messages: Family::default(),
-            queue_depth: Family::default(),
-            latency: Histogram::new(exponential_buckets(0.01, 2.0, 16)),
-            unknown_senders: Counter::default(),
-            users: Gauge::default(),
-            confirmed: Counter::default(),
-            repeats_suppressed: Counter::default(),
-            last_poll: Gauge::default(),
-        };
-        registry.register(
-            "moltmate_gateway_messages",
-            "Telegram messages handled, by outcome",
-            metrics.messages.clone(),
-        );
-        registry.register(
-            "moltmate_gateway_routing_seconds",
-            "From receiving a message to its answer (or refusal) being sent",
-            metrics.latency.clone(),
-        );
-        registry.register(
-            "moltmate_gateway_queue_depth",
-            "Messages waiting in a user's queue behind the one being answered (users with a queue on this replica)",
-            metrics.queue_depth.clone(),
-        );
-        registry.register(
-            "moltmate_gateway_unknown_senders",
-            "Messages from senders not on the allowlist",
-            metrics.unknown_senders.clone(),
-        );
-        registry.register(
-            "moltmate_gateway_users",
-            "MoltmateUsers in the gateway's allowlist cache, those being deleted not counted: what it routes from",
-            metrics.users.clone(),
-        );
-        registry.register(
-            "moltmate_gateway_replies_confirmed",
-            "Replies sent to Telegram and recorded as delivered by their agent",
-            metrics.confirmed.clone(),
-        );
-        registry.register(
-            "moltmate_gateway_repeats_suppressed",
-            "Redelivered updates whose reply had been delivered already: nothing sent",
-            metrics.repeats_suppressed.clone(),
-        );
-        // A timestamp, not a counter: "no success for 5 minutes" is then one subtraction,
-        // right after a restart too (alert MoltmateGatewayNotPolling).
-        registry.register(
-            "moltmate_gateway_last_poll_timestamp_seconds",
-            "Unix time of the last successful getUpdates call (0 before the first, in webhook mode, and on replicas not leading)",
-            metrics.last_poll.clone(),
-        );
-        metrics
+        let r = registry.sub_registry_with_prefix("moltmate_gateway");
+        Self {
+            messages: registered(r, "messages", "Telegram messages handled, by outcome", Family::default()),
+            latency: registered(
+                r,
+                "routing_seconds",
+                "From receiving a message to its answer (or refusal) being sent",
+                Histogram::new(exponential_buckets(0.01, 2.0, 16)),
+            ),
+            queue_depth: registered(
+                r,
+                "queue_depth",
+                "Messages waiting in a user's queue behind the one being answered (users with a queue on this replica)",
+                Family::default(),
+            ),
+            unknown_senders: registered(
+                r,
+                "unknown_senders",
+                "Messages from senders not on the allowlist",
+                Counter::default(),
+            ),
+            users: registered(
+                r,
+                "users",
+                "MoltmateUsers in the gateway's allowlist cache, those being deleted not counted: what it routes from",
+                Gauge::default(),
+            ),
+            confirmed: registered(
+                r,
+                "replies_confirmed",
+                "Replies sent to Telegram and recorded as delivered by their agent",
+                Counter::default(),
+            ),
+            repeats_suppressed: registered(
+                r,
+                "repeats_suppressed",
+                "Redelivered updates whose reply had been delivered already: nothing sent",
+                Counter::default(),
+            ),
+            // A timestamp, not a counter: "no success for 5 minutes" is then one subtraction,
+            // right after a restart too (alert MoltmateGatewayNotPolling).
+            last_poll: registered(
+                r,
+                "last_poll_timestamp_seconds",
+                "Unix time of the last successful getUpdates call (0 before the first, in webhook mode, and on replicas not leading)",
+                Gauge::default(),
+            ),
+        }
     }
 
     pub fn finished(&self, outcome: MessageOutcome, seconds: f64) {
@@ -126,5 +122,33 @@ impl GatewayMetrics {
     pub fn polled(&self) {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
         self.last_poll.set(now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_metric_has_its_full_name() {
+        let mut registry = Registry::default();
+        let metrics = GatewayMetrics::register(&mut registry);
+        // A family shows once it has a series.
+        metrics.finished(MessageOutcome::QueueFull, 0.1);
+        metrics.set_queue_depths(&[("alice".into(), 1)]);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        for name in [
+            "moltmate_gateway_messages",
+            "moltmate_gateway_routing_seconds",
+            "moltmate_gateway_queue_depth",
+            "moltmate_gateway_unknown_senders",
+            "moltmate_gateway_users",
+            "moltmate_gateway_replies_confirmed",
+            "moltmate_gateway_repeats_suppressed",
+            "moltmate_gateway_last_poll_timestamp_seconds",
+        ] {
+            assert!(text.contains(&format!("# HELP {name} ")), "{name} in:\n{text}");
+        }
     }
 }

@@ -10,6 +10,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::crd::{MoltmateUser, Phase};
+use crate::telemetry::registered;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabel {
@@ -35,18 +36,18 @@ pub struct OperatorMetrics {
 
 impl OperatorMetrics {
     pub fn register(registry: &mut Registry) -> Self {
-        let metrics = Self {
-            reconciles: Family::default(),
-            reconcile_duration: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
-            writes: Family::default(),
-            users: Family::default(),
-        };
         let r = registry.sub_registry_with_prefix("moltmate_operator");
-        r.register("reconciles", "Reconciles by result (ok or error)", metrics.reconciles.clone());
-        r.register("reconcile_duration_seconds", "Time one reconcile takes", metrics.reconcile_duration.clone());
-        r.register("writes", "Writes to the API server by object kind", metrics.writes.clone());
-        r.register("users", "MoltmateUsers by phase", metrics.users.clone());
-        metrics
+        Self {
+            reconciles: registered(r, "reconciles", "Reconciles by result (ok or error)", Family::default()),
+            reconcile_duration: registered(
+                r,
+                "reconcile_duration_seconds",
+                "Time one reconcile takes",
+                Histogram::new(exponential_buckets(0.001, 2.0, 14)),
+            ),
+            writes: registered(r, "writes", "Writes to the API server by object kind", Family::default()),
+            users: registered(r, "users", "MoltmateUsers by phase", Family::default()),
+        }
     }
 
     pub fn observe_reconcile(&self, took: Duration, ok: bool) {

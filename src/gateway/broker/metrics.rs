@@ -11,6 +11,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::telemetry::registered;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabel {
     /// `chat_completions`, `models` or `fetch`.
@@ -40,35 +42,34 @@ pub struct BrokerMetrics {
 
 impl BrokerMetrics {
     pub fn register(registry: &mut Registry) -> Self {
-        let metrics = Self {
-            requests: Family::default(),
-            llm_tokens: Counter::default(),
-            user_llm_tokens: Family::default(),
-            // 1 ms .. ~4.5 min: a refusal is instant, a completion may take a minute.
-            duration: Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.001, 2.0, 19))),
-        };
         let r = registry.sub_registry_with_prefix("moltmate_broker");
-        r.register(
-            "requests",
-            "Broker requests by endpoint and decision (allowed, refused, limited, error)",
-            metrics.requests.clone(),
-        );
-        r.register(
-            "llm_tokens",
-            "LLM tokens (prompt plus completion) the provider reported, all users",
-            metrics.llm_tokens.clone(),
-        );
-        r.register(
-            "user_llm_tokens",
-            "LLM tokens (prompt plus completion) the provider reported, by user",
-            metrics.user_llm_tokens.clone(),
-        );
-        r.register(
-            "request_duration_seconds",
-            "Time to answer a broker request, by endpoint",
-            metrics.duration.clone(),
-        );
-        metrics
+        Self {
+            requests: registered(
+                r,
+                "requests",
+                "Broker requests by endpoint and decision (allowed, refused, limited, error)",
+                Family::default(),
+            ),
+            llm_tokens: registered(
+                r,
+                "llm_tokens",
+                "LLM tokens (prompt plus completion) the provider reported, all users",
+                Counter::default(),
+            ),
+            user_llm_tokens: registered(
+                r,
+                "user_llm_tokens",
+                "LLM tokens (prompt plus completion) the provider reported, by user",
+                Family::default(),
+            ),
+            // 1 ms .. ~4.5 min: a refusal is instant, a completion may take a minute.
+            duration: registered(
+                r,
+                "request_duration_seconds",
+                "Time to answer a broker request, by endpoint",
+                Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.001, 2.0, 19))),
+            ),
+        }
     }
 
     pub fn request(&self, endpoint: &'static str, decision: &'static str, took: Duration) {
