@@ -117,16 +117,13 @@ pub fn preset(profile: Profile) -> Preset {
             storage: "1Gi",
             llm: LlmLimits { requests_per_minute: 10, tokens_per_day: 100_000 },
         },
+        // Public's sandbox with a read-only workspace and half the resources.
         Profile::HighSecurity => Preset {
-            exec_security: ExecSecurity::Allowlist,
-            safe_bins: strings(READ_ONLY_BINS),
-            network: NetworkMode::None,
             workspace_access: WorkspaceAccess::Ro,
-            web_fetch: WebFetchPolicy { enabled: false, allowed_domains: Some(vec![]) },
             cpu: "250m",
             memory: "256Mi",
             storage: "512Mi",
-            llm: LlmLimits { requests_per_minute: 10, tokens_per_day: 100_000 },
+            ..preset(Profile::Public)
         },
     }
 }
