@@ -667,7 +667,7 @@ mod tests {
     use super::*;
     use crate::builders::tests::user;
     use crate::crd::Profile;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
     fn at(user: &mut MoltmateUser, seconds: i64) {
         user.metadata.creation_timestamp = Some(Time(jiff::Timestamp::from_second(seconds).unwrap()));
