@@ -112,6 +112,18 @@ pub async fn serve(addr: SocketAddr, app: Router) -> std::io::Result<SocketAddr>
     Ok(bound)
 }
 
+/// A client builder for peers spoken to in plain HTTP (agents on their pod IPs, the
+/// stand-ins), never through a proxy. reqwest still wants a TLS config to build a client: one
+/// with no roots, on ring, named here because with two providers compiled in rustls would
+/// refuse to choose.
+pub fn plain_http_client() -> Result<reqwest::ClientBuilder, rustls::Error> {
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+    Ok(reqwest::Client::builder().tls_backend_preconfigured(tls).no_proxy())
+}
+
 /// Why a capped read of an HTTP answer stopped.
 #[derive(Debug)]
 pub enum CappedRead {

@@ -13,7 +13,6 @@ use std::collections::HashMap;
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -176,15 +175,8 @@ struct Control {
 
 impl Control {
     fn new(base: &str) -> Result<Self, ChatError> {
-        // Plain HTTP, but reqwest still wants a TLS config; ring, as everywhere in this crate.
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
+        let http = crate::http::plain_http_client()
             .map_err(|e| ChatError::Setup(e.to_string()))?
-            .with_root_certificates(rustls::RootCertStore::empty())
-            .with_no_client_auth();
-        let http = reqwest::Client::builder()
-            .tls_backend_preconfigured(tls)
-            .no_proxy()
             .connect_timeout(Duration::from_secs(5))
             .build()
             .map_err(|e| ChatError::Setup(e.to_string()))?;

@@ -638,12 +638,7 @@ mod tests {
     #[tokio::test]
     async fn answers_in_the_wire_format_and_checks_the_key() {
         let standin = LlmStandIn::start("127.0.0.1:0".parse().unwrap(), Some("sk-test".into())).await.unwrap();
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(rustls::RootCertStore::empty())
-            .with_no_client_auth();
-        let client = reqwest::Client::builder().tls_backend_preconfigured(tls).build().unwrap();
+        let client = crate::http::plain_http_client().unwrap().build().unwrap();
         let url = format!("{}/chat/completions", standin.url());
         let body = json!({"model": "m", "messages": [{"role": "user", "content": "/tool exec ls"}]});
         let denied = client.post(&url).bearer_auth("wrong").json(&body).send().await.unwrap();

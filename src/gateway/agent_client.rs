@@ -2,7 +2,6 @@
 //! failures that mean "not yet" (no connection, or 503) after looking the address up again.
 
 use std::net::IpAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
@@ -57,17 +56,9 @@ pub struct AgentClient {
 
 impl AgentClient {
     pub fn new(port: u16, timeout: Duration) -> Result<Self, AgentError> {
-        // Agents speak plain HTTP; a TLS config is still needed to build the client, and we
-        // pick ring explicitly (two providers compiled in would make rustls refuse to choose).
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
+        // Pod IPs are reached directly, never through an egress proxy.
+        let http = crate::http::plain_http_client()
             .map_err(|e| AgentError::Setup(e.to_string()))?
-            .with_root_certificates(rustls::RootCertStore::empty())
-            .with_no_client_auth();
-        let http = reqwest::Client::builder()
-            .tls_backend_preconfigured(tls)
-            // Pod IPs are reached directly, never through an egress proxy.
-            .no_proxy()
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(5))
             .timeout(timeout)
