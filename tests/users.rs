@@ -13,6 +13,7 @@ use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod};
 use kube::api::{Api, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use moltmates::MoltmateUser;
+use moltmates::dev::llm::Scripted;
 use moltmates::dev::telegram::{StatsCondition, TelegramStandIn};
 use moltmates::gateway::resets::RESET_NOTICE;
 use serde_json::{Value, json};
@@ -276,4 +277,71 @@ async fn users_are_listed_and_a_reset_wipes_the_workspace_and_keeps_the_user() {
     wait_phase(&client, "rory", "Ready", Duration::from_secs(30)).await;
     wait_text(&tg, RORY, RESET_NOTICE, Duration::from_secs(30)).await;
     eprintln!("users test took {:?}", started.elapsed());
+}
+
+/// A person sees what their assistant remembers and has a note forgotten; a memory past its
+/// bound has its oldest notes summarised into one, and the person is told.
+#[tokio::test]
+async fn a_person_lists_and_forgets_notes_and_a_full_memory_is_summarised_with_a_notice() {
+    let Stack { env, client, llm, tg, broker_port } = Stack::up("memory").await;
+    let _node = env.spawn_agent_node(&format!("http://127.0.0.1:{broker_port}"));
+    let _operator = env.spawn_operator("operator", free_port());
+    let _gateway = GatewayCommand::against(&env, &tg, &llm, broker_port).spawn(&env);
+    apply_user(&client, &user_manifest("rory", RORY, json!({ "profile": "personal" }))).await.unwrap();
+    wait_phase(&client, "rory", "Ready", Duration::from_secs(30)).await;
+
+    tg.inject_text(RORY, "/memory").unwrap();
+    wait_text(&tg, RORY, "I have no notes about you yet", Duration::from_secs(30)).await;
+    tg.inject_text(RORY, "/tool remember rory takes tea with lemon").unwrap();
+    tg.inject_text(RORY, "/tool remember rory's sister is called Jo").unwrap();
+    tg.inject_text(RORY, "/memory").unwrap();
+    let listed = wait_text(&tg, RORY, "What I remember (2 notes", Duration::from_secs(30)).await;
+    let listing = listed.iter().find(|t| t.starts_with("What I remember")).unwrap();
+    assert!(listing.contains("1. rory takes tea with lemon (") && listing.contains("2. rory's sister is called Jo ("));
+
+    // Forgotten at once, and for good: the file no longer has it.
+    tg.inject_text(RORY, "/forget 1").unwrap();
+    wait_text(&tg, RORY, "Forgotten: rory takes tea with lemon", Duration::from_secs(30)).await;
+    let workspace = volume_dir(&client, "rory").await;
+    let memory = std::fs::read_to_string(workspace.join("MEMORY.md")).unwrap();
+    assert!(!memory.contains("lemon") && memory.contains("sister is called Jo"), "{memory}");
+    tg.inject_text(RORY, "/forget 7").unwrap();
+    wait_text(&tg, RORY, "there is no note number 7", Duration::from_secs(30)).await;
+    tg.inject_text(RORY, "/forget").unwrap();
+    wait_text(&tg, RORY, "/forget 2", Duration::from_secs(30)).await;
+
+    // Months of notes (as the remember tool writes them), then one more.
+    let old: String =
+        (1..=120).map(|i| format!("- 2026-06-{:02}: old note {i:03} {}\n", i % 28 + 1, "x".repeat(60))).collect();
+    std::fs::write(workspace.join("MEMORY.md"), format!("{old}{memory}")).unwrap();
+    llm.script([
+        Scripted::ToolCall {
+            name: "remember".into(),
+            arguments: json!({ "text": "rory moved to Leeds" }),
+            total_tokens: None,
+        },
+        Scripted::Reply { content: "Noted: Leeds.".into(), total_tokens: None },
+        Scripted::Reply { content: "All through June, Rory kept short notes.".into(), total_tokens: None },
+    ]);
+    tg.inject_text(RORY, "I moved to Leeds").unwrap();
+    let replies = wait_text(&tg, RORY, "so I summarised", Duration::from_secs(30)).await;
+    assert!(replies.iter().any(|r| r.starts_with("Noted: Leeds.\n\n(My memory was getting full")), "{replies:?}");
+    let memory = std::fs::read_to_string(workspace.join("MEMORY.md")).unwrap();
+    assert!(memory.len() <= 8 * 1024, "back under the bound: {} bytes", memory.len());
+    let first = memory.lines().next().unwrap();
+    assert!(first.contains("(summary of ") && first.ends_with("All through June, Rory kept short notes."), "{memory}");
+    assert!(
+        memory.contains("old note 120") && memory.contains("sister is called Jo") && memory.contains("moved to Leeds")
+    );
+    assert!(!memory.contains("old note 001 "), "the oldest are in the summary now: {memory}");
+    // The summary was the model's, through the broker, with rory's token.
+    assert!(llm.requests().iter().any(|r| r.body.to_string().contains("old note 001")), "asked to summarise");
+    let before = texts(&tg, RORY).len();
+    tg.inject_text(RORY, "/memory").unwrap();
+    let listing = wait_until("the new listing", Duration::from_secs(30), || async {
+        let listing = texts(&tg, RORY)[before..].join("\n");
+        listing.contains("Send /forget N").then_some(listing)
+    })
+    .await;
+    assert!(listing.contains("\n1. (summary of 52 older notes") && listing.contains("moved to Leeds ("), "{listing}");
 }

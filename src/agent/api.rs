@@ -11,6 +11,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use super::notes::Note;
+
 use crate::profile::ResolvedProfile;
 
 /// Telegram allows 4096 characters in a message; this leaves room for any encoding of them.
@@ -138,6 +140,22 @@ impl<'de> Deserialize<'de> for ReportedProfile {
             Err(_) => ReportedProfile::Named(name),
         })
     }
+}
+
+/// `GET /v1/memory`: the notes in MEMORY.md, oldest first, and the file's size.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MemoryResponse {
+    pub notes: Vec<Note>,
+    pub bytes: u64,
+    /// Past this size the oldest notes are summarised into one.
+    pub fold_at_bytes: u64,
+}
+
+/// `DELETE /v1/memory/{number}`: the note that was removed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ForgetResponse {
+    pub forgotten: Note,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -14,6 +14,7 @@ pub mod history;
 pub mod isolation;
 pub mod llm;
 pub mod metrics;
+pub mod notes;
 pub mod prompt;
 pub mod server;
 pub mod service;

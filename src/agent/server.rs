@@ -9,7 +9,7 @@ use axum::extract::{DefaultBodyLimit, Path, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
@@ -18,7 +18,8 @@ use tokio::sync::OwnedMutexGuard;
 use tracing::{Instrument, error, info, warn};
 
 use super::api::{BODY_MAX, ErrorBody, TurnRequest, TurnResponse};
-use super::service::Agent;
+use super::files::FileError;
+use super::service::{Agent, ForgetError};
 use super::store::SessionStore;
 
 pub fn router(agent: Arc<Agent>) -> Router {
@@ -27,6 +28,8 @@ pub fn router(agent: Arc<Agent>) -> Router {
         .route("/v1/turn/{update_id}/delivered", post(delivered))
         .route("/v1/reset", post(reset))
         .route("/v1/status", get(status))
+        .route("/v1/memory", get(memory))
+        .route("/v1/memory/{number}", delete(forget))
         .layer(middleware::from_fn_with_state(agent.clone(), require_token))
         .layer(DefaultBodyLimit::max(BODY_MAX))
         .with_state(agent)
@@ -129,6 +132,26 @@ async fn reset(State(agent): State<Arc<Agent>>) -> Response {
 
 async fn status(State(agent): State<Arc<Agent>>) -> Response {
     Json(agent.status().await).into_response()
+}
+
+/// The notes in MEMORY.md, read between turns (a turn may be writing one).
+async fn memory(State(agent): State<Arc<Agent>>) -> Response {
+    let _turn_lock = agent.session.clone().lock_owned().await;
+    match agent.memory().await {
+        Ok(memory) => Json(memory).into_response(),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
+}
+
+/// Remove one note, between turns.
+async fn forget(State(agent): State<Arc<Agent>>, Path(number): Path<usize>) -> Response {
+    let _turn_lock = agent.session.clone().lock_owned().await;
+    match agent.forget(number).await {
+        Ok(forgotten) => Json(forgotten).into_response(),
+        Err(e @ ForgetError::NoSuchNote(_)) => error(StatusCode::NOT_FOUND, e.to_string()),
+        Err(ForgetError::File(e @ FileError::Denied(_))) => error(StatusCode::FORBIDDEN, e.to_string()),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
 }
 
 #[cfg(test)]

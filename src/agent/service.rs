@@ -6,22 +6,45 @@ use std::time::Instant;
 use tokio::sync::Mutex;
 use tracing::{info, warn};
 
-use super::api::{ReportedProfile, ResetResponse, StatusResponse, TurnRequest, TurnResponse, TurnStatus};
+use super::api::{
+    ForgetResponse, MemoryResponse, ReportedProfile, ResetResponse, StatusResponse, TurnRequest, TurnResponse,
+    TurnStatus,
+};
 use super::config::Config;
+use super::files::FileError;
+use super::history::Message;
+use super::llm::ChatModel;
 use super::llm::LlmClient;
 use super::metrics::AgentMetrics;
+use super::notes::{self, Note};
 use super::prompt::{PromptInput, system_prompt};
 use super::session::Record;
 use super::store::{SessionStore, StoreError};
 use super::tools::Tools;
 use super::turn::{self, Limits, LoopError, Plan};
-use super::workspace::Workspace;
+use super::workspace::{MEMORY_PROMPT_MAX, Workspace};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TurnError {
     #[error("the conversation history could not be saved: {0}")]
     Store(#[from] StoreError),
 }
+
+/// Why a note could not be forgotten.
+#[derive(Debug, thiserror::Error)]
+pub enum ForgetError {
+    #[error("there is no note number {0}; /memory lists them")]
+    NoSuchNote(usize),
+    #[error(transparent)]
+    File(#[from] FileError),
+}
+
+/// What the model is asked when the oldest notes are folded into one.
+const SUMMARY_SYSTEM: &str = "You keep a person's notes for their assistant. Summarise the notes \
+you are given into one short paragraph of at most 600 characters that keeps every fact, name, date \
+and preference. Answer with the summary only.";
+/// A summary longer than this is cut: it must fit in one note.
+const SUMMARY_MAX: usize = 1500;
 
 pub struct Agent {
     pub config: Config,
@@ -94,6 +117,10 @@ impl Agent {
         let outcome = turn::run(&self.model, &self.tools, store, &system, limits).await;
         let response = match outcome {
             Ok(reply) => {
+                let reply = match self.fold_memory().await {
+                    Some(notice) => format!("{reply}\n\n{notice}"),
+                    None => reply,
+                };
                 if let Err(e) = store.record_reply(update_id, &reply) {
                     self.metrics.turn("error", started.elapsed());
                     return Err(e.into());
@@ -135,6 +162,79 @@ impl Agent {
             writable: self.workspace.writable(),
             now: &now,
         })
+    }
+
+    /// Past its bound, MEMORY.md's oldest notes become one summary written by the model, so
+    /// that the model sees all it remembers; the notice tells the person. Nothing is lost if
+    /// the model cannot summarise now: the notes stay, and the next turn tries again.
+    async fn fold_memory(&self) -> Option<String> {
+        if !self.workspace.writable() {
+            return None;
+        }
+        let user = self.config.user.as_str();
+        let text = self.blocking(|ws| ws.memory_text()).await.ok()?;
+        let (kept, folded) = notes::fold_oldest(&text, MEMORY_PROMPT_MAX, MEMORY_PROMPT_MAX * 3 / 4)?;
+        let listing = folded.iter().map(|n| format!("- {}", n.text)).collect::<Vec<_>>().join("\n");
+        let summary = match self.model.complete(SUMMARY_SYSTEM, &[Message::User { text: listing }], &[]).await {
+            Ok(reply) => reply.content.unwrap_or_default(),
+            Err(e) => {
+                warn!(user, error = %e, "memory is over its bound and could not be summarised now");
+                return None;
+            }
+        };
+        let summary: String = summary
+            .trim()
+            .chars()
+            .scan(0, |bytes, c| {
+                *bytes += c.len_utf8();
+                (*bytes <= SUMMARY_MAX).then_some(c)
+            })
+            .collect();
+        if summary.is_empty() {
+            warn!(user, "the model gave an empty summary of the oldest notes; they stay as they are");
+            return None;
+        }
+        let today = jiff::Timestamp::now().strftime("%Y-%m-%d").to_string();
+        let next = notes::with_summary(&kept, &folded, &summary, &today);
+        if let Err(e) = self.blocking(move |ws| ws.replace_memory(&next)).await {
+            warn!(user, error = %e, "could not write the summarised memory");
+            return None;
+        }
+        info!(user, folded = folded.len(), "oldest notes summarised into one");
+        Some(format!(
+            "(My memory was getting full, so I summarised {} older notes into one. /memory shows what I keep.)",
+            folded.len()
+        ))
+    }
+
+    /// The notes in MEMORY.md. The caller holds the turn lock.
+    pub async fn memory(&self) -> Result<MemoryResponse, FileError> {
+        let text = self.blocking(|ws| ws.memory_text()).await?;
+        Ok(MemoryResponse {
+            notes: notes::notes(&text),
+            bytes: text.len() as u64,
+            fold_at_bytes: MEMORY_PROMPT_MAX as u64,
+        })
+    }
+
+    /// Remove note `number` from MEMORY.md. The caller holds the turn lock.
+    pub async fn forget(&self, number: usize) -> Result<ForgetResponse, ForgetError> {
+        let text = self.blocking(|ws| ws.memory_text()).await?;
+        let (kept, forgotten): (String, Note) = notes::forget(&text, number).ok_or(ForgetError::NoSuchNote(number))?;
+        self.blocking(move |ws| ws.replace_memory(&kept)).await?;
+        info!(user = %self.config.user, number, "note forgotten at the person's request");
+        Ok(ForgetResponse { forgotten })
+    }
+
+    /// Workspace I/O off the async threads.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Workspace) -> Result<T, FileError> + Send + 'static,
+    ) -> Result<T, FileError> {
+        let workspace = self.workspace.clone();
+        tokio::task::spawn_blocking(move || work(&workspace))
+            .await
+            .unwrap_or_else(|e| Err(FileError::Failed(format!("workspace task failed: {e}"))))
     }
 
     pub fn reset(&self, store: &mut SessionStore) -> Result<ResetResponse, TurnError> {

@@ -183,6 +183,43 @@ impl Workspace {
         Ok(entry.len())
     }
 
+    /// All of MEMORY.md (empty if there is none).
+    pub fn memory_text(&self) -> Result<String, FileError> {
+        match files::open_file_in(self.fd.as_fd(), MEMORY, MEMORY, OFlags::RDONLY) {
+            Ok((file, _)) => {
+                let mut bytes = Vec::new();
+                file.take(MEMORY_MAX * 2)
+                    .read_to_end(&mut bytes)
+                    .map_err(|e| FileError::Failed(format!("MEMORY.md: {e}")))?;
+                Ok(String::from_utf8_lossy(&bytes).into_owned())
+            }
+            Err(_) if !self.exists(MEMORY) => Ok(String::new()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Replace MEMORY.md whole: written beside it, synced, then renamed over it, so a crash
+    /// leaves the old file or the new one, never half of either.
+    pub fn replace_memory(&self, text: &str) -> Result<(), FileError> {
+        if !self.writable {
+            return Err(FileError::Denied(
+                "the workspace is read-only (workspaceAccess: ro); memory cannot be changed".into(),
+            ));
+        }
+        const NEXT: &str = "MEMORY.md.next";
+        let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let failed = |e: std::io::Error| FileError::Failed(format!("MEMORY.md: {e}"));
+        let fd = openat(self.fd.as_fd(), NEXT, flags, Mode::from_raw_mode(0o644)).map_err(|e| failed(e.into()))?;
+        let mut file = std::fs::File::from(fd);
+        file.write_all(text.as_bytes()).and_then(|()| file.sync_all()).map_err(failed)?;
+        rustix::fs::renameat(self.fd.as_fd(), NEXT, self.fd.as_fd(), MEMORY).map_err(|e| failed(e.into()))?;
+        rustix::fs::fsync(self.fd.as_fd()).map_err(|e| failed(e.into()))
+    }
+
+    fn exists(&self, name: &str) -> bool {
+        rustix::fs::statat(self.fd.as_fd(), name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW).is_ok()
+    }
+
     /// Bytes used by regular files in the workspace (bounded walk, links not followed).
     pub fn bytes_used(&self) -> u64 {
         files::usage(self.fd.as_fd(), 200_000)
@@ -233,8 +270,25 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let ws = Workspace::open(dir.path(), false).unwrap();
         assert!(matches!(ws.remember("x", "t"), Err(FileError::Denied(_))));
+        assert!(matches!(ws.replace_memory("- t: x\n"), Err(FileError::Denied(_))));
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
         assert_eq!(ws.soul(), SOUL_TEMPLATE);
+        assert_eq!(ws.memory_text().unwrap(), "", "no MEMORY.md reads as no notes");
+    }
+
+    #[test]
+    fn memory_is_replaced_whole_and_never_through_a_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let ws = Workspace::open(dir.path(), true).unwrap();
+        ws.remember("likes tea", "2026-12-01").unwrap();
+        ws.replace_memory("- 2026-12-02: likes coffee now\n").unwrap();
+        assert_eq!(ws.memory_text().unwrap(), "- 2026-12-02: likes coffee now\n");
+        assert!(!dir.path().join("MEMORY.md.next").exists(), "renamed into place");
+        // A link planted where the new file is written first is replaced, not written through.
+        let outside = tempfile::NamedTempFile::new().unwrap();
+        std::os::unix::fs::symlink(outside.path(), dir.path().join("MEMORY.md.next")).unwrap();
+        assert!(ws.replace_memory("- x: y\n").is_err());
+        assert_eq!(std::fs::read_to_string(outside.path()).unwrap(), "", "nothing written outside");
     }
 
     #[test]

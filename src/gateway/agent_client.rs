@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
-use crate::agent::api::{ResetResponse, StatusResponse, TurnResponse};
+use crate::agent::api::{ErrorBody, ForgetResponse, MemoryResponse, ResetResponse, StatusResponse, TurnResponse};
 use crate::http::CappedRead;
 
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +27,14 @@ pub enum AgentError {
 }
 
 impl AgentError {
+    /// The agent's own words for a refusal meant for the person (no such note, read-only
+    /// workspace), as opposed to a failure.
+    pub fn refusal(&self) -> Option<String> {
+        let AgentError::Status { status: 403 | 404, body } = self else { return None };
+        let error: ErrorBody = serde_json::from_str(body).ok()?;
+        Some(error.error)
+    }
+
     /// Worth another try after a pause: nothing reached the agent, or it asked for a retry.
     pub fn is_retryable(&self) -> bool {
         match self {
@@ -97,6 +105,14 @@ impl AgentClient {
 
     pub async fn status(&self, ip: IpAddr, token: &str) -> Result<StatusResponse, AgentError> {
         self.call(ip, token, reqwest::Method::GET, "/v1/status", None, None).await
+    }
+
+    pub async fn memory(&self, ip: IpAddr, token: &str) -> Result<MemoryResponse, AgentError> {
+        self.call(ip, token, reqwest::Method::GET, "/v1/memory", None, None).await
+    }
+
+    pub async fn forget(&self, ip: IpAddr, token: &str, number: usize) -> Result<ForgetResponse, AgentError> {
+        self.call(ip, token, reqwest::Method::DELETE, &format!("/v1/memory/{number}"), None, None).await
     }
 
     async fn call<T: DeserializeOwned>(

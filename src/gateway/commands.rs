@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use super::broker::usage::UsageFigures;
 use super::directory::Route;
+use crate::agent::api::MemoryResponse;
 use crate::profile::LlmLimits;
 
 /// The bot's commands, as registered with setMyCommands.
@@ -15,6 +16,8 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ("reset", "Start a new conversation"),
     ("status", "Your assistant's profile and state"),
     ("usage", "Your usage today and this month"),
+    ("memory", "What your assistant remembers"),
+    ("forget", "Forget a note: /forget N"),
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,6 +28,8 @@ pub enum Command {
     Reset,
     Status,
     Usage,
+    Memory,
+    Forget,
 }
 
 /// `/cmd`, `/cmd@this_bot` or `/cmd args`; a command addressed to another bot is not ours.
@@ -46,6 +51,8 @@ pub fn parse_command(text: &str, bot_username: Option<&str>) -> Option<Command> 
         "reset" => Some(Command::Reset),
         "status" => Some(Command::Status),
         "usage" => Some(Command::Usage),
+        "memory" => Some(Command::Memory),
+        "forget" => Some(Command::Forget),
         _ => None,
     }
 }
@@ -66,6 +73,9 @@ pub enum Work {
     Turn(String),
     Reset,
     Status,
+    Memory,
+    /// Remove this note (its number in `/memory`).
+    Forget(usize),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,13 +137,49 @@ pub fn decide(message: &Incoming, route: Route, allow_groups: bool, bot_username
             Some(Command::Reset) => Action::Forward { user, uid, work: Work::Reset },
             Some(Command::Status) => Action::Forward { user, uid, work: Work::Status },
             Some(Command::Usage) => Action::Usage { user },
+            Some(Command::Memory) => Action::Forward { user, uid, work: Work::Memory },
+            Some(Command::Forget) => match note_number(&message.text) {
+                Some(number) => Action::Forward { user, uid, work: Work::Forget(number) },
+                None => Action::Reply { text: FORGET_HOW.to_string(), outcome: MessageOutcome::Command },
+            },
             Some(Command::WhoAmI) | None => Action::Forward { user, uid, work: Work::Turn(message.text.clone()) },
         },
     }
 }
 
 pub const HELP: &str = "Hi! I pass your messages to your own AI assistant, which keeps its own notes and files.\n\n\
-/reset starts a new conversation\n/status shows your assistant's profile and state\n/usage shows what you used today and this month\n/whoami shows your Telegram id";
+/reset starts a new conversation\n/status shows your assistant's profile and state\n/usage shows what you used today and this month\n/memory shows what your assistant remembers, /forget N removes a note\n\
+/whoami shows your Telegram id";
+
+pub const FORGET_HOW: &str = "Send /forget and a note's number, for example /forget 2. /memory lists the notes.";
+
+/// The number in `/forget 2`.
+fn note_number(text: &str) -> Option<usize> {
+    let mut words = text.split_whitespace().skip(1);
+    let number = words.next()?.trim_start_matches('#').parse().ok().filter(|&n| n > 0)?;
+    words.next().is_none().then_some(number)
+}
+
+/// `/memory`: the notes, numbered as `/forget` takes them.
+pub fn memory_text(memory: &MemoryResponse) -> String {
+    if memory.notes.is_empty() {
+        return "I have no notes about you yet. Tell me something worth keeping and I will remember it.".to_string();
+    }
+    let mut text = format!(
+        "What I remember ({} notes, {:.1} KiB; past {} KiB the oldest are summarised into one):\n",
+        memory.notes.len(),
+        memory.bytes as f64 / 1024.0,
+        memory.fold_at_bytes / 1024
+    );
+    for note in &memory.notes {
+        match &note.date {
+            Some(date) => text.push_str(&format!("\n{}. {} ({date})", note.number, note.text)),
+            None => text.push_str(&format!("\n{}. {}", note.number, note.text)),
+        }
+    }
+    text.push_str("\n\nSend /forget N to remove a note.");
+    text
+}
 
 /// `/usage`: the person's figures against their profile's limits.
 pub fn usage_text(figures: &UsageFigures, limits: &LlmLimits) -> String {
@@ -247,6 +293,16 @@ mod tests {
         assert_eq!(decide(&msg("/status", true), agent(), false, None), forward(Work::Status));
         assert_eq!(decide(&msg("/usage", true), agent(), false, None), Action::Usage { user: "al".into() });
         assert_eq!(decide(&msg("/usage", true), Route::Unknown, false, None), Action::Refuse);
+        assert_eq!(decide(&msg("/memory", true), agent(), false, None), forward(Work::Memory));
+        assert_eq!(decide(&msg("/forget 2", true), agent(), false, None), forward(Work::Forget(2)));
+        assert_eq!(decide(&msg("/forget #3", true), agent(), false, None), forward(Work::Forget(3)));
+        for bad in ["/forget", "/forget 0", "/forget two", "/forget 1 2", "/forget -1"] {
+            assert_eq!(
+                decide(&msg(bad, true), agent(), false, None),
+                Action::Reply { text: FORGET_HOW.into(), outcome: MessageOutcome::Command },
+                "{bad}"
+            );
+        }
         assert!(matches!(
             decide(&msg("/help", true), agent(), false, None),
             Action::Reply { outcome: MessageOutcome::Command, .. }
@@ -271,6 +327,21 @@ mod tests {
         let over = UsageFigures { tokens_today: 250_000, ..UsageFigures::default() };
         assert!(usage_text(&over, &limits).contains("(100%)"));
         assert_eq!([thousands(0), thousands(999), thousands(1000)], ["0", "999", "1,000"]);
+    }
+
+    #[test]
+    fn memory_lists_numbered_notes() {
+        let memory: MemoryResponse = serde_json::from_value(serde_json::json!({
+            "notes": [{"number": 1, "date": "2026-11-01", "text": "likes tea"}, {"number": 2, "date": null, "text": "a heading note"}],
+            "bytes": 2048, "fold_at_bytes": 8192
+        }))
+        .unwrap();
+        assert_eq!(
+            memory_text(&memory),
+            "What I remember (2 notes, 2.0 KiB; past 8 KiB the oldest are summarised into one):\n\n\
+             1. likes tea (2026-11-01)\n2. a heading note\n\nSend /forget N to remove a note."
+        );
+        assert!(memory_text(&MemoryResponse::default()).starts_with("I have no notes"));
     }
 
     #[test]

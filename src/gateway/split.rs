@@ -3,7 +3,8 @@
 //! Telegram refuses a message longer than 4096 characters, counting as it does in UTF-16
 //! code units (an emoji outside the BMP is two). We cut at the last paragraph break that
 //! fits, else the last line break, else the last space, else anywhere between characters
-//! (never inside one). Whitespace at a cut is dropped: Telegram trims it anyway.
+//! (never inside one), preferring a break past the first quarter of what fits, so that a part
+//! is never just a heading. Whitespace at a cut is dropped: Telegram trims it anyway.
 
 use std::ops::Range;
 
@@ -46,9 +47,11 @@ pub fn split_ranges(text: &str, limit: usize) -> Vec<Range<usize>> {
         // At least one character, so that a limit below one character's width still advances.
         let first = rest.chars().next().map_or(0, char::len_utf8);
         let window = &rest[..fitting_prefix(rest, limit).max(first)];
+        // The strongest break past the window's first quarter; failing that, the last anywhere.
         let cut = ["\n\n", "\n", " "]
             .iter()
-            .filter_map(|sep| window.rfind(sep).filter(|&at| at > 0))
+            .filter_map(|sep| window.rfind(sep).filter(|&at| at >= window.len() / 4))
+            .chain(["\n\n", "\n", " "].iter().filter_map(|sep| window.rfind(sep).filter(|&at| at > 0)))
             .next()
             .unwrap_or(window.len());
         let head = rest[..cut].trim_end();
@@ -84,6 +87,14 @@ mod tests {
     fn short_text_is_one_message() {
         assert_eq!(check("hello", 4096), ["hello"]);
         assert!(split_message("   \n ", 4096).is_empty());
+    }
+
+    #[test]
+    fn a_heading_is_not_a_part_of_its_own() {
+        let list: String = (1..=60).map(|i| format!("{i}. a note of some length\n")).collect();
+        let text = format!("Notes:\n\n{list}");
+        let parts = split_message(&text, 400);
+        assert!(parts[0].starts_with("Notes:\n\n1. a note") && parts[0].encode_utf16().count() > 300, "{parts:?}");
     }
 
     #[test]

@@ -36,8 +36,9 @@ pub struct Job {
 
 /// What the agent's answer asks the gateway to do.
 enum Answer {
-    /// Send this; `confirm`: tell the agent once Telegram has it (turns, not commands).
-    Text { text: String, confirm: bool },
+    /// Send this; `confirm`: tell the agent once Telegram has it (turns, not commands);
+    /// `markdown`: the model's words, shown formatted (the gateway's own are plain text).
+    Text { text: String, confirm: bool, markdown: bool },
     /// The reply went out before a restart and was confirmed: send nothing.
     AlreadyDelivered,
 }
@@ -100,14 +101,14 @@ impl Worker {
                 other => break (ip, other),
             }
         };
-        let (text, confirm) = match answer {
+        let (text, confirm, markdown) = match answer {
             Ok(Answer::AlreadyDelivered) => {
                 tracing::info!(user, update_id, "repeated update whose reply was delivered before: nothing sent");
                 self.metrics.repeat_suppressed();
                 return MessageOutcome::Answered;
             }
-            Ok(Answer::Text { text, confirm }) => {
-                (if text.trim().is_empty() { "(no answer)".to_string() } else { text }, confirm)
+            Ok(Answer::Text { text, confirm, markdown }) => {
+                (if text.trim().is_empty() { "(no answer)".to_string() } else { text }, confirm, markdown)
             }
             Err(e) => {
                 tracing::warn!(user, update_id, error = %e, "agent call failed");
@@ -115,7 +116,12 @@ impl Worker {
                 return MessageOutcome::AgentUnavailable;
             }
         };
-        match self.outbox.send_reply(job.chat_id, &text).await {
+        let sent = if markdown {
+            self.outbox.send_reply(job.chat_id, &text).await
+        } else {
+            self.outbox.send_text(job.chat_id, &text).await
+        };
+        match sent {
             // Recorded by the agent, so that a redelivery after a crash sends nothing. Only a
             // crash between Telegram's answer and this call can still repeat a reply.
             Ok(()) if confirm => match self.agents.delivered(ip, &token, update_id).await {
@@ -148,15 +154,35 @@ impl Worker {
                     TurnStatus::Answered => true,
                     TurnStatus::ModelUnavailable => false,
                 };
-                Ok(Answer::Text { text: reply.reply, confirm })
+                Ok(Answer::Text { text: reply.reply, confirm, markdown: true })
             }
             Work::Reset => self.agents.reset(ip, token).await.map(|r| Answer::Text {
                 text: format!("New conversation started (session {}).", r.session_id),
                 confirm: false,
+                markdown: false,
             }),
-            Work::Status => {
-                self.agents.status(ip, token).await.map(|s| Answer::Text { text: status_text(&s), confirm: false })
-            }
+            Work::Status => self.agents.status(ip, token).await.map(|s| Answer::Text {
+                text: status_text(&s),
+                confirm: false,
+                markdown: false,
+            }),
+            Work::Memory => self.agents.memory(ip, token).await.map(|m| Answer::Text {
+                text: commands::memory_text(&m),
+                confirm: false,
+                markdown: false,
+            }),
+            Work::Forget(number) => match self.agents.forget(ip, token, *number).await {
+                Ok(gone) => Ok(Answer::Text {
+                    text: format!("Forgotten: {}", gone.forgotten.text),
+                    confirm: false,
+                    markdown: false,
+                }),
+                // No such note, or a read-only workspace: the agent says so, for the person.
+                Err(e) => match e.refusal() {
+                    Some(text) => Ok(Answer::Text { text, confirm: false, markdown: false }),
+                    None => Err(e),
+                },
+            },
         }
     }
 
