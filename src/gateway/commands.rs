@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use super::directory::Route;
+use super::reminders::chat as reminders;
 
 /// The bot's commands, as registered with setMyCommands.
 pub const COMMANDS: &[(&str, &str)] = &[
@@ -12,6 +13,8 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ("whoami", "Your Telegram id (send it to the admin for access)"),
     ("reset", "Start a new conversation"),
     ("status", "Your assistant's profile and state"),
+    ("reminders", "Your reminders (/reminders cancel 3 cancels one)"),
+    ("timezone", "Your time zone for reminders, e.g. /timezone Europe/Berlin"),
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,6 +24,8 @@ pub enum Command {
     WhoAmI,
     Reset,
     Status,
+    Reminders,
+    Timezone,
 }
 
 /// `/cmd`, `/cmd@this_bot` or `/cmd args`; a command addressed to another bot is not ours.
@@ -41,8 +46,16 @@ pub fn parse_command(text: &str, bot_username: Option<&str>) -> Option<Command> 
         "whoami" => Some(Command::WhoAmI),
         "reset" => Some(Command::Reset),
         "status" => Some(Command::Status),
+        "reminders" => Some(Command::Reminders),
+        "timezone" => Some(Command::Timezone),
         _ => None,
     }
+}
+
+/// What follows the command word.
+fn command_args(text: &str) -> &str {
+    let text = text.trim_start();
+    text.find(char::is_whitespace).map_or("", |at| &text[at..])
 }
 
 /// A text message as the gateway sees it.
@@ -73,6 +86,8 @@ pub enum Action {
     Refuse,
     /// Into the user's queue.
     Forward { user: String, uid: String, work: Work },
+    /// A reminders or time zone command: answered from the store, no agent needed.
+    Reminders { user: String, request: reminders::Request },
 }
 
 /// How a message ended, for metrics.
@@ -119,13 +134,21 @@ pub fn decide(message: &Incoming, route: Route, allow_groups: bool, bot_username
             }
             Some(Command::Reset) => Action::Forward { user, uid, work: Work::Reset },
             Some(Command::Status) => Action::Forward { user, uid, work: Work::Status },
+            Some(Command::Reminders) => {
+                Action::Reminders { user, request: reminders::parse_reminders(command_args(&message.text)) }
+            }
+            Some(Command::Timezone) => {
+                Action::Reminders { user, request: reminders::parse_timezone(command_args(&message.text)) }
+            }
             Some(Command::WhoAmI) | None => Action::Forward { user, uid, work: Work::Turn(message.text.clone()) },
         },
     }
 }
 
 pub const HELP: &str = "Hi! I pass your messages to your own AI assistant, which keeps its own notes and files.\n\n\
-/reset starts a new conversation\n/status shows your assistant's profile and state\n/whoami shows your Telegram id";
+/reset starts a new conversation\n/status shows your assistant's profile and state\n\
+/reminders lists your reminders (ask your assistant to set one: \"remind me tomorrow at 8 to call mum\")\n\
+/timezone Europe/Berlin sets your time zone\n/whoami shows your Telegram id";
 
 pub fn whoami_text(id: i64) -> String {
     format!("Your Telegram id is {id}.")
@@ -206,6 +229,17 @@ mod tests {
         assert_eq!(decide(&msg("hi", false), agent(), true, None), forward(Work::Turn("hi".into())));
         assert_eq!(decide(&msg("/reset", true), agent(), false, None), forward(Work::Reset));
         assert_eq!(decide(&msg("/status", true), agent(), false, None), forward(Work::Status));
+        let reminders = |request| Action::Reminders { user: "al".into(), request };
+        assert_eq!(decide(&msg("/reminders", true), agent(), false, None), reminders(reminders::Request::List));
+        assert_eq!(
+            decide(&msg("/reminders cancel 2", true), agent(), false, None),
+            reminders(reminders::Request::Cancel(2))
+        );
+        assert_eq!(
+            decide(&msg("/timezone@MoltBot Asia/Tokyo", true), agent(), false, Some("moltbot")),
+            reminders(reminders::Request::SetTimezone("Asia/Tokyo".into()))
+        );
+        assert_eq!(decide(&msg("/reminders", true), Route::Unknown, false, None), Action::Refuse);
         assert!(matches!(
             decide(&msg("/help", true), agent(), false, None),
             Action::Reply { outcome: MessageOutcome::Command, .. }

@@ -167,6 +167,7 @@ pub fn next_status(
         // Never goes back: a lowered spec wipes nothing, so the highest applied one stands.
         reset_generation: observation.reset_applied.max(previous.and_then(|s| s.reset_generation)),
         last_activity: previous.and_then(|s| s.last_activity.clone()),
+        reminders: previous.and_then(|s| s.reminders.clone()),
     }
 }
 
