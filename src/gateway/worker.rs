@@ -160,6 +160,11 @@ impl Worker {
         }
     }
 
+    /// Whether the user's agent is running now (no wake needed).
+    pub fn is_awake(&self, user: &str) -> bool {
+        agent_address(user, &self.pods.state()).is_some()
+    }
+
     /// Note a delivered reminder in the agent's conversation, waking the agent if it sleeps
     /// (quietly: the person is not told it starts). Best effort: the person has the reminder.
     pub async fn note_reminder(&self, user: &str, uid: &str, key: &str, text: &str) {

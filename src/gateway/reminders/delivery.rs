@@ -1,8 +1,10 @@
 //! Delivering reminders when due, on the Lease holder only (like the poller), so two replicas
 //! never both send one. Every second the watch cache of users is read for due reminders; each
 //! is sent to the person's private chat, then recorded as delivered in the store (a one-off
-//! one leaves, a repeating one moves to its next time), then noted in the agent's
-//! conversation so a follow-up question has the context (an idle agent is woken for that).
+//! one leaves, a repeating one moves to its next time). It is noted in the agent's
+//! conversation too, so a follow-up question has the context: before it is sent when the
+//! agent runs (the person's answer to it finds it there), after when the agent is idle (the
+//! person is not kept waiting while it wakes, quietly, for the note).
 //!
 //! Never twice: an occurrence sent by this process is not sent again while it lives, whatever
 //! the cache still shows; and the record in the store is written right after Telegram took the
@@ -127,6 +129,10 @@ async fn deliver(due: Due, store: &ReminderStore, outbox: &Outbox, worker: &Work
     let key = schedule::occurrence_key(&due.reminder);
     let mark = |progress| deliveries.lock().unwrap_or_else(|e| e.into_inner()).set(&due.uid, &key, progress);
     let text = schedule::message(&due.reminder);
+    let noted_first = !due.paused && worker.is_awake(&due.user);
+    if noted_first {
+        worker.note_reminder(&due.user, &due.uid, &key, &text).await;
+    }
     if let Err(e) = outbox.send_reply(due.chat_id, &text).await {
         tracing::warn!(user = %due.user, telegram_id = due.chat_id, id = due.reminder.id, error = %e, "sending a reminder failed; trying again later");
         mark(Progress::Failed { retry_at: Instant::now() + RETRY_AFTER });
@@ -149,7 +155,7 @@ async fn deliver(due: Due, store: &ReminderStore, outbox: &Outbox, worker: &Work
             }
         }
     }
-    if !due.paused {
+    if !due.paused && !noted_first {
         worker.note_reminder(&due.user, &due.uid, &key, &text).await;
     }
 }
