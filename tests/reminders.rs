@@ -37,7 +37,7 @@ async fn pending(client: &kube::Client, user: &str) -> Vec<(String, String)> {
 
 /// The body of the model request that carried `needle` last (what the agent showed the model).
 fn request_with(llm: &moltmates::dev::llm::LlmStandIn, needle: &str) -> Option<String> {
-    llm.requests().into_iter().map(|r| r.body.to_string()).filter(|b| b.contains(needle)).last()
+    llm.requests().into_iter().map(|r| r.body.to_string()).rfind(|b| b.contains(needle))
 }
 
 /// Wait until `at` has passed (a reminder's due time).
