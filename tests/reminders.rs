@@ -181,7 +181,7 @@ async fn a_reminder_reaches_an_idle_user_and_wakes_the_agent_to_note_it() {
     let spec = json!({ "profile": "personal", "idleTimeout": "3s", "timezone": "America/New_York" });
     apply_user(&client, &user_manifest("dave", DAVE, spec)).await.unwrap();
     let gateway = GatewayCommand::against(&env, &tg, &llm, broker_port);
-    let (_proc, _) = gateway.spawn(&env);
+    let (_proc, metrics_port) = gateway.spawn(&env);
     wait_phase(&client, "dave", "Ready", Duration::from_secs(30)).await;
 
     llm.script([schedule(json!({ "text": "stretch", "when": "in 25s" })), reply("Will do.")]);
@@ -200,6 +200,8 @@ async fn a_reminder_reaches_an_idle_user_and_wakes_the_agent_to_note_it() {
     let sent = texts(&tg, DAVE);
     assert!(!sent.iter().any(|t| t.contains("starting up")), "woken quietly: {sent:?}");
     assert_eq!(count(&tg, DAVE, "⏰ Reminder: stretch"), 1, "{sent:?}");
+    let (_, metrics) = http_get(metrics_port, "/metrics").await.unwrap();
+    assert!(metrics.contains("moltmate_gateway_reminders_delivered_total 1"), "{metrics}");
     tg.inject_text(DAVE, "done, thanks").unwrap();
     wait_text(&tg, DAVE, "You said: done, thanks", Duration::from_secs(30)).await;
     assert!(request_with(&llm, "done, thanks").unwrap().contains("⏰ Reminder: stretch"));

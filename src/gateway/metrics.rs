@@ -30,6 +30,8 @@ pub struct GatewayMetrics {
     users: Gauge,
     confirmed: Counter,
     repeats_suppressed: Counter,
+    reminders_delivered: Counter,
+    reminder_failures: Counter,
     last_poll: Gauge<f64, AtomicU64>,
 }
 
@@ -43,6 +45,8 @@ impl GatewayMetrics {
             users: Gauge::default(),
             confirmed: Counter::default(),
             repeats_suppressed: Counter::default(),
+            reminders_delivered: Counter::default(),
+            reminder_failures: Counter::default(),
             last_poll: Gauge::default(),
         };
         registry.register(
@@ -80,6 +84,16 @@ impl GatewayMetrics {
             "Redelivered updates whose reply had been delivered already: nothing sent",
             metrics.repeats_suppressed.clone(),
         );
+        registry.register(
+            "moltmate_gateway_reminders_delivered",
+            "Reminders sent to their person's chat when due",
+            metrics.reminders_delivered.clone(),
+        );
+        registry.register(
+            "moltmate_gateway_reminder_send_failures",
+            "Reminders Telegram did not take when due (each is tried again 30 s later)",
+            metrics.reminder_failures.clone(),
+        );
         // A timestamp, not a counter: "no success for 5 minutes" is then one subtraction,
         // right after a restart too (alert MoltmateGatewayNotPolling).
         registry.register(
@@ -116,6 +130,14 @@ impl GatewayMetrics {
 
     pub fn confirmed(&self) {
         self.confirmed.inc();
+    }
+
+    pub fn reminder_delivered(&self) {
+        self.reminders_delivered.inc();
+    }
+
+    pub fn reminder_failed(&self) {
+        self.reminder_failures.inc();
     }
 
     pub fn repeat_suppressed(&self) {

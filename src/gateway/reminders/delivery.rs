@@ -58,7 +58,10 @@ impl Deliveries {
         let mut pending = std::collections::HashSet::new();
         let mut out = Vec::new();
         for user in users {
-            if user.metadata.deletion_timestamp.is_some() {
+            // The chat is the Telegram id's: only its owner (the oldest claimant, as routing
+            // decides) sends there, never a second object naming the same id.
+            if user.metadata.deletion_timestamp.is_some() || crate::operator::telegram_id_holder(user, users).is_some()
+            {
                 continue;
             }
             let (Some(uid), Some(book)) = (user.uid(), user.status.as_ref().and_then(|s| s.reminders.as_ref())) else {
@@ -135,10 +138,12 @@ async fn deliver(due: Due, store: &ReminderStore, outbox: &Outbox, worker: &Work
     }
     if let Err(e) = outbox.send_reply(due.chat_id, &text).await {
         tracing::warn!(user = %due.user, telegram_id = due.chat_id, id = due.reminder.id, error = %e, "sending a reminder failed; trying again later");
+        worker.metrics.reminder_failed();
         mark(Progress::Failed { retry_at: Instant::now() + RETRY_AFTER });
         return;
     }
     mark(Progress::Sent);
+    worker.metrics.reminder_delivered();
     tracing::info!(user = %due.user, telegram_id = due.chat_id, id = due.reminder.id, due = %due.reminder.due, "reminder delivered");
     let mut attempt = 0;
     loop {
@@ -206,6 +211,22 @@ mod tests {
         let later = vec![user("alice", 11, vec![reminder(2, "2026-12-03T19:00:01Z")])];
         d.take_due(&later, now, clock);
         assert_eq!(d.progress.len(), 1, "only bob's, still sending: {:?}", d.progress);
+    }
+
+    #[test]
+    fn a_second_object_claiming_someones_telegram_id_sends_nothing_there() {
+        let created = |u: Arc<MoltmateUser>, at: i64| {
+            let mut u = (*u).clone();
+            u.metadata.creation_timestamp =
+                Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Timestamp::from_second(at).unwrap()));
+            Arc::new(u)
+        };
+        let users = vec![
+            created(user("alice", 11, vec![]), 10),
+            created(user("mallory", 11, vec![reminder(1, "2026-12-03T10:00:00Z")]), 20),
+        ];
+        let mut d = Deliveries::default();
+        assert!(d.take_due(&users, "2026-12-03T19:00:00Z".parse().unwrap(), Instant::now()).is_empty());
     }
 
     #[test]

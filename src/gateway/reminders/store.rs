@@ -12,6 +12,8 @@ use crate::crd::{MoltmateUser, ReminderBook};
 
 /// Writes lost to another writer in a row before giving up.
 const CONFLICT_RETRIES: usize = 5;
+/// The field manager of `status.reminders` (not the activity stamp's: each owns its field).
+const FIELD_MANAGER: &str = "moltmate-gateway-reminders";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -64,7 +66,15 @@ impl ReminderStore {
                     "pending": book.pending,
                 } },
             });
-            match self.api.patch_status(user, &PatchParams::default(), &Patch::Merge(&patch)).await {
+            match self
+                .api
+                .patch_status(
+                    user,
+                    &PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..PatchParams::default() },
+                    &Patch::Merge(&patch),
+                )
+                .await
+            {
                 Ok(_) => return Ok(outcome),
                 Err(kube::Error::Api(status)) if status.code == 409 && attempt < CONFLICT_RETRIES => attempt += 1,
                 Err(e) => return Err(e.into()),
