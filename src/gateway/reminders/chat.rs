@@ -80,6 +80,7 @@ pub async fn answer(store: &ReminderStore, user: &str, request: Request) -> Stri
                 Ok(zone) => zone,
                 Err(reason) => return format!("{reason}."),
             };
+            let name = schedule::canonical_name(&zone, &name);
             let now = Timestamp::now().to_zoned(zone).strftime("%H:%M");
             store
                 .update(user, |_, book| {
@@ -99,7 +100,11 @@ pub async fn answer(store: &ReminderStore, user: &str, request: Request) -> Stri
     };
     match result {
         Ok(text) => text,
-        Err(StoreError::Refused(reason)) => format!("{}{}.", reason[..1].to_uppercase(), &reason[1..]),
+        Err(StoreError::Refused(reason)) => {
+            let mut chars = reason.chars();
+            let first = chars.next().map(|c| c.to_uppercase().collect::<String>()).unwrap_or_default();
+            format!("{first}{}.", chars.as_str())
+        }
         Err(e) => {
             tracing::warn!(user, error = %e, "reminders command failed");
             "Your reminders cannot be reached just now. Please try again in a minute.".into()

@@ -88,6 +88,11 @@ impl Repeat {
     }
 }
 
+/// The zone's name as the time zone database spells it (`europe/berlin` is `Europe/Berlin`).
+pub fn canonical_name(zone: &TimeZone, given: &str) -> String {
+    zone.iana_name().unwrap_or(given.trim()).to_string()
+}
+
 /// The time zone by its IANA name, or what to tell the person.
 pub fn time_zone(name: &str) -> Result<TimeZone, String> {
     let name = name.trim();
@@ -206,7 +211,7 @@ pub fn add(
     }
     let horizon = jiff::SignedDuration::try_from(limits.max_horizon).unwrap_or(jiff::SignedDuration::MAX);
     if now.checked_add(horizon).is_ok_and(|last| due > last) {
-        return Err(format!("a reminder may be set at most {} ahead", humantime::format_duration(limits.max_horizon)));
+        return Err(format!("a reminder may be set at most {} days ahead", limits.max_horizon.as_secs() / 86_400));
     }
     let repeat = match request.repeat.as_deref() {
         Some(text) => Repeat::parse(text)?,
@@ -350,6 +355,7 @@ mod tests {
         let err = time_zone("Mars/Olympus").unwrap_err();
         assert!(err.contains("Mars/Olympus") && err.contains("Europe/Berlin"), "{err}");
         assert!(time_zone("").is_err());
+        assert_eq!(canonical_name(&time_zone("europe/berlin").unwrap(), "europe/berlin"), "Europe/Berlin");
         assert_eq!(effective_zone(Some("Asia/Tokyo"), Some("Europe/Berlin")).0, "Asia/Tokyo");
         assert_eq!(effective_zone(None, Some("Europe/Berlin")).0, "Europe/Berlin");
         assert_eq!(effective_zone(None, Some("Not/AZone")).0, "UTC");
@@ -370,7 +376,7 @@ mod tests {
             (request("", "in 1h", None), "no text"),
             (request(&"x".repeat(501), "in 1h", None), "at most 500"),
             (request("late", "2026-12-03T18:00:00Z", None), "in the past"),
-            (request("far", "in 400d", None), "at most 1year"),
+            (request("far", "in 400d", None), "at most 366 days ahead"),
             (request("often", "in 1h", Some("every 10m")), "at most every 1h"),
             (request("odd", "in 1h", Some("fortnightly-ish")), "daily, weekly"),
         ];
