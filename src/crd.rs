@@ -112,6 +112,13 @@ pub struct MoltmateUserSpec {
         "message": "spec.resetGeneration cannot go down: the workspace was reset for the higher value already; to reset again, set a higher one",
     }]))]
     pub reset_generation: i64,
+
+    /// The person's time zone (IANA name, e.g. `Europe/Berlin`) for reminders given as a
+    /// local time; UTC when absent. The person's own choice (`/timezone` in the chat, kept in
+    /// `status.reminders.timezone`) wins over this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64))]
+    pub timezone: Option<String>,
 }
 
 fn is_zero(value: &i64) -> bool {
@@ -133,6 +140,7 @@ impl MoltmateUserSpec {
             idle_timeout: None,
             workspace: None,
             reset_generation: 0,
+            timezone: None,
         }
     }
 }
@@ -343,6 +351,53 @@ pub struct MoltmateUserStatus {
     /// a minute); the operator suspends an idle agent from it and wakes it again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_activity: Option<String>,
+
+    /// The person's pending reminders and time zone choice, written by the gateway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reminders: Option<ReminderBook>,
+}
+
+/// A person's reminders, kept by the gateway (the only writer), so they outlive restarts of
+/// the gateway and of the agent, and an idle agent whose pod is gone.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReminderBook {
+    /// The time zone the person chose with `/timezone`; it wins over `spec.timezone`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub timezone: Option<String>,
+
+    /// The number the next reminder gets.
+    #[serde(default)]
+    #[schemars(range(min = 0))]
+    pub next_id: u64,
+
+    /// Reminders not yet delivered (a repeating one stays, with its next time).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 100))]
+    pub pending: Vec<Reminder>,
+}
+
+/// One reminder.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Reminder {
+    /// Its number, as `/reminders` shows it.
+    #[schemars(range(min = 1))]
+    pub id: u64,
+    /// What the person is reminded of.
+    #[schemars(length(max = 1000))]
+    pub text: String,
+    /// When it is next due (RFC 3339, UTC).
+    #[schemars(length(max = 64))]
+    pub due: String,
+    /// `daily`, `weekly` or `every <duration>`; absent: once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32))]
+    pub repeat: Option<String>,
+    /// The time zone it was set in: a daily one keeps its local time across DST changes.
+    #[schemars(length(max = 64))]
+    pub timezone: String,
 }
 
 /// Lifecycle phase of a MoltmateUser.

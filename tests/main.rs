@@ -20,6 +20,7 @@ mod operator;
 mod operator_restart;
 mod packaging;
 mod real_node;
+mod reminders;
 mod steady_state;
 mod telegram_standin;
 mod users;

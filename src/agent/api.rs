@@ -4,7 +4,8 @@
 //! be Telegram's user object `{"id": 42, ...}`) -> 200 `{"reply": "...", "status":
 //! "answered" | "duplicate" | "already_delivered" | "model_unavailable", "session_id":
 //! "000001"}`. `POST /v1/turn/{update_id}/delivered` -> 200 `{"update_id": 7}` (404 if the
-//! update is unknown): the reply reached the user, never send it again. `GET /v1/status` ->
+//! update is unknown): the reply reached the user, never send it again. `POST /v1/reminder`
+//! [`ReminderNote`]: a delivered reminder, noted in the conversation. `GET /v1/status` ->
 //! 200 [`StatusResponse`], the one type the agent writes and the gateway reads. Errors are
 //! `{"error": "..."}` with 401 (token), 400/413/415/422 (request), 503 (history could not be
 //! saved: retry later).
@@ -51,6 +52,26 @@ impl TurnRequest {
         }
         if self.text.len() > TEXT_MAX {
             return Err(format!("text is longer than {TEXT_MAX} bytes"));
+        }
+        Ok(())
+    }
+}
+
+/// `POST /v1/reminder` `{"key", "text"}`: a reminder the gateway delivered, to be noted in the
+/// conversation (once per key) -> 200 `{"noted": bool}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReminderNote {
+    pub key: String,
+    pub text: String,
+}
+
+impl ReminderNote {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.key.is_empty() || self.key.len() > 128 {
+            return Err("key must be 1 to 128 bytes".into());
+        }
+        if self.text.trim().is_empty() || self.text.len() > TEXT_MAX {
+            return Err(format!("text must be 1 to {TEXT_MAX} bytes"));
         }
         Ok(())
     }

@@ -163,6 +163,10 @@ impl Config {
     pub fn fetch_url(&self) -> String {
         format!("{}/v1/fetch", self.broker.as_str().trim_end_matches('/'))
     }
+
+    pub fn reminders_url(&self) -> String {
+        format!("{}/v1/reminders", self.broker.as_str().trim_end_matches('/'))
+    }
 }
 
 fn parse_broker(text: &str) -> Result<Url, ConfigError> {

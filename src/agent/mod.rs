@@ -105,6 +105,11 @@ async fn serve(config: Config, shutdown: crate::shutdown::Shutdown) -> Result<()
         config.profile.web_fetch.clone(),
         config.web_fetch_timeout,
     )?;
+    let reminders = tools::reminders::RemindersClient::new(
+        config.reminders_url(),
+        config.token.clone(),
+        std::time::Duration::from_secs(15),
+    )?;
     let tools = Tools {
         user: config.user.clone(),
         profile: config.profile.clone(),
@@ -118,6 +123,7 @@ async fn serve(config: Config, shutdown: crate::shutdown::Shutdown) -> Result<()
         },
         disk: disk::DiskLimit::of(&config.profile.storage),
         web,
+        reminders,
         metrics: metrics.clone(),
     };
     let (listen, user, session) = (config.listen, config.user.clone(), store.session_id());

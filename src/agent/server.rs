@@ -17,7 +17,7 @@ use subtle::ConstantTimeEq;
 use tokio::sync::OwnedMutexGuard;
 use tracing::{Instrument, error, info, warn};
 
-use super::api::{BODY_MAX, ErrorBody, TurnRequest, TurnResponse};
+use super::api::{BODY_MAX, ErrorBody, ReminderNote, TurnRequest, TurnResponse};
 use super::files::FileError;
 use super::service::{Agent, ForgetError};
 use super::store::SessionStore;
@@ -26,6 +26,7 @@ pub fn router(agent: Arc<Agent>) -> Router {
     Router::new()
         .route("/v1/turn", post(turn))
         .route("/v1/turn/{update_id}/delivered", post(delivered))
+        .route("/v1/reminder", post(reminder))
         .route("/v1/reset", post(reset))
         .route("/v1/status", get(status))
         .route("/v1/memory", get(memory))
@@ -118,6 +119,25 @@ async fn delivered(State(agent): State<Arc<Agent>>, Path(update_id): Path<i64>) 
     match session.record_delivered(update_id) {
         Ok(true) => Json(serde_json::json!({ "update_id": update_id })).into_response(),
         Ok(false) => error(StatusCode::NOT_FOUND, format!("update {update_id} has no reply here")),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
+}
+
+/// The gateway delivered a reminder: noted in the conversation, so a follow-up has context.
+async fn reminder(State(agent): State<Arc<Agent>>, body: Result<Json<ReminderNote>, JsonRejection>) -> Response {
+    let note = match body {
+        Ok(Json(note)) => note,
+        Err(rejection) => return error(rejection.status(), rejection.body_text()),
+    };
+    if let Err(message) = note.validate() {
+        return error(StatusCode::UNPROCESSABLE_ENTITY, message);
+    }
+    let mut session = agent.session.clone().lock_owned().await;
+    match session.record_reminder(&note.key, &note.text) {
+        Ok(noted) => {
+            info!(user = %agent.config.user, key = %note.key, noted, "reminder noted in the conversation");
+            Json(serde_json::json!({ "noted": noted })).into_response()
+        }
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     }
 }

@@ -4,7 +4,8 @@
 //! A line: `{"v":1,"at":"<RFC 3339>","type":"user","update_id":7,"chat_id":42,"from":42,"text":"hi"}`;
 //! other types: `assistant` {content, tool_calls:[{id,name,arguments}]} (a round that called
 //! tools), `tool` {call_id, name, content}, `reply` {update_id, text} (the turn's answer),
-//! `failed` {update_id, reason} (the model could not be reached; not shown to the model).
+//! `failed` {update_id, reason} (the model could not be reached; not shown to the model),
+//! `reminder` {key, text} (a reminder the gateway delivered; shown to the model as said by it).
 
 use std::collections::{HashMap, VecDeque};
 
@@ -22,6 +23,7 @@ pub enum Record {
     Tool { call_id: String, name: String, content: String },
     Reply { update_id: i64, text: String },
     Failed { update_id: i64, reason: String },
+    Reminder { key: String, text: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,6 +52,9 @@ impl Record {
             }
             Record::Reply { text, .. } => Some(Message::Assistant { content: Some(text.clone()), tool_calls: vec![] }),
             Record::Failed { .. } => None,
+            Record::Reminder { text, .. } => {
+                Some(Message::Assistant { content: Some(text.clone()), tool_calls: vec![] })
+            }
         }
     }
 

@@ -134,6 +134,17 @@ impl SessionStore {
         Ok(())
     }
 
+    /// A reminder the gateway delivered, noted in the conversation once per `key` (the
+    /// gateway may tell it again after a restart). False if it was noted already.
+    pub fn record_reminder(&mut self, key: &str, text: &str) -> Result<bool, StoreError> {
+        let noted = self.window.records().any(|r| matches!(r, Record::Reminder { key: k, .. } if k == key));
+        if noted {
+            return Ok(false);
+        }
+        self.append(vec![Record::Reminder { key: key.to_string(), text: text.to_string() }])?;
+        Ok(true)
+    }
+
     /// The gateway sent the reply to Telegram: a redelivery of the update is not answered
     /// again. False if the update is not known here.
     pub fn record_delivered(&mut self, update_id: i64) -> Result<bool, StoreError> {
@@ -323,6 +334,27 @@ mod tests {
         drop(s);
         let s = SessionStore::open(dir.path(), true, 10_000).unwrap();
         assert_eq!(s.window.turns, 2);
+    }
+
+    #[test]
+    fn a_reminder_is_noted_once_and_read_back_as_the_assistants() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = SessionStore::open(dir.path(), true, 10_000).unwrap();
+        s.append(vec![user(1, "remind me")]).unwrap();
+        s.record_reply(1, "done").unwrap();
+        assert!(s.record_reminder("1@2026-12-04T07:00:00Z", "⏰ Reminder: call mum").unwrap());
+        assert!(!s.record_reminder("1@2026-12-04T07:00:00Z", "⏰ Reminder: call mum").unwrap());
+        drop(s);
+        let s = SessionStore::open(dir.path(), true, 10_000).unwrap();
+        let last = s.window.messages().last().cloned();
+        assert_eq!(
+            last,
+            Some(crate::agent::history::Message::Assistant {
+                content: Some("⏰ Reminder: call mum".into()),
+                tool_calls: vec![]
+            })
+        );
+        assert_eq!(s.window.unanswered_update(), None);
     }
 
     #[test]

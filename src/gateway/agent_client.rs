@@ -98,6 +98,14 @@ impl AgentClient {
             .map(drop)
     }
 
+    /// A reminder reached the person: the agent notes it in the conversation (once per `key`).
+    pub async fn reminder(&self, ip: IpAddr, token: &str, key: &str, text: &str) -> Result<(), AgentError> {
+        let body = json!({ "key": key, "text": text });
+        self.call::<serde_json::Value>(ip, token, reqwest::Method::POST, "/v1/reminder", Some(&body), None)
+            .await
+            .map(drop)
+    }
+
     pub async fn reset(&self, ip: IpAddr, token: &str) -> Result<ResetResponse, AgentError> {
         let body = json!({});
         self.call(ip, token, reqwest::Method::POST, "/v1/reset", Some(&body), None).await

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use super::broker::usage::UsageFigures;
 use super::directory::Route;
+use super::reminders::chat as reminders;
 use crate::agent::api::MemoryResponse;
 use crate::profile::LlmLimits;
 
@@ -18,6 +19,8 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ("usage", "Your usage today and this month"),
     ("memory", "What your assistant remembers"),
     ("forget", "Forget a note: /forget N"),
+    ("reminders", "Your reminders (/reminders cancel 3 cancels one)"),
+    ("timezone", "Your time zone for reminders, e.g. /timezone Europe/Berlin"),
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,6 +33,8 @@ pub enum Command {
     Usage,
     Memory,
     Forget,
+    Reminders,
+    Timezone,
 }
 
 /// `/cmd`, `/cmd@this_bot` or `/cmd args`; a command addressed to another bot is not ours.
@@ -53,8 +58,16 @@ pub fn parse_command(text: &str, bot_username: Option<&str>) -> Option<Command> 
         "usage" => Some(Command::Usage),
         "memory" => Some(Command::Memory),
         "forget" => Some(Command::Forget),
+        "reminders" => Some(Command::Reminders),
+        "timezone" => Some(Command::Timezone),
         _ => None,
     }
+}
+
+/// What follows the command word.
+fn command_args(text: &str) -> &str {
+    let text = text.trim_start();
+    text.find(char::is_whitespace).map_or("", |at| &text[at..])
 }
 
 /// A text message as the gateway sees it.
@@ -90,6 +103,8 @@ pub enum Action {
     Forward { user: String, uid: String, work: Work },
     /// The user's usage, answered by the gateway from the broker's counts (no agent woken).
     Usage { user: String },
+    /// A reminders or time zone command: answered from the store, no agent needed.
+    Reminders { user: String, request: reminders::Request },
 }
 
 /// How a message ended, for metrics.
@@ -142,14 +157,22 @@ pub fn decide(message: &Incoming, route: Route, allow_groups: bool, bot_username
                 Some(number) => Action::Forward { user, uid, work: Work::Forget(number) },
                 None => Action::Reply { text: FORGET_HOW.to_string(), outcome: MessageOutcome::Command },
             },
+            Some(Command::Reminders) => {
+                Action::Reminders { user, request: reminders::parse_reminders(command_args(&message.text)) }
+            }
+            Some(Command::Timezone) => {
+                Action::Reminders { user, request: reminders::parse_timezone(command_args(&message.text)) }
+            }
             Some(Command::WhoAmI) | None => Action::Forward { user, uid, work: Work::Turn(message.text.clone()) },
         },
     }
 }
 
 pub const HELP: &str = "Hi! I pass your messages to your own AI assistant, which keeps its own notes and files.\n\n\
-/reset starts a new conversation\n/status shows your assistant's profile and state\n/usage shows what you used today and this month\n/memory shows what your assistant remembers, /forget N removes a note\n\
-/whoami shows your Telegram id";
+/reset starts a new conversation\n/status shows your assistant's profile and state\n/usage shows what you used today and this month\n\
+/memory shows what your assistant remembers, /forget N removes a note\n\
+/reminders lists your reminders (ask your assistant to set one: \"remind me tomorrow at 8 to call mum\")\n\
+/timezone Europe/Berlin sets your time zone\n/whoami shows your Telegram id";
 
 pub const FORGET_HOW: &str = "Send /forget and a note's number, for example /forget 2. /memory lists the notes.";
 
@@ -303,6 +326,17 @@ mod tests {
                 "{bad}"
             );
         }
+        let reminders = |request| Action::Reminders { user: "al".into(), request };
+        assert_eq!(decide(&msg("/reminders", true), agent(), false, None), reminders(reminders::Request::List));
+        assert_eq!(
+            decide(&msg("/reminders cancel 2", true), agent(), false, None),
+            reminders(reminders::Request::Cancel(2))
+        );
+        assert_eq!(
+            decide(&msg("/timezone@MoltBot Asia/Tokyo", true), agent(), false, Some("moltbot")),
+            reminders(reminders::Request::SetTimezone("Asia/Tokyo".into()))
+        );
+        assert_eq!(decide(&msg("/reminders", true), Route::Unknown, false, None), Action::Refuse);
         assert!(matches!(
             decide(&msg("/help", true), agent(), false, None),
             Action::Reply { outcome: MessageOutcome::Command, .. }

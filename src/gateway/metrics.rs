@@ -31,6 +31,8 @@ pub struct GatewayMetrics {
     users: Gauge,
     confirmed: Counter,
     repeats_suppressed: Counter,
+    reminders_delivered: Counter,
+    reminder_failures: Counter,
     last_poll: Gauge<f64, AtomicU64>,
 }
 
@@ -75,6 +77,18 @@ impl GatewayMetrics {
                 "Redelivered updates whose reply had been delivered already: nothing sent",
                 Counter::default(),
             ),
+            reminders_delivered: registered(
+                r,
+                "reminders_delivered",
+                "Reminders sent to their person's chat when due",
+                Counter::default(),
+            ),
+            reminder_failures: registered(
+                r,
+                "reminder_send_failures",
+                "Reminders Telegram did not take when due (each is tried again 30 s later)",
+                Counter::default(),
+            ),
             // A timestamp, not a counter: "no success for 5 minutes" is then one subtraction,
             // right after a restart too (alert MoltmateGatewayNotPolling).
             last_poll: registered(
@@ -112,6 +126,14 @@ impl GatewayMetrics {
 
     pub fn confirmed(&self) {
         self.confirmed.inc();
+    }
+
+    pub fn reminder_delivered(&self) {
+        self.reminders_delivered.inc();
+    }
+
+    pub fn reminder_failed(&self) {
+        self.reminder_failures.inc();
     }
 
     pub fn repeat_suppressed(&self) {

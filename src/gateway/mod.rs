@@ -9,6 +9,7 @@ pub mod directory;
 pub mod markdown;
 pub mod metrics;
 pub mod queues;
+pub mod reminders;
 pub mod resets;
 pub mod run;
 pub mod split;

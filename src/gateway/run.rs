@@ -21,6 +21,7 @@ use super::config::{BOT_TOKEN, GatewayArgs, LLM_API_KEY};
 use super::directory::route;
 use super::metrics::GatewayMetrics;
 use super::queues::Queues;
+use super::reminders::{self, store::ReminderStore};
 use super::resets;
 use super::telegram::{self, Handler, Outbox, Ticket, Tracker};
 use super::usage_sync;
@@ -82,6 +83,7 @@ struct Gateway {
     metrics: Arc<GatewayMetrics>,
     allow_groups: bool,
     bot_username: Option<String>,
+    reminders: ReminderStore,
 }
 
 impl Gateway {
@@ -138,6 +140,15 @@ impl Handler for Gateway {
                 let text = self.usage_text(&user);
                 self.answer(message.chat_id, text, ticket, MessageOutcome::Command);
             }
+            Action::Reminders { user, request } => {
+                let (store, outbox, metrics) = (self.reminders.clone(), self.outbox.clone(), self.metrics.clone());
+                tokio::spawn(async move {
+                    let text = reminders::chat::answer(&store, &user, request).await;
+                    outbox.say(message.chat_id, &text).await;
+                    metrics.finished(MessageOutcome::Command, ticket.received.elapsed().as_secs_f64());
+                    drop(ticket);
+                });
+            }
             Action::Forward { user, uid, work } => {
                 let job = Job { ticket, chat_id: message.chat_id, from_id: message.from_id, uid, work };
                 if let Err(job) = self.queues.push(&user, job) {
@@ -176,14 +187,18 @@ pub async fn run(args: GatewayArgs) -> Result<(), Error> {
     let mut broker_config = BrokerConfig::new(provider);
     broker_config.profiles = profiles;
     broker_config.max_output_tokens = (args.llm_max_output_tokens > 0).then_some(args.llm_max_output_tokens);
-    let broker = Arc::new(BrokerState::new(
-        master_key.clone(),
-        users.clone(),
-        broker_config,
-        fetcher,
-        Arc::new(SystemClock),
-        &mut registry,
-    )?);
+    let reminder_store = ReminderStore::new(client.clone());
+    let broker = Arc::new(
+        BrokerState::new(
+            master_key.clone(),
+            users.clone(),
+            broker_config,
+            fetcher,
+            Arc::new(SystemClock),
+            &mut registry,
+        )?
+        .with_reminders(reminder_store.clone()),
+    );
     // The day's counts so far (this or an earlier gateway's, any replica's), before serving.
     let usage_record: Api<ConfigMap> = Api::namespaced(client.clone(), &args.lease_namespace);
     match tokio::time::timeout(USAGE_LOAD_TIMEOUT, usage_sync::load(&usage_record, &broker)).await {
@@ -297,15 +312,23 @@ pub async fn run(args: GatewayArgs) -> Result<(), Error> {
             wake_timeout: args.wake_timeout,
             starting_notice_after: Duration::from_secs(3),
         });
+        let queue_worker = worker.clone();
         let queues = Arc::new(Queues::new(
             args.queue_size,
             Box::new(move |user, jobs| {
-                tokio::spawn(worker.clone().run(user, jobs));
+                tokio::spawn(queue_worker.clone().run(user, jobs));
             }),
         ));
         let _ = scraped_queues.set(queues.clone());
         // Beside the poller (or the webhook registration), on the Lease holder only.
-        let announcing = resets::announce(users.clone(), outbox.clone(), Duration::from_secs(1));
+        let announcing = {
+            let resets = resets::announce(users.clone(), outbox.clone(), Duration::from_secs(1));
+            let delivering =
+                reminders::delivery::run(users.clone(), reminder_store.clone(), outbox.clone(), worker.clone());
+            async move {
+                tokio::join!(resets, delivering);
+            }
+        };
         let gateway = Arc::new(Gateway {
             users,
             broker,
@@ -315,6 +338,7 @@ pub async fn run(args: GatewayArgs) -> Result<(), Error> {
             metrics,
             allow_groups: args.allow_groups,
             bot_username,
+            reminders: reminder_store,
         });
         let Some(webhook) = webhook else {
             info!(api = %args.telegram_api_url, "polling Telegram");

@@ -88,7 +88,7 @@ impl Worker {
         let mut attempt = 0;
         let (ip, answer) = loop {
             // Looked up on every try: a replaced pod comes back on a new address.
-            let Some(ip) = self.wake(user, job.chat_id).await else {
+            let Some(ip) = self.wake(user, Some(job.chat_id)).await else {
                 self.outbox.say(job.chat_id, commands::NOT_STARTED).await;
                 return MessageOutcome::AgentUnavailable;
             };
@@ -186,8 +186,36 @@ impl Worker {
         }
     }
 
-    /// The agent's address, waking it (activity newer than the pod) if it has none.
-    async fn wake(&self, user: &str, chat_id: i64) -> Option<IpAddr> {
+    /// Whether the user's agent is running now (no wake needed).
+    pub fn is_awake(&self, user: &str) -> bool {
+        agent_address(user, &self.pods.state()).is_some()
+    }
+
+    /// Note a delivered reminder in the agent's conversation, waking the agent if it sleeps
+    /// (quietly: the person is not told it starts). Best effort: the person has the reminder.
+    pub async fn note_reminder(&self, user: &str, uid: &str, key: &str, text: &str) {
+        let token = self.master_key.agent_token(uid);
+        for attempt in 0..AGENT_ATTEMPTS {
+            let Some(ip) = self.wake(user, None).await else {
+                tracing::warn!(user, key, "the agent could not be started; the reminder is not in its conversation");
+                return;
+            };
+            match self.agents.reminder(ip, &token, key, text).await {
+                Ok(()) => return,
+                Err(e) if e.is_retryable() && attempt + 1 < AGENT_ATTEMPTS => {
+                    tokio::time::sleep(backoff(attempt)).await;
+                }
+                Err(e) => {
+                    tracing::warn!(user, key, error = %e, "the reminder could not be noted in the agent's conversation");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The agent's address, waking it (activity newer than the pod) if it has none; `notice`:
+    /// the chat told that it is starting, should that take a while.
+    async fn wake(&self, user: &str, notice: Option<i64>) -> Option<IpAddr> {
         if let Some(ip) = agent_address(user, &self.pods.state()) {
             return Some(ip);
         }
@@ -198,7 +226,7 @@ impl Worker {
             if let Some(ip) = agent_address(user, &self.pods.state()) {
                 return Some(ip);
             }
-            if !told && started.elapsed() >= self.starting_notice_after {
+            if let Some(chat_id) = notice.filter(|_| !told && started.elapsed() >= self.starting_notice_after) {
                 self.outbox.say(chat_id, commands::STARTING).await;
                 told = true;
             }

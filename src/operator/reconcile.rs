@@ -581,8 +581,8 @@ async fn record_status(user: &MoltmateUser, ctx: &Context, observation: &Observa
         event(ctx, user, kind, reason, &observation.message).await;
     }
     let api: Api<MoltmateUser> = Api::all(ctx.client.clone());
-    // The gateway's field stays the gateway's: not in what the operator applies.
-    let status = MoltmateUserStatus { last_activity: None, ..status };
+    // The gateway's fields stay the gateway's: not in what the operator applies.
+    let status = MoltmateUserStatus { last_activity: None, reminders: None, ..status };
     let patch = serde_json::json!({
         "apiVersion": "moltmate.io/v1alpha1",
         "kind": "MoltmateUser",

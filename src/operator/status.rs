@@ -167,6 +167,7 @@ pub fn next_status(
         // Never goes back: a lowered spec wipes nothing, so the highest applied one stands.
         reset_generation: observation.reset_applied.max(previous.and_then(|s| s.reset_generation)),
         last_activity: previous.and_then(|s| s.last_activity.clone()),
+        reminders: previous.and_then(|s| s.reminders.clone()),
     }
 }
 
@@ -257,6 +258,11 @@ mod tests {
         let second = next_status(Some(&stamped), Some(1), None, &later, at(20));
         assert_eq!(second.reset_generation, Some(2), "kept while no agent serves");
         assert_eq!(second.last_activity.as_deref(), Some("2025-03-01T10:00:00Z"), "the gateway's field, as it was");
+        let reminders = crate::crd::ReminderBook { timezone: Some("Europe/Berlin".into()), ..Default::default() };
+        let kept = MoltmateUserStatus { reminders: Some(reminders.clone()), ..first.clone() };
+        let next = next_status(Some(&kept), Some(1), None, &applied, at(20));
+        assert_eq!(next.reminders, Some(reminders), "the gateway's reminders, as they were");
+        assert_eq!(next, kept, "nothing for the operator to write");
         let lower =
             Observation { reset_applied: Some(1), ..Observation::new(Phase::Ready, Reason::AgentReady, "serving") };
         assert_eq!(next_status(Some(&first), Some(2), None, &lower, at(30)).reset_generation, Some(2));

@@ -1,7 +1,8 @@
 //! The tools the model may call: `exec`, `read_file`, `write_file`, `list_files`, `remember`,
-//! `web_fetch`. Arguments come from the model and are untrusted: bad JSON, unknown tools and
+//! `web_fetch`, `schedule`, `list_reminders`, `cancel_reminder`. Arguments come from the model and are untrusted: bad JSON, unknown tools and
 //! refusals all become a tool result the model reads, never an error of the turn.
 
+pub mod reminders;
 pub mod web_fetch;
 
 use std::future::Future;
@@ -20,6 +21,7 @@ use super::metrics::AgentMetrics;
 use super::prompt::{exec_summary, web_summary};
 use super::workspace::Workspace;
 use crate::agent::exec::{ExecError, ExecLimits, ExecOutcome, ExecPolicy, execute};
+use crate::gateway::broker::reminders_endpoint;
 use crate::profile::ResolvedProfile;
 use crate::unicode::escape_invisible;
 use web_fetch::{FetchError, WebFetcher, check_url};
@@ -30,7 +32,11 @@ pub const WRITE_FILE: &str = "write_file";
 pub const LIST_FILES: &str = "list_files";
 pub const REMEMBER: &str = "remember";
 pub const WEB_FETCH: &str = "web_fetch";
-const ALL: [&str; 6] = [EXEC, READ_FILE, WRITE_FILE, LIST_FILES, REMEMBER, WEB_FETCH];
+pub const SCHEDULE: &str = "schedule";
+pub const LIST_REMINDERS: &str = "list_reminders";
+pub const CANCEL_REMINDER: &str = "cancel_reminder";
+const ALL: [&str; 9] =
+    [EXEC, READ_FILE, WRITE_FILE, LIST_FILES, REMEMBER, WEB_FETCH, SCHEDULE, LIST_REMINDERS, CANCEL_REMINDER];
 
 /// A tool result the model reads, at most.
 pub const RESULT_MAX: usize = 16 * 1024;
@@ -145,6 +151,35 @@ pub fn specs(profile: &ResolvedProfile, writable: bool) -> Vec<ToolSpec> {
             parameters: object(json!({"text": string("the fact, one line")}), &["text"]),
         });
     }
+    out.push(ToolSpec {
+        name: SCHEDULE,
+        description: "Set a reminder: at the time given, the person gets the text in this chat. Times are in the \
+            person's time zone: \"in 2 hours\", \"tomorrow 08:00\", \"2026-12-04 08:00\", or ISO 8601 with an offset. \
+            Optionally repeating: daily, weekly or \"every 12h\". The answer says when it is due, or why it was refused."
+            .into(),
+        parameters: object(
+            json!({
+                "text": string("what to remind the person of, e.g. \"Call mum\""),
+                "when": string("when: \"in 2 hours\", \"tomorrow 08:00\", \"2026-12-04 08:00\" or \"2026-12-04T08:00:00+01:00\""),
+                "repeat": string("optional: daily, weekly, or \"every 12h\""),
+            }),
+            &["text", "when"],
+        ),
+    });
+    out.push(ToolSpec {
+        name: LIST_REMINDERS,
+        description: "List the person's pending reminders, with their numbers, and the time now in their time zone."
+            .into(),
+        parameters: object(json!({}), &[]),
+    });
+    out.push(ToolSpec {
+        name: CANCEL_REMINDER,
+        description: "Cancel one of the person's reminders by its number (list_reminders shows them).".into(),
+        parameters: object(
+            json!({"id": {"type": "integer", "minimum": 1, "description": "the reminder's number"}}),
+            &["id"],
+        ),
+    });
     let fetch = &profile.web_fetch;
     if fetch.enabled && fetch.allowed_domains.as_ref().is_none_or(|d| !d.is_empty()) {
         out.push(ToolSpec {
@@ -194,6 +229,17 @@ struct RememberArgs {
 struct FetchArgs {
     url: String,
 }
+#[derive(Deserialize)]
+struct ScheduleArgs {
+    text: String,
+    when: String,
+    #[serde(default)]
+    repeat: Option<String>,
+}
+#[derive(Deserialize)]
+struct CancelArgs {
+    id: u64,
+}
 
 pub struct Tools {
     pub user: String,
@@ -204,6 +250,7 @@ pub struct Tools {
     /// The workspace's size, which the agent enforces itself (the volume may not).
     pub disk: Option<DiskLimit>,
     pub web: WebFetcher,
+    pub reminders: reminders::RemindersClient,
     pub metrics: AgentMetrics,
 }
 
@@ -222,6 +269,9 @@ impl ToolRunner for Tools {
             LIST_FILES => self.list_files(&call.arguments).await,
             REMEMBER => self.remember(&call.arguments).await,
             WEB_FETCH => self.web_fetch(&call.arguments).await,
+            SCHEDULE => self.schedule(&call.arguments).await,
+            LIST_REMINDERS => self.list_reminders().await,
+            CANCEL_REMINDER => self.cancel_reminder(&call.arguments).await,
             _ => ToolResult::error(format!(
                 "there is no tool named {:?}; the tools are: {}",
                 truncate(&call.name, 64).0,
@@ -404,6 +454,51 @@ impl Tools {
     }
 }
 
+impl Tools {
+    async fn schedule(&self, arguments: &str) -> ToolResult {
+        let args: ScheduleArgs = match parse(SCHEDULE, arguments) {
+            Ok(a) => a,
+            Err(r) => return r,
+        };
+        let request = reminders_endpoint::CreateRequest { text: args.text, when: args.when, repeat: args.repeat };
+        match self.reminders.create(&request).await {
+            Ok(set) => ToolResult::allowed(format!("reminder set: {}", set.description), 0),
+            Err(e) => reminder_refusal(e),
+        }
+    }
+
+    async fn list_reminders(&self) -> ToolResult {
+        match self.reminders.list().await {
+            Ok(list) if list.reminders.is_empty() => {
+                ToolResult::allowed(format!("no pending reminders (now: {} in {})", list.now_local, list.timezone), 0)
+            }
+            Ok(list) => {
+                let lines: Vec<&str> = list.reminders.iter().map(|r| r.description.as_str()).collect();
+                ToolResult::allowed(format!("now: {} in {}\n{}", list.now_local, list.timezone, lines.join("\n")), 0)
+            }
+            Err(e) => reminder_refusal(e),
+        }
+    }
+
+    async fn cancel_reminder(&self, arguments: &str) -> ToolResult {
+        let args: CancelArgs = match parse(CANCEL_REMINDER, arguments) {
+            Ok(a) => a,
+            Err(r) => return r,
+        };
+        match self.reminders.cancel(args.id).await {
+            Ok(gone) => ToolResult::allowed(format!("cancelled: {}", gone.description), 0),
+            Err(e) => reminder_refusal(e),
+        }
+    }
+}
+
+fn reminder_refusal(e: reminders::ReminderError) -> ToolResult {
+    match e {
+        reminders::ReminderError::Refused(reason) => ToolResult::denied(reason),
+        reminders::ReminderError::Failed(reason) => ToolResult::error(reason),
+    }
+}
+
 pub fn format_exec(o: &ExecOutcome) -> String {
     let mut out = match (o.timed_out, o.exit_code) {
         (true, _) => format!("timed out after {:?} and was stopped", round_ms(o.duration)),
@@ -476,10 +571,17 @@ mod tests {
     fn offered_tools_follow_the_profile() {
         assert_eq!(
             names(&specs(&profile(Profile::Family), true)),
-            [EXEC, READ_FILE, LIST_FILES, WRITE_FILE, REMEMBER, WEB_FETCH]
+            [EXEC, READ_FILE, LIST_FILES, WRITE_FILE, REMEMBER, SCHEDULE, LIST_REMINDERS, CANCEL_REMINDER, WEB_FETCH]
         );
-        assert_eq!(names(&specs(&profile(Profile::Public), true)), [EXEC, READ_FILE, LIST_FILES, WRITE_FILE, REMEMBER]);
-        assert_eq!(names(&specs(&profile(Profile::HighSecurity), false)), [EXEC, READ_FILE, LIST_FILES]);
+        assert_eq!(
+            names(&specs(&profile(Profile::Public), true)),
+            [EXEC, READ_FILE, LIST_FILES, WRITE_FILE, REMEMBER, SCHEDULE, LIST_REMINDERS, CANCEL_REMINDER]
+        );
+        assert_eq!(
+            names(&specs(&profile(Profile::HighSecurity), false)),
+            [EXEC, READ_FILE, LIST_FILES, SCHEDULE, LIST_REMINDERS, CANCEL_REMINDER],
+            "reminders are kept by the gateway: a read-only workspace still has them"
+        );
         for spec in specs(&profile(Profile::Personal), true) {
             assert_eq!(spec.parameters["type"], "object", "{}", spec.name);
         }

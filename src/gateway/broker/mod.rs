@@ -6,6 +6,7 @@
 //! | `POST /v1/chat/completions` | forwarded to `{provider}/chat/completions` with the real key ([`llm`]) |
 //! | `GET /v1/models` | forwarded to `{provider}/models` |
 //! | `POST /v1/fetch` `{"url"}` | the SSRF-safe [`Fetcher`] under the user's `web.fetch` policy ([`fetch`]) |
+//! | `POST`, `GET /v1/reminders`, `DELETE /v1/reminders/{id}` | the user's own reminders ([`reminders_endpoint`]) |
 //!
 //! Every request: the bearer token names the user ([`auth`]); an unknown or missing token is
 //! answered 401 before the body is read, and nothing is forwarded. A user being deleted,
@@ -46,6 +47,7 @@ pub mod limits;
 pub mod llm;
 pub mod metrics;
 pub mod provider_check;
+pub mod reminders_endpoint;
 pub mod shape;
 pub mod usage;
 pub mod web_fetch_endpoint;
@@ -61,7 +63,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use http_body_util::{BodyExt, LengthLimitError, Limited as LimitedBody};
 use kube::runtime::reflector::Store;
 use prometheus_client::registry::Registry;
@@ -187,6 +189,10 @@ pub struct BrokerState {
     fetch_slots: Arc<Semaphore>,
     user_fetch_slots: Mutex<HashMap<String, Arc<Semaphore>>>,
     metrics: BrokerMetrics,
+    /// Where reminders are kept; `None`: the reminder routes answer 503.
+    reminders: Option<crate::gateway::reminders::store::ReminderStore>,
+    /// New reminders per user (this replica's count).
+    reminder_limiter: Mutex<Limiter>,
 }
 
 impl BrokerState {
@@ -217,7 +223,15 @@ impl BrokerState {
             usage_record: Mutex::new(UsageRecord::default()),
             user_fetch_slots: Mutex::new(HashMap::new()),
             metrics: BrokerMetrics::register(registry),
+            reminders: None,
+            reminder_limiter: Mutex::new(Limiter::new()),
         })
+    }
+
+    /// Serve the reminder routes from `store`.
+    pub fn with_reminders(mut self, store: crate::gateway::reminders::store::ReminderStore) -> Self {
+        self.reminders = Some(store);
+        self
     }
 
     pub fn config(&self) -> &BrokerConfig {
@@ -281,6 +295,7 @@ impl BrokerState {
         self.limiter.lock().unwrap_or_else(|e| e.into_inner()).retain(|n| names.contains(n));
         self.fetch_limiter.lock().unwrap_or_else(|e| e.into_inner()).retain(|n| names.contains(n));
         self.request_counter.lock().unwrap_or_else(|e| e.into_inner()).retain(|n| names.contains(n));
+        self.reminder_limiter.lock().unwrap_or_else(|e| e.into_inner()).retain(|n| names.contains(n));
         self.user_fetch_slots.lock().unwrap_or_else(|e| e.into_inner()).retain(|n, _| names.contains(n));
     }
 
@@ -361,6 +376,8 @@ async fn observe(State(state): State<Arc<BrokerState>>, request: Request, next: 
 const CHAT_PATH: &str = "/v1/chat/completions";
 const MODELS_PATH: &str = "/v1/models";
 const FETCH_PATH: &str = "/v1/fetch";
+const REMINDERS_PATH: &str = "/v1/reminders";
+const REMINDER_PATH: &str = "/v1/reminders/{id}";
 
 /// The `endpoint` label (logs, metrics) of a route's path.
 fn endpoint(path: &str) -> Option<&'static str> {
@@ -368,6 +385,8 @@ fn endpoint(path: &str) -> Option<&'static str> {
         CHAT_PATH => Some(llm::CHAT),
         MODELS_PATH => Some(llm::MODELS),
         FETCH_PATH => Some(web_fetch_endpoint::FETCH),
+        REMINDERS_PATH => Some(reminders_endpoint::REMINDERS),
+        p if p.starts_with("/v1/reminders/") => Some(reminders_endpoint::REMINDERS),
         _ => None,
     }
 }
@@ -398,7 +417,7 @@ impl FromRequestParts<Arc<BrokerState>> for Caller {
     async fn from_request_parts(parts: &mut Parts, state: &Arc<BrokerState>) -> Result<Self, RequestError> {
         state.authenticate(&parts.headers).map_err(|r| {
             let shape = match endpoint(parts.uri.path()) {
-                Some(web_fetch_endpoint::FETCH) => ErrorShape::Fetch,
+                Some(web_fetch_endpoint::FETCH | reminders_endpoint::REMINDERS) => ErrorShape::Fetch,
                 _ => ErrorShape::OpenAi { kind: r.kind, code: None },
             };
             RequestLog::new(r.user, RequestDecision::Refused).fail(r.status, shape, r.message)
@@ -567,6 +586,8 @@ pub fn router(state: Arc<BrokerState>) -> Router {
         .route(CHAT_PATH, post(llm::chat_completions))
         .route(MODELS_PATH, get(llm::models))
         .route(FETCH_PATH, post(web_fetch_endpoint::fetch))
+        .route(REMINDERS_PATH, post(reminders_endpoint::create).get(reminders_endpoint::list))
+        .route(REMINDER_PATH, delete(reminders_endpoint::cancel))
         // The routes only: an unknown path is answered 404 and neither logged nor counted.
         .route_layer(middleware::from_fn_with_state(state.clone(), observe))
         .fallback(|| async { ErrorShape::INVALID_REQUEST.response(StatusCode::NOT_FOUND, "no such broker endpoint") })
