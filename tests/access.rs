@@ -275,3 +275,37 @@ async fn the_cli_approves_and_denies_and_the_gateway_tells_them() {
     let unknown = users_cli(env, &["deny", "NOSUCHCD"]);
     assert!(!unknown.status.success() && stdout(&unknown).contains("no access request has the code NOSUCHCD"));
 }
+
+/// Webhook mode: the gateway registers for button presses too, and an admin's press reaches
+/// it and decides.
+#[tokio::test]
+async fn in_webhook_mode_an_admins_press_arrives_and_decides() {
+    let stack = Stack::up("access-webhook").await;
+    let Stack { env, tg, .. } = &stack;
+    let secret_file = env.dir.join("webhook.secret");
+    std::fs::write(&secret_file, "access_webhook_secret").unwrap();
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}/telegram");
+    let gateway = gateway_with_access(
+        &stack,
+        &[
+            "--telegram-mode",
+            "webhook",
+            "--webhook-addr",
+            &format!("127.0.0.1:{port}"),
+            "--webhook-url",
+            &url,
+            "--webhook-secret-file",
+            secret_file.to_str().unwrap(),
+        ],
+    );
+    let (_gateway, _) = gateway.spawn(env);
+    wait_until("the webhook registered", WAIT, || async { (tg.webhook_url() == Some(url.clone())).then_some(()) })
+        .await;
+    admin_says_start(tg).await;
+    let code = request_access(tg, NEWCOMER, None).await;
+    let copy = admin_copy(tg, &code).await;
+    assert_eq!(press(tg, ADMIN, &copy, &button(&copy, "Deny")).await, "Denied");
+    wait_text(tg, NEWCOMER, "your request for access was declined", WAIT).await;
+    admin_copy_edited(tg, &code, "denied by telegram:4242").await;
+}
