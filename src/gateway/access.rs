@@ -199,7 +199,8 @@ impl AccessDesk {
                         let code = requests.new_code(random_bytes);
                         let request = AccessRequest {
                             telegram_id: message.from_id,
-                            username: message.username.clone(),
+                            // Telegram's are at most 32 characters; a stand-in or a forgery may not be.
+                            username: message.username.as_deref().map(|u| u.chars().take(64).collect()),
                             name: message.name.clone(),
                             requested_at: now,
                             expires_at: now + limits.ttl,
@@ -317,7 +318,10 @@ impl AccessDesk {
         self.announce().await;
     }
 
-    /// Tell every outcome not told yet: edit the admins' copies, tell the person.
+    /// Tell every outcome not told yet: edit the admins' copies, tell the person. Each one is
+    /// claimed in the store first (a conditional write only one teller wins), so a press on
+    /// one replica and the Lease holder's look never both tell it; a crash right after the
+    /// claim leaves it untold rather than told twice.
     pub async fn announce(&self) {
         let _one = self.announcing.lock().await;
         let now = Self::now();
@@ -328,23 +332,31 @@ impl AccessDesk {
                 return;
             }
         };
-        for (code, request) in due {
+        for (code, _) in due {
+            // As it is when claimed: its admins' copies may have been recorded since the read.
+            let claimed = self
+                .store
+                .update(|requests| match requests.0.get_mut(&code) {
+                    Some(r) if !r.announced => {
+                        r.announced = true;
+                        Some(r.clone())
+                    }
+                    _ => None,
+                })
+                .await;
+            let request = match claimed {
+                Ok(Some(request)) => request,
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::warn!(code, error = %e, "cannot mark an access request as told; telling it later");
+                    continue;
+                }
+            };
             let text = admin_outcome_text(&code, &request, now);
             for copy in &request.admin_messages {
                 self.outbox.edit(copy.chat_id, copy.message_id, &text).await;
             }
             self.outbox.say(request.telegram_id, &requester_outcome_text(&code, &request, now)).await;
-            let marked = self
-                .store
-                .update(|requests| {
-                    if let Some(r) = requests.0.get_mut(&code) {
-                        r.announced = true;
-                    }
-                })
-                .await;
-            if let Err(e) = marked {
-                tracing::warn!(code, error = %e, "cannot mark an access request as told");
-            }
         }
     }
 
