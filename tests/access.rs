@@ -154,6 +154,9 @@ async fn a_stranger_asks_the_admin_approves_and_their_own_agent_answers() {
     wait_text(tg, NEWCOMER, "You said: hello, my own assistant", Duration::from_secs(60)).await;
     let asked: Vec<String> = llm.requests().iter().map(|r| r.body.to_string()).collect();
     assert!(!asked.iter().any(|b| b.contains("my words before access")), "a stranger's words reached a model");
+    // Now on the list, their /start is the usual greeting, not a request.
+    tg.inject_text(NEWCOMER, "/start").unwrap();
+    wait_text(tg, NEWCOMER, "I pass your messages to your own AI assistant", WAIT).await;
     // A second press of the spent buttons decides nothing more.
     let again = press(tg, ADMIN, &copy, &button(&copy, "Deny")).await;
     assert!(again.contains("Already decided"), "{again}");
@@ -166,7 +169,7 @@ async fn denied_rate_limited_forged_and_expired_requests() {
     stack.env.install_gateway_access_rbac().await;
     let Stack { env, client, tg, .. } = &stack;
     let gateway = gateway_with_access(&stack, &["--access-requests-per-hour", "2"]);
-    let (mut first, _) = gateway.spawn(env);
+    let (mut first, metrics_port) = gateway.spawn(env);
     admin_says_start(tg).await;
 
     // One person sending /start again and again: one request, one admin message.
@@ -187,6 +190,14 @@ async fn denied_rate_limited_forged_and_expired_requests() {
     let forged = format!("access:approve:{second}:public");
     assert!(press(tg, OTHER, &reply, &forged).await.contains("Only the bot's administrators"));
     assert!(users_of(client, OTHER).await.is_empty());
+    let metrics = http_get(metrics_port, "/metrics").await.unwrap().1;
+    for line in [
+        "moltmate_gateway_access_requests_total{outcome=\"new\"} 2",
+        "moltmate_gateway_access_requests_total{outcome=\"busy\"} 1",
+        "moltmate_gateway_access_presses_total{outcome=\"not_an_admin\"} 1",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in:\n{metrics}");
+    }
 
     // Deny: the person is told, the admin's copy says so, and no user is made.
     let copy = admin_copy(tg, &code).await;

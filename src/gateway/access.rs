@@ -11,6 +11,7 @@ use kube::{Client, ResourceExt};
 use teloxide::types::{InlineKeyboardButton, InlineKeyboardMarkup};
 
 use super::commands::{Incoming, Refusals};
+use super::metrics::GatewayMetrics;
 use super::telegram::{ButtonPress, Outbox};
 use crate::access::request::{outcome_text, show_time};
 use crate::access::{self, AccessRequest, Ask, Limits, Mode, Refusal, RequestStore, State, Verdict};
@@ -156,6 +157,7 @@ pub struct AccessDesk {
     client: Client,
     users: Store<MoltmateUser>,
     outbox: Outbox,
+    metrics: Arc<GatewayMetrics>,
     /// One answer per person every 10 s: a flood of /start costs no API calls or replies.
     throttle: Mutex<Refusals>,
     /// One announcer at a time, so no outcome is told twice.
@@ -163,8 +165,15 @@ pub struct AccessDesk {
 }
 
 impl AccessDesk {
-    pub fn new(config: AccessConfig, client: Client, users: Store<MoltmateUser>, outbox: Outbox) -> Self {
+    pub fn new(
+        config: AccessConfig,
+        client: Client,
+        users: Store<MoltmateUser>,
+        outbox: Outbox,
+        metrics: Arc<GatewayMetrics>,
+    ) -> Self {
         Self {
+            metrics,
             store: RequestStore::new(client.clone(), &config.namespace),
             config,
             client,
@@ -182,10 +191,12 @@ impl AccessDesk {
     /// A stranger's `/start` or `/request`: the answer to send them, or None (throttled).
     pub async fn request(&self, message: &Incoming) -> Option<String> {
         if self.config.admins.contains(&message.from_id) {
+            self.metrics.access_request("admin");
             return Some(ADMIN_GREETING.to_string());
         }
         let allowed = self.throttle.lock().unwrap_or_else(|e| e.into_inner()).allow(message.from_id, Instant::now());
         if !allowed {
+            self.metrics.access_request("throttled");
             return None;
         }
         let now = Self::now();
@@ -221,9 +232,16 @@ impl AccessDesk {
             Ok(made) => made,
             Err(e) => {
                 tracing::warn!(telegram_id = message.from_id, error = %e, "cannot write the access request");
+                self.metrics.access_request("failed");
                 return Some(STORE_DOWN.to_string());
             }
         };
+        self.metrics.access_request(match ask {
+            Ask::New => "new",
+            Ask::Open { .. } => "open",
+            Ask::Declined { .. } => "declined",
+            Ask::Busy => "busy",
+        });
         tracing::info!(telegram_id = message.from_id, outcome = ?ask, "access request");
         let code = new.as_ref().map(|(code, _)| code.clone());
         if let Some((code, request)) = new {
@@ -260,11 +278,13 @@ impl AccessDesk {
     pub async fn press(&self, press: &ButtonPress) {
         let action = match judge_press(&self.config.admins, &self.config.profiles, press.from_id, &press.data) {
             PressVerdict::NotAnAdmin => {
+                self.metrics.access_press("not_an_admin");
                 tracing::warn!(telegram_id = press.from_id, data = %press.data, "a button press from someone who is not an admin; nothing changed");
                 self.outbox.answer_press(&press.query_id, NOT_AN_ADMIN).await;
                 return;
             }
             PressVerdict::Unknown => {
+                self.metrics.access_press("unknown");
                 self.outbox.answer_press(&press.query_id, UNKNOWN_BUTTON).await;
                 return;
             }
@@ -287,6 +307,7 @@ impl AccessDesk {
                 .await
                 {
                     Ok(approval) => {
+                        self.metrics.access_press("approved");
                         tracing::info!(
                             code,
                             user = approval.user,
@@ -303,15 +324,22 @@ impl AccessDesk {
                         }
                         format!("Approved: {}", approval.user)
                     }
-                    Err(e) => refusal_answer(code, e),
+                    Err(e) => {
+                        self.metrics.access_press("refused");
+                        refusal_answer(code, e)
+                    }
                 }
             }
             ButtonAction::Deny { code } => match access::deny(&self.store, code, &by).await {
                 Ok(_) => {
+                    self.metrics.access_press("denied");
                     tracing::info!(code, by, "access request denied");
                     "Denied".to_string()
                 }
-                Err(e) => refusal_answer(code, e),
+                Err(e) => {
+                    self.metrics.access_press("refused");
+                    refusal_answer(code, e)
+                }
             },
         };
         self.outbox.answer_press(&press.query_id, &answer).await;

@@ -31,6 +31,8 @@ pub struct GatewayMetrics {
     confirmed: Counter,
     repeats_suppressed: Counter,
     last_poll: Gauge<f64, AtomicU64>,
+    access_requests: Family<OutcomeLabel, Counter>,
+    access_presses: Family<OutcomeLabel, Counter>,
 }
 
 impl GatewayMetrics {
@@ -44,6 +46,8 @@ impl GatewayMetrics {
             confirmed: Counter::default(),
             repeats_suppressed: Counter::default(),
             last_poll: Gauge::default(),
+            access_requests: Family::default(),
+            access_presses: Family::default(),
         };
         registry.register(
             "moltmate_gateway_messages",
@@ -87,7 +91,25 @@ impl GatewayMetrics {
             "Unix time of the last successful getUpdates call (0 before the first, in webhook mode, and on replicas not leading)",
             metrics.last_poll.clone(),
         );
+        registry.register(
+            "moltmate_gateway_access_requests",
+            "Strangers' /start and /request, by outcome: new, open (asked again), declined (denied lately), busy (the caps), throttled (no answer), admin, failed",
+            metrics.access_requests.clone(),
+        );
+        registry.register(
+            "moltmate_gateway_access_presses",
+            "Presses of the access buttons, by outcome: approved, denied, refused (expired, decided, failed), not_an_admin, unknown",
+            metrics.access_presses.clone(),
+        );
         metrics
+    }
+
+    pub fn access_request(&self, outcome: &'static str) {
+        self.access_requests.get_or_create(&OutcomeLabel { outcome }).inc();
+    }
+
+    pub fn access_press(&self, outcome: &'static str) {
+        self.access_presses.get_or_create(&OutcomeLabel { outcome }).inc();
     }
 
     pub fn finished(&self, outcome: MessageOutcome, seconds: f64) {

@@ -324,7 +324,7 @@ pub async fn run(args: GatewayArgs) -> Result<(), Error> {
         let announcing = resets::announce(users.clone(), outbox.clone(), Duration::from_secs(1));
         let access = access_config.map(|config| {
             info!(admins = ?config.admins, mode = ?config.mode, "access requests on");
-            Arc::new(AccessDesk::new(config, client.clone(), users.clone(), outbox.clone()))
+            Arc::new(AccessDesk::new(config, client.clone(), users.clone(), outbox.clone(), metrics.clone()))
         });
         // What the CLI decided, and expiries, are told from here; on the Lease holder only.
         let announcing_access = {
