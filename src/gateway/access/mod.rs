@@ -1,21 +1,25 @@
 //! Access requests on Telegram: a stranger's `/start` or `/request` becomes a request the
 //! admins get with Approve and Deny buttons; an admin's press decides it; the person and the
-//! admins are told the outcome (of the CLI's decisions too, and of an expiry). Texts and the
-//! buttons' data are pure functions here; the decisions themselves are `crate::access`'s.
+//! admins are told the outcome (of the CLI's decisions too, and of an expiry). The buttons
+//! ([`buttons`]) and texts ([`texts`]) are pure; the decisions themselves are `crate::access`'s;
+//! [`AccessDesk`] does the I/O.
+
+pub mod buttons;
+pub mod texts;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kube::runtime::reflector::Store;
 use kube::{Client, ResourceExt};
-use teloxide::types::{InlineKeyboardButton, InlineKeyboardMarkup};
 
 use super::commands::{Incoming, Refusals};
 use super::metrics::GatewayMetrics;
 use super::telegram::{ButtonPress, Outbox};
-use crate::access::request::{outcome_text, show_time};
-use crate::access::{self, AccessRequest, Ask, Limits, Mode, Refusal, RequestStore, State, Verdict};
+use crate::access::{self, AccessRequest, Ask, Limits, Mode, Refusal, RequestStore};
 use crate::crd::{MoltmateUser, Profile};
+use buttons::{ButtonAction, PressVerdict, buttons, judge_press};
+use texts::*;
 
 /// The feature's settings, from the gateway's flags.
 #[derive(Debug, Clone)]
@@ -28,127 +32,6 @@ pub struct AccessConfig {
     /// The gateway's namespace: where the requests are kept; never a user's namespace.
     pub namespace: String,
 }
-
-/// What a button asks for. Its data is `access:approve:<code>:<profile>` or
-/// `access:deny:<code>` (at most 64 bytes, Telegram's limit).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ButtonAction {
-    Approve { code: String, profile: Profile },
-    Deny { code: String },
-}
-
-impl ButtonAction {
-    pub fn data(&self) -> String {
-        match self {
-            ButtonAction::Approve { code, profile } => format!("access:approve:{code}:{}", profile.as_str()),
-            ButtonAction::Deny { code } => format!("access:deny:{code}"),
-        }
-    }
-
-    pub fn parse(data: &str) -> Option<Self> {
-        let mut parts = data.strip_prefix("access:")?.split(':');
-        let action = match (parts.next()?, parts.next()?, parts.next()) {
-            ("approve", code, Some(profile)) => ButtonAction::Approve {
-                code: code.to_string(),
-                profile: Profile::ALL.into_iter().find(|p| p.as_str() == profile)?,
-            },
-            ("deny", code, None) => ButtonAction::Deny { code: code.to_string() },
-            _ => return None,
-        };
-        parts.next().is_none().then_some(action)
-    }
-}
-
-/// What a press gets, before any I/O: only an admin's press of a well-formed button for an
-/// offered profile goes on to a decision.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PressVerdict {
-    NotAnAdmin,
-    Unknown,
-    Decide(ButtonAction),
-}
-
-pub fn judge_press(admins: &[i64], offered: &[Profile], from_id: i64, data: &str) -> PressVerdict {
-    if !admins.contains(&from_id) {
-        return PressVerdict::NotAnAdmin;
-    }
-    match ButtonAction::parse(data) {
-        Some(ButtonAction::Approve { profile, .. }) if !offered.contains(&profile) => PressVerdict::Unknown,
-        Some(action) => PressVerdict::Decide(action),
-        None => PressVerdict::Unknown,
-    }
-}
-
-/// The admins' buttons for a request: one Approve per offered profile, and Deny.
-pub fn buttons(code: &str, profiles: &[Profile]) -> InlineKeyboardMarkup {
-    let approve = profiles.iter().map(|p| {
-        let action = ButtonAction::Approve { code: code.to_string(), profile: *p };
-        InlineKeyboardButton::callback(format!("Approve: {}", p.as_str()), action.data())
-    });
-    let deny = ButtonAction::Deny { code: code.to_string() };
-    InlineKeyboardMarkup::new([approve.collect::<Vec<_>>(), vec![InlineKeyboardButton::callback("Deny", deny.data())]])
-}
-
-pub fn admin_request_text(code: &str, request: &AccessRequest) -> String {
-    format!(
-        "Access request {code}\nFrom: {}\nExpires: {}\n\nApprove with a profile, or deny. From a terminal: \
-         moltmate users approve {code} [--profile P] / moltmate users deny {code}",
-        request.who(),
-        show_time(request.expires_at)
-    )
-}
-
-/// The admins' copy once the outcome is known (the buttons go).
-pub fn admin_outcome_text(code: &str, request: &AccessRequest, now: i64) -> String {
-    let outcome = match request.state(now) {
-        State::Expired => format!("expired at {} without a decision", show_time(request.expires_at)),
-        _ => outcome_text(request.decision.as_ref()),
-    };
-    format!("Access request {code} from {}: {outcome}.", request.who())
-}
-
-/// What the person is told once the outcome is known.
-pub fn requester_outcome_text(code: &str, request: &AccessRequest, now: i64) -> String {
-    match (&request.decision, request.state(now)) {
-        (Some(d), _) if matches!(d.verdict, Verdict::Approved { .. }) && request.mode == Mode::Gitops => {
-            "Your request for access was approved. Your assistant answers once the administrator has finished \
-             setting it up; try a message in a little while."
-                .to_string()
-        }
-        (_, State::Approved) => {
-            "Your request for access was approved. Say hello: your own assistant answers from your next message."
-                .to_string()
-        }
-        (_, State::Denied) => "Sorry, your request for access was declined.".to_string(),
-        _ => format!("Your request for access ({code}) expired without an answer. Send /request to ask again."),
-    }
-}
-
-/// What the person gets for their `/request`.
-pub fn ask_text(ask: &Ask, code: Option<&str>, ttl: i64) -> String {
-    match ask {
-        Ask::New => format!(
-            "Your request for access is with the administrator. Its code is {}; it expires in {}. \
-             You will get a message here when they decide.",
-            code.unwrap_or("?"),
-            human_span(ttl)
-        ),
-        Ask::Open { code, expires_at } => format!(
-            "Your request for access ({code}) is still with the administrator; it expires at {}.",
-            show_time(*expires_at)
-        ),
-        Ask::Declined { until } => {
-            format!("Your last request for access was declined. You can ask again after {}.", show_time(*until))
-        }
-        Ask::Busy => "Many people are asking for access just now. Please try again in an hour.".to_string(),
-    }
-}
-
-pub const ADMIN_GREETING: &str =
-    "You are an administrator of this bot: access requests come to this chat, with buttons to approve or deny them.";
-pub const NOT_AN_ADMIN: &str = "Only the bot's administrators can decide access requests.";
-pub const UNKNOWN_BUTTON: &str = "This button is not known.";
-const STORE_DOWN: &str = "Requests cannot be taken just now. Please try again in a few minutes.";
 
 /// The gateway's side of access requests (on the Lease holder).
 pub struct AccessDesk {
@@ -411,51 +294,8 @@ fn refusal_answer(code: &str, error: access::Error) -> String {
     }
 }
 
-/// `24 hours`, `30 minutes`, `45 seconds`.
-fn human_span(seconds: i64) -> String {
-    let (n, unit) = match seconds {
-        s if s >= 3600 && s % 3600 == 0 => (s / 3600, "hour"),
-        s if s >= 60 && s % 60 == 0 => (s / 60, "minute"),
-        s => (s, "second"),
-    };
-    format!("{n} {unit}{}", if n == 1 { "" } else { "s" })
-}
-
 fn random_bytes() -> [u8; access::request::CODE_LEN] {
     let mut bytes = [0u8; access::request::CODE_LEN];
     getrandom::fill(&mut bytes).expect("the OS gives random bytes");
     bytes
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn button_data_round_trips_and_fits() {
-        for action in [
-            ButtonAction::Approve { code: "ABCDEFGH".into(), profile: Profile::HighSecurity },
-            ButtonAction::Deny { code: "ABCDEFGH".into() },
-        ] {
-            assert!(action.data().len() <= 64);
-            assert_eq!(ButtonAction::parse(&action.data()), Some(action));
-        }
-        for bad in ["", "access:approve:X", "access:approve:X:root", "access:deny:X:extra", "other:deny:X"] {
-            assert_eq!(ButtonAction::parse(bad), None, "{bad}");
-        }
-    }
-
-    #[test]
-    fn only_an_admins_press_of_an_offered_profile_decides() {
-        let offered = [Profile::Public, Profile::Family];
-        let approve = ButtonAction::Approve { code: "C".into(), profile: Profile::Family }.data();
-        assert_eq!(judge_press(&[42], &offered, 7, &approve), PressVerdict::NotAnAdmin);
-        assert!(matches!(judge_press(&[42], &offered, 42, &approve), PressVerdict::Decide(_)));
-        let personal = ButtonAction::Approve { code: "C".into(), profile: Profile::Personal }.data();
-        assert_eq!(judge_press(&[42], &offered, 42, &personal), PressVerdict::Unknown, "not offered");
-        assert_eq!(judge_press(&[42], &offered, 42, "junk"), PressVerdict::Unknown);
-        let markup = buttons("C", &offered);
-        assert_eq!(markup.inline_keyboard[0].len(), 2);
-        assert_eq!(markup.inline_keyboard[1][0].text, "Deny");
-    }
 }
