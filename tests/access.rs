@@ -253,7 +253,8 @@ async fn gitops_mode_hands_the_admin_a_manifest_the_api_server_accepts() {
 }
 
 /// From a terminal: `moltmate users requests`, `approve CODE --profile P` and `deny CODE`;
-/// the gateway tells the people and edits the admin's copies.
+/// the gateway tells the people and edits the admin's copies; a name taken by someone else is
+/// not reused.
 #[tokio::test]
 async fn the_cli_approves_and_denies_and_the_gateway_tells_them() {
     let stack = Stack::up("access-cli").await;
@@ -269,13 +270,16 @@ async fn the_cli_approves_and_denies_and_the_gateway_tells_them() {
         assert!(listed.lines().any(|l| l.contains(code.as_str()) && l.contains("open")), "{listed}");
     }
 
+    // Someone else holds the name their @username gives: theirs gets the Telegram id added.
+    apply_user(client, &user_manifest("cli-person", 9999, serde_json::json!({}))).await.unwrap();
     let approved = users_cli(env, &["approve", &yes.to_lowercase(), "--profile", "family"]);
     assert!(approved.status.success(), "{}", stdout(&approved));
-    assert!(stdout(&approved).contains("MoltmateUser cli-person created with profile family"), "{}", stdout(&approved));
+    let created = format!("MoltmateUser cli-person-{NEWCOMER} created with profile family");
+    assert!(stdout(&approved).contains(&created), "{}", stdout(&approved));
     let user = users_of(client, NEWCOMER).await.pop().expect("the user");
     assert_eq!(user.spec.profile.as_str(), "family");
     wait_text(tg, NEWCOMER, "Your request for access was approved", WAIT).await;
-    admin_copy_edited(tg, &yes, "approved as family (MoltmateUser cli-person) by cli:").await;
+    admin_copy_edited(tg, &yes, &format!("approved as family (MoltmateUser cli-person-{NEWCOMER}) by cli:")).await;
 
     let denied = users_cli(env, &["deny", &no]);
     assert!(denied.status.success(), "{}", stdout(&denied));

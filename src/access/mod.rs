@@ -81,8 +81,13 @@ pub async fn approve(
                 });
                 match api.create(&params, &manifest::user(&user, request.telegram_id, profile, &code, by)).await {
                     Ok(_) => break (user, true, None),
-                    // Someone else's since our look: the next name.
                     Err(kube::Error::Api(status)) if status.code == 409 && attempt < 5 => {
+                        // The same person's, made by an approval at the same moment: theirs.
+                        let holder = api.get_opt(&user).await?;
+                        if holder.is_some_and(|u| u.spec.telegram.user_id == request.telegram_id) {
+                            break (user, false, None);
+                        }
+                        // Someone else's since our look: the next name.
                         attempt += 1;
                         taken.push(user);
                     }
