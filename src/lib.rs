@@ -1,4 +1,5 @@
 //! Moltmates: one Telegram bot, many people, each with their own sandboxed agent.
+pub mod access;
 pub mod agent;
 pub mod audit;
 pub mod backoff;

@@ -140,6 +140,7 @@ const WEBHOOK: &[&str] = &[
     "ingress.tls[0].secretName=bot-tls",
     "ingress.tls[0].hosts[0]=bot.example.org",
 ];
+const ACCESS: &[&str] = &["access.admins={4242,4343}", "access.profiles={public,family}"];
 const EXISTING_SECRET: &[&str] = &[
     "image.repository=localhost/moltmates/moltmate",
     "llm.baseUrl=https://llm.example.org/v1",
@@ -167,6 +168,7 @@ fn value_sets() -> Vec<(&'static str, Vec<&'static str>, Vec<String>)> {
         ("existingSecret", EXISTING_SECRET.to_vec(), vec![]),
         ("custom profiles", REQUIRED.to_vec(), vec![profiles]),
         ("2 gateway replicas", [REQUIRED, &["gateway.replicas=2"]].concat(), vec![]),
+        ("access requests", [REQUIRED, ACCESS].concat(), vec![]),
         (
             "ServiceMonitor",
             [REQUIRED, &["serviceMonitor.enabled=true", "serviceMonitor.labels.release=prom"]].concat(),
@@ -513,6 +515,56 @@ fn cluster_roles_are_the_files() {
     );
     assert_eq!(binding["subjects"], json!([{"kind": "ServiceAccount", "name": "moltmate-gateway", "namespace": NS}]));
     assert_eq!((rendered.all("Role").len(), rendered.all("RoleBinding").len()), (2, 2));
+}
+
+/// Access requests: the gateway's flags from the values; creating MoltmateUsers (create only,
+/// nothing else) is granted only with admins named and not in GitOps mode.
+#[test]
+fn access_requests_grant_create_only_in_create_mode() {
+    let off = render(&[]);
+    assert!(off.args("gateway").iter().all(|a| !a.starts_with("--access-")), "{:?}", off.args("gateway"));
+    assert!(off.find("ClusterRole", "moltmate-gateway-access").is_none());
+
+    let on = render(ACCESS);
+    let args = on.args("gateway");
+    for (name, value) in [
+        ("access-admins", "4242,4343"),
+        ("access-profiles", "public,family"),
+        ("access-mode", "create"),
+        ("access-request-ttl", "24h"),
+        ("access-requests-per-hour", "10"),
+        ("access-max-open", "20"),
+    ] {
+        assert_eq!(flag(&args, name), Some(value), "{name} in {args:?}");
+    }
+    let file: Value = serde_saphyr::from_str(
+        &std::fs::read_to_string(format!("{CHART}/files/gateway-access-clusterrole.yaml")).unwrap(),
+    )
+    .unwrap();
+    let role = on.get("ClusterRole", "moltmate-gateway-access");
+    assert_eq!(role, &file);
+    assert_eq!(
+        role["rules"],
+        json!([{"apiGroups": ["moltmate.io"], "resources": ["moltmateusers"], "verbs": ["create"]}])
+    );
+    let binding = on.get("ClusterRoleBinding", "moltmate-gateway-access");
+    assert_eq!(binding["roleRef"]["name"], "moltmate-gateway-access");
+    assert_eq!(binding["subjects"], json!([{"kind": "ServiceAccount", "name": "moltmate-gateway", "namespace": NS}]));
+    assert_eq!(on.all("ClusterRole").len(), 3);
+
+    let gitops = render(&[ACCESS, &["access.mode=gitops"]].concat());
+    assert_eq!(flag(&gitops.args("gateway"), "access-mode"), Some("gitops"));
+    assert!(gitops.find("ClusterRole", "moltmate-gateway-access").is_none(), "GitOps: no create");
+    assert_eq!(gitops.all("ClusterRole").len(), 2);
+    for (sets, expected) in [
+        (&["access.mode=open"][..], "/access/mode"),
+        (&["access.profiles={root}"][..], "/access/profiles"),
+        (&["access.admins={0}"][..], "/access/admins"),
+        (&["access.requestTtl=soon"][..], "/access/requestTtl"),
+    ] {
+        let error = render_error(&[REQUIRED, sets].concat());
+        assert!(error.contains(expected), "{sets:?}: expected {expected:?} in:\n{error}");
+    }
 }
 
 #[test]

@@ -14,7 +14,9 @@ use hyper_util::rt::TokioIo;
 use moltmates::dev::telegram::{InjectMessage, SECRET_HEADER, StatsCondition, TelegramStandIn};
 use serde_json::{Value, json};
 use teloxide::prelude::*;
-use teloxide::types::{BotCommand, ChatAction, ParseMode, UpdateKind};
+use teloxide::types::{
+    AllowedUpdate, BotCommand, ChatAction, InlineKeyboardButton, InlineKeyboardMarkup, ParseMode, UpdateKind,
+};
 use teloxide::{ApiError, RequestError};
 use tokio::sync::mpsc;
 
@@ -386,6 +388,58 @@ async fn control_api_injects_waits_and_counts() {
     assert!(s.sent_to(7).is_empty());
     let (status, _) = raw(s.addr(), "GET", "/healthz", None, "").await;
     assert_eq!(status, StatusCode::OK);
+}
+
+/// Inline keyboards the way the gateway's access buttons use them, with teloxide as the
+/// client: the keyboard is kept on the sent message, a press injected through the control API
+/// arrives as a `callback_query` teloxide parses (who pressed, the message, the data), is
+/// answered once, and the message is edited (its buttons gone).
+#[tokio::test]
+async fn a_button_press_arrives_as_a_callback_query_is_answered_and_the_message_edited() {
+    let s = standin().await;
+    let bot = bot(&s);
+    s.inject(InjectMessage::private(42, "/start")).expect("inject");
+    let keyboard = InlineKeyboardMarkup::new([[InlineKeyboardButton::callback("Approve", "access:approve:X:public")]]);
+    let sent = bot.send_message(ChatId(42), "Decide").reply_markup(keyboard).await.expect("sendMessage");
+    let recorded = s.sent_to(42).pop().expect("recorded");
+    assert_eq!(
+        recorded.reply_markup.as_ref().unwrap()["inline_keyboard"][0][0]["callback_data"],
+        "access:approve:X:public"
+    );
+    let too_long = InlineKeyboardMarkup::new([[InlineKeyboardButton::callback("x", "y".repeat(65))]]);
+    let refused = bot.send_message(ChatId(42), "x").reply_markup(too_long).await;
+    assert!(matches!(refused, Err(RequestError::Api(_))), "{refused:?}");
+
+    let body = json!({"from_id": 42, "chat_id": 42, "message_id": sent.id.0, "data": "access:approve:X:public"});
+    let (status, injected) =
+        raw(s.addr(), "POST", "/control/callbacks", Some("application/json"), &body.to_string()).await;
+    assert_eq!(status, StatusCode::OK, "{injected}");
+    let missing = json!({"from_id": 42, "chat_id": 42, "message_id": 999, "data": "x"});
+    let (status, _) = raw(s.addr(), "POST", "/control/callbacks", Some("application/json"), &missing.to_string()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "no such message to press a button on");
+
+    let updates = bot.get_updates().allowed_updates([AllowedUpdate::Message, AllowedUpdate::CallbackQuery]).await;
+    let press = updates.expect("getUpdates").into_iter().find_map(|u| match u.kind {
+        UpdateKind::CallbackQuery(q) => Some(q),
+        _ => None,
+    });
+    let press = press.expect("a callback_query update");
+    assert_eq!(press.id.0, injected["callback_query_id"].as_str().unwrap());
+    assert_eq!((press.from.id.0, press.data.as_deref()), (42, Some("access:approve:X:public")));
+    assert_eq!(press.message.as_ref().map(|m| m.id()), Some(sent.id));
+    bot.answer_callback_query(press.id.clone()).text("Approved").await.expect("answerCallbackQuery");
+    assert!(matches!(bot.answer_callback_query(press.id.clone()).await, Err(RequestError::Api(_))), "once only");
+    let (status, answers) = raw(s.addr(), "GET", "/control/callback_answers", None, "").await;
+    assert_eq!((status, &answers[0]["text"]), (StatusCode::OK, &json!("Approved")));
+
+    let edited = bot.edit_message_text(ChatId(42), sent.id, "Approved.").await.expect("editMessageText");
+    assert_eq!((edited.text(), edited.reply_markup()), (Some("Approved."), None));
+    assert_eq!(s.sent_to(42).pop().map(|m| (m.rendered, m.reply_markup)), Some(("Approved.".into(), None)));
+    let unchanged = bot.edit_message_text(ChatId(42), sent.id, "Approved.").await;
+    assert!(matches!(unchanged, Err(RequestError::Api(ApiError::MessageNotModified))), "{unchanged:?}");
+    // Filtered like any update the bot did not ask for.
+    bot.get_updates().allowed_updates([AllowedUpdate::Message]).await.expect("getUpdates");
+    assert!(!s.press(42, 42, sent.id.0.into(), "again").expect("press").queued);
 }
 
 #[tokio::test]

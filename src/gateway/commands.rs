@@ -12,6 +12,7 @@ use crate::profile::LlmLimits;
 /// The bot's commands, as registered with setMyCommands.
 pub const COMMANDS: &[(&str, &str)] = &[
     ("start", "Say hello"),
+    ("request", "Ask the administrator for access"),
     ("help", "What this bot does"),
     ("whoami", "Your Telegram id (send it to the admin for access)"),
     ("reset", "Start a new conversation"),
@@ -26,6 +27,7 @@ pub const COMMANDS: &[(&str, &str)] = &[
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Command {
     Start,
+    Request,
     Help,
     WhoAmI,
     Reset,
@@ -51,6 +53,7 @@ pub fn parse_command(text: &str, bot_username: Option<&str>) -> Option<Command> 
     }
     match name.to_ascii_lowercase().as_str() {
         "start" => Some(Command::Start),
+        "request" => Some(Command::Request),
         "help" => Some(Command::Help),
         "whoami" => Some(Command::WhoAmI),
         "reset" => Some(Command::Reset),
@@ -78,6 +81,10 @@ pub struct Incoming {
     pub from_id: i64,
     pub private: bool,
     pub text: String,
+    /// The sender's @username, if any (an access request names their user after it).
+    pub username: Option<String>,
+    /// The sender's name as Telegram shows it.
+    pub name: String,
 }
 
 /// Work for a user's agent, done in order by that user's worker.
@@ -99,6 +106,9 @@ pub enum Action {
     Reply { text: String, outcome: MessageOutcome },
     /// Not on the allowlist: a refusal, if this sender was not refused recently.
     Refuse,
+    /// Not on the allowlist and asking for access (`/start` or `/request` in a private chat,
+    /// with access requests on). Nothing of theirs goes to any agent.
+    RequestAccess,
     /// Into the user's queue.
     Forward { user: String, uid: String, work: Work },
     /// The user's usage, answered by the gateway from the broker's counts (no agent woken).
@@ -133,7 +143,13 @@ impl MessageOutcome {
     }
 }
 
-pub fn decide(message: &Incoming, route: Route, allow_groups: bool, bot_username: Option<&str>) -> Action {
+pub fn decide(
+    message: &Incoming,
+    route: Route,
+    allow_groups: bool,
+    bot_username: Option<&str>,
+    access_requests: bool,
+) -> Action {
     if !message.private && !allow_groups {
         return Action::Ignore;
     }
@@ -143,10 +159,16 @@ pub fn decide(message: &Incoming, route: Route, allow_groups: bool, bot_username
         return Action::Reply { text: whoami_text(message.from_id), outcome: MessageOutcome::Command };
     }
     match route {
+        // Only in a private chat: a request and its answers are between the person and the bot.
+        Route::Unknown
+            if access_requests && message.private && matches!(command, Some(Command::Start | Command::Request)) =>
+        {
+            Action::RequestAccess
+        }
         Route::Unknown => Action::Refuse,
         Route::Paused { reason, .. } => Action::Reply { text: reason.to_string(), outcome: MessageOutcome::Paused },
         Route::Agent { user, uid } => match command {
-            Some(Command::Start | Command::Help) => {
+            Some(Command::Start | Command::Help | Command::Request) => {
                 Action::Reply { text: HELP.to_string(), outcome: MessageOutcome::Command }
             }
             Some(Command::Reset) => Action::Forward { user, uid, work: Work::Reset },
@@ -239,7 +261,13 @@ pub fn whoami_text(id: i64) -> String {
     format!("Your Telegram id is {id}.")
 }
 
-pub fn refusal_text(id: i64) -> String {
+pub fn refusal_text(id: i64, access_requests: bool) -> String {
+    if access_requests {
+        return format!(
+            "Sorry, this bot is private and you are not on its list of users.\n\
+             Send /request to ask the administrator for access (your Telegram id is {id})."
+        );
+    }
     format!(
         "Sorry, this bot is private and you are not on its list of users.\n\
          If you know the administrator, send them your Telegram id, {id}, and ask for access."
@@ -302,49 +330,50 @@ mod tests {
     }
 
     fn msg(text: &str, private: bool) -> Incoming {
-        Incoming { update_id: 1, chat_id: 7, from_id: 7, private, text: text.into() }
+        Incoming { update_id: 1, chat_id: 7, from_id: 7, private, text: text.into(), username: None, name: "A".into() }
     }
 
     #[test]
     fn decisions() {
         let agent = || Route::Agent { user: "al".into(), uid: "u1".into() };
         let forward = |work| Action::Forward { user: "al".into(), uid: "u1".into(), work };
-        assert_eq!(decide(&msg("hi", true), agent(), false, None), forward(Work::Turn("hi".into())));
-        assert_eq!(decide(&msg("hi", false), agent(), false, None), Action::Ignore);
-        assert_eq!(decide(&msg("hi", false), agent(), true, None), forward(Work::Turn("hi".into())));
-        assert_eq!(decide(&msg("/reset", true), agent(), false, None), forward(Work::Reset));
-        assert_eq!(decide(&msg("/status", true), agent(), false, None), forward(Work::Status));
-        assert_eq!(decide(&msg("/usage", true), agent(), false, None), Action::Usage { user: "al".into() });
-        assert_eq!(decide(&msg("/usage", true), Route::Unknown, false, None), Action::Refuse);
-        assert_eq!(decide(&msg("/memory", true), agent(), false, None), forward(Work::Memory));
-        assert_eq!(decide(&msg("/forget 2", true), agent(), false, None), forward(Work::Forget(2)));
-        assert_eq!(decide(&msg("/forget #3", true), agent(), false, None), forward(Work::Forget(3)));
+        assert_eq!(decide(&msg("hi", true), agent(), false, None, false), forward(Work::Turn("hi".into())));
+        assert_eq!(decide(&msg("hi", false), agent(), false, None, false), Action::Ignore);
+        assert_eq!(decide(&msg("hi", false), agent(), true, None, false), forward(Work::Turn("hi".into())));
+        assert_eq!(decide(&msg("/reset", true), agent(), false, None, false), forward(Work::Reset));
+        assert_eq!(decide(&msg("/status", true), agent(), false, None, false), forward(Work::Status));
+        assert_eq!(decide(&msg("/usage", true), agent(), false, None, false), Action::Usage { user: "al".into() });
+        assert_eq!(decide(&msg("/usage", true), Route::Unknown, false, None, false), Action::Refuse);
+        assert_eq!(decide(&msg("/memory", true), agent(), false, None, false), forward(Work::Memory));
+        assert_eq!(decide(&msg("/forget 2", true), agent(), false, None, false), forward(Work::Forget(2)));
+        assert_eq!(decide(&msg("/forget #3", true), agent(), false, None, false), forward(Work::Forget(3)));
         for bad in ["/forget", "/forget 0", "/forget two", "/forget 1 2", "/forget -1"] {
             assert_eq!(
-                decide(&msg(bad, true), agent(), false, None),
+                decide(&msg(bad, true), agent(), false, None, false),
                 Action::Reply { text: FORGET_HOW.into(), outcome: MessageOutcome::Command },
                 "{bad}"
             );
         }
         let reminders = |request| Action::Reminders { user: "al".into(), request };
-        assert_eq!(decide(&msg("/reminders", true), agent(), false, None), reminders(reminders::Request::List));
+        assert_eq!(decide(&msg("/reminders", true), agent(), false, None, false), reminders(reminders::Request::List));
         assert_eq!(
-            decide(&msg("/reminders cancel 2", true), agent(), false, None),
+            decide(&msg("/reminders cancel 2", true), agent(), false, None, false),
             reminders(reminders::Request::Cancel(2))
         );
         assert_eq!(
-            decide(&msg("/timezone@MoltBot Asia/Tokyo", true), agent(), false, Some("moltbot")),
+            decide(&msg("/timezone@MoltBot Asia/Tokyo", true), agent(), false, Some("moltbot"), false),
             reminders(reminders::Request::SetTimezone("Asia/Tokyo".into()))
         );
-        assert_eq!(decide(&msg("/reminders", true), Route::Unknown, false, None), Action::Refuse);
+        assert_eq!(decide(&msg("/reminders", true), Route::Unknown, false, None, false), Action::Refuse);
         assert!(matches!(
-            decide(&msg("/help", true), agent(), false, None),
+            decide(&msg("/help", true), agent(), false, None, false),
             Action::Reply { outcome: MessageOutcome::Command, .. }
         ));
-        assert_eq!(decide(&msg("hi", true), Route::Unknown, false, None), Action::Refuse);
-        let whoami = decide(&msg("/whoami", true), Route::Unknown, false, None);
+        assert_eq!(decide(&msg("hi", true), Route::Unknown, false, None, false), Action::Refuse);
+        let whoami = decide(&msg("/whoami", true), Route::Unknown, false, None, false);
         assert!(matches!(&whoami, Action::Reply { text, .. } if text.contains('7')), "{whoami:?}");
-        let paused = decide(&msg("hi", true), Route::Paused { user: "al".into(), reason: "paused!" }, false, None);
+        let paused =
+            decide(&msg("hi", true), Route::Paused { user: "al".into(), reason: "paused!" }, false, None, false);
         assert_eq!(paused, Action::Reply { text: "paused!".into(), outcome: MessageOutcome::Paused });
     }
 
@@ -379,6 +408,24 @@ mod tests {
     }
 
     #[test]
+    fn who_may_request_access() {
+        let agent = || Route::Agent { user: "al".into(), uid: "u1".into() };
+        for text in ["/start", "/request"] {
+            assert_eq!(decide(&msg(text, true), Route::Unknown, false, None, true), Action::RequestAccess, "{text}");
+            // Off, or in a group: the refusal as before.
+            assert_eq!(decide(&msg(text, true), Route::Unknown, false, None, false), Action::Refuse, "{text}");
+            assert_eq!(decide(&msg(text, false), Route::Unknown, true, None, true), Action::Refuse, "{text}");
+            // A user on the list is greeted.
+            assert!(matches!(
+                decide(&msg(text, true), agent(), false, None, true),
+                Action::Reply { outcome: MessageOutcome::Command, .. }
+            ));
+        }
+        assert_eq!(decide(&msg("let me in", true), Route::Unknown, false, None, true), Action::Refuse);
+        assert!(refusal_text(42, true).contains("/request"));
+    }
+
+    #[test]
     fn refusals_are_rate_limited_per_sender() {
         let mut r = Refusals::new(Duration::from_secs(600));
         let t0 = Instant::now();
@@ -386,6 +433,6 @@ mod tests {
         assert!(!r.allow(1, t0 + Duration::from_secs(599)));
         assert!(r.allow(2, t0 + Duration::from_secs(1)));
         assert!(r.allow(1, t0 + Duration::from_secs(600)));
-        assert!(refusal_text(42).contains("42"));
+        assert!(refusal_text(42, false).contains("42"));
     }
 }

@@ -105,6 +105,35 @@ pub struct GatewayArgs {
     /// YAML file of per-profile defaults, the same file the operator reads.
     #[arg(long, env = "MOLTMATE_PROFILES_FILE")]
     pub profiles_file: Option<PathBuf>,
+    /// Telegram ids of the admins who decide access requests (comma-separated). None: a
+    /// stranger's /start is refused as before, and no requests are taken.
+    #[arg(long, env = "MOLTMATE_ACCESS_ADMINS", value_delimiter = ',')]
+    pub access_admins: Vec<i64>,
+    /// The profiles an admin may approve a request with, one button each; the first is what
+    /// `moltmate users approve` gives without --profile.
+    #[arg(long, env = "MOLTMATE_ACCESS_PROFILES", value_delimiter = ',', default_value = "public", value_parser = parse_profile)]
+    pub access_profiles: Vec<crate::crd::Profile>,
+    /// `create`: an approval creates the MoltmateUser (the gateway needs RBAC to create them);
+    /// `gitops`: the admin gets its manifest to commit, and the gateway creates nothing.
+    #[arg(long, env = "MOLTMATE_ACCESS_MODE", value_enum, default_value = "create")]
+    pub access_mode: crate::access::Mode,
+    /// How long a request waits for a decision.
+    #[arg(long, env = "MOLTMATE_ACCESS_REQUEST_TTL", default_value = "24h", value_parser = parse_interval)]
+    pub access_request_ttl: Duration,
+    /// New requests per hour, everyone together (more are told to try later).
+    #[arg(long, env = "MOLTMATE_ACCESS_REQUESTS_PER_HOUR", default_value_t = 10)]
+    pub access_requests_per_hour: usize,
+    /// Requests waiting for a decision at once, everyone together.
+    #[arg(long, env = "MOLTMATE_ACCESS_MAX_OPEN", default_value_t = 20)]
+    pub access_max_open: usize,
+}
+
+fn parse_profile(text: &str) -> Result<crate::crd::Profile, String> {
+    let names = crate::crd::Profile::ALL.map(|p| p.as_str());
+    crate::crd::Profile::ALL
+        .into_iter()
+        .find(|p| p.as_str() == text.trim())
+        .ok_or_else(|| format!("{text:?} is not a profile; one of {}", names.join(", ")))
 }
 
 /// A model name: not empty, and not the placeholder agents ask for.
@@ -137,6 +166,27 @@ pub enum TelegramMode {
 pub struct WebhookConfigError(String);
 
 impl GatewayArgs {
+    /// The access-request settings, when admins are named.
+    pub fn access(&self) -> Option<crate::gateway::access::AccessConfig> {
+        if self.access_admins.is_empty() {
+            return None;
+        }
+        let mut profiles = self.access_profiles.clone();
+        profiles.dedup();
+        Some(crate::gateway::access::AccessConfig {
+            admins: self.access_admins.clone(),
+            profiles,
+            mode: self.access_mode,
+            limits: crate::access::Limits {
+                ttl: i64::try_from(self.access_request_ttl.as_secs()).unwrap_or(i64::MAX),
+                per_hour: self.access_requests_per_hour,
+                max_open: self.access_max_open,
+                ..crate::access::Limits::default()
+            },
+            namespace: self.lease_namespace.clone(),
+        })
+    }
+
     /// The webhook settings in webhook mode (None when polling), checked.
     pub fn webhook(&self) -> Result<Option<WebhookConfig>, WebhookConfigError> {
         if self.telegram_mode == TelegramMode::Polling {

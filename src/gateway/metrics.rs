@@ -34,6 +34,8 @@ pub struct GatewayMetrics {
     reminders_delivered: Counter,
     reminder_failures: Counter,
     last_poll: Gauge<f64, AtomicU64>,
+    access_requests: Family<OutcomeLabel, Counter>,
+    access_presses: Family<OutcomeLabel, Counter>,
 }
 
 impl GatewayMetrics {
@@ -89,6 +91,18 @@ impl GatewayMetrics {
                 "Reminders Telegram did not take when due (each is tried again 30 s later)",
                 Counter::default(),
             ),
+            access_requests: registered(
+                r,
+                "access_requests",
+                "Strangers' /start and /request, by outcome: new, open (asked again), declined (denied lately), busy (the caps), throttled (no answer), admin, failed",
+                Family::default(),
+            ),
+            access_presses: registered(
+                r,
+                "access_presses",
+                "Presses of the access buttons, by outcome: approved, denied, refused (expired, decided, failed), not_an_admin, unknown",
+                Family::default(),
+            ),
             // A timestamp, not a counter: "no success for 5 minutes" is then one subtraction,
             // right after a restart too (alert MoltmateGatewayNotPolling).
             last_poll: registered(
@@ -98,6 +112,14 @@ impl GatewayMetrics {
                 Gauge::default(),
             ),
         }
+    }
+
+    pub fn access_request(&self, outcome: &'static str) {
+        self.access_requests.get_or_create(&OutcomeLabel { outcome }).inc();
+    }
+
+    pub fn access_press(&self, outcome: &'static str) {
+        self.access_presses.get_or_create(&OutcomeLabel { outcome }).inc();
     }
 
     pub fn finished(&self, outcome: MessageOutcome, seconds: f64) {

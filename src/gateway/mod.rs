@@ -1,4 +1,5 @@
 //! The gateway: the broker between the agents' pods and the outside world.
+pub mod access;
 pub mod activity;
 pub mod agent_client;
 pub mod broker;

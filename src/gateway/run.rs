@@ -13,6 +13,7 @@ use prometheus_client::registry::Registry;
 use teloxide::prelude::*;
 use tracing::{info, warn};
 
+use super::access::AccessDesk;
 use super::activity::ActivityRecorder;
 use super::agent_client::{AgentClient, AgentError};
 use super::broker::{self, BrokerConfig, BrokerError, BrokerState, ProviderConfig, SystemClock};
@@ -23,7 +24,7 @@ use super::metrics::GatewayMetrics;
 use super::queues::Queues;
 use super::reminders::{self, store::ReminderStore};
 use super::resets;
-use super::telegram::{self, Handler, Outbox, Ticket, Tracker};
+use super::telegram::{self, ButtonPress, Handler, Outbox, Ticket, Tracker};
 use super::usage_sync;
 use super::web_fetch::{FetchConfig, Fetcher};
 use super::webhook;
@@ -35,6 +36,9 @@ use crate::secret::SecretError;
 use crate::shutdown::Shutdown;
 use crate::token::MasterKey;
 use crate::{http, leader};
+
+/// How often the outcomes of access requests decided elsewhere (the CLI) or expired are told.
+const ACCESS_ANNOUNCE_EVERY: Duration = Duration::from_secs(2);
 
 /// How long the start waits for the usage record before serving without it.
 const USAGE_LOAD_TIMEOUT: Duration = Duration::from_secs(5);
@@ -77,6 +81,8 @@ where
 struct Gateway {
     users: Store<MoltmateUser>,
     broker: Arc<BrokerState>,
+    /// Access requests, when admins are named.
+    access: Option<Arc<AccessDesk>>,
     queues: Arc<Queues<Job>>,
     outbox: Outbox,
     refusals: Mutex<Refusals>,
@@ -112,11 +118,35 @@ impl Handler for Gateway {
         self.metrics.polled();
     }
 
+    fn press(&self, press: ButtonPress, ticket: Ticket) {
+        let Some(desk) = self.access.clone() else {
+            // No buttons were ever sent: nothing to decide.
+            return drop(ticket);
+        };
+        tokio::spawn(async move {
+            desk.press(&press).await;
+            drop(ticket);
+        });
+    }
+
     fn handle(&self, message: Incoming, ticket: Ticket) {
         let route = route(message.from_id, &self.users.state());
-        match commands::decide(&message, route, self.allow_groups, self.bot_username.as_deref()) {
+        let access = self.access.is_some();
+        match commands::decide(&message, route, self.allow_groups, self.bot_username.as_deref(), access) {
             Action::Ignore => self.metrics.finished(MessageOutcome::Ignored, 0.0),
             Action::Reply { text, outcome } => self.answer(message.chat_id, text, ticket, outcome),
+            Action::RequestAccess => {
+                self.metrics.unknown_sender();
+                let Some(desk) = self.access.clone() else { return drop(ticket) };
+                let (outbox, metrics) = (self.outbox.clone(), self.metrics.clone());
+                tokio::spawn(async move {
+                    if let Some(text) = desk.request(&message).await {
+                        outbox.say(message.chat_id, &text).await;
+                    }
+                    metrics.finished(MessageOutcome::Refused, ticket.received.elapsed().as_secs_f64());
+                    drop(ticket);
+                });
+            }
             Action::Refuse => {
                 self.metrics.unknown_sender();
                 tracing::info!(telegram_id = message.from_id, "message from an unknown sender refused");
@@ -128,7 +158,7 @@ impl Handler for Gateway {
                 if tell {
                     self.answer(
                         message.chat_id,
-                        commands::refusal_text(message.from_id),
+                        commands::refusal_text(message.from_id, access),
                         ticket,
                         MessageOutcome::Refused,
                     );
@@ -167,6 +197,7 @@ pub async fn run(args: GatewayArgs) -> Result<(), Error> {
     let llm_key = LLM_API_KEY.text(args.llm_api_key_file.as_deref())?;
     let profiles = crate::profile::ProfileDefaults::load(args.profiles_file.as_deref())?;
     let webhook = args.webhook()?;
+    let access_config = args.access();
     let client = Client::try_default().await.map_err(Error::Connect)?;
     let health = http::Health::new();
     let mut registry = Registry::default();
@@ -329,9 +360,30 @@ pub async fn run(args: GatewayArgs) -> Result<(), Error> {
                 tokio::join!(resets, delivering);
             }
         };
+        let access = access_config.map(|config| {
+            info!(admins = ?config.admins, mode = ?config.mode, "access requests on");
+            Arc::new(AccessDesk::new(config, client.clone(), users.clone(), outbox.clone(), metrics.clone()))
+        });
+        // What the CLI decided, and expiries, are told from here; on the Lease holder only.
+        let announcing_access = {
+            let access = access.clone();
+            async move {
+                match access {
+                    Some(desk) => desk.announce_forever(ACCESS_ANNOUNCE_EVERY).await,
+                    None => std::future::pending().await,
+                }
+            }
+        };
+        let announcing = async move {
+            tokio::select! {
+                () = announcing => {}
+                () = announcing_access => {}
+            }
+        };
         let gateway = Arc::new(Gateway {
             users,
             broker,
+            access,
             queues,
             outbox,
             refusals: Mutex::new(Refusals::new(Duration::from_secs(600))),

@@ -9,7 +9,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use teloxide::prelude::*;
-use teloxide::types::{AllowedUpdate, BotCommand, ChatAction, Message, ParseMode, UpdateKind};
+use teloxide::types::{
+    AllowedUpdate, BotCommand, CallbackQueryId, ChatAction, InlineKeyboardMarkup, Message, MessageId, ParseMode,
+    UpdateKind,
+};
 use teloxide::{ApiError, RequestError};
 use tokio::sync::Notify;
 
@@ -21,6 +24,9 @@ use crate::shutdown::Shutdown;
 
 /// How long to wait for a finished update before polling again while some are in flight.
 const IN_FLIGHT_REPOLL: Duration = Duration::from_millis(300);
+
+/// The updates the gateway asks Telegram for: messages, and presses of its access buttons.
+pub const ALLOWED_UPDATES: [AllowedUpdate; 2] = [AllowedUpdate::Message, AllowedUpdate::CallbackQuery];
 
 /// How long an answer may take before the user sees "typing...".
 pub const TYPING_AFTER: Duration = Duration::from_millis(800);
@@ -103,21 +109,50 @@ impl Outbox {
                     tracing::warn!(chat_id, %reason, "Telegram refused the reply's markup; sending it as plain text");
                     self.send_with_retries(|| self.bot.send_message(ChatId(chat_id), &part.plain)).await?;
                 }
-                other => other?,
+                other => {
+                    other?;
+                }
             }
         }
         Ok(())
     }
 
+    /// Send `text` as plain text with an inline keyboard; the sent message's id.
+    pub async fn send_with_buttons(
+        &self,
+        chat_id: i64,
+        text: &str,
+        buttons: InlineKeyboardMarkup,
+    ) -> Result<MessageId, RequestError> {
+        let sent = self
+            .send_with_retries(|| self.bot.send_message(ChatId(chat_id), text).reply_markup(buttons.clone()))
+            .await?;
+        Ok(sent.id)
+    }
+
+    /// Replace the text of a message the bot sent (its buttons go), logging a failure.
+    pub async fn edit(&self, chat_id: i64, message_id: i32, text: &str) {
+        if let Err(e) = self.bot.edit_message_text(ChatId(chat_id), MessageId(message_id), text).await {
+            tracing::warn!(chat_id, message_id, error = %e, "editing a message failed");
+        }
+    }
+
+    /// Answer a button press (Telegram shows `text` briefly), logging a failure.
+    pub async fn answer_press(&self, query_id: &str, text: &str) {
+        if let Err(e) = self.bot.answer_callback_query(CallbackQueryId(query_id.to_string())).text(text).await {
+            tracing::warn!(error = %e, "answering a button press failed");
+        }
+    }
+
     /// One request, again after flood control's wait or a network error, a few times.
-    async fn send_with_retries<R>(&self, request: impl Fn() -> R) -> Result<(), RequestError>
+    async fn send_with_retries<R>(&self, request: impl Fn() -> R) -> Result<Message, RequestError>
     where
         R: std::future::IntoFuture<Output = Result<Message, RequestError>>,
     {
         let mut attempt = 0u32;
         loop {
             match request().await {
-                Ok(_) => return Ok(()),
+                Ok(message) => return Ok(message),
                 Err(RequestError::RetryAfter(after)) if attempt < 5 => tokio::time::sleep(after.duration()).await,
                 Err(RequestError::Network(_) | RequestError::Io(_)) if attempt < 5 => {
                     tokio::time::sleep(super::agent_client::backoff(attempt)).await
@@ -151,6 +186,11 @@ impl Outbox {
 pub trait Handler: Send + Sync {
     fn handle(&self, message: Incoming, ticket: Ticket);
 
+    /// A button press (an admin deciding an access request, or a forgery).
+    fn press(&self, press: ButtonPress, ticket: Ticket) {
+        drop((press, ticket));
+    }
+
     /// A getUpdates call succeeded (the liveness signal of polling, for the metrics).
     fn polled(&self) {}
 }
@@ -165,7 +205,42 @@ pub fn incoming(update: &Update) -> Option<Incoming> {
         from_id: i64::try_from(from.id.0).ok()?,
         private: message.chat.is_private(),
         text: message.text()?.to_string(),
+        username: from.username.clone(),
+        name: crate::access::request::clean_name(&from.first_name, from.last_name.as_deref()),
     })
+}
+
+/// A press of an inline keyboard's callback button.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ButtonPress {
+    pub update_id: i64,
+    pub query_id: String,
+    /// Who pressed: the only thing about a press Telegram vouches for.
+    pub from_id: i64,
+    /// The message the button was on.
+    pub message: Option<(i64, i32)>,
+    pub data: String,
+}
+
+/// The button press in an update, or None.
+pub fn button_press(update: &Update) -> Option<ButtonPress> {
+    let UpdateKind::CallbackQuery(query) = &update.kind else { return None };
+    Some(ButtonPress {
+        update_id: i64::from(update.id.0),
+        query_id: query.id.0.clone(),
+        from_id: i64::try_from(query.from.id.0).ok()?,
+        message: query.message.as_ref().map(|m| (m.chat().id.0, m.id().0)),
+        data: query.data.clone().unwrap_or_default(),
+    })
+}
+
+/// Hand an update to `handler`: a message, a press, or nothing (the ticket confirms it).
+pub fn dispatch(handler: &dyn Handler, update: &Update, ticket: Ticket) {
+    if let Some(message) = incoming(update) {
+        handler.handle(message, ticket);
+    } else if let Some(press) = button_press(update) {
+        handler.press(press, ticket);
+    }
 }
 
 /// The bot's command menu, as users see it in Telegram.
@@ -206,7 +281,7 @@ pub async fn poll(
     let offset = tracker.lock().offset();
     if let Some(offset) = offset.and_then(|o| i32::try_from(o).ok()) {
         // An offset confirms every update below it; what this returns is left for the next poller.
-        let confirm = bot.get_updates().offset(offset).limit(1).timeout(0).allowed_updates([AllowedUpdate::Message]);
+        let confirm = bot.get_updates().offset(offset).limit(1).timeout(0).allowed_updates(ALLOWED_UPDATES);
         if let Err(e) = tokio::time::timeout(Duration::from_secs(5), confirm.send()).await.unwrap_or(Ok(Vec::new())) {
             tracing::warn!(error = %e, "confirming the finished updates failed; the next poller skips them as repeats");
         }
@@ -232,7 +307,7 @@ async fn take_updates(
             let c = tracker.lock();
             (c.offset(), c.in_flight())
         };
-        let mut request = bot.get_updates().allowed_updates([AllowedUpdate::Message]);
+        let mut request = bot.get_updates().allowed_updates(ALLOWED_UPDATES);
         // Telegram returns unfinished updates at once anyway; the long wait is for when idle.
         request = request.timeout(if in_flight == 0 { long_poll.as_secs().min(50) as u32 } else { 0 });
         if let Some(offset) = offset.and_then(|o| i32::try_from(o).ok()) {
@@ -266,11 +341,7 @@ async fn take_updates(
         for update in &updates {
             let Some(ticket) = tracker.begin(i64::from(update.id.0)) else { continue };
             new += 1;
-            match incoming(update) {
-                Some(message) => handler.handle(message, ticket),
-                // Not a text message: nothing to do; dropping the ticket confirms it.
-                None => drop(ticket),
-            }
+            dispatch(handler.as_ref(), update, ticket);
         }
         if new == 0 && tracker.lock().in_flight() > 0 {
             let _ = tokio::time::timeout(IN_FLIGHT_REPOLL, tracker.finished.notified()).await;
@@ -297,7 +368,15 @@ mod tests {
         assert!(matches!(private.kind, UpdateKind::Message(_)), "{:?}", private.kind);
         assert_eq!(
             incoming(&private),
-            Some(Incoming { update_id: 9, chat_id: 42, from_id: 42, private: true, text: "hi".into() })
+            Some(Incoming {
+                update_id: 9,
+                chat_id: 42,
+                from_id: 42,
+                private: true,
+                text: "hi".into(),
+                username: None,
+                name: "A".into()
+            })
         );
         let group = update(serde_json::json!({
             "update_id": 10,
@@ -314,6 +393,24 @@ mod tests {
                 "location": { "latitude": 1.0, "longitude": 2.0 } }
         }));
         assert_eq!(incoming(&sticker), None);
+        let press = update(serde_json::json!({
+            "update_id": 12,
+            "callback_query": { "id": "77", "chat_instance": "1", "data": "access:deny:ABCD",
+                "from": { "id": 42, "is_bot": false, "first_name": "A" },
+                "message": { "message_id": 5, "date": 0, "text": "Request",
+                    "chat": { "id": 42, "type": "private", "first_name": "A" } } }
+        }));
+        assert_eq!(incoming(&press), None);
+        assert_eq!(
+            button_press(&press),
+            Some(ButtonPress {
+                update_id: 12,
+                query_id: "77".into(),
+                from_id: 42,
+                message: Some((42, 5)),
+                data: "access:deny:ABCD".into()
+            })
+        );
     }
 
     #[test]

@@ -20,12 +20,11 @@ use axum::routing::post;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use teloxide::prelude::*;
-use teloxide::types::AllowedUpdate;
 use tokio::sync::watch;
 
 use crate::secret::Secret;
 
-use super::telegram::{Handler, Ticket, incoming, register_commands};
+use super::telegram::{ALLOWED_UPDATES, Handler, Ticket, dispatch, register_commands};
 
 pub const SECRET_HEADER: &str = "x-telegram-bot-api-secret-token";
 /// Finished update ids remembered, to answer Telegram's repeats without handling them twice.
@@ -161,10 +160,7 @@ async fn receive(State(receiver): State<Receiver>, headers: HeaderMap, body: Byt
         Admission::Done => return StatusCode::OK.into_response(),
         Admission::InFlight(rx) => rx,
         Admission::New(ticket, rx) => {
-            match incoming(&update) {
-                Some(message) => receiver.handler.handle(message, ticket),
-                None => drop(ticket),
-            }
+            dispatch(receiver.handler.as_ref(), &update, ticket);
             rx
         }
     };
@@ -178,7 +174,7 @@ async fn receive(State(receiver): State<Receiver>, headers: HeaderMap, body: Byt
 pub async fn register(bot: &Bot, config: &WebhookConfig) -> Result<(), teloxide::RequestError> {
     bot.set_webhook(config.url.clone())
         .secret_token(config.secret.expose().clone())
-        .allowed_updates([AllowedUpdate::Message])
+        .allowed_updates(ALLOWED_UPDATES)
         .max_connections(MAX_CONNECTIONS)
         .await?;
     register_commands(bot).await;

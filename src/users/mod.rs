@@ -6,6 +6,7 @@
 //! The rows and the reset plan are built by pure functions (`table`, `reset`); this module
 //! reads and writes.
 
+pub mod access;
 pub mod reset;
 pub mod table;
 
@@ -34,6 +35,13 @@ pub enum UsersCommand {
     /// Wipe a user's workspace (files, memory, conversation history) and keep the user:
     /// adds one to spec.resetGeneration. In GitOps, bump that field in git instead.
     Reset(ResetArgs),
+    /// List the access requests people sent the bot (/request), with their codes.
+    Requests(access::RequestsArgs),
+    /// Approve an access request: creates the person's MoltmateUser (in GitOps mode, prints
+    /// its manifest to commit); the gateway tells them.
+    Approve(access::ApproveArgs),
+    /// Deny an access request; the gateway tells them.
+    Deny(access::DenyArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -72,6 +80,8 @@ pub enum Error {
     Kubeconfig(#[from] crate::cluster::KubeconfigError),
     #[error("Kubernetes API: {0}")]
     Kube(#[from] kube::Error),
+    #[error(transparent)]
+    Access(#[from] crate::access::Error),
     #[error("MoltmateUser {0} not found (`moltmate users` lists them)")]
     NotFound(String),
     #[error(transparent)]
@@ -88,6 +98,9 @@ pub async fn run(args: UsersArgs) -> Result<(), Error> {
     let client = args.cluster.client().await?;
     match args.command {
         Some(UsersCommand::Reset(reset)) => reset_user(&client, &reset).await,
+        Some(UsersCommand::Requests(args)) => Ok(access::list(&client, &args).await?),
+        Some(UsersCommand::Approve(args)) => Ok(access::approve(&client, &args).await?),
+        Some(UsersCommand::Deny(args)) => Ok(access::deny(&client, &args).await?),
         None => list(&client, &args.list).await,
     }
 }

@@ -564,6 +564,12 @@ impl TestEnv {
     pub async fn install_gateway_rbac(&self) {
         bind_cluster_role(&self.admin().await, "gateway").await;
     }
+
+    /// The gateway's extra ClusterRole for approving access requests in create mode, bound as
+    /// the chart binds it when `access.admins` is set.
+    pub async fn install_gateway_access_rbac(&self) {
+        bind_cluster_role(&self.admin().await, "gateway-access").await;
+    }
 }
 
 /// Apply `charts/moltmates/files/<component>-clusterrole.yaml` (the chart's own file) and bind
@@ -574,6 +580,8 @@ async fn bind_cluster_role(client: &Client, component: &str) {
     bind_release_roles(client).await;
     let apply = PatchParams::apply("moltmate-tests").force();
     let name = format!("moltmate-{component}");
+    // `gateway-access` is the gateway's too.
+    let account = format!("moltmate-{}", component.split('-').next().unwrap());
     let file = format!("{REPO}/charts/moltmates/files/{component}-clusterrole.yaml");
     let role: ClusterRole = serde_saphyr::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
     Api::<ClusterRole>::all(client.clone())
@@ -584,7 +592,7 @@ async fn bind_cluster_role(client: &Client, component: &str) {
         "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
         "metadata": { "name": name },
         "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name },
-        "subjects": [{ "kind": "ServiceAccount", "name": name, "namespace": SYSTEM_NS }],
+        "subjects": [{ "kind": "ServiceAccount", "name": account, "namespace": SYSTEM_NS }],
     });
     Api::<ClusterRoleBinding>::all(client.clone()).patch(&name, &apply, &Patch::Apply(&binding)).await.unwrap();
 }

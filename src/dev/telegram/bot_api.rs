@@ -67,6 +67,8 @@ async fn dispatch(shared: &Arc<Shared>, uri: &Uri, headers: &HeaderMap, body: &[
         "getupdates" => get_updates(shared, &params).await,
         "sendmessage" => send_message(shared, &params),
         "sendchataction" => send_chat_action(shared, &params),
+        "answercallbackquery" => answer_callback_query(shared, &params),
+        "editmessagetext" => edit_message_text(shared, &params),
         "setmycommands" => set_my_commands(shared, &params),
         "getmycommands" => get_my_commands(shared, &params),
         "deletemycommands" => delete_my_commands(shared, &params),
@@ -167,9 +169,39 @@ fn send_message(shared: &Shared, params: &Params) -> MethodResult {
     let text = params.str("text");
     let parse_mode = params.str("parse_mode").filter(|m| !m.is_empty());
     let rendered = validate::message_text(text.as_deref(), parse_mode.as_deref())?;
-    let fields =
-        SentFields { text: text.unwrap_or_default(), rendered, parse_mode, reply_markup: params.value("reply_markup") };
+    let reply_markup = params.value("reply_markup");
+    validate::reply_markup(reply_markup.as_ref())?;
+    let fields = SentFields { text: text.unwrap_or_default(), rendered, parse_mode, reply_markup };
     let message = shared.update(|s| s.send_message(chat_id, fields, unix_now()))?;
+    Ok(json!(message).into())
+}
+
+fn answer_callback_query(shared: &Shared, params: &Params) -> MethodResult {
+    let id = params
+        .str("callback_query_id")
+        .filter(|id| !id.is_empty())
+        .ok_or_else(|| BotApiError::required("callback_query_id"))?;
+    let text = params.str("text").filter(|t| !t.is_empty());
+    validate::callback_answer_text(text.as_deref())?;
+    let show_alert = params.bool("show_alert")?.unwrap_or(false);
+    shared.update(|s| s.answer_callback(&id, text, show_alert))?;
+    Ok(json!(true).into())
+}
+
+/// Messages the bot sent in a chat only (inline messages are not served).
+fn edit_message_text(shared: &Shared, params: &Params) -> MethodResult {
+    if params.str("inline_message_id").is_some() {
+        return Err(BotApiError::bad_request("MESSAGE_ID_INVALID"));
+    }
+    let chat_id = chat_id(params)?;
+    let message_id = params.i64("message_id")?.ok_or_else(|| BotApiError::required("message_id"))?;
+    let text = params.str("text");
+    let parse_mode = params.str("parse_mode").filter(|m| !m.is_empty());
+    let rendered = validate::message_text(text.as_deref(), parse_mode.as_deref())?;
+    let reply_markup = params.value("reply_markup");
+    validate::inline_keyboard(reply_markup.as_ref())?;
+    let fields = SentFields { text: text.unwrap_or_default(), rendered, parse_mode, reply_markup };
+    let message = shared.update(|s| s.edit_message_text(chat_id, message_id, fields, unix_now()))?;
     Ok(json!(message).into())
 }
 

@@ -17,7 +17,7 @@ use serde_json::json;
 
 use super::shared::{Shared, Waited, unix_now};
 use super::store::{Stats, Store};
-use super::types::InjectMessage;
+use super::types::{InjectCallback, InjectMessage};
 
 /// Longest wait a control call may ask for.
 const MAX_WAIT: Duration = Duration::from_secs(300);
@@ -25,6 +25,8 @@ const MAX_WAIT: Duration = Duration::from_secs(300);
 pub fn router() -> Router<Arc<Shared>> {
     Router::new()
         .route("/control/messages", post(inject))
+        .route("/control/callbacks", post(inject_callback))
+        .route("/control/callback_answers", get(callback_answers))
         .route("/control/chats/{chat_id}/messages", get(messages))
         .route("/control/chats/{chat_id}/actions", get(actions))
         .route("/control/commands", get(commands))
@@ -45,6 +47,25 @@ async fn inject(State(shared): State<Arc<Shared>>, body: Result<Json<InjectMessa
         Ok(injected) => Json(injected).into_response(),
         Err(e) => bad_request(e),
     }
+}
+
+/// A user presses a button on a message the bot sent them.
+async fn inject_callback(
+    State(shared): State<Arc<Shared>>,
+    body: Result<Json<InjectCallback>, JsonRejection>,
+) -> Response {
+    let Json(press) = match body {
+        Ok(body) => body,
+        Err(e) => return bad_request(e.body_text()),
+    };
+    match shared.update(|s| s.inject_callback(&press)) {
+        Ok(injected) => Json(injected).into_response(),
+        Err(e) => bad_request(e),
+    }
+}
+
+async fn callback_answers(State(shared): State<Arc<Shared>>) -> Response {
+    Json(shared.read(Store::callback_answers)).into_response()
 }
 
 /// Query parameters of the waiting reads.

@@ -49,6 +49,11 @@ impl BotApiError {
         Self::Conflict("terminated by other getUpdates request; make sure that only one bot instance is running".into())
     }
 
+    /// An unknown or already answered callback query id.
+    pub fn query_too_old() -> Self {
+        Self::bad_request("query is too old and response timeout expired or query ID is invalid")
+    }
+
     pub fn chat_not_found() -> Self {
         Self::bad_request("chat not found")
     }

@@ -28,7 +28,10 @@ pub use control::StatsCondition;
 pub use error::BotApiError;
 pub use server::{StandInConfig, StandInError, TelegramStandIn, WaitTimeout};
 pub use store::{CommandSet, InjectError, Limits, Stats};
-pub use types::{BotCommand, ChatType, InjectMessage, Injected, SentAction, SentMessage};
+pub use types::{
+    BotCommand, CallbackAnswer, ChatType, InjectCallback, InjectMessage, Injected, InjectedCallback, SentAction,
+    SentMessage,
+};
 pub use webhook::SECRET_HEADER;
 
 #[derive(clap::Args, Debug, Clone)]

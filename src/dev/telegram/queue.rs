@@ -97,7 +97,16 @@ mod tests {
     fn update(id: i64) -> Update {
         let chat =
             Chat { id: 1, kind: ChatType::Private, title: None, first_name: None, last_name: None, username: None };
-        Update { update_id: id, message: Message { message_id: id, from: None, date: 0, chat, text: format!("m{id}") } }
+        let message = Message {
+            message_id: id,
+            from: None,
+            date: 0,
+            chat,
+            text: format!("m{id}"),
+            edit_date: None,
+            reply_markup: None,
+        };
+        Update { update_id: id, message: Some(message), callback_query: None }
     }
 
     fn ids(updates: &[Update]) -> Vec<i64> {

@@ -11,7 +11,10 @@ use super::bot_api;
 use super::control::{self, StatsCondition};
 use super::shared::{Shared, Waited, unix_now};
 use super::store::{CommandSet, InjectError, Limits, Stats, Store};
-use super::types::{BotCommand, InjectMessage, Injected, SentAction, SentMessage, User};
+use super::types::{
+    BotCommand, CallbackAnswer, InjectCallback, InjectMessage, Injected, InjectedCallback, SentAction, SentMessage,
+    User,
+};
 use super::validate;
 use super::webhook::{self, Backoff};
 
@@ -127,6 +130,24 @@ impl TelegramStandIn {
     /// Shorthand: user `from_id` writes `text` in their private chat with the bot.
     pub fn inject_text(&self, from_id: i64, text: &str) -> Result<Injected, InjectError> {
         self.inject(InjectMessage::private(from_id, text))
+    }
+
+    /// User `from_id` presses a button with `data` on the bot's message `message_id` in
+    /// `chat_id` (a test may forge any data).
+    pub fn press(
+        &self,
+        from_id: i64,
+        chat_id: i64,
+        message_id: i64,
+        data: &str,
+    ) -> Result<InjectedCallback, InjectError> {
+        let press = InjectCallback { from_id, chat_id, message_id, data: data.to_owned() };
+        self.shared.update(|s| s.inject_callback(&press))
+    }
+
+    /// How the bot answered callback queries (`answerCallbackQuery`), oldest first.
+    pub fn callback_answers(&self) -> Vec<CallbackAnswer> {
+        self.shared.read(Store::callback_answers)
     }
 
     /// What the bot has sent to a chat, oldest first.

@@ -9,7 +9,8 @@ use serde_json::{Value, json};
 use super::error::BotApiError;
 use super::queue::UpdateQueue;
 use super::types::{
-    BotCommand, Chat, ChatType, InjectMessage, Injected, Message, SentAction, SentMessage, Update, User,
+    BotCommand, CallbackAnswer, CallbackQuery, Chat, ChatType, InjectCallback, InjectMessage, Injected,
+    InjectedCallback, Message, SentAction, SentMessage, Update, User,
 };
 
 /// Caps on what is kept; past them the oldest entries go.
@@ -41,6 +42,8 @@ pub enum InjectError {
     BadGroupId,
     #[error("too many chats (limit {0})")]
     TooManyChats(usize),
+    #[error("the bot sent no message {message_id} to chat {chat_id}: a button can only be pressed on one")]
+    NoSuchMessage { chat_id: i64, message_id: i64 },
 }
 
 /// The webhook as set by `setWebhook`.
@@ -134,6 +137,17 @@ impl<T: Clone> ChatLog<T> {
     fn count(&self, chat_id: i64) -> usize {
         self.by_chat.get(&chat_id).map_or(0, VecDeque::len)
     }
+
+    fn find_mut(&mut self, chat_id: i64, matches: impl Fn(&T) -> bool) -> Option<&mut T> {
+        self.by_chat.get_mut(&chat_id)?.iter_mut().find(|item| matches(item))
+    }
+}
+
+/// A callback query the bot has been sent, until it answers it.
+#[derive(Debug)]
+struct OpenCallback {
+    from_id: i64,
+    answered: bool,
 }
 
 #[derive(Debug)]
@@ -145,6 +159,9 @@ pub struct Store {
     users: HashMap<i64, User>,
     sent: ChatLog<SentMessage>,
     actions: ChatLog<SentAction>,
+    callbacks: HashMap<String, OpenCallback>,
+    callback_answers: Vec<CallbackAnswer>,
+    next_callback: u64,
     commands: BTreeMap<String, CommandSet>,
     webhook: Option<Webhook>,
     webhook_generation: u64,
@@ -169,6 +186,9 @@ impl Store {
             users: HashMap::new(),
             sent: ChatLog::new(limits.max_sent_messages),
             actions: ChatLog::new(limits.max_actions),
+            callbacks: HashMap::new(),
+            callback_answers: Vec::new(),
+            next_callback: 0,
             commands: BTreeMap::new(),
             webhook: None,
             webhook_generation: 0,
@@ -227,15 +247,121 @@ impl Store {
         state.chat = chat.clone();
         state.last_message_id += 1;
         let message_id = state.last_message_id;
-        let message = Message { message_id, from: Some(from), date: now, chat, text: msg.text.clone() };
-        let allowed = self.allowed_updates.is_empty() || self.allowed_updates.iter().any(|t| t == "message");
-        let update_id = if allowed {
-            self.queue.push(|update_id| Update { update_id, message })
+        let message = Message {
+            message_id,
+            from: Some(from),
+            date: now,
+            chat,
+            text: msg.text.clone(),
+            edit_date: None,
+            reply_markup: None,
+        };
+        let (update_id, queued) =
+            self.enqueue("message", |update_id| Update { update_id, message: Some(message), callback_query: None });
+        Ok(Injected { update_id, message_id, chat_id, queued })
+    }
+
+    /// Queue the update `build` makes if the bot's `allowed_updates` takes `kind` (Telegram's
+    /// default, an empty list, takes messages and callback queries); its id, and whether it was.
+    fn enqueue(&mut self, kind: &str, build: impl FnOnce(i64) -> Update) -> (i64, bool) {
+        let allowed = self.allowed_updates.is_empty() || self.allowed_updates.iter().any(|t| t == kind);
+        if allowed {
+            (self.queue.push(build), true)
         } else {
             self.filtered_updates += 1;
-            self.queue.skip_id()
+            (self.queue.skip_id(), false)
+        }
+    }
+
+    /// A user presses a callback button on a message the bot sent: queue a `callback_query`.
+    pub fn inject_callback(&mut self, press: &InjectCallback) -> Result<InjectedCallback, InjectError> {
+        if press.from_id <= 0 {
+            return Err(InjectError::BadUserId);
+        }
+        let no_message = || InjectError::NoSuchMessage { chat_id: press.chat_id, message_id: press.message_id };
+        let sent = self
+            .sent
+            .find_mut(press.chat_id, |m| m.message_id == press.message_id)
+            .map(|m| m.clone())
+            .ok_or_else(no_message)?;
+        let chat = self.chats.get(&press.chat_id).map(|c| c.chat.clone()).ok_or_else(no_message)?;
+        let from = self.remember_user(&InjectMessage::private(press.from_id, ""));
+        self.next_callback += 1;
+        // Telegram's ids are opaque strings; these are unique per stand-in.
+        let id = format!("{}{:012}", self.bot.id, self.next_callback);
+        let message = Message {
+            message_id: sent.message_id,
+            from: Some(self.bot.clone()),
+            date: sent.date,
+            chat,
+            text: sent.rendered.clone(),
+            edit_date: sent.edit_date,
+            reply_markup: sent.reply_markup.clone(),
         };
-        Ok(Injected { update_id, message_id, chat_id, queued: allowed })
+        let query = CallbackQuery {
+            id: id.clone(),
+            from,
+            message: Some(message),
+            chat_instance: (press.chat_id.wrapping_mul(7919)).to_string(),
+            data: Some(press.data.clone()),
+        };
+        let (update_id, queued) = self.enqueue("callback_query", |update_id| Update {
+            update_id,
+            message: None,
+            callback_query: Some(query),
+        });
+        if queued {
+            self.callbacks.insert(id.clone(), OpenCallback { from_id: press.from_id, answered: false });
+        }
+        Ok(InjectedCallback { update_id, callback_query_id: id, queued })
+    }
+
+    /// `answerCallbackQuery`: once per query, as Telegram takes it.
+    pub fn answer_callback(&mut self, id: &str, text: Option<String>, show_alert: bool) -> Result<(), BotApiError> {
+        let open = self.callbacks.get_mut(id).filter(|c| !c.answered).ok_or_else(BotApiError::query_too_old)?;
+        open.answered = true;
+        let from_id = open.from_id;
+        self.callback_answers.push(CallbackAnswer { callback_query_id: id.to_owned(), from_id, text, show_alert });
+        Ok(())
+    }
+
+    pub fn callback_answers(&self) -> Vec<CallbackAnswer> {
+        self.callback_answers.clone()
+    }
+
+    /// `editMessageText` of a message the bot sent; the edited message.
+    pub fn edit_message_text(
+        &mut self,
+        chat_id: i64,
+        message_id: i64,
+        edit: SentFields,
+        now: i64,
+    ) -> Result<Message, BotApiError> {
+        let chat = self.chats.get(&chat_id).map(|c| c.chat.clone()).ok_or_else(BotApiError::chat_not_found)?;
+        let bot = self.bot.clone();
+        let sent = self
+            .sent
+            .find_mut(chat_id, |m| m.message_id == message_id)
+            .ok_or_else(|| BotApiError::bad_request("message to edit not found"))?;
+        if sent.rendered == edit.rendered && sent.reply_markup == edit.reply_markup {
+            return Err(BotApiError::bad_request(
+                "message is not modified: specified new message content and reply markup are exactly the same as a current content and reply markup of the message",
+            ));
+        }
+        sent.text = edit.text;
+        sent.rendered = edit.rendered;
+        sent.parse_mode = edit.parse_mode;
+        sent.reply_markup = edit.reply_markup;
+        sent.edit_date = Some(now);
+        Ok(Message {
+            message_id,
+            from: Some(bot),
+            date: sent.date,
+            chat,
+            text: sent.rendered.clone(),
+            edit_date: sent.edit_date,
+            reply_markup: sent.reply_markup.clone(),
+        })
     }
 
     fn remember_user(&mut self, msg: &InjectMessage) -> User {
@@ -273,6 +399,8 @@ impl Store {
             date: now,
             chat: state.chat.clone(),
             text: sent.rendered.clone(),
+            edit_date: None,
+            reply_markup: sent.reply_markup.clone(),
         };
         let record = SentMessage {
             message_id: message.message_id,
@@ -282,6 +410,7 @@ impl Store {
             rendered: sent.rendered,
             parse_mode: sent.parse_mode,
             reply_markup: sent.reply_markup,
+            edit_date: None,
         };
         self.sent.push(chat_id, record);
         Ok(message)
@@ -605,6 +734,40 @@ mod tests {
         assert_eq!(s.command_sets().len(), 1);
         s.set_commands(None, None, vec![]);
         assert!(s.command_sets().is_empty());
+    }
+
+    #[test]
+    fn a_press_on_a_sent_button_is_an_update_answered_once_and_the_message_edited() {
+        let mut s = store();
+        s.inject(&InjectMessage::private(7, "hi"), 0).unwrap();
+        let keyboard = json!({"inline_keyboard": [[{"text": "Yes", "callback_data": "y"}]]});
+        let sent = s.send_message(7, SentFields { reply_markup: Some(keyboard.clone()), ..text("Sure?") }, 1).unwrap();
+        let press = InjectCallback { from_id: 7, chat_id: 7, message_id: sent.message_id, data: "y".into() };
+        let missing = InjectCallback { message_id: 99, ..press.clone() };
+        assert!(matches!(s.inject_callback(&missing), Err(InjectError::NoSuchMessage { .. })));
+        let injected = s.inject_callback(&press).unwrap();
+        let ticket = s.start_get_updates(None).unwrap();
+        let updates = serde_json::to_value(s.poll(ticket, None, 100).unwrap()).unwrap();
+        let query = &updates[1]["callback_query"];
+        assert_eq!(query["data"], "y");
+        assert_eq!(query["from"]["id"], 7);
+        assert_eq!(query["message"]["reply_markup"], keyboard);
+        assert_eq!(query["id"], injected.callback_query_id.as_str());
+        assert!(updates[1].get("message").is_none());
+        s.answer_callback(&injected.callback_query_id, Some("Done".into()), false).unwrap();
+        assert_eq!(
+            s.answer_callback(&injected.callback_query_id, None, false),
+            Err(BotApiError::query_too_old()),
+            "answered twice"
+        );
+        assert_eq!(s.callback_answers()[0].text.as_deref(), Some("Done"));
+        let edited = s.edit_message_text(7, sent.message_id, text("Done."), 3).unwrap();
+        assert_eq!((edited.edit_date, edited.reply_markup), (Some(3), None));
+        assert_eq!(s.sent_to(7)[0].rendered, "Done.");
+        assert!(s.edit_message_text(7, sent.message_id, text("Done."), 4).is_err(), "not modified");
+        assert!(s.edit_message_text(7, 99, text("x"), 4).is_err());
+        s.start_get_updates(Some(vec!["message".into()])).unwrap();
+        assert!(!s.inject_callback(&press).unwrap().queued, "callback queries not asked for");
     }
 
     #[test]

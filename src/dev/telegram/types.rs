@@ -51,13 +51,35 @@ pub struct Message {
     pub date: i64,
     pub chat: Chat,
     pub text: String,
+    /// Unix time of the last edit (`editMessageText`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edit_date: Option<i64>,
+    /// The inline keyboard attached to a message the bot sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_markup: Option<serde_json::Value>,
 }
 
-/// The stand-in only produces `message` updates.
+/// A press of an inline keyboard's callback button, as Telegram sends it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallbackQuery {
+    pub id: String,
+    pub from: User,
+    /// The bot's message that carried the button.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<Message>,
+    pub chat_instance: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<String>,
+}
+
+/// An update: a `message` or a `callback_query` (exactly one is set).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Update {
     pub update_id: i64,
-    pub message: Message,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<Message>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback_query: Option<CallbackQuery>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -80,6 +102,39 @@ pub struct SentMessage {
     pub parse_mode: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reply_markup: Option<serde_json::Value>,
+    /// Unix time of the last edit, if the bot edited it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edit_date: Option<i64>,
+}
+
+/// A user presses a callback button, as the control API injects it. Telegram only sends
+/// presses of buttons on the bot's own messages, so `message_id` must be one the bot sent to
+/// `chat_id`; the data is whatever the test says (a forged press included).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InjectCallback {
+    pub from_id: i64,
+    pub chat_id: i64,
+    pub message_id: i64,
+    pub data: String,
+}
+
+/// How the bot answered a callback query (`answerCallbackQuery`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallbackAnswer {
+    pub callback_query_id: String,
+    pub from_id: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    pub show_alert: bool,
+}
+
+/// The result of injecting a press.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InjectedCallback {
+    pub update_id: i64,
+    pub callback_query_id: String,
+    /// False when the bot's `allowed_updates` excludes callback queries.
+    pub queued: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

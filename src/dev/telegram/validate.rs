@@ -48,6 +48,60 @@ pub fn message_text(text: Option<&str>, parse_mode: Option<&str>) -> Result<Stri
     Ok(rendered.to_owned())
 }
 
+/// Longest `answerCallbackQuery` text.
+pub const MAX_CALLBACK_ANSWER_CHARS: usize = 200;
+/// Callback data of a button: 1-64 bytes.
+pub const MAX_CALLBACK_DATA_BYTES: usize = 64;
+
+/// A `reply_markup` of `sendMessage`: an inline keyboard is checked; the other keyboards
+/// (reply keyboards, removal, force reply) are taken as they are.
+pub fn reply_markup(markup: Option<&serde_json::Value>) -> Result<(), BotApiError> {
+    match markup {
+        Some(m) if m.get("inline_keyboard").is_some() => inline_keyboard(Some(m)),
+        Some(m) if !m.is_object() => Err(BotApiError::bad_request("can't parse reply keyboard markup JSON object")),
+        _ => Ok(()),
+    }
+}
+
+/// An `InlineKeyboardMarkup`: rows of buttons, each with a text and one action; callback
+/// data of 1-64 bytes. Telegram's words for what it refuses.
+pub fn inline_keyboard(markup: Option<&serde_json::Value>) -> Result<(), BotApiError> {
+    let Some(markup) = markup else { return Ok(()) };
+    let rows = markup
+        .get("inline_keyboard")
+        .and_then(|k| k.as_array())
+        .ok_or_else(|| BotApiError::bad_request("can't parse inline keyboard markup JSON object"))?;
+    for row in rows {
+        let buttons =
+            row.as_array().ok_or_else(|| BotApiError::bad_request("can't parse inline keyboard button row"))?;
+        for button in buttons {
+            if button.get("text").and_then(|t| t.as_str()).is_none_or(str::is_empty) {
+                return Err(BotApiError::bad_request(
+                    "can't parse inline keyboard button: Text buttons are unallowed in the inline keyboard",
+                ));
+            }
+            if let Some(data) = button.get("callback_data") {
+                let data = data.as_str().unwrap_or("");
+                if data.is_empty() || data.len() > MAX_CALLBACK_DATA_BYTES {
+                    return Err(BotApiError::bad_request("BUTTON_DATA_INVALID"));
+                }
+            } else if button.get("url").is_none() {
+                return Err(BotApiError::bad_request(
+                    "can't parse inline keyboard button: Text buttons are unallowed in the inline keyboard",
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+pub fn callback_answer_text(text: Option<&str>) -> Result<(), BotApiError> {
+    match text {
+        Some(t) if t.chars().count() > MAX_CALLBACK_ANSWER_CHARS => Err(BotApiError::bad_request("MESSAGE_TOO_LONG")),
+        _ => Ok(()),
+    }
+}
+
 pub fn chat_action(action: Option<&str>) -> Result<String, BotApiError> {
     let action = action.filter(|a| !a.is_empty()).ok_or_else(|| BotApiError::required("action"))?;
     let action = action.to_ascii_lowercase();
@@ -110,6 +164,19 @@ pub fn bot_id_from_token(token: &str) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn inline_keyboards_follow_telegrams_rules() {
+        let ok = serde_json::json!({"inline_keyboard": [[{"text": "Yes", "callback_data": "y"}, {"text": "Docs", "url": "https://x.test"}]]});
+        assert!(reply_markup(Some(&ok)).is_ok());
+        let long = serde_json::json!({"inline_keyboard": [[{"text": "Yes", "callback_data": "y".repeat(65)}]]});
+        assert_eq!(reply_markup(Some(&long)), Err(BotApiError::bad_request("BUTTON_DATA_INVALID")));
+        let bare = serde_json::json!({"inline_keyboard": [[{"text": "Yes"}]]});
+        assert!(inline_keyboard(Some(&bare)).is_err());
+        assert!(inline_keyboard(Some(&serde_json::json!({"keyboard": []}))).is_err());
+        assert!(reply_markup(Some(&serde_json::json!({"remove_keyboard": true}))).is_ok());
+        assert!(callback_answer_text(Some(&"x".repeat(201))).is_err());
+    }
 
     fn cmd(command: &str, description: &str) -> BotCommand {
         BotCommand { command: command.into(), description: description.into() }
