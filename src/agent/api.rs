@@ -4,7 +4,10 @@
 //! be Telegram's user object `{"id": 42, ...}`) -> 200 `{"reply": "...", "status":
 //! "answered" | "duplicate" | "already_delivered" | "model_unavailable", "session_id":
 //! "000001"}`. `POST /v1/turn/{update_id}/delivered` -> 200 `{"update_id": 7}` (404 if the
-//! update is unknown): the reply reached the user, never send it again. `GET /v1/status` ->
+//! update is unknown): the reply reached the user, never send it again. `PUT /v1/files/{name}`
+//! (the bytes as the body, at most [`UPLOAD_MAX`]) -> 200 [`FileSaved`]: a file the person
+//! sent, saved in `files/` under a safe, unused name (the same name again for the same bytes);
+//! 403 read-only workspace, 507 workspace full. `GET /v1/status` ->
 //! 200 [`StatusResponse`], the one type the agent writes and the gateway reads. Errors are
 //! `{"error": "..."}` with 401 (token), 400/413/415/422 (request), 503 (history could not be
 //! saved: retry later).
@@ -17,6 +20,8 @@ use crate::profile::ResolvedProfile;
 pub const TEXT_MAX: usize = 16 * 1024;
 /// Request bodies on the API, at most.
 pub const BODY_MAX: usize = 64 * 1024;
+/// A file sent by the person, at most: what Telegram lets a bot download (20 MB).
+pub const UPLOAD_MAX: usize = 20 * 1000 * 1000;
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct TurnRequest {
@@ -138,6 +143,13 @@ impl<'de> Deserialize<'de> for ReportedProfile {
             Err(_) => ReportedProfile::Named(name),
         })
     }
+}
+
+/// `PUT /v1/files/{name}`: where the file was saved in `files/`, and its size.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileSaved {
+    pub name: String,
+    pub size: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -21,6 +21,7 @@ pub mod session;
 pub mod store;
 pub mod tools;
 pub mod turn;
+pub mod uploads;
 pub mod workspace;
 
 use std::net::SocketAddr;

@@ -9,7 +9,7 @@ use axum::extract::{DefaultBodyLimit, Path, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
@@ -17,9 +17,10 @@ use subtle::ConstantTimeEq;
 use tokio::sync::OwnedMutexGuard;
 use tracing::{Instrument, error, info, warn};
 
-use super::api::{BODY_MAX, ErrorBody, TurnRequest, TurnResponse};
+use super::api::{BODY_MAX, ErrorBody, FileSaved, TurnRequest, TurnResponse, UPLOAD_MAX};
 use super::service::Agent;
 use super::store::SessionStore;
+use super::uploads::SaveError;
 
 pub fn router(agent: Arc<Agent>) -> Router {
     Router::new()
@@ -27,6 +28,7 @@ pub fn router(agent: Arc<Agent>) -> Router {
         .route("/v1/turn/{update_id}/delivered", post(delivered))
         .route("/v1/reset", post(reset))
         .route("/v1/status", get(status))
+        .route("/v1/files/{name}", put(put_file).layer(DefaultBodyLimit::max(UPLOAD_MAX)))
         .layer(middleware::from_fn_with_state(agent.clone(), require_token))
         .layer(DefaultBodyLimit::max(BODY_MAX))
         .with_state(agent)
@@ -124,6 +126,37 @@ async fn reset(State(agent): State<Arc<Agent>>) -> Response {
     match agent.reset(&mut session) {
         Ok(response) => Json(response).into_response(),
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
+}
+
+/// A file the person sent: saved in `files/` under a safe, unused name, within the
+/// workspace's size.
+async fn put_file(State(agent): State<Arc<Agent>>, Path(name): Path<String>, bytes: Bytes) -> Response {
+    if !agent.workspace.writable() {
+        return error(StatusCode::FORBIDDEN, "the workspace is read-only (workspaceAccess: ro)");
+    }
+    if let Some(disk) = agent.tools.disk
+        && let Err(full) = disk.admit(agent.workspace.bytes_used_async().await, bytes.len() as u64)
+    {
+        warn!(user = %agent.config.user, bytes = bytes.len(), "file refused: the workspace is full");
+        return error(StatusCode::INSUFFICIENT_STORAGE, full);
+    }
+    let workspace = agent.workspace.clone();
+    let size = bytes.len() as u64;
+    let saved = tokio::task::spawn_blocking(move || {
+        let dir = workspace.files_dir().map_err(SaveError::from)?;
+        super::uploads::save(std::os::fd::AsFd::as_fd(&dir), &name, &bytes)
+    })
+    .await;
+    match saved {
+        Ok(Ok(name)) => {
+            info!(user = %agent.config.user, name = %name, bytes = size, "file saved");
+            Json(FileSaved { name, size }).into_response()
+        }
+        Ok(Err(e @ SaveError::Full)) => error(StatusCode::INSUFFICIENT_STORAGE, e.to_string()),
+        Ok(Err(e @ SaveError::ReadOnly)) => error(StatusCode::FORBIDDEN, e.to_string()),
+        Ok(Err(SaveError::Failed(reason))) => error(StatusCode::INTERNAL_SERVER_ERROR, reason),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("saving the file stopped: {e}")),
     }
 }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
-use crate::agent::api::{ResetResponse, StatusResponse, TurnResponse};
+use crate::agent::api::{FileSaved, ResetResponse, StatusResponse, TurnResponse};
 use crate::http::CappedRead;
 
 #[derive(Debug, thiserror::Error)]
@@ -99,6 +99,28 @@ impl AgentClient {
             .map(drop)
     }
 
+    /// Save a file the person sent in the agent's `files/`, under `name` or (taken, or unsafe)
+    /// a name the agent picks; the answer says which.
+    pub async fn put_file(
+        &self,
+        ip: IpAddr,
+        token: &str,
+        name: &str,
+        bytes: axum::body::Bytes,
+    ) -> Result<FileSaved, AgentError> {
+        let mut url = reqwest::Url::parse(&format!("http://{}/", std::net::SocketAddr::new(ip, self.port)))
+            .map_err(|e| AgentError::Setup(e.to_string()))?;
+        // One path segment whatever the name holds: a `/` in it is encoded, not a directory.
+        url.path_segments_mut().map_err(|()| AgentError::Setup("agent URL".into()))?.extend(["v1", "files", name]);
+        let request = self
+            .http
+            .put(url)
+            .bearer_auth(token)
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .body(bytes);
+        self.send(request).await
+    }
+
     pub async fn reset(&self, ip: IpAddr, token: &str) -> Result<ResetResponse, AgentError> {
         let body = json!({});
         self.call(ip, token, reqwest::Method::POST, "/v1/reset", Some(&body), None).await
@@ -125,6 +147,10 @@ impl AgentClient {
         if let Some(body) = body {
             request = request.json(body);
         }
+        self.send(request).await
+    }
+
+    async fn send<T: DeserializeOwned>(&self, request: reqwest::RequestBuilder) -> Result<T, AgentError> {
         let response = request.send().await.map_err(|e| {
             // A timeout after connecting is not retried: the agent may still be working on it.
             if e.is_timeout() && !e.is_connect() {

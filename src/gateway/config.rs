@@ -102,6 +102,14 @@ pub struct GatewayArgs {
     /// This replica's name in the Lease (default: POD_NAME, else the host name).
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
+    /// The largest document a person may send (e.g. `10Mi`); at most 20M, Telegram's limit for
+    /// bots. Larger ones get a reply naming the limit.
+    #[arg(long, env = "MOLTMATE_FILE_MAX_SIZE", default_value = "10Mi", value_parser = crate::gateway::media::parse_max_bytes)]
+    pub file_max_size: u64,
+    /// The kinds of document people may send, as file extensions (`pdf,txt,csv`); a file
+    /// without a usable name is judged by its declared MIME type. Others get a reply listing these.
+    #[arg(long, env = "MOLTMATE_FILE_TYPES", default_value = crate::gateway::media::DEFAULT_TYPES, value_parser = crate::gateway::media::FileTypes::parse)]
+    pub file_types: crate::gateway::media::FileTypes,
     /// YAML file of per-profile defaults, the same file the operator reads.
     #[arg(long, env = "MOLTMATE_PROFILES_FILE")]
     pub profiles_file: Option<PathBuf>,
@@ -137,6 +145,11 @@ pub enum TelegramMode {
 pub struct WebhookConfigError(String);
 
 impl GatewayArgs {
+    /// Which documents are fetched and handed to the agents.
+    pub fn media_policy(&self) -> crate::gateway::media::MediaPolicy {
+        crate::gateway::media::MediaPolicy { max_bytes: self.file_max_size, types: self.file_types.0.clone() }
+    }
+
     /// The webhook settings in webhook mode (None when polling), checked.
     pub fn webhook(&self) -> Result<Option<WebhookConfig>, WebhookConfigError> {
         if self.telegram_mode == TelegramMode::Polling {

@@ -16,7 +16,7 @@ use tracing::{info, warn};
 use super::activity::ActivityRecorder;
 use super::agent_client::{AgentClient, AgentError};
 use super::broker::{self, BrokerConfig, BrokerError, BrokerState, ProviderConfig, SystemClock};
-use super::commands::{self, Action, Incoming, MessageOutcome, Refusals};
+use super::commands::{self, Action, Incoming, MessageOutcome, Refusals, Settings};
 use super::config::{BOT_TOKEN, GatewayArgs, LLM_API_KEY};
 use super::directory::route;
 use super::metrics::GatewayMetrics;
@@ -79,8 +79,7 @@ struct Gateway {
     outbox: Outbox,
     refusals: Mutex<Refusals>,
     metrics: Arc<GatewayMetrics>,
-    allow_groups: bool,
-    bot_username: Option<String>,
+    settings: Settings,
 }
 
 impl Gateway {
@@ -102,7 +101,7 @@ impl Handler for Gateway {
 
     fn handle(&self, message: Incoming, ticket: Ticket) {
         let route = route(message.from_id, &self.users.state());
-        match commands::decide(&message, route, self.allow_groups, self.bot_username.as_deref()) {
+        match commands::decide(&message, route, &self.settings) {
             Action::Ignore => self.metrics.finished(MessageOutcome::Ignored, 0.0),
             Action::Reply { text, outcome } => self.answer(message.chat_id, text, ticket, outcome),
             Action::Refuse => {
@@ -272,7 +271,10 @@ pub async fn run(args: GatewayArgs) -> Result<(), Error> {
             }
         };
         let outbox = Outbox::new(bot.clone());
+        let media_policy = args.media_policy();
         let worker = Arc::new(Worker {
+            telegram: bot.clone(),
+            media: media_policy.clone(),
             outbox: outbox.clone(),
             agents: AgentClient::new(args.agent_port, args.agent_timeout)?,
             pods,
@@ -297,8 +299,7 @@ pub async fn run(args: GatewayArgs) -> Result<(), Error> {
             outbox,
             refusals: Mutex::new(Refusals::new(Duration::from_secs(600))),
             metrics,
-            allow_groups: args.allow_groups,
-            bot_username,
+            settings: Settings { allow_groups: args.allow_groups, bot_username, media: media_policy },
         });
         let Some(webhook) = webhook else {
             info!(api = %args.telegram_api_url, "polling Telegram");

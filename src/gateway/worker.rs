@@ -5,6 +5,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::reflector::Store;
 use tokio::sync::mpsc;
@@ -12,8 +13,9 @@ use tracing::Instrument;
 
 use super::activity::ActivityRecorder;
 use super::agent_client::{AgentClient, AgentError, backoff};
-use super::commands::{self, MessageOutcome, Work};
+use super::commands::{self, Attachment, MessageOutcome, Work};
 use super::directory::agent_address;
+use super::media::{self, MediaPolicy};
 use super::metrics::GatewayMetrics;
 use super::telegram::{Outbox, Ticket};
 use crate::agent::api::{StatusResponse, TurnStatus};
@@ -44,6 +46,9 @@ enum Answer {
 
 pub struct Worker {
     pub outbox: Outbox,
+    /// For fetching the files people send (the bot token stays here, never with an agent).
+    pub telegram: teloxide::Bot,
+    pub media: MediaPolicy,
     pub agents: AgentClient,
     pub pods: Store<Pod>,
     pub master_key: MasterKey,
@@ -84,6 +89,18 @@ impl Worker {
         self.activity.touch(user, false).await;
         let token = self.master_key.agent_token(&job.uid);
         let update_id = job.ticket.update_id;
+        // A file is fetched from Telegram once, before the agent is asked (and woken).
+        let upload = match &job.work {
+            Work::Document(file) => match self.fetch(file).await {
+                Ok(upload) => Some(upload),
+                Err(refusal) => {
+                    tracing::info!(user, update_id, reason = %refusal, "document not taken");
+                    self.outbox.say(job.chat_id, &refusal).await;
+                    return MessageOutcome::Unsupported;
+                }
+            },
+            _ => None,
+        };
         let mut attempt = 0;
         let (ip, answer) = loop {
             // Looked up on every try: a replaced pod comes back on a new address.
@@ -91,7 +108,7 @@ impl Worker {
                 self.outbox.say(job.chat_id, commands::NOT_STARTED).await;
                 return MessageOutcome::AgentUnavailable;
             };
-            match self.ask(user, ip, &token, job).await {
+            match self.ask(user, ip, &token, job, upload.as_ref()).await {
                 Err(e) if e.is_retryable() && attempt + 1 < AGENT_ATTEMPTS => {
                     tracing::debug!(user, error = %e, attempt, "agent call failed; retrying");
                     tokio::time::sleep(backoff(attempt)).await;
@@ -111,8 +128,12 @@ impl Worker {
             }
             Err(e) => {
                 tracing::warn!(user, update_id, error = %e, "agent call failed");
-                self.outbox.say(job.chat_id, commands::UNREACHABLE).await;
-                return MessageOutcome::AgentUnavailable;
+                let (text, outcome) = match upload_refusal(&e) {
+                    Some(text) if upload.is_some() => (text, MessageOutcome::Unsupported),
+                    _ => (commands::UNREACHABLE, MessageOutcome::AgentUnavailable),
+                };
+                self.outbox.say(job.chat_id, text).await;
+                return outcome;
             }
         };
         match self.outbox.send_reply(job.chat_id, &text).await {
@@ -128,10 +149,69 @@ impl Worker {
         MessageOutcome::Answered
     }
 
+    /// The bytes of a document, from Telegram, within the size limit; the reply if not.
+    async fn fetch(&self, file: &Attachment) -> Result<Upload, String> {
+        use teloxide::net::Download;
+        use teloxide::prelude::Requester;
+        let ext = self.media.file_type(file)?;
+        let max = self.media.max_bytes;
+        let could_not = "Sorry, I could not fetch that file from Telegram just now. Please send it again in a moment.";
+        let found = self.telegram.get_file(teloxide::types::FileId(file.file_id.clone())).await.map_err(|e| {
+            tracing::warn!(error = %e, "getFile failed");
+            could_not.to_string()
+        })?;
+        if u64::from(found.meta.size) > max {
+            return Err(media::too_large(u64::from(found.meta.size), max));
+        }
+        let mut stream = self.telegram.download_file_stream(&found.path);
+        let mut bytes = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| {
+                tracing::warn!(error = %e, "downloading a file from Telegram failed");
+                could_not.to_string()
+            })?;
+            bytes.extend_from_slice(&chunk);
+            // Telegram's size is a declaration; the bytes are what count.
+            if bytes.len() as u64 > max {
+                return Err(media::too_large(bytes.len() as u64, max));
+            }
+        }
+        Ok(Upload {
+            name: self.media.file_name(file, &ext),
+            bytes: bytes.into(),
+            mime_type: file.mime_type.clone(),
+            caption: file.caption.clone(),
+        })
+    }
+
     /// One call to the agent; what to tell the user.
-    async fn ask(&self, user: &str, ip: IpAddr, token: &str, job: &Job) -> Result<Answer, AgentError> {
+    async fn ask(
+        &self,
+        user: &str,
+        ip: IpAddr,
+        token: &str,
+        job: &Job,
+        upload: Option<&Upload>,
+    ) -> Result<Answer, AgentError> {
+        let note;
+        let text = match (&job.work, upload) {
+            (Work::Turn(text), _) => Some(text),
+            (Work::Document(_), Some(upload)) => {
+                let saved = self.agents.put_file(ip, token, &upload.name, upload.bytes.clone()).await?;
+                tracing::info!(user, name = %saved.name, bytes = saved.size, "document saved in the workspace");
+                note = media::document_note(
+                    &saved.name,
+                    saved.size,
+                    upload.mime_type.as_deref(),
+                    upload.caption.as_deref(),
+                );
+                Some(&note)
+            }
+            _ => None,
+        };
         match &job.work {
-            Work::Turn(text) => {
+            Work::Turn(_) | Work::Document(_) => {
+                let Some(text) = text else { return Err(AgentError::Setup("a document without its bytes".into())) };
                 let reply = self.agents.turn(ip, token, job.ticket.update_id, job.chat_id, job.from_id, text).await?;
                 // Only a stored answer can be confirmed; "the model is down" is not stored.
                 let confirm = match reply.status {
@@ -181,6 +261,29 @@ impl Worker {
             tokio::time::sleep(WAKE_POLL).await;
         }
         None
+    }
+}
+
+/// A document fetched from Telegram, for the agent.
+struct Upload {
+    name: String,
+    bytes: axum::body::Bytes,
+    mime_type: Option<String>,
+    caption: Option<String>,
+}
+
+/// The agent's refusal to keep a file, in words for the person (None: not a refusal).
+fn upload_refusal(error: &AgentError) -> Option<&'static str> {
+    match error {
+        AgentError::Status { status: 507, .. } => Some(
+            "Your assistant's workspace is full, so I could not save that file. Ask your assistant to \
+             delete files you no longer need (or the administrator for more space), then send it again.",
+        ),
+        AgentError::Status { status: 403, .. } => Some(
+            "Your assistant's workspace is read-only, so it cannot keep files. Send the text as a message instead.",
+        ),
+        AgentError::Status { status: 413, .. } => Some("Sorry, that file is too large for your assistant to keep."),
+        _ => None,
     }
 }
 

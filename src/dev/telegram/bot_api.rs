@@ -52,7 +52,29 @@ fn envelope(outcome: MethodResult) -> Response {
 
 /// Fallback handler for every path outside the control API.
 pub async fn handle(State(shared): State<Arc<Shared>>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    if let Some(rest) = uri.path().strip_prefix("/file/") {
+        return download(&shared, rest);
+    }
     envelope(dispatch(&shared, &uri, &headers, &body).await)
+}
+
+/// `GET /file/bot<token>/<file_path>`: a file's bytes, for the path `getFile` gave. Anything
+/// else (a wrong token, an unknown path) is 404, as Telegram answers it.
+fn download(shared: &Shared, rest: &str) -> Response {
+    let not_found = || envelope(Err(BotApiError::NotFound));
+    // Clients encode the path's `/` (teloxide sends `documents%2Ffile_1.pdf`) or not.
+    let Some((bot, file_path)) = rest.split_once('/') else { return not_found() };
+    let (Some(token), Some(file_path)) = (bot.strip_prefix("bot").and_then(percent_decode), percent_decode(file_path))
+    else {
+        return not_found();
+    };
+    if token != shared.token {
+        return not_found();
+    }
+    match shared.read(|s| s.file_at(&file_path)) {
+        Some(bytes) => ([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response(),
+        None => not_found(),
+    }
 }
 
 async fn dispatch(shared: &Arc<Shared>, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> MethodResult {
@@ -73,6 +95,7 @@ async fn dispatch(shared: &Arc<Shared>, uri: &Uri, headers: &HeaderMap, body: &[
         "setwebhook" => set_webhook(shared, &params),
         "deletewebhook" => delete_webhook(shared, &params),
         "getwebhookinfo" => Ok(shared.read(Store::webhook_info).into()),
+        "getfile" => get_file(shared, &params),
         _ => Err(BotApiError::NotFound),
     }
 }
@@ -171,6 +194,11 @@ fn send_message(shared: &Shared, params: &Params) -> MethodResult {
         SentFields { text: text.unwrap_or_default(), rendered, parse_mode, reply_markup: params.value("reply_markup") };
     let message = shared.update(|s| s.send_message(chat_id, fields, unix_now()))?;
     Ok(json!(message).into())
+}
+
+fn get_file(shared: &Shared, params: &Params) -> MethodResult {
+    let file_id = params.str("file_id").filter(|f| !f.is_empty()).ok_or_else(|| BotApiError::required("file_id"))?;
+    shared.read(|s| s.get_file(&file_id)).map(Success::from)
 }
 
 fn send_chat_action(shared: &Shared, params: &Params) -> MethodResult {

@@ -97,7 +97,18 @@ mod tests {
     fn update(id: i64) -> Update {
         let chat =
             Chat { id: 1, kind: ChatType::Private, title: None, first_name: None, last_name: None, username: None };
-        Update { update_id: id, message: Message { message_id: id, from: None, date: 0, chat, text: format!("m{id}") } }
+        Update {
+            update_id: id,
+            message: Message {
+                message_id: id,
+                from: None,
+                date: 0,
+                chat,
+                text: format!("m{id}"),
+                caption: None,
+                media: Default::default(),
+            },
+        }
     }
 
     fn ids(updates: &[Update]) -> Vec<i64> {

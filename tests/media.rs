@@ -1,0 +1,197 @@
+//! Messages that are not text, end to end: through the Telegram stand-in, the real gateway and
+//! real agents. Whatever a person sends gets an answer; documents land in the sender's own
+//! workspace, and the model is told about them.
+
+use std::time::Duration;
+
+use crate::support::*;
+use moltmates::dev::telegram::{ChatType, InjectMedia, InjectMessage, StandInConfig, StatsCondition, TelegramStandIn};
+use serde_json::json;
+
+const ALICE: i64 = 2001;
+const BOB: i64 = 2002;
+const STRANGER: i64 = 7778;
+const WAIT: Duration = Duration::from_secs(30);
+
+/// Wait until every update is confirmed: each one finished (its answer, if any, sent).
+async fn wait_drained(tg: &TelegramStandIn) {
+    let drained = StatsCondition { max_pending_updates: Some(0), ..Default::default() };
+    tg.wait_for_stats(&drained, Duration::from_secs(20)).await.expect("every update confirmed");
+}
+
+/// The next message the bot sends to `chat` after the `before` it had sent.
+async fn next_reply(tg: &TelegramStandIn, chat: i64, before: usize) -> String {
+    let sent = tg.wait_for_messages(chat, before + 1, WAIT).await.expect("a reply");
+    sent[before].rendered.clone()
+}
+
+/// The stand-in serves files as Telegram does, to the client the gateway uses: `getFile`
+/// gives a path, the path downloads the bytes with the bot's token and with no other, and an
+/// unknown file id is refused in Telegram's words.
+#[tokio::test]
+async fn the_telegram_stand_in_serves_sent_files_like_telegram() {
+    use teloxide::net::Download;
+    use teloxide::prelude::*;
+    let tg = TelegramStandIn::start_with("127.0.0.1:0".parse().unwrap(), StandInConfig::new(BOT_TOKEN)).await.unwrap();
+    let bot = Bot::new(BOT_TOKEN).set_api_url(reqwest::Url::parse(&tg.url()).unwrap());
+    tg.inject_document(ALICE, "report.pdf", "application/pdf", b"%PDF-1.4 hello".to_vec(), "read it").unwrap();
+    let updates = bot.get_updates().await.unwrap();
+    let teloxide::types::UpdateKind::Message(message) = &updates[0].kind else { panic!("{updates:?}") };
+    let document = message.document().expect("a document message");
+    assert_eq!(message.caption(), Some("read it"));
+    assert_eq!(document.file_name.as_deref(), Some("report.pdf"));
+    assert_eq!(document.file.size, 14);
+    let file = bot.get_file(document.file.id.clone()).await.unwrap();
+    assert_eq!(file.path, "documents/file_1.pdf");
+    let mut bytes = Vec::new();
+    bot.download_file(&file.path, &mut bytes).await.unwrap();
+    assert_eq!(bytes, b"%PDF-1.4 hello");
+
+    let unknown = bot.get_file(teloxide::types::FileId("no-such-file".into())).await.unwrap_err();
+    assert!(unknown.to_string().contains("invalid file_id"), "{unknown}");
+    let http = reqwest::Client::new();
+    for path in
+        ["/file/bot1:wrong/documents/file_1.pdf".to_string(), format!("/file/bot{BOT_TOKEN}/documents/file_9.pdf")]
+    {
+        let response = http.get(format!("{}{path}", tg.url())).send().await.unwrap();
+        assert_eq!(response.status(), 404, "{path}");
+    }
+}
+
+#[tokio::test]
+async fn whatever_the_bot_cannot_take_gets_a_clear_reply_and_strangers_only_the_refusal() {
+    let Stack { env, client, llm, tg, broker_port } = Stack::up("media-unsupported").await;
+    let _node = env.spawn_agent_node(&format!("http://127.0.0.1:{broker_port}"));
+    let _operator = env.spawn_operator("operator", free_port());
+    apply_user(&client, &user_manifest("alice", ALICE, json!({ "profile": "personal" }))).await.unwrap();
+    let (_gateway, _) = GatewayCommand::against(&env, &tg, &llm, broker_port).spawn(&env);
+    wait_phase(&client, "alice", "Ready", WAIT).await;
+
+    let kinds = [
+        (InjectMedia::Sticker { emoji: Some("🙂".into()) }, "stickers"),
+        (
+            InjectMedia::Other { field: "location".into(), value: json!({ "latitude": 52.52, "longitude": 13.4 }) },
+            "locations",
+        ),
+        (
+            InjectMedia::Other {
+                field: "contact".into(),
+                value: json!({ "phone_number": "+15550100", "first_name": "Bo" }),
+            },
+            "contacts",
+        ),
+        (
+            InjectMedia::Other {
+                field: "video".into(),
+                value: json!({ "file_id": "vid", "file_unique_id": "v1", "width": 640, "height": 360,
+                    "duration": 4, "mime_type": "video/mp4", "file_size": 1000 }),
+            },
+            "videos",
+        ),
+        (
+            InjectMedia::Voice { mime_type: Some("audio/ogg".into()), duration: 2, bytes: b"OggS".to_vec() },
+            "voice messages",
+        ),
+        (InjectMedia::Photo { width: 800, height: 600, bytes: b"\xff\xd8\xff".to_vec() }, "photos"),
+    ];
+    for (media, kind) in &kinds {
+        tg.inject(InjectMessage::media(ALICE, media.clone(), "")).unwrap();
+        let sent = wait_text(&tg, ALICE, &format!("can't take {kind}"), WAIT).await;
+        assert!(sent.last().unwrap().contains("documents"), "says what the bot takes: {sent:?}");
+    }
+    wait_drained(&tg).await;
+    assert_eq!(texts(&tg, ALICE).len(), kinds.len(), "one reply each: {:?}", texts(&tg, ALICE));
+
+    // A stranger's sticker or file gets the refusal strangers get, once; nothing is fetched
+    // or forwarded.
+    tg.inject(InjectMessage::media(STRANGER, InjectMedia::Sticker { emoji: None }, "")).unwrap();
+    wait_text(&tg, STRANGER, "not on its list", WAIT).await;
+    tg.inject_document(STRANGER, "plan.pdf", "application/pdf", b"%PDF".to_vec(), "stranger's caption").unwrap();
+    // Groups are not served (by default): a file there gets nothing, as text does.
+    let in_group = InjectMessage {
+        chat_id: Some(-600),
+        chat_type: ChatType::Group,
+        ..InjectMessage::document(ALICE, "g.txt", "text/plain", b"x".to_vec())
+    };
+    tg.inject(in_group).unwrap();
+    wait_drained(&tg).await;
+    assert_eq!(texts(&tg, STRANGER).len(), 1, "{:?}", texts(&tg, STRANGER));
+    assert!(tg.sent_to(-600).is_empty());
+    let completions = llm.requests().into_iter().filter(|r| r.path.ends_with("/chat/completions")).count();
+    assert_eq!(completions, 0, "nothing of these reached a model");
+}
+
+/// A document goes to its sender's own agent: saved in `files/` under a safe name that
+/// overwrites nothing, and the model is told its name, size, type and caption, so the tools
+/// can work on it. Refused ones (type, size, a full workspace) get a reply saying why.
+#[tokio::test]
+async fn documents_land_in_the_senders_own_workspace_and_the_model_is_told() {
+    let Stack { env, client, llm, tg, broker_port } = Stack::up("media-documents").await;
+    let _node = env.spawn_agent_node(&format!("http://127.0.0.1:{broker_port}"));
+    let _operator = env.spawn_operator("operator", free_port());
+    apply_user(&client, &user_manifest("alice", ALICE, json!({ "profile": "personal" }))).await.unwrap();
+    let small = json!({ "profile": "personal", "resources": { "storage": "64Ki" } });
+    apply_user(&client, &user_manifest("bob", BOB, small)).await.unwrap();
+    let gateway = GatewayCommand::against(&env, &tg, &llm, broker_port)
+        .set("--file-max-size", "100Ki")
+        .set("--file-types", "pdf,txt,csv,md");
+    let (_gateway, _) = gateway.spawn(&env);
+    for name in ["alice", "bob"] {
+        wait_phase(&client, name, "Ready", WAIT).await;
+    }
+
+    // A text file with a caption: saved, and the model told name, size, type and caption.
+    let notes = "apples: 3\npears: 5\n";
+    tg.inject_document(ALICE, "notes.txt", "text/plain", notes, "how many pears?").unwrap();
+    let told = format!("files/notes.txt ({} bytes, text/plain)", notes.len());
+    wait_text(&tg, ALICE, &told, WAIT).await;
+    let asked = llm.requests().into_iter().rfind(|r| r.path.ends_with("/chat/completions")).unwrap();
+    let asked = asked.body.to_string();
+    assert!(asked.contains(&told) && asked.contains("Their message with it: how many pears?"), "{asked}");
+    // The tools work on it.
+    tg.inject_text(ALICE, "/tool read_file notes.txt").unwrap();
+    wait_text(&tg, ALICE, "pears: 5", WAIT).await;
+
+    // The same name with other bytes: a second file; the first is kept.
+    tg.inject_document(ALICE, "notes.txt", "text/plain", "apples: 4\n", "").unwrap();
+    wait_text(&tg, ALICE, "files/notes (2).txt", WAIT).await;
+    // A hostile name: only its last part, inside files/.
+    tg.inject_document(ALICE, "../../etc/passwd.txt", "text/plain", "root:x:0:0", "").unwrap();
+    wait_text(&tg, ALICE, "files/passwd.txt", WAIT).await;
+    wait_drained(&tg).await;
+    let before = texts(&tg, ALICE).len();
+    tg.inject_text(ALICE, "/tool list_files").unwrap();
+    let listing = next_reply(&tg, ALICE, before).await;
+    for name in ["notes.txt", "notes (2).txt", "passwd.txt"] {
+        assert!(listing.contains(name), "{name} in {listing}");
+    }
+    tg.inject_text(ALICE, "/tool read_file notes.txt").unwrap();
+    assert!(next_reply(&tg, ALICE, before + 1).await.contains("pears: 5"), "the first file is unchanged");
+
+    // A type not on the list, and a file over the size limit: a reply naming the limit.
+    let before = llm.requests().len();
+    tg.inject_document(ALICE, "setup.exe", "application/x-msdownload", b"MZ\x90\x00".to_vec(), "").unwrap();
+    let sent = wait_text(&tg, ALICE, "don't take .exe", WAIT).await;
+    assert!(sent.last().unwrap().contains(".pdf .txt .csv .md"), "{sent:?}");
+    tg.inject_document(ALICE, "big.csv", "text/csv", vec![b'a'; 200 * 1024], "").unwrap();
+    wait_text(&tg, ALICE, "up to 100.0 KiB", WAIT).await;
+    wait_drained(&tg).await;
+    assert_eq!(llm.requests().len(), before, "refused files reach no model");
+
+    // Bob's file lands in Bob's workspace, not in Alice's.
+    tg.inject_document(BOB, "bob-plan.md", "text/markdown", "# Bob's plan", "").unwrap();
+    wait_text(&tg, BOB, "files/bob-plan.md", WAIT).await;
+    let before = texts(&tg, ALICE).len();
+    tg.inject_text(ALICE, "/tool list_files").unwrap();
+    let listing = next_reply(&tg, ALICE, before).await;
+    assert!(listing.contains("notes.txt") && !listing.contains("bob-plan"), "{listing}");
+    // Bob's workspace holds 64 KiB: an 80 KiB file does not fit, and he is told so.
+    tg.inject_document(BOB, "data.csv", "text/csv", vec![b'1'; 80 * 1024], "").unwrap();
+    wait_text(&tg, BOB, "workspace is full", WAIT).await;
+
+    // A stranger's document is refused as their text is; nothing reaches an agent.
+    tg.inject_document(STRANGER, "plan.pdf", "application/pdf", b"%PDF".to_vec(), "stranger's caption").unwrap();
+    wait_text(&tg, STRANGER, "not on its list", WAIT).await;
+    wait_drained(&tg).await;
+    assert!(llm.requests().iter().all(|r| !r.body.to_string().contains("stranger's caption")));
+}
