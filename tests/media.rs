@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use crate::support::*;
+use moltmates::dev::llm::Scripted;
 use moltmates::dev::telegram::{ChatType, InjectMedia, InjectMessage, StandInConfig, StatsCondition, TelegramStandIn};
 use serde_json::json;
 
@@ -32,6 +33,7 @@ async fn next_reply(tg: &TelegramStandIn, chat: i64, before: usize) -> String {
 async fn the_telegram_stand_in_serves_sent_files_like_telegram() {
     use teloxide::net::Download;
     use teloxide::prelude::*;
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let tg = TelegramStandIn::start_with("127.0.0.1:0".parse().unwrap(), StandInConfig::new(BOT_TOKEN)).await.unwrap();
     let bot = Bot::new(BOT_TOKEN).set_api_url(reqwest::Url::parse(&tg.url()).unwrap());
     tg.inject_document(ALICE, "report.pdf", "application/pdf", b"%PDF-1.4 hello".to_vec(), "read it").unwrap();
@@ -64,7 +66,9 @@ async fn whatever_the_bot_cannot_take_gets_a_clear_reply_and_strangers_only_the_
     let _node = env.spawn_agent_node(&format!("http://127.0.0.1:{broker_port}"));
     let _operator = env.spawn_operator("operator", free_port());
     apply_user(&client, &user_manifest("alice", ALICE, json!({ "profile": "personal" }))).await.unwrap();
-    let (_gateway, _) = GatewayCommand::against(&env, &tg, &llm, broker_port).spawn(&env);
+    // Without transcription, voice notes too get the reply.
+    let gateway = GatewayCommand::against(&env, &tg, &llm, broker_port).set("--transcription-model", "off");
+    let (_gateway, _) = gateway.spawn(&env);
     wait_phase(&client, "alice", "Ready", WAIT).await;
 
     let kinds = [
@@ -194,4 +198,59 @@ async fn documents_land_in_the_senders_own_workspace_and_the_model_is_told() {
     wait_text(&tg, STRANGER, "not on its list", WAIT).await;
     wait_drained(&tg).await;
     assert!(llm.requests().iter().all(|r| !r.body.to_string().contains("stranger's caption")));
+}
+
+/// A voice note is transcribed by the provider, called by the gateway with the provider key
+/// (never by the agent) and counted in the sender's daily budget, the same one their agent's
+/// model calls use; the agent gets the text marked as a transcript. A failed transcription and
+/// a spent budget get replies saying so.
+#[tokio::test]
+async fn voice_notes_reach_the_agent_as_transcripts_counted_in_the_budget() {
+    let Stack { env, client, llm, tg, broker_port } = Stack::up("media-voice").await;
+    let profiles = env.dir.join("profiles.yaml");
+    std::fs::write(&profiles, "personal:\n  llm: { tokensPerDay: 50 }\n").unwrap();
+    let _node = env.spawn_agent_node(&format!("http://127.0.0.1:{broker_port}"));
+    let _operator = env.spawn_operator("operator", free_port());
+    apply_user(&client, &user_manifest("alice", ALICE, json!({ "profile": "personal" }))).await.unwrap();
+    let gateway =
+        GatewayCommand::against(&env, &tg, &llm, broker_port).with(&["--profiles-file", profiles.to_str().unwrap()]);
+    let (_gateway, _) = gateway.spawn(&env);
+    wait_phase(&client, "alice", "Ready", WAIT).await;
+    let voice = |words: &str| {
+        let media = InjectMedia::Voice { mime_type: Some("audio/ogg".into()), duration: 2, bytes: words.into() };
+        InjectMessage::media(ALICE, media, "")
+    };
+    let transcriptions = |llm: &moltmates::dev::llm::LlmStandIn| {
+        llm.requests().into_iter().filter(|r| r.path.ends_with("/audio/transcriptions")).collect::<Vec<_>>()
+    };
+
+    // The provider fails: the person is told, nothing reaches the agent.
+    llm.fail_next(503, 1);
+    tg.inject(voice("lost words")).unwrap();
+    wait_text(&tg, ALICE, "could not transcribe that voice message just now", WAIT).await;
+
+    // Transcribed: the model reads it marked as a transcript.
+    llm.script([Scripted::Reply { content: "Noted: milk.".into(), total_tokens: Some(100) }]);
+    tg.inject(voice("remind me to buy milk")).unwrap();
+    wait_text(&tg, ALICE, "Noted: milk.", WAIT).await;
+    let asked = llm.requests().into_iter().rfind(|r| r.path.ends_with("/chat/completions")).unwrap().body.to_string();
+    assert!(asked.contains("[voice message, transcribed] remind me to buy milk"), "{asked}");
+    let sent = transcriptions(&llm);
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    let last = &sent[1];
+    assert_eq!(
+        last.authorization.as_deref(),
+        Some(format!("Bearer {}", crate::support::stack::LLM_KEY).as_str()),
+        "the provider key"
+    );
+    assert_eq!(last.body["model"], "whisper-1");
+    assert_eq!(last.body["file"]["file_name"], "voice.ogg");
+    assert_eq!(last.body["file"]["content_type"], "audio/ogg");
+    assert_eq!(last.body["file"]["bytes"], "remind me to buy milk".len());
+
+    // The turn spent the day's 50 tokens: the next voice note is refused before the provider.
+    tg.inject(voice("and eggs")).unwrap();
+    wait_text(&tg, ALICE, "daily token budget of 50 used up", WAIT).await;
+    wait_drained(&tg).await;
+    assert_eq!(transcriptions(&llm).len(), 2, "nothing more sent to the provider");
 }

@@ -89,6 +89,8 @@ pub enum Work {
     Turn(String),
     /// Fetch the file from Telegram, save it in the user's workspace, then a turn about it.
     Document(Attachment),
+    /// Fetch the voice note or audio file, transcribe it, then a turn on the transcript.
+    Voice(Attachment),
     Reset,
     Status,
 }
@@ -188,6 +190,7 @@ fn decide_media(content: &Content, route: Route, policy: &MediaPolicy) -> Action
             Ok(()) => Action::Forward { user, uid, work: Work::Document(file.clone()) },
             Err(refusal) => unsupported(refusal),
         },
+        Content::Voice(file) if policy.transcribe => Action::Forward { user, uid, work: Work::Voice(file.clone()) },
         Content::Voice(_) => unsupported(media::unsupported_text("voice messages")),
         Content::Photo(_) => unsupported(media::unsupported_text("photos")),
         Content::Other(kind) => unsupported(media::unsupported_text(kind)),
@@ -320,6 +323,14 @@ mod tests {
         assert!(
             matches!(&refused, Action::Reply { text, outcome: MessageOutcome::Unsupported } if text.contains(".exe")),
             "{refused:?}"
+        );
+        let voice = Attachment { file_id: "v".into(), mime_type: Some("audio/ogg".into()), ..Attachment::default() };
+        let settings =
+            Settings { media: MediaPolicy { transcribe: true, ..MediaPolicy::default() }, ..Settings::default() };
+        assert_eq!(
+            super::decide(&with(Content::Voice(voice.clone()), true), agent(), &settings),
+            Action::Forward { user: "al".into(), uid: "u1".into(), work: Work::Voice(voice) },
+            "with transcription on, voice notes go to the agent as text"
         );
         let huge = Attachment { size: Some(1 << 30), ..pdf };
         let refused = decide(&with(Content::Document(huge), true), agent(), false, None);

@@ -110,6 +110,11 @@ pub struct GatewayArgs {
     /// without a usable name is judged by its declared MIME type. Others get a reply listing these.
     #[arg(long, env = "MOLTMATE_FILE_TYPES", default_value = crate::gateway::media::DEFAULT_TYPES, value_parser = crate::gateway::media::FileTypes::parse)]
     pub file_types: crate::gateway::media::FileTypes,
+    /// The provider's speech-to-text model for voice notes and audio files (its OpenAI-compatible
+    /// `/audio/transcriptions`), counted in each user's budget; `off`: voice notes get a reply
+    /// asking for text.
+    #[arg(long, env = "MOLTMATE_TRANSCRIPTION_MODEL", default_value = "whisper-1")]
+    pub transcription_model: String,
     /// YAML file of per-profile defaults, the same file the operator reads.
     #[arg(long, env = "MOLTMATE_PROFILES_FILE")]
     pub profiles_file: Option<PathBuf>,
@@ -147,7 +152,19 @@ pub struct WebhookConfigError(String);
 impl GatewayArgs {
     /// Which documents are fetched and handed to the agents.
     pub fn media_policy(&self) -> crate::gateway::media::MediaPolicy {
-        crate::gateway::media::MediaPolicy { max_bytes: self.file_max_size, types: self.file_types.0.clone() }
+        crate::gateway::media::MediaPolicy {
+            max_bytes: self.file_max_size,
+            types: self.file_types.0.clone(),
+            transcribe: self.transcription_model().is_some(),
+        }
+    }
+
+    /// The transcription model, unless transcription is off.
+    pub fn transcription_model(&self) -> Option<String> {
+        match self.transcription_model.trim() {
+            "" | "off" | "none" => None,
+            model => Some(model.to_string()),
+        }
     }
 
     /// The webhook settings in webhook mode (None when polling), checked.

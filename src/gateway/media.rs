@@ -43,11 +43,13 @@ pub struct MediaPolicy {
     pub max_bytes: u64,
     /// Lower-case extensions without the dot.
     pub types: Vec<String>,
+    /// Voice notes and audio are transcribed (a transcription model is set).
+    pub transcribe: bool,
 }
 
 impl Default for MediaPolicy {
     fn default() -> Self {
-        Self { max_bytes: DEFAULT_MAX_BYTES, types: parse_types(DEFAULT_TYPES).unwrap_or_default() }
+        Self { max_bytes: DEFAULT_MAX_BYTES, types: parse_types(DEFAULT_TYPES).unwrap_or_default(), transcribe: false }
     }
 }
 
@@ -161,6 +163,44 @@ pub fn unsupported_text(kind: &str) -> String {
     )
 }
 
+pub const NO_TRANSCRIPTION: &str = "Sorry, I can't take voice messages here: this installation has no \
+     transcription set up. Please write your message as text.";
+pub const NO_WORDS: &str = "I could not make out any words in that voice message. Could you say it again, or write it?";
+
+/// The reply when a voice note could not be transcribed.
+pub fn transcription_failed(error: &crate::gateway::broker::transcription::TranscribeError) -> String {
+    use crate::gateway::broker::transcription::TranscribeError;
+    match error {
+        TranscribeError::Limited(why) => format!("Sorry, I can't transcribe that voice message now: {why}"),
+        TranscribeError::Refused(why) => format!("Sorry, I can't transcribe that voice message: {why}"),
+        TranscribeError::Provider(_) => "Sorry, I could not transcribe that voice message just now. Please try \
+             again in a little while, or write it as text."
+            .to_string(),
+    }
+}
+
+/// The name and type a voice note or audio file is sent to the transcription service under
+/// (Telegram's voice notes are OGG/Opus).
+pub fn audio_upload_name(file: &Attachment) -> (String, String) {
+    let mime = file.mime_type.clone().unwrap_or_else(|| "audio/ogg".to_string());
+    let name = match file.file_name.as_deref().filter(|n| extension(n).is_some()) {
+        Some(name) => name.to_string(),
+        None if mime.contains("mpeg") => "audio.mp3".to_string(),
+        None => "voice.ogg".to_string(),
+    };
+    (name, mime)
+}
+
+/// What the model reads for a voice note: the transcript, marked as one.
+pub fn transcript_note(text: &str, caption: Option<&str>) -> String {
+    let mut note = format!("[voice message, transcribed] {}", text.trim());
+    if let Some(caption) = caption.map(str::trim).filter(|c| !c.is_empty()) {
+        note.push_str("\n[written with it] ");
+        note.push_str(caption);
+    }
+    note
+}
+
 /// What the model reads about a file saved in `files/`.
 pub fn document_note(saved_as: &str, bytes: u64, mime_type: Option<&str>, caption: Option<&str>) -> String {
     let kind = mime_type.map(|m| format!(", {m}")).unwrap_or_default();
@@ -220,7 +260,7 @@ mod tests {
 
     #[test]
     fn declared_size_is_checked() {
-        let policy = MediaPolicy { max_bytes: 1024, types: vec!["txt".into()] };
+        let policy = MediaPolicy { max_bytes: 1024, types: vec!["txt".into()], transcribe: false };
         assert!(policy.admit(&doc(Some("a.txt"), None, Some(1024))).is_ok());
         let refused = policy.admit(&doc(Some("a.txt"), None, Some(1025))).unwrap_err();
         assert_eq!(refused, "Sorry, that file is too large (1.0 KiB): I take files of up to 1.0 KiB.");
@@ -236,6 +276,19 @@ mod tests {
         assert!(parse_max_bytes("0").is_err());
         assert!(parse_max_bytes("50Mi").unwrap_err().contains("at most"));
         assert!(parse_max_bytes("lots").is_err());
+    }
+
+    #[test]
+    fn voice_notes_are_marked_as_transcripts() {
+        assert_eq!(transcript_note(" buy milk ", None), "[voice message, transcribed] buy milk");
+        assert_eq!(
+            transcript_note("buy milk", Some("urgent")),
+            "[voice message, transcribed] buy milk\n[written with it] urgent"
+        );
+        let voice = Attachment { mime_type: Some("audio/ogg".into()), ..Attachment::default() };
+        assert_eq!(audio_upload_name(&voice), ("voice.ogg".into(), "audio/ogg".into()));
+        let song = Attachment { file_name: Some("talk.m4a".into()), mime_type: Some("audio/mp4".into()), ..voice };
+        assert_eq!(audio_upload_name(&song), ("talk.m4a".into(), "audio/mp4".into()));
     }
 
     #[test]

@@ -196,6 +196,7 @@ pub async fn run(args: GatewayArgs) -> Result<(), Error> {
         .await
         .map_err(|source| Error::Serve { addr: args.broker_addr, source })?;
     info!(addr = %bound, "broker listening");
+    let transcriber = broker.clone();
     tokio::spawn(async move {
         let mut every = tokio::time::interval(Duration::from_secs(60));
         loop {
@@ -275,6 +276,8 @@ pub async fn run(args: GatewayArgs) -> Result<(), Error> {
         let worker = Arc::new(Worker {
             telegram: bot.clone(),
             media: media_policy.clone(),
+            broker: transcriber,
+            transcription_model: args.transcription_model(),
             outbox: outbox.clone(),
             agents: AgentClient::new(args.agent_port, args.agent_timeout)?,
             pods,

@@ -13,6 +13,7 @@ use tracing::Instrument;
 
 use super::activity::ActivityRecorder;
 use super::agent_client::{AgentClient, AgentError, backoff};
+use super::broker::BrokerState;
 use super::commands::{self, Attachment, MessageOutcome, Work};
 use super::directory::agent_address;
 use super::media::{self, MediaPolicy};
@@ -49,6 +50,10 @@ pub struct Worker {
     /// For fetching the files people send (the bot token stays here, never with an agent).
     pub telegram: teloxide::Bot,
     pub media: MediaPolicy,
+    /// Transcribes voice notes with the provider key, counted in the user's budget.
+    pub broker: Arc<BrokerState>,
+    /// The provider's transcription model; None: voice notes are not taken.
+    pub transcription_model: Option<String>,
     pub agents: AgentClient,
     pub pods: Store<Pod>,
     pub master_key: MasterKey,
@@ -89,16 +94,18 @@ impl Worker {
         self.activity.touch(user, false).await;
         let token = self.master_key.agent_token(&job.uid);
         let update_id = job.ticket.update_id;
-        // A file is fetched from Telegram once, before the agent is asked (and woken).
-        let upload = match &job.work {
-            Work::Document(file) => match self.fetch(file).await {
-                Ok(upload) => Some(upload),
-                Err(refusal) => {
-                    tracing::info!(user, update_id, reason = %refusal, "document not taken");
-                    self.outbox.say(job.chat_id, &refusal).await;
-                    return MessageOutcome::Unsupported;
-                }
-            },
+        // A file is fetched from Telegram (and a voice note transcribed) once, before the
+        // agent is asked (and woken).
+        let prepared = match self.prepare(&token, &job.work).await {
+            Ok(prepared) => prepared,
+            Err(refusal) => {
+                tracing::info!(user, update_id, reason = %refusal, "file not taken");
+                self.outbox.say(job.chat_id, &refusal).await;
+                return MessageOutcome::Unsupported;
+            }
+        };
+        let upload = match &prepared {
+            Prepared::Upload(upload) => Some(upload),
             _ => None,
         };
         let mut attempt = 0;
@@ -108,7 +115,7 @@ impl Worker {
                 self.outbox.say(job.chat_id, commands::NOT_STARTED).await;
                 return MessageOutcome::AgentUnavailable;
             };
-            match self.ask(user, ip, &token, job, upload.as_ref()).await {
+            match self.ask(user, ip, &token, job, &prepared).await {
                 Err(e) if e.is_retryable() && attempt + 1 < AGENT_ATTEMPTS => {
                     tracing::debug!(user, error = %e, attempt, "agent call failed; retrying");
                     tokio::time::sleep(backoff(attempt)).await;
@@ -149,11 +156,41 @@ impl Worker {
         MessageOutcome::Answered
     }
 
-    /// The bytes of a document, from Telegram, within the size limit; the reply if not.
-    async fn fetch(&self, file: &Attachment) -> Result<Upload, String> {
+    /// What the work needs before the agent is asked: a document's bytes, a voice note's
+    /// transcript; the reply to send instead if it cannot be had.
+    async fn prepare(&self, token: &str, work: &Work) -> Result<Prepared, String> {
+        match work {
+            Work::Document(file) => {
+                let ext = self.media.file_type(file)?;
+                let bytes = self.fetch(file).await?;
+                Ok(Prepared::Upload(Upload {
+                    name: self.media.file_name(file, &ext),
+                    bytes: bytes.into(),
+                    mime_type: file.mime_type.clone(),
+                    caption: file.caption.clone(),
+                }))
+            }
+            Work::Voice(file) => {
+                let Some(model) = &self.transcription_model else { return Err(media::NO_TRANSCRIPTION.to_string()) };
+                let audio = self.fetch(file).await?;
+                let (name, mime) = media::audio_upload_name(file);
+                let text = self.broker.transcribe(token, model, audio, &name, &mime).await.map_err(|e| {
+                    tracing::warn!(error = %e, "transcription failed");
+                    media::transcription_failed(&e)
+                })?;
+                if text.trim().is_empty() {
+                    return Err(media::NO_WORDS.to_string());
+                }
+                Ok(Prepared::Transcript(media::transcript_note(&text, file.caption.as_deref())))
+            }
+            Work::Turn(_) | Work::Reset | Work::Status => Ok(Prepared::Nothing),
+        }
+    }
+
+    /// The bytes of a file, from Telegram, within the size limit; the reply if not.
+    async fn fetch(&self, file: &Attachment) -> Result<Vec<u8>, String> {
         use teloxide::net::Download;
         use teloxide::prelude::Requester;
-        let ext = self.media.file_type(file)?;
         let max = self.media.max_bytes;
         let could_not = "Sorry, I could not fetch that file from Telegram just now. Please send it again in a moment.";
         let found = self.telegram.get_file(teloxide::types::FileId(file.file_id.clone())).await.map_err(|e| {
@@ -176,12 +213,7 @@ impl Worker {
                 return Err(media::too_large(bytes.len() as u64, max));
             }
         }
-        Ok(Upload {
-            name: self.media.file_name(file, &ext),
-            bytes: bytes.into(),
-            mime_type: file.mime_type.clone(),
-            caption: file.caption.clone(),
-        })
+        Ok(bytes)
     }
 
     /// One call to the agent; what to tell the user.
@@ -191,12 +223,13 @@ impl Worker {
         ip: IpAddr,
         token: &str,
         job: &Job,
-        upload: Option<&Upload>,
+        prepared: &Prepared,
     ) -> Result<Answer, AgentError> {
         let note;
-        let text = match (&job.work, upload) {
+        let text = match (&job.work, prepared) {
             (Work::Turn(text), _) => Some(text),
-            (Work::Document(_), Some(upload)) => {
+            (Work::Voice(_), Prepared::Transcript(transcript)) => Some(transcript),
+            (Work::Document(_), Prepared::Upload(upload)) => {
                 let saved = self.agents.put_file(ip, token, &upload.name, upload.bytes.clone()).await?;
                 tracing::info!(user, name = %saved.name, bytes = saved.size, "document saved in the workspace");
                 note = media::document_note(
@@ -210,8 +243,8 @@ impl Worker {
             _ => None,
         };
         match &job.work {
-            Work::Turn(_) | Work::Document(_) => {
-                let Some(text) = text else { return Err(AgentError::Setup("a document without its bytes".into())) };
+            Work::Turn(_) | Work::Document(_) | Work::Voice(_) => {
+                let Some(text) = text else { return Err(AgentError::Setup("a file without its content".into())) };
                 let reply = self.agents.turn(ip, token, job.ticket.update_id, job.chat_id, job.from_id, text).await?;
                 // Only a stored answer can be confirmed; "the model is down" is not stored.
                 let confirm = match reply.status {
@@ -262,6 +295,14 @@ impl Worker {
         }
         None
     }
+}
+
+/// What a job brings to its agent besides the message.
+enum Prepared {
+    Nothing,
+    Upload(Upload),
+    /// A voice note's transcript, marked as one.
+    Transcript(String),
 }
 
 /// A document fetched from Telegram, for the agent.

@@ -47,6 +47,7 @@ pub mod llm;
 pub mod metrics;
 pub mod provider_check;
 pub mod shape;
+pub mod transcription;
 pub mod usage;
 pub mod web_fetch_endpoint;
 
