@@ -254,3 +254,37 @@ async fn voice_notes_reach_the_agent_as_transcripts_counted_in_the_budget() {
     wait_drained(&tg).await;
     assert_eq!(transcriptions(&llm).len(), 2, "nothing more sent to the provider");
 }
+
+/// With photos on (a model that takes images), a photo is saved in the sender's `files/` and
+/// goes to the model as image input beside its caption, as OpenAI's content parts with a
+/// `data:` URL.
+#[tokio::test]
+async fn photos_reach_the_model_as_image_input_and_stay_in_the_workspace() {
+    let Stack { env, client, llm, tg, broker_port } = Stack::up("media-photos").await;
+    let _node = env.spawn_agent_node(&format!("http://127.0.0.1:{broker_port}"));
+    let _operator = env.spawn_operator("operator", free_port());
+    apply_user(&client, &user_manifest("alice", ALICE, json!({ "profile": "personal" }))).await.unwrap();
+    let (_gateway, _) = GatewayCommand::against(&env, &tg, &llm, broker_port).set("--photos", "true").spawn(&env);
+    wait_phase(&client, "alice", "Ready", WAIT).await;
+
+    let jpeg = b"\xff\xd8\xff\xe0 a tiny jpeg".to_vec();
+    let photo = InjectMedia::Photo { width: 1280, height: 960, bytes: jpeg.clone() };
+    tg.inject(InjectMessage::media(ALICE, photo, "what is this?")).unwrap();
+    let sent = wait_text(&tg, ALICE, "I see 1 image", WAIT).await;
+    let reply = sent.last().unwrap();
+    assert!(reply.contains(&format!("image/jpeg of {} bytes", jpeg.len())), "{reply}");
+    assert!(reply.contains("files/photo.jpg") && reply.contains("what is this?"), "{reply}");
+    let asked = llm.requests().into_iter().rfind(|r| r.path.ends_with("/chat/completions")).unwrap();
+    let user = asked.body["messages"].as_array().unwrap().iter().rfind(|m| m["role"] == "user").unwrap().clone();
+    assert_eq!(user["content"][0]["type"], "text");
+    assert!(user["content"][1]["image_url"]["url"].as_str().unwrap().starts_with("data:image/jpeg;base64,/9j/"));
+
+    // The photo stays in the workspace, for the tools.
+    let before = texts(&tg, ALICE).len();
+    tg.inject_text(ALICE, "/tool list_files").unwrap();
+    let listing = next_reply(&tg, ALICE, before).await;
+    assert!(listing.contains("photo.jpg"), "{listing}");
+    // A later message carries no image: only the newest message's photos are sent.
+    let asked = llm.requests().into_iter().rfind(|r| r.path.ends_with("/chat/completions")).unwrap();
+    assert!(!asked.body.to_string().contains("image_url"), "{}", asked.body);
+}

@@ -11,6 +11,7 @@ pub mod disk;
 pub mod exec;
 pub mod files;
 pub mod history;
+pub mod images;
 pub mod isolation;
 pub mod llm;
 pub mod metrics;

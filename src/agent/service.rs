@@ -79,8 +79,13 @@ impl Agent {
             Plan::Retry => info!(user, update_id, "update redelivered before it was answered: asking the model again"),
             Plan::New => {
                 // Saved (fsync'd) before the model is asked: if the model is down, the message is not lost.
-                let record =
-                    Record::User { update_id, chat_id: request.chat_id, from: request.from.id(), text: request.text };
+                let record = Record::User {
+                    update_id,
+                    chat_id: request.chat_id,
+                    from: request.from.id(),
+                    text: request.text,
+                    images: request.images,
+                };
                 if let Err(e) = store.append(vec![record]) {
                     self.metrics.turn("error", started.elapsed());
                     return Err(e.into());
@@ -91,7 +96,15 @@ impl Agent {
 
         let system = self.system_prompt().await;
         let limits = Limits { max_rounds: self.config.max_tool_rounds, history_budget: self.config.history_budget };
-        let outcome = turn::run(&self.model, &self.tools, store, &system, limits).await;
+        // The photos of the message being answered (a retried one's too), read once per turn.
+        let names = store.window.last_images();
+        let images = if names.is_empty() {
+            Vec::new()
+        } else {
+            let workspace = self.workspace.clone();
+            tokio::task::spawn_blocking(move || super::images::load(&workspace, &names)).await.unwrap_or_default()
+        };
+        let outcome = turn::run(&self.model, &self.tools, store, &system, &images, limits).await;
         let response = match outcome {
             Ok(reply) => {
                 if let Err(e) = store.record_reply(update_id, &reply) {

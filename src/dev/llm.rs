@@ -493,6 +493,31 @@ fn text_of(message: &Value) -> String {
     }
 }
 
+/// What the stand-in "sees" in a message's `image_url` parts: their type and size, from their
+/// `data:` URLs (a URL of another kind is named as such).
+fn describe_images(message: &Value) -> String {
+    let Some(parts) = message.get("content").and_then(Value::as_array) else { return String::new() };
+    let seen: Vec<String> = parts
+        .iter()
+        .filter(|p| p.get("type").and_then(Value::as_str) == Some("image_url"))
+        .map(|p| {
+            let url = p.pointer("/image_url/url").and_then(Value::as_str).unwrap_or("");
+            match url.strip_prefix("data:").and_then(|rest| rest.split_once(";base64,")) {
+                Some((mime, data)) => {
+                    let padding = data.bytes().rev().take_while(|b| *b == b'=').count();
+                    format!("{mime} of {} bytes", data.len() / 4 * 3 - padding)
+                }
+                None => "an image by URL".to_string(),
+            }
+        })
+        .collect();
+    match seen.len() {
+        0 => String::new(),
+        1 => format!("\n(I see 1 image: {})", seen[0]),
+        n => format!("\n(I see {n} images: {})", seen.join(", ")),
+    }
+}
+
 /// `/slow <ms> <text>` as the last message: how long to wait before answering.
 fn slow_command(text: &str) -> Option<(std::time::Duration, &str)> {
     let rest = text.trim().strip_prefix("/slow ")?;
@@ -535,7 +560,7 @@ pub fn rules(request: &Value) -> Scripted {
         return reply(format!("You said: {said}"));
     }
     let Some(command) = text.trim().strip_prefix("/tool ") else {
-        return reply(format!("You said: {text}"));
+        return reply(format!("You said: {text}{}", describe_images(user)));
     };
     let (name, rest) = command.trim().split_once(char::is_whitespace).unwrap_or((command.trim(), ""));
     let rest = rest.trim();
@@ -638,6 +663,15 @@ mod tests {
         assert_eq!(rules(&r), Scripted::Reply { content: "You said: hello there".into(), total_tokens: None });
         let parts = request(json!([{"role": "user", "content": [{"type": "text", "text": "in parts"}]}]));
         assert_eq!(rules(&parts), Scripted::Reply { content: "You said: in parts".into(), total_tokens: None });
+        let photo = request(json!([{"role": "user", "content": [{"type": "text", "text": "what is it?"},
+            {"type": "image_url", "image_url": {"url": "data:image/jpeg;base64,/9j/4A=="}}]}]));
+        assert_eq!(
+            rules(&photo),
+            Scripted::Reply {
+                content: "You said: what is it?\n(I see 1 image: image/jpeg of 4 bytes)".into(),
+                total_tokens: None
+            }
+        );
         let slow = json!({"messages": [{"role": "user", "content": "/slow 250 take your time"}]});
         assert_eq!(rules(&slow), Scripted::Reply { content: "You said: take your time".into(), total_tokens: None });
         assert_eq!(slow_delay(&slow), Some(std::time::Duration::from_millis(250)));

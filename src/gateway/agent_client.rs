@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
-use crate::agent::api::{FileSaved, ResetResponse, StatusResponse, TurnResponse};
+use crate::agent::api::{FileSaved, ResetResponse, StatusResponse, TurnRequest, TurnResponse};
 use crate::http::CappedRead;
 
 #[derive(Debug, thiserror::Error)]
@@ -76,16 +76,8 @@ impl AgentClient {
         Ok(Self { http, port })
     }
 
-    pub async fn turn(
-        &self,
-        ip: IpAddr,
-        token: &str,
-        update_id: i64,
-        chat_id: i64,
-        from: i64,
-        text: &str,
-    ) -> Result<TurnResponse, AgentError> {
-        let body = json!({ "update_id": update_id, "chat_id": chat_id, "from": from, "text": text });
+    pub async fn turn(&self, ip: IpAddr, token: &str, request: &TurnRequest) -> Result<TurnResponse, AgentError> {
+        let body = serde_json::to_value(request).map_err(|e| AgentError::Setup(e.to_string()))?;
         self.call(ip, token, reqwest::Method::POST, "/v1/turn", Some(&body), None).await
     }
 
@@ -176,6 +168,7 @@ impl AgentClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::agent::api::Sender;
 
     #[test]
     fn backoff_doubles_and_caps() {
@@ -212,7 +205,13 @@ mod tests {
         tokio::spawn(async move { axum::serve(listener, app).await });
         let client = AgentClient::new(port, Duration::from_secs(10)).unwrap();
         let ip: IpAddr = "127.0.0.1".parse().unwrap();
-        let turn = client.turn(ip, "token", 1, 2, 3, "hi").await;
+        let turn = client
+            .turn(
+                ip,
+                "token",
+                &TurnRequest { update_id: 1, chat_id: 2, from: Sender::Id(3), text: "hi".into(), images: vec![] },
+            )
+            .await;
         assert!(matches!(turn, Err(AgentError::TooLarge(MAX_ANSWER_BYTES))), "{turn:?}");
         let reset = client.reset(ip, "token").await;
         assert!(matches!(reset, Err(AgentError::TooLarge(MAX_ANSWER_BYTES))), "{reset:?}");

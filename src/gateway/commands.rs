@@ -91,6 +91,8 @@ pub enum Work {
     Document(Attachment),
     /// Fetch the voice note or audio file, transcribe it, then a turn on the transcript.
     Voice(Attachment),
+    /// Fetch the photo, save it in the user's workspace, then a turn with it as image input.
+    Photo(Attachment),
     Reset,
     Status,
 }
@@ -192,6 +194,7 @@ fn decide_media(content: &Content, route: Route, policy: &MediaPolicy) -> Action
         },
         Content::Voice(file) if policy.transcribe => Action::Forward { user, uid, work: Work::Voice(file.clone()) },
         Content::Voice(_) => unsupported(media::unsupported_text("voice messages")),
+        Content::Photo(file) if policy.photos => Action::Forward { user, uid, work: Work::Photo(file.clone()) },
         Content::Photo(_) => unsupported(media::unsupported_text("photos")),
         Content::Other(kind) => unsupported(media::unsupported_text(kind)),
         Content::Text(_) => unreachable!("text is decided above"),

@@ -115,6 +115,10 @@ pub struct GatewayArgs {
     /// asking for text.
     #[arg(long, env = "MOLTMATE_TRANSCRIPTION_MODEL", default_value = "whisper-1")]
     pub transcription_model: String,
+    /// Send photos to the model as image input (saved in the user's files/ too). Only for a
+    /// model that takes images (e.g. gpt-4o-mini); off: photos get a reply asking for text.
+    #[arg(long, env = "MOLTMATE_PHOTOS", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub photos: bool,
     /// YAML file of per-profile defaults, the same file the operator reads.
     #[arg(long, env = "MOLTMATE_PROFILES_FILE")]
     pub profiles_file: Option<PathBuf>,
@@ -156,6 +160,7 @@ impl GatewayArgs {
             max_bytes: self.file_max_size,
             types: self.file_types.0.clone(),
             transcribe: self.transcription_model().is_some(),
+            photos: self.photos,
         }
     }
 

@@ -45,11 +45,18 @@ pub struct MediaPolicy {
     pub types: Vec<String>,
     /// Voice notes and audio are transcribed (a transcription model is set).
     pub transcribe: bool,
+    /// Photos go to the model as image input (the installation's model takes images).
+    pub photos: bool,
 }
 
 impl Default for MediaPolicy {
     fn default() -> Self {
-        Self { max_bytes: DEFAULT_MAX_BYTES, types: parse_types(DEFAULT_TYPES).unwrap_or_default(), transcribe: false }
+        Self {
+            max_bytes: DEFAULT_MAX_BYTES,
+            types: parse_types(DEFAULT_TYPES).unwrap_or_default(),
+            transcribe: false,
+            photos: false,
+        }
     }
 }
 
@@ -201,6 +208,16 @@ pub fn transcript_note(text: &str, caption: Option<&str>) -> String {
     note
 }
 
+/// What the model reads with a photo (which it gets as image input beside this).
+pub fn photo_note(saved_as: &str, caption: Option<&str>) -> String {
+    let mut note = format!("[The person sent a photo; it is attached, and saved as files/{saved_as}.]");
+    if let Some(caption) = caption.map(str::trim).filter(|c| !c.is_empty()) {
+        note.push_str("\nTheir message with it: ");
+        note.push_str(caption);
+    }
+    note
+}
+
 /// What the model reads about a file saved in `files/`.
 pub fn document_note(saved_as: &str, bytes: u64, mime_type: Option<&str>, caption: Option<&str>) -> String {
     let kind = mime_type.map(|m| format!(", {m}")).unwrap_or_default();
@@ -260,7 +277,7 @@ mod tests {
 
     #[test]
     fn declared_size_is_checked() {
-        let policy = MediaPolicy { max_bytes: 1024, types: vec!["txt".into()], transcribe: false };
+        let policy = MediaPolicy { max_bytes: 1024, types: vec!["txt".into()], transcribe: false, photos: false };
         assert!(policy.admit(&doc(Some("a.txt"), None, Some(1024))).is_ok());
         let refused = policy.admit(&doc(Some("a.txt"), None, Some(1025))).unwrap_err();
         assert_eq!(refused, "Sorry, that file is too large (1.0 KiB): I take files of up to 1.0 KiB.");

@@ -19,7 +19,7 @@ use super::directory::agent_address;
 use super::media::{self, MediaPolicy};
 use super::metrics::GatewayMetrics;
 use super::telegram::{Outbox, Ticket};
-use crate::agent::api::{StatusResponse, TurnStatus};
+use crate::agent::api::{Sender, StatusResponse, TurnRequest, TurnStatus};
 use crate::token::MasterKey;
 
 /// Tries of one agent call when it is unreachable or busy (about 7.5 s of pauses in all).
@@ -183,6 +183,16 @@ impl Worker {
                 }
                 Ok(Prepared::Transcript(media::transcript_note(&text, file.caption.as_deref())))
             }
+            Work::Photo(file) => {
+                let bytes = self.fetch(file).await?;
+                // Telegram sends photos as JPEG; the agent numbers a name already taken.
+                Ok(Prepared::Upload(Upload {
+                    name: "photo.jpg".to_string(),
+                    bytes: bytes.into(),
+                    mime_type: Some("image/jpeg".to_string()),
+                    caption: file.caption.clone(),
+                }))
+            }
             Work::Turn(_) | Work::Reset | Work::Status => Ok(Prepared::Nothing),
         }
     }
@@ -226,7 +236,15 @@ impl Worker {
         prepared: &Prepared,
     ) -> Result<Answer, AgentError> {
         let note;
+        let mut images = Vec::new();
         let text = match (&job.work, prepared) {
+            (Work::Photo(_), Prepared::Upload(upload)) => {
+                let saved = self.agents.put_file(ip, token, &upload.name, upload.bytes.clone()).await?;
+                tracing::info!(user, name = %saved.name, bytes = saved.size, "photo saved in the workspace");
+                note = media::photo_note(&saved.name, upload.caption.as_deref());
+                images.push(saved.name);
+                Some(&note)
+            }
             (Work::Turn(text), _) => Some(text),
             (Work::Voice(_), Prepared::Transcript(transcript)) => Some(transcript),
             (Work::Document(_), Prepared::Upload(upload)) => {
@@ -243,9 +261,16 @@ impl Worker {
             _ => None,
         };
         match &job.work {
-            Work::Turn(_) | Work::Document(_) | Work::Voice(_) => {
+            Work::Turn(_) | Work::Document(_) | Work::Voice(_) | Work::Photo(_) => {
                 let Some(text) = text else { return Err(AgentError::Setup("a file without its content".into())) };
-                let reply = self.agents.turn(ip, token, job.ticket.update_id, job.chat_id, job.from_id, text).await?;
+                let request = TurnRequest {
+                    update_id: job.ticket.update_id,
+                    chat_id: job.chat_id,
+                    from: Sender::Id(job.from_id),
+                    text: text.clone(),
+                    images,
+                };
+                let reply = self.agents.turn(ip, token, &request).await?;
                 // Only a stored answer can be confirmed; "the model is down" is not stored.
                 let confirm = match reply.status {
                     TurnStatus::AlreadyDelivered => return Ok(Answer::AlreadyDelivered),
