@@ -49,6 +49,17 @@ async fn the_telegram_stand_in_serves_sent_files_like_telegram() {
     bot.download_file(&file.path, &mut bytes).await.unwrap();
     assert_eq!(bytes, b"%PDF-1.4 hello");
 
+    // sendDocument as teloxide uploads it (multipart): the name and bytes arrive.
+    let upload = teloxide::types::InputFile::memory(b"a,b\n1,2\n".to_vec()).file_name("out.csv");
+    let sent = bot.send_document(ChatId(ALICE), upload).await.unwrap();
+    assert_eq!(sent.document().and_then(|d| d.file_name.as_deref()), Some("out.csv"));
+    let document = tg.sent_to(ALICE).into_iter().find_map(|m| m.document).expect("a document sent");
+    assert_eq!((document.file_name.as_str(), document.bytes.as_slice()), ("out.csv", &b"a,b\n1,2\n"[..]));
+    let refused = bot
+        .send_document(ChatId(ALICE), teloxide::types::InputFile::file_id(teloxide::types::FileId("nope".into())))
+        .await
+        .unwrap_err();
+    assert!(refused.to_string().contains("wrong file identifier"), "{refused}");
     let unknown = bot.get_file(teloxide::types::FileId("no-such-file".into())).await.unwrap_err();
     assert!(unknown.to_string().contains("invalid file_id"), "{unknown}");
     let http = reqwest::Client::new();
@@ -287,4 +298,37 @@ async fn photos_reach_the_model_as_image_input_and_stay_in_the_workspace() {
     // A later message carries no image: only the newest message's photos are sent.
     let asked = llm.requests().into_iter().rfind(|r| r.path.ends_with("/chat/completions")).unwrap();
     assert!(!asked.body.to_string().contains("image_url"), "{}", asked.body);
+}
+
+/// The agent hands a file back with `send_file`: the gateway reads it from that user's agent
+/// and sends it with `sendDocument`, name and bytes intact. Paths stay inside `files/`.
+#[tokio::test]
+async fn the_agent_sends_files_back_as_documents() {
+    let Stack { env, client, llm, tg, broker_port } = Stack::up("media-send-file").await;
+    let _node = env.spawn_agent_node(&format!("http://127.0.0.1:{broker_port}"));
+    let _operator = env.spawn_operator("operator", free_port());
+    apply_user(&client, &user_manifest("alice", ALICE, json!({ "profile": "personal" }))).await.unwrap();
+    let (_gateway, _) = GatewayCommand::against(&env, &tg, &llm, broker_port).spawn(&env);
+    wait_phase(&client, "alice", "Ready", WAIT).await;
+
+    let csv = "month,total\njan,3\nfeb,5\n";
+    let write = json!({ "path": "out/report.csv", "content": csv });
+    tg.inject_text(ALICE, &format!("/tool write_file {write}")).unwrap();
+    wait_text(&tg, ALICE, "wrote", WAIT).await;
+    tg.inject_text(ALICE, "/tool send_file out/report.csv").unwrap();
+    wait_text(&tg, ALICE, "will be sent with your answer", WAIT).await;
+    let document =
+        wait_until("the document", WAIT, || async { tg.sent_to(ALICE).into_iter().find_map(|m| m.document) }).await;
+    assert_eq!(document.file_name, "report.csv");
+    assert_eq!(document.bytes, csv.as_bytes());
+
+    // Nothing outside files/, nothing missing: the model is told, nothing is sent.
+    for (path, says) in [("../../etc/passwd", "denied"), ("/etc/hostname", "denied"), ("nope.txt", "does not exist")] {
+        let before = texts(&tg, ALICE).len();
+        tg.inject_text(ALICE, &format!("/tool send_file {path}")).unwrap();
+        let reply = next_reply(&tg, ALICE, before).await;
+        assert!(reply.contains(says), "{path}: {reply}");
+    }
+    wait_drained(&tg).await;
+    assert_eq!(tg.sent_to(ALICE).iter().filter(|m| m.document.is_some()).count(), 1);
 }

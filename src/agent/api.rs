@@ -23,6 +23,8 @@ pub const TEXT_MAX: usize = 16 * 1024;
 pub const BODY_MAX: usize = 64 * 1024;
 /// A file sent by the person, at most: what Telegram lets a bot download (20 MB).
 pub const UPLOAD_MAX: usize = 20 * 1000 * 1000;
+/// A file handed back to the person (`send_file`), at most; Telegram takes 50 MB from bots.
+pub const SEND_MAX: usize = 20 * 1000 * 1000;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TurnRequest {
@@ -89,6 +91,10 @@ pub struct TurnResponse {
     pub reply: String,
     pub status: TurnStatus,
     pub session_id: String,
+    /// Files in `files/` the model handed back with `send_file`, to send after the reply
+    /// (the gateway reads them with `GET /v1/files/{path}`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

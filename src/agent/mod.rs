@@ -120,6 +120,7 @@ async fn serve(config: Config, shutdown: crate::shutdown::Shutdown) -> Result<()
         disk: disk::DiskLimit::of(&config.profile.storage),
         web,
         metrics: metrics.clone(),
+        outgoing: Default::default(),
     };
     let (listen, user, session) = (config.listen, config.user.clone(), store.session_id());
     let profile = config.profile.profile;

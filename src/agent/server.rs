@@ -17,7 +17,8 @@ use subtle::ConstantTimeEq;
 use tokio::sync::OwnedMutexGuard;
 use tracing::{Instrument, error, info, warn};
 
-use super::api::{BODY_MAX, ErrorBody, FileSaved, TurnRequest, TurnResponse, UPLOAD_MAX};
+use super::api::{BODY_MAX, ErrorBody, FileSaved, SEND_MAX, TurnRequest, TurnResponse, UPLOAD_MAX};
+use super::files::FileError;
 use super::service::Agent;
 use super::store::SessionStore;
 use super::uploads::SaveError;
@@ -28,7 +29,8 @@ pub fn router(agent: Arc<Agent>) -> Router {
         .route("/v1/turn/{update_id}/delivered", post(delivered))
         .route("/v1/reset", post(reset))
         .route("/v1/status", get(status))
-        .route("/v1/files/{name}", put(put_file).layer(DefaultBodyLimit::max(UPLOAD_MAX)))
+        // One route for both: the name of a file to read may hold directories.
+        .route("/v1/files/{*path}", put(put_file).layer(DefaultBodyLimit::max(UPLOAD_MAX)).get(get_file))
         .layer(middleware::from_fn_with_state(agent.clone(), require_token))
         .layer(DefaultBodyLimit::max(BODY_MAX))
         .with_state(agent)
@@ -157,6 +159,26 @@ async fn put_file(State(agent): State<Arc<Agent>>, Path(name): Path<String>, byt
         Ok(Err(e @ SaveError::ReadOnly)) => error(StatusCode::FORBIDDEN, e.to_string()),
         Ok(Err(SaveError::Failed(reason))) => error(StatusCode::INTERNAL_SERVER_ERROR, reason),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("saving the file stopped: {e}")),
+    }
+}
+
+/// A file from `files/` for the gateway to send to the person (what `send_file` queued):
+/// confined to `files/` like the file tools, links not followed, at most `SEND_MAX` bytes.
+async fn get_file(State(agent): State<Arc<Agent>>, Path(path): Path<String>) -> Response {
+    let workspace = agent.workspace.clone();
+    let read = tokio::task::spawn_blocking(move || {
+        let dir = workspace.files_dir()?;
+        super::files::read(std::os::fd::AsFd::as_fd(&dir), &path, 0, SEND_MAX + 1)
+    })
+    .await;
+    match read {
+        Ok(Ok(out)) if out.bytes.len() > SEND_MAX => {
+            error(StatusCode::PAYLOAD_TOO_LARGE, format!("files sent are limited to {SEND_MAX} bytes"))
+        }
+        Ok(Ok(out)) => ([(header::CONTENT_TYPE, "application/octet-stream")], out.bytes).into_response(),
+        Ok(Err(FileError::Denied(reason))) => error(StatusCode::FORBIDDEN, reason),
+        Ok(Err(FileError::Failed(reason))) => error(StatusCode::NOT_FOUND, reason),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("reading the file stopped: {e}")),
     }
 }
 

@@ -63,6 +63,7 @@ impl Agent {
             reply,
             status,
             session_id: store.session_id(),
+            files: Vec::new(),
         };
 
         match turn::plan(&store.replies, &store.window, update_id) {
@@ -104,7 +105,9 @@ impl Agent {
             let workspace = self.workspace.clone();
             tokio::task::spawn_blocking(move || super::images::load(&workspace, &names)).await.unwrap_or_default()
         };
+        self.tools.take_outgoing();
         let outcome = turn::run(&self.model, &self.tools, store, &system, &images, limits).await;
+        let files = self.tools.take_outgoing();
         let response = match outcome {
             Ok(reply) => {
                 if let Err(e) = store.record_reply(update_id, &reply) {
@@ -113,7 +116,7 @@ impl Agent {
                 }
                 info!(user, update_id, took_ms = started.elapsed().as_millis() as u64, "turn answered");
                 self.metrics.turn("answered", started.elapsed());
-                respond(reply, TurnStatus::Answered, store)
+                TurnResponse { files, ..respond(reply, TurnStatus::Answered, store) }
             }
             Err(LoopError::Llm(e)) => {
                 warn!(user, update_id, kind = e.kind(), error = %e, "model unavailable");

@@ -45,7 +45,7 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::agent::tools::{EXEC, LIST_FILES, READ_FILE, REMEMBER, WEB_FETCH, WRITE_FILE};
+use crate::agent::tools::{EXEC, LIST_FILES, READ_FILE, REMEMBER, SEND_FILE, WEB_FETCH, WRITE_FILE};
 
 /// The model name `GET /v1/models` lists when no `--model` is given.
 pub const MODEL: &str = "moltmates-dev";
@@ -582,7 +582,7 @@ fn tool_arguments(name: &str, rest: &str) -> Value {
     }
     match name {
         EXEC => json!({"command": rest}),
-        READ_FILE | LIST_FILES => json!({"path": rest}),
+        READ_FILE | LIST_FILES | SEND_FILE => json!({"path": rest}),
         WRITE_FILE => {
             let (path, content) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
             json!({"path": path, "content": content})

@@ -113,6 +113,35 @@ impl AgentClient {
         self.send(request).await
     }
 
+    /// A file from the agent's `files/` that its answer hands back (at most `SEND_MAX` bytes).
+    pub async fn get_file(&self, ip: IpAddr, token: &str, path: &str) -> Result<Vec<u8>, AgentError> {
+        let mut url = reqwest::Url::parse(&format!("http://{}/", std::net::SocketAddr::new(ip, self.port)))
+            .map_err(|e| AgentError::Setup(e.to_string()))?;
+        url.path_segments_mut()
+            .map_err(|()| AgentError::Setup("agent URL".into()))?
+            .extend(["v1", "files"])
+            .extend(path.split('/'));
+        let response = self.http.get(url).bearer_auth(token).send().await.map_err(|e| {
+            if e.is_timeout() && !e.is_connect() {
+                AgentError::TimedOut
+            } else {
+                AgentError::Unreachable(e.to_string())
+            }
+        })?;
+        let status = response.status().as_u16();
+        let max = crate::agent::api::SEND_MAX;
+        let bytes = crate::http::read_capped(response, max).await.map_err(|e| match e {
+            CappedRead::TooLarge => AgentError::TooLarge(max),
+            CappedRead::Failed(e) if e.is_timeout() => AgentError::TimedOut,
+            CappedRead::Failed(e) => AgentError::Unreachable(e.to_string()),
+        })?;
+        if status != 200 {
+            let body = String::from_utf8_lossy(&bytes[..bytes.len().min(300)]).to_string();
+            return Err(AgentError::Status { status, body });
+        }
+        Ok(bytes.to_vec())
+    }
+
     pub async fn reset(&self, ip: IpAddr, token: &str) -> Result<ResetResponse, AgentError> {
         let body = json!({});
         self.call(ip, token, reqwest::Method::POST, "/v1/reset", Some(&body), None).await

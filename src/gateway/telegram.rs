@@ -111,6 +111,15 @@ impl Outbox {
         Ok(())
     }
 
+    /// Send a file as a document, named `file_name`.
+    pub async fn send_document(&self, chat_id: i64, file_name: &str, bytes: Vec<u8>) -> Result<(), RequestError> {
+        self.send_with_retries(|| {
+            let file = teloxide::types::InputFile::memory(bytes.clone()).file_name(file_name.to_string());
+            self.bot.send_document(ChatId(chat_id), file)
+        })
+        .await
+    }
+
     /// One request, again after flood control's wait or a network error, a few times.
     async fn send_with_retries<R>(&self, request: impl Fn() -> R) -> Result<(), RequestError>
     where

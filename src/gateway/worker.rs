@@ -39,8 +39,9 @@ pub struct Job {
 
 /// What the agent's answer asks the gateway to do.
 enum Answer {
-    /// Send this; `confirm`: tell the agent once Telegram has it (turns, not commands).
-    Text { text: String, confirm: bool },
+    /// Send this, then `files` from the agent's `files/`; `confirm`: tell the agent once
+    /// Telegram has it (turns, not commands).
+    Text { text: String, confirm: bool, files: Vec<String> },
     /// The reply went out before a restart and was confirmed: send nothing.
     AlreadyDelivered,
 }
@@ -124,14 +125,14 @@ impl Worker {
                 other => break (ip, other),
             }
         };
-        let (text, confirm) = match answer {
+        let (text, confirm, files) = match answer {
             Ok(Answer::AlreadyDelivered) => {
                 tracing::info!(user, update_id, "repeated update whose reply was delivered before: nothing sent");
                 self.metrics.repeat_suppressed();
                 return MessageOutcome::Answered;
             }
-            Ok(Answer::Text { text, confirm }) => {
-                (if text.trim().is_empty() { "(no answer)".to_string() } else { text }, confirm)
+            Ok(Answer::Text { text, confirm, files }) => {
+                (if text.trim().is_empty() { "(no answer)".to_string() } else { text }, confirm, files)
             }
             Err(e) => {
                 tracing::warn!(user, update_id, error = %e, "agent call failed");
@@ -143,7 +144,20 @@ impl Worker {
                 return outcome;
             }
         };
-        match self.outbox.send_reply(job.chat_id, &text).await {
+        let sent = self.outbox.send_reply(job.chat_id, &text).await;
+        // The files the answer hands back, after it (read from this user's agent only).
+        for path in &files {
+            let name = path.rsplit('/').next().unwrap_or(path);
+            let outcome = match self.agents.get_file(ip, &token, path).await {
+                Ok(bytes) => self.outbox.send_document(job.chat_id, name, bytes).await.map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            if let Err(e) = outcome {
+                tracing::warn!(user, update_id, file = %path, error = %e, "sending a file failed");
+                self.outbox.say(job.chat_id, &format!("Sorry, I could not send you the file {name}.")).await;
+            }
+        }
+        match sent {
             // Recorded by the agent, so that a redelivery after a crash sends nothing. Only a
             // crash between Telegram's answer and this call can still repeat a reply.
             Ok(()) if confirm => match self.agents.delivered(ip, &token, update_id).await {
@@ -286,15 +300,18 @@ impl Worker {
                     TurnStatus::Answered => true,
                     TurnStatus::ModelUnavailable => false,
                 };
-                Ok(Answer::Text { text: reply.reply, confirm })
+                Ok(Answer::Text { text: reply.reply, confirm, files: reply.files })
             }
             Work::Reset => self.agents.reset(ip, token).await.map(|r| Answer::Text {
                 text: format!("New conversation started (session {}).", r.session_id),
                 confirm: false,
+                files: Vec::new(),
             }),
-            Work::Status => {
-                self.agents.status(ip, token).await.map(|s| Answer::Text { text: status_text(&s), confirm: false })
-            }
+            Work::Status => self.agents.status(ip, token).await.map(|s| Answer::Text {
+                text: status_text(&s),
+                confirm: false,
+                files: Vec::new(),
+            }),
         }
     }
 

@@ -30,7 +30,10 @@ pub const WRITE_FILE: &str = "write_file";
 pub const LIST_FILES: &str = "list_files";
 pub const REMEMBER: &str = "remember";
 pub const WEB_FETCH: &str = "web_fetch";
-const ALL: [&str; 6] = [EXEC, READ_FILE, WRITE_FILE, LIST_FILES, REMEMBER, WEB_FETCH];
+pub const SEND_FILE: &str = "send_file";
+const ALL: [&str; 7] = [EXEC, READ_FILE, WRITE_FILE, LIST_FILES, REMEMBER, WEB_FETCH, SEND_FILE];
+/// Files one turn may hand back.
+pub const SEND_FILES_MAX: usize = 4;
 
 /// A tool result the model reads, at most.
 pub const RESULT_MAX: usize = 16 * 1024;
@@ -129,6 +132,15 @@ pub fn specs(profile: &ResolvedProfile, writable: bool) -> Vec<ToolSpec> {
             description: "List a directory in files/ (names, types and sizes).".into(),
             parameters: object(json!({"path": string("directory relative to files/; empty for files/ itself")}), &[]),
         },
+        ToolSpec {
+            name: SEND_FILE,
+            description: format!(
+                "Send a file from files/ to the person as a Telegram document, with your answer \
+                 (at most {SEND_FILES_MAX} per answer, {} MB each).",
+                crate::agent::api::SEND_MAX / 1_000_000
+            ),
+            parameters: object(json!({"path": string("path relative to files/")}), &["path"]),
+        },
     ];
     if writable {
         out.push(ToolSpec {
@@ -205,6 +217,8 @@ pub struct Tools {
     pub disk: Option<DiskLimit>,
     pub web: WebFetcher,
     pub metrics: AgentMetrics,
+    /// Files `send_file` queued during the current turn (the turn lock makes it one turn's).
+    pub outgoing: std::sync::Mutex<Vec<String>>,
 }
 
 impl ToolRunner for Tools {
@@ -222,6 +236,7 @@ impl ToolRunner for Tools {
             LIST_FILES => self.list_files(&call.arguments).await,
             REMEMBER => self.remember(&call.arguments).await,
             WEB_FETCH => self.web_fetch(&call.arguments).await,
+            SEND_FILE => self.send_file(&call.arguments).await,
             _ => ToolResult::error(format!(
                 "there is no tool named {:?}; the tools are: {}",
                 truncate(&call.name, 64).0,
@@ -250,6 +265,41 @@ impl ToolRunner for Tools {
 }
 
 impl Tools {
+    /// The files queued by `send_file` since the last call, in order.
+    pub fn take_outgoing(&self) -> Vec<String> {
+        std::mem::take(&mut *self.outgoing.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Queue a file in `files/` to go to the person with the answer: a regular file (links not
+    /// followed, path confined like the other file tools) within the size limit.
+    async fn send_file(&self, arguments: &str) -> ToolResult {
+        let args: ReadArgs = match parse(SEND_FILE, arguments) {
+            Ok(a) => a,
+            Err(r) => return r,
+        };
+        if self.outgoing.lock().unwrap_or_else(|e| e.into_inner()).len() >= SEND_FILES_MAX {
+            return ToolResult::denied(format!("at most {SEND_FILES_MAX} files go with one answer"));
+        }
+        let path = args.path.clone();
+        let checked = self
+            .in_files(move |dir| match files::read(dir, &path, 0, 0) {
+                Ok(out) if out.size as usize > crate::agent::api::SEND_MAX => ToolResult::denied(format!(
+                    "{path} is {} bytes; files sent are limited to {}",
+                    out.size,
+                    crate::agent::api::SEND_MAX
+                )),
+                Ok(out) if out.size == 0 => ToolResult::error(format!("{path} is empty; there is nothing to send")),
+                Ok(out) => ToolResult::allowed(format!("{path} ({} bytes) will be sent with your answer", out.size), 0),
+                Err(e) => e.into(),
+            })
+            .await;
+        if checked.decision == ToolDecision::Allowed {
+            let clean = files::components(&args.path).map(|parts| parts.join("/")).unwrap_or_default();
+            self.outgoing.lock().unwrap_or_else(|e| e.into_inner()).push(clean);
+        }
+        checked
+    }
+
     /// Whether `adding` bytes fit in the workspace; the refusal if not.
     async fn admit(&self, adding: usize) -> Result<(), ToolResult> {
         let Some(disk) = self.disk else { return Ok(()) };
@@ -476,10 +526,13 @@ mod tests {
     fn offered_tools_follow_the_profile() {
         assert_eq!(
             names(&specs(&profile(Profile::Family), true)),
-            [EXEC, READ_FILE, LIST_FILES, WRITE_FILE, REMEMBER, WEB_FETCH]
+            [EXEC, READ_FILE, LIST_FILES, SEND_FILE, WRITE_FILE, REMEMBER, WEB_FETCH]
         );
-        assert_eq!(names(&specs(&profile(Profile::Public), true)), [EXEC, READ_FILE, LIST_FILES, WRITE_FILE, REMEMBER]);
-        assert_eq!(names(&specs(&profile(Profile::HighSecurity), false)), [EXEC, READ_FILE, LIST_FILES]);
+        assert_eq!(
+            names(&specs(&profile(Profile::Public), true)),
+            [EXEC, READ_FILE, LIST_FILES, SEND_FILE, WRITE_FILE, REMEMBER]
+        );
+        assert_eq!(names(&specs(&profile(Profile::HighSecurity), false)), [EXEC, READ_FILE, LIST_FILES, SEND_FILE]);
         for spec in specs(&profile(Profile::Personal), true) {
             assert_eq!(spec.parameters["type"], "object", "{}", spec.name);
         }

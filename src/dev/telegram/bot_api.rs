@@ -14,7 +14,7 @@ use super::error::BotApiError;
 use super::params::Params;
 use super::shared::{Shared, Waited, unix_now};
 use super::store::{SentFields, Store};
-use super::types::BotCommand;
+use super::types::{BotCommand, SentDocument};
 use super::validate;
 
 /// Longest `getUpdates` wait honoured; Telegram's own cap is in this range too.
@@ -96,6 +96,7 @@ async fn dispatch(shared: &Arc<Shared>, uri: &Uri, headers: &HeaderMap, body: &[
         "deletewebhook" => delete_webhook(shared, &params),
         "getwebhookinfo" => Ok(shared.read(Store::webhook_info).into()),
         "getfile" => get_file(shared, &params),
+        "senddocument" => send_document(shared, &params, content_type, body),
         _ => Err(BotApiError::NotFound),
     }
 }
@@ -193,6 +194,37 @@ fn send_message(shared: &Shared, params: &Params) -> MethodResult {
     let fields =
         SentFields { text: text.unwrap_or_default(), rendered, parse_mode, reply_markup: params.value("reply_markup") };
     let message = shared.update(|s| s.send_message(chat_id, fields, unix_now()))?;
+    Ok(json!(message).into())
+}
+
+/// `sendDocument` with the file uploaded in a multipart part; a `document` given as text is a file id of a file the stand-in holds, or refused as
+/// Telegram refuses an unknown one.
+fn send_document(shared: &Shared, params: &Params, content_type: Option<&str>, body: &[u8]) -> MethodResult {
+    let chat_id = chat_id(params)?;
+    let caption = params.str("caption").filter(|c| !c.is_empty());
+    // The file is the part `document`, or the part `document` names as `attach://<part>`
+    // (how teloxide uploads it).
+    let part_name = params
+        .str("document")
+        .and_then(|d| d.strip_prefix("attach://").map(str::to_string))
+        .unwrap_or_else(|| "document".to_string());
+    let upload = content_type
+        .and_then(crate::dev::multipart::boundary)
+        .and_then(|boundary| crate::dev::multipart::parse(body, &boundary).ok())
+        .and_then(|parts| parts.into_iter().find(|p| p.name == part_name && p.file_name.is_some()));
+    let document = match upload {
+        Some(part) => SentDocument {
+            file_name: part.file_name.unwrap_or_default(),
+            mime_type: part.content_type,
+            bytes: part.bytes,
+        },
+        None => {
+            let file_id = params.str("document").ok_or_else(|| BotApiError::required("document"))?;
+            let held = shared.read(|s| s.held_file(&file_id));
+            held.ok_or_else(|| BotApiError::bad_request("wrong file identifier/HTTP URL specified"))?
+        }
+    };
+    let message = shared.update(|s| s.send_document(chat_id, document, caption, unix_now()))?;
     Ok(json!(message).into())
 }
 

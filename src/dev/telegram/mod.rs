@@ -31,7 +31,9 @@ pub use control::StatsCondition;
 pub use error::BotApiError;
 pub use server::{StandInConfig, StandInError, TelegramStandIn, WaitTimeout};
 pub use store::{CommandSet, InjectError, Limits, Stats};
-pub use types::{BotCommand, ChatType, InjectMedia, InjectMessage, Injected, SentAction, SentMessage, StoredFile};
+pub use types::{
+    BotCommand, ChatType, InjectMedia, InjectMessage, Injected, SentAction, SentDocument, SentMessage, StoredFile,
+};
 pub use webhook::SECRET_HEADER;
 
 #[derive(clap::Args, Debug, Clone)]

@@ -9,9 +9,12 @@ use serde_json::{Value, json};
 use super::error::BotApiError;
 use super::queue::UpdateQueue;
 use super::types::{
-    BotCommand, Chat, ChatType, InjectMedia, InjectMessage, Injected, Message, SentAction, SentMessage, StoredFile,
-    Update, User,
+    BotCommand, Chat, ChatType, InjectMedia, InjectMessage, Injected, Message, SentAction, SentDocument, SentMessage,
+    StoredFile, Update, User,
 };
+
+/// Telegram takes files of at most 50 MB from bots (`sendDocument` with an upload).
+pub const UPLOAD_MAX: usize = 50 * 1000 * 1000;
 
 /// Telegram hands bots files of at most 20 MB; `getFile` refuses larger ones.
 pub const DOWNLOAD_MAX: usize = 20 * 1000 * 1000;
@@ -340,6 +343,13 @@ impl Store {
             "file_size": file.bytes.len(), "file_path": file.file_path }))
     }
 
+    /// A file the stand-in holds, by its id, to send again.
+    pub fn held_file(&self, file_id: &str) -> Option<SentDocument> {
+        let file = self.files.get(file_id)?;
+        let file_name = file.file_path.rsplit('/').next().unwrap_or("file").to_string();
+        Some(SentDocument { file_name, mime_type: None, bytes: file.bytes.clone() })
+    }
+
     /// The bytes at a `file_path` that `getFile` handed out.
     pub fn file_at(&self, file_path: &str) -> Option<Vec<u8>> {
         self.files.values().find(|f| f.file_path == file_path).map(|f| f.bytes.clone())
@@ -391,6 +401,58 @@ impl Store {
             rendered: sent.rendered,
             parse_mode: sent.parse_mode,
             reply_markup: sent.reply_markup,
+            document: None,
+        };
+        self.sent.push(chat_id, record);
+        Ok(message)
+    }
+
+    /// The bot sends a file (`sendDocument` with an upload), with an optional caption.
+    pub fn send_document(
+        &mut self,
+        chat_id: i64,
+        document: SentDocument,
+        caption: Option<String>,
+        now: i64,
+    ) -> Result<Message, BotApiError> {
+        if !self.chats.contains_key(&chat_id) {
+            return Err(BotApiError::chat_not_found());
+        }
+        if document.bytes.is_empty() {
+            return Err(BotApiError::bad_request("file must be non-empty"));
+        }
+        if document.bytes.len() > UPLOAD_MAX {
+            return Err(BotApiError::RequestEntityTooLarge);
+        }
+        let ext = document.file_name.rsplit_once('.').map_or("dat", |(_, e)| e).to_ascii_lowercase();
+        let mut described = self.keep_file("documents", &ext, &document.bytes);
+        described.insert("file_name".into(), json!(document.file_name));
+        if let Some(mime) = &document.mime_type {
+            described.insert("mime_type".into(), json!(mime));
+        }
+        let state = self.chats.get_mut(&chat_id).ok_or_else(BotApiError::chat_not_found)?;
+        state.last_message_id += 1;
+        let mut media = serde_json::Map::new();
+        media.insert("document".into(), Value::Object(described));
+        let message = Message {
+            message_id: state.last_message_id,
+            from: Some(self.bot.clone()),
+            date: now,
+            chat: state.chat.clone(),
+            text: String::new(),
+            caption: caption.clone(),
+            media,
+        };
+        let caption = caption.unwrap_or_default();
+        let record = SentMessage {
+            message_id: message.message_id,
+            chat_id,
+            date: now,
+            text: caption.clone(),
+            rendered: caption,
+            parse_mode: None,
+            reply_markup: None,
+            document: Some(document),
         };
         self.sent.push(chat_id, record);
         Ok(message)

@@ -99,6 +99,18 @@ pub struct SentMessage {
     pub parse_mode: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reply_markup: Option<serde_json::Value>,
+    /// A file the bot sent (`sendDocument`); `text` and `rendered` are then its caption.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub document: Option<SentDocument>,
+}
+
+/// A file the bot sent, as it arrived.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SentDocument {
+    pub file_name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mime_type: Option<String>,
+    pub bytes: Vec<u8>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
