@@ -424,7 +424,7 @@ async fn a_multi_step_turn_lists_runs_a_command_and_remembers() {
     assert!(system.contains("allowed programs: cat, head, tail, grep, wc"), "{system}");
     let tools: Vec<&str> =
         first["tools"].as_array().unwrap().iter().map(|t| t["function"]["name"].as_str().unwrap()).collect();
-    assert_eq!(tools, ["exec", "read_file", "list_files", "write_file", "remember", "web_fetch"]);
+    assert_eq!(tools, ["exec", "read_file", "list_files", "send_file", "write_file", "remember", "web_fetch"]);
     assert_eq!(texts_of(first, "user"), ["How long is my shopping list?"]);
     assert!(broker.authorization.lock().unwrap().iter().all(|a| *a == format!("Bearer {TOKEN}")));
 
@@ -819,7 +819,7 @@ async fn a_read_only_workspace_still_answers_and_writes_nothing() {
     assert!(system.contains("prefers short answers") && system.contains("read-only"), "{system}");
     let tools: Vec<&str> =
         requests[0]["tools"].as_array().unwrap().iter().map(|t| t["function"]["name"].as_str().unwrap()).collect();
-    assert_eq!(tools, ["exec", "read_file", "list_files"]);
+    assert_eq!(tools, ["exec", "read_file", "list_files", "send_file"]);
     let results = last_tool_results(&requests[1]);
     assert_eq!(results[0], "Library hours: 9 to 5.\n");
     assert!(results[1].starts_with("denied: the workspace is read-only"), "{}", results[1]);

@@ -6,7 +6,8 @@
 //! base URL. A control API under `/control/` plays the users and reports what the bot did.
 //! Users may send media too (documents, voice, audio, photos, stickers, or any message field
 //! as Telegram shapes it); their files are served by `getFile` and at
-//! `/file/bot<token>/<file_path>`, as Telegram serves them.
+//! `/file/bot<token>/<file_path>`, as Telegram serves them, and files the bot sends
+//! (`sendDocument`, multipart) are kept with their names and bytes for tests to read.
 //!
 //! Layout: [`store`] (state, no I/O) with [`queue`] (offset rules), [`validate`] and [`markup`]
 //! (Telegram's argument rules) are pure; [`bot_api`], [`control`] and [`webhook`] are the HTTP
