@@ -430,6 +430,7 @@ async fn a_multi_step_turn_lists_runs_a_command_and_remembers() {
             "exec",
             "read_file",
             "list_files",
+            "send_file",
             "write_file",
             "remember",
             "schedule",
@@ -833,7 +834,10 @@ async fn a_read_only_workspace_still_answers_and_writes_nothing() {
     let tools: Vec<&str> =
         requests[0]["tools"].as_array().unwrap().iter().map(|t| t["function"]["name"].as_str().unwrap()).collect();
     // Reminders are kept by the gateway, not in the workspace: offered here too.
-    assert_eq!(tools, ["exec", "read_file", "list_files", "schedule", "list_reminders", "cancel_reminder"]);
+    assert_eq!(
+        tools,
+        ["exec", "read_file", "list_files", "send_file", "schedule", "list_reminders", "cancel_reminder"]
+    );
     let results = last_tool_results(&requests[1]);
     assert_eq!(results[0], "Library hours: 9 to 5.\n");
     assert!(results[1].starts_with("denied: the workspace is read-only"), "{}", results[1]);
@@ -1040,4 +1044,72 @@ fn the_sandbox_image_holds_every_allowed_program_and_no_shell() {
         assert!(stage.iter().any(|i| i == expected), "{expected}");
     }
     assert!(stage.iter().any(|i| i.contains("useradd --uid 10001")));
+}
+
+/// `PUT /v1/files/{name}`: a file the person sent lands in `files/` under a plain, unused
+/// name, whatever name it came with; never outside `files/`, never over another file, never
+/// past the workspace's size, and never without the user's token.
+#[tokio::test]
+async fn sent_files_are_saved_in_files_under_safe_names_within_the_workspace() {
+    let ws = tempfile::tempdir().unwrap();
+    let (addr, _broker) = broker().await;
+    let mut spec = MoltmateUserSpec::new(4242, Profile::Personal);
+    spec.resources = Some(moltmates::crd::ResourcesSpec { storage: Some("64Ki".into()), ..Default::default() });
+    let agent = Agent::start(ws.path(), addr, &resolve(&spec).unwrap()).await;
+    let put = |name: &str, token: Option<&str>, bytes: Vec<u8>| {
+        // The name as one path segment, every byte but letters and digits percent-encoded (so
+        // `/` arrives as part of the name, not resolved by the client; a bare `..` cannot be
+        // sent at all: URLs resolve it, even encoded).
+        let encoded: String = name
+            .bytes()
+            .map(|b| if b.is_ascii_alphanumeric() { char::from(b).to_string() } else { format!("%{b:02X}") })
+            .collect();
+        let mut request = agent.http.put(format!("{}/v1/files/{encoded}", agent.url)).body(bytes);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        async move {
+            let response = request.send().await.unwrap();
+            (response.status(), response.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+
+    let (status, saved) = put("report.pdf", Some(TOKEN), b"%PDF-1.4 one".to_vec()).await;
+    assert_eq!((status, &saved), (StatusCode::OK, &json!({"name": "report.pdf", "size": 12})));
+    let (_, again) = put("report.pdf", Some(TOKEN), b"%PDF-1.4 two".to_vec()).await;
+    assert_eq!(again["name"], "report (2).pdf", "an existing file is not overwritten");
+    let (_, same) = put("report.pdf", Some(TOKEN), b"%PDF-1.4 one".to_vec()).await;
+    assert_eq!(same["name"], "report.pdf", "the same bytes again (a redelivery) keep their file");
+    assert_eq!(std::fs::read(ws.path().join("files/report.pdf")).unwrap(), b"%PDF-1.4 one");
+
+    for (hostile, lands_as) in [
+        ("../../etc/passwd", "passwd"),
+        ("/etc/shadow", "shadow"),
+        ("../SOUL.md", "SOUL.md"),
+        ("..\\..\\x.md", "x.md"),
+        ("a\0b.txt", "ab.txt"),
+    ] {
+        let (status, saved) = put(hostile, Some(TOKEN), b"pwned".to_vec()).await;
+        assert_eq!(status, StatusCode::OK, "{hostile:?}: {saved}");
+        assert_eq!(saved["name"], lands_as, "{hostile:?}");
+        assert_eq!(std::fs::read(ws.path().join("files").join(lands_as)).unwrap(), b"pwned", "{hostile:?}");
+    }
+    let (_, long) = put(&format!("{}.txt", "x".repeat(5000)), Some(TOKEN), b"long".to_vec()).await;
+    let long = long["name"].as_str().unwrap();
+    assert!(long.len() <= 120 && long.ends_with(".txt"), "{long}");
+    assert_ne!(std::fs::read_to_string(ws.path().join("SOUL.md")).unwrap(), "pwned", "outside files/ untouched");
+    assert!(!ws.path().join("etc").exists() && !ws.path().join("passwd").exists());
+
+    // Another user's token (or none) saves nothing.
+    for token in [None, Some("someone-elses-token-0123456789abcdef")] {
+        let (status, _) = put("intruder.txt", token, b"x".to_vec()).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    assert!(!ws.path().join("files/intruder.txt").exists());
+
+    // Past the workspace's size: refused whole, as "full", and nothing half-written is left.
+    let (status, full) = put("big.csv", Some(TOKEN), vec![b'x'; 70 * 1024]).await;
+    assert_eq!(status, StatusCode::INSUFFICIENT_STORAGE, "{full}");
+    assert!(full["error"].as_str().unwrap().contains("the workspace is full"), "{full}");
+    assert!(!ws.path().join("files/big.csv").exists());
 }

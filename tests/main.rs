@@ -16,6 +16,7 @@ mod dev_stack;
 mod exec_policy;
 mod gateway;
 mod gitops;
+mod media;
 mod node_agents;
 mod operator;
 mod operator_restart;

@@ -1,11 +1,15 @@
 //! The turn API's wire types (what the gateway sends and reads).
 //!
 //! `POST /v1/turn` `{"update_id": 7, "chat_id": 42, "from": 42, "text": "hi"}` (`from` may also
-//! be Telegram's user object `{"id": 42, ...}`) -> 200 `{"reply": "...", "status":
+//! be Telegram's user object `{"id": 42, ...}`; `"images": ["photo.jpg"]` names photos in
+//! `files/` the model gets as image input) -> 200 `{"reply": "...", "status":
 //! "answered" | "duplicate" | "already_delivered" | "model_unavailable", "session_id":
 //! "000001"}`. `POST /v1/turn/{update_id}/delivered` -> 200 `{"update_id": 7}` (404 if the
 //! update is unknown): the reply reached the user, never send it again. `POST /v1/reminder`
-//! [`ReminderNote`]: a delivered reminder, noted in the conversation. `GET /v1/status` ->
+//! [`ReminderNote`]: a delivered reminder, noted in the conversation. `PUT /v1/files/{name}`
+//! (the bytes as the body, at most [`UPLOAD_MAX`]) -> 200 [`FileSaved`]: a file the person
+//! sent, saved in `files/` under a safe, unused name (the same name again for the same bytes);
+//! 403 read-only workspace, 507 workspace full. `GET /v1/status` ->
 //! 200 [`StatusResponse`], the one type the agent writes and the gateway reads. Errors are
 //! `{"error": "..."}` with 401 (token), 400/413/415/422 (request), 503 (history could not be
 //! saved: retry later).
@@ -20,17 +24,25 @@ use crate::profile::ResolvedProfile;
 pub const TEXT_MAX: usize = 16 * 1024;
 /// Request bodies on the API, at most.
 pub const BODY_MAX: usize = 64 * 1024;
+/// A file sent by the person, at most: what Telegram lets a bot download (20 MB).
+pub const UPLOAD_MAX: usize = 20 * 1000 * 1000;
+/// A file handed back to the person (`send_file`), at most; Telegram takes 50 MB from bots.
+pub const SEND_MAX: usize = 20 * 1000 * 1000;
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TurnRequest {
     pub update_id: i64,
     pub chat_id: i64,
     pub from: Sender,
     pub text: String,
+    /// Photos sent with the message, by their names in `files/` (where the gateway saved them
+    /// with `PUT /v1/files/{name}`): the model gets them as image input.
+    #[serde(default)]
+    pub images: Vec<String>,
 }
 
 /// The sender's Telegram user id, or Telegram's user object.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum Sender {
     Id(i64),
@@ -52,6 +64,12 @@ impl TurnRequest {
         }
         if self.text.len() > TEXT_MAX {
             return Err(format!("text is longer than {TEXT_MAX} bytes"));
+        }
+        if self.images.len() > super::images::IMAGES_MAX {
+            return Err(format!("at most {} images per message", super::images::IMAGES_MAX));
+        }
+        if let Some(bad) = self.images.iter().find(|n| !super::images::valid_name(n)) {
+            return Err(format!("{bad:?} is not the name of an image in files/"));
         }
         Ok(())
     }
@@ -96,6 +114,10 @@ pub struct TurnResponse {
     pub reply: String,
     pub status: TurnStatus,
     pub session_id: String,
+    /// Files in `files/` the model handed back with `send_file`, to send after the reply
+    /// (the gateway reads them with `GET /v1/files/{path}`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -179,6 +201,13 @@ pub struct ForgetResponse {
     pub forgotten: Note,
 }
 
+/// `PUT /v1/files/{name}`: where the file was saved in `files/`, and its size.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileSaved {
+    pub name: String,
+    pub size: u64,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ErrorBody {
     pub error: String,
@@ -202,7 +231,7 @@ mod tests {
 
     #[test]
     fn text_must_be_there_and_bounded() {
-        let mut r = TurnRequest { update_id: 1, chat_id: 1, from: Sender::Id(1), text: "  ".into() };
+        let mut r = TurnRequest { update_id: 1, chat_id: 1, from: Sender::Id(1), text: "  ".into(), images: vec![] };
         assert!(r.validate().is_err());
         r.text = "x".repeat(TEXT_MAX + 1);
         assert!(r.validate().is_err());

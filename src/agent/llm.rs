@@ -15,16 +15,18 @@ use async_openai::middleware::ReqwestService;
 use async_openai::middleware::retry::OpenAIRetryLayer;
 use async_openai::types::chat::{
     ChatCompletionMessageToolCall, ChatCompletionMessageToolCalls, ChatCompletionRequestAssistantMessage,
-    ChatCompletionRequestAssistantMessageContent, ChatCompletionRequestMessage, ChatCompletionRequestSystemMessage,
-    ChatCompletionRequestSystemMessageContent, ChatCompletionRequestToolMessage,
+    ChatCompletionRequestAssistantMessageContent, ChatCompletionRequestMessage,
+    ChatCompletionRequestMessageContentPartImage, ChatCompletionRequestMessageContentPartText,
+    ChatCompletionRequestSystemMessage, ChatCompletionRequestSystemMessageContent, ChatCompletionRequestToolMessage,
     ChatCompletionRequestToolMessageContent, ChatCompletionRequestUserMessage, ChatCompletionRequestUserMessageContent,
-    ChatCompletionTool, ChatCompletionTools, CreateChatCompletionRequest, CreateChatCompletionResponse, FunctionCall,
-    FunctionObject,
+    ChatCompletionRequestUserMessageContentPart, ChatCompletionTool, ChatCompletionTools, CreateChatCompletionRequest,
+    CreateChatCompletionResponse, FunctionCall, FunctionObject, ImageUrl,
 };
 use tower::Layer;
 
 use super::config::Config;
 use super::history::{Message, ToolCall};
+use super::images::Image;
 
 /// A tool as offered to the model.
 #[derive(Debug, Clone, PartialEq)]
@@ -126,6 +128,7 @@ pub trait ChatModel: Send + Sync {
         system: &str,
         messages: &[Message],
         tools: &[ToolSpec],
+        images: &[Image],
     ) -> impl Future<Output = Result<ModelReply, LlmError>> + Send;
 }
 
@@ -154,8 +157,15 @@ impl LlmClient {
 }
 
 impl ChatModel for LlmClient {
-    async fn complete(&self, system: &str, messages: &[Message], tools: &[ToolSpec]) -> Result<ModelReply, LlmError> {
-        let request = build_request(&self.model, system, messages, tools);
+    async fn complete(
+        &self,
+        system: &str,
+        messages: &[Message],
+        tools: &[ToolSpec],
+        images: &[Image],
+    ) -> Result<ModelReply, LlmError> {
+        let mut request = build_request(&self.model, system, messages, tools);
+        attach_images(&mut request, images);
         match tokio::time::timeout(self.deadline, self.client.chat().create(request)).await {
             Err(_) => Err(LlmError::Timeout),
             Ok(Err(e)) => Err(e.into()),
@@ -197,6 +207,36 @@ pub fn build_request(
         }),
         ..Default::default()
     }
+}
+
+/// The photos as image input beside the text of the newest user message (OpenAI's content
+/// parts: `{"type": "text"}` then `{"type": "image_url", "image_url": {"url": "data:..."}}`).
+/// Pure.
+pub fn attach_images(request: &mut CreateChatCompletionRequest, images: &[Image]) {
+    if images.is_empty() {
+        return;
+    }
+    let Some(ChatCompletionRequestMessage::User(user)) =
+        request.messages.iter_mut().rev().find(|m| matches!(m, ChatCompletionRequestMessage::User(_)))
+    else {
+        return;
+    };
+    let text = match &user.content {
+        ChatCompletionRequestUserMessageContent::Text(text) => text.clone(),
+        ChatCompletionRequestUserMessageContent::Array(_) => return,
+    };
+    let mut parts =
+        vec![ChatCompletionRequestUserMessageContentPart::Text(ChatCompletionRequestMessageContentPartText {
+            text,
+            prompt_cache_breakpoint: None,
+        })];
+    parts.extend(images.iter().map(|image| {
+        ChatCompletionRequestUserMessageContentPart::ImageUrl(ChatCompletionRequestMessageContentPartImage {
+            image_url: ImageUrl { url: image.data_url.clone(), detail: None },
+            prompt_cache_breakpoint: None,
+        })
+    }));
+    user.content = ChatCompletionRequestUserMessageContent::Array(parts);
 }
 
 fn to_wire(message: &Message) -> ChatCompletionRequestMessage {
@@ -286,6 +326,24 @@ mod tests {
         assert_eq!(wire["tools"][0]["function"]["name"], "exec");
         let without = serde_json::to_value(build_request("m", "s", &[], &[])).unwrap();
         assert!(without.get("tools").is_none());
+    }
+
+    #[test]
+    fn photos_go_beside_the_newest_user_text() {
+        let messages = vec![
+            Message::User { text: "old".into() },
+            Message::Assistant { content: Some("ok".into()), tool_calls: vec![] },
+            Message::User { text: "what is this?".into() },
+        ];
+        let mut request = build_request("m", "sys", &messages, &[]);
+        attach_images(&mut request, &[Image { data_url: "data:image/jpeg;base64,/9j/".into() }]);
+        let wire = serde_json::to_value(&request).unwrap();
+        assert_eq!(wire["messages"][1]["content"], "old");
+        assert_eq!(
+            wire["messages"][3]["content"],
+            json!([{"type": "text", "text": "what is this?"},
+                   {"type": "image_url", "image_url": {"url": "data:image/jpeg;base64,/9j/"}}])
+        );
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod disk;
 pub mod exec;
 pub mod files;
 pub mod history;
+pub mod images;
 pub mod isolation;
 pub mod llm;
 pub mod metrics;
@@ -22,6 +23,7 @@ pub mod session;
 pub mod store;
 pub mod tools;
 pub mod turn;
+pub mod uploads;
 pub mod workspace;
 
 use std::net::SocketAddr;
@@ -125,6 +127,7 @@ async fn serve(config: Config, shutdown: crate::shutdown::Shutdown) -> Result<()
         web,
         reminders,
         metrics: metrics.clone(),
+        outgoing: Default::default(),
     };
     let (listen, user, session) = (config.listen, config.user.clone(), store.session_id());
     let profile = config.profile.profile;

@@ -9,7 +9,7 @@ use axum::extract::{DefaultBodyLimit, Path, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
@@ -17,10 +17,11 @@ use subtle::ConstantTimeEq;
 use tokio::sync::OwnedMutexGuard;
 use tracing::{Instrument, error, info, warn};
 
-use super::api::{BODY_MAX, ErrorBody, ReminderNote, TurnRequest, TurnResponse};
+use super::api::{BODY_MAX, ErrorBody, FileSaved, ReminderNote, SEND_MAX, TurnRequest, TurnResponse, UPLOAD_MAX};
 use super::files::FileError;
 use super::service::{Agent, ForgetError};
 use super::store::SessionStore;
+use super::uploads::SaveError;
 
 pub fn router(agent: Arc<Agent>) -> Router {
     Router::new()
@@ -31,6 +32,8 @@ pub fn router(agent: Arc<Agent>) -> Router {
         .route("/v1/status", get(status))
         .route("/v1/memory", get(memory))
         .route("/v1/memory/{number}", delete(forget))
+        // One route for both: the name of a file to read may hold directories.
+        .route("/v1/files/{*path}", put(put_file).layer(DefaultBodyLimit::max(UPLOAD_MAX)).get(get_file))
         .layer(middleware::from_fn_with_state(agent.clone(), require_token))
         .layer(DefaultBodyLimit::max(BODY_MAX))
         .with_state(agent)
@@ -147,6 +150,57 @@ async fn reset(State(agent): State<Arc<Agent>>) -> Response {
     match agent.reset(&mut session) {
         Ok(response) => Json(response).into_response(),
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
+}
+
+/// A file the person sent: saved in `files/` under a safe, unused name, within the
+/// workspace's size.
+async fn put_file(State(agent): State<Arc<Agent>>, Path(name): Path<String>, bytes: Bytes) -> Response {
+    if !agent.workspace.writable() {
+        return error(StatusCode::FORBIDDEN, "the workspace is read-only (workspaceAccess: ro)");
+    }
+    if let Some(disk) = agent.tools.disk
+        && let Err(full) = disk.admit(agent.workspace.bytes_used_async().await, bytes.len() as u64)
+    {
+        warn!(user = %agent.config.user, bytes = bytes.len(), "file refused: the workspace is full");
+        return error(StatusCode::INSUFFICIENT_STORAGE, full);
+    }
+    let workspace = agent.workspace.clone();
+    let size = bytes.len() as u64;
+    let saved = tokio::task::spawn_blocking(move || {
+        let dir = workspace.files_dir().map_err(SaveError::from)?;
+        super::uploads::save(std::os::fd::AsFd::as_fd(&dir), &name, &bytes)
+    })
+    .await;
+    match saved {
+        Ok(Ok(name)) => {
+            info!(user = %agent.config.user, name = %name, bytes = size, "file saved");
+            Json(FileSaved { name, size }).into_response()
+        }
+        Ok(Err(e @ SaveError::Full)) => error(StatusCode::INSUFFICIENT_STORAGE, e.to_string()),
+        Ok(Err(e @ SaveError::ReadOnly)) => error(StatusCode::FORBIDDEN, e.to_string()),
+        Ok(Err(SaveError::Failed(reason))) => error(StatusCode::INTERNAL_SERVER_ERROR, reason),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("saving the file stopped: {e}")),
+    }
+}
+
+/// A file from `files/` for the gateway to send to the person (what `send_file` queued):
+/// confined to `files/` like the file tools, links not followed, at most `SEND_MAX` bytes.
+async fn get_file(State(agent): State<Arc<Agent>>, Path(path): Path<String>) -> Response {
+    let workspace = agent.workspace.clone();
+    let read = tokio::task::spawn_blocking(move || {
+        let dir = workspace.files_dir()?;
+        super::files::read(std::os::fd::AsFd::as_fd(&dir), &path, 0, SEND_MAX + 1)
+    })
+    .await;
+    match read {
+        Ok(Ok(out)) if out.bytes.len() > SEND_MAX => {
+            error(StatusCode::PAYLOAD_TOO_LARGE, format!("files sent are limited to {SEND_MAX} bytes"))
+        }
+        Ok(Ok(out)) => ([(header::CONTENT_TYPE, "application/octet-stream")], out.bytes).into_response(),
+        Ok(Err(FileError::Denied(reason))) => error(StatusCode::FORBIDDEN, reason),
+        Ok(Err(FileError::Failed(reason))) => error(StatusCode::NOT_FOUND, reason),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("reading the file stopped: {e}")),
     }
 }
 

@@ -86,6 +86,7 @@ impl Agent {
             reply,
             status,
             session_id: store.session_id(),
+            files: Vec::new(),
         };
 
         match turn::plan(&store.replies, &store.window, update_id) {
@@ -102,8 +103,13 @@ impl Agent {
             Plan::Retry => info!(user, update_id, "update redelivered before it was answered: asking the model again"),
             Plan::New => {
                 // Saved (fsync'd) before the model is asked: if the model is down, the message is not lost.
-                let record =
-                    Record::User { update_id, chat_id: request.chat_id, from: request.from.id(), text: request.text };
+                let record = Record::User {
+                    update_id,
+                    chat_id: request.chat_id,
+                    from: request.from.id(),
+                    text: request.text,
+                    images: request.images,
+                };
                 if let Err(e) = store.append(vec![record]) {
                     self.metrics.turn("error", started.elapsed());
                     return Err(e.into());
@@ -114,7 +120,17 @@ impl Agent {
 
         let system = self.system_prompt().await;
         let limits = Limits { max_rounds: self.config.max_tool_rounds, history_budget: self.config.history_budget };
-        let outcome = turn::run(&self.model, &self.tools, store, &system, limits).await;
+        // The photos of the message being answered (a retried one's too), read once per turn.
+        let names = store.window.last_images();
+        let images = if names.is_empty() {
+            Vec::new()
+        } else {
+            let workspace = self.workspace.clone();
+            tokio::task::spawn_blocking(move || super::images::load(&workspace, &names)).await.unwrap_or_default()
+        };
+        self.tools.take_outgoing();
+        let outcome = turn::run(&self.model, &self.tools, store, &system, &images, limits).await;
+        let files = self.tools.take_outgoing();
         let response = match outcome {
             Ok(reply) => {
                 let reply = match self.fold_memory().await {
@@ -127,7 +143,7 @@ impl Agent {
                 }
                 info!(user, update_id, took_ms = started.elapsed().as_millis() as u64, "turn answered");
                 self.metrics.turn("answered", started.elapsed());
-                respond(reply, TurnStatus::Answered, store)
+                TurnResponse { files, ..respond(reply, TurnStatus::Answered, store) }
             }
             Err(LoopError::Llm(e)) => {
                 warn!(user, update_id, kind = e.kind(), error = %e, "model unavailable");
@@ -175,7 +191,7 @@ impl Agent {
         let text = self.blocking(|ws| ws.memory_text()).await.ok()?;
         let (kept, folded) = notes::fold_oldest(&text, MEMORY_PROMPT_MAX, MEMORY_PROMPT_MAX * 3 / 4)?;
         let listing = folded.iter().map(|n| format!("- {}", n.text)).collect::<Vec<_>>().join("\n");
-        let summary = match self.model.complete(SUMMARY_SYSTEM, &[Message::User { text: listing }], &[]).await {
+        let summary = match self.model.complete(SUMMARY_SYSTEM, &[Message::User { text: listing }], &[], &[]).await {
             Ok(reply) => reply.content.unwrap_or_default(),
             Err(e) => {
                 warn!(user, error = %e, "memory is over its bound and could not be summarised now");

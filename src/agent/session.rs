@@ -18,12 +18,36 @@ pub const FORMAT_VERSION: u32 = 1;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Record {
-    User { update_id: i64, chat_id: i64, from: i64, text: String },
-    Assistant { content: Option<String>, tool_calls: Vec<ToolCall> },
-    Tool { call_id: String, name: String, content: String },
-    Reply { update_id: i64, text: String },
-    Failed { update_id: i64, reason: String },
-    Reminder { key: String, text: String },
+    User {
+        update_id: i64,
+        chat_id: i64,
+        from: i64,
+        text: String,
+        /// Photos sent with it, by their names in `files/`.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        images: Vec<String>,
+    },
+    Assistant {
+        content: Option<String>,
+        tool_calls: Vec<ToolCall>,
+    },
+    Tool {
+        call_id: String,
+        name: String,
+        content: String,
+    },
+    Reply {
+        update_id: i64,
+        text: String,
+    },
+    Failed {
+        update_id: i64,
+        reason: String,
+    },
+    Reminder {
+        key: String,
+        text: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -109,6 +133,18 @@ impl Window {
 
     pub fn records(&self) -> impl Iterator<Item = &Record> {
         self.records.iter()
+    }
+
+    /// The photos of the newest user message (the one a turn is answering).
+    pub fn last_images(&self) -> Vec<String> {
+        self.records
+            .iter()
+            .rev()
+            .find_map(|r| match r {
+                Record::User { images, .. } => Some(images.clone()),
+                _ => None,
+            })
+            .unwrap_or_default()
     }
 
     /// The update of the last user message if it has no reply yet: a redelivery of it is
@@ -224,7 +260,7 @@ mod tests {
     use super::*;
 
     fn user(update_id: i64, text: &str) -> Record {
-        Record::User { update_id, chat_id: 1, from: 1, text: text.into() }
+        Record::User { update_id, chat_id: 1, from: 1, text: text.into(), images: vec![] }
     }
     fn reply(update_id: i64, text: &str) -> Record {
         Record::Reply { update_id, text: text.into() }

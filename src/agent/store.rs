@@ -270,7 +270,7 @@ mod tests {
     use super::*;
 
     fn user(update_id: i64, text: &str) -> Record {
-        Record::User { update_id, chat_id: 1, from: 1, text: text.into() }
+        Record::User { update_id, chat_id: 1, from: 1, text: text.into(), images: vec![] }
     }
 
     #[test]

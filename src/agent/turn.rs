@@ -3,6 +3,7 @@
 //! the round limit is reached. Every step is recorded in the session as it happens.
 
 use super::history::{self, ToolCall, truncate};
+use super::images::Image;
 use super::llm::{ChatModel, LlmError, ToolSpec};
 use super::session::{Record, Replies, Window};
 use super::store::{SessionStore, StoreError};
@@ -59,6 +60,7 @@ pub async fn run<M: ChatModel, T: ToolRunner>(
     tools: &T,
     store: &mut SessionStore,
     system: &str,
+    images: &[Image],
     limits: Limits,
 ) -> Result<String, LoopError> {
     let specs = tools.specs();
@@ -67,7 +69,7 @@ pub async fn run<M: ChatModel, T: ToolRunner>(
         // The last call offers no tools: the model has to answer.
         let offered: &[ToolSpec] = if round < limits.max_rounds { &specs } else { &[] };
         let messages = history::trim(store.window.messages(), limits.history_budget);
-        let reply = model.complete(system, &messages, offered).await?;
+        let reply = model.complete(system, &messages, offered, images).await?;
         if reply.tool_calls.is_empty() {
             return Ok(final_text(reply.content));
         }
@@ -160,6 +162,7 @@ mod tests {
             _system: &str,
             messages: &[Message],
             tools: &[ToolSpec],
+            _images: &[Image],
         ) -> Result<ModelReply, LlmError> {
             self.seen.lock().unwrap().push((messages.to_vec(), tools.len()));
             self.replies.lock().unwrap().pop_front().unwrap_or_else(|| Ok(text("done")))
@@ -193,7 +196,7 @@ mod tests {
     fn store_with(text: &str) -> SessionStore {
         let dir = std::env::temp_dir();
         let mut s = SessionStore::open(&dir.join("moltmate-no-such-dir"), false, 100_000).unwrap();
-        s.append(vec![Record::User { update_id: 1, chat_id: 1, from: 1, text: text.into() }]).unwrap();
+        s.append(vec![Record::User { update_id: 1, chat_id: 1, from: 1, text: text.into(), images: vec![] }]).unwrap();
         s
     }
     const LIMITS: Limits = Limits { max_rounds: 2, history_budget: 10_000 };
@@ -202,7 +205,7 @@ mod tests {
     async fn tool_results_are_shown_to_the_model_then_it_answers() {
         let model = Scripted::new(vec![Ok(call("c1", "{\"command\":\"ls\"}")), Ok(text("3 files"))]);
         let mut store = store_with("what is there?");
-        let reply = run(&model, &Echo, &mut store, "sys", LIMITS).await.unwrap();
+        let reply = run(&model, &Echo, &mut store, "sys", &[], LIMITS).await.unwrap();
         assert_eq!(reply, "3 files");
         let seen = model.seen.lock().unwrap();
         assert_eq!(seen.len(), 2);
@@ -216,7 +219,7 @@ mod tests {
     async fn rounds_are_bounded_and_the_last_call_offers_no_tools() {
         let model = Scripted::new(vec![Ok(call("a", "{}")), Ok(call("b", "{}")), Ok(call("c", "{}"))]);
         let mut store = store_with("loop forever");
-        let reply = run(&model, &Echo, &mut store, "sys", LIMITS).await.unwrap();
+        let reply = run(&model, &Echo, &mut store, "sys", &[], LIMITS).await.unwrap();
         assert!(reply.contains("stopped after 2 rounds"), "{reply}");
         let seen = model.seen.lock().unwrap();
         assert_eq!(seen.iter().map(|(_, tools)| *tools).collect::<Vec<_>>(), [1, 1, 0]);
@@ -229,7 +232,7 @@ mod tests {
     async fn model_errors_end_the_loop_with_the_records_so_far() {
         let model = Scripted::new(vec![Ok(call("a", "{}")), Err(LlmError::Timeout)]);
         let mut store = store_with("hi");
-        let err = run(&model, &Echo, &mut store, "sys", LIMITS).await.unwrap_err();
+        let err = run(&model, &Echo, &mut store, "sys", &[], LIMITS).await.unwrap_err();
         assert!(matches!(err, LoopError::Llm(LlmError::Timeout)));
         assert_eq!(store.window.messages().len(), 3, "user, call, result");
     }
@@ -252,7 +255,7 @@ mod tests {
         let mut replies = Replies::new(10);
         replies.insert(5, "done".into());
         let mut window = Window::new(10_000);
-        window.push(Record::User { update_id: 6, chat_id: 1, from: 1, text: "x".into() });
+        window.push(Record::User { update_id: 6, chat_id: 1, from: 1, text: "x".into(), images: vec![] });
         assert_eq!(plan(&replies, &window, 5), Plan::Replay("done".into()));
         assert_eq!(plan(&replies, &window, 6), Plan::Retry);
         assert_eq!(plan(&replies, &window, 7), Plan::New);

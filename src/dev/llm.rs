@@ -3,8 +3,10 @@
 //! No model can be reached from tests or the local stack, so this server answers
 //! `POST /v1/chat/completions` in the real wire format (a `chat.completion` object with
 //! `choices[0].message` holding `content` or `tool_calls`, `finish_reason` and `usage`), and
-//! `GET /v1/models`. It is the provider the broker forwards to, through the same client code
-//! and base-URL configuration production uses.
+//! `GET /v1/models`, and `POST /v1/audio/transcriptions` (a multipart form with `file` and
+//! `model`, as OpenAI takes it; the transcript is the file's bytes when they are text). It is
+//! the provider the broker forwards to, through the same client code and base-URL
+//! configuration production uses.
 //!
 //! Behaviour, without a script (useful for a demo):
 //! - the last message is a tool result: "The `<tool>` tool returned:\n<result>";
@@ -23,7 +25,7 @@
 //! [`Scripted`] answers, used before the rules, in order), `GET /control/requests`
 //! (everything received under `/v1/`, with `?min_count=N&timeout_ms=T` to wait for N),
 //! `DELETE /control/requests`, `POST /control/fail {"status", "count"}` (the next `count`
-//! completions fail with that status and an OpenAI error body), `POST /control/reset`.
+//! completions or transcriptions fail with that status and an OpenAI error body), `POST /control/reset`.
 //! With an API key set, `/v1/` requests without `Authorization: Bearer <key>` get 401.
 
 use std::collections::VecDeque;
@@ -43,7 +45,7 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::agent::tools::{EXEC, LIST_FILES, READ_FILE, REMEMBER, WEB_FETCH, WRITE_FILE};
+use crate::agent::tools::{EXEC, LIST_FILES, READ_FILE, REMEMBER, SEND_FILE, WEB_FETCH, WRITE_FILE};
 
 /// The model name `GET /v1/models` lists when no `--model` is given.
 pub const MODEL: &str = "moltmates-dev";
@@ -251,6 +253,7 @@ fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(chat))
         .route("/v1/models", get(models))
+        .route("/v1/audio/transcriptions", post(transcriptions))
         .route("/control/script", post(control_script))
         .route("/control/requests", get(control_requests).delete(control_clear))
         .route("/control/fail", post(control_fail))
@@ -279,6 +282,11 @@ fn receive(shared: &Shared, method: &Method, uri: &Uri, headers: &HeaderMap, bod
     } else {
         serde_json::from_slice(body).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(body).into_owned()))
     };
+    receive_parsed(shared, method, uri, headers, parsed)
+}
+
+/// [`receive`] with the body already read as JSON (a form is recorded as its fields).
+fn receive_parsed(shared: &Shared, method: &Method, uri: &Uri, headers: &HeaderMap, parsed: Value) -> Option<Value> {
     let authorization = headers.get(header::AUTHORIZATION).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
     shared.record(RecordedRequest {
         method: method.to_string(),
@@ -305,6 +313,81 @@ async fn models(State(shared): State<Arc<Shared>>, method: Method, uri: Uri, hea
     Json(json!({"object": "list", "data": data})).into_response()
 }
 
+/// `POST /v1/audio/transcriptions` as OpenAI takes it: a multipart form with `file` (a file
+/// part) and `model`; answers `{"text": ...}`. The transcript is the file's bytes when they
+/// are UTF-8 text (so a test "says" what it injects as the voice note's bytes), else a note of
+/// its size. Recorded with the form's text fields and the file's name, type and size.
+async fn transcriptions(
+    State(shared): State<Arc<Shared>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let parts = crate::dev::multipart::boundary(content_type)
+        .and_then(|boundary| crate::dev::multipart::parse(&body, &boundary).ok());
+    let recorded = match &parts {
+        Some(parts) => Value::Object(
+            parts
+                .iter()
+                .map(|p| match &p.file_name {
+                    Some(name) => (
+                        p.name.clone(),
+                        json!({"file_name": name, "content_type": p.content_type, "bytes": p.bytes.len()}),
+                    ),
+                    None => (p.name.clone(), json!(String::from_utf8_lossy(&p.bytes))),
+                })
+                .collect(),
+        ),
+        None => Value::String(String::from_utf8_lossy(&body).into_owned()),
+    };
+    if receive_parsed(&shared, &method, &uri, &headers, recorded).is_none() {
+        return unauthorized();
+    }
+    let bad = |message: &str| openai_error(StatusCode::BAD_REQUEST, message, "invalid_request_error", None);
+    let Some(parts) = parts else {
+        return bad("Could not parse multipart form");
+    };
+    let Some(model) = parts.iter().find(|p| p.name == "model").and_then(|p| p.text()) else {
+        return bad("you must provide a model parameter");
+    };
+    let Some(file) = parts.iter().find(|p| p.name == "file" && p.file_name.is_some()) else {
+        return bad("Missing required parameter: 'file'.");
+    };
+    if let Some(served) = &shared.models
+        && !served.iter().any(|m| m == model)
+    {
+        return openai_error(
+            StatusCode::NOT_FOUND,
+            &format!("The model `{model}` does not exist or you do not have access to it."),
+            "invalid_request_error",
+            Some("model_not_found"),
+        );
+    }
+    if let Some(failure) = take_failure(&shared) {
+        return failure;
+    }
+    let text = match std::str::from_utf8(&file.bytes) {
+        Ok(text) if !text.contains('\0') => text.trim().to_string(),
+        _ => format!("(audio of {} bytes)", file.bytes.len()),
+    };
+    Json(json!({"text": text})).into_response()
+}
+
+/// The failure `/control/fail` asked for, if one is still due (one of them is used up).
+fn take_failure(shared: &Shared) -> Option<Response> {
+    let mut fail = lock(&shared.fail);
+    let f = fail.as_mut()?;
+    f.count -= 1;
+    let status = StatusCode::from_u16(f.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    if f.count == 0 {
+        *fail = None;
+    }
+    let kind = if status == StatusCode::TOO_MANY_REQUESTS { "requests" } else { "server_error" };
+    Some(openai_error(status, &format!("the stand-in was told to fail with {}", status.as_u16()), kind, None))
+}
+
 async fn chat(
     State(shared): State<Arc<Shared>>,
     method: Method,
@@ -315,22 +398,8 @@ async fn chat(
     let Some(request) = receive(&shared, &method, &uri, &headers, &body) else {
         return unauthorized();
     };
-    {
-        let mut fail = lock(&shared.fail);
-        if let Some(f) = fail.as_mut() {
-            f.count -= 1;
-            let status = StatusCode::from_u16(f.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            if f.count == 0 {
-                *fail = None;
-            }
-            let kind = if status == StatusCode::TOO_MANY_REQUESTS { "requests" } else { "server_error" };
-            return openai_error(
-                status,
-                &format!("the stand-in was told to fail with {}", status.as_u16()),
-                kind,
-                None,
-            );
-        }
+    if let Some(failure) = take_failure(&shared) {
+        return failure;
     }
     if !request.is_object() || request.get("messages").and_then(Value::as_array).is_none() {
         return openai_error(
@@ -424,6 +493,31 @@ fn text_of(message: &Value) -> String {
     }
 }
 
+/// What the stand-in "sees" in a message's `image_url` parts: their type and size, from their
+/// `data:` URLs (a URL of another kind is named as such).
+fn describe_images(message: &Value) -> String {
+    let Some(parts) = message.get("content").and_then(Value::as_array) else { return String::new() };
+    let seen: Vec<String> = parts
+        .iter()
+        .filter(|p| p.get("type").and_then(Value::as_str) == Some("image_url"))
+        .map(|p| {
+            let url = p.pointer("/image_url/url").and_then(Value::as_str).unwrap_or("");
+            match url.strip_prefix("data:").and_then(|rest| rest.split_once(";base64,")) {
+                Some((mime, data)) => {
+                    let padding = data.bytes().rev().take_while(|b| *b == b'=').count();
+                    format!("{mime} of {} bytes", data.len() / 4 * 3 - padding)
+                }
+                None => "an image by URL".to_string(),
+            }
+        })
+        .collect();
+    match seen.len() {
+        0 => String::new(),
+        1 => format!("\n(I see 1 image: {})", seen[0]),
+        n => format!("\n(I see {n} images: {})", seen.join(", ")),
+    }
+}
+
 /// `/slow <ms> <text>` as the last message: how long to wait before answering.
 fn slow_command(text: &str) -> Option<(std::time::Duration, &str)> {
     let rest = text.trim().strip_prefix("/slow ")?;
@@ -466,7 +560,7 @@ pub fn rules(request: &Value) -> Scripted {
         return reply(format!("You said: {said}"));
     }
     let Some(command) = text.trim().strip_prefix("/tool ") else {
-        return reply(format!("You said: {text}"));
+        return reply(format!("You said: {text}{}", describe_images(user)));
     };
     let (name, rest) = command.trim().split_once(char::is_whitespace).unwrap_or((command.trim(), ""));
     let rest = rest.trim();
@@ -488,7 +582,7 @@ fn tool_arguments(name: &str, rest: &str) -> Value {
     }
     match name {
         EXEC => json!({"command": rest}),
-        READ_FILE | LIST_FILES => json!({"path": rest}),
+        READ_FILE | LIST_FILES | SEND_FILE => json!({"path": rest}),
         WRITE_FILE => {
             let (path, content) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
             json!({"path": path, "content": content})
@@ -569,6 +663,15 @@ mod tests {
         assert_eq!(rules(&r), Scripted::Reply { content: "You said: hello there".into(), total_tokens: None });
         let parts = request(json!([{"role": "user", "content": [{"type": "text", "text": "in parts"}]}]));
         assert_eq!(rules(&parts), Scripted::Reply { content: "You said: in parts".into(), total_tokens: None });
+        let photo = request(json!([{"role": "user", "content": [{"type": "text", "text": "what is it?"},
+            {"type": "image_url", "image_url": {"url": "data:image/jpeg;base64,/9j/4A=="}}]}]));
+        assert_eq!(
+            rules(&photo),
+            Scripted::Reply {
+                content: "You said: what is it?\n(I see 1 image: image/jpeg of 4 bytes)".into(),
+                total_tokens: None
+            }
+        );
         let slow = json!({"messages": [{"role": "user", "content": "/slow 250 take your time"}]});
         assert_eq!(rules(&slow), Scripted::Reply { content: "You said: take your time".into(), total_tokens: None });
         assert_eq!(slow_delay(&slow), Some(std::time::Duration::from_millis(250)));

@@ -2,5 +2,6 @@
 pub mod agents;
 pub mod chat;
 pub mod llm;
+pub mod multipart;
 pub mod node;
 pub mod telegram;

@@ -7,7 +7,9 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
-use crate::agent::api::{ErrorBody, ForgetResponse, MemoryResponse, ResetResponse, StatusResponse, TurnResponse};
+use crate::agent::api::{
+    ErrorBody, FileSaved, ForgetResponse, MemoryResponse, ResetResponse, StatusResponse, TurnRequest, TurnResponse,
+};
 use crate::http::CappedRead;
 
 #[derive(Debug, thiserror::Error)]
@@ -75,16 +77,8 @@ impl AgentClient {
         Ok(Self { http, port })
     }
 
-    pub async fn turn(
-        &self,
-        ip: IpAddr,
-        token: &str,
-        update_id: i64,
-        chat_id: i64,
-        from: i64,
-        text: &str,
-    ) -> Result<TurnResponse, AgentError> {
-        let body = json!({ "update_id": update_id, "chat_id": chat_id, "from": from, "text": text });
+    pub async fn turn(&self, ip: IpAddr, token: &str, request: &TurnRequest) -> Result<TurnResponse, AgentError> {
+        let body = serde_json::to_value(request).map_err(|e| AgentError::Setup(e.to_string()))?;
         self.call(ip, token, reqwest::Method::POST, "/v1/turn", Some(&body), None).await
     }
 
@@ -104,6 +98,57 @@ impl AgentClient {
         self.call::<serde_json::Value>(ip, token, reqwest::Method::POST, "/v1/reminder", Some(&body), None)
             .await
             .map(drop)
+    }
+
+    /// Save a file the person sent in the agent's `files/`, under `name` or (taken, or unsafe)
+    /// a name the agent picks; the answer says which.
+    pub async fn put_file(
+        &self,
+        ip: IpAddr,
+        token: &str,
+        name: &str,
+        bytes: axum::body::Bytes,
+    ) -> Result<FileSaved, AgentError> {
+        let mut url = reqwest::Url::parse(&format!("http://{}/", std::net::SocketAddr::new(ip, self.port)))
+            .map_err(|e| AgentError::Setup(e.to_string()))?;
+        // One path segment whatever the name holds: a `/` in it is encoded, not a directory.
+        url.path_segments_mut().map_err(|()| AgentError::Setup("agent URL".into()))?.extend(["v1", "files", name]);
+        let request = self
+            .http
+            .put(url)
+            .bearer_auth(token)
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .body(bytes);
+        self.send(request).await
+    }
+
+    /// A file from the agent's `files/` that its answer hands back (at most `SEND_MAX` bytes).
+    pub async fn get_file(&self, ip: IpAddr, token: &str, path: &str) -> Result<Vec<u8>, AgentError> {
+        let mut url = reqwest::Url::parse(&format!("http://{}/", std::net::SocketAddr::new(ip, self.port)))
+            .map_err(|e| AgentError::Setup(e.to_string()))?;
+        url.path_segments_mut()
+            .map_err(|()| AgentError::Setup("agent URL".into()))?
+            .extend(["v1", "files"])
+            .extend(path.split('/'));
+        let response = self.http.get(url).bearer_auth(token).send().await.map_err(|e| {
+            if e.is_timeout() && !e.is_connect() {
+                AgentError::TimedOut
+            } else {
+                AgentError::Unreachable(e.to_string())
+            }
+        })?;
+        let status = response.status().as_u16();
+        let max = crate::agent::api::SEND_MAX;
+        let bytes = crate::http::read_capped(response, max).await.map_err(|e| match e {
+            CappedRead::TooLarge => AgentError::TooLarge(max),
+            CappedRead::Failed(e) if e.is_timeout() => AgentError::TimedOut,
+            CappedRead::Failed(e) => AgentError::Unreachable(e.to_string()),
+        })?;
+        if status != 200 {
+            let body = String::from_utf8_lossy(&bytes[..bytes.len().min(300)]).to_string();
+            return Err(AgentError::Status { status, body });
+        }
+        Ok(bytes.to_vec())
     }
 
     pub async fn reset(&self, ip: IpAddr, token: &str) -> Result<ResetResponse, AgentError> {
@@ -140,6 +185,10 @@ impl AgentClient {
         if let Some(body) = body {
             request = request.json(body);
         }
+        self.send(request).await
+    }
+
+    async fn send<T: DeserializeOwned>(&self, request: reqwest::RequestBuilder) -> Result<T, AgentError> {
         let response = request.send().await.map_err(|e| {
             // A timeout after connecting is not retried: the agent may still be working on it.
             if e.is_timeout() && !e.is_connect() {
@@ -165,6 +214,7 @@ impl AgentClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::agent::api::Sender;
 
     #[test]
     fn backoff_doubles_and_caps() {
@@ -201,7 +251,13 @@ mod tests {
         tokio::spawn(async move { axum::serve(listener, app).await });
         let client = AgentClient::new(port, Duration::from_secs(10)).unwrap();
         let ip: IpAddr = "127.0.0.1".parse().unwrap();
-        let turn = client.turn(ip, "token", 1, 2, 3, "hi").await;
+        let turn = client
+            .turn(
+                ip,
+                "token",
+                &TurnRequest { update_id: 1, chat_id: 2, from: Sender::Id(3), text: "hi".into(), images: vec![] },
+            )
+            .await;
         assert!(matches!(turn, Err(AgentError::TooLarge(MAX_ANSWER_BYTES))), "{turn:?}");
         let reset = client.reset(ip, "token").await;
         assert!(matches!(reset, Err(AgentError::TooLarge(MAX_ANSWER_BYTES))), "{reset:?}");

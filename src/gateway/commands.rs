@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use super::broker::usage::UsageFigures;
 use super::directory::Route;
+use super::media::{self, MediaPolicy};
 use super::reminders::chat as reminders;
 use crate::agent::api::MemoryResponse;
 use crate::profile::LlmLimits;
@@ -73,24 +74,57 @@ fn command_args(text: &str) -> &str {
     text.find(char::is_whitespace).map_or("", |at| &text[at..])
 }
 
-/// A text message as the gateway sees it.
+/// A message as the gateway sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Incoming {
     pub update_id: i64,
     pub chat_id: i64,
     pub from_id: i64,
     pub private: bool,
-    pub text: String,
+    pub content: Content,
     /// The sender's @username, if any (an access request names their user after it).
     pub username: Option<String>,
     /// The sender's name as Telegram shows it.
     pub name: String,
 }
 
+/// What a message carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Content {
+    Text(String),
+    /// A file sent as a file (PDF, text, spreadsheet...).
+    Document(Attachment),
+    /// A voice note or an audio file.
+    Voice(Attachment),
+    /// A photo (its largest size).
+    Photo(Attachment),
+    /// Anything else, named as the person would say it ("sticker", "video", "location"...).
+    Other(&'static str),
+}
+
+/// A file in a message, as Telegram describes it (the bytes are fetched with `file_id`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Attachment {
+    pub file_id: String,
+    /// The sender's name for it (documents and audio files have one).
+    pub file_name: Option<String>,
+    /// As declared by the sender's app: a hint, not a fact.
+    pub mime_type: Option<String>,
+    /// As declared by Telegram; checked again on download.
+    pub size: Option<u64>,
+    pub caption: Option<String>,
+}
+
 /// Work for a user's agent, done in order by that user's worker.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Work {
     Turn(String),
+    /// Fetch the file from Telegram, save it in the user's workspace, then a turn about it.
+    Document(Attachment),
+    /// Fetch the voice note or audio file, transcribe it, then a turn on the transcript.
+    Voice(Attachment),
+    /// Fetch the photo, save it in the user's workspace, then a turn with it as image input.
+    Photo(Attachment),
     Reset,
     Status,
     Memory,
@@ -127,6 +161,8 @@ pub enum MessageOutcome {
     Ignored,
     QueueFull,
     AgentUnavailable,
+    /// A kind of message the bot cannot take (a sticker, a video...), or a file it refuses.
+    Unsupported,
 }
 
 impl MessageOutcome {
@@ -139,21 +175,32 @@ impl MessageOutcome {
             MessageOutcome::Ignored => "ignored",
             MessageOutcome::QueueFull => "queue_full",
             MessageOutcome::AgentUnavailable => "agent_unavailable",
+            MessageOutcome::Unsupported => "unsupported",
         }
     }
 }
 
-pub fn decide(
-    message: &Incoming,
-    route: Route,
-    allow_groups: bool,
-    bot_username: Option<&str>,
-    access_requests: bool,
-) -> Action {
-    if !message.private && !allow_groups {
+/// What the gateway takes from its settings for the decision.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Settings {
+    pub allow_groups: bool,
+    pub bot_username: Option<String>,
+    pub media: MediaPolicy,
+    /// Strangers may ask for access (admins are named).
+    pub access_requests: bool,
+}
+
+pub fn decide(message: &Incoming, route: Route, settings: &Settings) -> Action {
+    if !message.private && !settings.allow_groups {
         return Action::Ignore;
     }
-    let command = parse_command(&message.text, bot_username);
+    let text = match &message.content {
+        Content::Text(text) => text,
+        // Files and the like only in private chats: a group's files are not one person's.
+        _ if !message.private => return Action::Ignore,
+        other => return decide_media(other, route, &settings.media),
+    };
+    let command = parse_command(text, settings.bot_username.as_deref());
     // Anyone may ask who they are: that is how a new person gets onto the allowlist.
     if command == Some(Command::WhoAmI) {
         return Action::Reply { text: whoami_text(message.from_id), outcome: MessageOutcome::Command };
@@ -161,7 +208,9 @@ pub fn decide(
     match route {
         // Only in a private chat: a request and its answers are between the person and the bot.
         Route::Unknown
-            if access_requests && message.private && matches!(command, Some(Command::Start | Command::Request)) =>
+            if settings.access_requests
+                && message.private
+                && matches!(command, Some(Command::Start | Command::Request)) =>
         {
             Action::RequestAccess
         }
@@ -175,18 +224,44 @@ pub fn decide(
             Some(Command::Status) => Action::Forward { user, uid, work: Work::Status },
             Some(Command::Usage) => Action::Usage { user },
             Some(Command::Memory) => Action::Forward { user, uid, work: Work::Memory },
-            Some(Command::Forget) => match note_number(&message.text) {
+            Some(Command::Forget) => match note_number(text) {
                 Some(number) => Action::Forward { user, uid, work: Work::Forget(number) },
                 None => Action::Reply { text: FORGET_HOW.to_string(), outcome: MessageOutcome::Command },
             },
             Some(Command::Reminders) => {
-                Action::Reminders { user, request: reminders::parse_reminders(command_args(&message.text)) }
+                Action::Reminders { user, request: reminders::parse_reminders(command_args(text)) }
             }
             Some(Command::Timezone) => {
-                Action::Reminders { user, request: reminders::parse_timezone(command_args(&message.text)) }
+                Action::Reminders { user, request: reminders::parse_timezone(command_args(text)) }
             }
-            Some(Command::WhoAmI) | None => Action::Forward { user, uid, work: Work::Turn(message.text.clone()) },
+            Some(Command::WhoAmI) | None => Action::Forward { user, uid, work: Work::Turn(text.clone()) },
         },
+    }
+}
+
+/// A private message that is not text. Strangers and paused users are answered as for text;
+/// for the others, a file the policy admits goes to their agent, anything else gets a reply
+/// that says what the bot can take.
+fn decide_media(content: &Content, route: Route, policy: &MediaPolicy) -> Action {
+    let (user, uid) = match route {
+        Route::Unknown => return Action::Refuse,
+        Route::Paused { reason, .. } => {
+            return Action::Reply { text: reason.to_string(), outcome: MessageOutcome::Paused };
+        }
+        Route::Agent { user, uid } => (user, uid),
+    };
+    let unsupported = |text: String| Action::Reply { text, outcome: MessageOutcome::Unsupported };
+    match content {
+        Content::Document(file) => match policy.admit(file) {
+            Ok(()) => Action::Forward { user, uid, work: Work::Document(file.clone()) },
+            Err(refusal) => unsupported(refusal),
+        },
+        Content::Voice(file) if policy.transcribe => Action::Forward { user, uid, work: Work::Voice(file.clone()) },
+        Content::Voice(_) => unsupported(media::unsupported_text("voice messages")),
+        Content::Photo(file) if policy.photos => Action::Forward { user, uid, work: Work::Photo(file.clone()) },
+        Content::Photo(_) => unsupported(media::unsupported_text("photos")),
+        Content::Other(kind) => unsupported(media::unsupported_text(kind)),
+        Content::Text(_) => unreachable!("text is decided above"),
     }
 }
 
@@ -330,7 +405,86 @@ mod tests {
     }
 
     fn msg(text: &str, private: bool) -> Incoming {
-        Incoming { update_id: 1, chat_id: 7, from_id: 7, private, text: text.into(), username: None, name: "A".into() }
+        with(Content::Text(text.into()), private)
+    }
+
+    fn with(content: Content, private: bool) -> Incoming {
+        Incoming { update_id: 1, chat_id: 7, from_id: 7, private, content, username: None, name: "A".into() }
+    }
+
+    fn decide(
+        message: &Incoming,
+        route: Route,
+        allow_groups: bool,
+        bot_username: Option<&str>,
+        access_requests: bool,
+    ) -> Action {
+        let settings = Settings {
+            allow_groups,
+            bot_username: bot_username.map(str::to_string),
+            media: MediaPolicy::default(),
+            access_requests,
+        };
+        super::decide(message, route, &settings)
+    }
+
+    #[test]
+    fn non_text_gets_a_reply_or_goes_to_the_agent_never_silence() {
+        let agent = || Route::Agent { user: "al".into(), uid: "u1".into() };
+        let pdf = Attachment {
+            file_id: "f1".into(),
+            file_name: Some("report.pdf".into()),
+            mime_type: Some("application/pdf".into()),
+            size: Some(2048),
+            caption: Some("summarise".into()),
+        };
+        assert_eq!(
+            decide(&with(Content::Document(pdf.clone()), true), agent(), false, None, false),
+            Action::Forward { user: "al".into(), uid: "u1".into(), work: Work::Document(pdf.clone()) }
+        );
+        for (content, says) in [
+            (Content::Other("stickers"), "stickers"),
+            (Content::Other("videos"), "videos"),
+            (Content::Other("locations"), "locations"),
+            (Content::Voice(Attachment::default()), "voice messages"),
+            (Content::Photo(Attachment::default()), "photos"),
+        ] {
+            let action = decide(&with(content.clone(), true), agent(), false, None, false);
+            match action {
+                Action::Reply { text, outcome: MessageOutcome::Unsupported } => {
+                    assert!(text.contains(says) && text.contains("documents"), "{content:?}: {text}")
+                }
+                other => panic!("{content:?}: {other:?}"),
+            }
+            // A stranger gets what strangers get; a paused user their reason; groups nothing.
+            assert_eq!(decide(&with(content.clone(), true), Route::Unknown, false, None, false), Action::Refuse);
+            let paused = Route::Paused { user: "al".into(), reason: "paused!" };
+            assert_eq!(
+                decide(&with(content.clone(), true), paused, false, None, false),
+                Action::Reply { text: "paused!".into(), outcome: MessageOutcome::Paused }
+            );
+            assert_eq!(decide(&with(content.clone(), false), agent(), true, None, false), Action::Ignore);
+        }
+        let exe = Attachment { file_name: Some("setup.exe".into()), ..pdf.clone() };
+        let refused = decide(&with(Content::Document(exe), true), agent(), false, None, false);
+        assert!(
+            matches!(&refused, Action::Reply { text, outcome: MessageOutcome::Unsupported } if text.contains(".exe")),
+            "{refused:?}"
+        );
+        let voice = Attachment { file_id: "v".into(), mime_type: Some("audio/ogg".into()), ..Attachment::default() };
+        let settings =
+            Settings { media: MediaPolicy { transcribe: true, ..MediaPolicy::default() }, ..Settings::default() };
+        assert_eq!(
+            super::decide(&with(Content::Voice(voice.clone()), true), agent(), &settings),
+            Action::Forward { user: "al".into(), uid: "u1".into(), work: Work::Voice(voice) },
+            "with transcription on, voice notes go to the agent as text"
+        );
+        let huge = Attachment { size: Some(1 << 30), ..pdf };
+        let refused = decide(&with(Content::Document(huge), true), agent(), false, None, false);
+        assert!(
+            matches!(&refused, Action::Reply { text, outcome: MessageOutcome::Unsupported } if text.contains("MiB")),
+            "{refused:?}"
+        );
     }
 
     #[test]

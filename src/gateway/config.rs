@@ -102,6 +102,23 @@ pub struct GatewayArgs {
     /// This replica's name in the Lease (default: POD_NAME, else the host name).
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
+    /// The largest document a person may send (e.g. `10Mi`); at most 20M, Telegram's limit for
+    /// bots. Larger ones get a reply naming the limit.
+    #[arg(long, env = "MOLTMATE_FILE_MAX_SIZE", default_value = "10Mi", value_parser = crate::gateway::media::parse_max_bytes)]
+    pub file_max_size: u64,
+    /// The kinds of document people may send, as file extensions (`pdf,txt,csv`); a file
+    /// without a usable name is judged by its declared MIME type. Others get a reply listing these.
+    #[arg(long, env = "MOLTMATE_FILE_TYPES", default_value = crate::gateway::media::DEFAULT_TYPES, value_parser = crate::gateway::media::FileTypes::parse)]
+    pub file_types: crate::gateway::media::FileTypes,
+    /// The provider's speech-to-text model for voice notes and audio files (its OpenAI-compatible
+    /// `/audio/transcriptions`), counted in each user's budget; `off`: voice notes get a reply
+    /// asking for text.
+    #[arg(long, env = "MOLTMATE_TRANSCRIPTION_MODEL", default_value = "whisper-1")]
+    pub transcription_model: String,
+    /// Send photos to the model as image input (saved in the user's files/ too). Only for a
+    /// model that takes images (e.g. gpt-4o-mini); off: photos get a reply asking for text.
+    #[arg(long, env = "MOLTMATE_PHOTOS", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub photos: bool,
     /// YAML file of per-profile defaults, the same file the operator reads.
     #[arg(long, env = "MOLTMATE_PROFILES_FILE")]
     pub profiles_file: Option<PathBuf>,
@@ -185,6 +202,24 @@ impl GatewayArgs {
             },
             namespace: self.lease_namespace.clone(),
         })
+    }
+
+    /// Which documents are fetched and handed to the agents.
+    pub fn media_policy(&self) -> crate::gateway::media::MediaPolicy {
+        crate::gateway::media::MediaPolicy {
+            max_bytes: self.file_max_size,
+            types: self.file_types.0.clone(),
+            transcribe: self.transcription_model().is_some(),
+            photos: self.photos,
+        }
+    }
+
+    /// The transcription model, unless transcription is off.
+    pub fn transcription_model(&self) -> Option<String> {
+        match self.transcription_model.trim() {
+            "" | "off" | "none" => None,
+            model => Some(model.to_string()),
+        }
     }
 
     /// The webhook settings in webhook mode (None when polling), checked.

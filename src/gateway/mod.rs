@@ -8,6 +8,7 @@ pub mod config;
 pub mod delivery;
 pub mod directory;
 pub mod markdown;
+pub mod media;
 pub mod metrics;
 pub mod queues;
 pub mod reminders;

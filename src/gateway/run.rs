@@ -17,7 +17,7 @@ use super::access::AccessDesk;
 use super::activity::ActivityRecorder;
 use super::agent_client::{AgentClient, AgentError};
 use super::broker::{self, BrokerConfig, BrokerError, BrokerState, ProviderConfig, SystemClock};
-use super::commands::{self, Action, Incoming, MessageOutcome, Refusals};
+use super::commands::{self, Action, Incoming, MessageOutcome, Refusals, Settings};
 use super::config::{BOT_TOKEN, GatewayArgs, LLM_API_KEY};
 use super::directory::route;
 use super::metrics::GatewayMetrics;
@@ -87,8 +87,7 @@ struct Gateway {
     outbox: Outbox,
     refusals: Mutex<Refusals>,
     metrics: Arc<GatewayMetrics>,
-    allow_groups: bool,
-    bot_username: Option<String>,
+    settings: Settings,
     reminders: ReminderStore,
 }
 
@@ -131,8 +130,7 @@ impl Handler for Gateway {
 
     fn handle(&self, message: Incoming, ticket: Ticket) {
         let route = route(message.from_id, &self.users.state());
-        let access = self.access.is_some();
-        match commands::decide(&message, route, self.allow_groups, self.bot_username.as_deref(), access) {
+        match commands::decide(&message, route, &self.settings) {
             Action::Ignore => self.metrics.finished(MessageOutcome::Ignored, 0.0),
             Action::Reply { text, outcome } => self.answer(message.chat_id, text, ticket, outcome),
             Action::RequestAccess => {
@@ -158,7 +156,7 @@ impl Handler for Gateway {
                 if tell {
                     self.answer(
                         message.chat_id,
-                        commands::refusal_text(message.from_id, access),
+                        commands::refusal_text(message.from_id, self.settings.access_requests),
                         ticket,
                         MessageOutcome::Refused,
                     );
@@ -258,6 +256,7 @@ pub async fn run(args: GatewayArgs) -> Result<(), Error> {
         .map_err(|source| Error::Serve { addr: args.broker_addr, source })?;
     info!(addr = %bound, "broker listening");
     let pruned = broker.clone();
+    let transcriber = broker.clone();
     tokio::spawn(async move {
         let mut every = tokio::time::interval(Duration::from_secs(60));
         loop {
@@ -333,7 +332,12 @@ pub async fn run(args: GatewayArgs) -> Result<(), Error> {
             }
         };
         let outbox = Outbox::new(bot.clone());
+        let media_policy = args.media_policy();
         let worker = Arc::new(Worker {
+            telegram: bot.clone(),
+            media: media_policy.clone(),
+            broker: transcriber,
+            transcription_model: args.transcription_model(),
             outbox: outbox.clone(),
             agents: AgentClient::new(args.agent_port, args.agent_timeout)?,
             pods,
@@ -380,6 +384,7 @@ pub async fn run(args: GatewayArgs) -> Result<(), Error> {
                 () = announcing_access => {}
             }
         };
+        let access_requests = access.is_some();
         let gateway = Arc::new(Gateway {
             users,
             broker,
@@ -388,8 +393,7 @@ pub async fn run(args: GatewayArgs) -> Result<(), Error> {
             outbox,
             refusals: Mutex::new(Refusals::new(Duration::from_secs(600))),
             metrics,
-            allow_groups: args.allow_groups,
-            bot_username,
+            settings: Settings { allow_groups: args.allow_groups, bot_username, media: media_policy, access_requests },
             reminders: reminder_store,
         });
         let Some(webhook) = webhook else {

@@ -10,13 +10,13 @@ use std::time::{Duration, Instant};
 
 use teloxide::prelude::*;
 use teloxide::types::{
-    AllowedUpdate, BotCommand, CallbackQueryId, ChatAction, InlineKeyboardMarkup, Message, MessageId, ParseMode,
-    UpdateKind,
+    AllowedUpdate, BotCommand, CallbackQueryId, ChatAction, FileMeta, InlineKeyboardMarkup, MediaKind, Message,
+    MessageId, MessageKind, ParseMode, UpdateKind,
 };
 use teloxide::{ApiError, RequestError};
 use tokio::sync::Notify;
 
-use super::commands::{COMMANDS, Incoming};
+use super::commands::{Attachment, COMMANDS, Content, Incoming};
 use super::delivery::Confirmations;
 use super::markdown::from_markdown;
 use super::split::{TELEGRAM_MAX_MESSAGE, split_message};
@@ -144,6 +144,16 @@ impl Outbox {
         }
     }
 
+    /// Send a file as a document, named `file_name`.
+    pub async fn send_document(&self, chat_id: i64, file_name: &str, bytes: Vec<u8>) -> Result<(), RequestError> {
+        self.send_with_retries(|| {
+            let file = teloxide::types::InputFile::memory(bytes.clone()).file_name(file_name.to_string());
+            self.bot.send_document(ChatId(chat_id), file)
+        })
+        .await
+        .map(drop)
+    }
+
     /// One request, again after flood control's wait or a network error, a few times.
     async fn send_with_retries<R>(&self, request: impl Fn() -> R) -> Result<Message, RequestError>
     where
@@ -195,8 +205,11 @@ pub trait Handler: Send + Sync {
     fn polled(&self) {}
 }
 
-/// A text message from an update, or None for anything else (edits, stickers, channels...).
+/// A message a person sent, typed by what it carries; None for everything else (edits,
+/// channel posts, service messages such as "joined the group").
 pub fn incoming(update: &Update) -> Option<Incoming> {
+    // (A message teloxide cannot read arrives as `UpdateKind::Error` without its content, so
+    // without a sender to answer: it is confirmed silently.)
     let UpdateKind::Message(message) = &update.kind else { return None };
     let from = message.from.as_ref()?;
     Some(Incoming {
@@ -204,9 +217,61 @@ pub fn incoming(update: &Update) -> Option<Incoming> {
         chat_id: message.chat.id.0,
         from_id: i64::try_from(from.id.0).ok()?,
         private: message.chat.is_private(),
-        text: message.text()?.to_string(),
         username: from.username.clone(),
         name: crate::access::request::clean_name(&from.first_name, from.last_name.as_deref()),
+        content: content(message)?,
+    })
+}
+
+fn content(message: &Message) -> Option<Content> {
+    let common = match &message.kind {
+        MessageKind::Common(common) => common,
+        MessageKind::Dice(_) => return Some(Content::Other("dice")),
+        _ => return None,
+    };
+    let attachment =
+        |file: &FileMeta, file_name: Option<&String>, mime: Option<String>, caption: &Option<String>| Attachment {
+            file_id: file.id.0.clone(),
+            file_name: file_name.cloned(),
+            mime_type: mime,
+            size: Some(u64::from(file.size)).filter(|s| *s > 0),
+            caption: caption.clone(),
+        };
+    Some(match &common.media_kind {
+        MediaKind::Text(text) => Content::Text(text.text.clone()),
+        MediaKind::Document(d) => Content::Document(attachment(
+            &d.document.file,
+            d.document.file_name.as_ref(),
+            d.document.mime_type.as_ref().map(ToString::to_string),
+            &d.caption,
+        )),
+        MediaKind::Voice(v) => Content::Voice(attachment(
+            &v.voice.file,
+            None,
+            v.voice.mime_type.as_ref().map(ToString::to_string),
+            &v.caption,
+        )),
+        MediaKind::Audio(a) => Content::Voice(attachment(
+            &a.audio.file,
+            a.audio.file_name.as_ref(),
+            a.audio.mime_type.as_ref().map(ToString::to_string),
+            &a.caption,
+        )),
+        // Telegram sends every size it made; the last is the largest.
+        MediaKind::Photo(p) => match p.photo.iter().max_by_key(|s| u64::from(s.width) * u64::from(s.height)) {
+            Some(largest) => Content::Photo(attachment(&largest.file, None, None, &p.caption)),
+            None => Content::Other("photos"),
+        },
+        MediaKind::Animation(_) => Content::Other("GIFs"),
+        MediaKind::Contact(_) => Content::Other("contacts"),
+        MediaKind::Game(_) => Content::Other("games"),
+        MediaKind::Venue(_) | MediaKind::Location(_) => Content::Other("locations"),
+        MediaKind::Poll(_) => Content::Other("polls"),
+        MediaKind::Checklist(_) => Content::Other("checklists"),
+        MediaKind::Sticker(_) => Content::Other("stickers"),
+        MediaKind::Story(_) => Content::Other("stories"),
+        MediaKind::Video(_) | MediaKind::VideoNote(_) | MediaKind::PaidMedia(_) => Content::Other("videos"),
+        MediaKind::Migration(_) => return None,
     })
 }
 
@@ -357,6 +422,58 @@ mod tests {
         serde_json::from_str(&json.to_string()).unwrap()
     }
 
+    fn from_alice(update_id: i64, fields: serde_json::Value) -> Update {
+        let mut message = serde_json::json!({ "message_id": 3, "date": 0,
+            "chat": { "id": 42, "type": "private", "first_name": "A" },
+            "from": { "id": 42, "is_bot": false, "first_name": "A" } });
+        for (k, v) in fields.as_object().unwrap() {
+            message[k] = v.clone();
+        }
+        update(serde_json::json!({ "update_id": update_id, "message": message }))
+    }
+
+    #[test]
+    fn media_messages_are_typed_by_what_they_carry() {
+        let content = |fields| incoming(&from_alice(1, fields)).map(|m| m.content);
+        let document = content(serde_json::json!({ "caption": "read this",
+            "document": { "file_id": "DOC", "file_unique_id": "u1", "file_name": "a.pdf",
+                "mime_type": "application/pdf", "file_size": 1234 } }));
+        assert_eq!(
+            document,
+            Some(Content::Document(Attachment {
+                file_id: "DOC".into(),
+                file_name: Some("a.pdf".into()),
+                mime_type: Some("application/pdf".into()),
+                size: Some(1234),
+                caption: Some("read this".into()),
+            }))
+        );
+        let voice = content(serde_json::json!({ "voice": { "file_id": "V", "file_unique_id": "u2", "duration": 3,
+            "mime_type": "audio/ogg", "file_size": 99 } }));
+        assert!(matches!(voice, Some(Content::Voice(Attachment { ref file_id, .. })) if file_id == "V"), "{voice:?}");
+        let audio = content(serde_json::json!({ "audio": { "file_id": "A", "file_unique_id": "u3", "duration": 3,
+            "mime_type": "audio/mpeg" } }));
+        assert!(matches!(audio, Some(Content::Voice(_))), "{audio:?}");
+        let photo = content(serde_json::json!({ "photo": [
+            { "file_id": "small", "file_unique_id": "s", "width": 90, "height": 60, "file_size": 10 },
+            { "file_id": "large", "file_unique_id": "l", "width": 1280, "height": 853, "file_size": 1000 },
+            { "file_id": "mid", "file_unique_id": "m", "width": 320, "height": 213, "file_size": 100 }] }));
+        assert!(
+            matches!(photo, Some(Content::Photo(Attachment { ref file_id, .. })) if file_id == "large"),
+            "{photo:?}"
+        );
+        let sticker = content(serde_json::json!({ "sticker": { "file_id": "S", "file_unique_id": "u4",
+            "type": "regular", "width": 512, "height": 512, "is_animated": false, "is_video": false, "emoji": "🙂" } }));
+        assert_eq!(sticker, Some(Content::Other("stickers")));
+        let location = content(serde_json::json!({ "location": { "latitude": 1.0, "longitude": 2.0 } }));
+        assert_eq!(location, Some(Content::Other("locations")));
+        let contact = content(serde_json::json!({ "contact": { "phone_number": "+100", "first_name": "B" } }));
+        assert_eq!(contact, Some(Content::Other("contacts")));
+        let joined =
+            content(serde_json::json!({ "new_chat_members": [{ "id": 5, "is_bot": false, "first_name": "C" }] }));
+        assert_eq!(joined, None, "service messages are nobody's message");
+    }
+
     #[test]
     fn text_messages_become_incoming_others_do_not() {
         let private = update(serde_json::json!({
@@ -373,7 +490,7 @@ mod tests {
                 chat_id: 42,
                 from_id: 42,
                 private: true,
-                text: "hi".into(),
+                content: Content::Text("hi".into()),
                 username: None,
                 name: "A".into()
             })
@@ -385,32 +502,13 @@ mod tests {
                 "from": { "id": 42, "is_bot": false, "first_name": "A" } }
         }));
         assert!(matches!(incoming(&group), Some(Incoming { private: false, chat_id: -5, .. })));
-        let sticker = update(serde_json::json!({
+        let edited = update(serde_json::json!({
             "update_id": 11,
-            "message": { "message_id": 3, "date": 0,
+            "edited_message": { "message_id": 3, "date": 0, "edit_date": 1, "text": "hi!",
                 "chat": { "id": 42, "type": "private", "first_name": "A" },
-                "from": { "id": 42, "is_bot": false, "first_name": "A" },
-                "location": { "latitude": 1.0, "longitude": 2.0 } }
+                "from": { "id": 42, "is_bot": false, "first_name": "A" } }
         }));
-        assert_eq!(incoming(&sticker), None);
-        let press = update(serde_json::json!({
-            "update_id": 12,
-            "callback_query": { "id": "77", "chat_instance": "1", "data": "access:deny:ABCD",
-                "from": { "id": 42, "is_bot": false, "first_name": "A" },
-                "message": { "message_id": 5, "date": 0, "text": "Request",
-                    "chat": { "id": 42, "type": "private", "first_name": "A" } } }
-        }));
-        assert_eq!(incoming(&press), None);
-        assert_eq!(
-            button_press(&press),
-            Some(ButtonPress {
-                update_id: 12,
-                query_id: "77".into(),
-                from_id: 42,
-                message: Some((42, 5)),
-                data: "access:deny:ABCD".into()
-            })
-        );
+        assert_eq!(incoming(&edited), None);
     }
 
     #[test]

@@ -35,8 +35,21 @@ pub const WEB_FETCH: &str = "web_fetch";
 pub const SCHEDULE: &str = "schedule";
 pub const LIST_REMINDERS: &str = "list_reminders";
 pub const CANCEL_REMINDER: &str = "cancel_reminder";
-const ALL: [&str; 9] =
-    [EXEC, READ_FILE, WRITE_FILE, LIST_FILES, REMEMBER, WEB_FETCH, SCHEDULE, LIST_REMINDERS, CANCEL_REMINDER];
+pub const SEND_FILE: &str = "send_file";
+const ALL: [&str; 10] = [
+    EXEC,
+    READ_FILE,
+    WRITE_FILE,
+    LIST_FILES,
+    REMEMBER,
+    WEB_FETCH,
+    SCHEDULE,
+    LIST_REMINDERS,
+    CANCEL_REMINDER,
+    SEND_FILE,
+];
+/// Files one turn may hand back.
+pub const SEND_FILES_MAX: usize = 4;
 
 /// A tool result the model reads, at most.
 pub const RESULT_MAX: usize = 16 * 1024;
@@ -134,6 +147,15 @@ pub fn specs(profile: &ResolvedProfile, writable: bool) -> Vec<ToolSpec> {
             name: LIST_FILES,
             description: "List a directory in files/ (names, types and sizes).".into(),
             parameters: object(json!({"path": string("directory relative to files/; empty for files/ itself")}), &[]),
+        },
+        ToolSpec {
+            name: SEND_FILE,
+            description: format!(
+                "Send a file from files/ to the person as a Telegram document, with your answer \
+                 (at most {SEND_FILES_MAX} per answer, {} MB each).",
+                crate::agent::api::SEND_MAX / 1_000_000
+            ),
+            parameters: object(json!({"path": string("path relative to files/")}), &["path"]),
         },
     ];
     if writable {
@@ -252,6 +274,8 @@ pub struct Tools {
     pub web: WebFetcher,
     pub reminders: reminders::RemindersClient,
     pub metrics: AgentMetrics,
+    /// Files `send_file` queued during the current turn (the turn lock makes it one turn's).
+    pub outgoing: std::sync::Mutex<Vec<String>>,
 }
 
 impl ToolRunner for Tools {
@@ -272,6 +296,7 @@ impl ToolRunner for Tools {
             SCHEDULE => self.schedule(&call.arguments).await,
             LIST_REMINDERS => self.list_reminders().await,
             CANCEL_REMINDER => self.cancel_reminder(&call.arguments).await,
+            SEND_FILE => self.send_file(&call.arguments).await,
             _ => ToolResult::error(format!(
                 "there is no tool named {:?}; the tools are: {}",
                 truncate(&call.name, 64).0,
@@ -300,6 +325,41 @@ impl ToolRunner for Tools {
 }
 
 impl Tools {
+    /// The files queued by `send_file` since the last call, in order.
+    pub fn take_outgoing(&self) -> Vec<String> {
+        std::mem::take(&mut *self.outgoing.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Queue a file in `files/` to go to the person with the answer: a regular file (links not
+    /// followed, path confined like the other file tools) within the size limit.
+    async fn send_file(&self, arguments: &str) -> ToolResult {
+        let args: ReadArgs = match parse(SEND_FILE, arguments) {
+            Ok(a) => a,
+            Err(r) => return r,
+        };
+        if self.outgoing.lock().unwrap_or_else(|e| e.into_inner()).len() >= SEND_FILES_MAX {
+            return ToolResult::denied(format!("at most {SEND_FILES_MAX} files go with one answer"));
+        }
+        let path = args.path.clone();
+        let checked = self
+            .in_files(move |dir| match files::read(dir, &path, 0, 0) {
+                Ok(out) if out.size as usize > crate::agent::api::SEND_MAX => ToolResult::denied(format!(
+                    "{path} is {} bytes; files sent are limited to {}",
+                    out.size,
+                    crate::agent::api::SEND_MAX
+                )),
+                Ok(out) if out.size == 0 => ToolResult::error(format!("{path} is empty; there is nothing to send")),
+                Ok(out) => ToolResult::allowed(format!("{path} ({} bytes) will be sent with your answer", out.size), 0),
+                Err(e) => e.into(),
+            })
+            .await;
+        if checked.decision == ToolDecision::Allowed {
+            let clean = files::components(&args.path).map(|parts| parts.join("/")).unwrap_or_default();
+            self.outgoing.lock().unwrap_or_else(|e| e.into_inner()).push(clean);
+        }
+        checked
+    }
+
     /// Whether `adding` bytes fit in the workspace; the refusal if not.
     async fn admit(&self, adding: usize) -> Result<(), ToolResult> {
         let Some(disk) = self.disk else { return Ok(()) };
@@ -571,15 +631,26 @@ mod tests {
     fn offered_tools_follow_the_profile() {
         assert_eq!(
             names(&specs(&profile(Profile::Family), true)),
-            [EXEC, READ_FILE, LIST_FILES, WRITE_FILE, REMEMBER, SCHEDULE, LIST_REMINDERS, CANCEL_REMINDER, WEB_FETCH]
+            [
+                EXEC,
+                READ_FILE,
+                LIST_FILES,
+                SEND_FILE,
+                WRITE_FILE,
+                REMEMBER,
+                SCHEDULE,
+                LIST_REMINDERS,
+                CANCEL_REMINDER,
+                WEB_FETCH
+            ]
         );
         assert_eq!(
             names(&specs(&profile(Profile::Public), true)),
-            [EXEC, READ_FILE, LIST_FILES, WRITE_FILE, REMEMBER, SCHEDULE, LIST_REMINDERS, CANCEL_REMINDER]
+            [EXEC, READ_FILE, LIST_FILES, SEND_FILE, WRITE_FILE, REMEMBER, SCHEDULE, LIST_REMINDERS, CANCEL_REMINDER]
         );
         assert_eq!(
             names(&specs(&profile(Profile::HighSecurity), false)),
-            [EXEC, READ_FILE, LIST_FILES, SCHEDULE, LIST_REMINDERS, CANCEL_REMINDER],
+            [EXEC, READ_FILE, LIST_FILES, SEND_FILE, SCHEDULE, LIST_REMINDERS, CANCEL_REMINDER],
             "reminders are kept by the gateway: a read-only workspace still has them"
         );
         for spec in specs(&profile(Profile::Personal), true) {

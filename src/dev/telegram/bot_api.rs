@@ -14,7 +14,7 @@ use super::error::BotApiError;
 use super::params::Params;
 use super::shared::{Shared, Waited, unix_now};
 use super::store::{SentFields, Store};
-use super::types::BotCommand;
+use super::types::{BotCommand, SentDocument};
 use super::validate;
 
 /// Longest `getUpdates` wait honoured; Telegram's own cap is in this range too.
@@ -52,7 +52,29 @@ fn envelope(outcome: MethodResult) -> Response {
 
 /// Fallback handler for every path outside the control API.
 pub async fn handle(State(shared): State<Arc<Shared>>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    if let Some(rest) = uri.path().strip_prefix("/file/") {
+        return download(&shared, rest);
+    }
     envelope(dispatch(&shared, &uri, &headers, &body).await)
+}
+
+/// `GET /file/bot<token>/<file_path>`: a file's bytes, for the path `getFile` gave. Anything
+/// else (a wrong token, an unknown path) is 404, as Telegram answers it.
+fn download(shared: &Shared, rest: &str) -> Response {
+    let not_found = || envelope(Err(BotApiError::NotFound));
+    // Clients encode the path's `/` (teloxide sends `documents%2Ffile_1.pdf`) or not.
+    let Some((bot, file_path)) = rest.split_once('/') else { return not_found() };
+    let (Some(token), Some(file_path)) = (bot.strip_prefix("bot").and_then(percent_decode), percent_decode(file_path))
+    else {
+        return not_found();
+    };
+    if token != shared.token {
+        return not_found();
+    }
+    match shared.read(|s| s.file_at(&file_path)) {
+        Some(bytes) => ([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response(),
+        None => not_found(),
+    }
 }
 
 async fn dispatch(shared: &Arc<Shared>, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> MethodResult {
@@ -75,6 +97,8 @@ async fn dispatch(shared: &Arc<Shared>, uri: &Uri, headers: &HeaderMap, body: &[
         "setwebhook" => set_webhook(shared, &params),
         "deletewebhook" => delete_webhook(shared, &params),
         "getwebhookinfo" => Ok(shared.read(Store::webhook_info).into()),
+        "getfile" => get_file(shared, &params),
+        "senddocument" => send_document(shared, &params, content_type, body),
         _ => Err(BotApiError::NotFound),
     }
 }
@@ -203,6 +227,42 @@ fn edit_message_text(shared: &Shared, params: &Params) -> MethodResult {
     let fields = SentFields { text: text.unwrap_or_default(), rendered, parse_mode, reply_markup };
     let message = shared.update(|s| s.edit_message_text(chat_id, message_id, fields, unix_now()))?;
     Ok(json!(message).into())
+}
+
+/// `sendDocument` with the file uploaded in a multipart part; a `document` given as text is a file id of a file the stand-in holds, or refused as
+/// Telegram refuses an unknown one.
+fn send_document(shared: &Shared, params: &Params, content_type: Option<&str>, body: &[u8]) -> MethodResult {
+    let chat_id = chat_id(params)?;
+    let caption = params.str("caption").filter(|c| !c.is_empty());
+    // The file is the part `document`, or the part `document` names as `attach://<part>`
+    // (how teloxide uploads it).
+    let part_name = params
+        .str("document")
+        .and_then(|d| d.strip_prefix("attach://").map(str::to_string))
+        .unwrap_or_else(|| "document".to_string());
+    let upload = content_type
+        .and_then(crate::dev::multipart::boundary)
+        .and_then(|boundary| crate::dev::multipart::parse(body, &boundary).ok())
+        .and_then(|parts| parts.into_iter().find(|p| p.name == part_name && p.file_name.is_some()));
+    let document = match upload {
+        Some(part) => SentDocument {
+            file_name: part.file_name.unwrap_or_default(),
+            mime_type: part.content_type,
+            bytes: part.bytes,
+        },
+        None => {
+            let file_id = params.str("document").ok_or_else(|| BotApiError::required("document"))?;
+            let held = shared.read(|s| s.held_file(&file_id));
+            held.ok_or_else(|| BotApiError::bad_request("wrong file identifier/HTTP URL specified"))?
+        }
+    };
+    let message = shared.update(|s| s.send_document(chat_id, document, caption, unix_now()))?;
+    Ok(json!(message).into())
+}
+
+fn get_file(shared: &Shared, params: &Params) -> MethodResult {
+    let file_id = params.str("file_id").filter(|f| !f.is_empty()).ok_or_else(|| BotApiError::required("file_id"))?;
+    shared.read(|s| s.get_file(&file_id)).map(Success::from)
 }
 
 fn send_chat_action(shared: &Shared, params: &Params) -> MethodResult {

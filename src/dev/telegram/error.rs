@@ -17,6 +17,9 @@ pub enum BotApiError {
     /// 409; the payload is the text after "Conflict: ".
     #[error("Conflict: {0}")]
     Conflict(String),
+    /// 413: an upload over Telegram's limit.
+    #[error("Request Entity Too Large")]
+    RequestEntityTooLarge,
 }
 
 impl BotApiError {
@@ -34,6 +37,7 @@ impl BotApiError {
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::RequestEntityTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         }
     }
 

@@ -4,6 +4,10 @@
 //! wire protocol (`/bot<token>/<method>`, Telegram's envelope, status codes and error wording)
 //! for the methods the gateway uses, and the gateway's client is pointed at it through its API
 //! base URL. A control API under `/control/` plays the users and reports what the bot did.
+//! Users may send media too (documents, voice, audio, photos, stickers, or any message field
+//! as Telegram shapes it); their files are served by `getFile` and at
+//! `/file/bot<token>/<file_path>`, as Telegram serves them, and files the bot sends
+//! (`sendDocument`, multipart) are kept with their names and bytes for tests to read.
 //!
 //! Layout: [`store`] (state, no I/O) with [`queue`] (offset rules), [`validate`] and [`markup`]
 //! (Telegram's argument rules) are pure; [`bot_api`], [`control`] and [`webhook`] are the HTTP
@@ -29,8 +33,8 @@ pub use error::BotApiError;
 pub use server::{StandInConfig, StandInError, TelegramStandIn, WaitTimeout};
 pub use store::{CommandSet, InjectError, Limits, Stats};
 pub use types::{
-    BotCommand, CallbackAnswer, ChatType, InjectCallback, InjectMessage, Injected, InjectedCallback, SentAction,
-    SentMessage,
+    BotCommand, CallbackAnswer, ChatType, InjectCallback, InjectMedia, InjectMessage, Injected, InjectedCallback,
+    SentAction, SentDocument, SentMessage, StoredFile,
 };
 pub use webhook::SECRET_HEADER;
 

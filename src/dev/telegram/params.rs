@@ -34,7 +34,7 @@ impl Params {
             }
             "multipart/form-data" => {
                 let boundary = content_type
-                    .and_then(multipart_boundary)
+                    .and_then(crate::dev::multipart::boundary)
                     .ok_or_else(|| BotApiError::bad_request("can't parse multipart/form-data: boundary not found"))?;
                 for (name, value) in multipart_fields(body, &boundary)? {
                     params.0.insert(name, Value::String(value));
@@ -115,62 +115,18 @@ impl Params {
     }
 }
 
-fn multipart_boundary(content_type: &str) -> Option<String> {
-    content_type.split(';').skip(1).find_map(|part| {
-        let (k, v) = part.split_once('=')?;
-        (k.trim().eq_ignore_ascii_case("boundary")).then(|| v.trim().trim_matches('"').to_owned())
-    })
-}
-
-/// The text fields of a multipart/form-data body; file parts (a webhook certificate) are
-/// skipped, as the stand-in has no use for them.
+/// The text fields of a multipart/form-data body; file parts are left to the methods that
+/// take files (they read the body again).
 fn multipart_fields(body: &[u8], boundary: &str) -> Result<Vec<(String, String)>, BotApiError> {
     let malformed = || BotApiError::bad_request("can't parse multipart/form-data");
-    let delimiter = format!("--{boundary}");
     let mut fields = Vec::new();
-    let mut parts = split_bytes(body, delimiter.as_bytes()).into_iter().skip(1);
-    for part in parts.by_ref() {
-        if part.starts_with(b"--") {
-            return Ok(fields);
-        }
-        let part = part.strip_prefix(b"\r\n").ok_or_else(malformed)?;
-        let part = part.strip_suffix(b"\r\n").ok_or_else(malformed)?;
-        let split = find_bytes(part, b"\r\n\r\n").ok_or_else(malformed)?;
-        let headers = std::str::from_utf8(&part[..split]).map_err(|_| malformed())?;
-        let content = &part[split + 4..];
-        let disposition = headers
-            .split("\r\n")
-            .find_map(|h| h.split_once(':').filter(|(k, _)| k.trim().eq_ignore_ascii_case("content-disposition")))
-            .map(|(_, v)| v)
-            .ok_or_else(malformed)?;
-        let attr = |key: &str| {
-            disposition.split(';').find_map(|a| {
-                let (k, v) = a.split_once('=')?;
-                (k.trim() == key).then(|| v.trim().trim_matches('"').to_owned())
-            })
-        };
-        let Some(name) = attr("name") else { return Err(malformed()) };
-        if attr("filename").is_some() {
+    for part in crate::dev::multipart::parse(body, boundary).map_err(|_| malformed())? {
+        if part.file_name.is_some() {
             continue;
         }
-        let value = String::from_utf8(content.to_vec()).map_err(|_| malformed())?;
-        fields.push((name, value));
+        fields.push((part.name, String::from_utf8(part.bytes).map_err(|_| malformed())?));
     }
-    Err(malformed())
-}
-
-fn find_bytes(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
-}
-
-fn split_bytes<'a>(mut haystack: &'a [u8], needle: &[u8]) -> Vec<&'a [u8]> {
-    let mut out = Vec::new();
-    while let Some(at) = find_bytes(haystack, needle) {
-        out.push(&haystack[..at]);
-        haystack = &haystack[at + needle.len()..];
-    }
-    out.push(haystack);
-    out
+    Ok(fields)
 }
 
 #[cfg(test)]

@@ -105,6 +105,8 @@ mod tests {
             text: format!("m{id}"),
             edit_date: None,
             reply_markup: None,
+            caption: None,
+            media: Default::default(),
         };
         Update { update_id: id, message: Some(message), callback_query: None }
     }

@@ -150,6 +150,18 @@ impl TelegramStandIn {
         self.shared.read(Store::callback_answers)
     }
 
+    /// User `from_id` sends a file as a document, named `file_name`, holding `bytes`.
+    pub fn inject_document(
+        &self,
+        from_id: i64,
+        file_name: &str,
+        mime_type: &str,
+        bytes: impl Into<Vec<u8>>,
+        caption: &str,
+    ) -> Result<Injected, InjectError> {
+        self.inject(InjectMessage::document(from_id, file_name, mime_type, bytes).with_caption(caption))
+    }
+
     /// What the bot has sent to a chat, oldest first.
     pub fn sent_to(&self, chat_id: i64) -> Vec<SentMessage> {
         self.shared.read(|s| s.sent_to(chat_id))

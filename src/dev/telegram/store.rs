@@ -9,9 +9,15 @@ use serde_json::{Value, json};
 use super::error::BotApiError;
 use super::queue::UpdateQueue;
 use super::types::{
-    BotCommand, CallbackAnswer, CallbackQuery, Chat, ChatType, InjectCallback, InjectMessage, Injected,
-    InjectedCallback, Message, SentAction, SentMessage, Update, User,
+    BotCommand, CallbackAnswer, CallbackQuery, Chat, ChatType, InjectCallback, InjectMedia, InjectMessage, Injected,
+    InjectedCallback, Message, SentAction, SentDocument, SentMessage, StoredFile, Update, User,
 };
+
+/// Telegram takes files of at most 50 MB from bots (`sendDocument` with an upload).
+pub const UPLOAD_MAX: usize = 50 * 1000 * 1000;
+
+/// Telegram hands bots files of at most 20 MB; `getFile` refuses larger ones.
+pub const DOWNLOAD_MAX: usize = 20 * 1000 * 1000;
 
 /// Caps on what is kept; past them the oldest entries go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -174,6 +180,8 @@ pub struct Store {
     webhook_deliveries: u64,
     webhook_failures: u64,
     filtered_updates: u64,
+    /// Files users sent, by `file_id`.
+    files: HashMap<String, StoredFile>,
 }
 
 impl Store {
@@ -199,6 +207,7 @@ impl Store {
             webhook_deliveries: 0,
             webhook_failures: 0,
             filtered_updates: 0,
+            files: HashMap::new(),
         }
     }
 
@@ -247,12 +256,21 @@ impl Store {
         state.chat = chat.clone();
         state.last_message_id += 1;
         let message_id = state.last_message_id;
+        let (text, caption, media) = match &msg.media {
+            None => (msg.text.clone(), None, serde_json::Map::new()),
+            Some(media) => {
+                let caption = (!msg.text.is_empty()).then(|| msg.text.clone());
+                (String::new(), caption, self.media_fields(media))
+            }
+        };
         let message = Message {
             message_id,
             from: Some(from),
             date: now,
             chat,
-            text: msg.text.clone(),
+            text,
+            caption,
+            media,
             edit_date: None,
             reply_markup: None,
         };
@@ -295,6 +313,8 @@ impl Store {
             date: sent.date,
             chat,
             text: sent.rendered.clone(),
+            caption: None,
+            media: Default::default(),
             edit_date: sent.edit_date,
             reply_markup: sent.reply_markup.clone(),
         };
@@ -359,9 +379,111 @@ impl Store {
             date: sent.date,
             chat,
             text: sent.rendered.clone(),
+            caption: None,
+            media: Default::default(),
             edit_date: sent.edit_date,
             reply_markup: sent.reply_markup.clone(),
         })
+    }
+
+    /// Keep a file for `getFile`; its description as in a message (`file_id`, `file_size`...).
+    fn keep_file(&mut self, folder: &str, ext: &str, bytes: &[u8]) -> serde_json::Map<String, Value> {
+        let n = self.files.len() + 1;
+        // Opaque like Telegram's, and different for every stand-in run's file.
+        let file_id = format!("BQACAgIAAxkBAAI{n:04}{}", hex_of((bytes.len() as u64) ^ ((n as u64) << 32)));
+        let file_unique_id = format!("AgAD{n:04}");
+        let file_path = format!("{folder}/file_{n}.{ext}");
+        self.files.insert(
+            file_id.clone(),
+            StoredFile {
+                file_id: file_id.clone(),
+                file_unique_id: file_unique_id.clone(),
+                file_path,
+                bytes: bytes.to_vec(),
+            },
+        );
+        let described = json!({ "file_id": file_id, "file_unique_id": file_unique_id, "file_size": bytes.len() });
+        match described {
+            Value::Object(map) => map,
+            _ => unreachable!("an object literal"),
+        }
+    }
+
+    /// The message fields for `media`, as Telegram shapes them.
+    fn media_fields(&mut self, media: &InjectMedia) -> serde_json::Map<String, Value> {
+        let ext_of = |name: &Option<String>, fallback: &str| {
+            name.as_deref()
+                .and_then(|n| n.rsplit_once('.'))
+                .map(|(_, e)| e.to_ascii_lowercase())
+                .filter(|e| !e.is_empty() && e.len() <= 8 && e.bytes().all(|b| b.is_ascii_alphanumeric()))
+                .unwrap_or_else(|| fallback.to_string())
+        };
+        let with = |mut object: serde_json::Map<String, Value>, extra: Value| {
+            if let Value::Object(extra) = extra {
+                object.extend(extra.into_iter().filter(|(_, v)| !v.is_null()));
+            }
+            Value::Object(object)
+        };
+        let mut fields = serde_json::Map::new();
+        match media {
+            InjectMedia::Document { file_name, mime_type, bytes } => {
+                let file = self.keep_file("documents", &ext_of(file_name, "dat"), bytes);
+                fields.insert("document".into(), with(file, json!({ "file_name": file_name, "mime_type": mime_type })));
+            }
+            InjectMedia::Voice { mime_type, duration, bytes } => {
+                let file = self.keep_file("voice", "oga", bytes);
+                fields.insert("voice".into(), with(file, json!({ "duration": duration, "mime_type": mime_type })));
+            }
+            InjectMedia::Audio { file_name, mime_type, duration, bytes } => {
+                let file = self.keep_file("music", &ext_of(file_name, "mp3"), bytes);
+                // Telegram always names an audio file's type (and teloxide requires it).
+                let mime_type = mime_type.clone().unwrap_or_else(|| "audio/mpeg".to_string());
+                let extra = json!({ "duration": duration, "file_name": file_name, "mime_type": mime_type });
+                fields.insert("audio".into(), with(file, extra));
+            }
+            InjectMedia::Photo { width, height, bytes } => {
+                let scale = |side: u32| side * 90 / (*width).max(*height).max(1);
+                let thumb = self.keep_file("photos", "jpg", bytes);
+                let large = self.keep_file("photos", "jpg", bytes);
+                let sizes = vec![
+                    with(thumb, json!({ "width": scale(*width), "height": scale(*height) })),
+                    with(large, json!({ "width": width, "height": height })),
+                ];
+                fields.insert("photo".into(), Value::Array(sizes));
+            }
+            InjectMedia::Sticker { emoji } => {
+                let file = self.keep_file("stickers", "webp", b"RIFF\0\0\0\0WEBP");
+                let extra = json!({ "type": "regular", "width": 512, "height": 512, "is_animated": false,
+                    "is_video": false, "emoji": emoji });
+                fields.insert("sticker".into(), with(file, extra));
+            }
+            InjectMedia::Other { field, value } => {
+                fields.insert(field.clone(), value.clone());
+            }
+        }
+        fields
+    }
+
+    /// `getFile`: the file's description with its `file_path`, as Telegram answers it.
+    pub fn get_file(&self, file_id: &str) -> Result<Value, BotApiError> {
+        let file = self.files.get(file_id).ok_or_else(|| BotApiError::bad_request("invalid file_id"))?;
+        if file.bytes.len() > DOWNLOAD_MAX {
+            return Err(BotApiError::bad_request("file is too big"));
+        }
+        Ok(json!({ "file_id": file.file_id, "file_unique_id": file.file_unique_id,
+            "file_size": file.bytes.len(), "file_path": file.file_path }))
+    }
+
+    /// A file the stand-in holds, by its id, to send again.
+    pub fn held_file(&self, file_id: &str) -> Option<SentDocument> {
+        let file = self.files.get(file_id)?;
+        let file_name = file.file_path.rsplit('/').next().unwrap_or("file").to_string();
+        Some(SentDocument { file_name, mime_type: None, bytes: file.bytes.clone() })
+    }
+
+    /// The bytes at a `file_path` that `getFile` handed out.
+    pub fn file_at(&self, file_path: &str) -> Option<Vec<u8>> {
+        self.files.values().find(|f| f.file_path == file_path).map(|f| f.bytes.clone())
     }
 
     fn remember_user(&mut self, msg: &InjectMessage) -> User {
@@ -401,6 +523,8 @@ impl Store {
             text: sent.rendered.clone(),
             edit_date: None,
             reply_markup: sent.reply_markup.clone(),
+            caption: None,
+            media: Default::default(),
         };
         let record = SentMessage {
             message_id: message.message_id,
@@ -410,6 +534,61 @@ impl Store {
             rendered: sent.rendered,
             parse_mode: sent.parse_mode,
             reply_markup: sent.reply_markup,
+            edit_date: None,
+            document: None,
+        };
+        self.sent.push(chat_id, record);
+        Ok(message)
+    }
+
+    /// The bot sends a file (`sendDocument` with an upload), with an optional caption.
+    pub fn send_document(
+        &mut self,
+        chat_id: i64,
+        document: SentDocument,
+        caption: Option<String>,
+        now: i64,
+    ) -> Result<Message, BotApiError> {
+        if !self.chats.contains_key(&chat_id) {
+            return Err(BotApiError::chat_not_found());
+        }
+        if document.bytes.is_empty() {
+            return Err(BotApiError::bad_request("file must be non-empty"));
+        }
+        if document.bytes.len() > UPLOAD_MAX {
+            return Err(BotApiError::RequestEntityTooLarge);
+        }
+        let ext = document.file_name.rsplit_once('.').map_or("dat", |(_, e)| e).to_ascii_lowercase();
+        let mut described = self.keep_file("documents", &ext, &document.bytes);
+        described.insert("file_name".into(), json!(document.file_name));
+        if let Some(mime) = &document.mime_type {
+            described.insert("mime_type".into(), json!(mime));
+        }
+        let state = self.chats.get_mut(&chat_id).ok_or_else(BotApiError::chat_not_found)?;
+        state.last_message_id += 1;
+        let mut media = serde_json::Map::new();
+        media.insert("document".into(), Value::Object(described));
+        let message = Message {
+            message_id: state.last_message_id,
+            from: Some(self.bot.clone()),
+            date: now,
+            chat: state.chat.clone(),
+            text: String::new(),
+            caption: caption.clone(),
+            media,
+            edit_date: None,
+            reply_markup: None,
+        };
+        let caption = caption.unwrap_or_default();
+        let record = SentMessage {
+            message_id: message.message_id,
+            chat_id,
+            date: now,
+            text: caption.clone(),
+            rendered: caption,
+            parse_mode: None,
+            reply_markup: None,
+            document: Some(document),
             edit_date: None,
         };
         self.sent.push(chat_id, record);
@@ -592,6 +771,10 @@ pub struct SentFields {
     pub reply_markup: Option<Value>,
 }
 
+fn hex_of(n: u64) -> String {
+    format!("{n:012x}")
+}
+
 /// Commands are kept per scope and language; the key is built from the scope's meaningful
 /// fields so that key order in the client's JSON does not matter.
 fn command_key(scope: Option<Value>, language_code: Option<String>) -> (String, Value, String) {
@@ -643,6 +826,37 @@ mod tests {
         assert_eq!(value[1]["message"]["chat"], json!({"id": -5, "type": "group", "title": "Group -5"}));
         // The profile given earlier sticks to the user.
         assert_eq!(value[1]["message"]["from"]["username"], "ann");
+    }
+
+    #[test]
+    fn media_are_shaped_as_telegram_sends_them_and_their_files_kept() {
+        let mut s = store();
+        s.inject(&InjectMessage::document(7, "a.pdf", "application/pdf", b"%PDF-1.4".to_vec()).with_caption("read"), 0)
+            .unwrap();
+        let photo = InjectMedia::Photo { width: 1280, height: 720, bytes: b"jpeg".to_vec() };
+        s.inject(&InjectMessage::media(7, photo, ""), 0).unwrap();
+        s.inject(&InjectMessage::media(7, InjectMedia::Sticker { emoji: Some("🙂".into()) }, ""), 0).unwrap();
+        let ticket = s.start_get_updates(None).unwrap();
+        let updates = serde_json::to_value(s.poll(ticket, None, 100).unwrap()).unwrap();
+        let document = &updates[0]["message"];
+        assert!(document.get("text").is_none(), "{document}");
+        assert_eq!(document["caption"], "read");
+        assert_eq!(document["document"]["file_name"], "a.pdf");
+        assert_eq!(document["document"]["mime_type"], "application/pdf");
+        assert_eq!(document["document"]["file_size"], 8);
+        let file_id = document["document"]["file_id"].as_str().unwrap();
+        let file = s.get_file(file_id).unwrap();
+        assert_eq!(file["file_path"], "documents/file_1.pdf");
+        assert_eq!(s.file_at("documents/file_1.pdf").unwrap(), b"%PDF-1.4");
+        assert_eq!(s.get_file("nope"), Err(BotApiError::bad_request("invalid file_id")));
+        let sizes = updates[1]["message"]["photo"].as_array().unwrap();
+        assert_eq!((sizes[0]["width"].clone(), sizes[1]["width"].clone()), (json!(90), json!(1280)));
+        assert_eq!(updates[2]["message"]["sticker"]["emoji"], "🙂");
+        // teloxide, the gateway's client, reads them all (from text, as it reads a response).
+        for update in updates.as_array().unwrap() {
+            let parsed: teloxide::types::Update = serde_json::from_str(&update.to_string()).unwrap();
+            assert!(matches!(parsed.kind, teloxide::types::UpdateKind::Message(_)), "{update}");
+        }
     }
 
     #[test]

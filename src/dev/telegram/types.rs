@@ -41,7 +41,8 @@ pub struct Chat {
     pub username: Option<String>,
 }
 
-/// A text message, incoming (in an [`Update`]) or sent by the bot (a method's result).
+/// A message, incoming (in an [`Update`]) or sent by the bot (a method's result): text, or
+/// media with an optional caption.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Message {
     pub message_id: i64,
@@ -50,6 +51,8 @@ pub struct Message {
     /// Unix time, seconds.
     pub date: i64,
     pub chat: Chat,
+    /// Text messages only (Telegram omits the field on media messages).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub text: String,
     /// Unix time of the last edit (`editMessageText`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -57,6 +60,12 @@ pub struct Message {
     /// The inline keyboard attached to a message the bot sent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reply_markup: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caption: Option<String>,
+    /// The media field(s) as Telegram names them: `document`, `voice`, `audio`, `photo` (an
+    /// array of sizes), `sticker`, `location`...
+    #[serde(flatten, default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub media: serde_json::Map<String, serde_json::Value>,
 }
 
 /// A press of an inline keyboard's callback button, as Telegram sends it.
@@ -88,6 +97,16 @@ pub struct BotCommand {
     pub description: String,
 }
 
+/// A file the stand-in holds for `getFile` and the download.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredFile {
+    pub file_id: String,
+    pub file_unique_id: String,
+    /// Where it is downloaded from: `/file/bot<token>/<file_path>`.
+    pub file_path: String,
+    pub bytes: Vec<u8>,
+}
+
 /// What the bot sent to a chat, as the control API reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SentMessage {
@@ -105,6 +124,9 @@ pub struct SentMessage {
     /// Unix time of the last edit, if the bot edited it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub edit_date: Option<i64>,
+    /// A file the bot sent (`sendDocument`); `text` and `rendered` are then its caption.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub document: Option<SentDocument>,
 }
 
 /// A user presses a callback button, as the control API injects it. Telegram only sends
@@ -137,6 +159,15 @@ pub struct InjectedCallback {
     pub queued: bool,
 }
 
+/// A file the bot sent, as it arrived.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SentDocument {
+    pub file_name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mime_type: Option<String>,
+    pub bytes: Vec<u8>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SentAction {
     pub chat_id: i64,
@@ -144,11 +175,51 @@ pub struct SentAction {
     pub action: String,
 }
 
+/// What a user sends besides text. Files carry their bytes, which the bot fetches with
+/// `getFile` and a download, as from Telegram.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum InjectMedia {
+    Document {
+        #[serde(default)]
+        file_name: Option<String>,
+        #[serde(default)]
+        mime_type: Option<String>,
+        bytes: Vec<u8>,
+    },
+    Voice {
+        #[serde(default)]
+        mime_type: Option<String>,
+        duration: u32,
+        bytes: Vec<u8>,
+    },
+    Audio {
+        #[serde(default)]
+        file_name: Option<String>,
+        #[serde(default)]
+        mime_type: Option<String>,
+        duration: u32,
+        bytes: Vec<u8>,
+    },
+    /// Telegram sends several sizes; the stand-in sends a thumbnail and this, the largest
+    /// (the thumbnail holds the same bytes: nothing is resized).
+    Photo { width: u32, height: u32, bytes: Vec<u8> },
+    Sticker {
+        #[serde(default)]
+        emoji: Option<String>,
+    },
+    /// Any other message field, given as Telegram sends it (`location`, `contact`, `poll`...).
+    Other { field: String, value: serde_json::Value },
+}
+
 /// A message typed by a user, as the control API injects it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InjectMessage {
     pub from_id: i64,
+    /// The text, or with `media` its caption (none when empty).
     pub text: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media: Option<InjectMedia>,
     /// Defaults to `from_id` (the private chat with that user).
     #[serde(default)]
     pub chat_id: Option<i64>,
@@ -173,6 +244,7 @@ impl InjectMessage {
         Self {
             from_id,
             text: text.into(),
+            media: None,
             chat_id: None,
             chat_type: ChatType::Private,
             first_name: None,
@@ -186,6 +258,26 @@ impl InjectMessage {
     /// A message from `from_id` in group `chat_id` (negative, as Telegram's group ids are).
     pub fn group(chat_id: i64, from_id: i64, text: impl Into<String>) -> Self {
         Self { chat_id: Some(chat_id), chat_type: ChatType::Group, ..Self::private(from_id, text) }
+    }
+
+    /// `media` from `from_id` in their private chat, with `caption` (empty: none).
+    pub fn media(from_id: i64, media: InjectMedia, caption: impl Into<String>) -> Self {
+        Self { media: Some(media), ..Self::private(from_id, caption) }
+    }
+
+    /// A document from `from_id`, as a file named `file_name` holding `bytes`.
+    pub fn document(from_id: i64, file_name: &str, mime_type: &str, bytes: impl Into<Vec<u8>>) -> Self {
+        let media = InjectMedia::Document {
+            file_name: Some(file_name.to_string()),
+            mime_type: Some(mime_type.to_string()),
+            bytes: bytes.into(),
+        };
+        Self::media(from_id, media, "")
+    }
+
+    pub fn with_caption(mut self, caption: impl Into<String>) -> Self {
+        self.text = caption.into();
+        self
     }
 
     pub fn with_username(mut self, username: impl Into<String>) -> Self {

@@ -49,6 +49,7 @@ pub mod metrics;
 pub mod provider_check;
 pub mod reminders_endpoint;
 pub mod shape;
+pub mod transcription;
 pub mod usage;
 pub mod web_fetch_endpoint;
 
