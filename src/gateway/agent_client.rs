@@ -130,25 +130,7 @@ impl AgentClient {
             .map_err(|()| AgentError::Setup("agent URL".into()))?
             .extend(["v1", "files"])
             .extend(path.split('/'));
-        let response = self.http.get(url).bearer_auth(token).send().await.map_err(|e| {
-            if e.is_timeout() && !e.is_connect() {
-                AgentError::TimedOut
-            } else {
-                AgentError::Unreachable(e.to_string())
-            }
-        })?;
-        let status = response.status().as_u16();
-        let max = crate::agent::api::SEND_MAX;
-        let bytes = crate::http::read_capped(response, max).await.map_err(|e| match e {
-            CappedRead::TooLarge => AgentError::TooLarge(max),
-            CappedRead::Failed(e) if e.is_timeout() => AgentError::TimedOut,
-            CappedRead::Failed(e) => AgentError::Unreachable(e.to_string()),
-        })?;
-        if status != 200 {
-            let body = String::from_utf8_lossy(&bytes[..bytes.len().min(300)]).to_string();
-            return Err(AgentError::Status { status, body });
-        }
-        Ok(bytes.to_vec())
+        self.fetch(self.http.get(url).bearer_auth(token), crate::agent::api::SEND_MAX).await
     }
 
     pub async fn reset(&self, ip: IpAddr, token: &str) -> Result<ResetResponse, AgentError> {
@@ -189,6 +171,13 @@ impl AgentClient {
     }
 
     async fn send<T: DeserializeOwned>(&self, request: reqwest::RequestBuilder) -> Result<T, AgentError> {
+        let bytes = self.fetch(request, MAX_ANSWER_BYTES).await?;
+        serde_json::from_slice(&bytes).map_err(|e| AgentError::Decode(e.to_string()))
+    }
+
+    /// The body of a 200 answer, at most `max` bytes; any other status is an error with the
+    /// start of its body.
+    async fn fetch(&self, request: reqwest::RequestBuilder, max: usize) -> Result<Vec<u8>, AgentError> {
         let response = request.send().await.map_err(|e| {
             // A timeout after connecting is not retried: the agent may still be working on it.
             if e.is_timeout() && !e.is_connect() {
@@ -198,8 +187,8 @@ impl AgentClient {
             }
         })?;
         let status = response.status().as_u16();
-        let bytes = crate::http::read_capped(response, MAX_ANSWER_BYTES).await.map_err(|e| match e {
-            CappedRead::TooLarge => AgentError::TooLarge(MAX_ANSWER_BYTES),
+        let bytes = crate::http::read_capped(response, max).await.map_err(|e| match e {
+            CappedRead::TooLarge => AgentError::TooLarge(max),
             CappedRead::Failed(e) if e.is_timeout() => AgentError::TimedOut,
             CappedRead::Failed(e) => AgentError::Unreachable(e.to_string()),
         })?;
@@ -207,7 +196,7 @@ impl AgentClient {
             let body = String::from_utf8_lossy(&bytes[..bytes.len().min(300)]).to_string();
             return Err(AgentError::Status { status, body });
         }
-        serde_json::from_slice(&bytes).map_err(|e| AgentError::Decode(e.to_string()))
+        Ok(bytes)
     }
 }
 

@@ -307,17 +307,7 @@ impl Store {
         self.next_callback += 1;
         // Telegram's ids are opaque strings; these are unique per stand-in.
         let id = format!("{}{:012}", self.bot.id, self.next_callback);
-        let message = Message {
-            message_id: sent.message_id,
-            from: Some(self.bot.clone()),
-            date: sent.date,
-            chat,
-            text: sent.rendered.clone(),
-            caption: None,
-            media: Default::default(),
-            edit_date: sent.edit_date,
-            reply_markup: sent.reply_markup.clone(),
-        };
+        let message = bot_text_message(&sent, self.bot.clone(), chat);
         let query = CallbackQuery {
             id: id.clone(),
             from,
@@ -373,17 +363,7 @@ impl Store {
         sent.parse_mode = edit.parse_mode;
         sent.reply_markup = edit.reply_markup;
         sent.edit_date = Some(now);
-        Ok(Message {
-            message_id,
-            from: Some(bot),
-            date: sent.date,
-            chat,
-            text: sent.rendered.clone(),
-            caption: None,
-            media: Default::default(),
-            edit_date: sent.edit_date,
-            reply_markup: sent.reply_markup.clone(),
-        })
+        Ok(bot_text_message(sent, bot, chat))
     }
 
     /// Keep a file for `getFile`; its description as in a message (`file_id`, `file_size`...).
@@ -783,6 +763,21 @@ fn command_key(scope: Option<Value>, language_code: Option<String>) -> (String, 
     let field = |name: &str| scope.get(name).map(Value::to_string).unwrap_or_default();
     let key = format!("{}|{}|{}|{language_code}", field("type"), field("chat_id"), field("user_id"));
     (key, scope, language_code)
+}
+
+/// A text message the bot sent, as Telegram shows it in an update or an answer.
+fn bot_text_message(sent: &SentMessage, bot: User, chat: Chat) -> Message {
+    Message {
+        message_id: sent.message_id,
+        from: Some(bot),
+        date: sent.date,
+        chat,
+        text: sent.rendered.clone(),
+        caption: None,
+        media: Default::default(),
+        edit_date: sent.edit_date,
+        reply_markup: sent.reply_markup.clone(),
+    }
 }
 
 #[cfg(test)]
