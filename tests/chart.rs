@@ -390,6 +390,9 @@ fn gateway_command_line() {
             "--lease-namespace=moltmate-system",
             "--profiles-file=/etc/moltmate/profiles/profiles.yaml",
             "--telegram-mode=polling",
+            "--file-max-size=10Mi",
+            "--transcription-model=whisper-1",
+            "--photos=false",
         ]
     );
     let ports: Vec<&str> = rendered.container("gateway")["ports"]
@@ -404,8 +407,16 @@ fn gateway_command_line() {
         "llm.defaultModel=gpt-4o",
         "telegram.apiUrl=http://bot-api.bots.svc:8081",
         "telegram.allowGroups=true",
+        "media.fileMaxSize=5Mi",
+        "media.fileTypes={pdf,csv}",
+        "media.transcriptionModel=off",
+        "media.photos=true",
     ]);
     let args = optional.args("gateway");
+    let media: Vec<Option<&str>> =
+        ["file-max-size", "file-types", "transcription-model", "photos"].iter().map(|f| flag(&args, f)).collect();
+    assert_eq!(media, [Some("5Mi"), Some("pdf,csv"), Some("off"), Some("true")]);
+    assert!(render_error(&[REQUIRED, &["media.fileTypes={../x}"][..]].concat()).contains("fileTypes"));
     assert_eq!(flag(&args, "llm-default-model"), Some("gpt-4o"));
     assert_eq!(flag(&args, "telegram-api-url"), Some("http://bot-api.bots.svc:8081"));
     assert_eq!(flag(&args, "allow-groups"), Some("true"));
