@@ -119,6 +119,29 @@ pub struct MoltmateUserSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 64))]
     pub timezone: Option<String>,
+
+    /// The language models this person's agent may use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub llm: Option<LlmSpec>,
+}
+
+/// A model name as the provider spells it (`gpt-4o-mini`, `llama3.1:8b`, `openai/gpt-4o`):
+/// printable, without spaces.
+pub const MODEL_NAME_PATTERN: &str = r"^[!-~]{1,128}$";
+
+/// The language models a person's agent may use; the broker enforces it.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LlmSpec {
+    /// The models the person may pick with `/model`, as the provider names them; the broker
+    /// refuses any other. Their default is the installation's default model (the chart's
+    /// `llm.defaultModel`) when it is on the list, else the list's first. Absent: the
+    /// profile's list (the chart's `profiles.<profile>.llm.models`), else the installation's
+    /// (`llm.models`), else the installation's default model alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 32))]
+    #[schemars(inner(regex(pattern = MODEL_NAME_PATTERN)))]
+    pub models: Option<Vec<String>>,
 }
 
 fn is_zero(value: &i64) -> bool {
@@ -141,6 +164,7 @@ impl MoltmateUserSpec {
             workspace: None,
             reset_generation: 0,
             timezone: None,
+            llm: None,
         }
     }
 }
@@ -355,6 +379,13 @@ pub struct MoltmateUserStatus {
     /// The person's pending reminders and time zone choice, written by the gateway.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reminders: Option<ReminderBook>,
+
+    /// The model the person chose with `/model`, written by the gateway. The broker uses it
+    /// while it is one of the person's models (`spec.llm.models` and the defaults behind it),
+    /// else their default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = MODEL_NAME_PATTERN))]
+    pub model: Option<String>,
 }
 
 /// A person's reminders, kept by the gateway (the only writer), so they outlive restarts of

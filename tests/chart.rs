@@ -411,8 +411,11 @@ fn gateway_command_line() {
         "media.fileTypes={pdf,csv}",
         "media.transcriptionModel=off",
         "media.photos=true",
+        "llm.models={gpt-4o-mini,gpt-4o}",
     ]);
     let args = optional.args("gateway");
+    assert_eq!(flag(&args, "llm-models"), Some("gpt-4o-mini,gpt-4o"));
+    assert_eq!(flag(&rendered.args("gateway"), "llm-models"), None, "no list: the default model alone");
     let media: Vec<Option<&str>> =
         ["file-max-size", "file-types", "transcription-model", "photos"].iter().map(|f| flag(&args, f)).collect();
     assert_eq!(media, [Some("5Mi"), Some("pdf,csv"), Some("off"), Some("true")]);
@@ -810,6 +813,8 @@ fn bad_values_are_refused_naming_the_field() {
         (&["logFormat=yaml"], "/logFormat"),
         (&["telegram.pollTimeout=soon"], "/telegram/pollTimeout"),
         (&["gateway.terminationGracePeriodSeconds=5"], "/gateway/terminationGracePeriodSeconds"),
+        (&["llm.models={default}"], "/llm/models/0"),
+        (&["profiles.family.llm.models[0]=gpt 4"], "/profiles/family/llm/models/0"),
     ];
     for (sets, expected) in cases {
         let error = render_error(&[REQUIRED, *sets].concat());

@@ -17,6 +17,7 @@ mod exec_policy;
 mod gateway;
 mod gitops;
 mod media;
+mod models;
 mod node_agents;
 mod operator;
 mod operator_restart;

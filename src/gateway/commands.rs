@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use super::broker::usage::UsageFigures;
 use super::directory::Route;
 use super::media::{self, MediaPolicy};
+use super::model_choice;
 use super::reminders::chat as reminders;
 use crate::agent::api::MemoryResponse;
 use crate::profile::LlmLimits;
@@ -23,6 +24,7 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ("forget", "Forget a note: /forget N"),
     ("reminders", "Your reminders (/reminders cancel 3 cancels one)"),
     ("timezone", "Your time zone for reminders, e.g. /timezone Europe/Berlin"),
+    ("model", "The model your assistant uses, and picking another"),
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +40,7 @@ pub enum Command {
     Forget,
     Reminders,
     Timezone,
+    Model,
 }
 
 /// `/cmd`, `/cmd@this_bot` or `/cmd args`; a command addressed to another bot is not ours.
@@ -64,6 +67,7 @@ pub fn parse_command(text: &str, bot_username: Option<&str>) -> Option<Command> 
         "forget" => Some(Command::Forget),
         "reminders" => Some(Command::Reminders),
         "timezone" => Some(Command::Timezone),
+        "model" => Some(Command::Model),
         _ => None,
     }
 }
@@ -149,6 +153,8 @@ pub enum Action {
     Usage { user: String },
     /// A reminders or time zone command: answered from the store, no agent needed.
     Reminders { user: String, request: reminders::Request },
+    /// `/model`: answered from the user's settings, no agent needed.
+    Model { user: String, request: model_choice::Request },
 }
 
 /// How a message ended, for metrics.
@@ -234,6 +240,7 @@ pub fn decide(message: &Incoming, route: Route, settings: &Settings) -> Action {
             Some(Command::Timezone) => {
                 Action::Reminders { user, request: reminders::parse_timezone(command_args(text)) }
             }
+            Some(Command::Model) => Action::Model { user, request: model_choice::parse(command_args(text)) },
             Some(Command::WhoAmI) | None => Action::Forward { user, uid, work: Work::Turn(text.clone()) },
         },
     }
@@ -269,7 +276,7 @@ pub const HELP: &str = "Hi! I pass your messages to your own AI assistant, which
 /reset starts a new conversation\n/status shows your assistant's profile and state\n/usage shows what you used today and this month\n\
 /memory shows what your assistant remembers, /forget N removes a note\n\
 /reminders lists your reminders (ask your assistant to set one: \"remind me tomorrow at 8 to call mum\")\n\
-/timezone Europe/Berlin sets your time zone\n/whoami shows your Telegram id";
+/timezone Europe/Berlin sets your time zone\n/model shows or changes the model your assistant uses\n/whoami shows your Telegram id";
 
 pub const FORGET_HOW: &str = "Send /forget and a note's number, for example /forget 2. /memory lists the notes.";
 

@@ -82,6 +82,10 @@ pub struct GatewayArgs {
     /// other model is refused.
     #[arg(long, env = "MOLTMATE_LLM_DEFAULT_MODEL", value_parser = parse_model)]
     pub llm_default_model: String,
+    /// The models people may pick with `/model` (comma-separated, as the provider names
+    /// them), unless their profile or spec lists their own. Empty: the default model only.
+    #[arg(long, env = "MOLTMATE_LLM_MODELS", value_delimiter = ',', value_parser = parse_model)]
+    pub llm_models: Vec<String>,
     /// The longest answer an agent may ask the model for, in tokens (larger `max_tokens` are
     /// lowered, and requests without one get it); 0: no cap.
     #[arg(long, env = "MOLTMATE_LLM_MAX_OUTPUT_TOKENS", default_value_t = crate::gateway::broker::DEFAULT_MAX_OUTPUT_TOKENS)]
@@ -160,7 +164,7 @@ fn parse_model(text: &str) -> Result<String, String> {
         crate::gateway::broker::shape::PLACEHOLDER_MODEL => {
             Err("\"default\" is what agents ask for; name the provider's model, e.g. gpt-4o-mini".into())
         }
-        model => Ok(model.to_string()),
+        model => crate::profile::models::check_name(model).map(|()| model.to_string()),
     }
 }
 

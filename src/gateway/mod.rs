@@ -10,6 +10,7 @@ pub mod directory;
 pub mod markdown;
 pub mod media;
 pub mod metrics;
+pub mod model_choice;
 pub mod queues;
 pub mod reminders;
 pub mod resets;

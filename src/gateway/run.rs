@@ -21,6 +21,7 @@ use super::commands::{self, Action, Incoming, MessageOutcome, Refusals, Settings
 use super::config::{BOT_TOKEN, GatewayArgs, LLM_API_KEY};
 use super::directory::route;
 use super::metrics::GatewayMetrics;
+use super::model_choice::ModelStore;
 use super::queues::Queues;
 use super::reminders::{self, store::ReminderStore};
 use super::resets;
@@ -89,6 +90,7 @@ struct Gateway {
     metrics: Arc<GatewayMetrics>,
     settings: Settings,
     reminders: ReminderStore,
+    models: ModelStore,
 }
 
 impl Gateway {
@@ -177,6 +179,16 @@ impl Handler for Gateway {
                     drop(ticket);
                 });
             }
+            Action::Model { user, request } => {
+                let (store, broker) = (self.models.clone(), self.broker.clone());
+                let (outbox, metrics) = (self.outbox.clone(), self.metrics.clone());
+                tokio::spawn(async move {
+                    let text = super::model_choice::answer(&store, &broker, &user, request).await;
+                    outbox.say(message.chat_id, &text).await;
+                    metrics.finished(MessageOutcome::Command, ticket.received.elapsed().as_secs_f64());
+                    drop(ticket);
+                });
+            }
             Action::Forward { user, uid, work } => {
                 let job = Job { ticket, chat_id: message.chat_id, from_id: message.from_id, uid, work };
                 if let Err(job) = self.queues.push(&user, job) {
@@ -216,6 +228,7 @@ pub async fn run(args: GatewayArgs) -> Result<(), Error> {
     let mut broker_config = BrokerConfig::new(provider);
     broker_config.profiles = profiles;
     broker_config.max_output_tokens = (args.llm_max_output_tokens > 0).then_some(args.llm_max_output_tokens);
+    broker_config.models = args.llm_models.clone();
     let reminder_store = ReminderStore::new(client.clone());
     let broker = Arc::new(
         BrokerState::new(
@@ -395,6 +408,7 @@ pub async fn run(args: GatewayArgs) -> Result<(), Error> {
             metrics,
             settings: Settings { allow_groups: args.allow_groups, bot_username, media: media_policy, access_requests },
             reminders: reminder_store,
+            models: ModelStore::new(client.clone()),
         });
         let Some(webhook) = webhook else {
             info!(api = %args.telegram_api_url, "polling Telegram");

@@ -582,7 +582,7 @@ async fn record_status(user: &MoltmateUser, ctx: &Context, observation: &Observa
     }
     let api: Api<MoltmateUser> = Api::all(ctx.client.clone());
     // The gateway's fields stay the gateway's: not in what the operator applies.
-    let status = MoltmateUserStatus { last_activity: None, reminders: None, ..status };
+    let status = MoltmateUserStatus { last_activity: None, reminders: None, model: None, ..status };
     let patch = serde_json::json!({
         "apiVersion": "moltmate.io/v1alpha1",
         "kind": "MoltmateUser",

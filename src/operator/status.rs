@@ -168,6 +168,7 @@ pub fn next_status(
         reset_generation: observation.reset_applied.max(previous.and_then(|s| s.reset_generation)),
         last_activity: previous.and_then(|s| s.last_activity.clone()),
         reminders: previous.and_then(|s| s.reminders.clone()),
+        model: previous.and_then(|s| s.model.clone()),
     }
 }
 
@@ -259,9 +260,11 @@ mod tests {
         assert_eq!(second.reset_generation, Some(2), "kept while no agent serves");
         assert_eq!(second.last_activity.as_deref(), Some("2025-03-01T10:00:00Z"), "the gateway's field, as it was");
         let reminders = crate::crd::ReminderBook { timezone: Some("Europe/Berlin".into()), ..Default::default() };
-        let kept = MoltmateUserStatus { reminders: Some(reminders.clone()), ..first.clone() };
+        let kept =
+            MoltmateUserStatus { reminders: Some(reminders.clone()), model: Some("gpt-big".into()), ..first.clone() };
         let next = next_status(Some(&kept), Some(1), None, &applied, at(20));
         assert_eq!(next.reminders, Some(reminders), "the gateway's reminders, as they were");
+        assert_eq!(next.model.as_deref(), Some("gpt-big"), "the person's model choice, as it was");
         assert_eq!(next, kept, "nothing for the operator to write");
         let lower =
             Observation { reset_applied: Some(1), ..Observation::new(Phase::Ready, Reason::AgentReady, "serving") };

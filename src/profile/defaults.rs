@@ -10,7 +10,7 @@
 //!   web: { fetch: { allowedDomains: [wikipedia.org, example.org] } }
 //!   resources: { memory: 2Gi }
 //!   idleTimeout: 30m
-//!   llm: { requestsPerMinute: 30, tokensPerDay: 1000000 }
+//!   llm: { requestsPerMinute: 30, tokensPerDay: 1000000, models: [gpt-4o-mini, gpt-4o] }
 //! ```
 
 use std::collections::BTreeMap;
@@ -32,11 +32,13 @@ pub struct Defaults {
     pub llm: Option<LlmDefaults>,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LlmDefaults {
     pub requests_per_minute: Option<u32>,
     pub tokens_per_day: Option<u64>,
+    /// The models the profile's people may pick with `/model` (a spec's `llm.models` wins).
+    pub models: Option<Vec<String>>,
 }
 
 /// Defaults by profile. Empty: the built-in presets as they are.
@@ -169,6 +171,13 @@ mod tests {
         assert_eq!((own.exec_security, own.safe_bins.as_slice()), (ExecSecurity::Full, ["wc".to_string()].as_slice()));
         assert_eq!(own.idle_timeout, None, "the user's explicit 0 (never) wins over the default");
 
+        assert_eq!(plain.models, None, "no list: the installation's");
+        let listed = ProfileDefaults::parse("family:\n  llm: { models: [gpt-small, gpt-big] }\n").unwrap();
+        let mut own = MoltmateUserSpec::new(1, Profile::Family);
+        assert_eq!(resolve_with(&own, &listed).unwrap().models.unwrap(), ["gpt-small", "gpt-big"]);
+        own.llm = Some(crate::crd::LlmSpec { models: Some(vec!["gpt-mini".into()]) });
+        assert_eq!(resolve_with(&own, &listed).unwrap().models.unwrap(), ["gpt-mini"], "the spec's list wins");
+
         let other = resolve_with(&MoltmateUserSpec::new(1, Profile::Public), &d).unwrap();
         assert_eq!(other, resolve(&MoltmateUserSpec::new(1, Profile::Public)).unwrap(), "other profiles untouched");
     }
@@ -188,6 +197,10 @@ mod tests {
         assert_eq!(whole.get(Profile::Public).unwrap().resources.as_ref().unwrap().cpu.as_deref(), Some("2"));
         let duration = ProfileDefaults::parse("public:\n  idleTimeout: soon\n").unwrap_err();
         assert!(duration.contains("idleTimeout"), "{duration}");
+        let models = ProfileDefaults::parse("family:\n  llm: { models: [] }\n").unwrap_err();
+        assert!(models.contains("family") && models.contains("llm.models"), "{models}");
+        let model = ProfileDefaults::parse("family:\n  llm: { models: [\"two words\"] }\n").unwrap_err();
+        assert!(model.contains("two words"), "{model}");
         let missing = ProfileDefaults::load(Some(Path::new("/nonexistent/profiles.yaml"))).unwrap_err();
         assert!(missing.to_string().contains("/nonexistent/profiles.yaml"), "{missing}");
     }

@@ -4,6 +4,7 @@
 //! decides what a user may do; the operator, the agent and the gateway all read its output.
 
 mod defaults;
+pub mod models;
 
 use std::time::Duration;
 
@@ -43,6 +44,10 @@ pub struct ResolvedProfile {
     /// Broker-only, like the two above.
     #[serde(skip)]
     pub llm: LlmLimits,
+    /// The models the person may use (the spec's, else the profile's); `None`: the
+    /// installation's. Broker-only.
+    #[serde(skip)]
+    pub models: Option<Vec<String>>,
 }
 
 /// What the broker lets one user spend on the LLM provider.
@@ -134,6 +139,8 @@ pub enum ProfileError {
     IdleTimeout(crate::duration::DurationError),
     #[error("spec.resources.{field} {value:?} must be greater than zero")]
     ZeroQuantity { field: &'static str, value: String },
+    #[error("spec.llm.models {0}")]
+    Models(String),
 }
 
 /// Combine the preset of `spec.profile` with every field the spec sets explicitly.
@@ -146,7 +153,7 @@ pub fn resolve_with(spec: &MoltmateUserSpec, defaults: &ProfileDefaults) -> Resu
     let own = defaults.get(spec.profile);
     let spec = &defaults.fill(spec);
     let mut p = preset(spec.profile);
-    if let Some(llm) = own.and_then(|d| d.llm) {
+    if let Some(llm) = own.and_then(|d| d.llm.as_ref()) {
         p.llm.requests_per_minute = llm.requests_per_minute.unwrap_or(p.llm.requests_per_minute);
         p.llm.tokens_per_day = llm.tokens_per_day.unwrap_or(p.llm.tokens_per_day);
     }
@@ -162,6 +169,14 @@ pub fn resolve_with(spec: &MoltmateUserSpec, defaults: &ProfileDefaults) -> Resu
             _ => Err(ProfileError::ZeroQuantity { field, value }),
         }
     };
+    let models = spec
+        .llm
+        .as_ref()
+        .and_then(|l| l.models.clone())
+        .or_else(|| own.and_then(|d| d.llm.as_ref()).and_then(|l| l.models.clone()));
+    if let Some(list) = &models {
+        models::check(list).map_err(ProfileError::Models)?;
+    }
     let idle_timeout = match spec.idle_timeout.as_deref() {
         None | Some("") => None,
         Some(text) => Some(crate::duration::parse(text).map_err(ProfileError::IdleTimeout)?).filter(|d| !d.is_zero()),
@@ -187,6 +202,7 @@ pub fn resolve_with(spec: &MoltmateUserSpec, defaults: &ProfileDefaults) -> Resu
         idle_timeout,
         deletion_policy: spec.workspace.as_ref().map(|w| w.deletion_policy).unwrap_or_default(),
         llm: p.llm,
+        models,
     })
 }
 

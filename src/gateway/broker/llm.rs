@@ -63,13 +63,19 @@ pub(super) async fn chat_completions(
     let Some(fields) = request.as_object_mut().map(std::mem::take) else {
         return Err(bad("the request body must be a JSON object".into()));
     };
-    let rules =
-        Shape { model: state.config.provider.default_model.clone(), max_output_tokens: state.config.max_output_tokens };
+    let models = state.model_choice(&caller.profile);
+    let rules = Shape {
+        model: models.in_use(caller.chosen_model.as_deref()).map(str::to_string),
+        allowed: models.allowed,
+        max_output_tokens: state.config.max_output_tokens,
+    };
     let request = Value::Object(shape(fields, &rules).map_err(bad)?);
+    let model = request.get("model").and_then(Value::as_str).map(str::to_string);
     let body = serde_json::to_vec(&request).map_err(|e| bad(format!("the request could not be re-encoded: {e}")))?;
     admit(&state, &caller)?;
     let estimate = estimated_tokens(&request, body.len());
-    forward(&state, &caller, CHAT, Method::POST, "chat/completions", Some(body), bytes.len(), estimate).await
+    let call = Call { endpoint: CHAT, method: Method::POST, path: "chat/completions", model: model.as_deref() };
+    forward(&state, &caller, call, Some(body), bytes.len(), estimate).await
 }
 
 /// The error code the broker answers when the provider does not serve the configured model.
@@ -104,7 +110,8 @@ fn estimated_tokens(request: &Value, body_bytes: usize) -> u64 {
 pub(super) async fn models(State(state): State<Arc<BrokerState>>, caller: Caller) -> Result<Response, RequestError> {
     // Counted like a completion: it costs no tokens, but a flood of them reaches the provider.
     admit(&state, &caller)?;
-    forward(&state, &caller, MODELS, Method::GET, "models", None, 0, 0).await
+    forward(&state, &caller, Call { endpoint: MODELS, method: Method::GET, path: "models", model: None }, None, 0, 0)
+        .await
 }
 
 /// The user's per-minute and per-day limits: the 429 (OpenAI's shape) to send if over them.
@@ -134,12 +141,19 @@ fn admit(state: &BrokerState, caller: &Caller) -> Result<(), RequestError> {
 }
 
 #[allow(clippy::too_many_arguments)]
+/// One request to the provider: the route's name (for logs and metrics), the provider's path,
+/// and the model it asks for.
+struct Call<'a> {
+    endpoint: &'static str,
+    method: Method,
+    path: &'a str,
+    model: Option<&'a str>,
+}
+
 async fn forward(
     state: &BrokerState,
     caller: &Caller,
-    endpoint: &'static str,
-    method: Method,
-    path: &str,
+    call: Call<'_>,
     body: Option<Vec<u8>>,
     bytes_in: usize,
     estimate: u64,
@@ -154,7 +168,9 @@ async fn forward(
     // Charged now; settled below once the provider says what the request used. An answer cut
     // off (too large, too late, not JSON) keeps the estimate: the provider bills it anyway.
     tokens(super::limits::Limiter::record_tokens, estimate);
-    let mut request = state.http.request(method, provider.endpoint(path)).bearer_auth(provider.api_key.expose());
+    let endpoint = call.endpoint;
+    let mut request =
+        state.http.request(call.method, provider.endpoint(call.path)).bearer_auth(provider.api_key.expose());
     if let Some(body) = body {
         request = request.header(header::CONTENT_TYPE, "application/json").body(body);
     }
@@ -243,12 +259,20 @@ async fn forward(
     if refuses_the_model(status, provider_code, &provider_message) {
         // A setting of this installation, not the user's doing: said to the admin in the log
         // and to the agent with its own code, so the person is told who can fix it.
-        let model = provider.default_model.as_deref().unwrap_or("(as the agent sent it)");
-        tracing::error!(user = %caller.name, model, status = status.as_u16(), provider_message = %provider_message, "the model provider does not serve the configured model; set --llm-default-model (the chart's llm.defaultModel) to one it serves");
-        let message = format!(
-            "the model provider does not serve the model {model:?} ({}: {provider_message}); the administrator must set the gateway's --llm-default-model (the chart's llm.defaultModel) to a model it serves",
-            status.as_u16()
-        );
+        let model = call.model.unwrap_or("(as the agent sent it)");
+        let message = if call.model.is_some() && call.model == provider.default_model.as_deref() {
+            tracing::error!(user = %caller.name, model, status = status.as_u16(), provider_message = %provider_message, "the model provider does not serve the configured model; set --llm-default-model (the chart's llm.defaultModel) to one it serves");
+            format!(
+                "the model provider does not serve the model {model:?} ({}: {provider_message}); the administrator must set the gateway's --llm-default-model (the chart's llm.defaultModel) to a model it serves",
+                status.as_u16()
+            )
+        } else {
+            tracing::error!(user = %caller.name, model, status = status.as_u16(), provider_message = %provider_message, "the model provider does not serve a model on this user's list; take it off the list (--llm-models, the profile's llm.models or spec.llm.models)");
+            format!(
+                "the model provider does not serve the model {model:?} ({}: {provider_message}); the person can pick another with /model, and the administrator should take it off their list of models",
+                status.as_u16()
+            )
+        };
         // 424, not a 5xx: clients retry those, and asking again cannot help.
         let shape = ErrorShape::OpenAi { kind: "upstream_error", code: Some(MODEL_NOT_SERVED) };
         return Err(outcome.fail(StatusCode::FAILED_DEPENDENCY, shape, message));

@@ -73,6 +73,7 @@ use tokio::sync::Semaphore;
 
 use crate::crd::MoltmateUser;
 use crate::gateway::web_fetch::Fetcher;
+use crate::profile::models::ModelChoice;
 use crate::profile::{ProfileDefaults, ResolvedProfile};
 use crate::secret::Secret;
 use crate::token::MasterKey;
@@ -129,6 +130,9 @@ pub struct BrokerConfig {
     pub profiles: ProfileDefaults,
     /// The longest LLM answer an agent may ask for, in tokens (`None`: no cap).
     pub max_output_tokens: Option<u64>,
+    /// The models every person may pick from unless their spec or profile names others;
+    /// empty: the provider's default model alone.
+    pub models: Vec<String>,
     /// `/v1/fetch` requests one user may make per minute and per UTC day.
     pub fetches_per_minute: u32,
     pub fetches_per_day: u64,
@@ -146,6 +150,7 @@ impl BrokerConfig {
             body_timeout: Duration::from_secs(30),
             profiles: ProfileDefaults::default(),
             max_output_tokens: Some(DEFAULT_MAX_OUTPUT_TOKENS),
+            models: Vec::new(),
             fetches_per_minute: 20,
             fetches_per_day: 500,
         }
@@ -290,6 +295,11 @@ impl BrokerState {
         *self.usage_record.lock().unwrap_or_else(|e| e.into_inner()) = record.clone();
     }
 
+    /// The models `profile`'s person may use, by the installation's lists and default.
+    pub fn model_choice(&self, profile: &ResolvedProfile) -> ModelChoice {
+        ModelChoice::new(profile.models.as_deref(), &self.config.models, self.config.provider.default_model.as_deref())
+    }
+
     /// Forget per-user limiter and fetch state of users no longer in the store.
     pub fn prune(&self) {
         let names: std::collections::HashSet<String> = self.index.names().into_iter().collect();
@@ -311,7 +321,10 @@ impl BrokerState {
         };
         let name = kube::ResourceExt::name_any(user.as_ref());
         match auth::admit(&user, &self.config.profiles) {
-            Ok(profile) => Ok(Caller { name, profile }),
+            Ok(profile) => {
+                let chosen_model = user.status.as_ref().and_then(|s| s.model.clone());
+                Ok(Caller { name, profile, chosen_model })
+            }
             Err(e) => Err(Refusal {
                 status: StatusCode::FORBIDDEN,
                 user: Some(name),
@@ -396,6 +409,8 @@ fn endpoint(path: &str) -> Option<&'static str> {
 pub(crate) struct Caller {
     pub name: String,
     pub profile: ResolvedProfile,
+    /// What the person picked with `/model` (in effect only while their list allows it).
+    pub chosen_model: Option<String>,
 }
 
 impl Caller {

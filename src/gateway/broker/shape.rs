@@ -37,9 +37,11 @@ pub const NO_MODEL: &str = "no model is configured: set the gateway's --llm-defa
 /// The broker's rules for chat requests.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Shape {
-    /// Every request uses this model (`default` or no model asks for it); `None` forwards a
-    /// model named by the request, and refuses `default`, which no provider serves.
+    /// What a request for `default` (or for no model) gets: the person's model in use.
+    /// `None`: such a request is refused, since no provider serves `default`.
     pub model: Option<String>,
+    /// The models a request may name; empty: any (an installation that names no model).
+    pub allowed: Vec<String>,
     /// The longest answer, in tokens: a larger `max_tokens`/`max_completion_tokens` is lowered
     /// to it, and a request with neither gets `max_tokens` set to it. `None`: no cap.
     pub max_output_tokens: Option<u64>,
@@ -64,21 +66,21 @@ pub fn shape(mut fields: Map<String, Value>, rules: &Shape) -> Result<Map<String
     if !matches!(fields.get("n"), None | Some(Value::Null)) && fields.get("n").and_then(Value::as_u64) != Some(1) {
         return Err("the broker forwards one choice per request: leave out \"n\" or send \"n\": 1".into());
     }
-    if let Some(served) = &rules.model {
-        match fields.get("model") {
-            None | Some(Value::Null) => {}
-            Some(Value::String(asked)) if asked == PLACEHOLDER_MODEL || asked == served => {}
-            Some(other) => {
-                return Err(format!(
-                    "this installation serves the model {served:?} only, not {other}; ask for \"default\""
-                ));
-            }
+    match fields.get("model") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(asked)) if asked == PLACEHOLDER_MODEL => {}
+        Some(Value::String(asked)) if rules.allowed.is_empty() || rules.allowed.contains(asked) => {}
+        Some(other) => {
+            let allowed: Vec<String> = rules.allowed.iter().map(|m| format!("{m:?}")).collect();
+            return Err(format!(
+                "this user may use the model(s) {} only, not {other}; ask for \"default\" (the person picks with /model)",
+                allowed.join(", ")
+            ));
         }
-        fields.insert("model".into(), Value::String(served.clone()));
-    } else if matches!(fields.get("model"), None | Some(Value::Null))
-        || fields.get("model").and_then(Value::as_str) == Some(PLACEHOLDER_MODEL)
-    {
-        return Err(NO_MODEL.into());
+    }
+    if matches!(fields.get("model").and_then(Value::as_str), None | Some(PLACEHOLDER_MODEL)) {
+        let Some(model) = &rules.model else { return Err(NO_MODEL.into()) };
+        fields.insert("model".into(), Value::String(model.clone()));
     }
     if let Some(cap) = rules.max_output_tokens {
         let mut capped = false;
@@ -107,7 +109,7 @@ mod tests {
     use serde_json::json;
 
     fn rules() -> Shape {
-        Shape { model: Some("served-1".into()), max_output_tokens: Some(4096) }
+        Shape { model: Some("served-1".into()), allowed: vec!["served-1".into()], max_output_tokens: Some(4096) }
     }
 
     fn run(request: Value, rules: &Shape) -> Result<Value, String> {
@@ -137,7 +139,7 @@ mod tests {
             "null is not sent"
         );
         // Without rules, the request goes as sent.
-        let open = Shape { model: None, max_output_tokens: None };
+        let open = Shape { model: None, allowed: vec![], max_output_tokens: None };
         assert_eq!(
             run(json!({"model": "other", "messages": []}), &open).unwrap(),
             json!({"model": "other", "messages": []})
@@ -149,10 +151,26 @@ mod tests {
     }
 
     #[test]
+    fn the_persons_model_is_used_and_only_their_models_may_be_named() {
+        let rules = Shape {
+            model: Some("gpt-big".into()),
+            allowed: vec!["gpt-small".into(), "gpt-big".into()],
+            max_output_tokens: None,
+        };
+        assert_eq!(run(json!({"model": "default", "messages": []}), &rules).unwrap()["model"], "gpt-big");
+        assert_eq!(run(json!({"messages": []}), &rules).unwrap()["model"], "gpt-big");
+        assert_eq!(run(json!({"model": "gpt-small", "messages": []}), &rules).unwrap()["model"], "gpt-small");
+        let err = run(json!({"model": "gpt-premium", "messages": []}), &rules).unwrap_err();
+        assert!(err.contains("\"gpt-small\", \"gpt-big\" only, not \"gpt-premium\""), "{err}");
+        let err = run(json!({"model": "GPT-BIG", "messages": []}), &rules).unwrap_err();
+        assert!(err.contains("not \"GPT-BIG\""), "names are exact at the broker: {err}");
+    }
+
+    #[test]
     fn costs_the_budget_cannot_see_are_refused() {
         let table = [
-            (json!({"model": "gpt-expensive", "messages": []}), "serves the model \"served-1\" only"),
-            (json!({"model": 7, "messages": []}), "serves the model"),
+            (json!({"model": "gpt-expensive", "messages": []}), "model(s) \"served-1\" only"),
+            (json!({"model": 7, "messages": []}), "model(s) \"served-1\" only, not 7"),
             (json!({"messages": [], "n": 8}), "one choice per request"),
             (json!({"messages": [], "n": "2"}), "one choice per request"),
             (json!({"messages": [], "stream": true}), "streaming is not supported"),
