@@ -256,6 +256,7 @@ async fn the_chart_on_a_real_node_answers_through_the_agents_container_and_a_res
         "telegram.pollTimeout=5s".to_string(),
         format!("llm.baseUrl={}", llm.url()),
         format!("llm.defaultModel={}", moltmates::dev::llm::MODEL),
+        format!("llm.models={{{},gpt-other}}", moltmates::dev::llm::MODEL),
         "llm.apiKey=sk-real-node".to_string(),
     ];
     let mut args: Vec<String> =
@@ -325,6 +326,38 @@ async fn the_chart_on_a_real_node_answers_through_the_agents_container_and_a_res
     tg.inject_text(ALICE, "/tool exec cat /etc/passwd").unwrap();
     let replies = wait_text(&tg, ALICE, "denied", Duration::from_secs(60)).await;
     assert!(!replies.iter().any(|t| t.contains("root:x:0")), "{replies:?}");
+
+    // A document: fetched by the gateway's container from Telegram, written by the agent's
+    // (uid 10001, read-only root) into its volume, read there by an allowlisted program, and
+    // handed back with send_file.
+    let wait = Duration::from_secs(60);
+    tg.inject_document(ALICE, "pears.txt", "text/plain", "pears: 7\n", "how many pears?").unwrap();
+    wait_text(&tg, ALICE, "files/pears.txt (9 bytes, text/plain)", wait).await;
+    tg.inject_text(ALICE, "/tool exec grep pears pears.txt").unwrap();
+    wait_text(&tg, ALICE, "pears: 7", wait).await;
+    tg.inject_text(ALICE, "/tool send_file pears.txt").unwrap();
+    let document = wait_until("the document back", wait, || async {
+        tg.sent_to(ALICE).into_iter().find_map(|m| m.document)
+    })
+    .await;
+    assert_eq!((document.file_name.as_str(), document.bytes.as_slice()), ("pears.txt", &b"pears: 7\n"[..]));
+
+    // What the gateway keeps in the cluster, through the chart's RBAC: the person's model
+    // choice and reminders in their status, the usage record in the release namespace.
+    tg.inject_text(ALICE, "/model gpt-other").unwrap();
+    wait_text(&tg, ALICE, "From now on your assistant uses gpt-other.", wait).await;
+    tg.inject_text(ALICE, "which model?").unwrap();
+    wait_text(&tg, ALICE, "You said: which model?", wait).await;
+    let asked = llm.requests().into_iter().rfind(|r| r.body.to_string().contains("which model?")).unwrap();
+    assert_eq!(asked.body["model"], "gpt-other", "the broker's container applied the choice");
+    tg.inject_text(ALICE, "/model default").unwrap();
+    wait_text(&tg, ALICE, "the default model again", wait).await;
+    let remind = json!({ "text": "stretch", "when": "in 3s" });
+    tg.inject_text(ALICE, &format!("/tool schedule {remind}")).unwrap();
+    wait_text(&tg, ALICE, "⏰ Reminder: stretch", wait).await;
+    tg.inject_text(ALICE, "/usage").unwrap();
+    let usage = wait_text(&tg, ALICE, "Your usage", wait).await;
+    assert!(!usage.last().unwrap().contains("Today: 0 of"), "the turns were counted: {usage:?}");
 
     // The agent serves only while its egress is blocked: with one more policy that lets
     // everything out, its container stops being Ready (the API Service answers it), and the
