@@ -336,10 +336,9 @@ async fn the_chart_on_a_real_node_answers_through_the_agents_container_and_a_res
     tg.inject_text(ALICE, "/tool exec grep pears pears.txt").unwrap();
     wait_text(&tg, ALICE, "pears: 7", wait).await;
     tg.inject_text(ALICE, "/tool send_file pears.txt").unwrap();
-    let document = wait_until("the document back", wait, || async {
-        tg.sent_to(ALICE).into_iter().find_map(|m| m.document)
-    })
-    .await;
+    let document =
+        wait_until("the document back", wait, || async { tg.sent_to(ALICE).into_iter().find_map(|m| m.document) })
+            .await;
     assert_eq!((document.file_name.as_str(), document.bytes.as_slice()), ("pears.txt", &b"pears: 7\n"[..]));
 
     // What the gateway keeps in the cluster, through the chart's RBAC: the person's model

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource};
@@ -242,7 +242,7 @@ pub async fn run(args: GatewayArgs) -> Result<(), Error> {
         .with_reminders(reminder_store.clone()),
     );
     // The day's counts so far (this or an earlier gateway's, any replica's), before serving.
-    let usage_record: Api<ConfigMap> = Api::namespaced(client.clone(), &args.lease_namespace);
+    let usage_record = usage_sync::record(Api::namespaced(client.clone(), &args.lease_namespace));
     match tokio::time::timeout(USAGE_LOAD_TIMEOUT, usage_sync::load(&usage_record, &broker)).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => {

@@ -7,12 +7,12 @@
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ConfigMap;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{Api, PostParams};
+use kube::api::Api;
 use tracing::{info, warn};
 
 use super::broker::BrokerState;
 use super::broker::usage::{Counted, RECORD_NAME, UsageRecord};
+use crate::k8s::SharedRecord;
 
 /// How often counts are written and the other replicas' read: the most a budget can be
 /// overrun by is what all replicas admit in this long.
@@ -24,21 +24,25 @@ const CONFLICT_RETRIES: usize = 5;
 
 /// Take the day's counts from the record at start, so a restarted gateway does not begin the
 /// day afresh.
-pub async fn load(api: &Api<ConfigMap>, broker: &BrokerState) -> Result<(), kube::Error> {
-    let live = api.get_opt(RECORD_NAME).await?;
-    broker.settle(&UsageRecord::from_data(live.as_ref().and_then(|c| c.data.as_ref())));
+pub async fn load(record: &SharedRecord, broker: &BrokerState) -> Result<(), kube::Error> {
+    broker.settle(&UsageRecord::from_data(record.read().await?.as_ref()));
     Ok(())
+}
+
+/// The usage record in `namespace` (the gateway's).
+pub fn record(api: Api<ConfigMap>) -> SharedRecord {
+    SharedRecord::new(api, RECORD_NAME, FIELD_MANAGER, CONFLICT_RETRIES)
 }
 
 /// Write and read the record every `every`, for ever. Failures are logged once until the
 /// record is written again; the counts wait in memory meanwhile.
-pub async fn run(api: Api<ConfigMap>, broker: std::sync::Arc<BrokerState>, every: Duration) {
+pub async fn run(record: SharedRecord, broker: std::sync::Arc<BrokerState>, every: Duration) {
     let mut ticks = tokio::time::interval(every);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failing = false;
     loop {
         ticks.tick().await;
-        match sync(&api, &broker).await {
+        match sync(&record, &broker).await {
             Ok(()) if failing => {
                 failing = false;
                 info!(record = RECORD_NAME, "usage record written again");
@@ -54,9 +58,9 @@ pub async fn run(api: Api<ConfigMap>, broker: std::sync::Arc<BrokerState>, every
 }
 
 /// One round: the counts taken from the broker go into the record, or back to the broker.
-pub async fn sync(api: &Api<ConfigMap>, broker: &BrokerState) -> Result<(), kube::Error> {
+pub async fn sync(record: &SharedRecord, broker: &BrokerState) -> Result<(), kube::Error> {
     let counted = broker.take_unsynced();
-    match write(api, &counted).await {
+    match write(record, &counted).await {
         Ok(record) => {
             broker.settle(&record);
             Ok(())
@@ -69,40 +73,17 @@ pub async fn sync(api: &Api<ConfigMap>, broker: &BrokerState) -> Result<(), kube
 }
 
 /// Add the counts to the live record (nothing to add: just read it); the record as written.
-async fn write(api: &Api<ConfigMap>, counted: &Counted) -> Result<UsageRecord, kube::Error> {
-    let params = PostParams { field_manager: Some(FIELD_MANAGER.into()), ..PostParams::default() };
-    let mut attempt = 0;
-    loop {
-        let live = api.get_opt(RECORD_NAME).await?;
-        let record = UsageRecord::from_data(live.as_ref().and_then(|c| c.data.as_ref()));
-        if [&counted.llm_tokens, &counted.llm_requests, &counted.fetches].iter().all(|c| c.counts.is_empty()) {
-            return Ok(record);
-        }
-        let next = record.add(counted);
-        let result = match live {
-            Some(mut live) => {
-                live.metadata.managed_fields = None;
-                live.data = Some(next.to_data());
-                // The resourceVersion read makes this fail if another replica wrote since.
-                api.replace(RECORD_NAME, &params, &live).await
+async fn write(record: &SharedRecord, counted: &Counted) -> Result<UsageRecord, kube::Error> {
+    let nothing = [&counted.llm_tokens, &counted.llm_requests, &counted.fetches].iter().all(|c| c.counts.is_empty());
+    record
+        .update(|data| {
+            let live = UsageRecord::from_data(data);
+            if nothing {
+                return (live, None);
             }
-            None => {
-                let record = ConfigMap {
-                    metadata: ObjectMeta {
-                        name: Some(RECORD_NAME.into()),
-                        labels: Some([("app.kubernetes.io/part-of".to_string(), "moltmates".to_string())].into()),
-                        ..ObjectMeta::default()
-                    },
-                    data: Some(next.to_data()),
-                    ..ConfigMap::default()
-                };
-                api.create(&params, &record).await
-            }
-        };
-        match result {
-            Ok(_) => return Ok(next),
-            Err(kube::Error::Api(status)) if (status.code == 409) && attempt < CONFLICT_RETRIES => attempt += 1,
-            Err(e) => return Err(e),
-        }
-    }
+            let next = live.add(counted);
+            let data = next.to_data();
+            (next, Some(data))
+        })
+        .await
 }
