@@ -268,15 +268,31 @@ async fn voice_notes_reach_the_agent_as_transcripts_counted_in_the_budget() {
 
 /// With photos on (a model that takes images), a photo is saved in the sender's `files/` and
 /// goes to the model as image input beside its caption, as OpenAI's content parts with a
-/// `data:` URL.
+/// `data:` URL. A profile the installation keeps photos from gets the reply instead.
 #[tokio::test]
 async fn photos_reach_the_model_as_image_input_and_stay_in_the_workspace() {
     let Stack { env, client, llm, tg, broker_port } = Stack::up("media-photos").await;
     let _node = env.spawn_agent_node(&format!("http://127.0.0.1:{broker_port}"));
     let _operator = env.spawn_operator("operator", free_port());
     apply_user(&client, &user_manifest("alice", ALICE, json!({ "profile": "personal" }))).await.unwrap();
-    let (_gateway, _) = GatewayCommand::against(&env, &tg, &llm, broker_port).set("--photos", "true").spawn(&env);
+    apply_user(&client, &user_manifest("bob", BOB, json!({ "profile": "public" }))).await.unwrap();
+    let profiles = env.dir.join("profiles.yaml");
+    std::fs::write(&profiles, "public:\n  media: { photos: false }\n").unwrap();
+    let gateway = GatewayCommand::against(&env, &tg, &llm, broker_port)
+        .set("--photos", "true")
+        .set("--profiles-file", profiles.to_str().unwrap());
+    let (_gateway, _) = gateway.spawn(&env);
     wait_phase(&client, "alice", "Ready", WAIT).await;
+    wait_phase(&client, "bob", "Ready", WAIT).await;
+
+    let photo = InjectMedia::Photo { width: 640, height: 480, bytes: b"\xff\xd8\xff bob's".to_vec() };
+    tg.inject(InjectMessage::media(BOB, photo, "and this?")).unwrap();
+    let sent = wait_text(&tg, BOB, "can't take photos", WAIT).await;
+    assert!(sent.last().unwrap().contains("documents"), "says what the bot takes: {sent:?}");
+    assert!(
+        !llm.requests().iter().any(|r| r.body.to_string().contains("and this?")),
+        "nothing of bob's photo reached the model"
+    );
 
     let jpeg = b"\xff\xd8\xff\xe0 a tiny jpeg".to_vec();
     let photo = InjectMedia::Photo { width: 1280, height: 960, bytes: jpeg.clone() };

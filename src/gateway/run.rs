@@ -1,6 +1,7 @@
 //! `moltmate gateway`: wiring. Watch caches of users and agent pods; the broker and the health
 //! endpoints on every replica; the Telegram poller on the Lease holder only.
 
+use std::borrow::Cow;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -17,9 +18,9 @@ use super::access::AccessDesk;
 use super::activity::ActivityRecorder;
 use super::agent_client::{AgentClient, AgentError};
 use super::broker::{self, BrokerConfig, BrokerError, BrokerState, ProviderConfig, SystemClock};
-use super::commands::{self, Action, Incoming, MessageOutcome, Refusals, Settings};
+use super::commands::{self, Action, Content, Incoming, MessageOutcome, Refusals, Settings};
 use super::config::{BOT_TOKEN, GatewayArgs, LLM_API_KEY};
-use super::directory::route;
+use super::directory::{Route, route};
 use super::metrics::GatewayMetrics;
 use super::model_choice::ModelStore;
 use super::queues::Queues;
@@ -104,6 +105,26 @@ impl Gateway {
         });
     }
 
+    /// The settings for this message: a photo follows the sender's profile, which may refuse
+    /// photos the installation takes.
+    fn settings_for(&self, message: &Incoming, route: &Route, users: &[Arc<MoltmateUser>]) -> Cow<'_, Settings> {
+        let (Content::Photo(_), Route::Agent { user, .. }) = (&message.content, route) else {
+            return Cow::Borrowed(&self.settings);
+        };
+        let profile = users
+            .iter()
+            .find(|u| u.metadata.name.as_deref() == Some(user.as_str()))
+            .and_then(|u| broker::auth::admit(u, &self.broker.config().profiles).ok());
+        match profile.and_then(|p| p.photos) {
+            Some(false) if self.settings.media.photos => {
+                let mut settings = self.settings.clone();
+                settings.media.photos = false;
+                Cow::Owned(settings)
+            }
+            _ => Cow::Borrowed(&self.settings),
+        }
+    }
+
     /// `/usage` of `user`, from the broker's counts and the user's profile.
     fn usage_text(&self, user: &str) -> String {
         let found = self.users.state().into_iter().find(|u| u.metadata.name.as_deref() == Some(user));
@@ -131,8 +152,10 @@ impl Handler for Gateway {
     }
 
     fn handle(&self, message: Incoming, ticket: Ticket) {
-        let route = route(message.from_id, &self.users.state());
-        match commands::decide(&message, route, &self.settings) {
+        let users = self.users.state();
+        let route = route(message.from_id, &users);
+        let settings = self.settings_for(&message, &route, &users);
+        match commands::decide(&message, route, &settings) {
             Action::Ignore => self.metrics.finished(MessageOutcome::Ignored, 0.0),
             Action::Reply { text, outcome } => self.answer(message.chat_id, text, ticket, outcome),
             Action::RequestAccess => {

@@ -11,6 +11,7 @@
 //!   resources: { memory: 2Gi }
 //!   idleTimeout: 30m
 //!   llm: { requestsPerMinute: 30, tokensPerDay: 1000000, models: [gpt-4o-mini, gpt-4o] }
+//!   media: { photos: false }
 //! ```
 
 use std::collections::BTreeMap;
@@ -30,6 +31,16 @@ pub struct Defaults {
     pub resources: Option<ResourcesSpec>,
     pub idle_timeout: Option<String>,
     pub llm: Option<LlmDefaults>,
+    pub media: Option<MediaDefaults>,
+}
+
+/// What the profile's people may send besides text.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MediaDefaults {
+    /// Photos go to the model as image input; `false` refuses them for this profile even when
+    /// the installation takes photos (`--photos`), `true` cannot turn them on without it.
+    pub photos: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -172,6 +183,9 @@ mod tests {
         assert_eq!(own.idle_timeout, None, "the user's explicit 0 (never) wins over the default");
 
         assert_eq!(plain.models, None, "no list: the installation's");
+        assert_eq!(plain.photos, None, "photos as the installation says");
+        let no_photos = ProfileDefaults::parse("family:\n  media: { photos: false }\n").unwrap();
+        assert_eq!(resolve_with(&MoltmateUserSpec::new(1, Profile::Family), &no_photos).unwrap().photos, Some(false));
         let listed = ProfileDefaults::parse("family:\n  llm: { models: [gpt-small, gpt-big] }\n").unwrap();
         let mut own = MoltmateUserSpec::new(1, Profile::Family);
         assert_eq!(resolve_with(&own, &listed).unwrap().models.unwrap(), ["gpt-small", "gpt-big"]);

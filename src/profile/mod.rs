@@ -8,7 +8,7 @@ pub mod models;
 
 use std::time::Duration;
 
-pub use defaults::{Defaults, DefaultsError, LlmDefaults, ProfileDefaults};
+pub use defaults::{Defaults, DefaultsError, LlmDefaults, MediaDefaults, ProfileDefaults};
 use serde::{Deserialize, Serialize};
 
 use crate::crd::{DeletionPolicy, ExecSecurity, MoltmateUserSpec, NetworkMode, Profile, WorkspaceAccess};
@@ -48,6 +48,10 @@ pub struct ResolvedProfile {
     /// installation's. Broker-only.
     #[serde(skip)]
     pub models: Option<Vec<String>>,
+    /// Whether the profile lets photos reach the model (`None`: as the installation says).
+    /// Gateway-only.
+    #[serde(skip)]
+    pub photos: Option<bool>,
 }
 
 /// What the broker lets one user spend on the LLM provider.
@@ -203,6 +207,7 @@ pub fn resolve_with(spec: &MoltmateUserSpec, defaults: &ProfileDefaults) -> Resu
         deletion_policy: spec.workspace.as_ref().map(|w| w.deletion_policy).unwrap_or_default(),
         llm: p.llm,
         models,
+        photos: own.and_then(|d| d.media).and_then(|m| m.photos),
     })
 }
 
