@@ -582,15 +582,28 @@ async fn a_restarted_agent_continues_the_conversation_and_remembers() {
 async fn a_duplicated_update_is_answered_once() {
     let ws = workspace();
     let (addr, broker) = broker().await;
-    broker.script([Step::Text("Hello once.")]);
+    // The answer hands a file back: a replay of it hands the file back too.
+    broker.script([
+        Step::Calls(vec![
+            ("write_file", args(json!({"path": "card.txt", "content": "happy birthday"}))),
+            ("send_file", args(json!({"path": "card.txt"}))),
+        ]),
+        Step::Text("Hello once."),
+    ]);
     let agent = Agent::start(ws.path(), addr, &profile(Profile::Public)).await;
     let (a, b) = tokio::join!(agent.turn(20, "hi"), agent.turn(20, "hi"));
     let mut statuses = vec![a["status"].as_str().unwrap(), b["status"].as_str().unwrap()];
     statuses.sort();
     assert_eq!(statuses, ["answered", "duplicate"]);
     assert_eq!((a["reply"].as_str(), b["reply"].as_str()), (Some("Hello once."), Some("Hello once.")));
-    assert_eq!(agent.turn(20, "hi").await["status"], "duplicate");
-    assert_eq!(broker.count(), 1, "the model was asked once");
+    assert_eq!(a["files"], json!(["card.txt"]), "{a}");
+    assert_eq!(b["files"], a["files"], "the replay carries the files");
+    drop(agent);
+    // Also after a restart, from the stored replies.
+    let agent = Agent::start(ws.path(), addr, &profile(Profile::Public)).await;
+    let again = agent.turn(20, "hi").await;
+    assert_eq!((again["status"].as_str(), &again["files"]), (Some("duplicate"), &json!(["card.txt"])));
+    assert_eq!(broker.count(), 2, "the model was asked for one turn (two rounds) only");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -93,7 +93,7 @@ impl Agent {
             Plan::Replay(reply) => {
                 info!(user, update_id, "duplicate update: answered from the store");
                 self.metrics.turn("duplicate", started.elapsed());
-                return Ok(respond(reply, TurnStatus::Duplicate, store));
+                return Ok(TurnResponse { files: reply.files, ..respond(reply.text, TurnStatus::Duplicate, store) });
             }
             Plan::Delivered => {
                 info!(user, update_id, "duplicate update whose reply was delivered: nothing to send");
@@ -137,7 +137,7 @@ impl Agent {
                     Some(notice) => format!("{reply}\n\n{notice}"),
                     None => reply,
                 };
-                if let Err(e) = store.record_reply(update_id, &reply) {
+                if let Err(e) = store.record_reply(update_id, &reply, &files) {
                     self.metrics.turn("error", started.elapsed());
                     return Err(e.into());
                 }

@@ -173,6 +173,8 @@ pub struct Replies {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredReply {
     pub text: String,
+    /// Files in `files/` handed back with the reply (`send_file`): sent again with it.
+    pub files: Vec<String>,
     pub delivered: bool,
 }
 
@@ -185,8 +187,8 @@ impl Replies {
         self.by_update.get(&update_id)
     }
 
-    pub fn insert(&mut self, update_id: i64, reply: String) {
-        let entry = StoredReply { text: reply, delivered: false };
+    pub fn insert(&mut self, update_id: i64, reply: String, files: Vec<String>) {
+        let entry = StoredReply { text: reply, files, delivered: false };
         if self.by_update.insert(update_id, entry).is_none() {
             self.order.push_back(update_id);
         }
@@ -223,6 +225,8 @@ pub struct ReplyLine {
     pub update_id: i64,
     #[serde(default)]
     pub reply: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<String>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub delivered: bool,
 }
@@ -230,7 +234,7 @@ pub struct ReplyLine {
 impl ReplyLine {
     pub fn apply(self, replies: &mut Replies) {
         if let Some(reply) = self.reply {
-            replies.insert(self.update_id, reply);
+            replies.insert(self.update_id, reply, self.files);
         }
         if self.delivered {
             replies.mark_delivered(self.update_id);
@@ -320,10 +324,10 @@ mod tests {
     #[test]
     fn replies_keep_the_newest() {
         let mut r = Replies::new(2);
-        r.insert(1, "a".into());
-        r.insert(2, "b".into());
-        r.insert(2, "b2".into());
-        r.insert(3, "c".into());
+        r.insert(1, "a".into(), vec![]);
+        r.insert(2, "b".into(), vec![]);
+        r.insert(2, "b2".into(), vec![]);
+        r.insert(3, "c".into(), vec![]);
         let text = |id| r.get(id).map(|s: &StoredReply| s.text.as_str());
         assert_eq!((text(1), text(2), text(3)), (None, Some("b2"), Some("c")));
         assert_eq!(r.entries().map(|(id, r)| (id, r.text.as_str())).collect::<Vec<_>>(), vec![(2, "b2"), (3, "c")]);

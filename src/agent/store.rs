@@ -76,7 +76,7 @@ impl SessionStore {
             .collect();
         for (update_id, text) in from_session {
             if replies.get(update_id).is_none() {
-                replies.insert(update_id, text);
+                replies.insert(update_id, text, Vec::new());
             }
         }
 
@@ -127,10 +127,11 @@ impl SessionStore {
     }
 
     /// Record the turn's answer in the session and in the reply index.
-    pub fn record_reply(&mut self, update_id: i64, text: &str) -> Result<(), StoreError> {
+    pub fn record_reply(&mut self, update_id: i64, text: &str, files: &[String]) -> Result<(), StoreError> {
         self.append(vec![Record::Reply { update_id, text: text.to_string() }])?;
-        self.append_reply_line(&ReplyLine { update_id, reply: Some(text.to_string()), delivered: false })?;
-        self.replies.insert(update_id, text.to_string());
+        let line = ReplyLine { update_id, reply: Some(text.to_string()), files: files.to_vec(), delivered: false };
+        self.append_reply_line(&line)?;
+        self.replies.insert(update_id, text.to_string(), files.to_vec());
         Ok(())
     }
 
@@ -153,7 +154,7 @@ impl SessionStore {
             Some(r) if r.delivered => return Ok(true),
             Some(_) => {}
         }
-        self.append_reply_line(&ReplyLine { update_id, reply: None, delivered: true })?;
+        self.append_reply_line(&ReplyLine { update_id, reply: None, files: Vec::new(), delivered: true })?;
         Ok(self.replies.mark_delivered(update_id))
     }
 
@@ -249,7 +250,12 @@ fn rewrite_replies(dir: &Path, replies: &Replies) -> Result<(), StoreError> {
     let tmp = dir.join(format!("{REPLIES_FILE}.tmp"));
     let mut buf = Vec::new();
     for (update_id, reply) in replies.entries() {
-        let line = ReplyLine { update_id, reply: Some(reply.text.clone()), delivered: reply.delivered };
+        let line = ReplyLine {
+            update_id,
+            reply: Some(reply.text.clone()),
+            files: reply.files.clone(),
+            delivered: reply.delivered,
+        };
         serde_json::to_writer(&mut buf, &line)?;
         buf.push(b'\n');
     }
@@ -279,7 +285,7 @@ mod tests {
         let mut s = SessionStore::open(dir.path(), true, 10_000).unwrap();
         assert_eq!(s.session_id(), "000001");
         s.append(vec![user(1, "hello")]).unwrap();
-        s.record_reply(1, "hi there").unwrap();
+        s.record_reply(1, "hi there", &[]).unwrap();
         s.append(vec![user(2, "pending")]).unwrap();
         drop(s);
 
@@ -294,9 +300,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut s = SessionStore::open(dir.path(), true, 10_000).unwrap();
         s.append(vec![user(1, "hello")]).unwrap();
-        s.record_reply(1, "hi there").unwrap();
+        s.record_reply(1, "hi there", &[]).unwrap();
         s.append(vec![user(2, "again")]).unwrap();
-        s.record_reply(2, "still here").unwrap();
+        s.record_reply(2, "still here", &["out/report.csv".to_string()]).unwrap();
         assert!(s.record_delivered(1).unwrap());
         assert!(s.record_delivered(1).unwrap(), "idempotent");
         assert!(!s.record_delivered(99).unwrap(), "unknown update");
@@ -304,10 +310,15 @@ mod tests {
 
         let s = SessionStore::open(dir.path(), true, 10_000).unwrap();
         assert_eq!(s.replies.get(1).map(|r| (r.text.as_str(), r.delivered)), Some(("hi there", true)));
+        assert_eq!(
+            s.replies.get(2).map(|r| r.files.as_slice()),
+            Some(&["out/report.csv".to_string()][..]),
+            "files kept"
+        );
         assert_eq!(s.replies.get(2).map(|r| r.delivered), Some(false));
         let mut compacted = Replies::new(REPLIES_KEPT);
         s.replies.entries().for_each(|(id, r)| {
-            compacted.insert(id, r.text.clone());
+            compacted.insert(id, r.text.clone(), r.files.clone());
             if r.delivered {
                 compacted.mark_delivered(id);
             }
@@ -341,7 +352,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut s = SessionStore::open(dir.path(), true, 10_000).unwrap();
         s.append(vec![user(1, "remind me")]).unwrap();
-        s.record_reply(1, "done").unwrap();
+        s.record_reply(1, "done", &[]).unwrap();
         assert!(s.record_reminder("1@2026-12-04T07:00:00Z", "⏰ Reminder: call mum").unwrap());
         assert!(!s.record_reminder("1@2026-12-04T07:00:00Z", "⏰ Reminder: call mum").unwrap());
         drop(s);
@@ -362,7 +373,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut s = SessionStore::open(dir.path(), true, 10_000).unwrap();
         s.append(vec![user(1, "old")]).unwrap();
-        s.record_reply(1, "r").unwrap();
+        s.record_reply(1, "r", &[]).unwrap();
         assert_eq!(s.reset().unwrap(), "000002");
         assert!(s.window.messages().is_empty());
         assert_eq!(s.replies.get(1).map(|r| r.text.as_str()), Some("r"), "dedupe outlives a reset");
@@ -384,7 +395,7 @@ mod tests {
         assert!(!s.persistent());
         assert_eq!(s.window.turns, 1);
         s.append(vec![user(2, "in memory")]).unwrap();
-        s.record_reply(2, "ok").unwrap();
+        s.record_reply(2, "ok", &[]).unwrap();
         assert_eq!(s.replies.get(2).map(|r| r.text.as_str()), Some("ok"));
         assert_eq!(fs::read(dir.path().join("000001.jsonl")).unwrap(), before);
         assert_eq!(fs::read(dir.path().join(REPLIES_FILE)).unwrap(), b"");
@@ -396,7 +407,13 @@ mod tests {
         let mut lines = String::new();
         for i in 0..(2 * REPLIES_KEPT as i64 + 10) {
             lines.push_str(
-                &serde_json::to_string(&ReplyLine { update_id: i, reply: Some("r".into()), delivered: false }).unwrap(),
+                &serde_json::to_string(&ReplyLine {
+                    update_id: i,
+                    reply: Some("r".into()),
+                    files: vec![],
+                    delivered: false,
+                })
+                .unwrap(),
             );
             lines.push('\n');
         }

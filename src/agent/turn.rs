@@ -5,7 +5,7 @@
 use super::history::{self, ToolCall, truncate};
 use super::images::Image;
 use super::llm::{ChatModel, LlmError, ToolSpec};
-use super::session::{Record, Replies, Window};
+use super::session::{Record, Replies, StoredReply, Window};
 use super::store::{SessionStore, StoreError};
 use super::tools::{ARGUMENTS_MAX, ToolResult, ToolRunner};
 
@@ -20,7 +20,7 @@ const NAME_MAX: usize = 64;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Plan {
     /// Answered before, and not known to have reached the user: send the stored reply again.
-    Replay(String),
+    Replay(StoredReply),
     /// Answered before, and the gateway confirmed the reply reached the user: send nothing.
     Delivered,
     /// Its message is the last one in the history, unanswered (the model was down, or the
@@ -32,7 +32,7 @@ pub enum Plan {
 
 pub fn plan(replies: &Replies, window: &Window, update_id: i64) -> Plan {
     if let Some(reply) = replies.get(update_id) {
-        return if reply.delivered { Plan::Delivered } else { Plan::Replay(reply.text.clone()) };
+        return if reply.delivered { Plan::Delivered } else { Plan::Replay(reply.clone()) };
     }
     if window.unanswered_update() == Some(update_id) {
         return Plan::Retry;
@@ -253,10 +253,11 @@ mod tests {
     #[test]
     fn plan_replays_retries_or_starts() {
         let mut replies = Replies::new(10);
-        replies.insert(5, "done".into());
+        replies.insert(5, "done".into(), vec!["out/report.csv".into()]);
         let mut window = Window::new(10_000);
         window.push(Record::User { update_id: 6, chat_id: 1, from: 1, text: "x".into(), images: vec![] });
-        assert_eq!(plan(&replies, &window, 5), Plan::Replay("done".into()));
+        let stored = StoredReply { text: "done".into(), files: vec!["out/report.csv".into()], delivered: false };
+        assert_eq!(plan(&replies, &window, 5), Plan::Replay(stored));
         assert_eq!(plan(&replies, &window, 6), Plan::Retry);
         assert_eq!(plan(&replies, &window, 7), Plan::New);
         replies.mark_delivered(5);
