@@ -815,6 +815,8 @@ fn bad_values_are_refused_naming_the_field() {
         (&["gateway.terminationGracePeriodSeconds=5"], "/gateway/terminationGracePeriodSeconds"),
         (&["llm.models={default}"], "/llm/models/0"),
         (&["profiles.family.llm.models[0]=gpt 4"], "/profiles/family/llm/models/0"),
+        (&["profiles.family.reminders.maxPending=0"], "/profiles/family/reminders/maxPending"),
+        (&["profiles.family.media.photos=maybe"], "/profiles/family/media/photos"),
     ];
     for (sets, expected) in cases {
         let error = render_error(&[REQUIRED, *sets].concat());

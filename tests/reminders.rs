@@ -215,3 +215,51 @@ fn sessions_contain(volumes: &std::path::Path, prefix: &str, needle: &str) -> bo
         files.flatten().any(|f| std::fs::read_to_string(f.path()).is_ok_and(|text| text.contains(needle)))
     })
 }
+
+/// A profile's reminder limits (`reminders` in the profile defaults) hold at the broker,
+/// whatever the agent asks: waiting at once, the shortest repeat, new ones per day. Another
+/// profile keeps the gateway's.
+#[tokio::test]
+async fn a_profiles_reminder_limits_hold_whatever_the_agent_asks() {
+    let Stack { env, client, llm, tg, broker_port } = Stack::up("reminders-limits").await;
+    let _node = env.spawn_agent_node(&format!("http://127.0.0.1:{broker_port}"));
+    let _operator = env.spawn_operator("operator", free_port());
+    let profiles = env.dir.join("profiles.yaml");
+    std::fs::write(&profiles, "public:\n  reminders: { maxPending: 1, minRepeat: 2h, perDay: 3 }\n").unwrap();
+    apply_user(&client, &user_manifest("alice", ALICE, json!({ "profile": "public" }))).await.unwrap();
+    apply_user(&client, &user_manifest("bob", BOB, json!({ "profile": "personal" }))).await.unwrap();
+    let gateway =
+        GatewayCommand::against(&env, &tg, &llm, broker_port).set("--profiles-file", profiles.to_str().unwrap());
+    let (_proc, _) = gateway.spawn(&env);
+    for name in ["alice", "bob"] {
+        wait_phase(&client, name, "Ready", Duration::from_secs(30)).await;
+    }
+    let wait = Duration::from_secs(20);
+    let ask = |from: i64, text: &str, when: &str, repeat: Option<&str>| {
+        let mut call = json!({ "text": text, "when": when });
+        if let Some(repeat) = repeat {
+            call["repeat"] = json!(repeat);
+        }
+        tg.inject_text(from, &format!("/tool schedule {call}")).unwrap();
+    };
+
+    ask(ALICE, "tea", "in 1h", None);
+    wait_text(&tg, ALICE, "reminder set: #1", wait).await;
+    ask(ALICE, "coffee", "in 2h", None);
+    wait_text(&tg, ALICE, "there are 1 pending reminders already", wait).await;
+    tg.inject_text(ALICE, "/reminders cancel 1").unwrap();
+    wait_text(&tg, ALICE, "Cancelled reminder #1: tea", wait).await;
+    ask(ALICE, "stretch", "in 1h", Some("every 1h"));
+    wait_text(&tg, ALICE, "at most every 2h", wait).await;
+    assert!(pending(&client, "alice").await.is_empty(), "nothing over the limits was kept");
+    // Three asked today (two refused by the limits above still count): the fourth is over.
+    ask(ALICE, "water", "in 1h", None);
+    wait_text(&tg, ALICE, "at most 3 new reminders per day", wait).await;
+
+    // Bob's profile sets none: the gateway's limits.
+    for (i, text) in ["one", "two", "three", "four"].into_iter().enumerate() {
+        ask(BOB, text, "in 1h", Some("every 1h"));
+        wait_text(&tg, BOB, &format!("reminder set: #{}", i + 1), wait).await;
+    }
+    assert_eq!(pending(&client, "bob").await.len(), 4);
+}

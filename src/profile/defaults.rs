@@ -12,6 +12,7 @@
 //!   idleTimeout: 30m
 //!   llm: { requestsPerMinute: 30, tokensPerDay: 1000000, models: [gpt-4o-mini, gpt-4o] }
 //!   media: { photos: false }
+//!   reminders: { maxPending: 50, minRepeat: 30m, perDay: 200 }
 //! ```
 
 use std::collections::BTreeMap;
@@ -32,6 +33,19 @@ pub struct Defaults {
     pub idle_timeout: Option<String>,
     pub llm: Option<LlmDefaults>,
     pub media: Option<MediaDefaults>,
+    pub reminders: Option<ReminderDefaults>,
+}
+
+/// How many reminders the profile's people may keep and set.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReminderDefaults {
+    /// Reminders waiting at once (at most 100).
+    pub max_pending: Option<u32>,
+    /// The shortest interval of a repeating reminder (e.g. `1h`; at least 5m).
+    pub min_repeat: Option<String>,
+    /// New reminders per UTC day.
+    pub per_day: Option<u64>,
 }
 
 /// What the profile's people may send besides text.
@@ -184,6 +198,14 @@ mod tests {
 
         assert_eq!(plain.models, None, "no list: the installation's");
         assert_eq!(plain.photos, None, "photos as the installation says");
+        assert_eq!(plain.reminders, crate::profile::ReminderLimits::default(), "the gateway's reminder limits");
+        let reminders =
+            ProfileDefaults::parse("family:\n  reminders: { maxPending: 3, minRepeat: 30m, perDay: 7 }\n").unwrap();
+        let limits = resolve_with(&MoltmateUserSpec::new(1, Profile::Family), &reminders).unwrap().reminders;
+        assert_eq!(
+            (limits.max_pending, limits.min_repeat, limits.per_day),
+            (Some(3), Some(std::time::Duration::from_secs(1800)), Some(7))
+        );
         let no_photos = ProfileDefaults::parse("family:\n  media: { photos: false }\n").unwrap();
         assert_eq!(resolve_with(&MoltmateUserSpec::new(1, Profile::Family), &no_photos).unwrap().photos, Some(false));
         let listed = ProfileDefaults::parse("family:\n  llm: { models: [gpt-small, gpt-big] }\n").unwrap();
@@ -215,6 +237,16 @@ mod tests {
         assert!(models.contains("family") && models.contains("llm.models"), "{models}");
         let model = ProfileDefaults::parse("family:\n  llm: { models: [\"two words\"] }\n").unwrap_err();
         assert!(model.contains("two words"), "{model}");
+        for (bad, named) in [
+            ("{ maxPending: 0 }", "reminders.maxPending"),
+            ("{ maxPending: 101 }", "reminders.maxPending"),
+            ("{ minRepeat: 1m }", "reminders.minRepeat"),
+            ("{ minRepeat: often }", "reminders.minRepeat"),
+            ("{ perDay: 0 }", "reminders.perDay"),
+        ] {
+            let err = ProfileDefaults::parse(&format!("family:\n  reminders: {bad}\n")).unwrap_err();
+            assert!(err.contains("family") && err.contains(named), "{bad}: {err}");
+        }
         let missing = ProfileDefaults::load(Some(Path::new("/nonexistent/profiles.yaml"))).unwrap_err();
         assert!(missing.to_string().contains("/nonexistent/profiles.yaml"), "{missing}");
     }

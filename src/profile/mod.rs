@@ -8,7 +8,7 @@ pub mod models;
 
 use std::time::Duration;
 
-pub use defaults::{Defaults, DefaultsError, LlmDefaults, MediaDefaults, ProfileDefaults};
+pub use defaults::{Defaults, DefaultsError, LlmDefaults, MediaDefaults, ProfileDefaults, ReminderDefaults};
 use serde::{Deserialize, Serialize};
 
 use crate::crd::{DeletionPolicy, ExecSecurity, MoltmateUserSpec, NetworkMode, Profile, WorkspaceAccess};
@@ -52,6 +52,45 @@ pub struct ResolvedProfile {
     /// Gateway-only.
     #[serde(skip)]
     pub photos: Option<bool>,
+    /// The profile's reminder limits where it sets them. Gateway-only.
+    #[serde(skip)]
+    pub reminders: ReminderLimits,
+}
+
+/// Reminder limits a profile sets; `None`: the gateway's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ReminderLimits {
+    pub max_pending: Option<usize>,
+    pub min_repeat: Option<Duration>,
+    pub per_day: Option<u64>,
+}
+
+/// The most reminders one person may have waiting (what `status.reminders` holds).
+pub const MAX_PENDING_REMINDERS: usize = 100;
+/// The shortest repeat a profile may allow: each repeat is a message.
+pub const SHORTEST_REPEAT: Duration = Duration::from_secs(300);
+
+fn reminder_limits(defaults: Option<&ReminderDefaults>) -> Result<ReminderLimits, ProfileError> {
+    let Some(d) = defaults else { return Ok(ReminderLimits::default()) };
+    let bad = |message: String| Err(ProfileError::Reminders(message));
+    let max_pending = match d.max_pending {
+        Some(n) if n == 0 || n as usize > MAX_PENDING_REMINDERS => {
+            return bad(format!("maxPending {n} must be 1 to {MAX_PENDING_REMINDERS}"));
+        }
+        n => n.map(|n| n as usize),
+    };
+    let min_repeat = match d.min_repeat.as_deref() {
+        None => None,
+        Some(text) => match crate::duration::parse(text) {
+            Ok(d) if d >= SHORTEST_REPEAT => Some(d),
+            Ok(_) => return bad(format!("minRepeat {text:?} must be at least 5m")),
+            Err(e) => return bad(format!("minRepeat {e}")),
+        },
+    };
+    if d.per_day == Some(0) {
+        return bad("perDay must be at least 1".into());
+    }
+    Ok(ReminderLimits { max_pending, min_repeat, per_day: d.per_day })
 }
 
 /// What the broker lets one user spend on the LLM provider.
@@ -145,6 +184,8 @@ pub enum ProfileError {
     ZeroQuantity { field: &'static str, value: String },
     #[error("spec.llm.models {0}")]
     Models(String),
+    #[error("reminders.{0}")]
+    Reminders(String),
 }
 
 /// Combine the preset of `spec.profile` with every field the spec sets explicitly.
@@ -208,6 +249,7 @@ pub fn resolve_with(spec: &MoltmateUserSpec, defaults: &ProfileDefaults) -> Resu
         llm: p.llm,
         models,
         photos: own.and_then(|d| d.media).and_then(|m| m.photos),
+        reminders: reminder_limits(own.and_then(|d| d.reminders.as_ref()))?,
     })
 }
 

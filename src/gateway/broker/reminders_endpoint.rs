@@ -2,8 +2,9 @@
 //! `GET /v1/reminders` lists them, `DELETE /v1/reminders/{id}` cancels one. Always the calling
 //! user's own: the token names the user, the reminder goes to that user's private chat, and
 //! the request has no field that could name another (unknown fields are refused). The limits
-//! ([`schedule::LIMITS`], and at most [`CREATED_PER_MINUTE`] / [`CREATED_PER_DAY`] new ones)
-//! are the gateway's, whatever the agent was told.
+//! ([`schedule::LIMITS`], and at most [`CREATED_PER_MINUTE`] / [`CREATED_PER_DAY`] new ones,
+//! where the profile sets no others: `reminders` in the profile defaults) are the gateway's,
+//! whatever the agent was told.
 //!
 //! 200 with the reminder (or the list); 422 `{"error"}` with what to change; 429 over the
 //! creation rate; 404 for an unknown id; 503 when the store cannot be written.
@@ -107,7 +108,14 @@ pub(super) async fn create(
         let message = format!("the request body must be {{\"text\", \"when\", \"repeat\"?}}: {e}");
         caller.outcome(RequestDecision::Refused, bytes_in).fail(StatusCode::BAD_REQUEST, ErrorShape::Fetch, message)
     })?;
-    let limits = crate::profile::LlmLimits { requests_per_minute: CREATED_PER_MINUTE, tokens_per_day: CREATED_PER_DAY };
+    let own = caller.profile.reminders;
+    let per_day = own.per_day.unwrap_or(CREATED_PER_DAY);
+    let limits = crate::profile::LlmLimits { requests_per_minute: CREATED_PER_MINUTE, tokens_per_day: per_day };
+    let kept = schedule::Limits {
+        max_pending: own.max_pending.unwrap_or(LIMITS.max_pending),
+        min_repeat: own.min_repeat.unwrap_or(LIMITS.min_repeat),
+        ..LIMITS
+    };
     let admitted = {
         let now = state.clock.now_ms();
         let mut limiter = state.reminder_limiter.lock().unwrap_or_else(|e| e.into_inner());
@@ -132,7 +140,7 @@ pub(super) async fn create(
     let (reminder, user) = store
         .update(&caller.name, |user, book| {
             let (name, zone) = zone_of(user);
-            schedule::add(book, &wanted, now, &name, &zone, &LIMITS).map(|r| (r, user.clone()))
+            schedule::add(book, &wanted, now, &name, &zone, &kept).map(|r| (r, user.clone()))
         })
         .await
         .map_err(|e| store_failure(&caller, bytes_in, e))?;
