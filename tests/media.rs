@@ -108,6 +108,13 @@ async fn whatever_the_bot_cannot_take_gets_a_clear_reply_and_strangers_only_the_
             "voice messages",
         ),
         (InjectMedia::Photo { width: 800, height: 600, bytes: b"\xff\xd8\xff".to_vec() }, "photos"),
+        // What the Telegram client library cannot read: an audio file without the duration
+        // it requires, and a message it cannot read at all (its date not a number).
+        (
+            InjectMedia::Other { field: "audio".into(), value: json!({ "file_id": "au", "file_unique_id": "au1" }) },
+            "this kind of message",
+        ),
+        (InjectMedia::Other { field: "date".into(), value: json!("yesterday") }, "this kind of message"),
     ];
     for (media, kind) in &kinds {
         tg.inject(InjectMessage::media(ALICE, media.clone(), "")).unwrap();

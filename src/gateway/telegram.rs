@@ -8,7 +8,11 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use serde::Deserialize;
+use serde::Serialize;
+use serde_json::Value;
 use teloxide::prelude::*;
+use teloxide::requests::{JsonRequest, Payload};
 use teloxide::types::{
     AllowedUpdate, BotCommand, CallbackQueryId, ChatAction, FileMeta, InlineKeyboardMarkup, MediaKind, Message,
     MessageId, MessageKind, ParseMode, UpdateKind,
@@ -208,8 +212,6 @@ pub trait Handler: Send + Sync {
 /// A message a person sent, typed by what it carries; None for everything else (edits,
 /// channel posts, service messages such as "joined the group").
 pub fn incoming(update: &Update) -> Option<Incoming> {
-    // (A message teloxide cannot read arrives as `UpdateKind::Error` without its content, so
-    // without a sender to answer: it is confirmed silently.)
     let UpdateKind::Message(message) = &update.kind else { return None };
     let from = message.from.as_ref()?;
     Some(Incoming {
@@ -223,10 +225,50 @@ pub fn incoming(update: &Update) -> Option<Incoming> {
     })
 }
 
+/// What a message is called that the gateway cannot read, in "Sorry, I can't take ...".
+pub const UNREADABLE: &str = "this kind of message";
+
+/// A new message teloxide cannot read (a kind or a field newer than it knows, or a field
+/// missing that it requires): teloxide keeps nothing of it, so its sender and chat are read
+/// from the update as Telegram sent it, and the person gets a reply instead of silence.
+pub fn unreadable(raw: &Value) -> Option<Incoming> {
+    let message = raw.get("message")?;
+    let from = message.get("from")?;
+    if from.get("is_bot").and_then(Value::as_bool) != Some(false) {
+        return None;
+    }
+    let text = |value: &Value, key: &str| value.get(key).and_then(Value::as_str).map(str::to_string);
+    Some(Incoming {
+        update_id: raw.get("update_id")?.as_i64()?,
+        chat_id: message.pointer("/chat/id")?.as_i64()?,
+        from_id: from.get("id")?.as_i64()?,
+        private: message.pointer("/chat/type").and_then(Value::as_str) == Some("private"),
+        username: text(from, "username"),
+        name: crate::access::request::clean_name(
+            &text(from, "first_name").unwrap_or_default(),
+            text(from, "last_name").as_deref(),
+        ),
+        content: Content::Other(UNREADABLE),
+    })
+}
+
+/// An update as teloxide reads it, and as Telegram sent it (for what teloxide cannot read).
+pub fn read_update(raw: &Value) -> Result<(Update, Option<Incoming>), serde_json::Error> {
+    let update = Update::deserialize(raw)?;
+    let message = match &update.kind {
+        UpdateKind::Error(_) => unreadable(raw),
+        _ => incoming(&update),
+    };
+    Ok((update, message))
+}
+
 fn content(message: &Message) -> Option<Content> {
     let common = match &message.kind {
         MessageKind::Common(common) => common,
         MessageKind::Dice(_) => return Some(Content::Other("dice")),
+        // What teloxide could not type (a field it requires missing, a kind newer than it):
+        // a reply, not silence.
+        MessageKind::Empty {} => return Some(Content::Other(UNREADABLE)),
         _ => return None,
     };
     let attachment =
@@ -299,12 +341,42 @@ pub fn button_press(update: &Update) -> Option<ButtonPress> {
     })
 }
 
-/// Hand an update to `handler`: a message, a press, or nothing (the ticket confirms it).
-pub fn dispatch(handler: &dyn Handler, update: &Update, ticket: Ticket) {
-    if let Some(message) = incoming(update) {
+/// Hand an update (read by [`read_update`]) to `handler`: a message, a press, or nothing
+/// (the ticket confirms it).
+pub fn dispatch(handler: &dyn Handler, update: &Update, message: Option<Incoming>, ticket: Ticket) {
+    if let Some(message) = message {
         handler.handle(message, ticket);
     } else if let Some(press) = button_press(update) {
         handler.press(press, ticket);
+    }
+}
+
+/// getUpdates with each update's JSON kept as Telegram sent it; teloxide's client, settings
+/// and errors otherwise.
+#[derive(Debug, Clone, Serialize)]
+struct GetRawUpdates {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    offset: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    limit: Option<u8>,
+    timeout: u32,
+    allowed_updates: [AllowedUpdate; 2],
+}
+
+impl Payload for GetRawUpdates {
+    // Not `RawValue`: teloxide reads the answer through an untagged enum, which cannot hold one.
+    type Output = Vec<Value>;
+    const NAME: &'static str = "GetUpdates";
+}
+
+impl GetRawUpdates {
+    fn new(offset: Option<i64>, timeout: u32) -> Self {
+        Self {
+            offset: offset.and_then(|o| i32::try_from(o).ok()),
+            limit: None,
+            timeout,
+            allowed_updates: ALLOWED_UPDATES,
+        }
     }
 }
 
@@ -347,6 +419,7 @@ pub async fn poll(
     if let Some(offset) = offset.and_then(|o| i32::try_from(o).ok()) {
         // An offset confirms every update below it; what this returns is left for the next poller.
         let confirm = bot.get_updates().offset(offset).limit(1).timeout(0).allowed_updates(ALLOWED_UPDATES);
+        // (Typed: what this returns is not handled here.)
         if let Err(e) = tokio::time::timeout(Duration::from_secs(5), confirm.send()).await.unwrap_or(Ok(Vec::new())) {
             tracing::warn!(error = %e, "confirming the finished updates failed; the next poller skips them as repeats");
         }
@@ -372,12 +445,9 @@ async fn take_updates(
             let c = tracker.lock();
             (c.offset(), c.in_flight())
         };
-        let mut request = bot.get_updates().allowed_updates(ALLOWED_UPDATES);
         // Telegram returns unfinished updates at once anyway; the long wait is for when idle.
-        request = request.timeout(if in_flight == 0 { long_poll.as_secs().min(50) as u32 } else { 0 });
-        if let Some(offset) = offset.and_then(|o| i32::try_from(o).ok()) {
-            request = request.offset(offset);
-        }
+        let timeout = if in_flight == 0 { long_poll.as_secs().min(50) as u32 } else { 0 };
+        let request = JsonRequest::new(bot.clone(), GetRawUpdates::new(offset, timeout));
         let answer = tokio::select! {
             answer = request.send() => answer,
             () = shutdown.requested() => return,
@@ -403,10 +473,18 @@ async fn take_updates(
             }
         };
         let mut new = 0;
-        for update in &updates {
+        for raw in &updates {
+            let (update, message) = match read_update(raw) {
+                Ok(read) => read,
+                Err(e) => {
+                    // Without its id it cannot be confirmed; Telegram stops resending it after a day.
+                    tracing::error!(error = %e, "an update that is not one; skipped");
+                    continue;
+                }
+            };
             let Some(ticket) = tracker.begin(i64::from(update.id.0)) else { continue };
             new += 1;
-            dispatch(handler.as_ref(), update, ticket);
+            dispatch(handler.as_ref(), &update, message, ticket);
         }
         if new == 0 && tracker.lock().in_flight() > 0 {
             let _ = tokio::time::timeout(IN_FLIGHT_REPOLL, tracker.finished.notified()).await;
@@ -430,6 +508,42 @@ mod tests {
             message[k] = v.clone();
         }
         update(serde_json::json!({ "update_id": update_id, "message": message }))
+    }
+
+    #[test]
+    fn a_message_teloxide_cannot_read_still_has_its_sender_and_gets_a_reply() {
+        let raw = |update_id: i64, message: serde_json::Value| {
+            let mut m = serde_json::json!({ "message_id": 3, "date": 0,
+                "chat": { "id": 42, "type": "private", "first_name": "A" },
+                "from": { "id": 42, "is_bot": false, "first_name": "Ann", "last_name": "Lee", "username": "ann" } });
+            for (k, v) in message.as_object().unwrap() {
+                m[k] = v.clone();
+            }
+            serde_json::json!({ "update_id": update_id, "message": m })
+        };
+        // An audio file without the duration teloxide requires: a message of no kind to it.
+        let audio = raw(8, serde_json::json!({ "audio": { "file_id": "a", "file_unique_id": "a1" } }));
+        let (_, message) = read_update(&audio).unwrap();
+        assert_eq!(message.map(|m| (m.from_id, m.content)), Some((42, Content::Other(UNREADABLE))));
+
+        // A message teloxide cannot read at all: its sender from the update as sent.
+        let broken = raw(9, serde_json::json!({ "date": "yesterday", "text": "hi" }));
+        let (update, message) = read_update(&broken).unwrap();
+        assert!(matches!(update.kind, UpdateKind::Error(_)), "teloxide cannot read it: {update:?}");
+        let message = message.expect("its sender, from the raw update");
+        assert_eq!((message.update_id, message.chat_id, message.from_id, message.private), (9, 42, 42, true));
+        assert_eq!((message.username.as_deref(), message.name.as_str()), (Some("ann"), "Ann Lee"));
+        assert_eq!(message.content, Content::Other(UNREADABLE));
+
+        // What it can read is read as before; what is not a person's message stays nothing.
+        let text = raw(10, serde_json::json!({ "text": "hi" }));
+        assert_eq!(read_update(&text).unwrap().1.unwrap().content, Content::Text("hi".into()));
+        let mut from_a_bot = broken.clone();
+        from_a_bot["message"]["from"]["is_bot"] = true.into();
+        assert_eq!(read_update(&from_a_bot).unwrap().1, None);
+        let unknown_kind = serde_json::json!({ "update_id": 11, "business_thing": { "x": 1 } });
+        assert_eq!(read_update(&unknown_kind).unwrap().1, None);
+        assert!(read_update(&serde_json::json!({ "no": "update" })).is_err());
     }
 
     #[test]

@@ -24,7 +24,7 @@ use tokio::sync::watch;
 
 use crate::secret::Secret;
 
-use super::telegram::{ALLOWED_UPDATES, Handler, Ticket, dispatch, register_commands};
+use super::telegram::{ALLOWED_UPDATES, Handler, Ticket, dispatch, read_update, register_commands};
 
 pub const SECRET_HEADER: &str = "x-telegram-bot-api-secret-token";
 /// Finished update ids remembered, to answer Telegram's repeats without handling them twice.
@@ -148,8 +148,9 @@ async fn receive(State(receiver): State<Receiver>, headers: HeaderMap, body: Byt
         tracing::warn!(secret_given = given.is_some(), "webhook request without the right secret token refused");
         return (StatusCode::UNAUTHORIZED, "wrong or missing secret token").into_response();
     }
-    let update: Update = match serde_json::from_slice(&body) {
-        Ok(update) => update,
+    let read = serde_json::from_slice(&body).and_then(|raw| read_update(&raw));
+    let (update, message) = match read {
+        Ok(read) => read,
         Err(e) => {
             tracing::warn!(error = %e, "webhook body is not a Telegram update");
             return (StatusCode::BAD_REQUEST, format!("not a Telegram update: {e}")).into_response();
@@ -160,7 +161,7 @@ async fn receive(State(receiver): State<Receiver>, headers: HeaderMap, body: Byt
         Admission::Done => return StatusCode::OK.into_response(),
         Admission::InFlight(rx) => rx,
         Admission::New(ticket, rx) => {
-            dispatch(receiver.handler.as_ref(), &update, ticket);
+            dispatch(receiver.handler.as_ref(), &update, message, ticket);
             rx
         }
     };
