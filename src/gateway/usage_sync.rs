@@ -74,7 +74,7 @@ pub async fn sync(record: &SharedRecord, broker: &BrokerState) -> Result<(), kub
 
 /// Add the counts to the live record (nothing to add: just read it); the record as written.
 async fn write(record: &SharedRecord, counted: &Counted) -> Result<UsageRecord, kube::Error> {
-    let nothing = [&counted.llm_tokens, &counted.llm_requests, &counted.fetches].iter().all(|c| c.counts.is_empty());
+    let nothing = counted.is_empty();
     record
         .update(|data| {
             let live = UsageRecord::from_data(data);

@@ -275,6 +275,7 @@ impl BrokerState {
             llm_tokens: self.limiter.lock().unwrap_or_else(|e| e.into_inner()).take_unsynced(now),
             llm_requests: self.request_counter.lock().unwrap_or_else(|e| e.into_inner()).take_unsynced(now),
             fetches: self.fetch_limiter.lock().unwrap_or_else(|e| e.into_inner()).take_unsynced(now),
+            reminders: self.reminder_limiter.lock().unwrap_or_else(|e| e.into_inner()).take_unsynced(now),
         }
     }
 
@@ -284,6 +285,7 @@ impl BrokerState {
         self.limiter.lock().unwrap_or_else(|e| e.into_inner()).restore(counted.llm_tokens, now);
         self.request_counter.lock().unwrap_or_else(|e| e.into_inner()).restore(counted.llm_requests, now);
         self.fetch_limiter.lock().unwrap_or_else(|e| e.into_inner()).restore(counted.fetches, now);
+        self.reminder_limiter.lock().unwrap_or_else(|e| e.into_inner()).restore(counted.reminders, now);
     }
 
     /// The shared record's totals (every replica's counts) as today's.
@@ -292,6 +294,7 @@ impl BrokerState {
         self.limiter.lock().unwrap_or_else(|e| e.into_inner()).settle(record.day, &record.llm_tokens, now);
         self.request_counter.lock().unwrap_or_else(|e| e.into_inner()).settle(record.day, &record.llm_requests, now);
         self.fetch_limiter.lock().unwrap_or_else(|e| e.into_inner()).settle(record.day, &record.fetches, now);
+        self.reminder_limiter.lock().unwrap_or_else(|e| e.into_inner()).settle(record.day, &record.reminders, now);
         *self.usage_record.lock().unwrap_or_else(|e| e.into_inner()) = record.clone();
     }
 

@@ -1,5 +1,5 @@
 //! Usage, shared in the cluster: one ConfigMap in the gateway's namespace holds every user's
-//! LLM tokens, LLM requests and web fetches of the current UTC day, and the tokens and
+//! LLM tokens, LLM requests, web fetches and new reminders of the current UTC day, and the tokens and
 //! requests of its month (today's included), so the budgets and what `/usage` shows survive a
 //! gateway restart and every replica sees the same. Pure: reading, adding to and writing out
 //! the record; `gateway::usage_sync` does the I/O, in batches.
@@ -10,6 +10,7 @@
 //!   llm-tokens.alice: "18250"
 //!   llm-requests.alice: "12"
 //!   fetches.alice: "4"
+//!   reminders.alice: "2"
 //!   month.llm-tokens.alice: "402113"
 //!   month.llm-requests.alice: "318"
 //! ```
@@ -24,6 +25,7 @@ const DAY_KEY: &str = "day";
 const LLM_PREFIX: &str = "llm-tokens.";
 const REQUEST_PREFIX: &str = "llm-requests.";
 const FETCH_PREFIX: &str = "fetches.";
+const REMINDER_PREFIX: &str = "reminders.";
 const MONTH_LLM_PREFIX: &str = "month.llm-tokens.";
 const MONTH_REQUEST_PREFIX: &str = "month.llm-requests.";
 
@@ -36,17 +38,27 @@ pub struct UsageRecord {
     pub llm_tokens: BTreeMap<String, u64>,
     pub llm_requests: BTreeMap<String, u64>,
     pub fetches: BTreeMap<String, u64>,
+    /// Reminders set (each one becomes a message).
+    pub reminders: BTreeMap<String, u64>,
     /// The month of `day`, today's counts included.
     pub month_llm_tokens: BTreeMap<String, u64>,
     pub month_llm_requests: BTreeMap<String, u64>,
 }
 
-/// What the limiters counted since the last write: LLM tokens, LLM requests and fetches.
+/// What the limiters counted since the last write: LLM tokens, LLM requests, fetches and
+/// reminders set.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Counted {
     pub llm_tokens: Unsynced,
     pub llm_requests: Unsynced,
     pub fetches: Unsynced,
+    pub reminders: Unsynced,
+}
+
+impl Counted {
+    pub fn is_empty(&self) -> bool {
+        [&self.llm_tokens, &self.llm_requests, &self.fetches, &self.reminders].iter().all(|c| c.counts.is_empty())
+    }
 }
 
 impl UsageRecord {
@@ -64,6 +76,7 @@ impl UsageRecord {
                 (LLM_PREFIX, &mut record.llm_tokens),
                 (REQUEST_PREFIX, &mut record.llm_requests),
                 (FETCH_PREFIX, &mut record.fetches),
+                (REMINDER_PREFIX, &mut record.reminders),
             ]
             .into_iter()
             .find_map(|(prefix, counts)| Some((counts, key.strip_prefix(prefix)?)))
@@ -81,6 +94,7 @@ impl UsageRecord {
             (LLM_PREFIX, &self.llm_tokens),
             (REQUEST_PREFIX, &self.llm_requests),
             (FETCH_PREFIX, &self.fetches),
+            (REMINDER_PREFIX, &self.reminders),
             (MONTH_LLM_PREFIX, &self.month_llm_tokens),
             (MONTH_REQUEST_PREFIX, &self.month_llm_requests),
         ] {
@@ -107,12 +121,15 @@ impl UsageRecord {
     /// than the record's are dropped (that day is over) but still count for its month if that
     /// is the record's; a record of an older day starts afresh.
     pub fn add(&self, counted: &Counted) -> Self {
-        let day = self.day.max(counted.llm_tokens.day).max(counted.llm_requests.day).max(counted.fetches.day);
+        let day = [&counted.llm_tokens, &counted.llm_requests, &counted.fetches, &counted.reminders]
+            .iter()
+            .fold(self.day, |day, c| day.max(c.day));
         let mut next = self.of_day(day);
         let streams = [
             (&counted.llm_tokens, &mut next.llm_tokens, Some(&mut next.month_llm_tokens)),
             (&counted.llm_requests, &mut next.llm_requests, Some(&mut next.month_llm_requests)),
             (&counted.fetches, &mut next.fetches, None),
+            (&counted.reminders, &mut next.reminders, None),
         ];
         for (unsynced, today, month) in streams {
             if unsynced.day == day {
@@ -193,7 +210,12 @@ mod tests {
 
     /// Tokens and fetches of one day (no requests).
     fn counted(day: i64, tokens: &[(&str, i64)], fetches: &[(&str, i64)]) -> Counted {
-        Counted { llm_tokens: unsynced(day, tokens), llm_requests: unsynced(day, &[]), fetches: unsynced(day, fetches) }
+        Counted {
+            llm_tokens: unsynced(day, tokens),
+            llm_requests: unsynced(day, &[]),
+            fetches: unsynced(day, fetches),
+            reminders: unsynced(day, &[]),
+        }
     }
 
     #[test]
@@ -253,6 +275,7 @@ mod tests {
             llm_tokens: unsynced(day, &[("alice", n * 100)]),
             llm_requests: unsynced(day, &[("alice", n)]),
             fetches: unsynced(day, &[]),
+            reminders: unsynced(day, &[("alice", n)]),
         };
         let first = UsageRecord::default().of_day(today).add(&requests(today, 2));
         let second = first.add(&requests(today + 1, 3));
@@ -262,6 +285,7 @@ mod tests {
         );
         let data = second.to_data();
         assert_eq!((data["month.llm-tokens.alice"].as_str(), data["llm-requests.alice"].as_str()), ("500", "3"));
+        assert_eq!(data["reminders.alice"], "3", "reminders set today");
         assert_eq!(UsageRecord::from_data(Some(&data)), second);
         // Read on a later day of the month, before anyone counted: the month stands, the day is new.
         assert_eq!(
