@@ -409,7 +409,7 @@ async fn the_provider_gets_the_real_key_and_never_the_agent_token() {
     for (request, reason) in [
         (
             json!({"model": "other", "messages": [{"role": "user", "content": "x"}]}),
-            "serves the model \"dev-model-1\" only",
+            "may use the model(s) \"dev-model-1\" only",
         ),
         (json!({"model": "default", "n": 8, "messages": []}), "one choice per request"),
         (
