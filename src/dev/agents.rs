@@ -1,4 +1,6 @@
-//! The local node's container runtime: each agent pod becomes a `moltmate agent` process.
+//! The local node's container runtime: each agent pod becomes a local process running the
+//! container's command (`moltmate-agent agent`), found by its file name in the node's
+//! program directory, as the image's copy would be.
 //!
 //! The process gets the pod's environment (Secret references resolved, as a kubelet does),
 //! listens on the pod's own 127.0.0.x address, and uses the directory behind the pod's
@@ -25,6 +27,10 @@ pub enum LaunchError {
     Env { name: String, reason: String },
     #[error("workspace: {0}")]
     Workspace(String),
+    #[error(
+        "the container's command {0:?} names no program the node has (give it a command whose file is in the node's program directory)"
+    )]
+    NoProgram(Vec<String>),
     #[error("starting {binary}: {source}")]
     Spawn { binary: String, source: std::io::Error },
     #[error("I/O: {0}")]
@@ -34,8 +40,9 @@ pub enum LaunchError {
 /// How agents are started on this node.
 #[derive(Clone, Debug)]
 pub struct AgentLauncher {
-    /// The `moltmate` binary to run as `moltmate agent`.
-    pub binary: PathBuf,
+    /// Where the programs pods' commands name are found, by file name (the images' copies:
+    /// `/usr/local/bin/moltmate-agent` runs `DIR/moltmate-agent`).
+    pub program_dir: PathBuf,
     /// Replaces the pod's MOLTMATE_BROKER_URL (the broker's ClusterIP is not routable here).
     pub broker_url: Option<String>,
     /// Logs of agent processes go to `DIR/<namespace>-<pod>.log`.
@@ -58,9 +65,10 @@ impl AgentLauncher {
         std::fs::create_dir_all(&self.log_dir)?;
         let log_path = self.log_dir.join(format!("{ns}-{}.log", pod.name_any()));
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
-        let mut command = Command::new(&self.binary);
+        let binary = self.program(container.command.as_deref().unwrap_or_default())?;
+        let mut command = Command::new(&binary);
         command
-            .arg("agent")
+            .args(container.args.iter().flatten())
             .env_clear()
             .envs(env)
             .env("PATH", "/usr/bin:/bin")
@@ -78,10 +86,20 @@ impl AgentLauncher {
                 Ok(())
             });
         }
-        let child = command
-            .spawn()
-            .map_err(|source| LaunchError::Spawn { binary: self.binary.display().to_string(), source })?;
+        let child =
+            command.spawn().map_err(|source| LaunchError::Spawn { binary: binary.display().to_string(), source })?;
         Ok((child, addr))
+    }
+
+    /// The local program for a container's command: its file name in `program_dir`. (The node
+    /// has no images, so a pod that leaves its program to the image's entrypoint cannot run.)
+    fn program(&self, command: &[String]) -> Result<PathBuf, LaunchError> {
+        let name = command.first().and_then(|c| std::path::Path::new(c).file_name());
+        let path = name.map(|name| self.program_dir.join(name));
+        match path {
+            Some(path) if command.len() == 1 && path.is_file() => Ok(path),
+            _ => Err(LaunchError::NoProgram(command.to_vec())),
+        }
     }
 }
 

@@ -41,12 +41,13 @@ pub struct NodeArgs {
     /// Address of /healthz and /readyz.
     #[arg(long, default_value = "127.0.0.1:0")]
     pub http_addr: SocketAddr,
-    /// Run each agent pod as a `moltmate agent` process (otherwise only its status is written).
+    /// Run each agent pod's command as a local process (otherwise only its status is written).
     #[arg(long)]
     pub run_agents: bool,
-    /// The binary to run as `moltmate agent` (default: this one).
+    /// Where the programs of pods' commands are, by file name: `/usr/local/bin/moltmate-agent`
+    /// runs `DIR/moltmate-agent` (default: this binary's directory, where cargo builds both).
     #[arg(long)]
-    pub agent_binary: Option<PathBuf>,
+    pub program_dir: Option<PathBuf>,
     /// Broker URL given to agents instead of the pod's (whose ClusterIP is not routable here).
     #[arg(long)]
     pub broker_url: Option<String>,
@@ -54,6 +55,11 @@ pub struct NodeArgs {
     /// its own, so that two stacks never share agent addresses.
     #[arg(long, default_value = "127.0.0.0", value_parser = parse_pod_network)]
     pub pod_network: Ipv4Addr,
+}
+
+/// The directory of the running binary: cargo puts `moltmate` and `moltmate-agent` side by side.
+fn this_binarys_directory() -> PathBuf {
+    std::env::current_exe().ok().and_then(|exe| exe.parent().map(PathBuf::from)).unwrap_or_else(|| ".".into())
 }
 
 fn parse_pod_network(text: &str) -> Result<Ipv4Addr, String> {
@@ -89,7 +95,7 @@ pub async fn run(args: NodeArgs) -> Result<(), Error> {
     crate::http::serve(args.http_addr, app).await?;
 
     let launcher = args.run_agents.then(|| AgentLauncher {
-        binary: args.agent_binary.clone().or_else(|| std::env::current_exe().ok()).unwrap_or_else(|| "moltmate".into()),
+        program_dir: args.program_dir.clone().unwrap_or_else(this_binarys_directory),
         broker_url: args.broker_url.clone(),
         log_dir: args.data_dir.join("logs"),
     });

@@ -25,6 +25,8 @@ pub use stack::{BOT_TOKEN, GatewayCommand, Stack};
 
 pub const REPO: &str = env!("CARGO_MANIFEST_DIR");
 pub const MOLTMATE: &str = env!("CARGO_BIN_EXE_moltmate");
+/// The lean agent binary of the sandbox image (the node stand-in runs it for agent pods).
+pub const MOLTMATE_AGENT: &str = env!("CARGO_BIN_EXE_moltmate-agent");
 pub const SYSTEM_NS: &str = "moltmate-system";
 pub const STORAGE_CLASS: &str = "moltmate-dev";
 pub const MASTER_KEY: &str = "test-master-key-0123456789abcdef0123456789abcdef";
