@@ -993,7 +993,8 @@ fn the_sandbox_image_holds_every_allowed_program_and_no_shell() {
     let final_from = all.iter().rposition(|i| i.starts_with("FROM ")).unwrap();
     assert_eq!(all[final_from], "FROM debian:bookworm-slim");
     let build = &all[..final_from];
-    assert!(build.iter().any(|i| i.contains("cargo build --release --locked --no-default-features --bin moltmate")
+    assert!(build.iter().any(|i| i.contains("cargo build --release --locked --no-default-features")
+        && i.contains("--bin moltmate-agent")
         && i.contains("unknown-linux-musl")));
     let stage = &all[final_from..];
 

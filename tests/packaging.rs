@@ -136,8 +136,9 @@ fn each_image_runs_the_crates_binary_built_static_for_musl() {
     }
 }
 
-/// The sandbox image holds the lean agent binary alone, at the path the operator's pods run,
-/// with the `agent` command the pods give it: none of the operator or gateway in every pod.
+/// The sandbox image holds the lean agent binary alone, as its entrypoint, and the operator's
+/// pods give it `agent` (leaving the entrypoint to the image): none of the operator or gateway
+/// in every user's pod.
 #[test]
 fn the_sandbox_image_ships_only_the_agent_binary_the_pods_run() {
     let file = load("Dockerfile.sandbox");
@@ -145,8 +146,7 @@ fn the_sandbox_image_ships_only_the_agent_binary_the_pods_run() {
     let built: Vec<String> =
         last.copies().into_iter().filter(|c| c.from.as_deref() == Some("build")).flat_map(|c| c.sources).collect();
     assert_eq!(built, ["/moltmate-agent"], "Dockerfile.sandbox: copies {built:?} from the build");
-    let entrypoint = last.exec_form("ENTRYPOINT").unwrap();
-    assert_eq!(entrypoint, [moltmates::builders::AGENT_PROGRAM], "Dockerfile.sandbox: the pods' program");
+    assert_eq!(last.exec_form("ENTRYPOINT").unwrap(), ["/usr/local/bin/moltmate-agent"]);
     assert_eq!(last.exec_form("CMD").unwrap(), ["agent"]);
 
     use moltmates::builders::{BuildInput, ClusterConfig, build};
@@ -167,7 +167,7 @@ fn the_sandbox_image_ships_only_the_agent_binary_the_pods_run() {
     };
     let pod = build(&user, &input).unwrap().pod;
     let container = &pod.spec.unwrap().containers[0];
-    assert_eq!(container.command.as_deref(), Some(&[moltmates::builders::AGENT_PROGRAM.to_string()][..]));
+    assert_eq!(container.command, None, "the image's entrypoint runs the agent");
     assert_eq!(container.args.as_deref(), Some(&["agent".to_string()][..]));
 }
 

@@ -24,7 +24,7 @@ use crate::profile::{ProfileDefaults, ResolvedProfile};
 pub use network::node_addresses;
 pub use network::{BLOCKED_EGRESS_V4, BLOCKED_EGRESS_V6};
 pub use placement::AgentPodSettings;
-pub use workload::{AGENT_PROGRAM, stamp_reset_generation};
+pub use workload::stamp_reset_generation;
 
 /// Cluster-wide settings the operator is started with.
 #[derive(Debug, Clone)]

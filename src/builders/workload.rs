@@ -22,10 +22,6 @@ use crate::quantity::min_quantity;
 /// The agent runs as this uid/gid, never root.
 pub const AGENT_UID: i64 = 10001;
 pub const WORKSPACE_MOUNT: &str = "/workspace";
-/// The program the agent container runs: the lean agent binary of the sandbox image
-/// (Dockerfile.sandbox), named here rather than left to the image's entrypoint so that a pod
-/// says what it runs, and the node stand-in runs the same program.
-pub const AGENT_PROGRAM: &str = "/usr/local/bin/moltmate-agent";
 
 /// What the agent asks the scheduler for: a little, capped by its limits.
 pub(super) fn requests(profile: &ResolvedProfile) -> (&str, &str) {
@@ -157,7 +153,8 @@ pub(super) fn pod(ctx: &Ctx) -> Pod {
     let container = Container {
         name: names::AGENT_CONTAINER.into(),
         image: Some(image),
-        command: Some(vec![AGENT_PROGRAM.into()]),
+        // The image's entrypoint runs it (the sandbox image's: the lean `moltmate-agent`); no
+        // `command`, so that an image of one's own, a probe or a wrapper, keeps its entrypoint.
         args: Some(vec!["agent".into()]),
         ports: Some(vec![ContainerPort {
             name: Some("http".into()),
@@ -284,9 +281,8 @@ mod tests {
         assert_eq!((psc.run_as_non_root, psc.run_as_user), (Some(true), Some(10001)));
         assert_eq!(psc.seccomp_profile.unwrap().type_, "RuntimeDefault");
         let c = &spec.containers[0];
-        // The sandbox image's lean agent binary, named by the pod (the node stand-in runs it).
-        assert_eq!(c.command.as_deref(), Some(&[super::AGENT_PROGRAM.to_string()][..]));
-        assert_eq!(c.args.as_deref(), Some(&["agent".to_string()][..]));
+        // The image's entrypoint (the sandbox image's `moltmate-agent`) runs `agent`.
+        assert_eq!((c.command.as_deref(), c.args.as_deref()), (None, Some(&["agent".to_string()][..])));
         let sc = c.security_context.as_ref().unwrap();
         assert_eq!(sc.read_only_root_filesystem, Some(true));
         assert_eq!(sc.allow_privilege_escalation, Some(false));

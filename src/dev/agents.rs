@@ -1,6 +1,6 @@
-//! The local node's container runtime: each agent pod becomes a local process running the
-//! container's command (`moltmate-agent agent`), found by its file name in the node's
-//! program directory, as the image's copy would be.
+//! The local node's container runtime: each agent pod becomes a local process, the sandbox
+//! image's entrypoint (the lean `moltmate-agent`, built beside this binary) given the
+//! container's args (`agent`), as a kubelet would run the image.
 //!
 //! The process gets the pod's environment (Secret references resolved, as a kubelet does),
 //! listens on the pod's own 127.0.0.x address, and uses the directory behind the pod's
@@ -27,10 +27,8 @@ pub enum LaunchError {
     Env { name: String, reason: String },
     #[error("workspace: {0}")]
     Workspace(String),
-    #[error(
-        "the container's command {0:?} names no program the node has (give it a command whose file is in the node's program directory)"
-    )]
-    NoProgram(Vec<String>),
+    #[error("the container sets its command {0:?}; this node runs only the sandbox image's entrypoint")]
+    Command(Vec<String>),
     #[error("starting {binary}: {source}")]
     Spawn { binary: String, source: std::io::Error },
     #[error("I/O: {0}")]
@@ -40,9 +38,8 @@ pub enum LaunchError {
 /// How agents are started on this node.
 #[derive(Clone, Debug)]
 pub struct AgentLauncher {
-    /// Where the programs pods' commands name are found, by file name (the images' copies:
-    /// `/usr/local/bin/moltmate-agent` runs `DIR/moltmate-agent`).
-    pub program_dir: PathBuf,
+    /// The local stand-in for the sandbox image's entrypoint: `moltmate-agent`.
+    pub entrypoint: PathBuf,
     /// Replaces the pod's MOLTMATE_BROKER_URL (the broker's ClusterIP is not routable here).
     pub broker_url: Option<String>,
     /// Logs of agent processes go to `DIR/<namespace>-<pod>.log`.
@@ -65,8 +62,11 @@ impl AgentLauncher {
         std::fs::create_dir_all(&self.log_dir)?;
         let log_path = self.log_dir.join(format!("{ns}-{}.log", pod.name_any()));
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
-        let binary = self.program(container.command.as_deref().unwrap_or_default())?;
-        let mut command = Command::new(&binary);
+        if let Some(set) = container.command.as_ref().filter(|c| !c.is_empty()) {
+            return Err(LaunchError::Command(set.clone()));
+        }
+        let binary = &self.entrypoint;
+        let mut command = Command::new(binary);
         command
             .args(container.args.iter().flatten())
             .env_clear()
@@ -89,17 +89,6 @@ impl AgentLauncher {
         let child =
             command.spawn().map_err(|source| LaunchError::Spawn { binary: binary.display().to_string(), source })?;
         Ok((child, addr))
-    }
-
-    /// The local program for a container's command: its file name in `program_dir`. (The node
-    /// has no images, so a pod that leaves its program to the image's entrypoint cannot run.)
-    fn program(&self, command: &[String]) -> Result<PathBuf, LaunchError> {
-        let name = command.first().and_then(|c| std::path::Path::new(c).file_name());
-        let path = name.map(|name| self.program_dir.join(name));
-        match path {
-            Some(path) if command.len() == 1 && path.is_file() => Ok(path),
-            _ => Err(LaunchError::NoProgram(command.to_vec())),
-        }
     }
 }
 

@@ -41,13 +41,14 @@ pub struct NodeArgs {
     /// Address of /healthz and /readyz.
     #[arg(long, default_value = "127.0.0.1:0")]
     pub http_addr: SocketAddr,
-    /// Run each agent pod's command as a local process (otherwise only its status is written).
+    /// Run each agent pod as a local process, the sandbox image's entrypoint given the pod's
+    /// args (`moltmate-agent agent`); otherwise only its status is written.
     #[arg(long)]
     pub run_agents: bool,
-    /// Where the programs of pods' commands are, by file name: `/usr/local/bin/moltmate-agent`
-    /// runs `DIR/moltmate-agent` (default: this binary's directory, where cargo builds both).
+    /// The program standing in for the sandbox image's entrypoint (default: `moltmate-agent`
+    /// beside this binary, where cargo builds both).
     #[arg(long)]
-    pub program_dir: Option<PathBuf>,
+    pub agent_entrypoint: Option<PathBuf>,
     /// Broker URL given to agents instead of the pod's (whose ClusterIP is not routable here).
     #[arg(long)]
     pub broker_url: Option<String>,
@@ -57,9 +58,10 @@ pub struct NodeArgs {
     pub pod_network: Ipv4Addr,
 }
 
-/// The directory of the running binary: cargo puts `moltmate` and `moltmate-agent` side by side.
-fn this_binarys_directory() -> PathBuf {
-    std::env::current_exe().ok().and_then(|exe| exe.parent().map(PathBuf::from)).unwrap_or_else(|| ".".into())
+/// `moltmate-agent` in the running binary's directory: cargo builds both side by side.
+fn lean_agent_beside_this_binary() -> PathBuf {
+    let dir = std::env::current_exe().ok().and_then(|exe| exe.parent().map(PathBuf::from));
+    dir.unwrap_or_default().join("moltmate-agent")
 }
 
 fn parse_pod_network(text: &str) -> Result<Ipv4Addr, String> {
@@ -95,7 +97,7 @@ pub async fn run(args: NodeArgs) -> Result<(), Error> {
     crate::http::serve(args.http_addr, app).await?;
 
     let launcher = args.run_agents.then(|| AgentLauncher {
-        program_dir: args.program_dir.clone().unwrap_or_else(this_binarys_directory),
+        entrypoint: args.agent_entrypoint.clone().unwrap_or_else(lean_agent_beside_this_binary),
         broker_url: args.broker_url.clone(),
         log_dir: args.data_dir.join("logs"),
     });
