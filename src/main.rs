@@ -72,13 +72,7 @@ async fn run_dev(command: DevCommand) -> Result<ExitCode, Box<dyn std::error::Er
 }
 
 fn main() -> ExitCode {
-    let cli = match parse_cli() {
-        // The agent runs on its own runtime, the same as in `moltmate-agent`.
-        Cli { command: Command::Agent(args), log_format } => {
-            return moltmates::agent::process::run_agent(args, log_format);
-        }
-        cli => cli,
-    };
+    let cli = parse_cli();
     if matches!(cli.command, Command::Operator(_)) {
         moltmates::memory::one_malloc_arena();
     }
@@ -96,7 +90,7 @@ async fn run(cli: Cli) -> ExitCode {
     telemetry::init(cli.log_format);
     // A server's error goes to its log (JSON for log pipelines); a command's to the terminal,
     // once.
-    let server = matches!(cli.command, Command::Operator(_) | Command::Gateway(_));
+    let server = matches!(cli.command, Command::Operator(_) | Command::Gateway(_) | Command::Agent(_));
     let result: Result<(), Box<dyn std::error::Error>> = match cli.command {
         Command::Completions { shell } => {
             use clap::CommandFactory;
@@ -119,7 +113,7 @@ async fn run(cli: Cli) -> ExitCode {
             Err(e) => Err(e),
         },
         Command::Users(args) => moltmates::users::run(args).await.map_err(Into::into),
-        Command::Agent(_) => unreachable!("the agent runs on its own runtime (main)"),
+        Command::Agent(args) => moltmates::agent::run(args).await.map_err(Into::into),
         Command::Audit(args) => return moltmates::audit::run(args).await,
         Command::ExecPolicy(command) => match moltmates::agent::exec::cli::run(command).await {
             Ok(code) => return code,

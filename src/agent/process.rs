@@ -1,11 +1,12 @@
-//! The agent's process: the lean `moltmate-agent` binary's command line, and the runtime
-//! both it and `moltmate agent` run the agent on.
+//! `moltmate-agent`, the lean agent binary of the sandbox image: its command line and runtime.
 //!
-//! The sandbox image ships `moltmate-agent` alone: its `main` reaches only the agent and the
-//! exec policy, so the linker leaves the operator, gateway, Kubernetes and Telegram clients
-//! out, and each user's pod maps less code (scripts/bench, agent).
+//! Its `main` reaches only the agent and the exec policy, so the linker leaves the operator,
+//! the gateway and the Kubernetes and Telegram clients out, and it runs the agent on one
+//! thread: each user's pod holds less (scripts/bench, agent). `moltmate agent` runs the same
+//! agent from the all-in-one binary, as before: the baseline of those figures.
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
@@ -48,16 +49,23 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// How long an idle blocking thread (file work) is kept: starting one costs far less than
+/// the model call of any turn that needs it.
+const BLOCKING_THREAD_KEEP_ALIVE: Duration = Duration::from_secs(1);
+
 /// The agent's runtime: one thread. An agent serves one user, one turn at a time, and waits
-/// on the model, its tools and the network; a worker per core would only add idle threads
-/// and their stacks and allocator arenas to every user's pod. Blocking file work still goes
-/// to tokio's blocking threads, which exit when idle.
-pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread().enable_all().build()
+/// on the model, its tools and the network; a worker per core would only add idle threads,
+/// their stacks and allocator arenas to every user's pod. Blocking file work still goes to
+/// tokio's blocking threads, which exit soon after.
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    // The static musl build of the images has no arenas; a glibc build would otherwise give
+    // each blocking thread one of its own.
+    crate::memory::one_malloc_arena();
+    tokio::runtime::Builder::new_current_thread().enable_all().thread_keep_alive(BLOCKING_THREAD_KEEP_ALIVE).build()
 }
 
 /// Run the agent until SIGTERM; an error goes to the log (JSON for log pipelines).
-pub fn run_agent(args: AgentArgs, log_format: LogFormat) -> ExitCode {
+fn run_agent(args: AgentArgs, log_format: LogFormat) -> ExitCode {
     telemetry::init(log_format);
     let runtime = match runtime() {
         Ok(runtime) => runtime,
