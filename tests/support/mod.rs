@@ -206,7 +206,8 @@ impl TestEnv {
         self.spawn("node", &self.admin_kubeconfig(), &args)
     }
 
-    /// The node stand-in running each agent pod as a real `moltmate agent` process, pointed at
+    /// The node stand-in running each agent pod as a real `moltmate-agent agent` process (the
+    /// sandbox image's entrypoint), pointed at
     /// the broker at `broker_url`.
     pub fn spawn_agent_node(&self, broker_url: &str) -> AgentNode {
         AgentNode(self.spawn_node_with(&["--run-agents", "--broker-url", broker_url]))
