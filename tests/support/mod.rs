@@ -207,8 +207,7 @@ impl TestEnv {
     }
 
     /// The node stand-in running each agent pod as a real `moltmate-agent agent` process (the
-    /// sandbox image's entrypoint), pointed at
-    /// the broker at `broker_url`.
+    /// sandbox image's entrypoint), pointed at the broker at `broker_url`.
     pub fn spawn_agent_node(&self, broker_url: &str) -> AgentNode {
         AgentNode(self.spawn_node_with(&["--run-agents", "--broker-url", broker_url]))
     }
