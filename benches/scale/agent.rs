@@ -81,6 +81,8 @@ pub async fn run(options: &Options, report: &mut Report) {
         Ok(llm) => llm,
         Err(e) => return report.error(format!("agent: starting the LLM stand-in: {e}")),
     };
+    // reqwest is built without a default crypto provider (see Cargo.toml): ring, as the agent.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("HTTP client");
     let candidates = candidates(options);
     if let Some(missing) = candidates.iter().find(|c| !c.program.is_file()) {
