@@ -35,13 +35,15 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 # Cache mounts keep the crates and compiled dependencies between builds; both Dockerfiles share
-# them, so building the two images compiles each architecture once. No default features: the
-# development stand-ins (`moltmate dev`) stay out of the images.
+# them and build both binaries in one cargo run, so building the two images compiles each
+# architecture once: `moltmate` for this image, the lean `moltmate-agent` for the sandbox.
+# No default features: the development stand-ins (`moltmate dev`) stay out of the images.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     target="$(cat /rust-arch)-unknown-linux-musl" \
- && cargo build --release --locked --no-default-features --bin moltmate --target "$target" \
- && cp "target/$target/release/moltmate" /moltmate
+ && cargo build --release --locked --no-default-features --bin moltmate --bin moltmate-agent --target "$target" \
+ && cp "target/$target/release/moltmate" /moltmate \
+ && cp "target/$target/release/moltmate-agent" /moltmate-agent
 # --- end of the build stage ---
 
 FROM scratch

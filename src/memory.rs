@@ -1,7 +1,8 @@
 //! The operator's heap on glibc. It holds a cache of every user's objects and, while users
 //! are provisioned, their built objects and the API server's answers; glibc keeps what it
 //! once held unless told otherwise (scripts/bench, memory). The static musl image needs none
-//! of this, and elsewhere these are no-ops.
+//! of this, and elsewhere these are no-ops. The lean agent (`moltmate-agent`) takes one arena
+//! too, for its blocking threads.
 
 use std::time::Duration;
 

@@ -23,6 +23,7 @@ use serde_json::{Value, json};
 use tokio::sync::Notify;
 
 use crate::support;
+use crate::support::MOLTMATE_AGENT;
 
 const TOKEN: &str = "test-agent-token-0123456789abcdef";
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -159,9 +160,9 @@ impl Drop for Agent {
     }
 }
 
-/// The binary with the environment the operator sets on the pod.
+/// The sandbox image's binary with the environment the operator sets on the pod.
 fn agent_command(workspace: &Path, broker: SocketAddr, profile: &ResolvedProfile) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_moltmate"));
+    let mut cmd = Command::new(MOLTMATE_AGENT);
     cmd.arg("agent")
         // Not in a pod here, even when the tests themselves run in one: no isolation probe.
         .env_remove("KUBERNETES_SERVICE_HOST")
@@ -1005,7 +1006,8 @@ fn the_sandbox_image_holds_every_allowed_program_and_no_shell() {
     let final_from = all.iter().rposition(|i| i.starts_with("FROM ")).unwrap();
     assert_eq!(all[final_from], "FROM debian:bookworm-slim");
     let build = &all[..final_from];
-    assert!(build.iter().any(|i| i.contains("cargo build --release --locked --no-default-features --bin moltmate")
+    assert!(build.iter().any(|i| i.contains("cargo build --release --locked --no-default-features")
+        && i.contains("--bin moltmate-agent")
         && i.contains("unknown-linux-musl")));
     let stage = &all[final_from..];
 
@@ -1052,7 +1054,7 @@ fn the_sandbox_image_holds_every_allowed_program_and_no_shell() {
         "no shell-form RUN after the shells are gone"
     );
     for expected in
-        ["USER 10001:10001", "WORKDIR /workspace", "ENTRYPOINT [\"/usr/local/bin/moltmate\"]", "CMD [\"agent\"]"]
+        ["USER 10001:10001", "WORKDIR /workspace", "ENTRYPOINT [\"/usr/local/bin/moltmate-agent\"]", "CMD [\"agent\"]"]
     {
         assert!(stage.iter().any(|i| i == expected), "{expected}");
     }

@@ -1,5 +1,6 @@
-//! The local node runs each agent pod as a real `moltmate agent` process, on the pod's own
-//! address, with the claim's directory as its workspace — so data outlives the pod.
+//! The local node runs each agent pod as a real process of the sandbox image's program
+//! (`moltmate-agent agent`), on the pod's own address, with the claim's directory as its
+//! workspace — so data outlives the pod.
 
 use std::time::Duration;
 
@@ -17,6 +18,23 @@ async fn pod_ip(client: &Client, ns: &str) -> String {
 /// GET with an optional bearer token, to an agent at `ip:8080`.
 async fn agent_get(ip: &str, path: &str, token: Option<&str>) -> Option<(u16, String)> {
     http_get_from(ip, 8080, path, token).await
+}
+
+/// The command lines of the node's children (`/proc/PID/cmdline` is readable even for the
+/// agent, which makes itself non-dumpable).
+fn children_of(pid: u32) -> Vec<Vec<String>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        // `PID (comm) STATE PPID ...`: the fields after the last `)`.
+        let parent = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok());
+        if parent == Some(pid) {
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            let args = cmdline.split(|b| *b == 0).filter(|a| !a.is_empty());
+            out.push(args.map(|a| String::from_utf8_lossy(a).into_owned()).collect());
+        }
+    }
+    out
 }
 
 async fn workspace_dir(client: &Client, ns: &str) -> std::path::PathBuf {
@@ -51,6 +69,9 @@ async fn agent_pods_run_as_processes_and_keep_their_workspace() {
     assert_eq!(status["profile"]["profile"], "public", "the pod's resolved profile reached the process");
     assert_eq!(agent_get(&ip, "/v1/status", None).await.unwrap().0, 401, "the token from the Secret is required");
     assert_eq!(agent_get(&ip, "/v1/status", Some("not-the-token-of-this-user")).await.unwrap().0, 401);
+    // The image's entrypoint given the pod's args: the lean binary, as in the sandbox image.
+    let agents = children_of(node.child.id());
+    assert_eq!(agents, [vec![MOLTMATE_AGENT.to_string(), "agent".to_string()]], "the node's processes");
 
     let dir = workspace_dir(&client, &ns).await;
     assert!(dir.join("SOUL.md").exists(), "the agent initialised the volume's directory");

@@ -136,6 +136,41 @@ fn each_image_runs_the_crates_binary_built_static_for_musl() {
     }
 }
 
+/// The sandbox image holds the lean agent binary alone, as its entrypoint, and the operator's
+/// pods give it `agent` (leaving the entrypoint to the image): none of the operator or gateway
+/// in every user's pod.
+#[test]
+fn the_sandbox_image_ships_only_the_agent_binary_the_pods_run() {
+    let file = load("Dockerfile.sandbox");
+    let last = file.stages.last().unwrap();
+    let built: Vec<String> =
+        last.copies().into_iter().filter(|c| c.from.as_deref() == Some("build")).flat_map(|c| c.sources).collect();
+    assert_eq!(built, ["/moltmate-agent"], "Dockerfile.sandbox: copies {built:?} from the build");
+    assert_eq!(last.exec_form("ENTRYPOINT").unwrap(), ["/usr/local/bin/moltmate-agent"]);
+    assert_eq!(last.exec_form("CMD").unwrap(), ["agent"]);
+
+    use moltmates::builders::{BuildInput, ClusterConfig, build};
+    let mut user = moltmates::MoltmateUser::new(
+        "alice",
+        moltmates::crd::MoltmateUserSpec::new(1, moltmates::crd::Profile::Public),
+    );
+    user.metadata.uid = Some("uid-alice".into());
+    let profile = moltmates::profile::resolve(&user.spec).unwrap();
+    let config = ClusterConfig::default();
+    let input = BuildInput {
+        profile: &profile,
+        config: &config,
+        agent_token: "t0ken",
+        broker_ip: None,
+        node_addresses: &[],
+        pull_secrets: &[],
+    };
+    let pod = build(&user, &input).unwrap().pod;
+    let container = &pod.spec.unwrap().containers[0];
+    assert_eq!(container.command, None, "the image's entrypoint runs the agent");
+    assert_eq!(container.args.as_deref(), Some(&["agent".to_string()][..]));
+}
+
 #[test]
 fn each_image_runs_as_a_numeric_non_root_user() {
     for name in DOCKERFILES {
@@ -617,11 +652,12 @@ mod dockerfile {
             self.instructions.iter().filter(|i| i.keyword == "RUN").find_map(|run| {
                 let words: Vec<&str> = run.args.split_whitespace().map(|w| w.trim_matches('"')).collect();
                 let build = words.windows(2).position(|w| w == ["cargo", "build"])?;
-                let bin = words[build..].windows(2).find(|w| w[0] == "--bin")?[1];
-                let copied = words
-                    .windows(3)
-                    .any(|w| w[0] == "cp" && w[1].ends_with(&format!("/release/{bin}")) && w[2] == path);
-                copied.then(|| CargoBuild { bin: bin.to_string(), command: run.args.clone() })
+                // One run may build several binaries (`--bin a --bin b`): the one copied to `path`.
+                let mut bins = words[build..].windows(2).filter(|w| w[0] == "--bin").map(|w| w[1]);
+                let bin = bins.find(|bin| {
+                    words.windows(3).any(|w| w[0] == "cp" && w[1].ends_with(&format!("/release/{bin}")) && w[2] == path)
+                })?;
+                Some(CargoBuild { bin: bin.to_string(), command: run.args.clone() })
             })
         }
     }

@@ -11,6 +11,7 @@
 #[path = "../../tests/support/mod.rs"]
 mod support;
 
+mod agent;
 mod audit;
 mod census;
 mod chaos;
@@ -67,6 +68,9 @@ async fn run(options: Options) -> ExitCode {
     if options.runs("wake") {
         wake::run(&options, &mut report).await;
     }
+    if options.runs("agent") {
+        agent::run(&options, &mut report).await;
+    }
     if options.only.iter().any(|run| run.starts_with("chaos")) {
         chaos::run(&options, &mut report).await;
     }
@@ -88,6 +92,7 @@ async fn run(options: Options) -> ExitCode {
 fn self_test() -> usize {
     let checks: &[fn()] = &[
         stats::self_test,
+        agent::self_test,
         rss::self_test,
         cpu::self_test,
         audit::self_test,

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 /// Benchmark names `--only` accepts. A new benchmark adds its name here and a line in
 /// `scale.rs` that runs it.
-pub const BENCHMARKS: &[&str] = &["provisioning", "steady", "memory", "gateway", "wake"];
+pub const BENCHMARKS: &[&str] = &["provisioning", "steady", "memory", "gateway", "wake", "agent"];
 /// The chaos runs: not run by default; `--chaos` adds them, `--only chaos` names all three.
 pub const CHAOS_RUNS: &[&str] = &["chaos-operator", "chaos-apiserver", "chaos-gateway"];
 
@@ -18,7 +18,7 @@ const DEFAULT_MEMORY_USERS: usize = 1000;
     name = "scale",
     about = "Moltmates benchmarks on the test control plane: provisioning speed against a \
              direct-client baseline, steady-state writes, operator and gateway memory, gateway routing \
-             latency under load, the wake of an idle user"
+             latency under load, the wake of an idle user, one agent's size, memory and start"
 )]
 pub struct Cli {
     /// Sizes (numbers of MoltmateUsers) for provisioning and steady state [default: 100,500].
@@ -28,7 +28,7 @@ pub struct Cli {
     /// given, none otherwise].
     #[arg(long, value_delimiter = ',')]
     memory_users: Option<Vec<usize>>,
-    /// Benchmarks to run, comma-separated: provisioning, steady, memory, gateway, wake; and
+    /// Benchmarks to run, comma-separated: provisioning, steady, memory, gateway, wake, agent; and
     /// the chaos runs chaos-operator, chaos-apiserver, chaos-gateway (`chaos` = all three).
     #[arg(long, value_delimiter = ',')]
     only: Option<Vec<String>>,
@@ -91,6 +91,13 @@ pub struct Cli {
     /// Wake: the users' `idleTimeout`.
     #[arg(long, default_value = "3s")]
     wake_idle_timeout: String,
+    /// Agent: starts of each agent binary (the figures are medians) [smoke: 3].
+    #[arg(long, default_value_t = 5)]
+    agent_starts: usize,
+    /// Agent: also measure `moltmate agent` and `moltmate-agent` from this directory, e.g.
+    /// target/x86_64-unknown-linux-musl/release (the static build the images ship).
+    #[arg(long)]
+    agent_binaries: Option<PathBuf>,
     /// Directory of the JSON report and the SVG plots (relative to the repository).
     #[arg(long, default_value = "target/bench")]
     out: PathBuf,
@@ -121,6 +128,8 @@ pub struct Options {
     pub gateway_duration: Duration,
     pub wake_repeats: usize,
     pub wake_idle_timeout: String,
+    pub agent_starts: usize,
+    pub agent_binaries: Option<PathBuf>,
     /// A command the operator runs under (a profiler); empty for none.
     pub wrap_operator: Vec<String>,
     pub chaos: ChaosOptions,
@@ -178,8 +187,8 @@ impl Cli {
         if self.steady_window.is_zero() {
             return Err("--steady-window must be longer than 0s".into());
         }
-        if self.gateway_users == 0 || self.wake_repeats == 0 {
-            return Err("--gateway-users and --wake-repeats must be at least 1".into());
+        if self.gateway_users == 0 || self.wake_repeats == 0 || self.agent_starts == 0 {
+            return Err("--gateway-users, --wake-repeats and --agent-starts must be at least 1".into());
         }
         if !(self.gateway_rate.is_finite() && self.gateway_rate > 0.0) || self.gateway_duration.is_zero() {
             return Err("--gateway-rate and --gateway-duration must be above 0".into());
@@ -213,6 +222,8 @@ impl Cli {
             gateway_duration: self.gateway_duration,
             wake_repeats: self.wake_repeats,
             wake_idle_timeout: self.wake_idle_timeout,
+            agent_starts: self.agent_starts,
+            agent_binaries: self.agent_binaries.map(|d| if d.is_absolute() { d } else { repo.join(d) }),
             wrap_operator: self
                 .wrap_operator
                 .map(|w| w.split_whitespace().map(str::to_string).collect())

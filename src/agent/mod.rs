@@ -16,6 +16,7 @@ pub mod isolation;
 pub mod llm;
 pub mod metrics;
 pub mod notes;
+pub mod process;
 pub mod prompt;
 pub mod server;
 pub mod service;

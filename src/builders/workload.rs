@@ -153,6 +153,8 @@ pub(super) fn pod(ctx: &Ctx) -> Pod {
     let container = Container {
         name: names::AGENT_CONTAINER.into(),
         image: Some(image),
+        // The image's entrypoint runs it (the sandbox image's: the lean `moltmate-agent`); no
+        // `command`, so that an image of one's own, a probe or a wrapper, keeps its entrypoint.
         args: Some(vec!["agent".into()]),
         ports: Some(vec![ContainerPort {
             name: Some("http".into()),
@@ -279,6 +281,8 @@ mod tests {
         assert_eq!((psc.run_as_non_root, psc.run_as_user), (Some(true), Some(10001)));
         assert_eq!(psc.seccomp_profile.unwrap().type_, "RuntimeDefault");
         let c = &spec.containers[0];
+        // The image's entrypoint (the sandbox image's `moltmate-agent`) runs `agent`.
+        assert_eq!((c.command.as_deref(), c.args.as_deref()), (None, Some(&["agent".to_string()][..])));
         let sc = c.security_context.as_ref().unwrap();
         assert_eq!(sc.read_only_root_filesystem, Some(true));
         assert_eq!(sc.allow_privilege_escalation, Some(false));

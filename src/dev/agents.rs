@@ -1,4 +1,6 @@
-//! The local node's container runtime: each agent pod becomes a `moltmate agent` process.
+//! The local node's container runtime: each agent pod becomes a local process, the sandbox
+//! image's entrypoint (the lean `moltmate-agent`, built beside this binary) given the
+//! container's args (`agent`), as a kubelet would run the image.
 //!
 //! The process gets the pod's environment (Secret references resolved, as a kubelet does),
 //! listens on the pod's own 127.0.0.x address, and uses the directory behind the pod's
@@ -25,6 +27,8 @@ pub enum LaunchError {
     Env { name: String, reason: String },
     #[error("workspace: {0}")]
     Workspace(String),
+    #[error("the container sets its command {0:?}; this node runs only the sandbox image's entrypoint")]
+    Command(Vec<String>),
     #[error("starting {binary}: {source}")]
     Spawn { binary: String, source: std::io::Error },
     #[error("I/O: {0}")]
@@ -34,8 +38,8 @@ pub enum LaunchError {
 /// How agents are started on this node.
 #[derive(Clone, Debug)]
 pub struct AgentLauncher {
-    /// The `moltmate` binary to run as `moltmate agent`.
-    pub binary: PathBuf,
+    /// The local stand-in for the sandbox image's entrypoint: `moltmate-agent`.
+    pub entrypoint: PathBuf,
     /// Replaces the pod's MOLTMATE_BROKER_URL (the broker's ClusterIP is not routable here).
     pub broker_url: Option<String>,
     /// Logs of agent processes go to `DIR/<namespace>-<pod>.log`.
@@ -58,9 +62,13 @@ impl AgentLauncher {
         std::fs::create_dir_all(&self.log_dir)?;
         let log_path = self.log_dir.join(format!("{ns}-{}.log", pod.name_any()));
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
-        let mut command = Command::new(&self.binary);
+        if let Some(set) = container.command.as_ref().filter(|c| !c.is_empty()) {
+            return Err(LaunchError::Command(set.clone()));
+        }
+        let binary = &self.entrypoint;
+        let mut command = Command::new(binary);
         command
-            .arg("agent")
+            .args(container.args.iter().flatten())
             .env_clear()
             .envs(env)
             .env("PATH", "/usr/bin:/bin")
@@ -78,9 +86,8 @@ impl AgentLauncher {
                 Ok(())
             });
         }
-        let child = command
-            .spawn()
-            .map_err(|source| LaunchError::Spawn { binary: self.binary.display().to_string(), source })?;
+        let child =
+            command.spawn().map_err(|source| LaunchError::Spawn { binary: binary.display().to_string(), source })?;
         Ok((child, addr))
     }
 }

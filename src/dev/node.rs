@@ -41,12 +41,14 @@ pub struct NodeArgs {
     /// Address of /healthz and /readyz.
     #[arg(long, default_value = "127.0.0.1:0")]
     pub http_addr: SocketAddr,
-    /// Run each agent pod as a `moltmate agent` process (otherwise only its status is written).
+    /// Run each agent pod as a local process, the sandbox image's entrypoint given the pod's
+    /// args (`moltmate-agent agent`); otherwise only its status is written.
     #[arg(long)]
     pub run_agents: bool,
-    /// The binary to run as `moltmate agent` (default: this one).
+    /// The program standing in for the sandbox image's entrypoint (default: `moltmate-agent`
+    /// beside this binary, where cargo builds both).
     #[arg(long)]
-    pub agent_binary: Option<PathBuf>,
+    pub agent_entrypoint: Option<PathBuf>,
     /// Broker URL given to agents instead of the pod's (whose ClusterIP is not routable here).
     #[arg(long)]
     pub broker_url: Option<String>,
@@ -54,6 +56,12 @@ pub struct NodeArgs {
     /// its own, so that two stacks never share agent addresses.
     #[arg(long, default_value = "127.0.0.0", value_parser = parse_pod_network)]
     pub pod_network: Ipv4Addr,
+}
+
+/// `moltmate-agent` in the running binary's directory: cargo builds both side by side.
+fn lean_agent_beside_this_binary() -> PathBuf {
+    let dir = std::env::current_exe().ok().and_then(|exe| exe.parent().map(PathBuf::from));
+    dir.unwrap_or_default().join("moltmate-agent")
 }
 
 fn parse_pod_network(text: &str) -> Result<Ipv4Addr, String> {
@@ -89,7 +97,7 @@ pub async fn run(args: NodeArgs) -> Result<(), Error> {
     crate::http::serve(args.http_addr, app).await?;
 
     let launcher = args.run_agents.then(|| AgentLauncher {
-        binary: args.agent_binary.clone().or_else(|| std::env::current_exe().ok()).unwrap_or_else(|| "moltmate".into()),
+        entrypoint: args.agent_entrypoint.clone().unwrap_or_else(lean_agent_beside_this_binary),
         broker_url: args.broker_url.clone(),
         log_dir: args.data_dir.join("logs"),
     });

@@ -25,6 +25,8 @@ pub use stack::{BOT_TOKEN, GatewayCommand, Stack};
 
 pub const REPO: &str = env!("CARGO_MANIFEST_DIR");
 pub const MOLTMATE: &str = env!("CARGO_BIN_EXE_moltmate");
+/// The lean agent binary of the sandbox image (the node stand-in runs it for agent pods).
+pub const MOLTMATE_AGENT: &str = env!("CARGO_BIN_EXE_moltmate-agent");
 pub const SYSTEM_NS: &str = "moltmate-system";
 pub const STORAGE_CLASS: &str = "moltmate-dev";
 pub const MASTER_KEY: &str = "test-master-key-0123456789abcdef0123456789abcdef";
@@ -204,8 +206,8 @@ impl TestEnv {
         self.spawn("node", &self.admin_kubeconfig(), &args)
     }
 
-    /// The node stand-in running each agent pod as a real `moltmate agent` process, pointed at
-    /// the broker at `broker_url`.
+    /// The node stand-in running each agent pod as a real `moltmate-agent agent` process (the
+    /// sandbox image's entrypoint), pointed at the broker at `broker_url`.
     pub fn spawn_agent_node(&self, broker_url: &str) -> AgentNode {
         AgentNode(self.spawn_node_with(&["--run-agents", "--broker-url", broker_url]))
     }
