@@ -24,6 +24,12 @@ const RATIO_TARGET: f64 = 1.3;
 /// Target of benchmark 3, for the operator and for the gateway.
 const RSS_TARGET_MIB: f64 = 64.0;
 const RSS_EVERY: Duration = Duration::from_millis(200);
+/// Target of the operator's peak RSS growth from the smallest to the largest size measured
+/// (`--users 100,500,1000,2000`), per 100 users: what keeps 10,000 users under 128 MiB.
+const PEAK_GROWTH_TARGET_MIB: f64 = 1.0;
+/// The size the operator's peak is projected to, along that growth, and its target.
+const PROJECTED_USERS: usize = 10_000;
+const PROJECTED_TARGET_MIB: f64 = 128.0;
 
 /// Steady and peak RSS per size, for the growth figures at the end.
 #[derive(Default)]
@@ -328,10 +334,23 @@ impl Growth {
                 per_100,
                 "MiB",
             );
+            // The operator's peak must stay small at any size: how it grows, and where that
+            // growth takes it at PROJECTED_USERS.
+            let peak_per_100 = (last.2 - first.2) / (last.0 - first.0) as f64 * 100.0;
+            let projected = last.2 + peak_per_100 * (PROJECTED_USERS.saturating_sub(last.0)) as f64 / 100.0;
+            if name == "operator" {
+                let span = format!("({}→{})", first.0, last.0);
+                let growth_label = format!("operator peak RSS growth per 100 users {span}");
+                report.target("memory", last.0, &growth_label, peak_per_100, "MiB", PEAK_GROWTH_TARGET_MIB);
+                let projection_label = format!("operator peak RSS projected to {PROJECTED_USERS} users {span}");
+                report.target("memory", PROJECTED_USERS, &projection_label, projected, "MiB", PROJECTED_TARGET_MIB);
+            }
             value[name] = json!({
                 "from_users": first.0, "to_users": last.0,
                 "steady_mib": [first.1, last.1], "peak_mib": [first.2, last.2],
                 "steady_mib_per_100_users": per_100,
+                "peak_mib_per_100_users": peak_per_100,
+                "peak_mib_projected": { "users": PROJECTED_USERS, "mib": projected },
                 "points": points.iter().map(|(u, s, p)| json!({ "users": u, "steady_mib": s, "peak_mib": p })).collect::<Vec<_>>(),
             });
         }

@@ -26,6 +26,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use prometheus_client::registry::Registry;
+use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tracing::{info, warn};
 
@@ -148,17 +149,17 @@ pub enum Error {
 /// memory), while the API server, not the operator, sets the pace.
 const RECONCILE_CONCURRENCY: u16 = 32;
 
-/// A cache of the objects this operator manages of kind `K`, and its event stream.
+/// A cache of the objects this operator manages of kind `K`, kept compact, and its event stream.
 fn owned<K>(
     client: &Client,
     trim: fn(&mut K),
     relisted: &Relisted,
-) -> (Store<K>, impl Stream<Item = Result<K, watcher::Error>> + Send + 'static)
+) -> (Store<cache::Compact<K>>, impl Stream<Item = Result<K, watcher::Error>> + Send + 'static)
 where
-    K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
+    K: Resource<DynamicType = ()> + Clone + Debug + Serialize + DeserializeOwned + Send + Sync + 'static,
 {
     let (store, events) =
-        cache::reflect(Api::all(client.clone()), cache::config().labels(&names::managed_selector()), trim);
+        cache::reflect_compact(Api::all(client.clone()), cache::config().labels(&names::managed_selector()), trim);
     (store, relisted.watch(events).touched_objects())
 }
 

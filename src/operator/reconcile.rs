@@ -30,6 +30,7 @@ use super::pod::{self, PodStep};
 use super::reset;
 use super::status::{Observation, Reason, next_status};
 use crate::builders::{self, BuildInput, ClusterConfig, DesiredState};
+use crate::cache::Compact;
 use crate::crd::{DeletionPolicy, MoltmateUser, MoltmateUserStatus, Phase};
 use crate::names;
 use crate::profile;
@@ -54,15 +55,16 @@ const RECONCILE_TIMEOUT: Duration = Duration::from_secs(60);
 #[derive(Clone)]
 pub struct Caches {
     pub users: Store<MoltmateUser>,
-    pub namespaces: Store<Namespace>,
-    pub service_accounts: Store<ServiceAccount>,
-    pub workspaces: Store<PersistentVolumeClaim>,
-    pub quotas: Store<ResourceQuota>,
-    pub limit_ranges: Store<LimitRange>,
-    pub network_policies: Store<NetworkPolicy>,
-    pub secrets: Store<Secret>,
-    pub services: Store<Service>,
-    pub pods: Store<Pod>,
+    // The owned kinds, one object or so per user each, kept compact (`cache::reflect_compact`).
+    pub namespaces: Store<Compact<Namespace>>,
+    pub service_accounts: Store<Compact<ServiceAccount>>,
+    pub workspaces: Store<Compact<PersistentVolumeClaim>>,
+    pub quotas: Store<Compact<ResourceQuota>>,
+    pub limit_ranges: Store<Compact<LimitRange>>,
+    pub network_policies: Store<Compact<NetworkPolicy>>,
+    pub secrets: Store<Compact<Secret>>,
+    pub services: Store<Compact<Service>>,
+    pub pods: Store<Compact<Pod>>,
     /// The gateway's broker Service (one object at most).
     pub broker: Store<Service>,
     /// The nodes, trimmed to their addresses (excepted from `network: full` egress).
@@ -109,11 +111,17 @@ pub struct Context {
     pub announced: Mutex<HashMap<String, String>>,
 }
 
-fn lookup<K>(store: &Store<K>, namespace: &str, name: &str) -> Option<Arc<K>>
+/// The cached object `namespace/name`, decoded.
+fn lookup<K>(store: &Store<Compact<K>>, namespace: &str, name: &str) -> Option<Arc<K>>
 where
-    K: Resource<DynamicType = ()> + Clone + 'static,
+    K: Resource<DynamicType = ()> + DeserializeOwned + 'static,
 {
-    store.get(&ObjectRef::new(name).within(namespace))
+    store.get(&ObjectRef::new(name).within(namespace))?.decode().map(Arc::new)
+}
+
+/// The cached namespace `name`, decoded.
+fn lookup_namespace(store: &Store<Compact<Namespace>>, name: &str) -> Option<Arc<Namespace>> {
+    store.get(&ObjectRef::new(name))?.decode().map(Arc::new)
 }
 
 /// One user's reconcile, in a span naming the user and their Telegram id: every line logged
@@ -313,7 +321,7 @@ async fn read(user: &MoltmateUser, ctx: &Context) -> Result<(gate::View, Option<
         Err(e) => return Ok((gate::View { build_error: Some(e.to_string()), ..view }, None)),
     };
     view.namespace_taken = namespace_taken(ctx, &view.namespace).await?;
-    view.live_namespace = ctx.caches.namespaces.get(&ObjectRef::new(&view.namespace));
+    view.live_namespace = lookup_namespace(&ctx.caches.namespaces, &view.namespace);
     view.quota_in_force = quota_in_force(ctx, &desired);
     let applied = user.status.as_ref().and_then(|s| s.reset_generation).unwrap_or(0);
     let live_claim = lookup(&ctx.caches.workspaces, &view.namespace, names::WORKSPACE_PVC);
@@ -399,7 +407,7 @@ fn workspace_size(pvc: &PersistentVolumeClaim) -> Option<k8s_openapi::apimachine
 /// namespace, for a user named `system`) is never adopted: fencing or deleting it would
 /// break whatever lives there. Our watch only sees namespaces we label, so look once.
 async fn namespace_taken(ctx: &Context, ns: &str) -> Result<bool, Error> {
-    if ctx.caches.namespaces.get(&ObjectRef::new(ns)).is_some() {
+    if lookup_namespace(&ctx.caches.namespaces, ns).is_some() {
         return Ok(false);
     }
     let existing = Api::<Namespace>::all(ctx.client.clone()).get_opt(ns).await?;
@@ -419,7 +427,7 @@ fn last_activity(user: &MoltmateUser) -> Option<String> {
 /// The namespace and its fences: nothing runs there before they exist.
 async fn apply_guard_rails(user: &MoltmateUser, ctx: &Context, d: &DesiredState) -> Result<(), Error> {
     let ns_name = d.namespace.metadata.name.clone().unwrap_or_default();
-    let live_ns = ctx.caches.namespaces.get(&ObjectRef::new(&ns_name));
+    let live_ns = lookup_namespace(&ctx.caches.namespaces, &ns_name);
     if needs_apply(&d.namespace, live_ns.as_deref()) {
         let api: Api<Namespace> = Api::all(ctx.client.clone());
         server_side_apply(&api, &d.namespace).await?;
@@ -457,7 +465,7 @@ async fn apply_workload(user: &MoltmateUser, ctx: &Context, d: &DesiredState) ->
 }
 
 /// Apply a namespaced child if the cache says it is missing or different.
-async fn ensure<K>(user: &MoltmateUser, ctx: &Context, store: &Store<K>, desired: &K) -> Result<(), Error>
+async fn ensure<K>(user: &MoltmateUser, ctx: &Context, store: &Store<Compact<K>>, desired: &K) -> Result<(), Error>
 where
     K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
         + Clone
@@ -620,7 +628,7 @@ async fn cleanup(user: &MoltmateUser, ctx: &Context) -> Result<Action, Error> {
     }
     // Only a namespace we made for this user is ours to clean up (never a foreign one, nor
     // another person's retained workspace this user was refused).
-    let ours = ctx.caches.namespaces.get(&ObjectRef::new(&ns)).is_some_and(|n| {
+    let ours = lookup_namespace(&ctx.caches.namespaces, &ns).is_some_and(|n| {
         n.labels().get(names::LABEL_USER) == Some(&name)
             && gate::another_persons_workspace(Some(&n), user.spec.telegram.user_id).is_none()
     });
@@ -651,7 +659,7 @@ async fn cleanup(user: &MoltmateUser, ctx: &Context) -> Result<Action, Error> {
 /// them, and label them retained. Applied by the same field manager, so a later adoption
 /// removes the label again.
 async fn retain(ctx: &Context, user_name: &str, ns: &str) -> Result<(), Error> {
-    if let Some(live) = ctx.caches.namespaces.get(&ObjectRef::new(ns)) {
+    if let Some(live) = lookup_namespace(&ctx.caches.namespaces, ns) {
         let namespace = builders::retained::namespace(user_name, &live);
         server_side_apply(&Api::<Namespace>::all(ctx.client.clone()), &namespace).await?;
     }
