@@ -407,7 +407,8 @@ fn workspace_size(pvc: &PersistentVolumeClaim) -> Option<k8s_openapi::apimachine
 /// namespace, for a user named `system`) is never adopted: fencing or deleting it would
 /// break whatever lives there. Our watch only sees namespaces we label, so look once.
 async fn namespace_taken(ctx: &Context, ns: &str) -> Result<bool, Error> {
-    if lookup_namespace(&ctx.caches.namespaces, ns).is_some() {
+    // Presence only: nothing of the object is read, so it is not decoded.
+    if ctx.caches.namespaces.get(&ObjectRef::new(ns)).is_some() {
         return Ok(false);
     }
     let existing = Api::<Namespace>::all(ctx.client.clone()).get_opt(ns).await?;
