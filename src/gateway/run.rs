@@ -97,12 +97,29 @@ struct Gateway {
 impl Gateway {
     /// Send `text`, then finish the update.
     fn answer(&self, chat_id: i64, text: String, ticket: Ticket, outcome: MessageOutcome) {
+        self.answer_when_ready(chat_id, async move { text }, ticket, outcome);
+    }
+
+    /// Send the text `text` comes to (read from the cluster, say), then finish the update.
+    fn answer_when_ready(
+        &self,
+        chat_id: i64,
+        text: impl Future<Output = String> + Send + 'static,
+        ticket: Ticket,
+        outcome: MessageOutcome,
+    ) {
         let (outbox, metrics) = (self.outbox.clone(), self.metrics.clone());
         tokio::spawn(async move {
-            outbox.say(chat_id, &text).await;
+            outbox.say(chat_id, &text.await).await;
             metrics.finished(outcome, ticket.received.elapsed().as_secs_f64());
             drop(ticket);
         });
+    }
+
+    /// `user`'s profile as the broker admits it; `None` for a user gone or not admitted.
+    fn profile_of(&self, users: &[Arc<MoltmateUser>], user: &str) -> Option<crate::profile::ResolvedProfile> {
+        let found = users.iter().find(|u| u.metadata.name.as_deref() == Some(user))?;
+        broker::auth::admit(found, &self.broker.config().profiles).ok()
     }
 
     /// The settings for this message: a photo follows the sender's profile, which may refuse
@@ -111,11 +128,7 @@ impl Gateway {
         let (Content::Photo(_), Route::Agent { user, .. }) = (&message.content, route) else {
             return Cow::Borrowed(&self.settings);
         };
-        let profile = users
-            .iter()
-            .find(|u| u.metadata.name.as_deref() == Some(user.as_str()))
-            .and_then(|u| broker::auth::admit(u, &self.broker.config().profiles).ok());
-        match profile.and_then(|p| p.photos) {
+        match self.profile_of(users, user).and_then(|p| p.photos) {
             Some(false) if self.settings.media.photos => {
                 let mut settings = self.settings.clone();
                 settings.media.photos = false;
@@ -127,10 +140,9 @@ impl Gateway {
 
     /// `/usage` of `user`, from the broker's counts and the user's profile.
     fn usage_text(&self, user: &str) -> String {
-        let found = self.users.state().into_iter().find(|u| u.metadata.name.as_deref() == Some(user));
-        match found.map(|u| broker::auth::admit(&u, &self.broker.config().profiles)) {
-            Some(Ok(profile)) => commands::usage_text(&self.broker.figures(user), &profile.llm),
-            _ => commands::UNREACHABLE.to_string(),
+        match self.profile_of(&self.users.state(), user) {
+            Some(profile) => commands::usage_text(&self.broker.figures(user), &profile.llm),
+            None => commands::UNREACHABLE.to_string(),
         }
     }
 }
@@ -194,23 +206,14 @@ impl Handler for Gateway {
                 self.answer(message.chat_id, text, ticket, MessageOutcome::Command);
             }
             Action::Reminders { user, request } => {
-                let (store, outbox, metrics) = (self.reminders.clone(), self.outbox.clone(), self.metrics.clone());
-                tokio::spawn(async move {
-                    let text = reminders::chat::answer(&store, &user, request).await;
-                    outbox.say(message.chat_id, &text).await;
-                    metrics.finished(MessageOutcome::Command, ticket.received.elapsed().as_secs_f64());
-                    drop(ticket);
-                });
+                let store = self.reminders.clone();
+                let text = async move { reminders::chat::answer(&store, &user, request).await };
+                self.answer_when_ready(message.chat_id, text, ticket, MessageOutcome::Command);
             }
             Action::Model { user, request } => {
                 let (store, broker) = (self.models.clone(), self.broker.clone());
-                let (outbox, metrics) = (self.outbox.clone(), self.metrics.clone());
-                tokio::spawn(async move {
-                    let text = super::model_choice::answer(&store, &broker, &user, request).await;
-                    outbox.say(message.chat_id, &text).await;
-                    metrics.finished(MessageOutcome::Command, ticket.received.elapsed().as_secs_f64());
-                    drop(ticket);
-                });
+                let text = async move { super::model_choice::answer(&store, &broker, &user, request).await };
+                self.answer_when_ready(message.chat_id, text, ticket, MessageOutcome::Command);
             }
             Action::Forward { user, uid, work } => {
                 let job = Job { ticket, chat_id: message.chat_id, from_id: message.from_id, uid, work };
