@@ -140,7 +140,6 @@ fn admit(state: &BrokerState, caller: &Caller) -> Result<(), RequestError> {
     Err(error.header(HeaderName::from_static("x-moltmate-limit"), HeaderValue::from_static("broker")))
 }
 
-#[allow(clippy::too_many_arguments)]
 /// One request to the provider: the route's name (for logs and metrics), the provider's path,
 /// and the model it asks for.
 struct Call<'a> {
@@ -260,19 +259,18 @@ async fn forward(
         // A setting of this installation, not the user's doing: said to the admin in the log
         // and to the agent with its own code, so the person is told who can fix it.
         let model = call.model.unwrap_or("(as the agent sent it)");
-        let message = if call.model.is_some() && call.model == provider.default_model.as_deref() {
+        // The default model is the installation's to fix; another is on a person's list.
+        let fix = if call.model.is_some() && call.model == provider.default_model.as_deref() {
             tracing::error!(user = %caller.name, model, status = status.as_u16(), provider_message = %provider_message, "the model provider does not serve the configured model; set --llm-default-model (the chart's llm.defaultModel) to one it serves");
-            format!(
-                "the model provider does not serve the model {model:?} ({}: {provider_message}); the administrator must set the gateway's --llm-default-model (the chart's llm.defaultModel) to a model it serves",
-                status.as_u16()
-            )
+            "the administrator must set the gateway's --llm-default-model (the chart's llm.defaultModel) to a model it serves"
         } else {
             tracing::error!(user = %caller.name, model, status = status.as_u16(), provider_message = %provider_message, "the model provider does not serve a model on this user's list; take it off the list (--llm-models, the profile's llm.models or spec.llm.models)");
-            format!(
-                "the model provider does not serve the model {model:?} ({}: {provider_message}); the person can pick another with /model, and the administrator should take it off their list of models",
-                status.as_u16()
-            )
+            "the person can pick another with /model, and the administrator should take it off their list of models"
         };
+        let message = format!(
+            "the model provider does not serve the model {model:?} ({}: {provider_message}); {fix}",
+            status.as_u16()
+        );
         // 424, not a 5xx: clients retry those, and asking again cannot help.
         let shape = ErrorShape::OpenAi { kind: "upstream_error", code: Some(MODEL_NOT_SERVED) };
         return Err(outcome.fail(StatusCode::FAILED_DEPENDENCY, shape, message));
