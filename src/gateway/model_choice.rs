@@ -52,11 +52,11 @@ pub fn decide(models: &ModelChoice, chosen: Option<&str>, request: &Request) -> 
     let Some(in_use) = models.in_use(chosen) else {
         return Decision::say("No model is configured for you; ask the administrator.".into());
     };
+    if models.allowed.len() < 2 {
+        return Decision::say(format!("Your assistant uses {in_use}, the only model available to you."));
+    }
     match request {
         Request::Show => Decision::say(show_text(models, in_use)),
-        _ if models.allowed.len() < 2 => {
-            Decision::say(format!("Your assistant uses {in_use}, the only model available to you."))
-        }
         Request::Reset => {
             let default = models.default.as_deref().unwrap_or(in_use);
             // Stored even when nothing changes now: a choice left behind would come back if
@@ -80,11 +80,8 @@ pub fn decide(models: &ModelChoice, chosen: Option<&str>, request: &Request) -> 
     }
 }
 
-/// The person's models, numbered, with the one in use marked.
+/// The person's models (two or more), numbered, with the one in use marked.
 fn show_text(models: &ModelChoice, in_use: &str) -> String {
-    if models.allowed.len() < 2 {
-        return format!("Your assistant uses {in_use}, the only model available to you.");
-    }
     let mut text = format!("Your assistant uses {in_use}. Your models:\n");
     for (i, model) in models.allowed.iter().enumerate() {
         let mut marks = Vec::new();

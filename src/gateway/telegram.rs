@@ -8,8 +8,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde::Deserialize;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use teloxide::prelude::*;
 use teloxide::requests::{JsonRequest, Payload};
@@ -357,8 +356,6 @@ pub fn dispatch(handler: &dyn Handler, update: &Update, message: Option<Incoming
 struct GetRawUpdates {
     #[serde(skip_serializing_if = "Option::is_none")]
     offset: Option<i32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    limit: Option<u8>,
     timeout: u32,
     allowed_updates: [AllowedUpdate; 2],
 }
@@ -371,12 +368,7 @@ impl Payload for GetRawUpdates {
 
 impl GetRawUpdates {
     fn new(offset: Option<i64>, timeout: u32) -> Self {
-        Self {
-            offset: offset.and_then(|o| i32::try_from(o).ok()),
-            limit: None,
-            timeout,
-            allowed_updates: ALLOWED_UPDATES,
-        }
+        Self { offset: offset.and_then(|o| i32::try_from(o).ok()), timeout, allowed_updates: ALLOWED_UPDATES }
     }
 }
 
@@ -419,7 +411,6 @@ pub async fn poll(
     if let Some(offset) = offset.and_then(|o| i32::try_from(o).ok()) {
         // An offset confirms every update below it; what this returns is left for the next poller.
         let confirm = bot.get_updates().offset(offset).limit(1).timeout(0).allowed_updates(ALLOWED_UPDATES);
-        // (Typed: what this returns is not handled here.)
         if let Err(e) = tokio::time::timeout(Duration::from_secs(5), confirm.send()).await.unwrap_or(Ok(Vec::new())) {
             tracing::warn!(error = %e, "confirming the finished updates failed; the next poller skips them as repeats");
         }

@@ -73,10 +73,6 @@ impl ModelChoice {
         }
     }
 
-    pub fn allows(&self, model: &str) -> bool {
-        self.allowed.iter().any(|m| m == model)
-    }
-
     /// The allowed model a person means by `asked`: its name (any case), or its number in
     /// the list `/model` shows.
     pub fn find(&self, asked: &str) -> Option<&str> {
