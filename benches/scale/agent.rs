@@ -12,7 +12,7 @@
 //!
 //! Medians over the starts; the target is the lean agent's idle RSS.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -143,7 +143,7 @@ pub async fn run(options: &Options, report: &mut Report) {
 /// Start the agent once in a fresh workspace, measure, and stop it.
 async fn measure(candidate: &Candidate, llm: SocketAddr, http: &reqwest::Client) -> Result<Start, String> {
     let workspace = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let addr = free_port()?;
+    let addr = SocketAddr::from(([127, 0, 0, 1], support::free_port()));
     let profile =
         moltmates::profile::resolve(&moltmates::crd::MoltmateUserSpec::new(4242, moltmates::crd::Profile::Family))
             .map_err(|e| e.to_string())?;
@@ -232,10 +232,6 @@ async fn stop(child: &mut Child, pid: u32) {
 
 /// A port free now, for the agent to listen on (known before it starts, so the start can be
 /// timed from outside without reading its log).
-fn free_port() -> Result<SocketAddr, String> {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(|e| format!("a free port: {e}"))
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Status {
     pub rss_kib: u64,
@@ -251,11 +247,7 @@ fn read_status(pid: u32) -> Result<Status, String> {
 }
 
 pub fn parse_status(text: &str) -> Option<Status> {
-    let field = |name: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-    };
+    let field = |name| crate::rss::status_field(text, name);
     Some(Status {
         rss_kib: field("VmRSS:")?,
         hwm_kib: field("VmHWM:")?,

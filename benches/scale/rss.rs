@@ -14,14 +14,16 @@ pub struct Sample {
     pub hwm_kib: u64,
 }
 
+/// A number of /proc/PID/status (`VmRSS:`, `Threads:`...), without its `kB`.
+pub fn status_field(text: &str, name: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+}
+
 /// (VmRSS, VmHWM) in KiB from the text of /proc/PID/status.
 pub fn parse_status(text: &str) -> Option<(u64, u64)> {
-    let field = |name: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-    };
-    Some((field("VmRSS:")?, field("VmHWM:")?))
+    Some((status_field(text, "VmRSS:")?, status_field(text, "VmHWM:")?))
 }
 
 pub fn read(pid: u32) -> Option<(u64, u64)> {
