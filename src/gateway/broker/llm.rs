@@ -22,7 +22,7 @@ use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
-use super::shape::{Shape, shape};
+use super::shape::{Fields, Shape, shape};
 use super::{BrokerState, Caller, ErrorShape, ProviderConfig, RequestDecision, RequestError, read_body};
 use crate::http::CappedRead;
 
@@ -58,19 +58,15 @@ pub(super) async fn chat_completions(
         .await
         .map_err(|e| refuse(e.status(), e.message(), 0))?;
     let bad = |message: String| refuse(StatusCode::BAD_REQUEST, message, bytes.len());
-    let mut request: Value =
-        serde_json::from_slice(&bytes).map_err(|e| bad(format!("the request body is not JSON: {e}")))?;
-    let Some(fields) = request.as_object_mut().map(std::mem::take) else {
-        return Err(bad("the request body must be a JSON object".into()));
-    };
+    let fields = super::shape::fields(&bytes).map_err(bad)?;
     let models = state.model_choice(&caller.profile);
     let rules = Shape {
         model: models.in_use(caller.chosen_model.as_deref()).map(str::to_string),
         allowed: models.allowed,
         max_output_tokens: state.config.max_output_tokens,
     };
-    let request = Value::Object(shape(fields, &rules).map_err(bad)?);
-    let model = request.get("model").and_then(Value::as_str).map(str::to_string);
+    let request = shape(fields, &rules).map_err(bad)?;
+    let model = super::shape::value(&request, "model").and_then(|m| m.as_str().map(str::to_string));
     let body = serde_json::to_vec(&request).map_err(|e| bad(format!("the request could not be re-encoded: {e}")))?;
     admit(&state, &caller)?;
     let estimate = estimated_tokens(&request, body.len());
@@ -101,9 +97,11 @@ fn refuses_the_model(status: StatusCode, code: Option<&str>, message: &str) -> b
 /// What a request may cost at most, charged before it is forwarded and settled once the
 /// provider reports its usage: the prompt (about four bytes a token) and the longest answer
 /// it may get.
-fn estimated_tokens(request: &Value, body_bytes: usize) -> u64 {
-    let answer =
-        ["max_tokens", "max_completion_tokens"].iter().filter_map(|k| request.get(*k).and_then(Value::as_u64)).max();
+fn estimated_tokens(request: &Fields, body_bytes: usize) -> u64 {
+    let answer = ["max_tokens", "max_completion_tokens"]
+        .iter()
+        .filter_map(|k| super::shape::value(request, k).and_then(|v| v.as_u64()))
+        .max();
     (body_bytes as u64).div_ceil(4) + answer.unwrap_or(0)
 }
 

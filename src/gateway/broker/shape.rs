@@ -5,8 +5,39 @@
 //! Every field is a cost the user's budget cannot see coming: `n: 8` is eight answers,
 //! `service_tier` or `reasoning_effort` change the price, `store` keeps the conversation at the
 //! provider. The agent sends `model`, `messages` and `tools`; sampling settings are let through.
+//!
+//! The request is read as its top-level fields, each kept as the JSON text the agent sent:
+//! `messages` and `tools` grow with the conversation and are passed on as they are (checked to
+//! be JSON, never built into a tree); only the few small fields ruled on here are read and
+//! rewritten.
 
-use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+use serde_json::value::RawValue;
+
+/// A request's top-level fields, each as the JSON text the agent sent.
+pub type Fields = BTreeMap<String, Box<RawValue>>;
+
+/// The fields of a request body, or why it is not a JSON object.
+pub fn fields(body: &[u8]) -> Result<Fields, String> {
+    serde_json::from_slice(body).map_err(|e| match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
+        Ok(_) => "the request body must be a JSON object".to_string(),
+        Err(_) => format!("the request body is not JSON: {e}"),
+    })
+}
+
+/// The value of one (small) field; None if absent.
+pub fn value(fields: &Fields, key: &str) -> Option<Value> {
+    // A field's text was checked to be JSON when the body was read.
+    fields.get(key).map(|raw| serde_json::from_str(raw.get()).unwrap_or(Value::Null))
+}
+
+fn set(fields: &mut Fields, key: &str, value: &Value) {
+    if let Ok(raw) = serde_json::value::to_raw_value(value) {
+        fields.insert(key.to_string(), raw);
+    }
+}
 
 /// Fields forwarded as sent (after the checks below).
 const ALLOWED: &[&str] = &[
@@ -48,9 +79,9 @@ pub struct Shape {
 }
 
 /// The request to forward, or why it is refused (for a 400 to the agent).
-pub fn shape(mut fields: Map<String, Value>, rules: &Shape) -> Result<Map<String, Value>, String> {
+pub fn shape(mut fields: Fields, rules: &Shape) -> Result<Fields, String> {
     // A field sent as null is a field not sent (some clients write every field they know).
-    fields.retain(|key, value| !value.is_null() || ALLOWED.contains(&key.as_str()));
+    fields.retain(|key, value| value.get() != "null" || ALLOWED.contains(&key.as_str()));
     let mut unknown: Vec<&str> = fields.keys().map(String::as_str).filter(|k| !ALLOWED.contains(k)).collect();
     if !unknown.is_empty() {
         unknown.sort_unstable();
@@ -60,13 +91,15 @@ pub fn shape(mut fields: Map<String, Value>, rules: &Shape) -> Result<Map<String
             ALLOWED.join(", ")
         ));
     }
-    if !matches!(fields.get("stream"), None | Some(Value::Null) | Some(Value::Bool(false))) {
+    if !matches!(value(&fields, "stream"), None | Some(Value::Null) | Some(Value::Bool(false))) {
         return Err("streaming is not supported by the broker: send the request without \"stream\": true".into());
     }
-    if !matches!(fields.get("n"), None | Some(Value::Null)) && fields.get("n").and_then(Value::as_u64) != Some(1) {
+    let n = value(&fields, "n");
+    if !matches!(n, None | Some(Value::Null)) && n.as_ref().and_then(Value::as_u64) != Some(1) {
         return Err("the broker forwards one choice per request: leave out \"n\" or send \"n\": 1".into());
     }
-    match fields.get("model") {
+    let model = value(&fields, "model");
+    match &model {
         None | Some(Value::Null) => {}
         Some(Value::String(asked)) if asked == PLACEHOLDER_MODEL => {}
         Some(Value::String(asked)) if rules.allowed.is_empty() || rules.allowed.contains(asked) => {}
@@ -78,26 +111,26 @@ pub fn shape(mut fields: Map<String, Value>, rules: &Shape) -> Result<Map<String
             ));
         }
     }
-    if matches!(fields.get("model").and_then(Value::as_str), None | Some(PLACEHOLDER_MODEL)) {
+    if matches!(model.as_ref().and_then(Value::as_str), None | Some(PLACEHOLDER_MODEL)) {
         let Some(model) = &rules.model else { return Err(NO_MODEL.into()) };
-        fields.insert("model".into(), Value::String(model.clone()));
+        set(&mut fields, "model", &Value::String(model.clone()));
     }
     if let Some(cap) = rules.max_output_tokens {
         let mut capped = false;
         for key in ["max_tokens", "max_completion_tokens"] {
-            match fields.get(key) {
+            match value(&fields, key) {
                 None | Some(Value::Null) => {}
                 Some(value) => {
                     let asked = value
                         .as_u64()
                         .ok_or_else(|| format!("\"{key}\" must be a positive whole number, not {value}"))?;
-                    fields.insert(key.into(), Value::from(asked.min(cap)));
+                    set(&mut fields, key, &Value::from(asked.min(cap)));
                     capped = true;
                 }
             }
         }
         if !capped {
-            fields.insert("max_tokens".into(), Value::from(cap));
+            set(&mut fields, "max_tokens", &Value::from(cap));
         }
     }
     Ok(fields)
@@ -113,7 +146,8 @@ mod tests {
     }
 
     fn run(request: Value, rules: &Shape) -> Result<Value, String> {
-        shape(request.as_object().unwrap().clone(), rules).map(Value::Object)
+        let shaped = shape(fields(request.to_string().as_bytes())?, rules)?;
+        Ok(serde_json::from_slice(&serde_json::to_vec(&shaped).unwrap()).unwrap())
     }
 
     #[test]
