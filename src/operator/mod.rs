@@ -31,7 +31,7 @@ use serde::de::DeserializeOwned;
 use tracing::{info, warn};
 
 pub use diff::{is_subset, needs_apply};
-pub use reconcile::{Caches, Context, telegram_id_holder};
+pub use reconcile::{Caches, Context, telegram_id_holder, telegram_id_owners};
 
 use crate::builders::{self, AgentPodSettings, ClusterConfig};
 use crate::cache;

@@ -373,6 +373,20 @@ pub fn telegram_id_holder(user: &MoltmateUser, all: &[Arc<MoltmateUser>]) -> Opt
         .map(|other| other.name_any())
 }
 
+/// Every Telegram id's owner, the MoltmateUser `telegram_id_holder` finds no older claimant
+/// for, by name: one pass over all users, for loops that ask about each of them.
+pub fn telegram_id_owners(all: &[Arc<MoltmateUser>]) -> HashMap<i64, String> {
+    let key = |u: &MoltmateUser| (u.metadata.creation_timestamp.clone().map(|t| t.0), u.name_any());
+    let mut oldest: HashMap<i64, &MoltmateUser> = HashMap::new();
+    for user in all.iter().filter(|u| u.metadata.deletion_timestamp.is_none()) {
+        let held = oldest.entry(user.spec.telegram.user_id).or_insert(user);
+        if key(user) < key(held) {
+            *held = user;
+        }
+    }
+    oldest.into_iter().map(|(id, user)| (id, user.name_any())).collect()
+}
+
 /// A workspace keeps the size it was created with: many StorageClasses cannot expand
 /// volumes, and none can shrink them. A different size in the spec is reported once per
 /// spec change, not retried.
@@ -704,6 +718,24 @@ mod tests {
         bob.metadata.deletion_timestamp = Some(Time(jiff::Timestamp::from_second(300).unwrap()));
         let all: Vec<_> = [&alice, &bob].into_iter().cloned().map(Arc::new).collect();
         assert_eq!(telegram_id_holder(&bob, &all).as_deref(), Some("alice"));
+    }
+
+    #[test]
+    fn the_owners_of_all_ids_at_once_are_those_no_older_user_holds() {
+        let mut users: Vec<MoltmateUser> =
+            ["alice", "bob", "carol", "dave", "erin"].map(|n| user(n, Profile::Public)).to_vec();
+        for (i, (id, second)) in [(7, 200), (7, 100), (8, 50), (7, 100), (8, 10)].into_iter().enumerate() {
+            users[i].spec.telegram.user_id = id;
+            at(&mut users[i], second);
+        }
+        users[4].metadata.deletion_timestamp = Some(Time(jiff::Timestamp::from_second(300).unwrap()));
+        let all: Vec<_> = users.into_iter().map(Arc::new).collect();
+        let owners = telegram_id_owners(&all);
+        assert_eq!(owners, HashMap::from([(7, "bob".to_string()), (8, "carol".to_string())]));
+        for u in all.iter().filter(|u| u.metadata.deletion_timestamp.is_none()) {
+            let owns = owners.get(&u.spec.telegram.user_id) == Some(&u.name_any());
+            assert_eq!(owns, telegram_id_holder(u, &all).is_none(), "{}", u.name_any());
+        }
     }
 
     #[test]

@@ -57,16 +57,19 @@ impl Deliveries {
     pub fn take_due(&mut self, users: &[Arc<MoltmateUser>], now: Timestamp, clock: Instant) -> Vec<Due> {
         let mut pending = std::collections::HashSet::new();
         let mut out = Vec::new();
+        // Worked out once a tick, and only when someone has reminders.
+        let owners = std::cell::LazyCell::new(|| crate::operator::telegram_id_owners(users));
         for user in users {
-            // The chat is the Telegram id's: only its owner (the oldest claimant, as routing
-            // decides) sends there, never a second object naming the same id.
-            if user.metadata.deletion_timestamp.is_some() || crate::operator::telegram_id_holder(user, users).is_some()
-            {
-                continue;
-            }
             let (Some(uid), Some(book)) = (user.uid(), user.status.as_ref().and_then(|s| s.reminders.as_ref())) else {
                 continue;
             };
+            // The chat is the Telegram id's: only its owner (the oldest claimant, as routing
+            // decides) sends there, never a second object naming the same id.
+            if user.metadata.deletion_timestamp.is_some()
+                || owners.get(&user.spec.telegram.user_id).is_none_or(|owner| *owner != user.name_any())
+            {
+                continue;
+            }
             for reminder in &book.pending {
                 pending.insert((uid.clone(), schedule::occurrence_key(reminder)));
             }
