@@ -96,7 +96,7 @@ impl Outbox {
     /// Send `text` as plain text (no parse mode: nothing in it is markup), split to fit.
     pub async fn send_text(&self, chat_id: i64, text: &str) -> Result<(), RequestError> {
         for part in split_message(text, TELEGRAM_MAX_MESSAGE) {
-            self.send_with_retries(|| self.bot.send_message(ChatId(chat_id), &part)).await?;
+            self.send_with_retries(|| self.text(chat_id, &part, None)).await?;
         }
         Ok(())
     }
@@ -105,12 +105,11 @@ impl Outbox {
     /// markup of a part, that part goes again as plain text: the person always gets the words.
     pub async fn send_reply(&self, chat_id: i64, markdown: &str) -> Result<(), RequestError> {
         for part in from_markdown(markdown).parts(TELEGRAM_MAX_MESSAGE) {
-            let formatted = self
-                .send_with_retries(|| self.bot.send_message(ChatId(chat_id), &part.html).parse_mode(ParseMode::Html));
+            let formatted = self.send_with_retries(|| self.text(chat_id, &part.html, Some(ParseMode::Html)));
             match formatted.await {
                 Err(RequestError::Api(ApiError::CantParseEntities(reason))) => {
                     tracing::warn!(chat_id, %reason, "Telegram refused the reply's markup; sending it as plain text");
-                    self.send_with_retries(|| self.bot.send_message(ChatId(chat_id), &part.plain)).await?;
+                    self.send_with_retries(|| self.text(chat_id, &part.plain, None)).await?;
                 }
                 other => {
                     other?;
@@ -158,9 +157,14 @@ impl Outbox {
     }
 
     /// One request, again after flood control's wait or a network error, a few times.
-    async fn send_with_retries<R>(&self, request: impl Fn() -> R) -> Result<Message, RequestError>
+    /// A sendMessage of plain `text`, or formatted in `mode`.
+    fn text(&self, chat_id: i64, text: &str, parse_mode: Option<ParseMode>) -> JsonRequest<SendText> {
+        JsonRequest::new(self.bot.clone(), SendText { chat_id, text: text.to_string(), parse_mode })
+    }
+
+    async fn send_with_retries<R, T>(&self, request: impl Fn() -> R) -> Result<T, RequestError>
     where
-        R: std::future::IntoFuture<Output = Result<Message, RequestError>>,
+        R: std::future::IntoFuture<Output = Result<T, RequestError>>,
     {
         let mut attempt = 0u32;
         loop {
@@ -370,6 +374,22 @@ impl GetRawUpdates {
     fn new(offset: Option<i64>, timeout: u32) -> Self {
         Self { offset: offset.and_then(|o| i32::try_from(o).ok()), timeout, allowed_updates: ALLOWED_UPDATES }
     }
+}
+
+/// sendMessage, text only, without reading the sent message back: the gateway needs to know
+/// only whether Telegram took it (typing Telegram's whole message object cost more than the
+/// rest of sending it).
+#[derive(Debug, Clone, Serialize)]
+pub struct SendText {
+    chat_id: i64,
+    text: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parse_mode: Option<ParseMode>,
+}
+
+impl Payload for SendText {
+    type Output = serde::de::IgnoredAny;
+    const NAME: &'static str = "SendMessage";
 }
 
 /// The bot's command menu, as users see it in Telegram.
