@@ -133,11 +133,29 @@ pub async fn run(options: &Options, report: &mut Report) {
         }));
     }
     report.section("agent", "binaries", Value::Array(section));
+    for (image, archive) in image_archives() {
+        let bytes = std::fs::metadata(&archive).map(|m| m.len()).unwrap_or(0);
+        report.figure("agent", 1, &format!("{image} image (OCI archive, scripts/images)"), bytes as f64 / 1_048_576.0, "MiB");
+    }
     report.note(format!(
         "agent: {} starts per binary; idle = {}s after /healthz answered; a turn = `/tool list_files .` via the LLM stand-in",
         options.agent_starts,
         SETTLE.as_secs()
     ));
+}
+
+/// The image archives `scripts/images` last wrote, those that exist: what a node pulls.
+fn image_archives() -> Vec<(&'static str, PathBuf)> {
+    let cache = std::env::var_os("MOLTMATES_CACHE").map(PathBuf::from).or_else(|| {
+        let home = std::env::var_os("XDG_CACHE_HOME").map(PathBuf::from);
+        Some(home.or_else(|| Some(PathBuf::from(std::env::var_os("HOME")?).join(".cache")))?.join("moltmates"))
+    });
+    let Some(cache) = cache else { return Vec::new() };
+    [("sandbox", "sandbox.tar"), ("moltmate", "moltmate.tar")]
+        .into_iter()
+        .map(|(image, file)| (image, cache.join("images").join(file)))
+        .filter(|(_, path)| path.exists())
+        .collect()
 }
 
 /// Start the agent once in a fresh workspace, measure, and stop it.

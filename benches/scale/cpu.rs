@@ -20,7 +20,8 @@ pub fn parse_stat(text: &str) -> Option<u64> {
     Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
 }
 
-fn cpu_seconds(pid: u32) -> Option<f64> {
+/// CPU seconds `pid` has used so far (all its threads).
+pub fn process_seconds(pid: u32) -> Option<f64> {
     Some(parse_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)? as f64 / TICKS_PER_SECOND)
 }
 
@@ -44,7 +45,7 @@ pub fn snapshot(env_dir: &Path) -> Snapshot {
         .collect();
     entries.push((std::process::id(), "bench-client".into()));
     for (pid, name) in entries {
-        if let Some(s) = cpu_seconds(pid) {
+        if let Some(s) = process_seconds(pid) {
             *seconds.entry(name).or_insert(0.0) += s;
         }
     }

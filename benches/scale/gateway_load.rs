@@ -38,7 +38,7 @@ use crate::support::stack::LLM_KEY;
 use crate::support::{
     AgentNode, BOT_TOKEN, GatewayCommand, Proc, TestEnv, apply_user, free_port, http_get, user_manifest,
 };
-use crate::{cpu, stats, svg};
+use crate::{cpu, gateway_cost, stats, svg};
 
 /// Telegram ids of the load users: LOAD_BASE + index.
 pub const LOAD_BASE: i64 = 5_000_000;
@@ -345,6 +345,8 @@ pub struct Stack {
     broker_url: String,
     proxy_task: tokio::task::JoinHandle<()>,
     pub recorder: Arc<Recorder>,
+    /// The recording proxy's URL: where whatever serves the bot reaches Telegram.
+    pub recorder_url: String,
     pub telegram: TelegramStandIn,
     pub llm: LlmStandIn,
     pub admin: Client,
@@ -401,6 +403,7 @@ impl Stack {
             broker_url,
             proxy_task: proxy,
             recorder,
+            recorder_url: proxy_url.clone(),
             telegram,
             llm,
             admin,
@@ -480,6 +483,26 @@ impl Stack {
     /// Whether the gateway process is still running (it has not exited).
     pub fn gateway_running(&self) -> bool {
         lock(&self.gateway).is_running()
+    }
+
+    /// SIGKILL whatever serves the bot now and start `command` in its place (its log
+    /// `log_name`); the new pid.
+    pub fn replace_gateway(&self, log_name: &str, command: std::process::Command) -> u32 {
+        let mut gateway = lock(&self.gateway);
+        gateway.kill();
+        *gateway = self.env.launch(log_name, &self.env.gateway_kubeconfig(), command);
+        gateway.child.id()
+    }
+
+    /// The gateway's command line as the stack starts it, under `wrapper` if not empty.
+    pub fn gateway_command(&self, wrapper: &[String]) -> std::process::Command {
+        let program = std::iter::once(crate::support::MOLTMATE.to_string()).chain(self.gateway_args.iter().cloned());
+        crate::gateway_cost::wrapped(wrapper, &program.collect::<Vec<_>>())
+    }
+
+    /// Where the agents' LLM calls go (the broker's address).
+    pub fn broker_url(&self) -> &str {
+        &self.broker_url
     }
 
     /// SIGKILL the gateway and start it again at once with the same arguments (its ports, its
@@ -573,6 +596,27 @@ impl Stack {
         self.wait_settled(quiet, Duration::from_secs(30)).await;
     }
 
+    /// One load through whatever serves the bot now (gateway or relay): what the users saw and
+    /// what it cost that process.
+    pub async fn load_round(&self, users: usize, rate: f64, duration: Duration) -> Result<Round, String> {
+        let pid = self.gateway_pid();
+        let cpu_before = cpu::process_seconds(pid).ok_or("the gateway's process is gone")?;
+        let meter = cpu::Meter::start(&self.env.dir);
+        let (injections, achieved) = self.inject_load(LOAD_BASE, users, rate, duration).await?;
+        let injected = injections.len() as u64;
+        let patience = Duration::from_secs(120).max(duration * 4);
+        self.wait_answered(injections.len(), patience, Duration::from_secs(2)).await;
+        let cpu_seconds = cpu::process_seconds(pid).ok_or("the gateway's process died during the load")? - cpu_before;
+        let meter = meter.read();
+        let records = self.recorder.take();
+        let mut turns = HashMap::new();
+        for (_, text) in read_logs(&self.agent_logs(), "moltmate-load-") {
+            parse_turns(&text, &mut turns);
+        }
+        let analysis = analyse(&injections, &records.received, &records.sent, &turns);
+        Ok(Round { analysis, injected, achieved, cpu_seconds, meter })
+    }
+
     /// What the Telegram stand-in holds as sent to `chats` (what the users saw), as `Sent`
     /// records without times.
     pub fn delivered_to(&self, chats: impl IntoIterator<Item = i64>) -> Vec<Sent> {
@@ -601,6 +645,28 @@ impl Stack {
                 (count, since) = (now, Instant::now());
             }
         }
+    }
+}
+
+/// One load's result.
+pub struct Round {
+    pub analysis: Analysis,
+    pub injected: u64,
+    /// Messages per second injected.
+    pub achieved: f64,
+    /// CPU seconds the serving process used from the first message until all were answered.
+    pub cpu_seconds: f64,
+    /// Every process's CPU over the round.
+    pub meter: Value,
+}
+
+impl Round {
+    pub fn cpu_ms_per_message(&self) -> f64 {
+        crate::gateway_cost::per_message(self.cpu_seconds * 1000.0, self.injected)
+    }
+
+    pub fn overhead(&self) -> stats::Summary {
+        summary_of(&self.analysis.samples, |s| s.overhead_us)
     }
 }
 
@@ -646,30 +712,142 @@ async fn measure(options: &Options, report: &mut Report) -> Result<(), String> {
     eprintln!("   {n} users Ready, gateway synced in {:.1}s", setup.elapsed().as_secs_f64());
 
     stack.warm_up(&users).await?;
+    let shared = stack.load_round(n, rate, duration).await?;
+    eprintln!("   injected {} ({:.0}/s), cores shared", shared.injected, shared.achieved);
+    report_round(options, report, &stack, &shared, n).await;
 
-    let meter = cpu::Meter::start(&stack.env.dir);
-    let (injections, achieved) = stack.inject_load(LOAD_BASE, n, rate, duration).await?;
-    let total = injections.len() as u64;
-    eprintln!("   injected {total} ({achieved:.0}/s); waiting for the answers");
-    stack.wait_answered(total as usize, Duration::from_secs(120), Duration::from_secs(2)).await;
-    let cpu = meter.read();
-    let records = stack.recorder.take();
-    let mut turns = HashMap::new();
-    for (_, text) in read_logs(&stack.agent_logs(), "moltmate-load-") {
-        parse_turns(&text, &mut turns);
+    // The same load with the gateway on a core of its own and everything else on the other.
+    let gateway_pid = stack.gateway_pid();
+    let all = gateway_cost::all_cpus();
+    if all != "0-0" && gateway_cost::pin(gateway_pid, "1") {
+        let moved = gateway_cost::pin_all("0", gateway_pid);
+        let pinned = stack.load_round(n, rate, duration).await;
+        gateway_cost::pin_all(&all, 0);
+        let pinned = pinned?;
+        let overhead = pinned.overhead();
+        eprintln!("   gateway on its own core ({moved} other processes on the other): overhead p99 {:.2} ms", overhead.p99_ms);
+        report.target("gateway", n, "routing overhead p99, gateway on its own core", overhead.p99_ms, "ms", OVERHEAD_P99_TARGET_MS);
+        report.figure("gateway", n, "routing overhead p50, gateway on its own core", overhead.p50_ms, "ms");
+        report.target("gateway", n, "lost messages, gateway on its own core", pinned.analysis.lost.len() as f64, "", 0.0);
+        report.section("gateway-pinned", n, round_json(&pinned));
+    } else {
+        report.note("gateway: one core only (or taskset failed): no figure with the gateway on a core of its own");
     }
-    let a = analyse(&injections, &records.received, &records.sent, &turns);
+
+    // The floor: the relay in the gateway's place, same agents and load.
+    let dir = gateway_cost::work_dir(&stack);
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let routes = gateway_cost::routes(&stack.admin, crate::support::MASTER_KEY, 8080).await?;
+    let routes_file = dir.join("routes.json");
+    std::fs::write(&routes_file, serde_json::to_vec(&routes).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+    let relay = |wrapper: &[String]| {
+        gateway_cost::relay_command(
+            wrapper,
+            &stack.recorder_url,
+            BOT_TOKEN,
+            stack.broker_url(),
+            &stack.llm.url(),
+            LLM_KEY,
+            &routes_file,
+        )
+    };
+    stack.replace_gateway("floor-relay", relay(&[])?);
+    stack.warm_up(&users).await?;
+    let floor = stack.load_round(n, rate, duration).await?;
+    let (gateway_ms, floor_ms) = (shared.cpu_ms_per_message(), floor.cpu_ms_per_message());
+    eprintln!("   CPU per message: gateway {gateway_ms:.3} ms, floor relay {floor_ms:.3} ms");
+    report.figure("gateway", n, "gateway CPU per message", gateway_ms, "ms");
+    report.figure("gateway", n, "floor relay CPU per message", floor_ms, "ms");
+    report.target("gateway", n, "gateway/floor CPU per message", gateway_ms / floor_ms.max(f64::EPSILON), "×", gateway_cost::FLOOR_RATIO_TARGET);
+    report.figure("gateway", n, "floor relay routing overhead p99", floor.overhead().p99_ms, "ms");
+    report.section("gateway-floor", n, round_json(&floor));
+
+    // Instructions per message, under callgrind, at a rate it keeps up with.
+    if options.gateway_callgrind_rate > 0.0 {
+        if !gateway_cost::callgrind_available() {
+            report.note("gateway: valgrind not found (apt-get install valgrind): no instruction counts");
+        } else {
+            let cg_rate = options.gateway_callgrind_rate;
+            let cg_duration = options.gateway_callgrind_duration;
+            let mut counts = Vec::new();
+            for (who, label) in [("floor relay", "floor-relay"), ("gateway", "gateway")] {
+                let out = dir.join(format!("callgrind.{label}"));
+                let wrapper = gateway_cost::callgrind_wrapper(&out);
+                let command = if label == "gateway" { stack.gateway_command(&wrapper) } else { relay(&wrapper)? };
+                let pid = stack.replace_gateway(&format!("{label}-callgrind"), command);
+                stack.warm_up(&users).await?;
+                // Two loads, the second at twice the rate: what grows with the messages is the
+                // cost per message; the rest (timers, syncs, polls) is a cost per second.
+                let mut loads = Vec::new();
+                gateway_cost::callgrind_control(&["--instr=on"], pid)?;
+                for rate in [cg_rate, 2.0 * cg_rate] {
+                    let begun = Instant::now();
+                    let round = stack.load_round(n, rate, cg_duration).await?;
+                    gateway_cost::callgrind_control(&["--dump"], pid)?;
+                    let (_, files) = gateway_cost::callgrind_dumps(&out);
+                    let total = files.last().and_then(|f| gateway_cost::callgrind_total(&std::fs::read_to_string(f).ok()?));
+                    let total = total.ok_or_else(|| format!("no callgrind dump of the {who} in {}", dir.display()))?;
+                    loads.push(gateway_cost::Load { instructions: total as f64, messages: round.injected as f64, seconds: begun.elapsed().as_secs_f64() });
+                }
+                let split = gateway_cost::split(&loads[0], &loads[1]).ok_or("the two loads under callgrind cannot be told apart")?;
+                eprintln!(
+                    "   {who} under callgrind: {:.0} instructions per message, {:.0} per second besides",
+                    split.per_message, split.per_second
+                );
+                report.figure("gateway", n, &format!("{who} instructions per message"), split.per_message, "");
+                report.figure("gateway", n, &format!("{who} instructions per second besides messages"), split.per_second, "");
+                let (_, files) = gateway_cost::callgrind_dumps(&out);
+                if let Some(dump) = files.last() {
+                    let top = gateway_cost::annotate(dump, 80);
+                    let _ = std::fs::create_dir_all(&options.out);
+                    let _ = std::fs::write(options.out.join(format!("callgrind-{label}-{n}.txt")), &top);
+                    let _ = std::fs::copy(dump, options.out.join(format!("callgrind-{label}-{n}.out")));
+                }
+                report.section(&format!("gateway-callgrind-{label}"), n, json!({ "loads": loads, "split": split }));
+                counts.push(split.per_message);
+            }
+            if let [floor, gateway] = counts[..] {
+                report.target("gateway", n, "gateway/floor instructions per message", gateway / floor.max(1.0), "×", gateway_cost::FLOOR_RATIO_TARGET);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A round as the report keeps it.
+fn round_json(round: &Round) -> Value {
+    let a = &round.analysis;
+    let field = |f: fn(&Sample) -> i64| serde_json::to_value(summary_of(&a.samples, f)).unwrap_or_default();
+    json!({
+        "messages": round.injected,
+        "injected_per_second": round.achieved,
+        "answered": round.injected as usize - a.lost.len(),
+        "lost": a.lost.len(),
+        "duplicated": a.duplicated,
+        "misrouted": a.misrouted,
+        "untimed": a.untimed,
+        "cpu_seconds": round.cpu_seconds,
+        "cpu_ms_per_message": round.cpu_ms_per_message(),
+        "routing_overhead_ms": field(|s| s.overhead_us),
+        "cpu": round.meter,
+    })
+}
+
+/// The shared-core round: the section's main figures and its plot.
+async fn report_round(options: &Options, report: &mut Report, stack: &Stack, round: &Round, n: usize) {
+    let (rate, duration) = (options.gateway_rate, options.gateway_duration);
+    let a = &round.analysis;
+    let total = round.injected;
     let metrics =
         http_get(stack.gateway_http, "/metrics").await.map(|(_, body)| routing_histogram(&body)).unwrap_or(Value::Null);
-
-    let overhead = summary_of(&a.samples, |s| s.overhead_us);
+    let overhead = round.overhead();
     report.target("gateway", n, "routing overhead p99", overhead.p99_ms, "ms", OVERHEAD_P99_TARGET_MS);
     report.figure("gateway", n, "routing overhead p50", overhead.p50_ms, "ms");
     report.target("gateway", n, "lost messages", a.lost.len() as f64, "", 0.0);
     report.target("gateway", n, "duplicated answers", a.duplicated as f64, "", 0.0);
     report.target("gateway", n, "misrouted answers", a.misrouted as f64, "", 0.0);
-    report.figure("gateway", n, "injected messages/s", achieved, "");
-    report.note_if(cpu::Meter::busy_note(&cpu, &format!("the gateway load at {n} users")));
+    report.figure("gateway", n, "injected messages/s", round.achieved, "");
+    report.note_if(cpu::Meter::busy_note(&round.meter, &format!("the gateway load at {n} users")));
     if a.untimed > 0 {
         report.note(format!("gateway: {} answered messages lack a time (no getUpdates stamp or agent log line); left out of the latency", a.untimed));
     }
@@ -679,7 +857,7 @@ async fn measure(options: &Options, report: &mut Report) -> Result<(), String> {
         "rate_per_second": rate,
         "duration_seconds": duration.as_secs_f64(),
         "messages": total,
-        "injected_per_second": achieved,
+        "injected_per_second": round.achieved,
         "answered": total as usize - a.lost.len(),
         "lost": a.lost.len(),
         "lost_tags": &a.lost[..a.lost.len().min(20)],
@@ -694,7 +872,8 @@ async fn measure(options: &Options, report: &mut Report) -> Result<(), String> {
         "outbound_ms": field(|s| s.outbound_us),
         "inject_to_send_ms": field(|s| s.end_to_end_us),
         "gateway_routing_seconds_metric": metrics,
-        "cpu": cpu,
+        "cpu_seconds_gateway": round.cpu_seconds,
+        "cpu": round.meter,
         "method": "times from a recording proxy between gateway and Telegram stand-in (getUpdates answer handed on; sendMessage arrival) and the agents' logs (turn received → turn answered); overhead = receive→sendMessage − agent turn",
     }));
 
@@ -720,7 +899,6 @@ async fn measure(options: &Options, report: &mut Report) -> Result<(), String> {
         a.duplicated,
         a.misrouted
     );
-    Ok(())
 }
 
 pub fn write_plot(options: &Options, report: &mut Report, file: &str, svg: &str) {

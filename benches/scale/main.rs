@@ -19,7 +19,9 @@ mod chaos_gateway;
 mod chaos_operator;
 mod cluster;
 mod cpu;
+mod floor_relay;
 mod gateway;
+mod gateway_cost;
 mod gateway_load;
 mod operator_suite;
 mod options;
@@ -39,6 +41,10 @@ use options::{Cli, Options};
 use report::Report;
 
 fn main() -> ExitCode {
+    // The gateway benchmark starts this binary again as its floor relay.
+    if std::env::args().nth(1).as_deref() == Some(floor_relay::SUBCOMMAND) {
+        return floor_relay::main(std::env::args().skip(1));
+    }
     let cli = Cli::parse();
     if cli.self_test {
         let passed = self_test();
@@ -99,6 +105,8 @@ fn self_test() -> usize {
         svg::self_test,
         report::self_test,
         gateway_load::self_test,
+        floor_relay::self_test,
+        gateway_cost::self_test,
         wake::self_test,
         options::self_test,
         chaos::self_test,

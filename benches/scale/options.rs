@@ -85,6 +85,13 @@ pub struct Cli {
     /// Gateway load: how long messages are injected [smoke: 10s].
     #[arg(long, value_parser = humantime::parse_duration, default_value = "60s")]
     gateway_duration: Duration,
+    /// Gateway cost: messages per second of the loads run under callgrind, gateway and floor
+    /// relay alike (0: no instruction counts) [smoke: 5].
+    #[arg(long, default_value_t = 10.0)]
+    gateway_callgrind_rate: f64,
+    /// Gateway cost: how long the loads under callgrind inject messages.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "20s")]
+    gateway_callgrind_duration: Duration,
     /// Wake: how many idle users are woken, one at a time [smoke: 5].
     #[arg(long, default_value_t = 20)]
     wake_repeats: usize,
@@ -126,6 +133,9 @@ pub struct Options {
     pub gateway_rate: f64,
     #[serde(serialize_with = "as_seconds")]
     pub gateway_duration: Duration,
+    pub gateway_callgrind_rate: f64,
+    #[serde(serialize_with = "as_seconds")]
+    pub gateway_callgrind_duration: Duration,
     pub wake_repeats: usize,
     pub wake_idle_timeout: String,
     pub agent_starts: usize,
@@ -193,6 +203,11 @@ impl Cli {
         if !(self.gateway_rate.is_finite() && self.gateway_rate > 0.0) || self.gateway_duration.is_zero() {
             return Err("--gateway-rate and --gateway-duration must be above 0".into());
         }
+        if !(self.gateway_callgrind_rate.is_finite() && self.gateway_callgrind_rate >= 0.0)
+            || (self.gateway_callgrind_rate > 0.0 && self.gateway_callgrind_duration.is_zero())
+        {
+            return Err("--gateway-callgrind-rate must be 0 or more, with a --gateway-callgrind-duration above 0".into());
+        }
         if humantime::parse_duration(&self.wake_idle_timeout).is_err() {
             return Err(format!("--wake-idle-timeout: not a duration: {:?} (e.g. 3s)", self.wake_idle_timeout));
         }
@@ -220,6 +235,8 @@ impl Cli {
             gateway_users: self.gateway_users,
             gateway_rate: self.gateway_rate,
             gateway_duration: self.gateway_duration,
+            gateway_callgrind_rate: self.gateway_callgrind_rate,
+            gateway_callgrind_duration: self.gateway_callgrind_duration,
             wake_repeats: self.wake_repeats,
             wake_idle_timeout: self.wake_idle_timeout,
             agent_starts: self.agent_starts,

@@ -157,7 +157,7 @@ impl TestEnv {
     }
 
     /// Start `command` logging to DIR/logs/LOG_NAME.log, registered for the testenv watchdog.
-    fn launch(&self, log_name: &str, kubeconfig: &Path, mut command: Command) -> Proc {
+    pub fn launch(&self, log_name: &str, kubeconfig: &Path, mut command: Command) -> Proc {
         std::fs::create_dir_all(self.dir.join("logs")).unwrap();
         let log_path = self.dir.join("logs").join(format!("{log_name}.log"));
         let log = File::options().create(true).append(true).open(&log_path).unwrap();
