@@ -485,17 +485,20 @@ async fn take_updates(
         };
         let mut new = 0;
         for raw in &updates {
-            let (update, message) = match read_update(raw) {
-                Ok(read) => read,
-                Err(e) => {
-                    // Without its id it cannot be confirmed; Telegram stops resending it after a day.
-                    tracing::error!(error = %e, "an update that is not one; skipped");
-                    continue;
-                }
+            // Telegram sends every unconfirmed update again with each answer, those in flight
+            // too: only a new one is read in full.
+            let Some(update_id) = raw.get("update_id").and_then(Value::as_i64) else {
+                // Without its id it cannot be confirmed; Telegram stops resending it after a day.
+                tracing::error!("an update without an update_id; skipped");
+                continue;
             };
-            let Some(ticket) = tracker.begin(i64::from(update.id.0)) else { continue };
+            let Some(ticket) = tracker.begin(update_id) else { continue };
             new += 1;
-            dispatch(handler.as_ref(), &update, message, ticket);
+            match read_update(raw) {
+                Ok((update, message)) => dispatch(handler.as_ref(), &update, message, ticket),
+                // Dropping the ticket confirms it: it would fail the same way again.
+                Err(e) => tracing::error!(update_id, error = %e, "an update that is not one; skipped"),
+            }
         }
         if new == 0 && tracker.lock().in_flight() > 0 {
             let _ = tokio::time::timeout(IN_FLIGHT_REPOLL, tracker.finished.notified()).await;
