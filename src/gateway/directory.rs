@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
+use kube::runtime::reflector::{ObjectRef, Store};
 
 use crate::crd::{MoltmateUser, Phase};
 use crate::names;
@@ -43,18 +44,28 @@ pub fn route(telegram_id: i64, users: &[Arc<MoltmateUser>]) -> Route {
 }
 
 /// The address of the user's agent: the IP of the running, ready pod `agent` in the namespace
-/// the operator made for that user. A label alone proves nothing: anyone who can create a pod
-/// anywhere could label it as someone's agent and receive their messages and bearer token.
-pub fn agent_address(user: &str, pods: &[Arc<Pod>]) -> Option<IpAddr> {
+/// the operator made for that user, looked up in the pod cache by that name and namespace. A
+/// label alone proves nothing: anyone who can create a pod anywhere could label it as
+/// someone's agent and receive their messages and bearer token.
+pub fn agent_address(user: &str, pods: &Store<Pod>) -> Option<IpAddr> {
     let namespace = names::user_namespace(user).ok()?;
-    pods.iter()
-        .filter(|p| p.namespace().as_deref() == Some(namespace.as_str()) && p.name_any() == names::AGENT_POD)
-        .filter(|p| p.labels().get(names::LABEL_USER).map(String::as_str) == Some(user))
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
-        .filter(|p| {
-            crate::k8s::pod_is_ready(p) && p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
-        })
-        .find_map(|p| p.status.as_ref()?.pod_ip.as_deref()?.parse().ok())
+    let pod = pods.get(&ObjectRef::new(names::AGENT_POD).within(&namespace))?;
+    serving_address(user, &pod)
+}
+
+/// The pod's IP if it is `user`'s agent pod and serves.
+fn serving_address(user: &str, p: &Pod) -> Option<IpAddr> {
+    let namespace = names::user_namespace(user).ok()?;
+    let serves = p.namespace().as_deref() == Some(namespace.as_str())
+        && p.name_any() == names::AGENT_POD
+        && p.labels().get(names::LABEL_USER).map(String::as_str) == Some(user)
+        && p.metadata.deletion_timestamp.is_none()
+        && crate::k8s::pod_is_ready(p)
+        && p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
+    if !serves {
+        return None;
+    }
+    p.status.as_ref()?.pod_ip.as_deref()?.parse().ok()
 }
 
 #[cfg(test)]
@@ -122,14 +133,23 @@ mod tests {
         Arc::new(p)
     }
 
+    /// `agent_address` over a cache holding `pods`.
+    fn address(user: &str, pods: &[Arc<Pod>]) -> Option<IpAddr> {
+        let (store, mut writer) = kube::runtime::reflector::store::<Pod>();
+        for p in pods {
+            writer.apply_watcher_event(&kube::runtime::watcher::Event::Apply(p.as_ref().clone()));
+        }
+        agent_address(user, &store)
+    }
+
     #[test]
     fn only_a_ready_running_pod_of_that_user_is_an_address() {
         let pods = vec![pod("alice", "127.0.0.2", false, "Running"), pod("bob", "127.0.0.3", true, "Running")];
-        assert_eq!(agent_address("alice", &pods), None, "not ready yet");
-        assert_eq!(agent_address("bob", &pods), Some("127.0.0.3".parse().unwrap()));
-        assert_eq!(agent_address("carol", &pods), None);
+        assert_eq!(address("alice", &pods), None, "not ready yet");
+        assert_eq!(address("bob", &pods), Some("127.0.0.3".parse().unwrap()));
+        assert_eq!(address("carol", &pods), None);
         let pods = vec![pod("alice", "127.0.0.4", true, "Pending")];
-        assert_eq!(agent_address("alice", &pods), None);
+        assert_eq!(address("alice", &pods), None);
     }
 
     #[test]
@@ -139,9 +159,9 @@ mod tests {
             pod_in("moltmate-bob", names::AGENT_POD, "alice", "10.0.0.67", true, "Running"),
             pod_in("moltmate-alice", "impostor", "alice", "10.0.0.68", true, "Running"),
         ];
-        assert_eq!(agent_address("alice", &decoys), None);
+        assert_eq!(address("alice", &decoys), None);
         let mut all = decoys;
         all.push(pod("alice", "10.0.0.5", true, "Running"));
-        assert_eq!(agent_address("alice", &all), Some("10.0.0.5".parse().unwrap()));
+        assert_eq!(address("alice", &all), Some("10.0.0.5".parse().unwrap()));
     }
 }

@@ -343,7 +343,7 @@ impl Worker {
 
     /// Whether the user's agent is running now (no wake needed).
     pub fn is_awake(&self, user: &str) -> bool {
-        agent_address(user, &self.pods.state()).is_some()
+        agent_address(user, &self.pods).is_some()
     }
 
     /// Note a delivered reminder in the agent's conversation, waking the agent if it sleeps
@@ -371,14 +371,14 @@ impl Worker {
     /// The agent's address, waking it (activity newer than the pod) if it has none; `notice`:
     /// the chat told that it is starting, should that take a while.
     async fn wake(&self, user: &str, notice: Option<i64>) -> Option<IpAddr> {
-        if let Some(ip) = agent_address(user, &self.pods.state()) {
+        if let Some(ip) = agent_address(user, &self.pods) {
             return Some(ip);
         }
         self.activity.touch(user, true).await;
         let started = Instant::now();
         let mut told = false;
         while started.elapsed() < self.wake_timeout {
-            if let Some(ip) = agent_address(user, &self.pods.state()) {
+            if let Some(ip) = agent_address(user, &self.pods) {
                 return Some(ip);
             }
             if let Some(chat_id) = notice.filter(|_| !told && started.elapsed() >= self.starting_notice_after) {
