@@ -135,7 +135,13 @@ pub async fn run(options: &Options, report: &mut Report) {
     report.section("agent", "binaries", Value::Array(section));
     for (image, archive) in image_archives() {
         let bytes = std::fs::metadata(&archive).map(|m| m.len()).unwrap_or(0);
-        report.figure("agent", 1, &format!("{image} image (OCI archive, scripts/images)"), bytes as f64 / 1_048_576.0, "MiB");
+        report.figure(
+            "agent",
+            1,
+            &format!("{image} image (OCI archive, scripts/images)"),
+            bytes as f64 / 1_048_576.0,
+            "MiB",
+        );
     }
     report.note(format!(
         "agent: {} starts per binary; idle = {}s after /healthz answered; a turn = `/tool list_files .` via the LLM stand-in",

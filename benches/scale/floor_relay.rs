@@ -89,9 +89,10 @@ struct Relay {
 
 pub fn main(args: impl Iterator<Item = String>) -> ExitCode {
     let cli = RelayCli::parse_from(args);
-    let routes: Vec<Route> = match std::fs::read(&cli.routes).map_err(|e| e.to_string()).and_then(|bytes| {
-        serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", cli.routes.display()))
-    }) {
+    let routes: Vec<Route> = match std::fs::read(&cli.routes)
+        .map_err(|e| e.to_string())
+        .and_then(|bytes| serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", cli.routes.display())))
+    {
         Ok(routes) => routes,
         Err(e) => {
             eprintln!("floor relay: routes: {e}");
@@ -123,9 +124,8 @@ async fn serve(cli: RelayCli, routes: Vec<Route>) -> Result<(), String> {
         routes: routes.into_iter().map(|r| (r.chat_id, r)).collect(),
     });
     let listener = tokio::net::TcpListener::bind(cli.listen).await.map_err(|e| format!("{}: {e}", cli.listen))?;
-    let app = axum::Router::new()
-        .route("/v1/chat/completions", axum::routing::post(proxy_llm))
-        .with_state(relay.clone());
+    let app =
+        axum::Router::new().route("/v1/chat/completions", axum::routing::post(proxy_llm)).with_state(relay.clone());
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });

@@ -725,10 +725,27 @@ async fn measure(options: &Options, report: &mut Report) -> Result<(), String> {
         gateway_cost::pin_all(&all, 0);
         let pinned = pinned?;
         let overhead = pinned.overhead();
-        eprintln!("   gateway on its own core ({moved} other processes on the other): overhead p99 {:.2} ms", overhead.p99_ms);
-        report.target("gateway", n, "routing overhead p99, gateway on its own core", overhead.p99_ms, "ms", OVERHEAD_P99_TARGET_MS);
+        eprintln!(
+            "   gateway on its own core ({moved} other processes on the other): overhead p99 {:.2} ms",
+            overhead.p99_ms
+        );
+        report.target(
+            "gateway",
+            n,
+            "routing overhead p99, gateway on its own core",
+            overhead.p99_ms,
+            "ms",
+            OVERHEAD_P99_TARGET_MS,
+        );
         report.figure("gateway", n, "routing overhead p50, gateway on its own core", overhead.p50_ms, "ms");
-        report.target("gateway", n, "lost messages, gateway on its own core", pinned.analysis.lost.len() as f64, "", 0.0);
+        report.target(
+            "gateway",
+            n,
+            "lost messages, gateway on its own core",
+            pinned.analysis.lost.len() as f64,
+            "",
+            0.0,
+        );
         report.section("gateway-pinned", n, round_json(&pinned));
     } else {
         report.note("gateway: one core only (or taskset failed): no figure with the gateway on a core of its own");
@@ -758,7 +775,14 @@ async fn measure(options: &Options, report: &mut Report) -> Result<(), String> {
     eprintln!("   CPU per message: gateway {gateway_ms:.3} ms, floor relay {floor_ms:.3} ms");
     report.figure("gateway", n, "gateway CPU per message", gateway_ms, "ms");
     report.figure("gateway", n, "floor relay CPU per message", floor_ms, "ms");
-    report.target("gateway", n, "gateway/floor CPU per message", gateway_ms / floor_ms.max(f64::EPSILON), "×", gateway_cost::FLOOR_RATIO_TARGET);
+    report.target(
+        "gateway",
+        n,
+        "gateway/floor CPU per message",
+        gateway_ms / floor_ms.max(f64::EPSILON),
+        "×",
+        gateway_cost::FLOOR_RATIO_TARGET,
+    );
     report.figure("gateway", n, "floor relay routing overhead p99", floor.overhead().p99_ms, "ms");
     report.section("gateway-floor", n, round_json(&floor));
 
@@ -785,17 +809,29 @@ async fn measure(options: &Options, report: &mut Report) -> Result<(), String> {
                     let round = stack.load_round(n, rate, cg_duration).await?;
                     gateway_cost::callgrind_control(&["--dump"], pid)?;
                     let (_, files) = gateway_cost::callgrind_dumps(&out);
-                    let total = files.last().and_then(|f| gateway_cost::callgrind_total(&std::fs::read_to_string(f).ok()?));
+                    let total =
+                        files.last().and_then(|f| gateway_cost::callgrind_total(&std::fs::read_to_string(f).ok()?));
                     let total = total.ok_or_else(|| format!("no callgrind dump of the {who} in {}", dir.display()))?;
-                    loads.push(gateway_cost::Load { instructions: total as f64, messages: round.injected as f64, seconds: begun.elapsed().as_secs_f64() });
+                    loads.push(gateway_cost::Load {
+                        instructions: total as f64,
+                        messages: round.injected as f64,
+                        seconds: begun.elapsed().as_secs_f64(),
+                    });
                 }
-                let split = gateway_cost::split(&loads[0], &loads[1]).ok_or("the two loads under callgrind cannot be told apart")?;
+                let split = gateway_cost::split(&loads[0], &loads[1])
+                    .ok_or("the two loads under callgrind cannot be told apart")?;
                 eprintln!(
                     "   {who} under callgrind: {:.0} instructions per message, {:.0} per second besides",
                     split.per_message, split.per_second
                 );
                 report.figure("gateway", n, &format!("{who} instructions per message"), split.per_message, "");
-                report.figure("gateway", n, &format!("{who} instructions per second besides messages"), split.per_second, "");
+                report.figure(
+                    "gateway",
+                    n,
+                    &format!("{who} instructions per second besides messages"),
+                    split.per_second,
+                    "",
+                );
                 let (_, files) = gateway_cost::callgrind_dumps(&out);
                 if let Some(dump) = files.last() {
                     let top = gateway_cost::annotate(dump, 80);
@@ -807,7 +843,14 @@ async fn measure(options: &Options, report: &mut Report) -> Result<(), String> {
                 counts.push(split.per_message);
             }
             if let [floor, gateway] = counts[..] {
-                report.target("gateway", n, "gateway/floor instructions per message", gateway / floor.max(1.0), "×", gateway_cost::FLOOR_RATIO_TARGET);
+                report.target(
+                    "gateway",
+                    n,
+                    "gateway/floor instructions per message",
+                    gateway / floor.max(1.0),
+                    "×",
+                    gateway_cost::FLOOR_RATIO_TARGET,
+                );
             }
         }
     }

@@ -206,7 +206,9 @@ impl Cli {
         if !(self.gateway_callgrind_rate.is_finite() && self.gateway_callgrind_rate >= 0.0)
             || (self.gateway_callgrind_rate > 0.0 && self.gateway_callgrind_duration.is_zero())
         {
-            return Err("--gateway-callgrind-rate must be 0 or more, with a --gateway-callgrind-duration above 0".into());
+            return Err(
+                "--gateway-callgrind-rate must be 0 or more, with a --gateway-callgrind-duration above 0".into()
+            );
         }
         if humantime::parse_duration(&self.wake_idle_timeout).is_err() {
             return Err(format!("--wake-idle-timeout: not a duration: {:?} (e.g. 3s)", self.wake_idle_timeout));

@@ -54,7 +54,9 @@ impl TokenIndex {
 
     /// Whether every uid of `users` is in the index.
     pub fn covers(&self, users: &[Arc<MoltmateUser>]) -> bool {
-        users.iter().all(|u| u.metadata.uid.as_deref().is_none_or(|uid| uid.is_empty() || self.by_uid.contains_key(uid)))
+        users
+            .iter()
+            .all(|u| u.metadata.uid.as_deref().is_none_or(|uid| uid.is_empty() || self.by_uid.contains_key(uid)))
     }
 
     /// (uid, name) of the user whose agent holds `token`.
