@@ -8,7 +8,7 @@ use std::time::Duration;
 /// `main.rs` that runs it.
 pub const BENCHMARKS: &[&str] = &["provisioning", "steady", "memory", "gateway", "wake", "agent", "real-node"];
 /// Benchmarks run only when `--only` names them: the real node needs `scripts/node install`,
-/// root and the images `scripts/images` built, and takes about 5 minutes.
+/// root and the images `scripts/images` built, and takes about 6 minutes.
 pub const NOT_DEFAULT: &[&str] = &["real-node"];
 /// The chaos runs: not run by default; `--chaos` adds them, `--only chaos` names all three.
 pub const CHAOS_RUNS: &[&str] = &["chaos-operator", "chaos-apiserver", "chaos-gateway"];
