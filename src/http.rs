@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
@@ -19,6 +20,12 @@ pub type BeforeScrape = Box<dyn Fn() + Send + Sync>;
 #[derive(Clone)]
 pub struct Health {
     ready: Arc<AtomicBool>,
+    /// Ready once: the start is over.
+    started: Arc<AtomicBool>,
+    became_ready: Arc<tokio::sync::Notify>,
+    /// How long `/readyz` waits for readiness, until the first time it is ready, before it
+    /// answers "not ready" (see `hold_start_probes`).
+    start_hold: Duration,
     details: Arc<Mutex<std::collections::BTreeMap<&'static str, String>>>,
 }
 
@@ -30,7 +37,23 @@ impl Default for Health {
 
 impl Health {
     pub fn new() -> Self {
-        Self { ready: Arc::new(AtomicBool::new(false)), details: Arc::default() }
+        Self {
+            ready: Arc::new(AtomicBool::new(false)),
+            started: Arc::default(),
+            became_ready: Arc::default(),
+            start_hold: Duration::ZERO,
+            details: Arc::default(),
+        }
+    }
+
+    /// Until it is first ready, `/readyz` waits up to `hold` for readiness rather than answer
+    /// "not ready" at once. A kubelet probes a new container once as it starts and then every
+    /// `periodSeconds`; a "not ready" to that first probe, moments before readiness, costs
+    /// the rest of a period (up to 1 s of a woken user's wait). `hold` must stay below the
+    /// probe's `timeoutSeconds`.
+    pub fn hold_start_probes(mut self, hold: Duration) -> Self {
+        self.start_hold = hold;
+        self
     }
     /// Show `text` as the line `name: text` of `/readyz`.
     pub fn set_detail(&self, name: &'static str, text: String) {
@@ -42,9 +65,33 @@ impl Health {
     }
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::Relaxed);
+        if ready {
+            self.started.store(true, Ordering::Relaxed);
+            self.became_ready.notify_waiters();
+        }
     }
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Relaxed)
+    }
+
+    /// Ready now; or, while starting with a hold, ready within the hold.
+    pub async fn ready_for_probe(&self) -> bool {
+        if self.is_ready() || self.start_hold.is_zero() || self.started.load(Ordering::Relaxed) {
+            return self.is_ready();
+        }
+        let deadline = tokio::time::Instant::now() + self.start_hold;
+        loop {
+            // Registered before the check, so that a readiness set in between is not missed.
+            let became_ready = self.became_ready.notified();
+            tokio::pin!(became_ready);
+            became_ready.as_mut().enable();
+            if self.is_ready() {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, became_ready).await.is_err() {
+                return self.is_ready();
+            }
+        }
     }
 }
 
@@ -64,8 +111,9 @@ pub fn router(health: Health, registry: Registry, before_scrape: BeforeScrape) -
 }
 
 async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    let ready = state.health.ready_for_probe().await;
     let details = state.health.details();
-    if state.health.is_ready() {
+    if ready {
         (StatusCode::OK, format!("ready\n{details}"))
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, format!("not ready\n{details}"))
@@ -146,4 +194,44 @@ pub async fn read_capped(mut response: reqwest::Response, cap: usize) -> Result<
         body.extend_from_slice(&chunk);
     }
     Ok(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    #[tokio::test]
+    async fn a_starting_probe_is_held_until_ready() {
+        let health = Health::new().hold_start_probes(Duration::from_secs(5));
+        let setter = health.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            setter.set_ready(true);
+        });
+        let asked = Instant::now();
+        assert!(health.ready_for_probe().await, "ready within the hold");
+        assert!(asked.elapsed() < Duration::from_secs(2), "answered once ready, not at the hold's end");
+    }
+
+    #[tokio::test]
+    async fn the_hold_ends_not_ready_and_holds_nothing_once_started() {
+        let starting = Health::new().hold_start_probes(Duration::from_millis(100));
+        let asked = Instant::now();
+        assert!(!starting.ready_for_probe().await);
+        assert!(asked.elapsed() >= Duration::from_millis(100), "held for the hold");
+
+        // Ready once, then not: a later "not ready" (a policy removed) is answered at once.
+        let started = Health::new().hold_start_probes(Duration::from_secs(5));
+        started.set_ready(true);
+        started.set_ready(false);
+        let asked = Instant::now();
+        assert!(!started.ready_for_probe().await);
+        assert!(asked.elapsed() < Duration::from_secs(1));
+
+        // Without a hold (the operator, the gateway): at once.
+        let asked = Instant::now();
+        assert!(!Health::new().ready_for_probe().await);
+        assert!(asked.elapsed() < Duration::from_secs(1));
+    }
 }

@@ -9,19 +9,13 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use crate::support::real_node::{CHART_BOT_TOKEN, CHART_LLM_KEY, ChartOnNode, node_env};
 use crate::support::*;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::Client;
 use kube::api::{Api, DeleteParams, PostParams};
 use serde_json::json;
-
-/// What the node's environment file says (`scripts/node up` writes it).
-fn node_env(env: &TestEnv, key: &str) -> String {
-    let text = std::fs::read_to_string(env.dir.join("env")).unwrap();
-    let prefix = format!("{key}=");
-    text.lines().find_map(|l| l.strip_prefix(&prefix)).unwrap_or_else(|| panic!("{key} in env")).to_string()
-}
 
 /// Whether a TCP connection from inside `namespace`/`pod` to `address`:`port` is accepted.
 /// Panics if the attempt itself could not be made (the pod gone, exec refused).
@@ -199,81 +193,20 @@ async fn agents_on_a_real_node_reach_only_what_their_policy_allows() {
     eprintln!("real node test took {:?}", started.elapsed());
 }
 
-/// The images `scripts/images` built (scripts/test builds them first), into the node's containerd.
-fn load_images(env: &TestEnv) -> String {
-    let cache = std::env::var("MOLTMATES_CACHE").map(PathBuf::from).unwrap_or_else(|_| {
-        let home = std::env::var("XDG_CACHE_HOME")
-            .map(PathBuf::from)
-            .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").expect("HOME")).join(".cache"));
-        home.join("moltmates")
-    });
-    let socket = node_env(env, "CONTAINERD_SOCKET");
-    for image in ["moltmate", "sandbox"] {
-        let archive = cache.join("images").join(format!("{image}.tar"));
-        assert!(archive.exists(), "{} missing: run scripts/images first", archive.display());
-        let out = Command::new("ctr")
-            .args(["-a", &socket, "-n", "k8s.io", "images", "import"])
-            .arg(&archive)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "importing {}: {}", archive.display(), String::from_utf8_lossy(&out.stderr));
-    }
-    env!("CARGO_PKG_VERSION").to_string()
-}
-
 #[tokio::test]
 async fn the_chart_on_a_real_node_answers_through_the_agents_container_and_a_reset_wipes_its_volume() {
-    use moltmates::dev::llm::LlmStandIn;
-    use moltmates::dev::telegram::TelegramStandIn;
     use moltmates::gateway::resets::RESET_NOTICE;
-    const BOT_TOKEN: &str = "123456:real-node-token";
     const ALICE: i64 = 6001;
     const BOB: i64 = 6002;
 
     let started = Instant::now();
     let env = TestEnv::up_real_node("real-chart");
-    let tag = load_images(&env);
-    let host_ip = node_env(&env, "HOST_IP");
-    // The stand-ins listen where a pod can reach this host: the gateway's way out.
-    let tg = TelegramStandIn::start(format!("{host_ip}:0").parse().unwrap(), BOT_TOKEN).await.unwrap();
-    let llm = LlmStandIn::start(format!("{host_ip}:0").parse().unwrap(), Some("sk-real-node".into())).await.unwrap();
-
-    // As the README installs it: the release namespace under Pod Security `restricted`.
+    let ChartOnNode { tg, llm, .. } = ChartOnNode::install(&env, &[]).await;
     let kubectl_ok = |args: &[&str]| {
         let out = env.kubectl(args);
         assert!(out.status.success(), "kubectl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     };
-    kubectl_ok(&["create", "namespace", SYSTEM_NS]);
-    kubectl_ok(&["label", "namespace", SYSTEM_NS, "pod-security.kubernetes.io/enforce=restricted"]);
     let kubeconfig = env.admin_kubeconfig();
-    let sets = [
-        "image.repository=localhost/moltmates/moltmate".to_string(),
-        format!("image.tag={tag}"),
-        "image.pullPolicy=Never".to_string(),
-        format!("sandbox.image=localhost/moltmates/sandbox:{tag}"),
-        format!("telegram.apiUrl={}", tg.url()),
-        format!("telegram.botToken={BOT_TOKEN}"),
-        "telegram.pollTimeout=5s".to_string(),
-        format!("llm.baseUrl={}", llm.url()),
-        format!("llm.defaultModel={}", moltmates::dev::llm::MODEL),
-        format!("llm.models={{{},gpt-other}}", moltmates::dev::llm::MODEL),
-        "llm.apiKey=sk-real-node".to_string(),
-    ];
-    let mut args: Vec<String> =
-        ["install", "moltmates", concat!(env!("CARGO_MANIFEST_DIR"), "/charts/moltmates")].map(String::from).to_vec();
-    args.extend([
-        "--kubeconfig".into(),
-        kubeconfig.to_string_lossy().into_owned(),
-        "--namespace".into(),
-        SYSTEM_NS.into(),
-    ]);
-    for set in &sets {
-        args.extend(["--set".to_string(), set.clone()]);
-    }
-    helm_ok(&args);
-    for deployment in ["moltmate-operator", "moltmate-gateway"] {
-        kubectl_ok(&["rollout", "status", "-n", SYSTEM_NS, &format!("deployment/{deployment}"), "--timeout=120s"]);
-    }
     eprintln!("operator and gateway containers Ready after {:?}", started.elapsed());
 
     let client = env.admin().await;
@@ -297,7 +230,7 @@ async fn the_chart_on_a_real_node_answers_through_the_agents_container_and_a_res
     let environment = env.kubectl(&["exec", "-n", "moltmate-alice", "agent", "--", "/usr/bin/env"]);
     let environment = String::from_utf8_lossy(&environment.stdout).into_owned();
     assert!(environment.contains("MOLTMATE_AGENT_TOKEN="), "{environment}");
-    for secret in [BOT_TOKEN, "sk-real-node"] {
+    for secret in [CHART_BOT_TOKEN, CHART_LLM_KEY] {
         assert!(!environment.contains(secret), "{secret} in the agent's environment");
     }
 

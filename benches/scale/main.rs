@@ -26,6 +26,7 @@ mod gateway_load;
 mod operator_suite;
 mod options;
 mod provisioning;
+mod real_node;
 mod report;
 mod rss;
 mod stats;
@@ -77,6 +78,9 @@ async fn run(options: Options) -> ExitCode {
     if options.runs("agent") {
         agent::run(&options, &mut report).await;
     }
+    if options.runs("real-node") {
+        real_node::run(&options, &mut report).await;
+    }
     if options.only.iter().any(|run| run.starts_with("chaos")) {
         chaos::run(&options, &mut report).await;
     }
@@ -114,6 +118,7 @@ fn self_test() -> usize {
         support::apiserver::self_test,
         chaos_gateway::self_test,
         chaos_operator::self_test,
+        real_node::self_test,
     ];
     for check in checks {
         check();

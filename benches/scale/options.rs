@@ -5,8 +5,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 /// Benchmark names `--only` accepts. A new benchmark adds its name here and a line in
-/// `scale.rs` that runs it.
-pub const BENCHMARKS: &[&str] = &["provisioning", "steady", "memory", "gateway", "wake", "agent"];
+/// `main.rs` that runs it.
+pub const BENCHMARKS: &[&str] = &["provisioning", "steady", "memory", "gateway", "wake", "agent", "real-node"];
+/// Benchmarks run only when `--only` names them: the real node needs `scripts/node install`,
+/// root and the images `scripts/images` built, and takes about 6 minutes.
+pub const NOT_DEFAULT: &[&str] = &["real-node"];
 /// The chaos runs: not run by default; `--chaos` adds them, `--only chaos` names all three.
 pub const CHAOS_RUNS: &[&str] = &["chaos-operator", "chaos-apiserver", "chaos-gateway"];
 
@@ -18,7 +21,8 @@ const DEFAULT_MEMORY_USERS: usize = 1000;
     name = "scale",
     about = "Moltmates benchmarks on the test control plane: provisioning speed against a \
              direct-client baseline, steady-state writes, operator and gateway memory, gateway routing \
-             latency under load, the wake of an idle user, one agent's size, memory and start"
+             latency under load, the wake of an idle user, one agent's size, memory and start; and, when \
+             named, start and wake on a real node"
 )]
 pub struct Cli {
     /// Sizes (numbers of MoltmateUsers) for provisioning and steady state [default: 100,500].
@@ -28,7 +32,8 @@ pub struct Cli {
     /// given, none otherwise].
     #[arg(long, value_delimiter = ',')]
     memory_users: Option<Vec<usize>>,
-    /// Benchmarks to run, comma-separated: provisioning, steady, memory, gateway, wake, agent; and
+    /// Benchmarks to run, comma-separated: provisioning, steady, memory, gateway, wake, agent,
+    /// real-node (only when named here: it needs `scripts/node install` and the images); and
     /// the chaos runs chaos-operator, chaos-apiserver, chaos-gateway (`chaos` = all three).
     #[arg(long, value_delimiter = ',')]
     only: Option<Vec<String>>,
@@ -105,6 +110,15 @@ pub struct Cli {
     /// target/x86_64-unknown-linux-musl/release (the static build the images ship).
     #[arg(long)]
     agent_binaries: Option<PathBuf>,
+    /// Real node: MoltmateUsers started, one at a time, and as many plain pods [smoke: 5].
+    #[arg(long, default_value_t = 20)]
+    real_node_users: usize,
+    /// Real node: wakes of idle users, one at a time, going round the users [smoke: 5].
+    #[arg(long, default_value_t = 20)]
+    real_node_wakes: usize,
+    /// Real node: the users' `idleTimeout` (each is woken once its pod is gone).
+    #[arg(long, default_value = "5s")]
+    real_node_idle_timeout: String,
     /// Directory of the JSON report and the SVG plots (relative to the repository).
     #[arg(long, default_value = "target/bench")]
     out: PathBuf,
@@ -140,6 +154,9 @@ pub struct Options {
     pub wake_idle_timeout: String,
     pub agent_starts: usize,
     pub agent_binaries: Option<PathBuf>,
+    pub real_node_users: usize,
+    pub real_node_wakes: usize,
+    pub real_node_idle_timeout: String,
     /// A command the operator runs under (a profiler); empty for none.
     pub wrap_operator: Vec<String>,
     pub chaos: ChaosOptions,
@@ -210,6 +227,15 @@ impl Cli {
                 "--gateway-callgrind-rate must be 0 or more, with a --gateway-callgrind-duration above 0".into()
             );
         }
+        if self.real_node_users == 0 || self.real_node_wakes == 0 {
+            return Err("--real-node-users and --real-node-wakes must be at least 1".into());
+        }
+        if humantime::parse_duration(&self.real_node_idle_timeout).is_err() {
+            return Err(format!(
+                "--real-node-idle-timeout: not a duration: {:?} (e.g. 5s)",
+                self.real_node_idle_timeout
+            ));
+        }
         if humantime::parse_duration(&self.wake_idle_timeout).is_err() {
             return Err(format!("--wake-idle-timeout: not a duration: {:?} (e.g. 3s)", self.wake_idle_timeout));
         }
@@ -243,6 +269,9 @@ impl Cli {
             wake_idle_timeout: self.wake_idle_timeout,
             agent_starts: self.agent_starts,
             agent_binaries: self.agent_binaries.map(|d| if d.is_absolute() { d } else { repo.join(d) }),
+            real_node_users: self.real_node_users,
+            real_node_wakes: self.real_node_wakes,
+            real_node_idle_timeout: self.real_node_idle_timeout,
             wrap_operator: self
                 .wrap_operator
                 .map(|w| w.split_whitespace().map(str::to_string).collect())
@@ -256,7 +285,7 @@ impl Cli {
 /// with `--chaos`; without `--only`, the benchmarks (not the chaos runs).
 pub fn selection(only: Option<&[String]>, chaos: bool) -> Result<BTreeSet<String>, String> {
     let mut selected: BTreeSet<String> = match only {
-        None => BENCHMARKS.iter().map(|b| b.to_string()).collect(),
+        None => BENCHMARKS.iter().filter(|b| !NOT_DEFAULT.contains(b)).map(|b| b.to_string()).collect(),
         Some(names) => {
             let mut selected = BTreeSet::new();
             for name in names.iter().map(|n| n.trim()).filter(|n| !n.is_empty()) {
@@ -356,6 +385,11 @@ impl Options {
         humantime::parse_duration(&self.wake_idle_timeout).unwrap_or_default()
     }
 
+    /// The real-node users' `idleTimeout` (checked in `Cli::options`).
+    pub fn real_node_idle(&self) -> Duration {
+        humantime::parse_duration(&self.real_node_idle_timeout).unwrap_or_default()
+    }
+
     /// How long RSS is sampled where no steady-state window is run (memory-only sizes, the
     /// gateway): long enough for a few watch events and allocator settling.
     pub fn memory_window(&self) -> Duration {
@@ -367,8 +401,10 @@ pub fn self_test() {
     let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<String>>();
     let default = selection(None, false).unwrap();
     assert!(default.contains("gateway") && !default.iter().any(|r| r.starts_with("chaos")), "{default:?}");
+    assert!(!default.contains("real-node"), "the real node only when named: {default:?}");
     let with_chaos = selection(None, true).unwrap();
-    assert_eq!(with_chaos.len(), BENCHMARKS.len() + CHAOS_RUNS.len());
+    assert_eq!(with_chaos.len(), BENCHMARKS.len() - NOT_DEFAULT.len() + CHAOS_RUNS.len());
+    assert!(selection(Some(&names(&["real-node"])), false).unwrap().contains("real-node"));
     let only_chaos = selection(Some(&names(&["chaos"])), false).unwrap();
     assert_eq!(
         only_chaos.iter().map(String::as_str).collect::<Vec<_>>(),

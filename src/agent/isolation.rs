@@ -24,6 +24,16 @@ pub const PROBE_TIMEOUT: Duration = Duration::from_millis(300);
 pub const RECHECK_EVERY: Duration = Duration::from_secs(10);
 /// How often it repeats while egress is still open.
 const RETRY_EVERY: Duration = Duration::from_millis(250);
+/// How often in the first seconds of a start, before egress was ever found blocked: the CNI
+/// enforces a new pod's policy a moment after the container starts (kube-router: within the
+/// first 250 ms on the test node), and a woken user's message waits for this verdict.
+const START_RETRY_EVERY: Duration = Duration::from_millis(50);
+const START_RETRIES_FOR: Duration = Duration::from_secs(3);
+
+/// The pause before the next probe of an open egress, `since_start` into the guard's life.
+pub fn open_retry(since_start: Duration, ever_blocked: bool) -> Duration {
+    if !ever_blocked && since_start < START_RETRIES_FOR { START_RETRY_EVERY } else { RETRY_EVERY }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Egress {
@@ -50,11 +60,13 @@ pub async fn probe(target: SocketAddr, timeout: Duration) -> Egress {
 /// found egress blocked.
 pub async fn guard(target: SocketAddr, health: Health, shutdown: Shutdown) {
     let mut warned = false;
+    let (started, mut ever_blocked) = (tokio::time::Instant::now(), false);
     loop {
         let egress = probe(target, PROBE_TIMEOUT).await;
         health.set_ready(egress == Egress::Blocked);
         let wait = match egress {
             Egress::Blocked => {
+                ever_blocked = true;
                 if warned {
                     tracing::info!(%target, "egress is blocked now; serving");
                     health.set_detail("isolation", "egress blocked".into());
@@ -72,7 +84,7 @@ pub async fn guard(target: SocketAddr, health: Health, shutdown: Shutdown) {
                     health.set_detail("isolation", format!("egress open: {target} answered; not serving"));
                     warned = true;
                 }
-                RETRY_EVERY
+                open_retry(started.elapsed(), ever_blocked)
             }
         };
         tokio::select! {
@@ -92,6 +104,13 @@ mod tests {
         assert_eq!(probe_target(Some("fd00::1"), Some("6443")), Some("[fd00::1]:6443".parse().unwrap()));
         assert_eq!(probe_target(None, Some("443")), None, "outside a cluster");
         assert_eq!(probe_target(Some("not an ip"), None), None);
+    }
+
+    #[test]
+    fn an_open_egress_is_looked_at_again_soon_only_while_starting() {
+        assert_eq!(open_retry(Duration::ZERO, false), START_RETRY_EVERY);
+        assert_eq!(open_retry(START_RETRIES_FOR, false), RETRY_EVERY, "a CNI that never enforces: the usual pace");
+        assert_eq!(open_retry(Duration::from_millis(500), true), RETRY_EVERY, "opened later: not a start");
     }
 
     #[tokio::test]

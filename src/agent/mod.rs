@@ -48,6 +48,10 @@ use workspace::{Workspace, WorkspaceError};
 use crate::crd::WorkspaceAccess;
 use crate::http::Health;
 
+/// How long `/readyz` waits for the isolation guard's first verdict: below the readiness
+/// probe's timeout (`timeoutSeconds`, left at its default of 1 s by the operator).
+const START_PROBE_HOLD: std::time::Duration = std::time::Duration::from_millis(800);
+
 /// Exec output kept per call (the tool result is capped again before the model sees it).
 const EXEC_OUTPUT_MAX: usize = 64 * 1024;
 
@@ -134,7 +138,10 @@ async fn serve(config: Config, shutdown: crate::shutdown::Shutdown) -> Result<()
     let profile = config.profile.profile;
     let agent = Arc::new(Agent::new(config, workspace, tools, model, metrics, store));
 
-    let health = Health::new();
+    // The kubelet's first readiness probe comes as the container starts, before the isolation
+    // guard's verdict: held (below the probe's 1 s timeout), it turns Ready at the verdict
+    // rather than a probe period later.
+    let health = Health::new().hold_start_probes(START_PROBE_HOLD);
     let span = tracing::Span::current();
     let app = crate::http::router(health.clone(), registry, Box::new(|| {})).merge(server::router(agent)).layer(
         axum::middleware::from_fn(move |request, next: axum::middleware::Next| {

@@ -117,7 +117,9 @@ fn probe(path: &str, period_seconds: i32) -> Probe {
 }
 
 /// The agent turns Ready only once it has found its egress blocked, which may be a moment
-/// after it listens; a woken user's message waits for Ready, so the kubelet looks often.
+/// after it listens; a woken user's message waits for Ready, so the kubelet looks often. The
+/// agent holds the first probe until that verdict (up to 800 ms, under the default 1 s
+/// `timeoutSeconds`), so a start does not wait for the next period.
 const READINESS_PERIOD_SECONDS: i32 = 1;
 const LIVENESS_PERIOD_SECONDS: i32 = 10;
 

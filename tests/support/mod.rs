@@ -18,6 +18,7 @@ use kube::{Client, Config};
 use serde_json::json;
 
 pub mod apiserver;
+pub mod real_node;
 pub mod stack;
 
 #[allow(unused_imports)] // the benchmarks use only some
