@@ -8,7 +8,9 @@ use std::marker::PhantomData;
 use std::time::Duration;
 
 use futures::{Stream, StreamExt, future};
-use k8s_openapi::api::core::v1::{Node, NodeStatus, Pod, PodStatus};
+use k8s_openapi::api::core::v1::{
+    Namespace, Node, NodeStatus, PersistentVolumeClaim, Pod, PodStatus, ResourceQuota, Service,
+};
 use kube::runtime::reflector::{self, Lookup, Store};
 use kube::runtime::utils::Backoff;
 use kube::runtime::{WatchStreamExt, watcher};
@@ -162,47 +164,74 @@ pub fn trim_metadata<K: Resource>(object: &mut K) {
 }
 
 /// An object of kind `K` kept as its JSON text, with its name and namespace for the store's
-/// key: a tenth of the struct's size or less, in three allocations.
+/// key: a tenth of the struct's size or less, in one allocation (`text` is the name, the
+/// namespace, then the JSON; at a dozen objects per user, two strings more each were a
+/// tenth of what the caches hold).
 pub struct Compact<K> {
-    name: String,
-    namespace: Option<String>,
-    json: Box<str>,
+    text: Box<str>,
+    name_end: u32,
+    /// Where the namespace ends, for a namespaced object.
+    namespace_end: Option<u32>,
     kind: PhantomData<fn() -> K>,
 }
 
 impl<K> Clone for Compact<K> {
     fn clone(&self) -> Self {
-        Self { name: self.name.clone(), namespace: self.namespace.clone(), json: self.json.clone(), kind: PhantomData }
+        Self { text: self.text.clone(), name_end: self.name_end, namespace_end: self.namespace_end, kind: PhantomData }
     }
 }
 
 impl<K> Debug for Compact<K> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Compact").field("namespace", &self.namespace).field("name", &self.name).finish()
+        f.debug_struct("Compact").field("namespace", &self.namespace()).field("name", &self.name()).finish()
+    }
+}
+
+impl<K> Compact<K> {
+    fn name(&self) -> &str {
+        &self.text[..self.name_end as usize]
+    }
+
+    fn namespace(&self) -> Option<&str> {
+        self.namespace_end.map(|end| &self.text[self.name_end as usize..end as usize])
+    }
+
+    fn json(&self) -> &str {
+        &self.text[self.namespace_end.unwrap_or(self.name_end) as usize..]
     }
 }
 
 impl<K: Resource + Serialize> Compact<K> {
     pub fn encode(object: &K) -> Self {
         let meta = object.meta();
-        Self {
-            name: meta.name.clone().unwrap_or_default(),
-            namespace: meta.namespace.clone(),
-            // k8s-openapi objects always serialise (string keys only); were one not to, the
-            // empty text decodes to nothing, and the object counts as missing and is applied.
-            json: serde_json::to_string(object).unwrap_or_default().into_boxed_str(),
-            kind: PhantomData,
-        }
+        let name = meta.name.as_deref().unwrap_or_default();
+        // k8s-openapi objects always serialise (string keys only); were one not to, the
+        // empty text decodes to nothing, and the object counts as missing and is applied.
+        let json = serde_json::to_string(object).unwrap_or_default();
+        let mut text = String::with_capacity(name.len() + meta.namespace.as_ref().map_or(0, String::len) + json.len());
+        text.push_str(name);
+        let name_end = offset(&text);
+        let namespace_end = meta.namespace.as_deref().map(|namespace| {
+            text.push_str(namespace);
+            offset(&text)
+        });
+        text.push_str(&json);
+        Self { text: text.into_boxed_str(), name_end, namespace_end, kind: PhantomData }
     }
+}
+
+/// Names and namespaces are at most 253 bytes; an object's text is far below 4 GiB.
+fn offset(text: &str) -> u32 {
+    u32::try_from(text.len()).unwrap_or(u32::MAX)
 }
 
 impl<K: DeserializeOwned> Compact<K> {
     /// The object as it was stored.
     pub fn decode(&self) -> Option<K> {
-        match serde_json::from_str(&self.json) {
+        match serde_json::from_str(self.json()) {
             Ok(object) => Some(object),
             Err(error) => {
-                warn!(name = %self.name, error = %error, "cached object does not decode; treating it as missing");
+                warn!(name = %self.name(), error = %error, "cached object does not decode; treating it as missing");
                 None
             }
         }
@@ -229,11 +258,11 @@ impl<K: Resource<DynamicType = ()>> Lookup for Compact<K> {
     }
 
     fn name(&self) -> Option<Cow<'_, str>> {
-        Some(Cow::Borrowed(&self.name))
+        Some(Cow::Borrowed(Compact::name(self)))
     }
 
     fn namespace(&self) -> Option<Cow<'_, str>> {
-        self.namespace.as_deref().map(Cow::Borrowed)
+        Compact::namespace(self).map(Cow::Borrowed)
     }
 
     // Not kept: the store's key needs neither, and each would be two more strings per object.
@@ -301,18 +330,44 @@ pub fn trim_node(node: &mut Node) {
     }
 }
 
+/// What the operator reads of its namespaces: their metadata. Spec (the `kubernetes`
+/// finalizer) and status (the phase) are the API server's; a namespace going away shows in
+/// its deletion mark.
+pub fn trim_namespace(namespace: &mut Namespace) {
+    namespace.spec = None;
+    namespace.status = None;
+}
+
+/// What the operator reads of a workspace claim: its metadata and spec (the size it was made
+/// with). The status is the volume binder's.
+pub fn trim_claim(claim: &mut PersistentVolumeClaim) {
+    claim.status = None;
+}
+
+/// What the operator reads of a quota: its spec and the hard limits in force
+/// (`status.hard`), not what is in use, which changes with every pod.
+pub fn trim_quota(quota: &mut ResourceQuota) {
+    if let Some(status) = quota.status.as_mut() {
+        status.used = None;
+    }
+}
+
+/// What the operator reads of a Service: its metadata and spec (the status of a ClusterIP
+/// Service is an empty load balancer).
+pub fn trim_service(service: &mut Service) {
+    service.status = None;
+}
+
 /// What the operator and the gateway read of an agent pod: its metadata (labels, the spec
-/// hash, the deletion mark) and its phase, conditions and address. The operator compares specs
-/// through the hash, so the spec, with the container statuses most of a pod's size, goes.
+/// hash, the deletion mark) and its phase, Ready condition and address. The operator compares
+/// specs through the hash, so the spec, with the container statuses most of a pod's size,
+/// goes, and so do the four other conditions, read by no one here.
 pub fn trim_agent_pod(pod: &mut Pod) {
     pod.spec = None;
     if let Some(status) = pod.status.take() {
-        pod.status = Some(PodStatus {
-            phase: status.phase,
-            conditions: status.conditions,
-            pod_ip: status.pod_ip,
-            ..Default::default()
-        });
+        let ready = status.conditions.map(|all| all.into_iter().filter(|c| c.type_ == "Ready").collect());
+        pod.status =
+            Some(PodStatus { phase: status.phase, conditions: ready, pod_ip: status.pod_ip, ..Default::default() });
     }
 }
 
@@ -369,6 +424,39 @@ mod tests {
     }
 
     #[test]
+    fn a_compact_cluster_object_has_no_namespace_and_decodes_whole() {
+        let mut namespace: Namespace = serde_json::from_value(serde_json::json!({
+            "metadata": { "name": "moltmate-u-alice", "labels": { names::LABEL_USER: "alice" } },
+            "spec": { "finalizers": ["kubernetes"] },
+            "status": { "phase": "Active" }
+        }))
+        .unwrap();
+        let compact = Compact::encode(&namespace);
+        assert_eq!(Lookup::name(&compact).as_deref(), Some("moltmate-u-alice"));
+        assert_eq!(Lookup::namespace(&compact), None);
+        assert_eq!(compact.decode().unwrap(), namespace);
+        trim_namespace(&mut namespace);
+        let decoded = Compact::encode(&namespace).decode().unwrap();
+        assert_eq!(decoded.labels()[names::LABEL_USER], "alice");
+        assert!(decoded.spec.is_none() && decoded.status.is_none());
+    }
+
+    #[test]
+    fn a_trimmed_quota_keeps_its_hard_limits_in_force() {
+        let mut quota: ResourceQuota = serde_json::from_value(serde_json::json!({
+            "metadata": { "name": "agent-quota", "namespace": "moltmate-u-alice" },
+            "spec": { "hard": { "pods": "2" } },
+            "status": { "hard": { "pods": "2" }, "used": { "pods": "1" } }
+        }))
+        .unwrap();
+        trim_quota(&mut quota);
+        let status = quota.status.unwrap();
+        assert_eq!(status.hard.unwrap()["pods"].0, "2");
+        assert!(status.used.is_none());
+        assert_eq!(quota.spec.unwrap().hard.unwrap()["pods"].0, "2");
+    }
+
+    #[test]
     fn a_trimmed_agent_pod_keeps_what_operator_and_gateway_read() {
         let mut pod: Pod = serde_json::from_value(serde_json::json!({
             "metadata": { "name": "agent", "namespace": "moltmate-u-alice", "deletionTimestamp": "2026-01-01T00:00:00Z",
@@ -376,7 +464,8 @@ mod tests {
                           "annotations": { names::ANNOTATION_SPEC_HASH: "abc" } },
             "spec": { "containers": [{ "name": "agent", "image": "moltmates/sandbox:0.1.0" }] },
             "status": { "phase": "Running", "podIP": "10.0.0.7", "podIPs": [{ "ip": "10.0.0.7" }],
-                        "conditions": [{ "type": "Ready", "status": "True" }],
+                        "conditions": [{ "type": "PodScheduled", "status": "True" }, { "type": "Ready", "status": "True" },
+                                       { "type": "ContainersReady", "status": "True" }],
                         "containerStatuses": [{ "name": "agent", "image": "x", "imageID": "y", "ready": true, "restartCount": 0 }] }
         }))
         .unwrap();
@@ -388,7 +477,8 @@ mod tests {
         let status = pod.status.unwrap();
         assert_eq!(status.phase.as_deref(), Some("Running"));
         assert_eq!(status.pod_ip.as_deref(), Some("10.0.0.7"));
-        assert_eq!(status.conditions.unwrap()[0].type_, "Ready");
+        let conditions = status.conditions.unwrap();
+        assert_eq!(conditions.iter().map(|c| c.type_.as_str()).collect::<Vec<_>>(), ["Ready"]);
         assert!(status.container_statuses.is_none() && status.pod_ips.is_none());
     }
 }

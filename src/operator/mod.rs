@@ -21,7 +21,7 @@ use k8s_openapi::api::core::v1::{
     LimitRange, Namespace, Node, PersistentVolumeClaim, Pod, ResourceQuota, Secret, Service, ServiceAccount,
 };
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Reporter;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -262,14 +262,14 @@ pub async fn run(args: OperatorArgs) -> Result<(), Error> {
         None
     };
 
-    let (namespaces, namespace_events) = owned::<Namespace>(&client, cache::keep_all, &relisted);
+    let (namespaces, namespace_events) = owned::<Namespace>(&client, cache::trim_namespace, &relisted);
     let (service_accounts, service_account_events) = owned::<ServiceAccount>(&client, cache::keep_all, &relisted);
-    let (workspaces, workspace_events) = owned::<PersistentVolumeClaim>(&client, cache::keep_all, &relisted);
-    let (quotas, quota_events) = owned::<ResourceQuota>(&client, cache::keep_all, &relisted);
+    let (workspaces, workspace_events) = owned::<PersistentVolumeClaim>(&client, cache::trim_claim, &relisted);
+    let (quotas, quota_events) = owned::<ResourceQuota>(&client, cache::trim_quota, &relisted);
     let (limit_ranges, limit_range_events) = owned::<LimitRange>(&client, cache::keep_all, &relisted);
     let (network_policies, network_policy_events) = owned::<NetworkPolicy>(&client, cache::keep_all, &relisted);
     let (secrets, secret_events) = owned::<Secret>(&client, cache::keep_all, &relisted);
-    let (services, service_events) = owned::<Service>(&client, cache::keep_all, &relisted);
+    let (services, service_events) = owned::<Service>(&client, cache::trim_service, &relisted);
     let (pods, pod_events) = owned::<Pod>(&client, cache::trim_agent_pod, &relisted);
 
     let broker_api: Api<Service> = Api::namespaced(client.clone(), &args.gateway_namespace);
@@ -304,10 +304,7 @@ pub async fn run(args: OperatorArgs) -> Result<(), Error> {
         config,
         master_key,
         caches: caches.clone(),
-        events: Recorder::new(
-            client.clone(),
-            Reporter { controller: names::FIELD_MANAGER.into(), instance: Some(identity.clone()) },
-        ),
+        reporter: Reporter { controller: names::FIELD_MANAGER.into(), instance: Some(identity.clone()) },
         metrics,
         failures: Mutex::new(Default::default()),
         announced: Mutex::new(Default::default()),

@@ -14,7 +14,7 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{self, Event as Finalizer};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt};
@@ -103,7 +103,8 @@ pub struct Context {
     pub config: ClusterConfig,
     pub master_key: MasterKey,
     pub caches: Caches,
-    pub events: Recorder,
+    /// Who publishes the operator's Events (`event`).
+    pub reporter: Reporter,
     pub metrics: Arc<OperatorMetrics>,
     /// Consecutive failures per user, for the error backoff.
     pub failures: Mutex<HashMap<String, u32>>,
@@ -626,7 +627,12 @@ async fn event(ctx: &Context, user: &MoltmateUser, type_: EventType, reason: &st
         action: "Reconcile".into(),
         secondary: None,
     };
-    if let Err(e) = ctx.events.publish(&event, &user.object_ref(&())).await {
+    // A recorder per Event: kube's keeps every Event it published for 6 minutes, to count
+    // repeats into a series, which at 1,000 new users was megabytes held through provisioning
+    // (scripts/bench, memory). Repeats never reach here: `announced` lets each reason through
+    // once per user.
+    let recorder = Recorder::new(ctx.client.clone(), ctx.reporter.clone());
+    if let Err(e) = recorder.publish(&event, &user.object_ref(&())).await {
         warn!(user = %user.name_any(), error = %e, "could not publish event");
     }
 }
