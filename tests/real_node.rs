@@ -315,8 +315,18 @@ async fn the_chart_on_a_real_node_answers_through_the_agents_container_and_a_res
     wait_phase(&client, "alice", "Provisioning", Duration::from_secs(30)).await;
     let logs = env.kubectl(&["logs", "-n", "moltmate-alice", "agent"]);
     assert!(String::from_utf8_lossy(&logs.stdout).contains("egress is open"), "the agent says why");
+    // A message meanwhile waits: the gateway, waking the agent, asks it whether it serves
+    // rather than wait for the kubelet, and it says no while its egress is open.
+    tg.inject_text(ALICE, "sent while open").unwrap();
+    let sent = Instant::now();
+    while sent.elapsed() < Duration::from_secs(4) {
+        let served = llm.requests().iter().any(|r| r.body.to_string().contains("sent while open"));
+        assert!(!served, "the agent was given a message with its egress open");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     policies.delete("let-everything-out", &DeleteParams::default()).await.unwrap();
     wait_phase(&client, "alice", "Ready", Duration::from_secs(60)).await;
+    wait_text(&tg, ALICE, "You said: sent while open", Duration::from_secs(60)).await;
     tg.inject_text(ALICE, "fenced again").unwrap();
     wait_text(&tg, ALICE, "You said: fenced again", Duration::from_secs(60)).await;
 

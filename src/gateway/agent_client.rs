@@ -55,6 +55,10 @@ pub fn backoff(attempt: u32) -> Duration {
 /// For the delivery confirmation: the agent only appends a line, under its turn lock.
 const DELIVERED_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long a starting agent's `/readyz` is waited for: the agent holds its first answers up
+/// to 800 ms for its isolation verdict.
+const READY_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// The most the gateway reads of one answer: a reply is text for Telegram (a few messages of
 /// 4,096 characters at most make sense), and a hostile agent must not fill the gateway's memory.
 pub const MAX_ANSWER_BYTES: usize = 1024 * 1024;
@@ -75,6 +79,14 @@ impl AgentClient {
             .build()
             .map_err(|e| AgentError::Setup(e.to_string()))?;
         Ok(Self { http, port })
+    }
+
+    /// Whether the agent says it serves: its `/readyz`, what the kubelet's readiness probe
+    /// asks, answers 200 (only once the agent has found its egress blocked).
+    pub async fn ready(&self, ip: IpAddr) -> bool {
+        let url = format!("http://{}/readyz", std::net::SocketAddr::new(ip, self.port));
+        let answer = self.http.get(url).timeout(READY_TIMEOUT).send().await;
+        answer.is_ok_and(|response| response.status() == reqwest::StatusCode::OK)
     }
 
     pub async fn turn(&self, ip: IpAddr, token: &str, request: &TurnRequest) -> Result<TurnResponse, AgentError> {
@@ -252,5 +264,32 @@ mod tests {
         assert!(matches!(reset, Err(AgentError::TooLarge(MAX_ANSWER_BYTES))), "{reset:?}");
         let status = client.status(ip, "token").await.unwrap();
         assert_eq!(status, StatusResponse { turns: 4, ..StatusResponse::default() }, "typed, unknown fields ignored");
+    }
+
+    /// The agent's own `/readyz`, as the real agent serves it: not ready while its isolation
+    /// is unproven, ready once proven; a hung or absent agent is not ready.
+    #[tokio::test]
+    async fn an_agent_is_ready_when_its_readyz_says_so() {
+        let health = crate::http::Health::new().hold_start_probes(Duration::from_millis(100));
+        let app =
+            crate::http::router(health.clone(), prometheus_client::registry::Registry::default(), Box::new(|| {}));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let client = AgentClient::new(port, Duration::from_secs(10)).unwrap();
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        assert!(!client.ready(ip).await, "egress not yet found blocked");
+        health.set_ready(true);
+        assert!(client.ready(ip).await);
+        health.set_ready(false);
+        assert!(!client.ready(ip).await, "egress open again");
+
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let silent_client = AgentClient::new(silent.local_addr().unwrap().port(), Duration::from_secs(10)).unwrap();
+        let asked = std::time::Instant::now();
+        assert!(!silent_client.ready(ip).await, "accepts but never answers");
+        assert!(asked.elapsed() < Duration::from_secs(3), "bounded by its own timeout: {:?}", asked.elapsed());
+        drop(silent);
+        assert!(!silent_client.ready(ip).await, "nothing listens");
     }
 }

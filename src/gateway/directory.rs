@@ -53,16 +53,29 @@ pub fn agent_address(user: &str, pods: &Store<Pod>) -> Option<IpAddr> {
     serving_address(user, &pod)
 }
 
+/// The address of the user's agent pod once its container runs, Ready or not yet: a wake asks
+/// the agent itself whether it serves (`AgentClient::ready`) rather than wait up to a probe
+/// period for the kubelet to mark it Ready.
+pub fn running_agent_address(user: &str, pods: &Store<Pod>) -> Option<IpAddr> {
+    let namespace = names::user_namespace(user).ok()?;
+    let pod = pods.get(&ObjectRef::new(names::AGENT_POD).within(&namespace))?;
+    running_address(user, &pod)
+}
+
 /// The pod's IP if it is `user`'s agent pod and serves.
 fn serving_address(user: &str, p: &Pod) -> Option<IpAddr> {
+    running_address(user, p).filter(|_| crate::k8s::pod_is_ready(p))
+}
+
+/// The pod's IP if it is `user`'s agent pod, running and not being deleted.
+fn running_address(user: &str, p: &Pod) -> Option<IpAddr> {
     let namespace = names::user_namespace(user).ok()?;
-    let serves = p.namespace().as_deref() == Some(namespace.as_str())
+    let ours = p.namespace().as_deref() == Some(namespace.as_str())
         && p.name_any() == names::AGENT_POD
         && p.labels().get(names::LABEL_USER).map(String::as_str) == Some(user)
         && p.metadata.deletion_timestamp.is_none()
-        && crate::k8s::pod_is_ready(p)
         && p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
-    if !serves {
+    if !ours {
         return None;
     }
     p.status.as_ref()?.pod_ip.as_deref()?.parse().ok()
@@ -133,13 +146,17 @@ mod tests {
         Arc::new(p)
     }
 
-    /// `agent_address` over a cache holding `pods`.
-    fn address(user: &str, pods: &[Arc<Pod>]) -> Option<IpAddr> {
+    fn cache(pods: &[Arc<Pod>]) -> Store<Pod> {
         let (store, mut writer) = kube::runtime::reflector::store::<Pod>();
         for p in pods {
             writer.apply_watcher_event(&kube::runtime::watcher::Event::Apply(p.as_ref().clone()));
         }
-        agent_address(user, &store)
+        store
+    }
+
+    /// `agent_address` over a cache holding `pods`.
+    fn address(user: &str, pods: &[Arc<Pod>]) -> Option<IpAddr> {
+        agent_address(user, &cache(pods))
     }
 
     #[test]
@@ -163,5 +180,23 @@ mod tests {
         let mut all = decoys;
         all.push(pod("alice", "10.0.0.5", true, "Running"));
         assert_eq!(address("alice", &all), Some("10.0.0.5".parse().unwrap()));
+    }
+
+    #[test]
+    fn a_running_agent_pod_not_ready_yet_is_only_a_waking_address() {
+        let starting = vec![pod("alice", "10.0.0.5", false, "Running")];
+        assert_eq!(address("alice", &starting), None, "not served");
+        assert_eq!(running_agent_address("alice", &cache(&starting)), Some("10.0.0.5".parse().unwrap()));
+        let pending = vec![pod("alice", "10.0.0.5", false, "Pending")];
+        assert_eq!(running_agent_address("alice", &cache(&pending)), None, "no container yet");
+        let mut leaving = (*pod("alice", "10.0.0.5", true, "Running")).clone();
+        leaving.metadata.deletion_timestamp = Some(Time(jiff::Timestamp::from_second(30).unwrap()));
+        assert_eq!(running_agent_address("alice", &cache(&[Arc::new(leaving)])), None, "being deleted");
+        let decoys = vec![
+            pod_in("default", names::AGENT_POD, "alice", "10.0.0.66", false, "Running"),
+            pod_in("moltmate-bob", names::AGENT_POD, "alice", "10.0.0.67", false, "Running"),
+            pod_in("moltmate-alice", "impostor", "alice", "10.0.0.68", false, "Running"),
+        ];
+        assert_eq!(running_agent_address("alice", &cache(&decoys)), None, "someone else's pod");
     }
 }

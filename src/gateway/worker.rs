@@ -15,7 +15,7 @@ use super::activity::ActivityRecorder;
 use super::agent_client::{AgentClient, AgentError, backoff};
 use super::broker::BrokerState;
 use super::commands::{self, Attachment, MessageOutcome, Work};
-use super::directory::agent_address;
+use super::directory::{agent_address, running_agent_address};
 use super::media::{self, MediaPolicy};
 use super::metrics::GatewayMetrics;
 use super::telegram::{Outbox, Ticket};
@@ -27,6 +27,9 @@ const AGENT_ATTEMPTS: u32 = 5;
 
 /// How often a waking user's pod is looked for in the watch cache.
 const WAKE_POLL: Duration = Duration::from_millis(25);
+
+/// How often, at most, a waking agent whose container runs is asked whether it serves.
+const READY_ASK_EVERY: Duration = Duration::from_millis(100);
 
 /// A queued message for one user.
 pub struct Job {
@@ -376,10 +379,21 @@ impl Worker {
         }
         self.activity.touch(user, true).await;
         let started = Instant::now();
-        let mut told = false;
+        let (mut told, mut asked) = (false, None::<Instant>);
         while started.elapsed() < self.wake_timeout {
             if let Some(ip) = agent_address(user, &self.pods) {
                 return Some(ip);
+            }
+            // The kubelet marks the pod Ready at its next readiness probe, up to a period (1 s)
+            // after the agent is ready (scripts/bench, real-node: the slowest fifth of wakes);
+            // the agent answers the same question at once.
+            if asked.is_none_or(|at| at.elapsed() >= READY_ASK_EVERY)
+                && let Some(ip) = running_agent_address(user, &self.pods)
+            {
+                asked = Some(Instant::now());
+                if self.agents.ready(ip).await {
+                    return Some(ip);
+                }
             }
             if let Some(chat_id) = notice.filter(|_| !told && started.elapsed() >= self.starting_notice_after) {
                 self.outbox.say(chat_id, commands::STARTING).await;
