@@ -48,18 +48,20 @@ pub fn route(telegram_id: i64, users: &[Arc<MoltmateUser>]) -> Route {
 /// label alone proves nothing: anyone who can create a pod anywhere could label it as
 /// someone's agent and receive their messages and bearer token.
 pub fn agent_address(user: &str, pods: &Store<Pod>) -> Option<IpAddr> {
-    let namespace = names::user_namespace(user).ok()?;
-    let pod = pods.get(&ObjectRef::new(names::AGENT_POD).within(&namespace))?;
-    serving_address(user, &pod)
+    serving_address(user, agent_pod(user, pods)?.as_ref())
 }
 
 /// The address of the user's agent pod once its container runs, Ready or not yet: a wake asks
 /// the agent itself whether it serves (`AgentClient::ready`) rather than wait up to a probe
 /// period for the kubelet to mark it Ready.
 pub fn running_agent_address(user: &str, pods: &Store<Pod>) -> Option<IpAddr> {
+    running_address(user, agent_pod(user, pods)?.as_ref())
+}
+
+/// The cached pod `agent` in the namespace the operator made for `user`, whatever its state.
+fn agent_pod(user: &str, pods: &Store<Pod>) -> Option<Arc<Pod>> {
     let namespace = names::user_namespace(user).ok()?;
-    let pod = pods.get(&ObjectRef::new(names::AGENT_POD).within(&namespace))?;
-    running_address(user, &pod)
+    pods.get(&ObjectRef::new(names::AGENT_POD).within(&namespace))
 }
 
 /// The pod's IP if it is `user`'s agent pod and serves.
