@@ -191,18 +191,30 @@ pub async fn create_users(
     users: usize,
     concurrency: usize,
 ) -> Result<HashMap<String, Instant>, String> {
+    create_users_each(admin, users, concurrency, |_| {}).await
+}
+
+/// As `create_users`, handing each user, as the API server stored it, to `created_one`.
+async fn create_users_each(
+    admin: &Client,
+    users: usize,
+    concurrency: usize,
+    created_one: impl Fn(MoltmateUser),
+) -> Result<HashMap<String, Instant>, String> {
     let api: Api<MoltmateUser> = Api::all(admin.clone());
     let created = Mutex::new(HashMap::new());
     let results: Vec<Result<(), String>> = stream::iter(0..users)
         .map(|i| {
-            let (api, created) = (&api, &created);
+            let (api, created, created_one) = (&api, &created, &created_one);
             async move {
                 let user = new_user(i);
                 created.lock().unwrap().insert(user.name_any(), Instant::now());
-                api.create(&PostParams::default(), &user)
+                let stored = api
+                    .create(&PostParams::default(), &user)
                     .await
-                    .map(|_| ())
-                    .map_err(|e| format!("create {}: {e}", user.name_any()))
+                    .map_err(|e| format!("create {}: {e}", user.name_any()))?;
+                created_one(stored);
+                Ok(())
             }
         })
         .buffer_unordered(concurrency)
@@ -212,11 +224,12 @@ pub async fn create_users(
     Ok(created.into_inner().unwrap())
 }
 
-/// The baseline run: per user, the same MoltmateUser, then the objects the operator's pure
-/// builders make for it, written by server-side apply with the operator's ordering: the
-/// namespace and its guard rails; once the quota is in force, the workload and the pod.
-/// `concurrency` workers take the next job, a user's workload before a new user, so that a
-/// user whose quota is in force is not left behind all the others. Ready is the pod's Ready
+/// The baseline run: the same MoltmateUsers, created as the operator run creates them (all
+/// at once, `concurrency` at a time: a user's latency runs from its create in both runs);
+/// per user, the objects the operator's pure builders make for it, written by server-side
+/// apply with the operator's ordering: the namespace and its guard rails; once the quota is in
+/// force, the workload and the pod. `concurrency` workers take the next job, a user's workload
+/// before a new user, new users in the order they were created. Ready is the pod's Ready
 /// condition, as the node stand-in writes it.
 pub async fn baseline_run(admin: &Client, users: usize, concurrency: usize) -> Result<Outcome, String> {
     // As `TestEnv::spawn_operator` starts the operator; its other flags are the defaults.
@@ -235,29 +248,30 @@ pub async fn baseline_run(admin: &Client, users: usize, concurrency: usize) -> R
     .await;
 
     let jobs = Mutex::new(Jobs {
-        next_user: 0,
+        arrived: VecDeque::new(),
+        creates_failed: false,
         users,
         waiting_quota: Vec::new(),
         workloads: VecDeque::new(),
         pods_applied: 0,
     });
-    let created = Mutex::new(HashMap::new());
     let started = Instant::now();
-    let shared = Shared {
-        client: admin,
-        config: &config,
-        broker_ip: &broker_ip,
-        quotas: &quotas,
-        jobs: &jobs,
-        created: &created,
+    let shared = Shared { client: admin, config: &config, broker_ip: &broker_ip, quotas: &quotas, jobs: &jobs };
+    let creating = async {
+        let created = create_users_each(admin, users, concurrency, |user| {
+            jobs.lock().unwrap().arrived.push_back(user);
+        })
+        .await;
+        jobs.lock().unwrap().creates_failed = created.is_err();
+        (created, started.elapsed())
     };
-    let workers: Vec<Result<(), String>> =
-        futures::future::join_all((0..concurrency).map(|_| baseline_worker(&shared))).await;
-    let creates = started.elapsed();
+    let ((created, creates), workers) =
+        futures::join!(creating, futures::future::join_all((0..concurrency).map(|_| baseline_worker(&shared))));
     quota_watch.abort();
+    let created = created?;
     workers.into_iter().collect::<Result<Vec<()>, String>>()?;
     let seen = ready.wait_for(users, started + deadline(users)).await;
-    Ok(Outcome::from_times(started, creates, &created.into_inner().unwrap(), &seen))
+    Ok(Outcome::from_times(started, creates, &created, &seen))
 }
 
 struct Shared<'a> {
@@ -266,12 +280,13 @@ struct Shared<'a> {
     broker_ip: &'a str,
     quotas: &'a Store<ResourceQuota>,
     jobs: &'a Mutex<Jobs>,
-    created: &'a Mutex<HashMap<String, Instant>>,
 }
 
-/// The baseline's work left: users to start, users waiting for their quota, workloads to apply.
+/// The baseline's work left: users created and not started, users waiting for their quota,
+/// workloads to apply.
 struct Jobs {
-    next_user: usize,
+    arrived: VecDeque<MoltmateUser>,
+    creates_failed: bool,
     users: usize,
     waiting_quota: Vec<(Instant, DesiredState)>,
     workloads: VecDeque<DesiredState>,
@@ -279,7 +294,7 @@ struct Jobs {
 }
 
 enum Job {
-    GuardRails(usize),
+    GuardRails(Box<MoltmateUser>),
     Workload(Box<DesiredState>),
     Wait,
     Done,
@@ -287,6 +302,9 @@ enum Job {
 
 impl Jobs {
     fn next(&mut self, quotas: &Store<ResourceQuota>) -> Result<Job, String> {
+        if self.creates_failed {
+            return Err("the users could not all be created".into());
+        }
         let (in_force, waiting): (Vec<_>, Vec<_>) =
             self.waiting_quota.drain(..).partition(|(_, d)| quota_in_force(quotas, &d.quota));
         self.waiting_quota = waiting;
@@ -300,9 +318,8 @@ impl Jobs {
         }
         Ok(if let Some(d) = self.workloads.pop_front() {
             Job::Workload(Box::new(d))
-        } else if self.next_user < self.users {
-            self.next_user += 1;
-            Job::GuardRails(self.next_user - 1)
+        } else if let Some(user) = self.arrived.pop_front() {
+            Job::GuardRails(Box::new(user))
         } else if self.pods_applied == self.users {
             Job::Done
         } else {
@@ -315,8 +332,8 @@ async fn baseline_worker(s: &Shared<'_>) -> Result<(), String> {
     loop {
         let job = s.jobs.lock().unwrap().next(s.quotas)?;
         match job {
-            Job::GuardRails(i) => {
-                let desired = guard_rails(i, s).await?;
+            Job::GuardRails(user) => {
+                let desired = guard_rails(&user, s).await?;
                 s.jobs.lock().unwrap().waiting_quota.push((Instant::now(), desired));
             }
             Job::Workload(d) => {
@@ -329,12 +346,8 @@ async fn baseline_worker(s: &Shared<'_>) -> Result<(), String> {
     }
 }
 
-/// Create user `i` and build its objects; apply its namespace and guard rails.
-async fn guard_rails(i: usize, s: &Shared<'_>) -> Result<DesiredState, String> {
-    let users: Api<MoltmateUser> = Api::all(s.client.clone());
-    let name = user_name(i);
-    s.created.lock().unwrap().insert(name.clone(), Instant::now());
-    let user = users.create(&PostParams::default(), &new_user(i)).await.map_err(|e| format!("create {name}: {e}"))?;
+/// Build the user's objects; apply its namespace and guard rails.
+async fn guard_rails(user: &MoltmateUser, s: &Shared<'_>) -> Result<DesiredState, String> {
     let profile = moltmates::profile::resolve_with(&user.spec, &s.config.profiles).map_err(|e| e.to_string())?;
     let input = BuildInput {
         profile: &profile,
@@ -344,7 +357,7 @@ async fn guard_rails(i: usize, s: &Shared<'_>) -> Result<DesiredState, String> {
         node_addresses: &[],
         pull_secrets: &[],
     };
-    let d = builders::build(&user, &input).map_err(|e| e.to_string())?;
+    let d = builders::build(user, &input).map_err(|e| e.to_string())?;
     apply(Api::all(s.client.clone()), &d.namespace).await?;
     apply_in(s.client, &d.network_policy).await?;
     apply_in(s.client, &d.quota).await?;

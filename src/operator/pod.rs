@@ -47,7 +47,8 @@ impl PodStep {
     /// Where the user stands once the step is taken.
     pub fn observation(&self) -> Observation {
         match self {
-            PodStep::Create => Observation::new(Phase::Provisioning, Reason::PodStarting, "agent pod created"),
+            // As the new pod's first status will say: a start is one status write fewer.
+            PodStep::Create => Observation::new(Phase::Provisioning, Reason::PodStarting, "agent pod is Pending"),
             PodStep::AwaitTermination => Observation::new(
                 Phase::Provisioning,
                 Reason::PodTerminating,

@@ -223,17 +223,65 @@ async fn apply(user: &MoltmateUser, ctx: &Context) -> Result<Action, Error> {
     Ok(Action::requeue(observation.recheck_after.map_or(routine, |after| after.min(routine))))
 }
 
-/// Bring the user's sandbox to its desired state and say where it stands: read, let the gates
-/// decide how far to go (`gate::decide`), write that far, take the gate's own step.
+/// The longest a reconcile waits for a quota it has just applied to come in force.
+const QUOTA_WAIT: Duration = Duration::from_secs(3);
+
+/// Bring the user's sandbox to its desired state and say where it stands.
+///
+/// A new namespace's quota comes in force a moment after it is applied, once the quota
+/// controller has filled in its status. Waiting for that here, instead of in the queue behind
+/// every user that arrived since, takes a new user to its agent pod in one pass: users are
+/// provisioned in the order they came (scripts/bench, provisioning), and the wait costs no
+/// status write or Event. A quota slower than `QUOTA_WAIT` is left to its watch event.
 async fn provision(user: &MoltmateUser, ctx: &Context) -> Result<Observation, Error> {
-    let (view, desired) = read(user, ctx).await?;
-    let gate = gate::decide(&view);
+    let mut waited = false;
+    loop {
+        let (view, desired) = read(user, ctx).await?;
+        let gate = gate::decide(&view);
+        let quota = desired.as_ref().filter(|_| gate == Gate::WaitingForQuota && !waited).map(|d| d.quota.clone());
+        // After the wait, the guard rails are the ones just applied, whether or not their
+        // watch events are in yet: not applied again.
+        let observation = provision_step(user, ctx, &view, gate, desired, !waited).await?;
+        match quota {
+            Some(quota) if quota_comes_in_force(ctx, &quota, QUOTA_WAIT).await => waited = true,
+            _ => return Ok(observation),
+        }
+    }
+}
+
+/// Whether the cached `quota` is in force within `wait`.
+async fn quota_comes_in_force(ctx: &Context, quota: &ResourceQuota, wait: Duration) -> bool {
+    const ASK_EVERY: Duration = Duration::from_millis(50);
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        if quota_in_force(ctx, quota) {
+            return true;
+        }
+        if tokio::time::Instant::now() + ASK_EVERY > deadline {
+            return false;
+        }
+        tokio::time::sleep(ASK_EVERY).await;
+    }
+}
+
+/// One pass: let the gates decide how far to go (`gate::decide`), write that far, take the
+/// gate's own step.
+async fn provision_step(
+    user: &MoltmateUser,
+    ctx: &Context,
+    view: &gate::View,
+    gate: Gate,
+    desired: Option<DesiredState>,
+    guard_rails: bool,
+) -> Result<Observation, Error> {
     let namespace = view.namespace.as_str();
     let stage = gate.stage();
     let desired = match desired {
         Some(mut desired) if stage != Stage::Nothing => {
             keep_workspace_size(user, ctx, &mut desired).await;
-            apply_guard_rails(user, ctx, &desired).await?;
+            if guard_rails {
+                apply_guard_rails(user, ctx, &desired).await?;
+            }
             if let Stage::Workload { generation } = stage {
                 builders::stamp_reset_generation(&mut desired.workspace, generation);
                 apply_workload(user, ctx, &desired).await?;
@@ -248,7 +296,7 @@ async fn provision(user: &MoltmateUser, ctx: &Context) -> Result<Observation, Er
     }
     // Every gate but `Open` has an observation of its own, and `Open` always comes with the
     // desired objects.
-    let observation = gate.observation(&view).unwrap_or_else(|| {
+    let observation = gate.observation(view).unwrap_or_else(|| {
         Observation::new(Phase::Failed, Reason::InvalidSpec, "the desired objects could not be built")
     });
     match gate {
@@ -323,7 +371,7 @@ async fn read(user: &MoltmateUser, ctx: &Context) -> Result<(gate::View, Option<
     };
     view.namespace_taken = namespace_taken(ctx, &view.namespace).await?;
     view.live_namespace = lookup_namespace(&ctx.caches.namespaces, &view.namespace);
-    view.quota_in_force = quota_in_force(ctx, &desired);
+    view.quota_in_force = quota_in_force(ctx, &desired.quota);
     let applied = user.status.as_ref().and_then(|s| s.reset_generation).unwrap_or(0);
     let live_claim = lookup(&ctx.caches.workspaces, &view.namespace, names::WORKSPACE_PVC);
     view.workspace = reset::workspace_step(live_claim.as_deref(), user.spec.reset_generation, applied);
@@ -456,11 +504,11 @@ async fn apply_guard_rails(user: &MoltmateUser, ctx: &Context, d: &DesiredState)
 }
 
 /// The quota's hard limits, as the quota controller reports them, are the desired ones.
-fn quota_in_force(ctx: &Context, d: &DesiredState) -> bool {
-    let ns = d.namespace.metadata.name.as_deref().unwrap_or_default();
+fn quota_in_force(ctx: &Context, desired: &ResourceQuota) -> bool {
+    let ns = desired.metadata.namespace.as_deref().unwrap_or_default();
     let live = lookup(&ctx.caches.quotas, ns, names::RESOURCE_QUOTA);
     let status_hard = live.as_ref().and_then(|q| q.status.as_ref()).and_then(|s| s.hard.as_ref());
-    let desired_hard = d.quota.spec.as_ref().and_then(|s| s.hard.as_ref());
+    let desired_hard = desired.spec.as_ref().and_then(|s| s.hard.as_ref());
     match (desired_hard, status_hard) {
         (Some(want), Some(have)) => !needs_apply(want, Some(have)),
         _ => false,
@@ -530,7 +578,8 @@ async fn changed(ctx: &Context, user: &MoltmateUser, kind: &str, name: &str, exi
         (false, false) => ("Created", format!("{kind} {name} created")),
     };
     info!(user = %user.name_any(), kind, object = name, reason, "applied");
-    if reason == "Restored" || kind == "Namespace" {
+    // A first creation is told by the status's own Events (PodStarting, AgentReady).
+    if reason == "Restored" {
         event(ctx, user, EventType::Normal, reason, &note).await;
     }
 }
