@@ -5,6 +5,7 @@
 use std::borrow::Cow;
 use std::fmt::Debug;
 use std::marker::PhantomData;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use futures::{Stream, StreamExt, future};
@@ -104,12 +105,13 @@ where
     (reader, without_errors::<K, _>(events).map(Ok))
 }
 
-/// As `reflect`, but each object is stored as its JSON text (`Compact`) rather than as the
-/// k8s-openapi struct, and without the metadata only the API server reads (`trim_metadata`).
-/// The structs hold every optional field inline (an empty `Pod` is kilobytes), and each
-/// string, label and quantity is an allocation of its own: at 1,000 users the owned kinds
-/// kept whole were most of the operator's memory (scripts/bench, memory). A reader decodes
-/// the one object it looks up (`Compact::decode`), the same object it would have read.
+/// As `reflect`, but each object is stored as its JSON text, compressed (`Compact`), rather
+/// than as the k8s-openapi struct, and without the metadata only the API server reads
+/// (`trim_metadata`). The structs hold every optional field inline (an empty `Pod` is
+/// kilobytes), and each string, label and quantity is an allocation of its own: at 1,000
+/// users the owned kinds kept whole were most of the operator's memory (scripts/bench,
+/// memory). A reader decodes the one object it looks up (`Compact::decode`), the same object
+/// it would have read.
 ///
 /// The events passed on carry the trimmed objects themselves, for the controller's mappers.
 pub fn reflect_compact<K>(
@@ -121,6 +123,7 @@ where
     K: Resource<DynamicType = ()> + Clone + Debug + Serialize + DeserializeOwned + Send + Sync + 'static,
 {
     let (reader, mut writer) = reflector::store::<Compact<K>>();
+    let dictionary = Dictionary::default();
     let events = retrying(api, config)
         .modify(move |object| {
             trim_metadata(object);
@@ -128,20 +131,36 @@ where
         })
         .inspect(move |event| {
             if let Ok(event) = event {
-                writer.apply_watcher_event(&compact_event(event));
+                writer.apply_watcher_event(&compact_event(event, &dictionary));
             }
         });
     (reader, without_errors::<K, _>(events).map(Ok))
 }
 
 /// A watch event with its object as a `Compact`.
-fn compact_event<K: Resource<DynamicType = ()> + Serialize>(event: &watcher::Event<K>) -> watcher::Event<Compact<K>> {
+fn compact_event<K: Resource<DynamicType = ()> + Serialize>(
+    event: &watcher::Event<K>,
+    dictionary: &Dictionary,
+) -> watcher::Event<Compact<K>> {
     match event {
-        watcher::Event::Apply(object) => watcher::Event::Apply(Compact::encode(object)),
-        watcher::Event::Delete(object) => watcher::Event::Delete(Compact::encode(object)),
+        watcher::Event::Apply(object) => watcher::Event::Apply(Compact::encode(object, dictionary)),
+        watcher::Event::Delete(object) => watcher::Event::Delete(Compact::encode(object, dictionary)),
         watcher::Event::Init => watcher::Event::Init,
-        watcher::Event::InitApply(object) => watcher::Event::InitApply(Compact::encode(object)),
+        watcher::Event::InitApply(object) => watcher::Event::InitApply(Compact::encode(object, dictionary)),
         watcher::Event::InitDone => watcher::Event::InitDone,
+    }
+}
+
+/// What one cache's objects are compressed against: the JSON of the first object it stored.
+/// The operator's objects of one kind differ in little more than their user's name, uid and
+/// addresses, so each compresses to a tenth or less of its JSON against another (about 9 KiB
+/// of JSON per user to under 1 KiB).
+#[derive(Default)]
+pub struct Dictionary(OnceLock<Arc<[u8]>>);
+
+impl Dictionary {
+    fn get_or_take(&self, json: &str) -> Arc<[u8]> {
+        self.0.get_or_init(|| Arc::from(json.as_bytes())).clone()
     }
 }
 
@@ -163,21 +182,31 @@ pub fn trim_metadata<K: Resource>(object: &mut K) {
     }
 }
 
-/// An object of kind `K` kept as its JSON text, with its name and namespace for the store's
-/// key: a tenth of the struct's size or less, in one allocation (`text` is the name, the
-/// namespace, then the JSON; at a dozen objects per user, two strings more each were a
-/// tenth of what the caches hold).
+/// An object of kind `K` kept as its JSON text, LZ4-compressed against its cache's
+/// `Dictionary`, with its name and namespace for the store's key, in one allocation (`bytes`
+/// is the name, the namespace, then the compressed JSON; at a dozen objects per user, two
+/// strings more each were a tenth of what the caches hold).
 pub struct Compact<K> {
-    text: Box<str>,
+    bytes: Box<[u8]>,
     name_end: u32,
     /// Where the namespace ends, for a namespaced object.
     namespace_end: Option<u32>,
+    /// The length of the JSON, to decompress it.
+    json_len: u32,
+    dictionary: Arc<[u8]>,
     kind: PhantomData<fn() -> K>,
 }
 
 impl<K> Clone for Compact<K> {
     fn clone(&self) -> Self {
-        Self { text: self.text.clone(), name_end: self.name_end, namespace_end: self.namespace_end, kind: PhantomData }
+        Self {
+            bytes: self.bytes.clone(),
+            name_end: self.name_end,
+            namespace_end: self.namespace_end,
+            json_len: self.json_len,
+            dictionary: self.dictionary.clone(),
+            kind: PhantomData,
+        }
     }
 }
 
@@ -189,46 +218,63 @@ impl<K> Debug for Compact<K> {
 
 impl<K> Compact<K> {
     fn name(&self) -> &str {
-        &self.text[..self.name_end as usize]
+        // Both were whole `String`s when stored.
+        std::str::from_utf8(&self.bytes[..self.name_end as usize]).unwrap_or_default()
     }
 
     fn namespace(&self) -> Option<&str> {
-        self.namespace_end.map(|end| &self.text[self.name_end as usize..end as usize])
+        let range = self.name_end as usize..self.namespace_end? as usize;
+        Some(std::str::from_utf8(&self.bytes[range]).unwrap_or_default())
     }
 
-    fn json(&self) -> &str {
-        &self.text[self.namespace_end.unwrap_or(self.name_end) as usize..]
+    fn compressed_json(&self) -> &[u8] {
+        &self.bytes[self.namespace_end.unwrap_or(self.name_end) as usize..]
     }
 }
 
 impl<K: Resource + Serialize> Compact<K> {
-    pub fn encode(object: &K) -> Self {
+    /// `object`, compressed against `dictionary` (which it becomes, if it is the first).
+    pub fn encode(object: &K, dictionary: &Dictionary) -> Self {
         let meta = object.meta();
         let name = meta.name.as_deref().unwrap_or_default();
         // k8s-openapi objects always serialise (string keys only); were one not to, the
         // empty text decodes to nothing, and the object counts as missing and is applied.
         let json = serde_json::to_string(object).unwrap_or_default();
-        let mut text = String::with_capacity(name.len() + meta.namespace.as_ref().map_or(0, String::len) + json.len());
-        text.push_str(name);
-        let name_end = offset(&text);
-        let namespace_end = meta.namespace.as_deref().map(|namespace| {
-            text.push_str(namespace);
-            offset(&text)
+        let dictionary = dictionary.get_or_take(&json);
+        let compressed = lz4_flex::block::compress_with_dict(json.as_bytes(), &dictionary);
+        let namespace = meta.namespace.as_deref().unwrap_or_default();
+        let mut bytes = Vec::with_capacity(name.len() + namespace.len() + compressed.len());
+        bytes.extend_from_slice(name.as_bytes());
+        let name_end = offset(&bytes);
+        let namespace_end = meta.namespace.is_some().then(|| {
+            bytes.extend_from_slice(namespace.as_bytes());
+            offset(&bytes)
         });
-        text.push_str(&json);
-        Self { text: text.into_boxed_str(), name_end, namespace_end, kind: PhantomData }
+        bytes.extend_from_slice(&compressed);
+        Self {
+            bytes: bytes.into_boxed_slice(),
+            name_end,
+            namespace_end,
+            json_len: offset(json.as_bytes()),
+            dictionary,
+            kind: PhantomData,
+        }
     }
 }
 
-/// Names and namespaces are at most 253 bytes; an object's text is far below 4 GiB.
-fn offset(text: &str) -> u32 {
-    u32::try_from(text.len()).unwrap_or(u32::MAX)
+/// Names and namespaces are at most 253 bytes; an object's JSON is far below 4 GiB.
+fn offset(bytes: &[u8]) -> u32 {
+    u32::try_from(bytes.len()).unwrap_or(u32::MAX)
 }
 
 impl<K: DeserializeOwned> Compact<K> {
     /// The object as it was stored.
     pub fn decode(&self) -> Option<K> {
-        match serde_json::from_str(self.json()) {
+        let decoded =
+            lz4_flex::block::decompress_with_dict(self.compressed_json(), self.json_len as usize, &self.dictionary)
+                .map_err(|e| e.to_string())
+                .and_then(|json| serde_json::from_slice(&json).map_err(|e| e.to_string()));
+        match decoded {
             Ok(object) => Some(object),
             Err(error) => {
                 warn!(name = %self.name(), error = %error, "cached object does not decode; treating it as missing");
@@ -410,7 +456,7 @@ mod tests {
         }))
         .unwrap();
         trim_metadata(&mut secret);
-        let compact = Compact::encode(&secret);
+        let compact = Compact::encode(&secret, &Dictionary::default());
         assert_eq!(Lookup::name(&compact).as_deref(), Some("agent-token"));
         assert_eq!(Lookup::namespace(&compact).as_deref(), Some("moltmate-u-alice"));
         let decoded = compact.decode().unwrap();
@@ -424,6 +470,33 @@ mod tests {
     }
 
     #[test]
+    fn objects_of_a_cache_are_compressed_against_its_first() {
+        let secret = |user: &str, token: &[u8]| -> k8s_openapi::api::core::v1::Secret {
+            serde_json::from_value(serde_json::json!({
+                "metadata": { "name": "agent-token", "namespace": format!("moltmate-{user}"),
+                              "labels": { names::LABEL_USER: user, names::LABEL_MANAGED_BY: names::MANAGED_BY },
+                              "ownerReferences": [{ "apiVersion": "moltmate.io/v1alpha1", "kind": "MoltmateUser",
+                                                    "name": user, "uid": format!("{user}-0000-4eba-a337-f99409fbfa2d"),
+                                                    "controller": true }] },
+                "type": "Opaque",
+                "data": { "token": k8s_openapi::ByteString(token.to_vec()) }
+            }))
+            .unwrap()
+        };
+        let dictionary = Dictionary::default();
+        let first = secret("alice", b"0123456789abcdef0123456789abcdef");
+        let second = secret("bob", b"fedcba9876543210fedcba9876543210");
+        let (first_compact, second_compact) =
+            (Compact::encode(&first, &dictionary), Compact::encode(&second, &dictionary));
+        assert_eq!(first_compact.decode().unwrap(), first);
+        assert_eq!(second_compact.decode().unwrap(), second);
+        assert_eq!(Lookup::namespace(&second_compact).as_deref(), Some("moltmate-bob"));
+        let json = serde_json::to_string(&second).unwrap();
+        let stored = second_compact.compressed_json().len();
+        assert!(stored * 3 < json.len(), "{stored} bytes stored for {} bytes of JSON", json.len());
+    }
+
+    #[test]
     fn a_compact_cluster_object_has_no_namespace_and_decodes_whole() {
         let mut namespace: Namespace = serde_json::from_value(serde_json::json!({
             "metadata": { "name": "moltmate-u-alice", "labels": { names::LABEL_USER: "alice" } },
@@ -431,12 +504,12 @@ mod tests {
             "status": { "phase": "Active" }
         }))
         .unwrap();
-        let compact = Compact::encode(&namespace);
+        let compact = Compact::encode(&namespace, &Dictionary::default());
         assert_eq!(Lookup::name(&compact).as_deref(), Some("moltmate-u-alice"));
         assert_eq!(Lookup::namespace(&compact), None);
         assert_eq!(compact.decode().unwrap(), namespace);
         trim_namespace(&mut namespace);
-        let decoded = Compact::encode(&namespace).decode().unwrap();
+        let decoded = Compact::encode(&namespace, &Dictionary::default()).decode().unwrap();
         assert_eq!(decoded.labels()[names::LABEL_USER], "alice");
         assert!(decoded.spec.is_none() && decoded.status.is_none());
     }

@@ -340,7 +340,7 @@ async fn read(user: &MoltmateUser, ctx: &Context) -> Result<(gate::View, Option<
         Ok(ns) => ns,
         Err(e) => return Ok((gate::View { name_error: Some(e.to_string()), ..view }, None)),
     };
-    view.telegram_id_holder = telegram_id_holder(user, &ctx.caches.users.state());
+    view.telegram_id_holder = telegram_id_holder(user, &same_telegram_id(ctx, user));
     if view.telegram_id_holder.is_some() {
         return Ok((view, None));
     }
@@ -409,6 +409,12 @@ async fn replace_workspace(ctx: &Context, ns: &str) -> Result<(), Error> {
     let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), ns);
     delete_ignoring_absent(&api, names::WORKSPACE_PVC).await?;
     Ok(())
+}
+
+/// The users with `user`'s Telegram id, itself included: a handful, not every user's Arc, to
+/// pass to `telegram_id_holder` at each reconcile.
+fn same_telegram_id(ctx: &Context, user: &MoltmateUser) -> Vec<Arc<MoltmateUser>> {
+    ctx.caches.users.state_filter(|other| other.spec.telegram.user_id == user.spec.telegram.user_id)
 }
 
 /// The older MoltmateUser (by creation time, then name) holding the same Telegram id, if any.
@@ -692,7 +698,7 @@ async fn cleanup(user: &MoltmateUser, ctx: &Context) -> Result<Action, Error> {
     let name = user.name_any();
     let Ok(ns) = names::user_namespace(&name) else { return Ok(Action::await_change()) };
     ctx.announced.lock().expect("announced lock").remove(&user.uid().unwrap_or_default());
-    if telegram_id_holder(user, &ctx.caches.users.state()).is_some() {
+    if telegram_id_holder(user, &same_telegram_id(ctx, user)).is_some() {
         // A duplicate never had a sandbox of its own; the namespace (if any) is someone's retained data.
         return Ok(Action::await_change());
     }
