@@ -153,8 +153,8 @@ fn compact_event<K: Resource<DynamicType = ()> + Serialize>(
 
 /// What one cache's objects are compressed against: the JSON of the first object it stored.
 /// The operator's objects of one kind differ in little more than their user's name, uid and
-/// addresses, so each compresses to a tenth or less of its JSON against another (about 9 KiB
-/// of JSON per user to under 1 KiB).
+/// addresses, so each compresses to a tenth or less of its JSON against another (a user's nine
+/// objects, taken whole from an API server: 9.0 KiB of JSON to 0.64 KiB).
 #[derive(Default)]
 pub struct Dictionary(OnceLock<Arc<[u8]>>);
 
@@ -242,11 +242,11 @@ impl<K: Resource + Serialize> Compact<K> {
         let json = serde_json::to_string(object).unwrap_or_default();
         let dictionary = dictionary.get_or_take(&json);
         let compressed = lz4_flex::block::compress_with_dict(json.as_bytes(), &dictionary);
-        let namespace = meta.namespace.as_deref().unwrap_or_default();
-        let mut bytes = Vec::with_capacity(name.len() + namespace.len() + compressed.len());
+        let namespace_len = meta.namespace.as_ref().map_or(0, String::len);
+        let mut bytes = Vec::with_capacity(name.len() + namespace_len + compressed.len());
         bytes.extend_from_slice(name.as_bytes());
         let name_end = offset(&bytes);
-        let namespace_end = meta.namespace.is_some().then(|| {
+        let namespace_end = meta.namespace.as_deref().map(|namespace| {
             bytes.extend_from_slice(namespace.as_bytes());
             offset(&bytes)
         });
