@@ -22,6 +22,7 @@ mod node_agents;
 mod operator;
 mod operator_restart;
 mod packaging;
+mod polling;
 mod real_node;
 mod reminders;
 mod steady_state;

@@ -842,15 +842,10 @@ async fn measure(options: &Options, report: &mut Report) -> Result<(), String> {
                 report.section(&format!("gateway-callgrind-{label}"), n, json!({ "loads": loads, "split": split }));
                 counts.push(split.per_message);
             }
+            // Reported, not held to the CPU target: callgrind counts only user-space
+            // instructions, and most of both processes' CPU is the kernel's, on the same sockets.
             if let [floor, gateway] = counts[..] {
-                report.target(
-                    "gateway",
-                    n,
-                    "gateway/floor instructions per message",
-                    gateway / floor.max(1.0),
-                    "×",
-                    gateway_cost::FLOOR_RATIO_TARGET,
-                );
+                report.figure("gateway", n, "gateway/floor instructions per message", gateway / floor.max(1.0), "×");
             }
         }
     }

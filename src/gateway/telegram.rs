@@ -3,7 +3,8 @@
 //! The loop asks for updates from `Confirmations::offset()`, which never passes an update
 //! still being handled; Telegram therefore returns unfinished updates again on every call
 //! (without waiting), and those are skipped. To not spin meanwhile, after a poll that brought
-//! nothing new the loop waits until some update finishes (or a short while, for newcomers).
+//! nothing new the loop waits until some update finishes (or a short while, for newcomers),
+//! and polls at most every 20 ms while any update is in flight.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -27,6 +28,12 @@ use crate::shutdown::Shutdown;
 
 /// How long to wait for a finished update before polling again while some are in flight.
 const IN_FLIGHT_REPOLL: Duration = Duration::from_millis(300);
+
+/// The shortest time between two polls while updates are in flight. Telegram answers such a
+/// poll at once, with every unfinished update again: polled back to back, a busy gateway
+/// would poll once per message and read each update in flight again every time. A message
+/// that arrives meanwhile waits at most this long, a small part of any agent's turn.
+const IN_FLIGHT_POLL_EVERY: Duration = Duration::from_millis(20);
 
 /// The updates the gateway asks Telegram for: messages, and presses of its access buttons.
 pub const ALLOWED_UPDATES: [AllowedUpdate; 2] = [AllowedUpdate::Message, AllowedUpdate::CallbackQuery];
@@ -458,6 +465,7 @@ async fn take_updates(
         };
         // Telegram returns unfinished updates at once anyway; the long wait is for when idle.
         let timeout = if in_flight == 0 { long_poll.as_secs().min(50) as u32 } else { 0 };
+        let polled_at = tokio::time::Instant::now();
         let request = JsonRequest::new(bot.clone(), GetRawUpdates::new(offset, timeout));
         let answer = tokio::select! {
             answer = request.send() => answer,
@@ -500,8 +508,14 @@ async fn take_updates(
                 Err(e) => tracing::error!(update_id, error = %e, "an update that is not one; skipped"),
             }
         }
-        if new == 0 && tracker.lock().in_flight() > 0 {
-            let _ = tokio::time::timeout(IN_FLIGHT_REPOLL, tracker.finished.notified()).await;
+        if tracker.lock().in_flight() > 0 {
+            if new == 0 {
+                let _ = tokio::time::timeout(IN_FLIGHT_REPOLL, tracker.finished.notified()).await;
+            }
+            tokio::select! {
+                () = tokio::time::sleep_until(polled_at + IN_FLIGHT_POLL_EVERY) => {}
+                () = shutdown.requested() => return,
+            }
         }
     }
 }

@@ -67,7 +67,9 @@ pub(super) async fn chat_completions(
     };
     let request = shape(fields, &rules).map_err(bad)?;
     let model = super::shape::value(&request, "model").and_then(|m| m.as_str().map(str::to_string));
-    let body = serde_json::to_vec(&request).map_err(|e| bad(format!("the request could not be re-encoded: {e}")))?;
+    // About the size it came in: growing the buffer would copy the conversation over and over.
+    let mut body = Vec::with_capacity(bytes.len() + 64);
+    serde_json::to_writer(&mut body, &request).map_err(|e| bad(format!("the request could not be re-encoded: {e}")))?;
     admit(&state, &caller)?;
     let estimate = estimated_tokens(&request, body.len());
     let call = Call { endpoint: CHAT, method: Method::POST, path: "chat/completions", model: model.as_deref() };

@@ -11,20 +11,24 @@
 //! be JSON, never built into a tree); only the few small fields ruled on here are read and
 //! rewritten.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-/// A request's top-level fields, each as the JSON text the agent sent.
-pub type Fields = BTreeMap<String, Box<RawValue>>;
+/// A request's top-level fields, each as the JSON text the agent sent (borrowed from the
+/// body: the conversation is not copied), or as rewritten here.
+pub type Fields<'a> = BTreeMap<String, Cow<'a, RawValue>>;
 
 /// The fields of a request body, or why it is not a JSON object.
-pub fn fields(body: &[u8]) -> Result<Fields, String> {
-    serde_json::from_slice(body).map_err(|e| match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
-        Ok(_) => "the request body must be a JSON object".to_string(),
-        Err(_) => format!("the request body is not JSON: {e}"),
-    })
+pub fn fields(body: &[u8]) -> Result<Fields<'_>, String> {
+    let sent: BTreeMap<String, &RawValue> =
+        serde_json::from_slice(body).map_err(|e| match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
+            Ok(_) => "the request body must be a JSON object".to_string(),
+            Err(_) => format!("the request body is not JSON: {e}"),
+        })?;
+    Ok(sent.into_iter().map(|(key, value)| (key, Cow::Borrowed(value))).collect())
 }
 
 /// The value of one (small) field; None if absent.
@@ -35,7 +39,7 @@ pub fn value(fields: &Fields, key: &str) -> Option<Value> {
 
 fn set(fields: &mut Fields, key: &str, value: &Value) {
     if let Ok(raw) = serde_json::value::to_raw_value(value) {
-        fields.insert(key.to_string(), raw);
+        fields.insert(key.to_string(), Cow::Owned(raw));
     }
 }
 
@@ -79,7 +83,7 @@ pub struct Shape {
 }
 
 /// The request to forward, or why it is refused (for a 400 to the agent).
-pub fn shape(mut fields: Fields, rules: &Shape) -> Result<Fields, String> {
+pub fn shape<'a>(mut fields: Fields<'a>, rules: &Shape) -> Result<Fields<'a>, String> {
     // A field sent as null is a field not sent (some clients write every field they know).
     fields.retain(|key, value| value.get() != "null" || ALLOWED.contains(&key.as_str()));
     let mut unknown: Vec<&str> = fields.keys().map(String::as_str).filter(|k| !ALLOWED.contains(k)).collect();
@@ -146,7 +150,8 @@ mod tests {
     }
 
     fn run(request: Value, rules: &Shape) -> Result<Value, String> {
-        let shaped = shape(fields(request.to_string().as_bytes())?, rules)?;
+        let body = request.to_string();
+        let shaped = shape(fields(body.as_bytes())?, rules)?;
         Ok(serde_json::from_slice(&serde_json::to_vec(&shaped).unwrap()).unwrap())
     }
 
